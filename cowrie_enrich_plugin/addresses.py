@@ -1,0 +1,149 @@
+"""Address validation: which strings are addresses, and which addresses may be sent.
+
+Everything that reaches the whois socket passes through :func:`classify`. A value
+is accepted only when it is a plain textual IPv4 or IPv6 address (no port, no
+scope id, no surrounding space, no leading zeros); the accepted address is put in
+canonical form (IPv4-mapped IPv6 unwrapped to IPv4, IPv6 compressed, lower case).
+The table of special-purpose networks is kept here rather than taken from
+:mod:`ipaddress`, whose ``is_global`` changed between Python releases.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = [
+    "IPAddress",
+    "InvalidAddress",
+    "NonGlobal",
+    "Usable",
+    "classify",
+    "non_global_reason",
+    "parse_address",
+]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_ALLOWED_CHARS: Final = frozenset("0123456789abcdefABCDEF:.")
+_MAX_TEXT_LENGTH: Final = 45  # the longest IPv6 text form, with an embedded IPv4 tail
+
+
+@dataclass(frozen=True, slots=True)
+class Usable:
+    """A globally routable address in canonical text form."""
+
+    ip: str
+
+
+@dataclass(frozen=True, slots=True)
+class NonGlobal:
+    """A valid address that is never sent anywhere (private, loopback, ...)."""
+
+    ip: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidAddress:
+    """A value that is not an address; ``reason`` says why, for the operator."""
+
+    reason: str
+
+
+Classification = Usable | NonGlobal | InvalidAddress
+
+_V4_SPECIAL: Final[tuple[tuple[ipaddress.IPv4Network, str], ...]] = tuple(
+    (ipaddress.IPv4Network(net), why)
+    for net, why in (
+        ("0.0.0.0/8", "this-network"),
+        ("10.0.0.0/8", "private"),
+        ("100.64.0.0/10", "shared address space (CGN)"),
+        ("127.0.0.0/8", "loopback"),
+        ("169.254.0.0/16", "link-local"),
+        ("172.16.0.0/12", "private"),
+        ("192.0.0.0/24", "IETF protocol assignments"),
+        ("192.0.2.0/24", "documentation"),
+        ("192.88.99.0/24", "6to4 relay anycast (deprecated)"),
+        ("192.168.0.0/16", "private"),
+        ("198.18.0.0/15", "benchmarking"),
+        ("198.51.100.0/24", "documentation"),
+        ("203.0.113.0/24", "documentation"),
+        ("224.0.0.0/4", "multicast"),
+        ("240.0.0.0/4", "reserved"),
+    )
+)
+
+_V6_SPECIAL: Final[tuple[tuple[ipaddress.IPv6Network, str], ...]] = tuple(
+    (ipaddress.IPv6Network(net), why)
+    for net, why in (
+        ("::/128", "unspecified"),
+        ("::1/128", "loopback"),
+        ("2001::/23", "IETF protocol assignments"),
+        ("2001:db8::/32", "documentation"),
+        ("3fff::/20", "documentation"),
+        ("fc00::/7", "unique-local"),
+        ("fe80::/10", "link-local"),
+        ("fec0::/10", "site-local (deprecated)"),
+        ("ff00::/8", "multicast"),
+    )
+)
+_V6_GLOBAL_UNICAST: Final = ipaddress.IPv6Network("2000::/3")
+
+
+def parse_address(value: object) -> IPAddress | InvalidAddress:
+    """Parse one untrusted value into an address, strictly.
+
+    Returns the address (IPv4-mapped IPv6 unwrapped to IPv4) or an
+    :class:`InvalidAddress` saying what is wrong with the value.
+    """
+    if not isinstance(value, str):
+        kind = "null" if value is None else type(value).__name__
+        return InvalidAddress(f"src_ip is {kind}, not a string")
+    if not value:
+        return InvalidAddress("src_ip is empty")
+    if len(value) > _MAX_TEXT_LENGTH:
+        return InvalidAddress("src_ip is too long to be an address")
+    if not _ALLOWED_CHARS.issuperset(value):
+        return InvalidAddress(f"src_ip {_shown(value)} has characters no address has")
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        hint = " (a port glued to the address?)" if value.count(":") == 1 else ""
+        return InvalidAddress(f"src_ip {_shown(value)} is not an IP address{hint}")
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def non_global_reason(address: IPAddress) -> str | None:
+    """Say why ``address`` is not globally routable, or ``None`` when it is."""
+    if isinstance(address, ipaddress.IPv4Address):
+        for net4, why in _V4_SPECIAL:
+            if address in net4:
+                return why
+        return None
+    for net6, why in _V6_SPECIAL:
+        if address in net6:
+            return why
+    if address not in _V6_GLOBAL_UNICAST:
+        return "reserved (outside 2000::/3)"
+    return None
+
+
+def classify(value: object) -> Classification:
+    """Classify one untrusted ``src_ip`` value: usable, valid but non-global, or invalid."""
+    address = parse_address(value)
+    if isinstance(address, InvalidAddress):
+        return address
+    text = str(address)
+    why = non_global_reason(address)
+    if why is not None:
+        return NonGlobal(text, why)
+    return Usable(text)
+
+
+def _shown(value: str) -> str:
+    """Quote an untrusted value for a message, escaping control characters."""
+    return repr(value[:60])

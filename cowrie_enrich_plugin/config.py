@@ -1,0 +1,246 @@
+"""The ``[plugins.enrich]`` section: defaults, validation, environment and command-line overrides.
+
+Precedence, lowest first: defaults, the host's TOML section, environment variables
+``COWRIE_ENRICH_<KEY>``, and the host's command-line flags (which the reference host
+passes in ``config["cli"]["enrich"]``). Every key is checked at start: an unknown
+key, a wrong type or a value out of range raises :class:`ConfigError` naming the key
+and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Final
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = [
+    "DEFAULTS",
+    "ENV_PREFIX",
+    "ConfigError",
+    "EnrichConfig",
+    "load_host_config",
+    "plugin_enabled",
+    "resolve_config",
+]
+
+ENV_PREFIX: Final = "COWRIE_ENRICH_"
+#: Environment variables with the prefix that are not configuration keys.
+_RESERVED_ENV: Final = frozenset({"COWRIE_ENRICH_CONFIG"})
+PLUGIN_NAME: Final = "enrich"
+
+
+class ConfigError(ValueError):
+    """A configuration value is unusable; the message names it and says what is allowed."""
+
+
+@dataclass(frozen=True)
+class EnrichConfig:
+    """The validated settings of the enrichment plugin (see DESIGN.md for each key)."""
+
+    db: str = "sqlite:///cowrie-enrich.db"
+    cymru_host: str = "whois.cymru.com"
+    cymru_port: int = 43
+    batch_size: int = 500
+    concurrency: int = 2
+    timeout: float = 30.0
+    retries: int = 4
+    flush_interval: float = 5.0
+    ttl_days: float = 30.0
+    negative_ttl_hours: float = 24.0
+    geoip_city: str | None = None
+    geoip_asn: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as a plain mapping (the database URL's password masked)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["db"] = mask_url(self.db)
+        return values
+
+
+DEFAULTS: Final = EnrichConfig()
+
+
+@dataclass(frozen=True)
+class _Rule:
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    optional: bool = False
+
+    def allowed(self) -> str:
+        name = {int: "an integer", float: "a number", str: "a string"}[self.kind]
+        if self.low is not None and self.high is not None:
+            left = "(" if self.low_open else "["
+            name += f" in {left}{_num(self.low)}, {_num(self.high)}]"
+        if self.optional:
+            name += " (or empty for none)"
+        return name
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+_RULES: Final[Mapping[str, _Rule]] = {
+    "db": _Rule(str),
+    "cymru_host": _Rule(str),
+    "cymru_port": _Rule(int, 1, 65535),
+    "batch_size": _Rule(int, 1, 500),
+    "concurrency": _Rule(int, 1, 8),
+    "timeout": _Rule(float, 0, 600, low_open=True),
+    "retries": _Rule(int, 1, 20),
+    "flush_interval": _Rule(float, 0, 3600, low_open=True),
+    "ttl_days": _Rule(float, 0, 3650, low_open=True),
+    "negative_ttl_hours": _Rule(float, 0, 87600, low_open=True),
+    "geoip_city": _Rule(str, optional=True),
+    "geoip_asn": _Rule(str, optional=True),
+}
+
+
+def _check(key: str, value: object, where: str) -> Any:
+    rule = _RULES[key]
+    problem = f"{where}: {key} = {value!r} is not allowed; {key} must be {rule.allowed()}"
+    if rule.optional and value in (None, ""):
+        return None
+    if rule.kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(problem)
+    elif rule.kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(problem)
+        value = float(value)
+    elif not isinstance(value, str) or not value.strip() or value != value.strip():
+        raise ConfigError(problem)
+    if rule.low is not None and rule.high is not None:
+        number = float(value)  # type: ignore[arg-type]
+        too_low = number <= rule.low if rule.low_open else number < rule.low
+        if too_low or number > rule.high:
+            raise ConfigError(problem)
+    if key == "cymru_host" and any(c.isspace() or c in "/:@" for c in str(value)):
+        raise ConfigError(f"{where}: cymru_host = {value!r} must be a bare host name or address")
+    return value
+
+
+def _from_text(key: str, text: str, where: str) -> Any:
+    """Convert an environment variable's text to the key's type, then check it."""
+    kind = _RULES[key].kind
+    value: object = text
+    if kind is int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            value = text
+    elif kind is float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            value = text
+    return _check(key, value, where)
+
+
+def resolve_config(
+    section: Mapping[str, Any] | None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+    *,
+    source: str = "[plugins.enrich]",
+) -> EnrichConfig:
+    """Merge defaults, the TOML section, the environment and flags into a checked config.
+
+    :raises ConfigError: naming the offending key (or variable) and what is allowed.
+    """
+    values: dict[str, Any] = {}
+    for key, value in (section or {}).items():
+        if key not in _RULES:
+            raise ConfigError(
+                f"{source}: unknown key {key!r}; known keys: {', '.join(sorted(_RULES))}"
+            )
+        values[key] = _check(key, value, source)
+    for name, text in (os.environ if environ is None else environ).items():
+        if not name.startswith(ENV_PREFIX) or name in _RESERVED_ENV:
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key not in _RULES:
+            raise ConfigError(
+                f"environment variable {name} names no setting; known: "
+                + ", ".join(ENV_PREFIX + k.upper() for k in sorted(_RULES))
+            )
+        values[key] = _from_text(key, text, f"environment variable {name}")
+    for key, value in (flags or {}).items():
+        if value is None:
+            continue
+        values[key] = _check(key, value, f"option --{key.replace('_', '-')}")
+    return EnrichConfig(**values)
+
+
+def load_host_config(path: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """Read a host's TOML configuration file (``None``: an empty configuration).
+
+    :raises ConfigError: when the file is missing or is not valid TOML (with the line).
+    """
+    if path is None:
+        return {}
+    file = Path(path)
+    try:
+        with file.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {file} does not exist") from exc
+    except OSError as exc:
+        raise ConfigError(f"config file {file} cannot be read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {file} is not valid TOML: {exc}") from exc
+
+
+def plugin_enabled(host_config: Mapping[str, Any], name: str = PLUGIN_NAME) -> bool:
+    """Whether ``[plugins] enabled`` enables ``name`` (default on when the list is absent).
+
+    :raises ConfigError: when ``enabled`` is not a list of strings.
+    """
+    plugins = host_config.get("plugins", {})
+    if not isinstance(plugins, Mapping):
+        raise ConfigError("[plugins] must be a table")
+    enabled = plugins.get("enabled")
+    if enabled is None:
+        return True
+    if not isinstance(enabled, list) or not all(isinstance(item, str) for item in enabled):
+        raise ConfigError(f"[plugins] enabled = {enabled!r} must be a list of plugin names")
+    return name in enabled
+
+
+def plugin_section(host_config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The ``[plugins.enrich]`` table of a host configuration (empty when absent)."""
+    plugins = host_config.get("plugins", {})
+    section = plugins.get(PLUGIN_NAME, {}) if isinstance(plugins, Mapping) else {}
+    if not isinstance(section, Mapping):
+        raise ConfigError("[plugins.enrich] must be a table")
+    return section
+
+
+def cli_flags(host_config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The command-line overrides a host passed in ``config["cli"]["enrich"]``."""
+    cli = host_config.get("cli", {})
+    flags = cli.get(PLUGIN_NAME, {}) if isinstance(cli, Mapping) else {}
+    return flags if isinstance(flags, Mapping) else {}
+
+
+def mask_url(url: str) -> str:
+    """A database URL with any password replaced by ``***``."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL has nothing to mask that we can find
+        return url
+
+
+__all__ += ["PLUGIN_NAME", "cli_flags", "mask_url", "plugin_section"]

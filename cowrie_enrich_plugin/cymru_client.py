@@ -1,0 +1,315 @@
+"""Team Cymru bulk whois, the client: connections, deadlines, retries, the circuit breaker.
+
+One :class:`BulkWhoisClient` serves one run. Each batch (at most 500 addresses) is
+sent over one connection; a batch that fails in a way that can pass (refused,
+reset, timed out, cut short) is retried with exponential backoff and jitter, and
+each retry asks only for the addresses still unanswered. After the last attempt
+the remaining addresses are reported back as unresolved, never guessed. After
+several consecutive batches have given up, the circuit breaker opens: further
+batches fail at once, without touching the network, until a cool-down passes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import tenacity
+
+from .cymru_protocol import MAX_BATCH_SIZE, build_bulk_request, parse_bulk_answer
+from .record import CymruAnswer, utc_now
+
+__all__ = [
+    "BatchResult",
+    "BulkWhoisClient",
+    "CircuitOpen",
+    "WhoisAnswerIncomplete",
+    "WhoisConnectError",
+    "WhoisError",
+    "WhoisStats",
+    "WhoisTimeout",
+    "batched",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Upper bound on the bytes of one answer: generous for 500 multi-origin rows.
+_ANSWER_BYTES_BASE = 64 * 1024
+_ANSWER_BYTES_PER_IP = 8 * 1024
+
+
+class WhoisError(Exception):
+    """A bulk whois exchange failed in a way that may pass: worth another attempt."""
+
+
+class WhoisConnectError(WhoisError):
+    """The server could not be reached, refused the connection, or reset it."""
+
+
+class WhoisTimeout(WhoisError):
+    """The server did not answer within the connect, idle or total deadline."""
+
+
+class WhoisAnswerIncomplete(WhoisError):
+    """The answer was cut short or left addresses unanswered."""
+
+
+class CircuitOpen(Exception):
+    """Several consecutive batches failed; the client stopped asking for now."""
+
+
+@dataclass
+class WhoisStats:
+    """Counters for one client, safe to read from any thread."""
+
+    connections: int = 0
+    batches: int = 0
+    ips_sent: int = 0
+    retries: int = 0
+    failed_batches: int = 0
+    garbage_lines: int = 0
+    error_lines: int = 0
+    unexpected_rows: int = 0
+    circuit_opened: int = 0
+
+
+@dataclass
+class BatchResult:
+    """The outcome of one batch: trusted answers, and what is still unresolved (ip -> why)."""
+
+    answers: dict[str, CymruAnswer] = field(default_factory=dict)
+    unresolved: dict[str, str] = field(default_factory=dict)
+    attempts: int = 0
+
+
+def batched(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    """Split ``items`` into consecutive slices of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class BulkWhoisClient:
+    """A client for Team Cymru's bulk whois interface (or anything speaking it).
+
+    :param host: server name or address.
+    :param port: TCP port (43).
+    :param timeout: total seconds one attempt may take; the connect and idle-read
+        deadlines are derived from it unless given.
+    :param retries: attempts per batch (at least 1).
+    :param concurrency: connections in flight at once in :meth:`query`.
+    :param batch_size: addresses per batch, 1..500.
+    :param wait_initial: first backoff in seconds (doubled each retry, plus jitter).
+    :param wait_max: longest backoff in seconds.
+    :param breaker_threshold: consecutive failed batches that open the circuit.
+    :param breaker_cooldown: seconds the circuit stays open before one batch may try again.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float = 30.0,
+        retries: int = 4,
+        concurrency: int = 2,
+        batch_size: int = MAX_BATCH_SIZE,
+        connect_timeout: float | None = None,
+        idle_timeout: float | None = None,
+        wait_initial: float = 0.5,
+        wait_max: float = 30.0,
+        breaker_threshold: int = 3,
+        breaker_cooldown: float = 60.0,
+    ) -> None:
+        if not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise ValueError(f"batch_size must be 1..{MAX_BATCH_SIZE}")
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout if connect_timeout is not None else min(10.0, timeout)
+        self.idle_timeout = idle_timeout if idle_timeout is not None else timeout
+        self.retries = max(1, retries)
+        self.concurrency = max(1, concurrency)
+        self.batch_size = batch_size
+        self.breaker_threshold = breaker_threshold
+        self.breaker_cooldown = breaker_cooldown
+        self.stats = WhoisStats()
+        self._lock = threading.Lock()
+        self._consecutive_failures = 0
+        self._open_until = 0.0
+        self._retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.retries),
+            wait=tenacity.wait_exponential_jitter(
+                initial=wait_initial, max=wait_max, jitter=wait_initial
+            ),
+            retry=tenacity.retry_if_exception_type(WhoisError),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+
+    # -- one batch -------------------------------------------------------------
+
+    def query_batch(self, ips: Sequence[str]) -> BatchResult:
+        """Resolve one batch of canonical global addresses, retrying what can pass.
+
+        Never raises for network trouble: what was not answered comes back in
+        ``unresolved`` with the last error.
+        """
+        result = BatchResult()
+        remaining = list(dict.fromkeys(ips))
+        if not remaining:
+            return result
+        if len(remaining) > self.batch_size:
+            raise ValueError(f"{len(remaining)} addresses exceed the batch size {self.batch_size}")
+        try:
+            self._check_circuit()
+        except CircuitOpen as exc:
+            result.unresolved = dict.fromkeys(remaining, str(exc))
+            return result
+
+        def attempt() -> None:
+            result.attempts += 1
+            self._attempt(remaining, result)
+
+        try:
+            self._retrying.copy()(attempt)
+        except WhoisError as exc:
+            result.unresolved = dict.fromkeys(remaining, f"{type(exc).__name__}: {exc}")
+            self._record_failure()
+        else:
+            self._record_success()
+        with self._lock:
+            self.stats.batches += 1
+        return result
+
+    def _attempt(self, remaining: list[str], result: BatchResult) -> None:
+        """Send one request for ``remaining``; keep what was answered; raise if short."""
+        request = build_bulk_request(ipaddress.ip_address(ip) for ip in remaining)
+        data, clean, problem = self._exchange(request, len(remaining))
+        answer = parse_bulk_answer(data, set(remaining), clean_eof=clean, fetched_at=utc_now())
+        with self._lock:
+            self.stats.ips_sent += len(remaining)
+            self.stats.garbage_lines += answer.garbage
+            self.stats.error_lines += len(answer.errors)
+            self.stats.unexpected_rows += len(answer.unexpected)
+        if answer.unexpected:
+            logger.info(
+                "whois answered %d address(es) that were not asked (first: %s); ignored",
+                len(answer.unexpected),
+                answer.unexpected[0],
+            )
+        result.answers.update(answer.answers)
+        remaining[:] = [ip for ip in remaining if ip not in answer.answers]
+        if problem is not None:
+            raise problem
+        if remaining:
+            detail = f"; server said {answer.errors[0]!r}" if answer.errors else ""
+            raise WhoisAnswerIncomplete(
+                f"{len(remaining)} address(es) unanswered or untrusted{detail}"
+            )
+
+    def _exchange(self, request: bytes, count: int) -> tuple[bytes, bool, WhoisError | None]:
+        """Connect, send, read to EOF. Returns (data, clean EOF, the error that ended it)."""
+        deadline = time.monotonic() + self.timeout
+        limit = _ANSWER_BYTES_BASE + _ANSWER_BYTES_PER_IP * count
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+        except TimeoutError as exc:
+            raise WhoisTimeout(f"connect to {self.host}:{self.port} timed out") from exc
+        except OSError as exc:
+            raise WhoisConnectError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+        with self._lock:
+            self.stats.connections += 1
+        chunks: list[bytes] = []
+        size = 0
+        with sock:
+            try:
+                sock.settimeout(self.idle_timeout)
+                sock.sendall(request)
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return b"".join(chunks), False, WhoisTimeout("answer took too long")
+                    sock.settimeout(min(self.idle_timeout, left))
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        return b"".join(chunks), True, None
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > limit:
+                        return (
+                            b"".join(chunks),
+                            False,
+                            WhoisAnswerIncomplete(f"answer exceeded {limit} bytes; cut"),
+                        )
+            except TimeoutError:
+                return b"".join(chunks), False, WhoisTimeout("server went silent")
+            except OSError as exc:
+                return b"".join(chunks), False, WhoisConnectError(f"connection failed: {exc}")
+
+    # -- many batches ------------------------------------------------------------
+
+    def query(self, ips: Iterable[str]) -> Iterator[BatchResult]:
+        """Resolve many addresses in batches, ``concurrency`` connections at a time."""
+        unique = list(dict.fromkeys(ips))
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="cymru") as pool:
+            yield from pool.map(self.query_batch, batched(unique, self.batch_size))
+
+    # -- retry bookkeeping and the circuit breaker -------------------------------
+
+    def _before_sleep(self, state: tenacity.RetryCallState) -> None:
+        with self._lock:
+            self.stats.retries += 1
+        exc = state.outcome.exception() if state.outcome is not None else None
+        logger.warning(
+            "whois batch attempt %d failed (%s); retrying in %.1fs",
+            state.attempt_number,
+            exc,
+            state.upcoming_sleep,
+        )
+
+    def _check_circuit(self) -> None:
+        with self._lock:
+            if self._consecutive_failures < self.breaker_threshold:
+                return
+            if time.monotonic() >= self._open_until:
+                # Half-open: let this batch try; a failure re-opens the circuit.
+                self._open_until = time.monotonic() + self.breaker_cooldown
+                return
+        raise CircuitOpen(
+            f"whois circuit open after {self.breaker_threshold} consecutive failed batches"
+        )
+
+    def _record_failure(self) -> None:
+        with self._lock:
+            self.stats.failed_batches += 1
+            self._consecutive_failures += 1
+            if self._consecutive_failures == self.breaker_threshold:
+                self._open_until = time.monotonic() + self.breaker_cooldown
+                self.stats.circuit_opened += 1
+                logger.error(
+                    "%d consecutive whois batches failed against %s:%d; not asking again "
+                    "for %.0fs (their addresses stay pending)",
+                    self.breaker_threshold,
+                    self.host,
+                    self.port,
+                    self.breaker_cooldown,
+                )
+
+    def _record_success(self) -> None:
+        with self._lock:
+            self._consecutive_failures = 0
+
+    @property
+    def circuit_open(self) -> bool:
+        """Whether the breaker is open now."""
+        with self._lock:
+            return (
+                self._consecutive_failures >= self.breaker_threshold
+                and time.monotonic() < self._open_until
+            )

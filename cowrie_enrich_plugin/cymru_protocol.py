@@ -1,0 +1,279 @@
+"""Team Cymru bulk whois, the wire format: the request builder and the answer parser.
+
+No I/O here. The request builder takes parsed addresses only, so a string from a
+log can never reach the socket. The parser is strict: a row is accepted only when
+every column is well formed, and only when the answer proves the row complete.
+
+Completeness: the bulk protocol has no end-of-answer marker, and an address on a
+multi-origin prefix is answered with several consecutive rows. The rows of an
+address are trusted only when a later complete line follows them, or when the
+connection closed cleanly after every asked address was answered. Lines that
+cannot be parsed and rows for addresses that were not asked make the rows next to
+them untrusted too, since they may be one of those rows, garbled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import re
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from .addresses import InvalidAddress, IPAddress, non_global_reason, parse_address
+from .record import CymruAnswer
+
+__all__ = [
+    "MAX_BATCH_SIZE",
+    "MAX_LINE_LENGTH",
+    "BulkAnswer",
+    "CymruRow",
+    "build_bulk_request",
+    "parse_bulk_answer",
+    "parse_row",
+]
+
+#: Team Cymru's limit for one bulk request, and ours.
+MAX_BATCH_SIZE: Final = 500
+#: A line longer than this is not a whois row (AS names are short).
+MAX_LINE_LENGTH: Final = 4096
+
+_HEADER: Final = ("as", "ip", "bgp prefix", "cc", "registry", "allocated", "as name")
+_CC_RE: Final = re.compile(r"[A-Z]{2}")
+_REGISTRY_RE: Final = re.compile(r"[a-z][a-z0-9-]{0,15}")
+_DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+_MAX_ASN: Final = 2**32 - 1
+_ERROR: Final = "error"
+_JUNK: Final = "junk"
+
+
+def build_bulk_request(addresses: Iterable[IPAddress]) -> bytes:
+    """Build one bulk request: ``begin``, ``verbose``, one address per line, ``end``.
+
+    Addresses are deduplicated (first occurrence kept) and written in canonical form.
+
+    :raises TypeError: for anything that is not an :mod:`ipaddress` address.
+    :raises ValueError: for a non-global address, or more than
+        :data:`MAX_BATCH_SIZE` distinct addresses.
+    """
+    lines = ["begin", "verbose"]
+    seen: set[IPAddress] = set()
+    for address in addresses:
+        if not isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            raise TypeError(f"not an address object: {type(address).__name__}")
+        if address in seen:
+            continue
+        why = non_global_reason(address)
+        if why is not None:
+            raise ValueError(f"{address} is not globally routable ({why}); it is never sent")
+        seen.add(address)
+        lines.append(str(address))
+    if len(seen) > MAX_BATCH_SIZE:
+        raise ValueError(f"{len(seen)} addresses in one batch; the limit is {MAX_BATCH_SIZE}")
+    lines.append("end")
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class CymruRow:
+    """One parsed data row of a verbose bulk answer."""
+
+    ip: str
+    asns: tuple[int, ...]
+    prefix: str | None
+    cc: str | None
+    registry: str | None
+    allocated: str | None
+    as_name: str | None
+
+
+@dataclass
+class BulkAnswer:
+    """What one bulk answer established.
+
+    ``answers`` holds only trusted, complete answers, keyed by canonical address.
+    """
+
+    answers: dict[str, CymruAnswer] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    garbage: int = 0
+    untrusted: set[str] = field(default_factory=set)
+    partial_tail: bool = False
+
+
+def _null(value: str) -> str | None:
+    value = value.strip()
+    return None if value in ("", "NA") else value
+
+
+def parse_row(line: str) -> CymruRow | None:
+    """Parse one verbose data row; ``None`` when any column is malformed."""
+    columns = line.split("|", 6)
+    if len(columns) != 7:
+        return None
+    as_col, ip_col, prefix_col, cc_col, registry_col, allocated_col, name_col = columns
+    address = parse_address(ip_col.strip())
+    if isinstance(address, InvalidAddress):
+        return None
+    asns: list[int] = []
+    as_text = as_col.strip()
+    if as_text != "NA":
+        for token in as_text.split():
+            if not token.isdigit() or len(token) > 10:
+                return None
+            asn = int(token)
+            if not 0 < asn <= _MAX_ASN:
+                return None
+            if asn not in asns:
+                asns.append(asn)
+        if not asns:
+            return None
+    prefix = _null(prefix_col)
+    if prefix is not None:
+        try:
+            network = ipaddress.ip_network(prefix, strict=True)
+        except ValueError:
+            return None
+        if network.version != address.version or address not in network:
+            return None
+        prefix = str(network)
+    cc = _null(cc_col)
+    if cc is not None and not _CC_RE.fullmatch(cc):
+        return None
+    registry = _null(registry_col)
+    if registry is not None:
+        registry = registry.lower()
+        if not _REGISTRY_RE.fullmatch(registry):
+            return None
+    allocated = _null(allocated_col)
+    if allocated is not None:
+        if not _DATE_RE.fullmatch(allocated):
+            return None
+        try:
+            dt.date.fromisoformat(allocated)
+        except ValueError:
+            return None
+    return CymruRow(
+        ip=str(address),
+        asns=tuple(asns),
+        prefix=prefix,
+        cc=cc,
+        registry=registry,
+        allocated=allocated,
+        as_name=_null(name_col),
+    )
+
+
+def _is_header(line: str) -> bool:
+    return tuple(column.strip().lower() for column in line.split("|")) == _HEADER
+
+
+def _merge_rows(rows: list[CymruRow], fetched_at: dt.datetime) -> CymruAnswer:
+    """Merge the rows of one address: every origin AS, the rest from the first announced row."""
+    asns: list[int] = []
+    for row in rows:
+        asns.extend(asn for asn in row.asns if asn not in asns)
+    first = next((row for row in rows if row.asns), rows[0])
+    return CymruAnswer(
+        asns=tuple(asns),
+        as_name=first.as_name,
+        prefix=first.prefix,
+        cc=first.cc,
+        registry=first.registry,
+        allocated=first.allocated,
+        fetched_at=fetched_at,
+    )
+
+
+def parse_bulk_answer(
+    data: bytes,
+    asked: Collection[str],
+    *,
+    clean_eof: bool,
+    fetched_at: dt.datetime,
+) -> BulkAnswer:
+    """Parse the bytes of one verbose bulk answer.
+
+    :param data: everything read from the connection, possibly cut short.
+    :param asked: the canonical addresses that were sent.
+    :param clean_eof: whether the server closed the connection normally (as
+        opposed to a reset, a timeout or too much data).
+    :param fetched_at: the time to stamp on the answers.
+    """
+    result = BulkAnswer()
+    pieces = data.split(b"\n")
+    if pieces[-1]:
+        result.partial_tail = True  # the last line has no newline: it was cut
+    complete_lines = pieces[:-1]
+
+    # One entry per meaningful line: a data row of an asked address, an ``Error:``
+    # line (the server's word for a whole address), or junk (a line that cannot be
+    # parsed, or a row of an address that was not asked).
+    sequence: list[CymruRow | str] = []
+    tainted: set[str] = set()
+    for raw in complete_lines:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r")
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped.startswith("Bulk mode;") and not sequence:
+            continue
+        if stripped.startswith("Error:"):
+            result.errors.append(stripped[:200])
+            sequence.append(_ERROR)
+            continue
+        if _is_header(stripped):
+            continue
+        row = parse_row(line) if len(line) <= MAX_LINE_LENGTH else None
+        if row is None:
+            result.garbage += 1
+            ip = _ip_column(line)
+            if ip is not None and ip in asked:
+                tainted.add(ip)
+            sequence.append(_JUNK)
+        elif row.ip not in asked:
+            result.unexpected.append(row.ip)
+            sequence.append(_JUNK)
+        else:
+            sequence.append(row)
+
+    # Junk may be a garbled row of the address before or after it.
+    for index, entry in enumerate(sequence):
+        if entry is not _JUNK:
+            continue
+        for neighbour in (index - 1, index + 1):
+            if 0 <= neighbour < len(sequence):
+                near = sequence[neighbour]
+                if isinstance(near, CymruRow):
+                    tainted.add(near.ip)
+
+    rows_by_ip: dict[str, list[CymruRow]] = {}
+    for entry in sequence:
+        if isinstance(entry, CymruRow):
+            rows_by_ip.setdefault(entry.ip, []).append(entry)
+
+    # The rows of the last line are complete only if the answer is proven whole;
+    # a cut line after them may be one more row of the same address.
+    all_answered = all(ip in rows_by_ip for ip in asked)
+    proven_complete = clean_eof and not result.partial_tail and all_answered
+    if sequence and not proven_complete and isinstance(sequence[-1], CymruRow):
+        tainted.add(sequence[-1].ip)
+
+    for ip, rows in rows_by_ip.items():
+        if ip in tainted:
+            continue
+        result.answers[ip] = _merge_rows(rows, fetched_at)
+    result.untrusted = tainted & set(rows_by_ip)
+    return result
+
+
+def _ip_column(line: str) -> str | None:
+    columns = line.split("|")
+    if len(columns) < 2:
+        return None
+    address = parse_address(columns[1].strip())
+    if isinstance(address, InvalidAddress):
+        return None
+    return str(address)

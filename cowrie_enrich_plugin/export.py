@@ -1,0 +1,94 @@
+"""Writing stored records out: JSON lines, and CSV that spreadsheets cannot be tricked by.
+
+Strings from the whois server and the GeoIP files are data. They are stored as
+received; JSON output escapes every control and non-ASCII character; CSV output
+prefixes a text cell that a spreadsheet would take as a formula (``=``, ``+``,
+``-``, ``@``, tab, carriage return) with ``'`` and escapes control characters.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable
+from typing import IO, Any, Final
+
+from .record import EnrichmentRecord
+
+__all__ = ["CSV_COLUMNS", "csv_cell", "flatten", "write_csv", "write_jsonl"]
+
+CSV_COLUMNS: Final = (
+    "ip",
+    "status",
+    "asn",
+    "as_name",
+    "country",
+    "cymru_asn",
+    "cymru_asns",
+    "cymru_as_name",
+    "cymru_prefix",
+    "cymru_cc",
+    "cymru_registry",
+    "cymru_allocated",
+    "cymru_fetched_at",
+    "maxmind_country_iso_code",
+    "maxmind_country_name",
+    "maxmind_city",
+    "maxmind_latitude",
+    "maxmind_longitude",
+    "maxmind_accuracy_radius",
+    "maxmind_asn",
+    "maxmind_as_org",
+    "maxmind_city_db_built_at",
+    "maxmind_asn_db_built_at",
+    "expires_at",
+)
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def flatten(record: EnrichmentRecord) -> dict[str, Any]:
+    """One record as a flat mapping of :data:`CSV_COLUMNS`."""
+    data = record.to_dict()
+    flat: dict[str, Any] = {key: data[key] for key in ("ip", "status", "asn", "as_name", "country")}
+    for section in ("cymru", "maxmind"):
+        values = data[section] or {}
+        for column in CSV_COLUMNS:
+            if column.startswith(section + "_"):
+                flat[column] = values.get(column[len(section) + 1 :])
+    flat["expires_at"] = data["expires_at"]
+    if isinstance(flat["cymru_asns"], list):
+        flat["cymru_asns"] = " ".join(str(asn) for asn in flat["cymru_asns"])
+    return flat
+
+
+def csv_cell(value: Any) -> str:
+    """Render one value for CSV; text that a spreadsheet would execute is neutralised."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        return str(value)
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+    if text.startswith(_FORMULA_START) or value.startswith(_FORMULA_START):
+        return "'" + text
+    return text
+
+
+def write_jsonl(records: Iterable[EnrichmentRecord], stream: IO[str]) -> int:
+    """Write records as JSON lines (ASCII-escaped); return how many."""
+    count = 0
+    for record in records:
+        stream.write(json.dumps(record.to_dict()) + "\n")
+        count += 1
+    return count
+
+
+def write_csv(records: Iterable[EnrichmentRecord], stream: IO[str]) -> int:
+    """Write records as CSV with a header row; return how many."""
+    writer = csv.writer(stream)
+    writer.writerow(CSV_COLUMNS)
+    count = 0
+    for record in records:
+        flat = flatten(record)
+        writer.writerow([csv_cell(flat[column]) for column in CSV_COLUMNS])
+        count += 1
+    return count

@@ -1,0 +1,180 @@
+"""The enrichment record: frozen value objects for what each source said, and the merge.
+
+Precedence of the merge, applied only in :meth:`EnrichmentRecord.to_dict`'s summary
+fields (``asn``, ``as_name``, ``country``); each source's own section is kept
+exactly as that source said it:
+
+- routing (``asn``, ``as_name``): Team Cymru, the live BGP view; MaxMind's ASN
+  database fills in only when Cymru gave no origin AS (unannounced, pending).
+- geography (``country``): MaxMind's geolocation; Cymru's registry country fills
+  in only when MaxMind has none.
+
+Nothing is invented: a value no source gave is ``None``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+__all__ = [
+    "CymruAnswer",
+    "EnrichmentRecord",
+    "GeoAnswer",
+    "Status",
+    "format_time",
+    "parse_time",
+    "utc_now",
+]
+
+
+class Status(str, Enum):
+    """What is known about an address."""
+
+    ENRICHED = "enriched"
+    UNANNOUNCED = "unannounced"
+    SKIPPED = "skipped"
+    PENDING = "pending"
+
+
+def utc_now() -> dt.datetime:
+    """Return the current time, timezone-aware, in UTC, to the second."""
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
+def format_time(value: dt.datetime | None) -> str | None:
+    """Format a UTC time as ``2026-11-28T20:00:00Z`` (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str | None) -> dt.datetime | None:
+    """Parse :func:`format_time`'s output back into an aware UTC time."""
+    if value is None:
+        return None
+    return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class CymruAnswer:
+    """What Team Cymru's bulk whois said about one address (all its rows merged)."""
+
+    asns: tuple[int, ...]
+    as_name: str | None
+    prefix: str | None
+    cc: str | None
+    registry: str | None
+    allocated: str | None
+    fetched_at: dt.datetime
+
+    @property
+    def asn(self) -> int | None:
+        """The first origin AS reported, or ``None`` when the prefix is not announced."""
+        return self.asns[0] if self.asns else None
+
+    @property
+    def announced(self) -> bool:
+        """Whether any origin AS announces the address."""
+        return bool(self.asns)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the ``cymru`` section of the exported record."""
+        return {
+            "asn": self.asn,
+            "asns": list(self.asns),
+            "as_name": self.as_name,
+            "prefix": self.prefix,
+            "cc": self.cc,
+            "registry": self.registry,
+            "allocated": self.allocated,
+            "fetched_at": format_time(self.fetched_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class GeoAnswer:
+    """What the MaxMind databases say about one address; ``None`` where they say nothing."""
+
+    country_iso_code: str | None = None
+    country_name: str | None = None
+    city: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    accuracy_radius: int | None = None
+    asn: int | None = None
+    as_org: str | None = None
+    city_db_built_at: dt.datetime | None = None
+    asn_db_built_at: dt.datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the ``maxmind`` section of the exported record."""
+        return {
+            "country_iso_code": self.country_iso_code,
+            "country_name": self.country_name,
+            "city": self.city,
+            "latitude": self.latitude,
+            "longitude": self.longitude,
+            "accuracy_radius": self.accuracy_radius,
+            "asn": self.asn,
+            "as_org": self.as_org,
+            "city_db_built_at": format_time(self.city_db_built_at),
+            "asn_db_built_at": format_time(self.asn_db_built_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EnrichmentRecord:
+    """One address's merged record, as stored, delivered and exported."""
+
+    ip: str
+    status: Status
+    cymru: CymruAnswer | None = None
+    maxmind: GeoAnswer | None = None
+    expires_at: dt.datetime | None = None
+
+    @property
+    def merged_asn(self) -> int | None:
+        """Cymru's first origin AS, else MaxMind's ASN, else ``None``."""
+        if self.cymru is not None and self.cymru.asn is not None:
+            return self.cymru.asn
+        return self.maxmind.asn if self.maxmind is not None else None
+
+    @property
+    def merged_as_name(self) -> str | None:
+        """The AS name belonging to :attr:`merged_asn`, from the same source."""
+        if self.cymru is not None and self.cymru.asn is not None:
+            return self.cymru.as_name
+        return self.maxmind.as_org if self.maxmind is not None else None
+
+    @property
+    def merged_country(self) -> str | None:
+        """MaxMind's country, else Cymru's registry country, else ``None``."""
+        if self.maxmind is not None and self.maxmind.country_iso_code is not None:
+            return self.maxmind.country_iso_code
+        return self.cymru.cc if self.cymru is not None else None
+
+    def is_fresh(self, now: dt.datetime) -> bool:
+        """Whether the record can be used without asking the network again."""
+        if self.status is Status.SKIPPED:
+            return True
+        if self.status is Status.PENDING or self.expires_at is None:
+            return False
+        return self.expires_at > now
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the exported record (DESIGN.md), JSON-ready."""
+        return {
+            "ip": self.ip,
+            "status": self.status.value,
+            "cymru": self.cymru.to_dict() if self.cymru is not None else None,
+            "maxmind": self.maxmind.to_dict() if self.maxmind is not None else None,
+            "expires_at": format_time(self.expires_at),
+            "asn": self.merged_asn,
+            "as_name": self.merged_as_name,
+            "country": self.merged_country,
+        }

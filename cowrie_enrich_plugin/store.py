@@ -1,0 +1,614 @@
+"""The cache: SQLAlchemy tables, bulk queries, leases, on SQLite or PostgreSQL.
+
+Two tables and a version table:
+
+- ``enrichment_record``: the best known record per address (one row per IP).
+- ``pending_queue``: the work still to do per address (unknown, stale or failed),
+  with attempts, last error, next attempt time and a *lease*: the process that
+  claimed the address before asking the network. A lease expires, so a crashed
+  holder's addresses are picked up again; a holder on this host whose process is
+  gone is overtaken at once.
+
+Every read is a chunked ``IN``; every write a multi-row ``INSERT ... ON CONFLICT``,
+with rows sorted by address so that concurrent writers on PostgreSQL take row
+locks in the same order and cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from .record import CymruAnswer, EnrichmentRecord, GeoAnswer, Status, utc_now
+from .store_schema import (
+    SCHEMA_VERSION,
+    SchemaTooNew,
+    metadata,
+    migrate,
+    pending_queue,
+    records_table,
+)
+
+__all__ = ["SCHEMA_VERSION", "Store", "StoreError", "StoreStats", "open_store"]
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_READ_CHUNK: Final = 30_000  # below SQLite's 32,766 and PostgreSQL's 65,535 parameters
+_WRITE_CHUNK: Final = 500  # rows per multi-row INSERT (columns x rows stays under the limits)
+_TRANSIENT_ATTEMPTS: Final = 5
+
+
+class StoreError(Exception):
+    """The database could not be opened or used; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """Counts by status and age, for ``cowrie-enrich cache stats``."""
+
+    by_status: Mapping[str, int]
+    fresh: int
+    expired: int
+    queued: int
+    leased: int
+    oldest_fetch: dt.datetime | None
+    newest_fetch: dt.datetime | None
+    schema_version: int
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=dt.timezone.utc)
+
+
+def _naive(value: dt.datetime | None) -> dt.datetime | None:
+    """UTC, without tzinfo: what both backends compare consistently."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def make_owner_id() -> str:
+    """An id for this process's leases: host, pid and a random tag."""
+    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+
+
+def _owner_is_dead_here(owner: str) -> bool:
+    """Whether ``owner`` names a process on this host that no longer runs."""
+    try:
+        host, pid_text, _tag = owner.split("/")
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if host != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _record_row(record: EnrichmentRecord, now: dt.datetime) -> dict[str, Any]:
+    cymru, geo = record.cymru, record.maxmind
+    return {
+        "ip": record.ip,
+        "status": record.status.value,
+        "cymru_asns": json.dumps(list(cymru.asns)) if cymru is not None else None,
+        "cymru_as_name": cymru.as_name if cymru else None,
+        "cymru_prefix": cymru.prefix if cymru else None,
+        "cymru_cc": cymru.cc if cymru else None,
+        "cymru_registry": cymru.registry if cymru else None,
+        "cymru_allocated": cymru.allocated if cymru else None,
+        "cymru_fetched_at": _naive(cymru.fetched_at) if cymru else None,
+        "mm_present": geo is not None,
+        "mm_country_iso_code": geo.country_iso_code if geo else None,
+        "mm_country_name": geo.country_name if geo else None,
+        "mm_city": geo.city if geo else None,
+        "mm_latitude": geo.latitude if geo else None,
+        "mm_longitude": geo.longitude if geo else None,
+        "mm_accuracy_radius": geo.accuracy_radius if geo else None,
+        "mm_asn": geo.asn if geo else None,
+        "mm_as_org": geo.as_org if geo else None,
+        "mm_city_db_built_at": _naive(geo.city_db_built_at) if geo else None,
+        "mm_asn_db_built_at": _naive(geo.asn_db_built_at) if geo else None,
+        "expires_at": _naive(record.expires_at),
+        "updated_at": _naive(now),
+    }
+
+
+def _row_record(row: Mapping[str, Any]) -> EnrichmentRecord:
+    cymru = None
+    if row["cymru_fetched_at"] is not None:
+        fetched = _aware(row["cymru_fetched_at"])
+        assert fetched is not None
+        cymru = CymruAnswer(
+            asns=tuple(json.loads(row["cymru_asns"] or "[]")),
+            as_name=row["cymru_as_name"],
+            prefix=row["cymru_prefix"],
+            cc=row["cymru_cc"],
+            registry=row["cymru_registry"],
+            allocated=row["cymru_allocated"],
+            fetched_at=fetched,
+        )
+    geo = None
+    if row["mm_present"]:
+        geo = GeoAnswer(
+            country_iso_code=row["mm_country_iso_code"],
+            country_name=row["mm_country_name"],
+            city=row["mm_city"],
+            latitude=row["mm_latitude"],
+            longitude=row["mm_longitude"],
+            accuracy_radius=row["mm_accuracy_radius"],
+            asn=row["mm_asn"],
+            as_org=row["mm_as_org"],
+            city_db_built_at=_aware(row["mm_city_db_built_at"]),
+            asn_db_built_at=_aware(row["mm_asn_db_built_at"]),
+        )
+    return EnrichmentRecord(
+        ip=row["ip"],
+        status=Status(row["status"]),
+        cymru=cymru,
+        maxmind=geo,
+        expires_at=_aware(row["expires_at"]),
+    )
+
+
+def _is_transient(exc: sa.exc.DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        return True
+    text = str(exc.orig).lower()
+    return any(
+        word in text
+        for word in (
+            "database is locked",
+            "could not connect",
+            "connection refused",
+            "server closed the connection",
+            "terminating connection",
+            "connection is closed",
+            "consuming input failed",
+            "deadlock detected",
+            "could not serialize",
+            "the connection is lost",
+        )
+    )
+
+
+class Store:
+    """The enrichment cache on one SQLAlchemy engine. Safe to share between threads."""
+
+    def __init__(self, engine: Engine, owner: str | None = None) -> None:
+        self.engine = engine
+        self.owner = owner or make_owner_id()
+        self.statements = 0
+        sa.event.listen(engine, "before_cursor_execute", self._count_statement)
+
+    def _count_statement(self, *_args: object, **_kwargs: object) -> None:
+        self.statements += 1
+
+    @property
+    def dialect(self) -> str:
+        """The backend's name: ``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        """Release every pooled connection."""
+        self.engine.dispose()
+
+    # -- transactions with retry ---------------------------------------------------
+
+    def _run(self, work: Callable[[Connection], _T]) -> _T:
+        """Run ``work`` in one transaction, retrying it when the database hiccups."""
+        delay = 0.2
+        for attempt in range(1, _TRANSIENT_ATTEMPTS + 1):
+            try:
+                with self.engine.begin() as conn:
+                    return work(conn)
+            except sa.exc.DBAPIError as exc:
+                if attempt == _TRANSIENT_ATTEMPTS or not _is_transient(exc):
+                    raise StoreError(f"database error: {exc.orig}") from exc
+                logger.warning("database hiccup (%s); retrying in %.1fs", exc.orig, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
+
+    def _insert(self, table: sa.Table) -> Any:
+        if self.dialect == "postgresql":
+            return postgresql.insert(table)
+        if self.dialect == "sqlite":
+            return sqlite.insert(table)
+        raise StoreError(f"unsupported database backend {self.dialect!r}: use SQLite or PostgreSQL")
+
+    # -- reads ------------------------------------------------------------------------
+
+    def get_records(self, ips: Iterable[str]) -> dict[str, EnrichmentRecord]:
+        """Return the stored records of ``ips`` (absent ones are left out), chunked ``IN``."""
+        wanted = sorted(set(ips))
+        found: dict[str, EnrichmentRecord] = {}
+
+        def work(conn: Connection) -> None:
+            for chunk in _chunks(wanted, _READ_CHUNK):
+                query = sa.select(records_table).where(records_table.c.ip.in_(chunk))
+                for row in conn.execute(query).mappings():
+                    found[row["ip"]] = _row_record(row)
+
+        if wanted:
+            self._run(work)
+        return found
+
+    def iter_records(self, batch: int = 5000) -> Iterator[EnrichmentRecord]:
+        """Stream every stored record, ordered by address, a page at a time."""
+        last = ""
+        while True:
+            query = (
+                sa.select(records_table)
+                .where(records_table.c.ip > last)
+                .order_by(records_table.c.ip)
+                .limit(batch)
+            )
+            rows = self._run(lambda conn, q=query: list(conn.execute(q).mappings()))
+            if not rows:
+                return
+            for row in rows:
+                yield _row_record(row)
+            last = rows[-1]["ip"]
+
+    def due_pending(self, now: dt.datetime | None = None, limit: int = 100_000) -> list[str]:
+        """Addresses in the queue whose next attempt is due and whose lease is free."""
+        moment = _naive(now or utc_now())
+        q = pending_queue.c
+        query = (
+            sa.select(q.ip)
+            .where(sa.or_(q.next_attempt_at.is_(None), q.next_attempt_at <= moment))
+            .where(sa.or_(q.lease_expires_at.is_(None), q.lease_expires_at <= moment))
+            .order_by(q.ip)
+            .limit(limit)
+        )
+        return self._run(lambda conn: [row[0] for row in conn.execute(query)])
+
+    def queued(self, ips: Iterable[str]) -> dict[str, tuple[int, str | None]]:
+        """For queued addresses among ``ips``: (attempts, last error)."""
+        wanted = sorted(set(ips))
+        found: dict[str, tuple[int, str | None]] = {}
+
+        def work(conn: Connection) -> None:
+            q = pending_queue.c
+            for chunk in _chunks(wanted, _READ_CHUNK):
+                query = sa.select(q.ip, q.attempts, q.last_error).where(q.ip.in_(chunk))
+                for ip, attempts, error in conn.execute(query):
+                    found[ip] = (attempts, error)
+
+        if wanted:
+            self._run(work)
+        return found
+
+    # -- leases -------------------------------------------------------------------------
+
+    def claim(
+        self,
+        ips: Iterable[str],
+        lease_seconds: float,
+        now: dt.datetime | None = None,
+    ) -> set[str]:
+        """Lease ``ips`` for this process before asking the network; return those won.
+
+        In the same transaction, an address with no record gets a ``pending`` record,
+        so that it is durably known as pending before its batch is sent. An address
+        whose lease another live process holds is not returned.
+        """
+        wanted = sorted(set(ips))
+        if not wanted:
+            return set()
+        moment = _naive(now or utc_now())
+        assert moment is not None
+        until = moment + dt.timedelta(seconds=lease_seconds)
+        won: set[str] = set()
+
+        def work(conn: Connection) -> None:
+            won.clear()
+            for chunk in _chunks(wanted, _WRITE_CHUNK):
+                rows = [
+                    {
+                        "ip": ip,
+                        "attempts": 0,
+                        "last_error": None,
+                        "queued_at": moment,
+                        "next_attempt_at": moment,
+                        "lease_owner": self.owner,
+                        "lease_expires_at": until,
+                    }
+                    for ip in chunk
+                ]
+                stmt = self._insert(pending_queue).values(rows)
+                excluded = stmt.excluded
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[pending_queue.c.ip],
+                    set_={
+                        "lease_owner": excluded.lease_owner,
+                        "lease_expires_at": excluded.lease_expires_at,
+                    },
+                    where=sa.or_(
+                        pending_queue.c.lease_expires_at.is_(None),
+                        pending_queue.c.lease_expires_at <= moment,
+                        pending_queue.c.lease_owner == self.owner,
+                    ),
+                ).returning(pending_queue.c.ip)
+                won.update(row[0] for row in conn.execute(stmt))
+                placeholder = self._insert(records_table).values(
+                    [_pending_row(ip, moment) for ip in chunk]
+                )
+                conn.execute(placeholder.on_conflict_do_nothing(index_elements=[records_table.c.ip]))
+
+        self._run(work)
+        lost = [ip for ip in wanted if ip not in won]
+        if lost:
+            won |= self._overtake_dead(lost, until)
+        return won
+
+    def _overtake_dead(self, ips: Sequence[str], until: dt.datetime) -> set[str]:
+        """Take over leases held by processes on this host that are gone."""
+        q = pending_queue.c
+
+        def owners(conn: Connection) -> dict[str, list[str]]:
+            by_owner: dict[str, list[str]] = {}
+            for chunk in _chunks(ips, _READ_CHUNK):
+                for ip, owner in conn.execute(sa.select(q.ip, q.lease_owner).where(q.ip.in_(chunk))):
+                    if owner:
+                        by_owner.setdefault(owner, []).append(ip)
+            return by_owner
+
+        dead = {owner: held for owner, held in self._run(owners).items() if _owner_is_dead_here(owner)}
+        if not dead:
+            return set()
+        taken: set[str] = set()
+
+        def work(conn: Connection) -> None:
+            for owner, held in dead.items():
+                for chunk in _chunks(held, _WRITE_CHUNK):
+                    stmt = (
+                        sa.update(pending_queue)
+                        .where(q.ip.in_(chunk), q.lease_owner == owner)
+                        .values(lease_owner=self.owner, lease_expires_at=until)
+                        .returning(q.ip)
+                    )
+                    taken.update(row[0] for row in conn.execute(stmt))
+
+        self._run(work)
+        if taken:
+            logger.info("took over %d address(es) leased by exited processes", len(taken))
+        return taken
+
+    def release(self) -> None:
+        """Give up every lease this process holds (its addresses stay queued)."""
+        stmt = (
+            sa.update(pending_queue)
+            .where(pending_queue.c.lease_owner == self.owner)
+            .values(lease_owner=None, lease_expires_at=None)
+        )
+        self._run(lambda conn: conn.execute(stmt))
+
+    # -- writes -------------------------------------------------------------------------
+
+    def save(
+        self,
+        resolved: Sequence[EnrichmentRecord],
+        unresolved: Mapping[str, tuple[str, GeoAnswer | None]] | None = None,
+        *,
+        retry_delay: float = 0.0,
+        now: dt.datetime | None = None,
+    ) -> None:
+        """Persist one batch's outcome in one transaction.
+
+        ``resolved`` records replace what was stored and leave the queue.
+        ``unresolved`` addresses (ip -> (last error, MaxMind answer)) stay queued
+        with one more attempt, due again after ``retry_delay`` seconds (0: on the
+        next flush or run), and their lease released; their
+        record becomes ``pending`` (with its MaxMind data) unless an older answer is
+        stored, which is served, stale, until a refresh succeeds.
+        """
+        moment = _naive(now or utc_now())
+        assert moment is not None
+        records = sorted(resolved, key=lambda r: r.ip)
+        failed = dict(sorted((unresolved or {}).items()))
+
+        def work(conn: Connection) -> None:
+            for chunk in _chunks(records, _WRITE_CHUNK):
+                conn.execute(self._upsert_records([_record_row(r, moment) for r in chunk]))
+                conn.execute(
+                    sa.delete(pending_queue).where(pending_queue.c.ip.in_([r.ip for r in chunk]))
+                )
+            if not failed:
+                return
+            items = list(failed.items())
+            for chunk in _chunks(items, _WRITE_CHUNK):
+                rows = [
+                    _record_row(EnrichmentRecord(ip, Status.PENDING, maxmind=geo), moment)
+                    for ip, (_error, geo) in chunk
+                ]
+                stmt = self._insert(records_table).values(rows)
+                conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[records_table.c.ip],
+                        set_=_all_columns(stmt),
+                        where=records_table.c.status == Status.PENDING.value,
+                    )
+                )
+            by_error: dict[str, list[str]] = {}
+            for ip, (error, _geo) in items:
+                by_error.setdefault(error[:500], []).append(ip)
+            q = pending_queue.c
+            for error, ips in by_error.items():
+                for chunk in _chunks(ips, _READ_CHUNK):
+                    conn.execute(
+                        sa.update(pending_queue)
+                        .where(q.ip.in_(chunk))
+                        .values(
+                            attempts=q.attempts + 1,
+                            last_error=error,
+                            next_attempt_at=moment + dt.timedelta(seconds=retry_delay),
+                            lease_owner=None,
+                            lease_expires_at=None,
+                        )
+                    )
+
+        self._run(work)
+
+    def _upsert_records(self, rows: list[dict[str, Any]]) -> Any:
+        stmt = self._insert(records_table).values(rows)
+        return stmt.on_conflict_do_update(index_elements=[records_table.c.ip], set_=_all_columns(stmt))
+
+    def put_records(self, records: Sequence[EnrichmentRecord]) -> None:
+        """Upsert records that need no queue bookkeeping (skipped addresses)."""
+        moment = _naive(utc_now())
+        assert moment is not None
+        ordered = sorted(records, key=lambda r: r.ip)
+
+        def work(conn: Connection) -> None:
+            for chunk in _chunks(ordered, _WRITE_CHUNK):
+                conn.execute(self._upsert_records([_record_row(r, moment) for r in chunk]))
+
+        if ordered:
+            self._run(work)
+
+    def enqueue(self, ips: Iterable[str], now: dt.datetime | None = None) -> None:
+        """Queue addresses for a (re)fetch without leasing them (``cache retry``)."""
+        moment = _naive(now or utc_now())
+        wanted = sorted(set(ips))
+
+        def work(conn: Connection) -> None:
+            for chunk in _chunks(wanted, _WRITE_CHUNK):
+                stmt = self._insert(pending_queue).values(
+                    [{"ip": ip, "attempts": 0, "queued_at": moment, "next_attempt_at": moment} for ip in chunk]
+                )
+                conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[pending_queue.c.ip], set_={"next_attempt_at": moment}
+                    )
+                )
+
+        if wanted:
+            self._run(work)
+
+    def prune(self, now: dt.datetime | None = None) -> int:
+        """Delete expired records that are not queued; return how many."""
+        moment = _naive(now or utc_now())
+        r = records_table.c
+        stmt = (
+            sa.delete(records_table)
+            .where(r.expires_at.is_not(None), r.expires_at <= moment)
+            .where(~sa.exists().where(pending_queue.c.ip == r.ip))
+        )
+        return int(self._run(lambda conn: conn.execute(stmt).rowcount))
+
+    def stats(self, now: dt.datetime | None = None) -> StoreStats:
+        """Counts by status and age."""
+        moment = _naive(now or utc_now())
+        r, q = records_table.c, pending_queue.c
+
+        def work(conn: Connection) -> StoreStats:
+            by_status = dict(
+                conn.execute(sa.select(r.status, sa.func.count()).group_by(r.status)).all()
+            )
+            fresh = conn.execute(
+                sa.select(sa.func.count()).where(r.expires_at > moment)
+            ).scalar_one()
+            expired = conn.execute(
+                sa.select(sa.func.count()).where(r.expires_at <= moment)
+            ).scalar_one()
+            queued = conn.execute(sa.select(sa.func.count()).select_from(pending_queue)).scalar_one()
+            leased = conn.execute(
+                sa.select(sa.func.count()).where(q.lease_expires_at > moment)
+            ).scalar_one()
+            oldest, newest = conn.execute(
+                sa.select(sa.func.min(r.cymru_fetched_at), sa.func.max(r.cymru_fetched_at))
+            ).one()
+            return StoreStats(
+                by_status={str(k): int(v) for k, v in by_status.items()},
+                fresh=int(fresh),
+                expired=int(expired),
+                queued=int(queued),
+                leased=int(leased),
+                oldest_fetch=_aware(oldest),
+                newest_fetch=_aware(newest),
+                schema_version=SCHEMA_VERSION,
+            )
+
+        return self._run(work)
+
+
+def _pending_row(ip: str, moment: dt.datetime) -> dict[str, Any]:
+    return _record_row(EnrichmentRecord(ip, Status.PENDING), moment)
+
+
+def _all_columns(stmt: Any) -> dict[str, Any]:
+    return {c.name: stmt.excluded[c.name] for c in records_table.columns if c.name != "ip"}
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def open_store(url: str, *, create: bool = True) -> Store:
+    """Open (and create or migrate, unless ``create`` is false) the store at ``url``.
+
+    :raises StoreError: with advice, when the URL is malformed, the driver is
+        missing or the database cannot be reached.
+    """
+    try:
+        engine = sa.create_engine(url, pool_pre_ping=True)
+    except sa.exc.ArgumentError as exc:
+        raise StoreError(f"db URL {url!r} is not a database URL: {exc}") from exc
+    except ModuleNotFoundError as exc:
+        hint = " (pip install 'cowrie-enrich-plugin[postgresql]')" if "psycopg" in str(exc) else ""
+        raise StoreError(f"the database driver for {url!r} is not installed{hint}") from exc
+    if engine.dialect.name not in ("sqlite", "postgresql"):
+        raise StoreError(f"unsupported database {engine.dialect.name!r}: use SQLite or PostgreSQL")
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    store = Store(engine)
+    try:
+        if create:
+            migrate(engine)
+        else:
+            with engine.connect():
+                pass
+    except sa.exc.OperationalError as exc:
+        engine.dispose()
+        raise StoreError(
+            f"cannot open the database {engine.url!r}: {exc.orig}".strip()
+        ) from exc
+    except SchemaTooNew as exc:
+        engine.dispose()
+        raise StoreError(str(exc)) from exc
+    return store
+
+
+__all__ += ["make_owner_id", "metadata"]

@@ -1,0 +1,156 @@
+"""The store's tables and the ordered migration steps between schema versions.
+
+The ``cowrie_enrich_schema`` table holds one row: the version the database is
+at. :func:`migrate` applies, in order and each in its own transaction, every step
+above that version. Add a step by appending to ``_STEPS``; never edit an old one.
+
+- version 1: records, pending queue, indexes.
+- version 2: MaxMind database build times on each record
+  (``mm_city_db_built_at``, ``mm_asn_db_built_at``), so stale geodata can be found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SchemaTooNew",
+    "current_version",
+    "metadata",
+    "migrate",
+    "pending_queue",
+    "records_table",
+    "schema_table",
+]
+
+metadata = sa.MetaData()
+
+_TIME = sa.DateTime(timezone=False)  # always UTC; naive so both backends compare alike
+
+records_table = sa.Table(
+    "enrichment_record",
+    metadata,
+    sa.Column("ip", sa.String(45), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("cymru_asns", sa.Text),
+    sa.Column("cymru_as_name", sa.Text),
+    sa.Column("cymru_prefix", sa.String(64)),
+    sa.Column("cymru_cc", sa.String(8)),
+    sa.Column("cymru_registry", sa.String(16)),
+    sa.Column("cymru_allocated", sa.String(10)),
+    sa.Column("cymru_fetched_at", _TIME),
+    sa.Column("mm_present", sa.Boolean, nullable=False, default=False),
+    sa.Column("mm_country_iso_code", sa.String(8)),
+    sa.Column("mm_country_name", sa.Text),
+    sa.Column("mm_city", sa.Text),
+    sa.Column("mm_latitude", sa.Float),
+    sa.Column("mm_longitude", sa.Float),
+    sa.Column("mm_accuracy_radius", sa.Integer),
+    sa.Column("mm_asn", sa.BigInteger),
+    sa.Column("mm_as_org", sa.Text),
+    sa.Column("mm_city_db_built_at", _TIME),
+    sa.Column("mm_asn_db_built_at", _TIME),
+    sa.Column("expires_at", _TIME),
+    sa.Column("updated_at", _TIME, nullable=False),
+    sa.Index("ix_enrichment_record_status", "status"),
+    sa.Index("ix_enrichment_record_expires_at", "expires_at"),
+)
+
+pending_queue = sa.Table(
+    "pending_queue",
+    metadata,
+    sa.Column("ip", sa.String(45), primary_key=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text),
+    sa.Column("queued_at", _TIME),
+    sa.Column("next_attempt_at", _TIME),
+    sa.Column("lease_owner", sa.String(160)),
+    sa.Column("lease_expires_at", _TIME),
+    sa.Index("ix_pending_queue_next_attempt_at", "next_attempt_at"),
+    sa.Index("ix_pending_queue_lease_owner", "lease_owner"),
+)
+
+schema_table = sa.Table(
+    "cowrie_enrich_schema",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+)
+
+
+def _step_1(conn: Connection) -> None:
+    """Create the version-1 tables (everything but the MaxMind build times)."""
+    v1 = sa.MetaData()
+    sa.Table(
+        records_table.name,
+        v1,
+        *(
+            column._copy()
+            for column in records_table.columns
+            if column.name not in ("mm_city_db_built_at", "mm_asn_db_built_at")
+        ),
+        *(sa.Index(index.name, *(c.name for c in index.columns)) for index in records_table.indexes),
+    )
+    pending_queue.to_metadata(v1)
+    v1.create_all(conn)
+
+
+def _step_2(conn: Connection) -> None:
+    """Add the MaxMind database build times."""
+    for column in ("mm_city_db_built_at", "mm_asn_db_built_at"):
+        conn.execute(sa.text(f"ALTER TABLE enrichment_record ADD COLUMN {column} TIMESTAMP"))
+
+
+_STEPS: Final[tuple[Callable[[Connection], None], ...]] = (_step_1, _step_2)
+
+#: The schema version this code reads and writes.
+SCHEMA_VERSION: Final = len(_STEPS)
+
+
+def current_version(conn: Connection) -> int:
+    """The version the database is at (0 for an empty database)."""
+    if not sa.inspect(conn).has_table(schema_table.name):
+        return 0
+    version = conn.execute(sa.select(sa.func.max(schema_table.c.version))).scalar()
+    return int(version or 0)
+
+
+class SchemaTooNew(Exception):
+    """The database was written by a newer cowrie-enrich."""
+
+
+def migrate(engine: Engine, target: int = SCHEMA_VERSION) -> int:
+    """Bring the database up to ``target``; return the version it was at.
+
+    Safe when several processes start at once: on PostgreSQL the steps run under
+    an advisory lock; on SQLite a process that loses the race sees the other's
+    work and tries again.
+    """
+    for attempt in range(3):
+        try:
+            return _migrate_once(engine, target)
+        except (sa.exc.OperationalError, sa.exc.IntegrityError):
+            if engine.dialect.name != "sqlite" or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _migrate_once(engine: Engine, target: int) -> int:
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7460391)"))
+        schema_table.create(conn, checkfirst=True)
+        start = current_version(conn)
+        if start > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"the database is at schema version {start}, newer than this cowrie-enrich "
+                f"understands ({SCHEMA_VERSION}); upgrade cowrie-enrich"
+            )
+        for version in range(start + 1, target + 1):
+            _STEPS[version - 1](conn)
+            conn.execute(sa.insert(schema_table).values(version=version))
+        return start
