@@ -144,9 +144,8 @@ class BulkWhoisClient:
         self._open_until = 0.0
         self._retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.retries),
-            wait=tenacity.wait_exponential_jitter(
-                initial=wait_initial, max=wait_max, jitter=wait_initial
-            ),
+            wait=tenacity.wait_exponential(multiplier=wait_initial, max=wait_max)
+            + tenacity.wait_random(0, wait_initial),
             retry=tenacity.retry_if_exception_type(WhoisError),
             before_sleep=self._before_sleep,
             reraise=True,

@@ -139,9 +139,11 @@ def parse_row(line: str) -> CymruRow | None:
         if network.version != address.version or address not in network:
             return None
         prefix = str(network)
-    cc = _null(cc_col)
+    cc = cc_col.strip() or None
     if cc is not None and not _CC_RE.fullmatch(cc):
         return None
+    if cc == "NA" and not asns and prefix is None:
+        cc = None  # "NA" is Namibia, but in an all-NA row it means "not available"
     registry = _null(registry_col)
     if registry is not None:
         registry = registry.lower()

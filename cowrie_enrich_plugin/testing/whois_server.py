@@ -126,7 +126,9 @@ def synthetic_rows(ip: str) -> list[Row]:
     registry = _REGISTRIES[digest[3] % len(_REGISTRIES)]
     allocated = None if digest[4] % 17 == 0 else f"{1990 + digest[4] % 35}-{1 + digest[5] % 12:02d}-{1 + digest[6] % 28:02d}"
     if roll < 10:
-        return [Row(None, ip, None, cc if roll % 2 else None, registry, allocated, None)]
+        # In an unannounced row a CC of "NA" would read as "not available".
+        unannounced_cc = cc if roll % 2 and cc != "NA" else None
+        return [Row(None, ip, None, unannounced_cc, registry, allocated, None)]
     asn = 1 + struct.unpack(">I", digest[8:12])[0] % 400000
     name = _NAMES[digest[7] % len(_NAMES)]
     rows = [Row(asn, ip, prefix, cc, registry, allocated, name)]
