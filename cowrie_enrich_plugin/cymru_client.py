@@ -203,7 +203,10 @@ class BulkWhoisClient:
                 answer.unexpected[0],
             )
         result.answers.update(answer.answers)
-        remaining[:] = [ip for ip in remaining if ip not in answer.answers]
+        # Rotate what is left so the address that ended this answer (never trusted
+        # in a short answer) is asked first next time, with lines after it.
+        left = [ip for ip in remaining if ip not in answer.answers]
+        remaining[:] = left[-1:] + left[:-1]
         if problem is not None:
             raise problem
         if remaining:

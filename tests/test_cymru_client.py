@@ -1,0 +1,146 @@
+"""The bulk whois client against the loopback server, one fault mode at a time, then all at once."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+
+from cowrie_enrich_plugin.cymru_client import BulkWhoisClient
+from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults
+from cowrie_enrich_plugin.testing.whois_server import WhoisRequest
+
+from .conftest import global_ips
+
+
+def client_for(server: BulkWhoisServer, **kwargs: object) -> BulkWhoisClient:
+    host, port = server.address
+    options: dict[str, object] = {"timeout": 3.0, "retries": 4, "wait_initial": 0.01, "wait_max": 0.05}
+    options.update(kwargs)
+    return BulkWhoisClient(host, port, **options)  # type: ignore[arg-type]
+
+
+def assert_exact(server: BulkWhoisServer, answers: dict[str, object]) -> None:
+    for ip, answer in answers.items():
+        expected = server.expected(ip)
+        got = answer.to_dict()  # type: ignore[attr-defined]
+        assert expected is not None
+        for key, value in expected.items():
+            assert got[key] == value, (ip, key)
+
+
+def assert_reasked_only_after_disturbance(requests: list[WhoisRequest]) -> None:
+    """An address is asked again only when its previous answer was disturbed."""
+    last: dict[str, WhoisRequest] = {}
+    for request in requests:
+        for ip in request.ips:
+            if ip in last:
+                assert ip in last[ip].disturbed, f"{ip} asked again after an undisturbed answer"
+            last[ip] = request
+
+
+def test_ten_thousand_addresses_in_twenty_batches(server: BulkWhoisServer) -> None:
+    ips = global_ips(10_000, seed=3, v6_share=0.1)
+    client = client_for(server)
+    results = list(client.query(ips))
+    assert len(results) == 20 and len(server.requests) == 20
+    assert all(len(r.ips) == 500 for r in server.requests)
+    answers = {ip: a for result in results for ip, a in result.answers.items()}
+    assert set(answers) == set(ips)
+    assert all(not result.unresolved for result in results)
+    assert_exact(server, answers)
+    assert client.stats.connections == 20 and client.stats.retries == 0
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        Faults(reset_rate=0.5),
+        Faults(truncate_rate=0.5),
+        Faults(garbage_rate=0.05),
+        Faults(error_rate=0.1),
+        Faults(header=False),
+        Faults(latency_per_batch=0.05, latency_per_ip=0.0005),
+    ],
+    ids=["reset", "truncate", "garbage", "error-lines", "no-header", "slow"],
+)
+def test_each_fault_mode_leaves_only_exact_answers(server: BulkWhoisServer, faults: Faults) -> None:
+    server.faults = faults
+    ips = global_ips(600, seed=5, v6_share=0.2)
+    client = client_for(server, retries=6)
+    results = list(client.query(ips))
+    answers = {ip: a for r in results for ip, a in r.answers.items()}
+    unresolved = {ip for r in results for ip in r.unresolved}
+    assert set(answers) | unresolved == set(ips) and not set(answers) & unresolved
+    assert_exact(server, answers)
+    assert_reasked_only_after_disturbance(server.requests)
+    assert not any(r.not_addresses for r in server.requests)
+    # a retry asks only for what is still missing: no address in two requests of
+    # one batch's attempts unless disturbed (checked above), and nothing beyond ips
+    assert set(server.asked()) == set(ips)
+    if faults.error_rate == 0:
+        assert not unresolved  # six attempts suffice for these rates
+
+
+def test_hang_times_out_and_retries(server: BulkWhoisServer) -> None:
+    server.faults = Faults(hang_rate=1.0)
+    client = client_for(server, timeout=0.3, retries=2)
+    started = time.monotonic()
+    result = client.query_batch(["8.8.8.8", "1.1.1.1"])
+    assert time.monotonic() - started < 3
+    assert result.answers == {} and set(result.unresolved) == {"8.8.8.8", "1.1.1.1"}
+    assert "WhoisTimeout" in result.unresolved["8.8.8.8"]
+    assert result.attempts == 2
+    server.faults = Faults()
+    assert client.query_batch(["8.8.8.8"]).answers
+
+
+def test_refused_connections_and_circuit_breaker(server: BulkWhoisServer) -> None:
+    server.set_refusing(True)
+    client = client_for(server, retries=2, concurrency=1, breaker_threshold=3, breaker_cooldown=60)
+    results = list(client.query(global_ips(2500, seed=9)))
+    assert all(not r.answers for r in results)
+    assert sum(len(r.unresolved) for r in results) == 2500
+    assert "WhoisConnectError" in next(iter(results[0].unresolved.values()))
+    assert client.stats.circuit_opened == 1
+    assert client.stats.failed_batches == 3  # the last two batches never touched the network
+    assert client.circuit_open
+    server.set_refusing(False)
+
+
+def test_error_lines_leave_addresses_unresolved_never_guessed(server: BulkWhoisServer) -> None:
+    server.set_rows("8.8.4.4", [])  # the server answers Error for it, always
+    client = client_for(server, retries=3)
+    result = client.query_batch(["8.8.8.8", "8.8.4.4", "1.1.1.1"])
+    assert set(result.answers) == {"8.8.8.8", "1.1.1.1"}
+    assert set(result.unresolved) == {"8.8.4.4"}
+    asked = server.asked()
+    assert asked["8.8.4.4"] == 3
+    assert_reasked_only_after_disturbance(server.requests)
+
+
+def test_concurrency_is_bounded(server: BulkWhoisServer) -> None:
+    server.faults = Faults(latency_per_batch=0.2)
+    client = client_for(server, concurrency=2, batch_size=100)
+    import threading
+
+    live = Counter[str]()
+    peak = 0
+    lock = threading.Lock()
+    original = server._serve
+
+    def counting(sock):  # type: ignore[no-untyped-def]
+        nonlocal peak
+        with lock:
+            live["n"] += 1
+            peak = max(peak, live["n"])
+        try:
+            original(sock)
+        finally:
+            with lock:
+                live["n"] -= 1
+
+    server._serve = counting  # type: ignore[method-assign]
+    list(client.query(global_ips(800, seed=2)))
+    assert peak == 2

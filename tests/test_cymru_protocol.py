@@ -1,0 +1,198 @@
+"""The bulk whois wire format: request builder and answer parser, by example and by property."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from cowrie_enrich_plugin.addresses import Usable, classify
+from cowrie_enrich_plugin.cymru_protocol import build_bulk_request, parse_bulk_answer, parse_row
+from cowrie_enrich_plugin.testing.whois_server import Row, expected_cymru, render_row
+
+NOW = dt.datetime(2026, 11, 28, 20, 0, tzinfo=dt.timezone.utc)
+BANNER = b"Bulk mode; whois.cymru.com [2026-11-28 20:00:00 +0000]\n"
+HEADER = b"AS      | IP               | BGP Prefix          | CC | Registry | Allocated  | AS Name\n"
+
+
+def parse(data: bytes, asked: set[str], clean: bool = True):  # type: ignore[no-untyped-def]
+    return parse_bulk_answer(data, asked, clean_eof=clean, fetched_at=NOW)
+
+
+# -- the request -------------------------------------------------------------------------
+
+
+def test_request_shape() -> None:
+    addresses = [ipaddress.ip_address(a) for a in ("8.8.8.8", "2001:4860:4860::8888", "8.8.8.8")]
+    assert build_bulk_request(addresses) == b"begin\nverbose\n8.8.8.8\n2001:4860:4860::8888\nend\n"
+
+
+def test_request_refuses_strings_and_non_global() -> None:
+    with pytest.raises(TypeError):
+        build_bulk_request(["8.8.8.8\nbegin"])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="not globally routable"):
+        build_bulk_request([ipaddress.ip_address("10.0.0.1")])
+    with pytest.raises(ValueError, match="limit"):
+        build_bulk_request(ipaddress.ip_address(f"11.0.{i // 256}.{i % 256}") for i in range(501))
+
+
+@given(st.lists(st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)), max_size=60))
+def test_request_lines_are_canonical_global_addresses(addresses: list[ipaddress._BaseAddress]) -> None:
+    usable = [a for a in addresses if isinstance(classify(str(a)), Usable) and str(classify(str(a)).ip) == str(a)]  # type: ignore[union-attr]
+    request = build_bulk_request(usable)  # type: ignore[arg-type]
+    lines = request.decode("ascii").split("\n")
+    assert lines[:2] == ["begin", "verbose"] and lines[-2:] == ["end", ""]
+    body = lines[2:-2]
+    assert len(body) == len(set(body)) == len(set(usable))
+    for line in body:
+        assert str(ipaddress.ip_address(line)) == line
+
+
+# -- rows ----------------------------------------------------------------------------------
+
+
+def test_row_with_padding_commas_and_pipes_in_name() -> None:
+    row = parse_row(
+        "15169   | 8.8.8.8          | 8.8.8.0/24          | US | arin     | 1992-12-01 | GOOGLE, US | extra"
+    )
+    assert row is not None
+    assert row.asns == (15169,) and row.prefix == "8.8.8.0/24" and row.cc == "US"
+    assert row.registry == "arin" and row.allocated == "1992-12-01"
+    assert row.as_name == "GOOGLE, US | extra"
+
+
+def test_na_row_and_blank_columns() -> None:
+    row = parse_row("NA      | 5.181.80.1       | NA                  |    | ripencc  |            | NA")
+    assert row is not None
+    assert row.asns == () and row.prefix is None and row.cc is None and row.allocated is None
+    assert row.as_name is None and row.registry == "ripencc"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "15169 | 8.8.8.8 | 9.9.9.0/24 | US | arin | 1992-12-01 | X",  # prefix does not hold the IP
+        "15169 | 8.8.8.8 | 8.8.8.0/24 | US | arin | 1992-13-01 | X",  # no such date
+        "15169 | 8.8.8.8 | 8.8.8.0/24 | usa | arin | 1992-12-01 | X",  # not a country code
+        "AS15169 | 8.8.8.8 | 8.8.8.0/24 | US | arin | 1992-12-01 | X",
+        "0 | 8.8.8.8 | 8.8.8.0/24 | US | arin | 1992-12-01 | X",
+        "15169 | 8.8.8 | 8.8.8.0/24 | US | arin | 1992-12-01 | X",
+        "15169 | 8.8.8.8 | 8.8.8.0/24 | US | arin",
+        "99999999999 | 8.8.8.8 | 8.8.8.0/24 | US | arin | 1992-12-01 | X",
+    ],
+)
+def test_malformed_rows_are_refused(line: str) -> None:
+    assert parse_row(line) is None
+
+
+# -- whole answers ---------------------------------------------------------------------------
+
+
+def test_banner_header_rows_errors_multi_origin_and_ipv6_forms() -> None:
+    data = (
+        BANNER
+        + HEADER
+        + b"15169   | 8.8.8.8          | 8.8.8.0/24          | US | arin     | 1992-12-01 | GOOGLE, US\n"
+        + b"64500   | 2001:DB9:0:0::1  | 2001:db9::/32       | DE | ripencc  | 2001-05-01 | A\n"
+        + b"64501   | 2001:db9::1      | 2001:db9::/32       | DE | ripencc  | 2001-05-01 | A\n"
+        + b"NA      | 5.181.80.1       | NA                  |    | ripencc  |            | NA\n"
+        + b"Error: no ASN or IP match on line 4.\n"
+    )
+    asked = {"8.8.8.8", "2001:db9::1", "9.9.9.9", "5.181.80.1"}
+    answer = parse(data, asked)
+    assert set(answer.answers) == {"8.8.8.8", "2001:db9::1", "5.181.80.1"}
+    assert answer.answers["2001:db9::1"].asns == (64500, 64501)
+    assert answer.answers["5.181.80.1"].asns == ()
+    assert len(answer.errors) == 1
+
+
+def test_rows_not_asked_are_ignored_and_taint_neighbours() -> None:
+    data = BANNER + render_row(Row(1, "8.8.8.8", "8.8.8.0/24", "US", "arin", None, "A")) + b"\n"
+    data += render_row(Row(2, "1.1.1.1", "1.1.1.0/24", "AU", "apnic", None, "B")) + b"\n"
+    data += render_row(Row(3, "9.9.9.9", "9.9.9.0/24", "CH", "ripencc", None, "C")) + b"\n"
+    answer = parse(data, {"8.8.8.8", "9.9.9.9"})
+    assert answer.unexpected == ["1.1.1.1"]
+    assert answer.answers == {}  # both neighbours of the stray row are re-asked
+
+
+def test_cut_line_distrusts_the_address_it_may_belong_to() -> None:
+    rows = [Row(1, "8.8.8.8", "8.8.8.0/24", "US", "arin", None, "A"), Row(2, "8.8.8.8", "8.8.8.0/24", "US", "arin", None, "A")]
+    whole = BANNER + b"".join(render_row(r) + b"\n" for r in rows)
+    cut = whole[: len(whole) - 5]
+    assert parse(cut, {"8.8.8.8"}, clean=True).answers == {}
+    assert parse(whole, {"8.8.8.8"}, clean=True).answers["8.8.8.8"].asns == (1, 2)
+    # Cut exactly at a line boundary by a reset: the last address is not proven whole.
+    first_only = BANNER + render_row(rows[0]) + b"\n"
+    assert parse(first_only, {"8.8.8.8"}, clean=False).answers == {}
+
+
+def test_short_answer_keeps_what_was_followed_by_more() -> None:
+    a = Row(1, "8.8.8.8", "8.8.8.0/24", "US", "arin", None, "A")
+    b = Row(2, "9.9.9.9", "9.9.9.0/24", "CH", "ripencc", None, "B")
+    data = BANNER + render_row(a) + b"\n" + render_row(b) + b"\n"
+    answer = parse(data, {"8.8.8.8", "9.9.9.9", "4.4.4.4"}, clean=True)
+    assert set(answer.answers) == {"8.8.8.8"}  # 9.9.9.9 ends a short answer: not proven
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+names = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), max_size=40
+).map(str.strip)
+
+
+@st.composite
+def answers(draw: st.DrawFn) -> tuple[list[str], dict[str, list[Row]]]:
+    v4 = st.integers(0x0B000000, 0x0BFFFFFF).map(lambda n: str(ipaddress.IPv4Address(n)))
+    v6 = st.integers(0, 2**64 - 1).map(lambda n: str(ipaddress.IPv6Address((0x2A00 << 112) | n)))
+    ips = draw(st.lists(st.one_of(v4, v6), min_size=1, max_size=12, unique=True))
+    table: dict[str, list[Row]] = {}
+    for ip in ips:
+        network = ipaddress.ip_network(f"{ip}/{24 if ':' not in ip else 48}", strict=False)
+        announced = draw(st.booleans())
+        n_rows = draw(st.integers(1, 3)) if announced else 1
+        name = draw(names) or None
+        table[ip] = [
+            Row(
+                draw(st.integers(1, 2**32 - 1)) if announced else None,
+                ip,
+                str(network) if announced else None,
+                draw(st.sampled_from([None, "US", "DE", "CN"])),
+                draw(st.sampled_from([None, "arin", "ripencc"])),
+                draw(st.sampled_from([None, "2001-05-01"])),
+                name if announced else None,
+            )
+            for _ in range(n_rows)
+        ]
+    return ips, table
+
+
+def _name_survives(name: str | None) -> bool:
+    return name is None or (name != "NA" and "\x00" not in name)
+
+
+@given(answers(), st.data())
+@settings(max_examples=150)
+def test_every_accepted_answer_is_exactly_the_truth(case: tuple[list[str], dict[str, list[Row]]], data: st.DataObject) -> None:
+    ips, table = case
+    assume(all(_name_survives(r.as_name) for rows in table.values() for r in rows))
+    payload = BANNER + b"".join(render_row(r) + b"\n" for ip in ips for r in table[ip])
+    cut = data.draw(st.integers(0, len(payload)))
+    clean = data.draw(st.booleans())
+    answer = parse(payload[:cut], set(ips), clean=clean)
+    for ip, got in answer.answers.items():
+        truth = expected_cymru(table[ip])
+        mine = got.to_dict()
+        for key, value in truth.items():
+            assert mine[key] == value, (ip, key)
+    if cut == len(payload) and clean:
+        assert set(answer.answers) == set(ips)
+
+
+@given(st.binary(max_size=2000), st.sets(st.sampled_from(["8.8.8.8", "1.1.1.1", "2001:4860::1"])), st.booleans())
+def test_parser_never_raises_on_garbage(data: bytes, asked: set[str], clean: bool) -> None:
+    answer = parse(data, asked, clean=clean)
+    assert set(answer.answers) <= asked
