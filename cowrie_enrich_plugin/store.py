@@ -357,7 +357,18 @@ class Store:
                         pending_queue.c.lease_owner == self.owner,
                     ),
                 ).returning(pending_queue.c.ip)
-                won.update(row[0] for row in conn.execute(stmt))
+                claimed = {row[0] for row in conn.execute(stmt)}
+                # Another process may have answered some since our cache check and
+                # left the queue: those are not to be asked again.
+                fresh = self._fresh_among(conn, claimed, moment)
+                if fresh:
+                    conn.execute(
+                        sa.delete(pending_queue).where(
+                            pending_queue.c.ip.in_(sorted(fresh)),
+                            pending_queue.c.lease_owner == self.owner,
+                        )
+                    )
+                won.update(claimed - fresh)
                 placeholder = self._insert(records_table).values(
                     [_pending_row(ip, moment) for ip in chunk]
                 )
@@ -368,6 +379,20 @@ class Store:
         if lost:
             won |= self._overtake_dead(lost, until)
         return won
+
+    @staticmethod
+    def _fresh_among(conn: Connection, ips: set[str], moment: dt.datetime) -> set[str]:
+        if not ips:
+            return set()
+        r = records_table.c
+        query = sa.select(r.ip).where(
+            r.ip.in_(sorted(ips)),
+            sa.or_(
+                r.status == Status.SKIPPED.value,
+                sa.and_(r.status != Status.PENDING.value, r.expires_at > moment),
+            ),
+        )
+        return {row[0] for row in conn.execute(query)}
 
     def _overtake_dead(self, ips: Sequence[str], until: dt.datetime) -> set[str]:
         """Take over leases held by processes on this host that are gone."""

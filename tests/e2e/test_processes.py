@@ -1,0 +1,139 @@
+"""Real ``cowrie-enrich`` processes: killed mid-run, and two at once on one PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cowrie_enrich_plugin.store import open_store
+from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults
+
+from ..conftest import global_ips, write_log
+
+pytestmark = pytest.mark.slow
+
+
+def cowrie_enrich() -> str:
+    script = Path(sys.executable).parent / "cowrie-enrich"
+    return str(script) if script.exists() else shutil.which("cowrie-enrich") or "cowrie-enrich"
+
+
+def write_config(path: Path, server: BulkWhoisServer, db_url: str, **extra: object) -> Path:
+    host, port = server.address
+    lines = [
+        "[plugins]",
+        'enabled = ["enrich"]',
+        "[plugins.enrich]",
+        f'db = "{db_url}"',
+        f'cymru_host = "{host}"',
+        f"cymru_port = {port}",
+        "flush_interval = 0.2",
+        "timeout = 5",
+        "retries = 3",
+    ]
+    lines += [f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"' for key, value in extra.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("COWRIE_ENRICH_")}
+
+
+def assert_complete(db_url: str, server: BulkWhoisServer, ips: list[str]) -> None:
+    store = open_store(db_url)
+    records = store.get_records(ips)
+    store.close()
+    assert set(records) == set(ips)
+    for ip in ips:
+        record = records[ip].to_dict()
+        assert record["status"] in ("enriched", "unannounced"), record
+        expected = server.expected(ip)
+        assert expected is not None
+        for key, value in expected.items():
+            assert record["cymru"][key] == value
+
+
+def test_sigkill_mid_run_then_rerun_completes(tmp_path: Path) -> None:
+    ips = global_ips(3000, seed=21)
+    log = write_log(tmp_path / "cowrie.json.gz", ips, events_per_ip=2)
+    db_url = f"sqlite:///{tmp_path / 'kill.db'}"
+    with BulkWhoisServer(faults=Faults(latency_per_batch=0.6)) as server:
+        config = write_config(tmp_path / "host.toml", server, db_url, batch_size=250)
+        proc = subprocess.Popen(
+            [cowrie_enrich(), "ingest", str(log), "--config", str(config)],
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 30
+        while len(server.requests) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(server.requests) >= 3, proc.communicate(timeout=10)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert proc.returncode == -signal.SIGKILL
+        first_run = set(server.asked())
+        assert 0 < len(first_run) < len(ips)  # killed mid-run
+
+        server.faults = Faults()
+        server.reset_log()
+        done = subprocess.run(
+            [cowrie_enrich(), "ingest", str(log), "--config", str(config)],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert_complete(db_url, server, ips)
+        # the rerun took over the dead run's leases at once (same host, pid gone)
+        assert "6000 events" in done.stdout
+
+
+def test_two_processes_share_one_postgresql(tmp_path: Path, pg_url: str) -> None:
+    ips = global_ips(5000, seed=33)
+    log = write_log(tmp_path / "cowrie.json", ips, events_per_ip=1)
+    with BulkWhoisServer(faults=Faults(latency_per_batch=0.15, latency_per_ip=0.0005)) as server:
+        config = write_config(tmp_path / "host.toml", server, pg_url)
+        procs = [
+            subprocess.Popen(
+                [cowrie_enrich(), "ingest", str(log), "--config", str(config), "--output", str(tmp_path / f"out{n}.jsonl")],
+                env=clean_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for n in range(2)
+        ]
+        outputs = [p.communicate(timeout=300) for p in procs]
+        for proc, (out, err) in zip(procs, outputs):
+            assert proc.returncode == 0, out + err
+        asked = server.asked()
+        total = sum(asked.values())
+        assert set(asked) == set(ips)
+        assert total <= 1.05 * len(ips), total
+        assert_complete(pg_url, server, ips)
+        # each host received one complete record for every address
+        import json
+
+        for n in range(2):
+            lines = (tmp_path / f"out{n}.jsonl").read_text().splitlines()
+            records = [json.loads(line) for line in lines]
+            assert len(records) == len({r["ip"] for r in records}) == len(ips)
+            assert all(r["status"] in ("enriched", "unannounced") for r in records)
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(pg_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT count(*), count(DISTINCT ip) FROM enrichment_record")).one()
+        queued = conn.execute(sa.text("SELECT count(*) FROM pending_queue")).scalar()
+    engine.dispose()
+    assert tuple(rows) == (len(ips), len(ips)) and queued == 0

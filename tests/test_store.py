@@ -1,0 +1,186 @@
+"""The store on SQLite and on the real PostgreSQL: bulk reads, upserts, TTLs, leases, migration."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from cowrie_enrich_plugin.record import CymruAnswer, EnrichmentRecord, GeoAnswer, Status, utc_now
+from cowrie_enrich_plugin.store import Store, StoreError, open_store
+from cowrie_enrich_plugin.store_schema import SCHEMA_VERSION, current_version, migrate
+
+from .conftest import global_ips
+
+NOW = dt.datetime(2026, 11, 28, 20, 0, tzinfo=dt.timezone.utc)
+
+
+def enriched(ip: str, fetched: dt.datetime = NOW, days: float = 30, asns: tuple[int, ...] = (64500, 64501)) -> EnrichmentRecord:
+    answer = CymruAnswer(asns, "EXAMPLE, US", "11.0.0.0/8", "US", "arin", "2001-05-01", fetched)
+    geo = GeoAnswer("US", "United States", "Boston", 42.3, -71.1, 20, 64500, "Example", NOW, None)
+    return EnrichmentRecord(ip, Status.ENRICHED if asns else Status.UNANNOUNCED, answer, geo, fetched + dt.timedelta(days=days))
+
+
+def test_round_trip_every_field(db_url: str) -> None:
+    store = open_store(db_url)
+    records = [enriched("11.0.0.1"), enriched("2a00::1", asns=()), EnrichmentRecord("10.0.0.1", Status.SKIPPED)]
+    store.put_records(records)
+    found = store.get_records(["11.0.0.1", "2a00::1", "10.0.0.1", "11.9.9.9"])
+    assert set(found) == {"11.0.0.1", "2a00::1", "10.0.0.1"}
+    for record in records:
+        assert found[record.ip] == record
+        assert found[record.ip].to_dict() == record.to_dict()
+    store.close()
+
+
+def test_bulk_read_of_many_takes_a_handful_of_statements(db_url: str) -> None:
+    store = open_store(db_url)
+    ips = global_ips(40_000, seed=1)
+    store.put_records([enriched(ip) for ip in ips])
+    before = store.statements
+    found = store.get_records(ips)
+    assert len(found) == len(ips)
+    assert store.statements - before <= 3  # 40,000 / 30,000 per IN, rounded up
+    store.close()
+
+
+def test_upsert_replaces_and_stale_is_served(db_url: str) -> None:
+    store = open_store(db_url)
+    old = enriched("11.0.0.2", fetched=NOW - dt.timedelta(days=40))
+    store.put_records([old])
+    record = store.get_records(["11.0.0.2"])["11.0.0.2"]
+    assert not record.is_fresh(NOW) and record.status is Status.ENRICHED
+    # a refresh that fails keeps the stale answer and queues the address
+    assert store.claim(["11.0.0.2"], 60, now=NOW) == {"11.0.0.2"}
+    store.save([], {"11.0.0.2": ("WhoisTimeout: slow", None)}, now=NOW)
+    assert store.get_records(["11.0.0.2"])["11.0.0.2"] == old
+    assert store.queued(["11.0.0.2"]) == {"11.0.0.2": (1, "WhoisTimeout: slow")}
+    # a refresh that succeeds replaces it in place and leaves the queue
+    new = enriched("11.0.0.2")
+    store.save([new], now=NOW)
+    assert store.get_records(["11.0.0.2"])["11.0.0.2"] == new
+    assert store.queued(["11.0.0.2"]) == {}
+    store.close()
+
+
+def test_claim_records_pending_before_sending_and_leases_exclude(db_url: str) -> None:
+    a = open_store(db_url)
+    b = open_store(db_url)
+    ips = ["11.0.0.3", "11.0.0.4", "11.0.0.5"]
+    assert a.claim(ips[:2], 60, now=NOW) == set(ips[:2])
+    assert {ip: r.status for ip, r in a.get_records(ips).items()} == dict.fromkeys(ips[:2], Status.PENDING)
+    assert b.claim(ips, 60, now=NOW) == {"11.0.0.5"}  # a's leases hold
+    # after the lease expires, b may take them
+    later = NOW + dt.timedelta(seconds=61)
+    assert b.claim(ips[:2], 60, now=later) == set(ips[:2])
+    a.release()
+    b.release()
+    assert set(a.due_pending(now=later)) == set(ips)
+    a.close()
+    b.close()
+
+
+def test_leases_of_a_dead_process_on_this_host_are_taken_over(db_url: str) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    pid = int(dead.stdout)
+    gone = open_store(db_url)
+    gone.owner = f"{os.uname().nodename}/{pid}/deadbeef"
+    assert gone.claim(["11.0.0.6"], 3600) == {"11.0.0.6"}
+    alive = open_store(db_url)
+    assert alive.claim(["11.0.0.6"], 60) == {"11.0.0.6"}
+    gone.close()
+    alive.close()
+
+
+def test_pending_never_overwrites_an_answer(db_url: str) -> None:
+    store = open_store(db_url)
+    store.put_records([enriched("11.0.0.7")])
+    store.claim(["11.0.0.7"], 60)
+    store.save([], {"11.0.0.7": ("boom", None)})
+    assert store.get_records(["11.0.0.7"])["11.0.0.7"].status is Status.ENRICHED
+    store.close()
+
+
+def test_prune_and_stats(db_url: str) -> None:
+    store = open_store(db_url)
+    store.put_records([enriched("11.0.0.8", fetched=NOW - dt.timedelta(days=31)), enriched("11.0.0.9")])
+    store.claim(["11.0.1.0"], 60)
+    stats = store.stats(now=NOW)
+    assert stats.by_status == {"enriched": 2, "pending": 1}
+    assert (stats.fresh, stats.expired, stats.queued) == (1, 1, 1)
+    assert store.prune(now=NOW) == 1
+    assert set(store.get_records(["11.0.0.8", "11.0.0.9"])) == {"11.0.0.9"}
+    store.close()
+
+
+def test_migration_from_version_one(db_url: str) -> None:
+    engine = sa.create_engine(db_url)
+    migrate(engine, target=1)
+    with engine.begin() as conn:
+        assert current_version(conn) == 1
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("enrichment_record")}
+        assert "mm_city_db_built_at" not in columns
+        conn.execute(
+            sa.text(
+                "INSERT INTO enrichment_record (ip, status, cymru_asns, cymru_fetched_at, mm_present, expires_at, updated_at)"
+                " VALUES ('11.0.2.1', 'enriched', '[64500]', :t, :f, :e, :t)"
+            ),
+            {"t": NOW.replace(tzinfo=None), "e": (NOW + dt.timedelta(days=30)).replace(tzinfo=None), "f": False},
+        )
+    engine.dispose()
+    store = open_store(db_url)  # migrates to the current version
+    with store.engine.connect() as conn:
+        assert current_version(conn) == SCHEMA_VERSION == 2
+    record = store.get_records(["11.0.2.1"])["11.0.2.1"]
+    assert record.cymru is not None and record.cymru.asns == (64500,)
+    store.close()
+
+
+def test_database_newer_than_the_code_is_refused(db_url: str) -> None:
+    store = open_store(db_url)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO cowrie_enrich_schema (version) VALUES (99)"))
+    store.close()
+    with pytest.raises(StoreError, match="newer"):
+        open_store(db_url)
+
+
+def test_unreachable_database_is_advice_not_a_traceback(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="cannot open"):
+        open_store(f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
+    with pytest.raises(StoreError, match="not a database URL"):
+        open_store("not a url")
+
+
+def test_sqlite_is_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'w.db'}")
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+    store.close()
+
+
+def test_sqlite_writer_and_reader_side_by_side(tmp_path: Path) -> None:
+    """A second connection holding the write lock only delays the store; nothing fails."""
+    url = f"sqlite:///{tmp_path / 'locked.db'}"
+    store: Store = open_store(url)
+    import sqlite3
+    import threading
+    import time
+
+    other = sqlite3.connect(tmp_path / "locked.db", check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE other_writer (x)")
+    threading.Timer(1.0, other.commit).start()
+    started = time.monotonic()
+    store.put_records([enriched("11.0.3.1")])
+    assert time.monotonic() - started >= 0.9
+    assert "11.0.3.1" in store.get_records(["11.0.3.1"])
+    assert utc_now().tzinfo is not None
+    other.close()
+    store.close()
