@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import click
@@ -37,11 +36,15 @@ logger = logging.getLogger("cowrie_enrich_plugin")
 
 
 class Failure(click.ClickException):
-    """An expected failure: printed as advice, no traceback."""
+    """An expected failure: printed as advice, no traceback; exit code 1."""
 
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = code
+    exit_code = 1
+
+
+class ConfigFailure(Failure):
+    """A usage or configuration error: exit code 2."""
+
+    exit_code = 2
 
 
 def _parse_cymru(value: str | None) -> tuple[str | None, int | None]:
@@ -66,9 +69,17 @@ def common_options(func: _F) -> _F:
             help="Host TOML config with a [plugins.enrich] section (env COWRIE_ENRICH_CONFIG).",
         ),
         click.option("--db", help="SQLAlchemy database URL (default sqlite:///cowrie-enrich.db)."),
-        click.option("--cymru", metavar="HOST:PORT", help="Bulk whois server (default whois.cymru.com:43)."),
-        click.option("--geoip-city", type=click.Path(dir_okay=False), help="GeoIP2/GeoLite2 City or Country .mmdb."),
-        click.option("--geoip-asn", type=click.Path(dir_okay=False), help="GeoIP2/GeoLite2 ASN .mmdb."),
+        click.option(
+            "--cymru", metavar="HOST:PORT", help="Bulk whois server (default whois.cymru.com:43)."
+        ),
+        click.option(
+            "--geoip-city",
+            type=click.Path(dir_okay=False),
+            help="GeoIP2/GeoLite2 City or Country .mmdb.",
+        ),
+        click.option(
+            "--geoip-asn", type=click.Path(dir_okay=False), help="GeoIP2/GeoLite2 ASN .mmdb."
+        ),
         click.option("-v", "--verbose", count=True, help="More logging (-vv for debug)."),
         click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary."),
     ]
@@ -78,7 +89,9 @@ def common_options(func: _F) -> _F:
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    level = (
+        logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("cowrie-enrich: %(levelname)s: %(message)s"))
     root = logging.getLogger("cowrie_enrich_plugin")
@@ -113,9 +126,9 @@ def _expected_failures() -> Iterator[None]:
     try:
         yield
     except (ConfigError, GeoDatabaseError) as exc:
-        raise Failure(str(exc), 2) from exc
+        raise ConfigFailure(str(exc)) from exc
     except StoreError as exc:
-        raise Failure(f"{exc}\n  check the db URL, that the server runs, and permissions", 1) from exc
+        raise Failure(f"{exc}\n  check the db URL, that the server runs, and permissions") from exc
 
 
 def _open_enricher(settings: EnrichConfig) -> tuple[Enricher, Store, GeoLookup]:
@@ -158,10 +171,20 @@ def main() -> None:
 @common_options
 @click.option("--batch-size", type=int, help="Addresses per whois batch, 1..500.")
 @click.option("--concurrency", type=int, help="Parallel whois connections (default 2).")
-@click.option("--output", type=click.Path(dir_okay=False, allow_dash=True), help="Write this run's records as JSON lines ('-' for stdout).")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write this run's records as JSON lines ('-' for stdout).",
+)
 @_run_command
-def ingest(paths: tuple[str, ...], batch_size: int | None, concurrency: int | None, output: str | None, **opts: Any) -> None:
-    """Read Cowrie logs, enrich every new attacker IP, and store the records.
+def ingest(
+    paths: tuple[str, ...],
+    batch_size: int | None,
+    concurrency: int | None,
+    output: str | None,
+    **opts: Any,
+) -> None:
+    r"""Read Cowrie logs, enrich every new attacker IP, and store the records.
 
     PATHS are cowrie.json files (.gz and .bz2 too), directories holding
     cowrie.json* files (read oldest first), or - for stdin.
@@ -180,7 +203,7 @@ def ingest(paths: tuple[str, ...], batch_size: int | None, concurrency: int | No
         try:
             summary = run_ingest(paths, config, pm=pm, output=stream, progress=progress)
         except ValueError as exc:  # a plugin refused its settings at start
-            raise Failure(str(exc), 2) from exc
+            raise ConfigFailure(str(exc)) from exc
         finally:
             if progress is not None:
                 progress.clear()
@@ -202,7 +225,10 @@ def ingest(paths: tuple[str, ...], batch_size: int | None, concurrency: int | No
     if summary.bad_files:
         sys.exit(1)
     if summary.pending:
-        echo(f"{summary.pending} IP(s) still pending: the whois server did not answer; run again later")
+        echo(
+            f"{summary.pending} IP(s) still pending: the whois server did not answer; "
+            "run again later"
+        )
         sys.exit(EX_TEMPFAIL)
 
 
@@ -214,9 +240,9 @@ def _output_stream(output: str | None) -> Iterator[IO[str] | None]:
         yield sys.stdout
     else:
         try:
-            handle = open(output, "w", encoding="utf-8")
+            handle = open(output, "w", encoding="utf-8")  # noqa: SIM115 - closed below
         except OSError as exc:
-            raise Failure(f"cannot write {output}: {exc.strerror}", 1) from exc
+            raise Failure(f"cannot write {output}: {exc.strerror}") from exc
         with handle:
             yield handle
 
@@ -256,7 +282,7 @@ def _safe(text: str) -> str:
 @common_options
 @_run_command
 def lookup(ips: tuple[str, ...], **opts: Any) -> None:
-    """Enrich the given addresses now (cache first) and print their records as JSON lines.
+    r"""Enrich the given addresses now (cache first) and print their records as JSON lines.
 
     \b
     Example:
@@ -267,7 +293,7 @@ def lookup(ips: tuple[str, ...], **opts: Any) -> None:
     for value in ips:
         verdict = classify(value)
         if isinstance(verdict, InvalidAddress):
-            raise Failure(f"{_safe(value)}: {verdict.reason}", 2)
+            raise ConfigFailure(f"{_safe(value)}: {verdict.reason}")
     settings = _settings(_host_config(opts))
     enricher, store, geo = _open_enricher(settings)
     try:
@@ -288,11 +314,18 @@ def lookup(ips: tuple[str, ...], **opts: Any) -> None:
 
 @main.command()
 @common_options
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
-@click.option("--output", type=click.Path(dir_okay=False, allow_dash=True), default="-", help="File to write ('-' for stdout).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default="-",
+    help="File to write ('-' for stdout).",
+)
 @_run_command
 def export(fmt: str, output: str, **opts: Any) -> None:
-    """Write every stored record, as JSON lines or CSV.
+    r"""Write every stored record, as JSON lines or CSV.
 
     \b
     Example:
@@ -336,7 +369,9 @@ def stats(**opts: Any) -> None:
     click.echo(f"{'expired':>12}: {result.expired}")
     click.echo(f"{'queued':>12}: {result.queued} ({result.leased} leased now)")
     if result.oldest_fetch is not None:
-        click.echo(f"{'whois dates':>12}: {result.oldest_fetch:%Y-%m-%d} .. {result.newest_fetch:%Y-%m-%d}")
+        click.echo(
+            f"{'whois dates':>12}: {result.oldest_fetch:%Y-%m-%d} .. {result.newest_fetch:%Y-%m-%d}"
+        )
 
 
 @cache.command()
@@ -367,7 +402,10 @@ def retry(**opts: Any) -> None:
         store.close()
         geo.close()
     pending = sum(record.status is Status.PENDING for record in records)
-    click.echo(f"{len(ips)} queued address(es) retried; {len(records) - pending} resolved, {pending} still pending")
+    click.echo(
+        f"{len(ips)} queued address(es) retried; {len(records) - pending} resolved, "
+        f"{pending} still pending"
+    )
     if pending:
         sys.exit(EX_TEMPFAIL)
 
@@ -395,6 +433,3 @@ def doctor(**opts: Any) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
-
-
-__all__ += ["Failure", "Path"]

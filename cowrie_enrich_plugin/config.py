@@ -19,7 +19,7 @@ from typing import Any, Final
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = [
     "DEFAULTS",
@@ -121,7 +121,7 @@ def _check(key: str, value: object, where: str) -> Any:
     elif not isinstance(value, str) or not value.strip() or value != value.strip():
         raise ConfigError(problem)
     if rule.low is not None and rule.high is not None:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)
         too_low = number <= rule.low if rule.low_open else number < rule.low
         if too_low or number > rule.high:
             raise ConfigError(problem)
@@ -192,7 +192,8 @@ def load_host_config(path: str | os.PathLike[str] | None) -> dict[str, Any]:
     file = Path(path)
     try:
         with file.open("rb") as handle:
-            return tomllib.load(handle)
+            loaded: dict[str, Any] = tomllib.load(handle)
+            return loaded
     except FileNotFoundError as exc:
         raise ConfigError(f"config file {file} does not exist") from exc
     except OSError as exc:

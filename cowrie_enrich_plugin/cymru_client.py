@@ -131,7 +131,9 @@ class BulkWhoisClient:
         self.host = host
         self.port = port
         self.timeout = timeout
-        self.connect_timeout = connect_timeout if connect_timeout is not None else min(10.0, timeout)
+        self.connect_timeout = (
+            connect_timeout if connect_timeout is not None else min(10.0, timeout)
+        )
         self.idle_timeout = idle_timeout if idle_timeout is not None else timeout
         self.retries = max(1, retries)
         self.concurrency = max(1, concurrency)

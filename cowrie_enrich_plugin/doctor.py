@@ -51,9 +51,16 @@ def _check_database(config: EnrichConfig) -> Check:
     if version == 0:
         return True, f"database: {url} reachable, empty (created on the first ingest)"
     if version < SCHEMA_VERSION:
-        return True, f"database: {url} at schema {version}; upgraded to {SCHEMA_VERSION} on the next run"
+        return (
+            True,
+            f"database: {url} at schema {version}; upgraded to {SCHEMA_VERSION} on the next run",
+        )
     if version > SCHEMA_VERSION:
-        return False, f"database: {url} is at schema {version}, newer than this version; upgrade cowrie-enrich"
+        return (
+            False,
+            f"database: {url} is at schema {version}, newer than this version; "
+            "upgrade cowrie-enrich",
+        )
     return True, f"database: {url} (schema {version})"
 
 
@@ -69,14 +76,19 @@ def _check_geoip(option: str, path: str | None, kind: str) -> Check:
     age = (time.time() - database.built_at.timestamp()) / 86400
     database.close()
     advice = "; older than 30 days: update it (geoipupdate)" if age > 30 else ""
-    return True, f"{option}: {path} ({database.database_type}, built {database.built_at:%Y-%m-%d}){advice}"
+    return (
+        True,
+        f"{option}: {path} ({database.database_type}, built {database.built_at:%Y-%m-%d}){advice}",
+    )
 
 
 def _check_whois(config: EnrichConfig) -> Check:
     where = f"{config.cymru_host}:{config.cymru_port}"
     started = time.monotonic()
     try:
-        with socket.create_connection((config.cymru_host, config.cymru_port), timeout=min(10.0, config.timeout)):
+        with socket.create_connection(
+            (config.cymru_host, config.cymru_port), timeout=min(10.0, config.timeout)
+        ):
             pass
     except OSError as exc:
         return False, (

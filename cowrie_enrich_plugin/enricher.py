@@ -19,7 +19,7 @@ from .maxmind import GeoLookup
 from .record import CymruAnswer, EnrichmentRecord, GeoAnswer, Status, utc_now
 from .store import Store
 
-__all__ = ["CacheView", "Enricher", "EnrichStats"]
+__all__ = ["CacheView", "EnrichStats", "Enricher"]
 
 
 @dataclass
@@ -102,9 +102,7 @@ class Enricher:
         self.stats.add(claimed=len(mine), leased_elsewhere=len(theirs))
         return mine, theirs
 
-    def record_for(
-        self, ip: str, answer: CymruAnswer, geo: GeoAnswer | None
-    ) -> EnrichmentRecord:
+    def record_for(self, ip: str, answer: CymruAnswer, geo: GeoAnswer | None) -> EnrichmentRecord:
         """Merge one Cymru answer and MaxMind's into a record with its TTL."""
         if answer.announced:
             ttl = dt.timedelta(days=self.config.ttl_days)
@@ -178,7 +176,9 @@ class Enricher:
         found.update(view.fresh)
         mine, theirs = self.claim(view.to_fetch)
         for ip in theirs:
-            found[ip] = view.stale.get(ip) or EnrichmentRecord(ip, Status.PENDING, maxmind=self.geo.lookup(ip))
+            found[ip] = view.stale.get(ip) or EnrichmentRecord(
+                ip, Status.PENDING, maxmind=self.geo.lookup(ip)
+            )
         with ThreadPoolExecutor(self.client.concurrency, thread_name_prefix="cymru") as pool:
             for records in pool.map(
                 lambda batch: self.fetch_batch(batch, view.stale),

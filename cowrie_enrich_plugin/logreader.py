@@ -63,7 +63,7 @@ class Chunk:
 
 
 def _log_order(path: Path) -> tuple[int, str, int]:
-    """Oldest first: dated files by date, then numbered ones (highest is oldest), then the live file."""
+    """Oldest first: dated files by date, numbered ones (highest oldest), the live file last."""
     dated = _DATED.match(path.name)
     if dated:
         return (0, dated.group(1), 0)
@@ -93,7 +93,7 @@ def _open(path: str) -> IO[bytes]:
     if path == STDIN:
         return sys.stdin.buffer
     if path.endswith(".gz"):
-        return gzip.open(path, "rb")
+        return gzip.open(path, "rb")  # type: ignore[return-value]
     if path.endswith(".bz2"):
         return bz2.open(path, "rb")
     return open(path, "rb")

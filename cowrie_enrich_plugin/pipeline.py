@@ -27,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
-from .addresses import InvalidAddress, NonGlobal, Usable, classify
+from .addresses import InvalidAddress, Usable, classify
 from .enricher import Enricher
 from .record import EnrichmentRecord, Status
 
@@ -192,7 +192,9 @@ class IngestPipeline:
             while not self._done.wait(0.1):
                 self._deliver_ready()
                 if time.monotonic() > deadline:
-                    logger.error("enrichment did not finish within %.0fs; the rest stays pending", bound)
+                    logger.error(
+                        "enrichment did not finish within %.0fs; the rest stays pending", bound
+                    )
                     break
             self._pool.shutdown(wait=self._done.is_set(), cancel_futures=not self._done.is_set())
         self._deliver_ready()
@@ -334,12 +336,12 @@ class IngestPipeline:
         try:
             records = self.enricher.fetch_batch(batch, previous)
         except Exception:
-            logger.exception("a whois batch of %d address(es) failed; they stay pending", len(batch))
+            logger.exception(
+                "a whois batch of %d address(es) failed; they stay pending", len(batch)
+            )
             with self._lock:
                 self._stats.errors += 1
-            records = [
-                previous.get(ip) or EnrichmentRecord(ip, Status.PENDING) for ip in batch
-            ]
+            records = [previous.get(ip) or EnrichmentRecord(ip, Status.PENDING) for ip in batch]
         self._emit(records)
 
     def _batch_done(self, future: Future[None]) -> None:

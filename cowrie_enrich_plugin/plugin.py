@@ -18,6 +18,7 @@ import sys
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import pluggy
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 def _calling_plugin_manager(depth: int = 12) -> pluggy.PluginManager | None:
     """The :class:`pluggy.PluginManager` whose hook call is running this code, if any."""
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     for _ in range(depth):
         if frame is None:
             return None
@@ -136,7 +137,7 @@ class EnrichPlugin:
         return stats.to_dict()
 
     def live_stats(self, pm: pluggy.PluginManager) -> dict[str, int]:
-        """The counters of the run on ``pm`` so far (empty when none runs), for progress displays."""
+        """The counters of the run on ``pm`` so far (empty when none runs), for progress."""
         run = self._runs.get(pm)
         return run.pipeline.stats().to_dict() if run is not None else {}
 

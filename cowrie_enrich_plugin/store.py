@@ -17,6 +17,7 @@ locks in the same order and cannot deadlock.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -254,7 +255,7 @@ class Store:
             for chunk in _chunks(wanted, _READ_CHUNK):
                 query = sa.select(records_table).where(records_table.c.ip.in_(chunk))
                 for row in conn.execute(query).mappings():
-                    found[row["ip"]] = _row_record(row)
+                    found[row["ip"]] = _row_record(dict(row))
 
         if wanted:
             self._run(work)
@@ -270,7 +271,7 @@ class Store:
                 .order_by(records_table.c.ip)
                 .limit(batch)
             )
-            rows = self._run(lambda conn, q=query: list(conn.execute(q).mappings()))
+            rows = self._run(functools.partial(_fetch_mappings, query))
             if not rows:
                 return
             for row in rows:
@@ -372,7 +373,9 @@ class Store:
                 placeholder = self._insert(records_table).values(
                     [_pending_row(ip, moment) for ip in chunk]
                 )
-                conn.execute(placeholder.on_conflict_do_nothing(index_elements=[records_table.c.ip]))
+                conn.execute(
+                    placeholder.on_conflict_do_nothing(index_elements=[records_table.c.ip])
+                )
 
         self._run(work)
         lost = [ip for ip in wanted if ip not in won]
@@ -401,12 +404,16 @@ class Store:
         def owners(conn: Connection) -> dict[str, list[str]]:
             by_owner: dict[str, list[str]] = {}
             for chunk in _chunks(ips, _READ_CHUNK):
-                for ip, owner in conn.execute(sa.select(q.ip, q.lease_owner).where(q.ip.in_(chunk))):
+                for ip, owner in conn.execute(
+                    sa.select(q.ip, q.lease_owner).where(q.ip.in_(chunk))
+                ):
                     if owner:
                         by_owner.setdefault(owner, []).append(ip)
             return by_owner
 
-        dead = {owner: held for owner, held in self._run(owners).items() if _owner_is_dead_here(owner)}
+        dead = {
+            owner: held for owner, held in self._run(owners).items() if _owner_is_dead_here(owner)
+        }
         if not dead:
             return set()
         taken: set[str] = set()
@@ -469,10 +476,10 @@ class Store:
             if not failed:
                 return
             items = list(failed.items())
-            for chunk in _chunks(items, _WRITE_CHUNK):
+            for part in _chunks(items, _WRITE_CHUNK):
                 rows = [
                     _record_row(EnrichmentRecord(ip, Status.PENDING, maxmind=geo), moment)
-                    for ip, (_error, geo) in chunk
+                    for ip, (_error, geo) in part
                 ]
                 stmt = self._insert(records_table).values(rows)
                 conn.execute(
@@ -487,10 +494,10 @@ class Store:
                 by_error.setdefault(error[:500], []).append(ip)
             q = pending_queue.c
             for error, ips in by_error.items():
-                for chunk in _chunks(ips, _READ_CHUNK):
+                for ip_chunk in _chunks(ips, _READ_CHUNK):
                     conn.execute(
                         sa.update(pending_queue)
-                        .where(q.ip.in_(chunk))
+                        .where(q.ip.in_(ip_chunk))
                         .values(
                             attempts=q.attempts + 1,
                             last_error=error,
@@ -504,7 +511,9 @@ class Store:
 
     def _upsert_records(self, rows: list[dict[str, Any]]) -> Any:
         stmt = self._insert(records_table).values(rows)
-        return stmt.on_conflict_do_update(index_elements=[records_table.c.ip], set_=_all_columns(stmt))
+        return stmt.on_conflict_do_update(
+            index_elements=[records_table.c.ip], set_=_all_columns(stmt)
+        )
 
     def put_records(self, records: Sequence[EnrichmentRecord]) -> None:
         """Upsert records that need no queue bookkeeping (skipped addresses)."""
@@ -527,7 +536,10 @@ class Store:
         def work(conn: Connection) -> None:
             for chunk in _chunks(wanted, _WRITE_CHUNK):
                 stmt = self._insert(pending_queue).values(
-                    [{"ip": ip, "attempts": 0, "queued_at": moment, "next_attempt_at": moment} for ip in chunk]
+                    [
+                        {"ip": ip, "attempts": 0, "queued_at": moment, "next_attempt_at": moment}
+                        for ip in chunk
+                    ]
                 )
                 conn.execute(
                     stmt.on_conflict_do_update(
@@ -555,7 +567,7 @@ class Store:
         r, q = records_table.c, pending_queue.c
 
         def work(conn: Connection) -> StoreStats:
-            by_status = dict(
+            by_status: dict[str, int] = dict(
                 conn.execute(sa.select(r.status, sa.func.count()).group_by(r.status)).all()
             )
             fresh = conn.execute(
@@ -564,7 +576,9 @@ class Store:
             expired = conn.execute(
                 sa.select(sa.func.count()).where(r.expires_at <= moment)
             ).scalar_one()
-            queued = conn.execute(sa.select(sa.func.count()).select_from(pending_queue)).scalar_one()
+            queued = conn.execute(
+                sa.select(sa.func.count()).select_from(pending_queue)
+            ).scalar_one()
             leased = conn.execute(
                 sa.select(sa.func.count()).where(q.lease_expires_at > moment)
             ).scalar_one()
@@ -583,6 +597,10 @@ class Store:
             )
 
         return self._run(work)
+
+
+def _fetch_mappings(query: sa.Select[Any], conn: Connection) -> list[Mapping[str, Any]]:
+    return [dict(row) for row in conn.execute(query).mappings()]
 
 
 def _pending_row(ip: str, moment: dt.datetime) -> dict[str, Any]:
@@ -627,9 +645,7 @@ def open_store(url: str, *, create: bool = True) -> Store:
                 pass
     except sa.exc.OperationalError as exc:
         engine.dispose()
-        raise StoreError(
-            f"cannot open the database {engine.url!r}: {exc.orig}".strip()
-        ) from exc
+        raise StoreError(f"cannot open the database {engine.url!r}: {exc.orig}".strip()) from exc
     except SchemaTooNew as exc:
         engine.dispose()
         raise StoreError(str(exc)) from exc

@@ -93,7 +93,10 @@ def _step_1(conn: Connection) -> None:
             for column in records_table.columns
             if column.name not in ("mm_city_db_built_at", "mm_asn_db_built_at")
         ),
-        *(sa.Index(index.name, *(c.name for c in index.columns)) for index in records_table.indexes),
+        *(
+            sa.Index(index.name, *(c.name for c in index.columns))
+            for index in records_table.indexes
+        ),
     )
     pending_queue.to_metadata(v1)
     v1.create_all(conn)

@@ -120,7 +120,9 @@ def global_ips(count: int, seed: int = 7, v6_share: float = 0.0) -> list[str]:
     return list(found)
 
 
-def write_log(path: Path, ips: list[str], events_per_ip: int = 3, extra_lines: list[str] | None = None) -> Path:
+def write_log(
+    path: Path, ips: list[str], events_per_ip: int = 3, extra_lines: list[str] | None = None
+) -> Path:
     """Write a Cowrie-like log (gzip when the name ends in .gz) with events for ``ips``."""
     lines = []
     for n, ip in enumerate(ips):

@@ -26,8 +26,14 @@ CITY_NETWORKS: dict[str, dict[str, Any]] = {
 }
 
 ASN_NETWORKS: dict[str, dict[str, Any]] = {
-    "1.128.0.0/11": {"autonomous_system_number": 1221, "autonomous_system_organization": "Telstra Pty Ltd"},
-    "81.2.69.0/24": {"autonomous_system_number": 20712, "autonomous_system_organization": "Andrews & Arnold Ltd"},
+    "1.128.0.0/11": {
+        "autonomous_system_number": 1221,
+        "autonomous_system_organization": "Telstra Pty Ltd",
+    },
+    "81.2.69.0/24": {
+        "autonomous_system_number": 20712,
+        "autonomous_system_organization": "Andrews & Arnold Ltd",
+    },
 }
 
 

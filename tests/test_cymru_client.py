@@ -16,7 +16,12 @@ from .conftest import global_ips
 
 def client_for(server: BulkWhoisServer, **kwargs: object) -> BulkWhoisClient:
     host, port = server.address
-    options: dict[str, object] = {"timeout": 3.0, "retries": 4, "wait_initial": 0.01, "wait_max": 0.05}
+    options: dict[str, object] = {
+        "timeout": 3.0,
+        "retries": 4,
+        "wait_initial": 0.01,
+        "wait_max": 0.05,
+    }
     options.update(kwargs)
     return BulkWhoisClient(host, port, **options)  # type: ignore[arg-type]
 

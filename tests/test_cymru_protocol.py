@@ -15,7 +15,9 @@ from cowrie_enrich_plugin.testing.whois_server import Row, expected_cymru, rende
 
 NOW = dt.datetime(2026, 11, 28, 20, 0, tzinfo=dt.timezone.utc)
 BANNER = b"Bulk mode; whois.cymru.com [2026-11-28 20:00:00 +0000]\n"
-HEADER = b"AS      | IP               | BGP Prefix          | CC | Registry | Allocated  | AS Name\n"
+HEADER = (
+    b"AS      | IP               | BGP Prefix          | CC | Registry | Allocated  | AS Name\n"
+)
 
 
 def parse(data: bytes, asked: set[str], clean: bool = True):  # type: ignore[no-untyped-def]
@@ -40,8 +42,14 @@ def test_request_refuses_strings_and_non_global() -> None:
 
 
 @given(st.lists(st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)), max_size=60))
-def test_request_lines_are_canonical_global_addresses(addresses: list[ipaddress._BaseAddress]) -> None:
-    usable = [a for a in addresses if isinstance(classify(str(a)), Usable) and str(classify(str(a)).ip) == str(a)]  # type: ignore[union-attr]
+def test_request_lines_are_canonical_global_addresses(
+    addresses: list[ipaddress._BaseAddress],
+) -> None:
+    usable = [
+        a
+        for a in addresses
+        if isinstance(classify(str(a)), Usable) and str(classify(str(a)).ip) == str(a)
+    ]  # type: ignore[union-attr]
     request = build_bulk_request(usable)  # type: ignore[arg-type]
     lines = request.decode("ascii").split("\n")
     assert lines[:2] == ["begin", "verbose"] and lines[-2:] == ["end", ""]
@@ -65,7 +73,9 @@ def test_row_with_padding_commas_and_pipes_in_name() -> None:
 
 
 def test_na_row_and_blank_columns() -> None:
-    row = parse_row("NA      | 5.181.80.1       | NA                  |    | ripencc  |            | NA")
+    row = parse_row(
+        "NA      | 5.181.80.1       | NA                  |    | ripencc  |            | NA"
+    )
     assert row is not None
     assert row.asns == () and row.prefix is None and row.cc is None and row.allocated is None
     assert row.as_name is None and row.registry == "ripencc"
@@ -119,7 +129,10 @@ def test_rows_not_asked_are_ignored_and_taint_neighbours() -> None:
 
 
 def test_cut_line_distrusts_the_address_it_may_belong_to() -> None:
-    rows = [Row(1, "8.8.8.8", "8.8.8.0/24", "US", "arin", None, "A"), Row(2, "8.8.8.8", "8.8.8.0/24", "US", "arin", None, "A")]
+    rows = [
+        Row(1, "8.8.8.8", "8.8.8.0/24", "US", "arin", None, "A"),
+        Row(2, "8.8.8.8", "8.8.8.0/24", "US", "arin", None, "A"),
+    ]
     whole = BANNER + b"".join(render_row(r) + b"\n" for r in rows)
     cut = whole[: len(whole) - 5]
     assert parse(cut, {"8.8.8.8"}, clean=True).answers == {}
@@ -176,7 +189,9 @@ def _name_survives(name: str | None) -> bool:
 
 @given(answers(), st.data())
 @settings(max_examples=150)
-def test_every_accepted_answer_is_exactly_the_truth(case: tuple[list[str], dict[str, list[Row]]], data: st.DataObject) -> None:
+def test_every_accepted_answer_is_exactly_the_truth(
+    case: tuple[list[str], dict[str, list[Row]]], data: st.DataObject
+) -> None:
     ips, table = case
     assume(all(_name_survives(r.as_name) for rows in table.values() for r in rows))
     payload = BANNER + b"".join(render_row(r) + b"\n" for ip in ips for r in table[ip])
@@ -192,7 +207,11 @@ def test_every_accepted_answer_is_exactly_the_truth(case: tuple[list[str], dict[
         assert set(answer.answers) == set(ips)
 
 
-@given(st.binary(max_size=2000), st.sets(st.sampled_from(["8.8.8.8", "1.1.1.1", "2001:4860::1"])), st.booleans())
+@given(
+    st.binary(max_size=2000),
+    st.sets(st.sampled_from(["8.8.8.8", "1.1.1.1", "2001:4860::1"])),
+    st.booleans(),
+)
 def test_parser_never_raises_on_garbage(data: bytes, asked: set[str], clean: bool) -> None:
     answer = parse(data, asked, clean=clean)
     assert set(answer.answers) <= asked

@@ -76,7 +76,15 @@ def check_record(record: Mapping[str, Any], server: BulkWhoisServer) -> None:
 
 def test_end_to_end_through_entry_point(server: BulkWhoisServer, tmp_path: Path) -> None:
     ips = global_ips(1200, seed=11, v6_share=0.2)
-    non_global = ["10.1.2.3", "192.168.0.9", "127.0.0.1", "198.51.100.7", "2001:db8::1", "fe80::1", "224.0.0.5"]
+    non_global = [
+        "10.1.2.3",
+        "192.168.0.9",
+        "127.0.0.1",
+        "198.51.100.7",
+        "2001:db8::1",
+        "fe80::1",
+        "224.0.0.5",
+    ]
     config = host_config(server, f"sqlite:///{tmp_path / 'e.db'}")
 
     pm = raw_plugin_manager()

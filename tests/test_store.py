@@ -20,15 +20,27 @@ from .conftest import global_ips
 NOW = dt.datetime(2026, 11, 28, 20, 0, tzinfo=dt.timezone.utc)
 
 
-def enriched(ip: str, fetched: dt.datetime = NOW, days: float = 30, asns: tuple[int, ...] = (64500, 64501)) -> EnrichmentRecord:
+def enriched(
+    ip: str, fetched: dt.datetime = NOW, days: float = 30, asns: tuple[int, ...] = (64500, 64501)
+) -> EnrichmentRecord:
     answer = CymruAnswer(asns, "EXAMPLE, US", "11.0.0.0/8", "US", "arin", "2001-05-01", fetched)
     geo = GeoAnswer("US", "United States", "Boston", 42.3, -71.1, 20, 64500, "Example", NOW, None)
-    return EnrichmentRecord(ip, Status.ENRICHED if asns else Status.UNANNOUNCED, answer, geo, fetched + dt.timedelta(days=days))
+    return EnrichmentRecord(
+        ip,
+        Status.ENRICHED if asns else Status.UNANNOUNCED,
+        answer,
+        geo,
+        fetched + dt.timedelta(days=days),
+    )
 
 
 def test_round_trip_every_field(db_url: str) -> None:
     store = open_store(db_url)
-    records = [enriched("11.0.0.1"), enriched("2a00::1", asns=()), EnrichmentRecord("10.0.0.1", Status.SKIPPED)]
+    records = [
+        enriched("11.0.0.1"),
+        enriched("2a00::1", asns=()),
+        EnrichmentRecord("10.0.0.1", Status.SKIPPED),
+    ]
     store.put_records(records)
     found = store.get_records(["11.0.0.1", "2a00::1", "10.0.0.1", "11.9.9.9"])
     assert set(found) == {"11.0.0.1", "2a00::1", "10.0.0.1"}
@@ -73,7 +85,9 @@ def test_claim_records_pending_before_sending_and_leases_exclude(db_url: str) ->
     b = open_store(db_url)
     ips = ["11.0.0.3", "11.0.0.4", "11.0.0.5"]
     assert a.claim(ips[:2], 60, now=NOW) == set(ips[:2])
-    assert {ip: r.status for ip, r in a.get_records(ips).items()} == dict.fromkeys(ips[:2], Status.PENDING)
+    assert {ip: r.status for ip, r in a.get_records(ips).items()} == dict.fromkeys(
+        ips[:2], Status.PENDING
+    )
     assert b.claim(ips, 60, now=NOW) == {"11.0.0.5"}  # a's leases hold
     # after the lease expires, b may take them
     later = NOW + dt.timedelta(seconds=61)
@@ -86,7 +100,12 @@ def test_claim_records_pending_before_sending_and_leases_exclude(db_url: str) ->
 
 
 def test_leases_of_a_dead_process_on_this_host_are_taken_over(db_url: str) -> None:
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     pid = int(dead.stdout)
     gone = open_store(db_url)
     gone.owner = f"{os.uname().nodename}/{pid}/deadbeef"
@@ -108,7 +127,9 @@ def test_pending_never_overwrites_an_answer(db_url: str) -> None:
 
 def test_prune_and_stats(db_url: str) -> None:
     store = open_store(db_url)
-    store.put_records([enriched("11.0.0.8", fetched=NOW - dt.timedelta(days=31)), enriched("11.0.0.9")])
+    store.put_records(
+        [enriched("11.0.0.8", fetched=NOW - dt.timedelta(days=31)), enriched("11.0.0.9")]
+    )
     store.claim(["11.0.1.0"], 60)
     stats = store.stats(now=NOW)
     assert stats.by_status == {"enriched": 2, "pending": 1}
@@ -130,7 +151,11 @@ def test_migration_from_version_one(db_url: str) -> None:
                 "INSERT INTO enrichment_record (ip, status, cymru_asns, cymru_fetched_at, mm_present, expires_at, updated_at)"
                 " VALUES ('11.0.2.1', 'enriched', '[64500]', :t, :f, :e, :t)"
             ),
-            {"t": NOW.replace(tzinfo=None), "e": (NOW + dt.timedelta(days=30)).replace(tzinfo=None), "f": False},
+            {
+                "t": NOW.replace(tzinfo=None),
+                "e": (NOW + dt.timedelta(days=30)).replace(tzinfo=None),
+                "f": False,
+            },
         )
     engine.dispose()
     store = open_store(db_url)  # migrates to the current version

@@ -124,7 +124,11 @@ def synthetic_rows(ip: str) -> list[Row]:
     prefix = str(ipaddress.ip_network(f"{address}/{prefix_len}", strict=False))
     cc = "".join(chr(ord("A") + b % 26) for b in digest[1:3])
     registry = _REGISTRIES[digest[3] % len(_REGISTRIES)]
-    allocated = None if digest[4] % 17 == 0 else f"{1990 + digest[4] % 35}-{1 + digest[5] % 12:02d}-{1 + digest[6] % 28:02d}"
+    allocated = (
+        None
+        if digest[4] % 17 == 0
+        else f"{1990 + digest[4] % 35}-{1 + digest[5] % 12:02d}-{1 + digest[6] % 28:02d}"
+    )
     if roll < 10:
         # In an unannounced row a CC of "NA" would read as "not available".
         unannounced_cc = cc if roll % 2 and cc != "NA" else None
@@ -232,7 +236,9 @@ class BulkWhoisServer:
         server.owner = self
         self._port = server.server_address[1]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="whois-server", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, name="whois-server", daemon=True
+        )
         self._thread.start()
 
     def _close_listener(self) -> None:
@@ -343,7 +349,11 @@ class BulkWhoisServer:
             if not chunk:
                 break
             buffer += chunk
-            if b"\nend\n" in buffer or buffer.startswith(b"end\n") or buffer.count(b"\n") > self.max_request_lines + 3:
+            if (
+                b"\nend\n" in buffer
+                or buffer.startswith(b"end\n")
+                or buffer.count(b"\n") > self.max_request_lines + 3
+            ):
                 break
         lines = buffer.split(b"\n")
         for raw in lines:
@@ -363,14 +373,16 @@ class BulkWhoisServer:
             request.ips.append(text)
         return lines
 
-    def _answer(self, sock: socket.socket, request: WhoisRequest, faults: Faults, dice: random.Random) -> None:
+    def _answer(
+        self, sock: socket.socket, request: WhoisRequest, faults: Faults, dice: random.Random
+    ) -> None:
         now = time.strftime("%Y-%m-%d %H:%M:%S +0000", time.gmtime())
         lines: list[bytes] = [f"Bulk mode; whois.cymru.com [{now}]".encode()]
         if faults.header:
             lines.append(_HEADER_LINE)
         owners: list[str | None] = [None] * len(lines)  # which address each line belongs to
         kinds: list[str] = ["meta"] * len(lines)
-        for number, raw in enumerate(request.not_addresses, start=1):
+        for number in range(1, len(request.not_addresses) + 1):
             lines.append(f"Error: unable to parse line {number}".encode())
             owners.append(None)
             kinds.append("error")

@@ -38,7 +38,10 @@ def write_config(path: Path, server: BulkWhoisServer, db_url: str, **extra: obje
         "timeout = 5",
         "retries = 3",
     ]
-    lines += [f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"' for key, value in extra.items()]
+    lines += [
+        f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"'
+        for key, value in extra.items()
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -105,7 +108,15 @@ def test_two_processes_share_one_postgresql(tmp_path: Path, pg_url: str) -> None
         config = write_config(tmp_path / "host.toml", server, pg_url)
         procs = [
             subprocess.Popen(
-                [cowrie_enrich(), "ingest", str(log), "--config", str(config), "--output", str(tmp_path / f"out{n}.jsonl")],
+                [
+                    cowrie_enrich(),
+                    "ingest",
+                    str(log),
+                    "--config",
+                    str(config),
+                    "--output",
+                    str(tmp_path / f"out{n}.jsonl"),
+                ],
                 env=clean_env(),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -114,7 +125,7 @@ def test_two_processes_share_one_postgresql(tmp_path: Path, pg_url: str) -> None
             for n in range(2)
         ]
         outputs = [p.communicate(timeout=300) for p in procs]
-        for proc, (out, err) in zip(procs, outputs):
+        for proc, (out, err) in zip(procs, outputs, strict=True):
             assert proc.returncode == 0, out + err
         asked = server.asked()
         total = sum(asked.values())
@@ -133,7 +144,9 @@ def test_two_processes_share_one_postgresql(tmp_path: Path, pg_url: str) -> None
 
     engine = sa.create_engine(pg_url)
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT count(*), count(DISTINCT ip) FROM enrichment_record")).one()
+        rows = conn.execute(
+            sa.text("SELECT count(*), count(DISTINCT ip) FROM enrichment_record")
+        ).one()
         queued = conn.execute(sa.text("SELECT count(*) FROM pending_queue")).scalar()
     engine.dispose()
     assert tuple(rows) == (len(ips), len(ips)) and queued == 0
