@@ -82,6 +82,7 @@ _V6_SPECIAL: Final[tuple[tuple[ipaddress.IPv6Network, str], ...]] = tuple(
         ("::1/128", "loopback"),
         ("2001::/23", "IETF protocol assignments"),
         ("2001:db8::/32", "documentation"),
+        ("2002::/16", "6to4 (deprecated)"),
         ("3fff::/20", "documentation"),
         ("fc00::/7", "unique-local"),
         ("fe80::/10", "link-local"),

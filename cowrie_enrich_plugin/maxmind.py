@@ -54,6 +54,7 @@ class GeoDatabase:
         self.path = Path(path)
         self.kind = kind
         self._lock = threading.Lock()
+        self._warned_corrupt = False
         self._reader, self._signature, self.database_type, self.built_at = self._open()
 
     def _open(self) -> tuple[geoip2.database.Reader, _Signature, str, dt.datetime]:
@@ -116,6 +117,10 @@ class GeoDatabase:
                 )
             city = reader.city(ip)
         except (geoip2.errors.AddressNotFoundError, ValueError):
+            # ValueError: an IPv6 address in an IPv4-only database.
+            return GeoAnswer(city_db_built_at=built)
+        except maxminddb.InvalidDatabaseError as exc:
+            self._corrupt(exc)
             return GeoAnswer(city_db_built_at=built)
         return GeoAnswer(
             country_iso_code=city.country.iso_code,
@@ -138,7 +143,20 @@ class GeoDatabase:
             asn = reader.asn(ip)
         except (geoip2.errors.AddressNotFoundError, ValueError):
             return None, None
+        except maxminddb.InvalidDatabaseError as exc:
+            self._corrupt(exc)
+            return None, None
         return asn.autonomous_system_number, asn.autonomous_system_organization
+
+    def _corrupt(self, exc: Exception) -> None:
+        if not self._warned_corrupt:
+            self._warned_corrupt = True
+            logger.error(
+                "%s is corrupt in part (%s); affected addresses get no MaxMind data. "
+                "Replace the file atomically (geoipupdate does; use mv, not cp)",
+                self.path,
+                exc,
+            )
 
     def close(self) -> None:
         """Close the reader."""

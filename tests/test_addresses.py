@@ -1,0 +1,84 @@
+"""Address validation: only canonical, globally routable addresses are usable."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cowrie_enrich_plugin.addresses import InvalidAddress, NonGlobal, Usable, classify
+
+
+@pytest.mark.parametrize(
+    ("value", "canonical"),
+    [
+        ("8.8.8.8", "8.8.8.8"),
+        ("::ffff:8.8.8.8", "8.8.8.8"),
+        ("2001:4860:4860:0000:0000:0000:0000:8888", "2001:4860:4860::8888"),
+        ("2001:4860:4860::8888".upper(), "2001:4860:4860::8888"),
+    ],
+)
+def test_usable(value: str, canonical: str) -> None:
+    assert classify(value) == Usable(canonical)
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("10.0.0.1", "private"),
+        ("172.16.5.4", "private"),
+        ("192.168.1.1", "private"),
+        ("127.0.0.1", "loopback"),
+        ("169.254.1.1", "link-local"),
+        ("100.64.0.1", "shared"),
+        ("192.0.2.1", "documentation"),
+        ("198.51.100.7", "documentation"),
+        ("203.0.113.9", "documentation"),
+        ("224.0.0.1", "multicast"),
+        ("240.0.0.1", "reserved"),
+        ("255.255.255.255", "reserved"),
+        ("0.1.2.3", "this-network"),
+        ("198.18.0.1", "benchmarking"),
+        ("::1", "loopback"),
+        ("::", "unspecified"),
+        ("fe80::1", "link-local"),
+        ("fd00::1", "unique-local"),
+        ("2001:db8::1", "documentation"),
+        ("ff02::1", "multicast"),
+        ("::ffff:10.0.0.1", "private"),
+        ("64:ff9b::1.2.3.4", "reserved"),
+    ],
+)
+def test_non_global(value: str, why: str) -> None:
+    verdict = classify(value)
+    assert isinstance(verdict, NonGlobal) and why in verdict.reason
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, 134744072, ["8.8.8.8"], "", " 8.8.8.8", "8.8.8.8 ", "8.8.8.8\n", "8.8.8.8\nbegin", "8.8.8.8:22",
+     "[2001:4860::1]:22", "fe80::1%eth0", "010.8.8.8", "8.8.8", "8.8.8.8.8", "example.com", "8.8.8.8\x00",
+     "１.２.３.４", "8.8.8.8/32", "x" * 1000],
+)
+def test_invalid(value: object) -> None:
+    assert isinstance(classify(value), InvalidAddress)
+
+
+@given(st.text(max_size=60))
+def test_usable_output_is_always_canonical_and_global(value: str) -> None:
+    verdict = classify(value)
+    if isinstance(verdict, Usable):
+        address = ipaddress.ip_address(verdict.ip)
+        assert str(address) == verdict.ip
+        assert address.is_global
+        assert "\n" not in verdict.ip and " " not in verdict.ip
+
+
+@given(st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)))
+def test_every_real_address_is_classified_as_valid(address: ipaddress._BaseAddress) -> None:
+    verdict = classify(str(address))
+    assert not isinstance(verdict, InvalidAddress)
+    if isinstance(verdict, Usable):
+        assert ipaddress.ip_address(verdict.ip).is_global
