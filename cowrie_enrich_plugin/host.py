@@ -129,7 +129,10 @@ def run_ingest(
     summary.lines = reader.lines
     summary.bad_lines = reader.bad_lines
     summary.bad_files = reader.bad_files
-    summary.problems = reader.problems
+    order = {
+        path: index for index, path in enumerate(dict.fromkeys(p.path for p in reader.problems))
+    }
+    summary.problems = sorted(reader.problems, key=lambda p: (order[p.path], p.line))
     summary.delivered = sink.count
     summary.by_status = dict(sink.by_status)
     summary.seconds = time.monotonic() - started

@@ -18,15 +18,27 @@ from cowrie_enrich_plugin.config import (
 def test_defaults_match_the_design() -> None:
     config = resolve_config({}, {})
     assert config == DEFAULTS
-    assert (config.batch_size, config.concurrency, config.timeout, config.retries) == (500, 2, 30.0, 4)
-    assert (config.cymru_host, config.cymru_port, config.db) == ("whois.cymru.com", 43, "sqlite:///cowrie-enrich.db")
+    assert (config.batch_size, config.concurrency, config.timeout, config.retries) == (
+        500,
+        2,
+        30.0,
+        4,
+    )
+    assert (config.cymru_host, config.cymru_port, config.db) == (
+        "whois.cymru.com",
+        43,
+        "sqlite:///cowrie-enrich.db",
+    )
     assert (config.ttl_days, config.negative_ttl_hours, config.flush_interval) == (30.0, 24.0, 5.0)
 
 
 @pytest.mark.parametrize(
     ("section", "message"),
     [
-        ({"batch_size": 501}, r"batch_size = 501 is not allowed; batch_size must be an integer in \[1, 500\]"),
+        (
+            {"batch_size": 501},
+            r"batch_size = 501 is not allowed; batch_size must be an integer in \[1, 500\]",
+        ),
         ({"batch_size": 0}, "batch_size"),
         ({"batch_size": "500"}, "batch_size must be an integer"),
         ({"concurrency": True}, "concurrency"),

@@ -23,7 +23,11 @@ def test_every_field_from_written_databases(tmp_path: Path) -> None:
     geo = GeoLookup(str(write_city(tmp_path / "c.mmdb")), str(write_asn(tmp_path / "a.mmdb")))
     london = geo.lookup("81.2.69.142")
     assert london is not None
-    assert (london.country_iso_code, london.country_name, london.city) == ("GB", "United Kingdom", "London")
+    assert (london.country_iso_code, london.country_name, london.city) == (
+        "GB",
+        "United Kingdom",
+        "London",
+    )
     assert (london.latitude, london.longitude, london.accuracy_radius) == (51.5142, -0.0931, 10)
     assert (london.asn, london.as_org) == (20712, "Andrews & Arnold Ltd")
     assert london.city_db_built_at is not None and london.asn_db_built_at is not None
@@ -32,12 +36,18 @@ def test_every_field_from_written_databases(tmp_path: Path) -> None:
     germany = geo.lookup("5.6.7.8")
     assert germany is not None and germany.city is None and germany.country_iso_code == "DE"
     nowhere = geo.lookup("9.9.9.9")
-    assert nowhere == GeoAnswer(city_db_built_at=nowhere.city_db_built_at, asn_db_built_at=nowhere.asn_db_built_at)  # type: ignore[union-attr]
+    assert nowhere == GeoAnswer(
+        city_db_built_at=nowhere.city_db_built_at, asn_db_built_at=nowhere.asn_db_built_at
+    )  # type: ignore[union-attr]
     geo.close()
 
 
 def test_country_database_in_the_city_slot(tmp_path: Path) -> None:
-    path = write_mmdb(tmp_path / "country.mmdb", "GeoLite2-Country", {"81.2.69.0/24": {"country": {"iso_code": "GB", "names": {"en": "United Kingdom"}}}})
+    path = write_mmdb(
+        tmp_path / "country.mmdb",
+        "GeoLite2-Country",
+        {"81.2.69.0/24": {"country": {"iso_code": "GB", "names": {"en": "United Kingdom"}}}},
+    )
     geo = GeoLookup(str(path), None)
     answer = geo.lookup("81.2.69.1")
     assert answer is not None and answer.country_iso_code == "GB" and answer.city is None
@@ -55,7 +65,9 @@ def test_missing_file_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixt
 
 def test_wrong_type_and_corrupt_files_are_refused_by_name(tmp_path: Path) -> None:
     asn = write_asn(tmp_path / "asn.mmdb")
-    with pytest.raises(GeoDatabaseError, match=r"geoip_city file .*asn\.mmdb is a GeoLite2-ASN database"):
+    with pytest.raises(
+        GeoDatabaseError, match=r"geoip_city file .*asn\.mmdb is a GeoLite2-ASN database"
+    ):
         GeoLookup(str(asn), None)
     junk = tmp_path / "junk.mmdb"
     junk.write_bytes(b"\x00" * 1000)
@@ -67,7 +79,15 @@ def test_replaced_file_is_used_at_the_next_refresh(tmp_path: Path) -> None:
     path = write_city(tmp_path / "c.mmdb")
     geo = GeoLookup(str(path), None)
     assert geo.lookup("81.2.69.1").city == "London"  # type: ignore[union-attr]
-    replacement = write_city(tmp_path / "new.mmdb", {"81.2.69.0/24": {"country": {"iso_code": "GB", "names": {"en": "United Kingdom"}}, "city": {"names": {"en": "Croydon"}}}})
+    replacement = write_city(
+        tmp_path / "new.mmdb",
+        {
+            "81.2.69.0/24": {
+                "country": {"iso_code": "GB", "names": {"en": "United Kingdom"}},
+                "city": {"names": {"en": "Croydon"}},
+            }
+        },
+    )
     os.replace(replacement, path)  # what geoipupdate does
     geo.refresh()
     assert geo.lookup("81.2.69.1").city == "Croydon"  # type: ignore[union-attr]
@@ -111,7 +131,12 @@ def test_maxmind_test_databases_agree_with_their_source() -> None:
     assert london is not None and (london.city, london.country_iso_code) == ("London", "GB")
     assert london.latitude is not None and london.longitude is not None
     telstra = geo.lookup("1.128.0.1")
-    assert telstra is not None and telstra.asn == 1221 and telstra.as_org and "Telstra" in telstra.as_org
+    assert (
+        telstra is not None
+        and telstra.asn == 1221
+        and telstra.as_org
+        and "Telstra" in telstra.as_org
+    )
     import ipaddress
 
     checked = 0
@@ -129,7 +154,10 @@ def test_maxmind_broken_and_wrong_type_files_are_refused() -> None:
         GeoDatabase(folder / "GeoLite2-ASN-Test.mmdb", "city")
     with pytest.raises(GeoDatabaseError):
         GeoDatabase(folder / "GeoLite2-City-Test.mmdb", "asn")
-    for broken in ("MaxMind-DB-test-broken-search-tree-24.mmdb", "GeoIP2-City-Test-Broken-Double-Format.mmdb"):
+    for broken in (
+        "MaxMind-DB-test-broken-search-tree-24.mmdb",
+        "GeoIP2-City-Test-Broken-Double-Format.mmdb",
+    ):
         try:
             database = GeoDatabase(folder / broken, "city")
         except GeoDatabaseError:
@@ -149,7 +177,19 @@ def test_lookup_command_offline_with_maxmind_test_databases(tmp_path: Path) -> N
     env = {"COWRIE_ENRICH_RETRIES": "1", "COWRIE_ENRICH_TIMEOUT": "2"}
     result = CliRunner().invoke(
         main,
-        ["lookup", "81.2.69.142", "1.128.0.1", "--geoip-city", str(city), "--geoip-asn", str(asn), "--cymru", "127.0.0.1:1", "--db", f"sqlite:///{tmp_path / 'l.db'}"],
+        [
+            "lookup",
+            "81.2.69.142",
+            "1.128.0.1",
+            "--geoip-city",
+            str(city),
+            "--geoip-asn",
+            str(asn),
+            "--cymru",
+            "127.0.0.1:1",
+            "--db",
+            f"sqlite:///{tmp_path / 'l.db'}",
+        ],
         env=env,
     )
     assert result.exit_code == 75, result.output

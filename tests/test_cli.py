@@ -1,0 +1,232 @@
+"""Every command through click's runner and through a real subprocess: exit codes and output."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cowrie_enrich_plugin.cli import main
+from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults
+from cowrie_enrich_plugin.testing.whois_server import Row
+
+from .conftest import global_ips, write_log
+from .e2e.test_processes import clean_env, cowrie_enrich
+from .mmdb import write_asn, write_city
+from .test_logreader import hostile_log
+
+
+def run(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(
+        main, list(args), env={"COWRIE_ENRICH_TIMEOUT": "3", **(env or {})}, catch_exceptions=False
+    )
+
+
+def opts(server: BulkWhoisServer, tmp_path: Path) -> list[str]:
+    return ["--cymru", server.hostport, "--db", f"sqlite:///{tmp_path / 'cli.db'}"]
+
+
+def test_ingest_export_stats_round_trip(server: BulkWhoisServer, tmp_path: Path) -> None:
+    ips = global_ips(300, seed=4)
+    log = write_log(tmp_path / "cowrie.json.gz", ips + ["192.168.1.1"])
+    out = tmp_path / "records.jsonl"
+    result = run("ingest", str(log), *opts(server, tmp_path), "--output", str(out))
+    assert result.exit_code == 0, result.output
+    assert "903 events" in result.output and "300 resolved by whois" in result.output
+    delivered = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(delivered) == 301
+
+    exported = run("export", *opts(server, tmp_path))
+    assert exported.exit_code == 0
+    records = {json.loads(line)["ip"]: json.loads(line) for line in exported.output.splitlines()}
+    assert set(records) == set(ips) | {"192.168.1.1"}
+    assert records["192.168.1.1"]["status"] == "skipped"
+
+    as_csv = run("export", "--format", "csv", *opts(server, tmp_path))
+    rows = list(csv.DictReader(io.StringIO(as_csv.output)))
+    assert len(rows) == 301 and rows[0]["ip"]
+
+    stats = run("cache", "stats", *opts(server, tmp_path))
+    assert stats.exit_code == 0 and "skipped: 1" in stats.output.replace("  ", "")
+
+    # A second run from cron: nothing asked again.
+    server.reset_log()
+    again = run("ingest", str(log), *opts(server, tmp_path))
+    assert again.exit_code == 0 and server.connections == 0
+
+
+def test_pending_gives_exit_75_and_cache_retry_resolves(
+    server: BulkWhoisServer, tmp_path: Path
+) -> None:
+    log = write_log(tmp_path / "cowrie.json", global_ips(40, seed=8))
+    server.set_refusing(True)
+    result = run("ingest", str(log), *opts(server, tmp_path), env={"COWRIE_ENRICH_RETRIES": "1"})
+    assert result.exit_code == 75, result.output
+    assert "40 pending" in result.output and "run again later" in result.output
+    server.set_refusing(False)
+    retried = run("cache", "retry", *opts(server, tmp_path))
+    assert retried.exit_code == 0, retried.output
+    assert "40 resolved, 0 still pending" in retried.output
+    assert run("cache", "prune", *opts(server, tmp_path)).exit_code == 0
+
+
+def test_lookup_prints_records_and_refuses_non_addresses(
+    server: BulkWhoisServer, tmp_path: Path
+) -> None:
+    city = write_city(tmp_path / "c.mmdb")
+    asn = write_asn(tmp_path / "a.mmdb")
+    result = run(
+        "lookup",
+        "81.2.69.142",
+        "10.0.0.1",
+        *opts(server, tmp_path),
+        "--geoip-city",
+        str(city),
+        "--geoip-asn",
+        str(asn),
+    )
+    assert result.exit_code == 0, result.output
+    first, second = (json.loads(line) for line in result.output.splitlines())
+    assert (
+        first["maxmind"]["city"] == "London"
+        and first["cymru"]["asn"] == server.expected("81.2.69.142")["asn"]
+    )  # type: ignore[index]
+    assert second["status"] == "skipped"
+    bad = run("lookup", "8.8.8.8:22", *opts(server, tmp_path))
+    assert bad.exit_code == 2 and "port" in bad.output
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (["--batch-size", "900"], {}, "option --batch-size: batch_size = 900 is not allowed"),
+        (
+            [],
+            {"COWRIE_ENRICH_CONCURRENCY": "zero"},
+            "environment variable COWRIE_ENRICH_CONCURRENCY",
+        ),
+        (["--config", "/nonexistent.toml"], {}, "does not exist"),
+        (["--cymru", "host:port"], {}, "HOST:PORT"),
+    ],
+)
+def test_configuration_errors_exit_2_with_the_key(
+    tmp_path: Path, args: list[str], env: dict[str, str], needle: str
+) -> None:
+    log = write_log(tmp_path / "cowrie.json", ["8.8.8.8"])
+    result = run("ingest", str(log), "--db", f"sqlite:///{tmp_path / 'x.db'}", *args, env=env)
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and "Traceback" not in result.output
+
+
+def test_wrong_geoip_file_and_bad_db_are_advice(tmp_path: Path) -> None:
+    log = write_log(tmp_path / "cowrie.json", ["8.8.8.8"])
+    asn = write_asn(tmp_path / "asn.mmdb")
+    wrong = run(
+        "ingest", str(log), "--geoip-city", str(asn), "--db", f"sqlite:///{tmp_path / 'x.db'}"
+    )
+    assert wrong.exit_code == 2 and "is a GeoLite2-ASN database" in wrong.output
+    bad_db = run("export", "--db", f"sqlite:///{tmp_path / 'no' / 'such' / 'x.db'}")
+    assert bad_db.exit_code == 1 and "cannot open the database" in bad_db.output
+
+
+def test_unreadable_input_file_exits_1_and_names_it(
+    server: BulkWhoisServer, tmp_path: Path
+) -> None:
+    good = write_log(tmp_path / "cowrie.json", ["8.8.8.8"])
+    result = run("ingest", str(good), str(tmp_path / "gone.json"), *opts(server, tmp_path))
+    assert result.exit_code == 1 and "gone.json: file not found" in result.output
+
+
+def test_doctor(server: BulkWhoisServer, tmp_path: Path) -> None:
+    city = write_city(tmp_path / "c.mmdb")
+    ok = run("doctor", *opts(server, tmp_path), "--geoip-city", str(city))
+    assert ok.exit_code == 0, ok.output
+    assert "OK    whois" in ok.output and "OK    geoip_city" in ok.output
+    server.set_refusing(True)
+    bad = run("doctor", *opts(server, tmp_path), "--geoip-asn", str(tmp_path / "missing.mmdb"))
+    assert bad.exit_code == 1
+    assert "FAIL  whois: cannot reach" in bad.output and "FAIL  geoip_asn" in bad.output
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    for command in (["ingest"], ["lookup"], ["export"], ["cache", "stats"], ["doctor"]):
+        result = run(*command, "--help")
+        assert result.exit_code == 0 and "--db" in result.output
+    for command in ("ingest", "lookup", "export"):
+        assert "Example" in run(command, "--help").output
+
+
+def test_hostile_strings_are_neutralised_on_terminal_and_in_csv(
+    server: BulkWhoisServer, tmp_path: Path
+) -> None:
+    nasty = {
+        "8.8.8.8": "\x1b[2J\x1b]0;pwned\x07EVIL-AS, US",
+        "1.1.1.1": '=HYPERLINK("http://x","click")',
+        "9.9.9.9": "+cmd|' /C calc'!A0",
+        "4.4.4.4": "@SUM(1+1)",
+        "8.8.4.4": '-2+3, "quoted", ' + "L" * 900,
+    }
+    for ip, name in nasty.items():
+        prefix = ".".join(ip.split(".")[:3]) + ".0/24"
+        server.set_rows(ip, [Row(64500, ip, prefix, "US", "arin", "2001-01-01", name)])
+    log = write_log(tmp_path / "cowrie.json", list(nasty))
+    assert run("ingest", str(log), *opts(server, tmp_path)).exit_code == 0
+    exported = run("export", *opts(server, tmp_path))
+    assert "\x1b" not in exported.output
+    stored = {
+        json.loads(line)["ip"]: json.loads(line)["cymru"]["as_name"]
+        for line in exported.output.splitlines()
+    }
+    assert stored == nasty  # stored exactly as received
+    as_csv = run("export", "--format", "csv", *opts(server, tmp_path)).output
+    assert "\x1b" not in as_csv and "\x07" not in as_csv
+    for row in csv.DictReader(io.StringIO(as_csv)):
+        for column in ("cymru_as_name", "as_name"):
+            assert not row[column].startswith(("=", "+", "-", "@")), row[column]
+
+
+def test_hostile_log_through_a_real_process(tmp_path: Path) -> None:
+    log = tmp_path / "cowrie.json"
+    expected = hostile_log(log)
+    with BulkWhoisServer(
+        faults=Faults(reset_rate=0.2, truncate_rate=0.2, garbage_rate=0.05)
+    ) as server:
+        proc = subprocess.run(
+            [
+                cowrie_enrich(),
+                "ingest",
+                str(log),
+                "--cymru",
+                server.hostport,
+                "--db",
+                f"sqlite:///{tmp_path / 'h.db'}",
+            ],
+            env={**clean_env(), "COWRIE_ENRICH_RETRIES": "8"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"{len(expected)} bad line(s)" in proc.stdout
+        for line in sorted(expected)[:10]:
+            assert f"cowrie.json:{line}:" in proc.stdout
+        assert "... and" in proc.stdout
+        # Only canonical, global addresses ever reached the server.
+        assert set(server.asked()) == {"8.8.8.8", "1.0.0.1", "4.4.4.4", "2606:4700:4700::1111"}
+        assert all(not r.not_addresses for r in server.requests)
+    assert "\x1b" not in proc.stdout
+
+
+def test_module_entry_point_runs() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "cowrie_enrich_plugin.cli", "--version"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0 and "version" in proc.stdout
