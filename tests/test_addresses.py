@@ -75,7 +75,7 @@ def test_non_global(value: str, why: str) -> None:
         "8.8.8.8.8",
         "example.com",
         "8.8.8.8\x00",
-        "１.２.３.４",
+        "\uff11.\uff12.\uff13.\uff14",
         "8.8.8.8/32",
         "x" * 1000,
     ],

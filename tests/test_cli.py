@@ -34,7 +34,7 @@ def opts(server: BulkWhoisServer, tmp_path: Path) -> list[str]:
 
 def test_ingest_export_stats_round_trip(server: BulkWhoisServer, tmp_path: Path) -> None:
     ips = global_ips(300, seed=4)
-    log = write_log(tmp_path / "cowrie.json.gz", ips + ["192.168.1.1"])
+    log = write_log(tmp_path / "cowrie.json.gz", [*ips, "192.168.1.1"])
     out = tmp_path / "records.jsonl"
     result = run("ingest", str(log), *opts(server, tmp_path), "--output", str(out))
     assert result.exit_code == 0, result.output
