@@ -23,8 +23,9 @@ from .logreader import LogProblem, LogReader
 
 __all__ = ["IngestSummary", "RecordSink", "make_plugin_manager", "run_ingest"]
 
-#: How often the reference host "commits" (calls ``cowrie_ingest_checkpoint``).
-CHECKPOINT_EVERY = 50_000
+#: How often, in seconds, the reference host "commits" (calls ``cowrie_ingest_checkpoint``),
+#: as a database-backed host commits on a timer.
+CHECKPOINT_SECONDS = 10.0
 
 
 def make_plugin_manager(host_config: Mapping[str, Any]) -> pluggy.PluginManager:
@@ -103,7 +104,7 @@ def run_ingest(
     hook = manager.hook
     try:
         hook.cowrie_ingest_start(config=host_config)
-        since_checkpoint = 0
+        next_checkpoint = time.monotonic() + CHECKPOINT_SECONDS
         next_progress = time.monotonic() + progress_every
         try:
             for chunk in reader:
@@ -111,10 +112,9 @@ def run_ingest(
                     for index, reason in refused or ():
                         reader.problem(chunk.path, chunk.lines[index], reason)
                 summary.events += len(chunk.events)
-                since_checkpoint += len(chunk.events)
-                if since_checkpoint >= CHECKPOINT_EVERY:
+                if time.monotonic() >= next_checkpoint:
                     hook.cowrie_ingest_checkpoint()
-                    since_checkpoint = 0
+                    next_checkpoint = time.monotonic() + CHECKPOINT_SECONDS
                 if progress is not None and time.monotonic() >= next_progress:
                     summary.delivered = sink.count
                     progress(summary, _live_stats(manager))

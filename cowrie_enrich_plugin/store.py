@@ -16,12 +16,14 @@ locks in the same order and cannot deadlock.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -206,7 +208,43 @@ class Store:
         self.engine = engine
         self.owner = owner or make_owner_id()
         self.statements = 0
+        self._write_lock: threading.Lock | contextlib.nullcontext[None] = (
+            threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
         sa.event.listen(engine, "before_cursor_execute", self._count_statement)
+        self._build_statements()
+
+    def _build_statements(self) -> None:
+        """The bulk statements, built once and run with many rows each (executemany)."""
+        q = pending_queue.c
+        claim = self._insert(pending_queue)
+        self._claim_stmt = claim.on_conflict_do_update(
+            index_elements=[q.ip],
+            set_={
+                "lease_owner": claim.excluded.lease_owner,
+                "lease_expires_at": claim.excluded.lease_expires_at,
+            },
+            # queued_at of the proposed row is "now": a lease that ended by then is free
+            where=sa.or_(
+                q.lease_expires_at.is_(None),
+                q.lease_expires_at <= claim.excluded.queued_at,
+                q.lease_owner == claim.excluded.lease_owner,
+            ),
+        ).returning(q.ip)
+        placeholder = self._insert(records_table)
+        self._placeholder_stmt = placeholder.on_conflict_do_nothing(
+            index_elements=[records_table.c.ip]
+        )
+        upsert = self._insert(records_table)
+        self._upsert_stmt = upsert.on_conflict_do_update(
+            index_elements=[records_table.c.ip], set_=_all_columns(upsert)
+        )
+        pending = self._insert(records_table)
+        self._pending_stmt = pending.on_conflict_do_update(
+            index_elements=[records_table.c.ip],
+            set_=_all_columns(pending),
+            where=records_table.c.status == Status.PENDING.value,
+        )
 
     def _count_statement(self, *_args: object, **_kwargs: object) -> None:
         self.statements += 1
@@ -236,6 +274,13 @@ class Store:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
         raise AssertionError("unreachable")
+
+    def _write(self, work: Callable[[Connection], _T]) -> _T:
+        """Run a writing transaction. On SQLite, threads of this process take turns
+        here: SQLite's own busy handler would make them sleep in coarse steps.
+        """
+        with self._write_lock:
+            return self._run(work)
 
     def _insert(self, table: sa.Table) -> Any:
         if self.dialect == "postgresql":
@@ -344,21 +389,7 @@ class Store:
                     }
                     for ip in chunk
                 ]
-                stmt = self._insert(pending_queue).values(rows)
-                excluded = stmt.excluded
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=[pending_queue.c.ip],
-                    set_={
-                        "lease_owner": excluded.lease_owner,
-                        "lease_expires_at": excluded.lease_expires_at,
-                    },
-                    where=sa.or_(
-                        pending_queue.c.lease_expires_at.is_(None),
-                        pending_queue.c.lease_expires_at <= moment,
-                        pending_queue.c.lease_owner == self.owner,
-                    ),
-                ).returning(pending_queue.c.ip)
-                claimed = {row[0] for row in conn.execute(stmt)}
+                claimed = {row[0] for row in conn.execute(self._claim_stmt, rows)}
                 # Another process may have answered some since our cache check and
                 # left the queue: those are not to be asked again.
                 fresh = self._fresh_among(conn, claimed, moment)
@@ -370,14 +401,15 @@ class Store:
                         )
                     )
                 won.update(claimed - fresh)
-                placeholder = self._insert(records_table).values(
-                    [_pending_row(ip, moment) for ip in chunk]
-                )
                 conn.execute(
-                    placeholder.on_conflict_do_nothing(index_elements=[records_table.c.ip])
+                    self._placeholder_stmt,
+                    [
+                        {"ip": ip, "status": "pending", "mm_present": False, "updated_at": moment}
+                        for ip in chunk
+                    ],
                 )
 
-        self._run(work)
+        self._write(work)
         lost = [ip for ip in wanted if ip not in won]
         if lost:
             won |= self._overtake_dead(lost, until)
@@ -429,7 +461,7 @@ class Store:
                     )
                     taken.update(row[0] for row in conn.execute(stmt))
 
-        self._run(work)
+        self._write(work)
         if taken:
             logger.info("took over %d address(es) leased by exited processes", len(taken))
         return taken
@@ -441,7 +473,7 @@ class Store:
             .where(pending_queue.c.lease_owner == self.owner)
             .values(lease_owner=None, lease_expires_at=None)
         )
-        self._run(lambda conn: conn.execute(stmt))
+        self._write(lambda conn: conn.execute(stmt))
 
     # -- writes -------------------------------------------------------------------------
 
@@ -469,7 +501,7 @@ class Store:
 
         def work(conn: Connection) -> None:
             for chunk in _chunks(records, _WRITE_CHUNK):
-                conn.execute(self._upsert_records([_record_row(r, moment) for r in chunk]))
+                conn.execute(self._upsert_stmt, [_record_row(r, moment) for r in chunk])
                 conn.execute(
                     sa.delete(pending_queue).where(pending_queue.c.ip.in_([r.ip for r in chunk]))
                 )
@@ -477,17 +509,12 @@ class Store:
                 return
             items = list(failed.items())
             for part in _chunks(items, _WRITE_CHUNK):
-                rows = [
-                    _record_row(EnrichmentRecord(ip, Status.PENDING, maxmind=geo), moment)
-                    for ip, (_error, geo) in part
-                ]
-                stmt = self._insert(records_table).values(rows)
                 conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=[records_table.c.ip],
-                        set_=_all_columns(stmt),
-                        where=records_table.c.status == Status.PENDING.value,
-                    )
+                    self._pending_stmt,
+                    [
+                        _record_row(EnrichmentRecord(ip, Status.PENDING, maxmind=geo), moment)
+                        for ip, (_error, geo) in part
+                    ],
                 )
             by_error: dict[str, list[str]] = {}
             for ip, (error, _geo) in items:
@@ -507,13 +534,7 @@ class Store:
                         )
                     )
 
-        self._run(work)
-
-    def _upsert_records(self, rows: list[dict[str, Any]]) -> Any:
-        stmt = self._insert(records_table).values(rows)
-        return stmt.on_conflict_do_update(
-            index_elements=[records_table.c.ip], set_=_all_columns(stmt)
-        )
+        self._write(work)
 
     def put_records(self, records: Sequence[EnrichmentRecord]) -> None:
         """Upsert records that need no queue bookkeeping (skipped addresses)."""
@@ -523,10 +544,10 @@ class Store:
 
         def work(conn: Connection) -> None:
             for chunk in _chunks(ordered, _WRITE_CHUNK):
-                conn.execute(self._upsert_records([_record_row(r, moment) for r in chunk]))
+                conn.execute(self._upsert_stmt, [_record_row(r, moment) for r in chunk])
 
         if ordered:
-            self._run(work)
+            self._write(work)
 
     def enqueue(self, ips: Iterable[str], now: dt.datetime | None = None) -> None:
         """Queue addresses for a (re)fetch without leasing them (``cache retry``)."""
@@ -548,7 +569,7 @@ class Store:
                 )
 
         if wanted:
-            self._run(work)
+            self._write(work)
 
     def prune(self, now: dt.datetime | None = None) -> int:
         """Delete expired records that are not queued; return how many."""
@@ -559,7 +580,7 @@ class Store:
             .where(r.expires_at.is_not(None), r.expires_at <= moment)
             .where(~sa.exists().where(pending_queue.c.ip == r.ip))
         )
-        return int(self._run(lambda conn: conn.execute(stmt).rowcount))
+        return int(self._write(lambda conn: conn.execute(stmt).rowcount))
 
     def stats(self, now: dt.datetime | None = None) -> StoreStats:
         """Counts by status and age."""
@@ -601,10 +622,6 @@ class Store:
 
 def _fetch_mappings(query: sa.Select[Any], conn: Connection) -> list[Mapping[str, Any]]:
     return [dict(row) for row in conn.execute(query).mappings()]
-
-
-def _pending_row(ip: str, moment: dt.datetime) -> dict[str, Any]:
-    return _record_row(EnrichmentRecord(ip, Status.PENDING), moment)
 
 
 def _all_columns(stmt: Any) -> dict[str, Any]:

@@ -173,6 +173,40 @@ def render_row(row: Row) -> bytes:
     return text.encode("utf-8")
 
 
+_OPTIONS = frozenset(
+    {
+        b"verbose",
+        b"prefix",
+        b"asnumber",
+        b"countrycode",
+        b"notrunc",
+        b"header",
+        b"noheader",
+        b"asname",
+        b"noasname",
+        b"registry",
+        b"allocdate",
+        b"cc",
+        b"nocc",
+        b"noprefix",
+    }
+)
+
+
+def _render(row: Row, verbose: bool, prefix: bool, country: bool) -> bytes:
+    """A row in the column set the client chose with its options."""
+    if verbose:
+        return render_row(row)
+    asn = "NA" if row.asn is None else str(row.asn)
+    columns = [f"{asn:<8}", f" {row.ip:<16} "]
+    if prefix:
+        columns.append(f" {row.prefix or 'NA':<20}")
+    if country:
+        columns.append(f" {row.cc or '':<2} ")
+    columns.append(f" {row.as_name or 'NA'}")
+    return "|".join(columns).encode("utf-8")
+
+
 _HEADER_LINE = (
     b"AS      | IP               | BGP Prefix          | CC | Registry | Allocated  | AS Name"
 )
@@ -199,6 +233,10 @@ class BulkWhoisServer:
     :param faults: initial fault settings; change ``server.faults`` at any time.
     :param seed: seed for the fault dice, for reproducible runs.
     :param max_request_lines: a request longer than this is answered with an error.
+    :param streaming: answer each line as it arrives, as the real server does, and
+        honour the column options (``prefix``, ``countrycode``, ...) that clients
+        such as ``cymruwhois`` send; faults other than latency apply only when false.
+    :param plain_names: keep ``|`` out of synthetic AS names (naive clients split on it).
     """
 
     def __init__(
@@ -209,11 +247,15 @@ class BulkWhoisServer:
         faults: Faults | None = None,
         seed: int | None = 0,
         max_request_lines: int = 1000,
+        streaming: bool = False,
+        plain_names: bool = False,
     ) -> None:
         self.faults = faults or Faults()
         self.requests: list[WhoisRequest] = []
         self.connections = 0
         self.max_request_lines = max_request_lines
+        self.streaming = streaming
+        self.plain_names = plain_names
         self._rows: dict[str, list[Row]] = {}
         self._random = random.Random(seed)
         self._lock = threading.Lock()
@@ -287,7 +329,12 @@ class BulkWhoisServer:
         canonical = str(ipaddress.ip_address(ip))
         if canonical in self._rows:
             return self._rows[canonical]
-        return synthetic_rows(canonical)
+        rows = synthetic_rows(canonical)
+        if self.plain_names:
+            rows = [
+                replace(r, as_name=r.as_name.replace("|", "/")) if r.as_name else r for r in rows
+            ]
+        return rows
 
     def expected(self, ip: str) -> dict[str, Any] | None:
         """The ``cymru`` section a correct client records for ``ip`` (no ``fetched_at``)."""
@@ -320,6 +367,9 @@ class BulkWhoisServer:
     def _serve(self, sock: socket.socket) -> None:
         with self._lock:
             self.connections += 1
+        if self.streaming:
+            self._serve_streaming(sock)
+            return
         request = WhoisRequest()
         sock.settimeout(30)
         lines = self._read_request(sock, request)
@@ -338,6 +388,52 @@ class BulkWhoisServer:
             self._stop.wait(3600)
             return
         self._answer(sock, request, faults, dice)
+
+    def _serve_streaming(self, sock: socket.socket) -> None:
+        """Answer line by line as the real server does (banner at ``begin``, options, rows)."""
+        request = WhoisRequest()
+        with self._lock:
+            self.requests.append(request)
+            faults = replace(self.faults)
+        sock.settimeout(30)
+        reader = sock.makefile("rb")
+        verbose = prefix = country = False
+        try:
+            first = reader.readline()
+            bulk = first.strip().lower() == b"begin"
+            if bulk:
+                now = time.strftime("%Y-%m-%d %H:%M:%S +0000", time.gmtime())
+                sock.sendall(f"Bulk mode; whois.cymru.com [{now}]\n".encode())
+            if self._stop.wait(faults.latency_per_batch):
+                return
+            lines = iter(reader) if bulk else iter([first])
+            for raw in lines:
+                word = raw.strip().lower()
+                if word == b"end":
+                    break
+                if word in _OPTIONS:
+                    verbose |= word == b"verbose"
+                    prefix |= word == b"prefix"
+                    country |= word == b"countrycode"
+                    continue
+                request.raw_lines.append(raw)
+                text = raw.strip().decode("ascii", errors="replace")
+                try:
+                    address = str(ipaddress.ip_address(text))
+                except ValueError:
+                    request.not_addresses.append(raw)
+                    sock.sendall(b"Error: unable to parse line\n")
+                    continue
+                request.ips.append(address)
+                if faults.latency_per_ip and self._stop.wait(faults.latency_per_ip):
+                    return
+                rows = self.rows_for(address)
+                if not rows:
+                    sock.sendall(b"Error: no ASN or IP match on line 1.\n")
+                for row in rows:
+                    sock.sendall(_render(row, verbose, prefix, country) + b"\n")
+        except OSError:
+            return
 
     def _read_request(self, sock: socket.socket, request: WhoisRequest) -> list[bytes] | None:
         buffer = b""
