@@ -23,10 +23,11 @@ from .config import cli_flags as _cli_flags
 from .config import plugin_section as _plugin_section
 from .cymru_client import BulkWhoisClient
 from .enricher import Enricher
+from .errors import GeoDatabaseError, StoreError, WorkerError
 from .export import write_csv, write_jsonl
-from .maxmind import GeoDatabaseError, GeoLookup
+from .maxmind import GeoLookup
 from .record import Status
-from .store import Store, StoreError, open_store
+from .store import Store, open_store
 
 __all__ = ["main"]
 
@@ -129,6 +130,8 @@ def _expected_failures() -> Iterator[None]:
         raise ConfigFailure(str(exc)) from exc
     except StoreError as exc:
         raise Failure(f"{exc}\n  check the db URL, that the server runs, and permissions") from exc
+    except WorkerError as exc:
+        raise Failure(str(exc)) from exc
 
 
 def _open_enricher(settings: EnrichConfig) -> tuple[Enricher, Store, GeoLookup]:

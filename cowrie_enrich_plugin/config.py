@@ -16,6 +16,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Final
 
+from .errors import ConfigError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
@@ -37,10 +39,6 @@ _RESERVED_ENV: Final = frozenset({"COWRIE_ENRICH_CONFIG"})
 PLUGIN_NAME: Final = "enrich"
 
 
-class ConfigError(ValueError):
-    """A configuration value is unusable; the message names it and says what is allowed."""
-
-
 @dataclass(frozen=True)
 class EnrichConfig:
     """The validated settings of the enrichment plugin (see DESIGN.md for each key)."""
@@ -57,6 +55,9 @@ class EnrichConfig:
     negative_ttl_hours: float = 24.0
     geoip_city: str | None = None
     geoip_asn: str | None = None
+    #: Where the network and database work runs: a worker process beside the host
+    #: (default; keeps the host's own thread free) or a thread of the host's process.
+    worker: str = "process"
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as a plain mapping (the database URL's password masked)."""
@@ -75,8 +76,11 @@ class _Rule:
     high: float | None = None
     low_open: bool = False
     optional: bool = False
+    choices: tuple[str, ...] = ()
 
     def allowed(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
         name = {int: "an integer", float: "a number", str: "a string"}[self.kind]
         if self.low is not None and self.high is not None:
             left = "(" if self.low_open else "["
@@ -103,6 +107,7 @@ _RULES: Final[Mapping[str, _Rule]] = {
     "negative_ttl_hours": _Rule(float, 0, 87600, low_open=True),
     "geoip_city": _Rule(str, optional=True),
     "geoip_asn": _Rule(str, optional=True),
+    "worker": _Rule(str, choices=("process", "thread")),
 }
 
 
@@ -118,7 +123,12 @@ def _check(key: str, value: object, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(problem)
         value = float(value)
-    elif not isinstance(value, str) or not value.strip() or value != value.strip():
+    elif (
+        not isinstance(value, str)
+        or not value.strip()
+        or value != value.strip()
+        or (rule.choices and value not in rule.choices)
+    ):
         raise ConfigError(problem)
     if rule.low is not None and rule.high is not None:
         number = float(value)

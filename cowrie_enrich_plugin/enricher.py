@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from .addresses import NonGlobal, Usable, classify
 from .config import EnrichConfig
-from .cymru_client import BulkWhoisClient, batched
+from .cymru_client import BatchResult, BulkWhoisClient, batched
 from .maxmind import GeoLookup
 from .record import CymruAnswer, EnrichmentRecord, GeoAnswer, Status, utc_now
 from .store import Store
@@ -120,12 +120,20 @@ class Enricher:
     def fetch_batch(
         self, ips: Sequence[str], previous: Mapping[str, EnrichmentRecord] | None = None
     ) -> list[EnrichmentRecord]:
-        """Ask Cymru for one leased batch, merge with MaxMind, persist, return the records.
+        """Ask Cymru for one leased batch, merge with MaxMind, persist, return the records."""
+        return self.finish_batch(ips, self.client.query_batch(ips), previous)
 
-        An address that stays unanswered gets its previous (stale) record back if it
+    def finish_batch(
+        self,
+        ips: Sequence[str],
+        result: BatchResult,
+        previous: Mapping[str, EnrichmentRecord] | None = None,
+    ) -> list[EnrichmentRecord]:
+        """Merge one batch's whois result with MaxMind, persist it, return the records.
+
+        An address that stayed unanswered gets its previous (stale) record back if it
         had one, else a ``pending`` record with its MaxMind data.
         """
-        result = self.client.query_batch(ips)
         records: list[EnrichmentRecord] = []
         resolved: list[EnrichmentRecord] = []
         unresolved: dict[str, tuple[str, GeoAnswer | None]] = {}

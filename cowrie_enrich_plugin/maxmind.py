@@ -22,6 +22,7 @@ import geoip2.database
 import geoip2.errors
 import maxminddb
 
+from .errors import GeoDatabaseError
 from .record import GeoAnswer
 
 __all__ = ["GeoDatabase", "GeoDatabaseError", "GeoLookup"]
@@ -34,10 +35,6 @@ _ACCEPTED = {
     "city": ("City", "Country", "Enterprise"),
     "asn": ("ASN", "ISP"),
 }
-
-
-class GeoDatabaseError(ValueError):
-    """A GeoIP file is unusable; the message names the file and what is wrong."""
 
 
 @dataclass(frozen=True)

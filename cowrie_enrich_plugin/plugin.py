@@ -17,19 +17,14 @@ import os
 import sys
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 import pluggy
 
 from .config import cli_flags, plugin_section, resolve_config
-from .cymru_client import BulkWhoisClient
-from .enricher import Enricher
 from .hookspecs import hookimpl
-from .maxmind import GeoLookup
 from .pipeline import IngestPipeline
-from .store import Store, open_store
 
 __all__ = ["EnrichPlugin", "plugin"]
 
@@ -49,18 +44,11 @@ def _calling_plugin_manager(depth: int = 12) -> pluggy.PluginManager | None:
     return None
 
 
-@dataclass
-class _Run:
-    pipeline: IngestPipeline
-    store: Store
-    geo: GeoLookup
-
-
 class EnrichPlugin:
     """The ``enrich`` plugin: one run per plugin manager at a time."""
 
     def __init__(self) -> None:
-        self._runs: weakref.WeakKeyDictionary[pluggy.PluginManager, _Run] = (
+        self._runs: weakref.WeakKeyDictionary[pluggy.PluginManager, IngestPipeline] = (
             weakref.WeakKeyDictionary()
         )
         self._bound: pluggy.PluginManager | None = None
@@ -78,7 +66,7 @@ class EnrichPlugin:
             )
         return pm
 
-    def _run(self) -> _Run:
+    def _run(self) -> IngestPipeline:
         run = self._runs.get(self._manager())
         if run is None:
             raise RuntimeError("cowrie_ingest_start was not called for this run")
@@ -90,65 +78,40 @@ class EnrichPlugin:
         pm = self._manager()
         previous = self._runs.pop(pm, None)
         if previous is not None:
-            self._close(previous)
+            previous.end()
         settings = resolve_config(plugin_section(config), os.environ, cli_flags(config))
-        geo = GeoLookup(settings.geoip_city, settings.geoip_asn)
-        store = open_store(settings.db)
-        client = BulkWhoisClient(
-            settings.cymru_host,
-            settings.cymru_port,
-            timeout=settings.timeout,
-            retries=settings.retries,
-            concurrency=settings.concurrency,
-            batch_size=settings.batch_size,
-        )
-        enricher = Enricher(settings, store, geo, client)
 
         def deliver(records: list[dict[str, Any]]) -> None:
             pm.hook.cowrie_enrichment_ready(records=records)
 
-        pipeline = IngestPipeline(enricher, deliver)
+        pipeline = IngestPipeline(settings, deliver)
         pipeline.start()
-        self._runs[pm] = _Run(pipeline, store, geo)
+        self._runs[pm] = pipeline
 
     @hookimpl
     def cowrie_ingest_events(
         self, events: Sequence[Mapping[str, Any]]
     ) -> list[tuple[int, str]] | None:
         """Collect source addresses; report events whose ``src_ip`` was refused."""
-        return self._run().pipeline.ingest(events)
+        return self._run().ingest(events)
 
     @hookimpl
     def cowrie_ingest_checkpoint(self) -> None:
         """Flush partly filled batches and deliver what is ready."""
-        self._run().pipeline.checkpoint()
+        self._run().checkpoint()
 
     @hookimpl
     def cowrie_ingest_end(self) -> dict[str, int]:
         """Finish every batch, deliver, release leases, close; return the counters."""
-        pm = self._manager()
-        run = self._runs.pop(pm, None)
+        run = self._runs.pop(self._manager(), None)
         if run is None:
             raise RuntimeError("cowrie_ingest_start was not called for this run")
-        try:
-            stats = run.pipeline.end()
-        finally:
-            self._close(run)
-        return stats.to_dict()
+        return run.end().to_dict()
 
     def live_stats(self, pm: pluggy.PluginManager) -> dict[str, int]:
         """The counters of the run on ``pm`` so far (empty when none runs), for progress."""
         run = self._runs.get(pm)
-        return run.pipeline.stats().to_dict() if run is not None else {}
-
-    @staticmethod
-    def _close(run: _Run) -> None:
-        try:
-            run.store.release()
-        except Exception as exc:  # the leases expire on their own
-            logger.warning("could not release leases: %s", exc)
-        run.store.close()
-        run.geo.close()
+        return run.stats().to_dict() if run is not None else {}
 
 
 #: The instance the entry point names.

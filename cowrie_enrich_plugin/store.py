@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from .errors import StoreError
 from .record import CymruAnswer, EnrichmentRecord, GeoAnswer, Status, utc_now
 from .store_schema import (
     SCHEMA_VERSION,
@@ -52,10 +53,6 @@ _T = TypeVar("_T")
 _READ_CHUNK: Final = 30_000  # below SQLite's 32,766 and PostgreSQL's 65,535 parameters
 _WRITE_CHUNK: Final = 500  # rows per multi-row INSERT (columns x rows stays under the limits)
 _TRANSIENT_ATTEMPTS: Final = 5
-
-
-class StoreError(Exception):
-    """The database could not be opened or used; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -276,8 +273,9 @@ class Store:
         raise AssertionError("unreachable")
 
     def _write(self, work: Callable[[Connection], _T]) -> _T:
-        """Run a writing transaction. On SQLite, threads of this process take turns
-        here: SQLite's own busy handler would make them sleep in coarse steps.
+        """Run a writing transaction; on SQLite, this process's threads take turns.
+
+        SQLite's own busy handler would make them sleep in coarse steps instead.
         """
         with self._write_lock:
             return self._run(work)

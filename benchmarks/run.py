@@ -1,0 +1,331 @@
+"""Side-by-side benchmarks: this package against what operators would use instead.
+
+One entry point runs every comparison in one process tree: the loopback whois
+server runs in a child process (so its CPU is not billed to any client), and each
+scenario runs in its own child process, so that its peak RSS is its own. Each
+scenario is run ``--runs`` times; the table shows medians and ratios.
+
+    python benchmarks/run.py                    # default cost model, 3 runs
+    python benchmarks/run.py --profile cymru    # 100 ms + 10 ms per IP per batch
+    python benchmarks/run.py --json results.json --runs 1 --quick
+
+Scenarios (cold = empty cache):
+  naive          one connection per IP (measured on a sample, scaled to N)
+  seq500         sequential bulk batches of 500, one connection each (cowrieprocessor)
+  cymruwhois     the cymruwhois package's Client(host, port).lookupmany
+  ours-cold      this package through the host contract (cowrie-enrich ingest), empty cache
+  ours-warm      the same run again: every address from the cache
+  bare-json      a bare ``json.loads`` loop over the log lines (stdlib), the ceiling
+  bare-orjson    the same with orjson, when installed
+  ingest-off     the reference host with the plugin disabled
+  ingest-on      the reference host with the plugin, the network answering instantly
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+import random
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+CACHE = ROOT / "benchmarks" / ".cache"
+PROFILES = {"default": (0.05, 0.002), "cymru": (0.1, 0.01)}
+NAIVE_SAMPLE = 200
+
+
+# -- workloads ----------------------------------------------------------------------
+
+
+def global_ips(count: int, seed: int) -> list[str]:
+    sys.path.insert(0, str(ROOT))
+    from cowrie_enrich_plugin.addresses import Usable, classify
+
+    rng = random.Random(seed)
+    found: dict[str, None] = {}
+    while len(found) < count:
+        verdict = classify(".".join(str(rng.randint(1, 223)) for _ in range(4)))
+        if isinstance(verdict, Usable):
+            found[verdict.ip] = None
+    return list(found)
+
+
+def write_events(path: Path, ips: list[str], events: int, skew: float | None, seed: int) -> None:
+    """Cowrie-like events; with ``skew`` a Zipf-like few IPs produce most events."""
+    rng = random.Random(seed)
+    weights = [1.0 / (rank + 1) ** skew for rank in range(len(ips))] if skew else None
+    chosen = rng.choices(ips, weights=weights, k=events - len(ips)) + ips  # every IP at least once
+    rng.shuffle(chosen)
+    kinds = ("cowrie.session.connect", "cowrie.login.failed", "cowrie.command.input", "cowrie.session.closed")
+    with gzip.open(path, "wt", compresslevel=1) as handle:
+        for n, ip in enumerate(chosen):
+            handle.write(
+                json.dumps(
+                    {
+                        "eventid": kinds[n % 4],
+                        "src_ip": ip,
+                        "src_port": 40000 + n % 20000,
+                        "session": f"{n:012x}",
+                        "timestamp": "2026-11-28T20:00:00.000000Z",
+                        "sensor": "bench",
+                        "message": f"event {n}",
+                    }
+                )
+                + "\n"
+            )
+
+
+def workload(name: str) -> tuple[list[Path], list[str]] | None:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    if name == "ips10k":
+        ips = global_ips(10_000, seed=10)
+        path = CACHE / "ips10k.json.gz"
+        if not path.exists():
+            write_events(path, ips, len(ips), None, 10)
+        return [path], ips
+    if name == "real":
+        folder = SHARED / "cowrie-logs-2018"
+        if not folder.is_dir():
+            return None
+        files = sorted(folder.glob("cowrie.json.*"))
+        ips: dict[str, None] = {}
+        for file in files:
+            with gzip.open(file, "rt") as handle:
+                for line in handle:
+                    ips[json.loads(line)["src_ip"]] = None
+        return files, list(ips)
+    if name == "corpus1m":
+        ips = global_ips(50_000, seed=50)
+        path = CACHE / "corpus-1m.json.gz"
+        if not path.exists():
+            write_events(path, ips, 1_000_000, 1.1, 50)
+        return [path], ips
+    raise ValueError(name)
+
+
+# -- the server ---------------------------------------------------------------------------
+
+
+class Server:
+    """The package's loopback whois server in a child process, with its stdin control channel."""
+
+    def __init__(self, per_batch: float, per_ip: float) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "cowrie_enrich_plugin.testing", "--streaming", "--plain-names",
+                "--latency-per-batch", str(per_batch), "--latency-per-ip", str(per_ip),
+            ],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        )
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        self.hostport = self.proc.stdout.readline().split()[1]
+
+    def command(self, word: str) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(word + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def stats(self) -> dict[str, int]:
+        return json.loads(self.command("stats"))
+
+    def close(self) -> None:
+        self.command("quit") if self.proc.poll() is None else None
+        self.proc.wait(timeout=10)
+
+
+# -- scenarios (each runs in a child process) ----------------------------------------------
+
+
+def _bulk(hostport: str, ips: list[str]) -> int:
+    host, port = hostport.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=120) as sock:
+        sock.sendall(("begin\nverbose\n" + "\n".join(ips) + "\nend\n").encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data.count(b"\n")
+
+
+def scenario(name: str, hostport: str, work: str, db: str) -> dict[str, Any]:
+    loaded = workload(work)
+    assert loaded is not None
+    files, ips = loaded
+    started = time.perf_counter()
+    extra: dict[str, Any] = {}
+    if name == "naive":
+        sample = ips[:NAIVE_SAMPLE]
+        for ip in sample:
+            _bulk(hostport, [ip])
+        extra["scaled_from"] = len(sample)
+        extra["scale"] = len(ips) / len(sample)
+    elif name == "seq500":
+        for start in range(0, len(ips), 500):
+            _bulk(hostport, ips[start : start + 500])
+    elif name == "cymruwhois":
+        import cymruwhois
+
+        host, port = hostport.rsplit(":", 1)
+        client = cymruwhois.Client(host, int(port), memcache_host=None)
+        extra["answers"] = sum(1 for _ in client.lookupmany(ips))
+        client.disconnect()
+    elif name in ("bare-json", "bare-orjson"):
+        loads = json.loads
+        if name == "bare-orjson":
+            import orjson
+
+            loads = orjson.loads
+        count = 0
+        for file in files:
+            with gzip.open(file, "rb") as handle:
+                for line in handle:
+                    loads(line)
+                    count += 1
+        extra["events"] = count
+    else:
+        sys.path.insert(0, str(ROOT))
+        from cowrie_enrich_plugin.host import make_plugin_manager, run_ingest
+
+        host, port = hostport.rsplit(":", 1)
+        enabled = name != "ingest-off"
+        config = {
+            "plugins": {
+                "enabled": ["enrich"] if enabled else [],
+                "enrich": {"db": db, "cymru_host": host, "cymru_port": int(port), "concurrency": 2},
+            }
+        }
+        summary = run_ingest([str(f) for f in files], config, pm=make_plugin_manager(config))
+        extra["events"] = summary.events
+        extra["delivered"] = summary.delivered
+        extra["pending"] = summary.pending
+    extra["wall"] = time.perf_counter() - started
+    return extra
+
+
+def run_child(name: str, server: Server, work: str, db: str) -> dict[str, Any]:
+    server.command("reset")
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--scenario", name, "--server", server.hostport, "--workload", work, "--db", db],
+        stdout=subprocess.PIPE, cwd=ROOT,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    if status != 0:
+        raise RuntimeError(f"scenario {name} failed: {output!r}")
+    result: dict[str, Any] = json.loads(output)
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024
+    stats = server.stats()
+    result["connections"] = stats["connections"]
+    result["ips_sent"] = stats["ips_asked"]
+    if "scale" in result:
+        result["wall"] *= result["scale"]
+        result["connections"] = round(result["connections"] * result["scale"])
+        result["ips_sent"] = round(result["ips_sent"] * result["scale"])
+    return result
+
+
+def median_runs(name: str, server: Server, work: str, runs: int, fresh_db: bool, db: str | None = None) -> dict[str, Any]:
+    results = []
+    for _ in range(runs):
+        target = db
+        if fresh_db or target is None:
+            target = f"sqlite:///{tempfile.mkdtemp(prefix='cebench-')}/bench.db"
+        results.append(run_child(name, server, work, target))
+    out = dict(results[len(results) // 2])
+    out["wall"] = statistics.median(r["wall"] for r in results)
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
+    out["runs"] = runs
+    return out
+
+
+# -- the report --------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="default")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--quick", action="store_true", help="skip the 1M-event corpus")
+    parser.add_argument("--scenario")
+    parser.add_argument("--server")
+    parser.add_argument("--workload")
+    parser.add_argument("--db")
+    args = parser.parse_args()
+    if args.scenario:
+        print(json.dumps(scenario(args.scenario, args.server, args.workload, args.db)))
+        return 0
+
+    per_batch, per_ip = PROFILES[args.profile]
+    table: list[dict[str, Any]] = []
+    slow = Server(per_batch, per_ip)
+    instant = Server(0.0, 0.0)
+    try:
+        # 1. cold 10,000 IPs against the cost model
+        n = 10_000
+        rows = {}
+        for name in ("naive", "seq500", "cymruwhois"):
+            rows[name] = median_runs(name, slow, "ips10k", 1 if name == "naive" else args.runs, True)
+        db = f"sqlite:///{tempfile.mkdtemp(prefix='cebench-')}/warm.db"
+        cold = [run_child("ours-cold", slow, "ips10k", f"sqlite:///{tempfile.mkdtemp(prefix='cebench-')}/c.db") for _ in range(args.runs - 1)]
+        cold.append(run_child("ours-cold", slow, "ips10k", db))
+        rows["ours-cold"] = dict(cold[-1], wall=statistics.median(r["wall"] for r in cold), runs=len(cold))
+        rows["ours-warm"] = median_runs("ours-warm", slow, "ips10k", args.runs, False, db)
+        bound = math.ceil(n / 500) * (per_batch + 500 * per_ip) / 2
+        for name, row in rows.items():
+            table.append({"workload": "10k new IPs", "scenario": name, **row})
+        # 2. ingest rates: real logs and the 1M corpus, network answering instantly
+        for work in ("real", "corpus1m"):
+            if work == "corpus1m" and args.quick:
+                continue
+            if workload(work) is None:
+                continue
+            for name in ("bare-json", "bare-orjson", "ingest-off", "ingest-on"):
+                if name == "bare-orjson":
+                    try:
+                        import orjson  # noqa: F401
+                    except ImportError:
+                        continue
+                row = median_runs(name, instant, work, args.runs, True)
+                table.append({"workload": work, "scenario": name, **row})
+    finally:
+        slow.close()
+        instant.close()
+
+    report = {"profile": args.profile, "cost": {"per_batch": per_batch, "per_ip": per_ip}, "lower_bound_10k": bound, "rows": table}
+    print_table(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def print_table(report: dict[str, Any]) -> None:
+    rows = report["rows"]
+    ours = {r["workload"]: r for r in rows if r["scenario"] in ("ours-cold", "ingest-on")}
+    print(f"profile {report['profile']}: {report['cost']['per_batch'] * 1000:.0f} ms per batch + "
+          f"{report['cost']['per_ip'] * 1000:.0f} ms per IP; lower bound for 10k cold at concurrency 2: "
+          f"{report['lower_bound_10k']:.1f} s")
+    print(f"{'workload':<12} {'scenario':<12} {'wall s':>8} {'x ours':>7} {'conns':>6} {'IPs sent':>9} {'RSS MB':>7} {'events/s':>10}")
+    for r in rows:
+        base = ours.get(r["workload"])
+        ratio = r["wall"] / base["wall"] if base else float("nan")
+        rate = r.get("events", 0) / r["wall"] if r.get("events") else 0
+        print(f"{r['workload']:<12} {r['scenario']:<12} {r['wall']:8.2f} {ratio:7.2f} {r['connections']:6d} "
+              f"{r['ips_sent']:9d} {r['peak_rss_mb']:7.0f} {rate:10,.0f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""The flusher: turns collected addresses into records, beside the host's ingest.
+
+It reads messages from an inbox (``("ips", [...])``, ``("skip", [...])``,
+``("flush",)``, ``("end",)``), looks new addresses up in the cache in bulk, and
+sends what is unknown or stale in batches: when a batch is full, when
+``flush_interval`` has passed since the oldest waiting address arrived, at a flush
+(checkpoint) and at the end. Before a batch is sent its addresses are leased and
+recorded ``pending`` in the store, so a kill at any point loses nothing. Up to
+``concurrency`` batches are in flight; persisting a batch's outcome happens on a
+separate thread, so a connection slot never waits for the database. Records go out
+through ``emit`` as dicts, ready to deliver.
+
+It runs in the worker process (the default) or in a thread of the host's process.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Final
+
+from .enricher import Enricher
+from .record import EnrichmentRecord, Status
+
+__all__ = ["Flusher", "Inbox"]
+
+logger = logging.getLogger(__name__)
+
+_FOREIGN_POLL: Final = 0.5
+Emit = Callable[[list[dict[str, Any]]], None]
+
+
+class Inbox:
+    """What the flusher reads from: anything with ``get(timeout=...)`` raising ``queue.Empty``."""
+
+    def get(self, timeout: float | None = None) -> tuple[Any, ...]:  # pragma: no cover - protocol
+        """Return the next message, or raise :class:`queue.Empty` after ``timeout``."""
+        raise NotImplementedError
+
+
+class Flusher:
+    """The flush loop over one run's messages.
+
+    :param enricher: the enrichment steps.
+    :param emit: called (from any of the flusher's threads) with ready records as dicts.
+    """
+
+    def __init__(self, enricher: Enricher, emit: Emit) -> None:
+        self.enricher = enricher
+        self.config = enricher.config
+        self._emit_dicts = emit
+        self._foreign: dict[str, EnrichmentRecord | None] = {}
+        self._stale: dict[str, EnrichmentRecord] = {}
+        self._seen: set[str] = set()
+        concurrency = enricher.client.concurrency
+        self._in_flight = threading.BoundedSemaphore(max(2, 2 * concurrency))
+        self._futures: set[Future[None]] = set()
+        self._lock = threading.Lock()
+        self._network = ThreadPoolExecutor(concurrency, thread_name_prefix="cymru")
+        self._persist = ThreadPoolExecutor(1, thread_name_prefix="cowrie-enrich-store")
+        self.skipped = 0
+        self.errors = 0
+        self.leftover_pending = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Batches sent and not yet persisted."""
+        with self._lock:
+            return len(self._futures)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self, inbox: Any, on_idle: Callable[[], None] | None = None) -> None:
+        """Process messages until ``("end",)``; then finish every batch and return."""
+        try:
+            self._loop(inbox, on_idle)
+        except Exception:
+            logger.exception("the enrichment flusher failed; unsent addresses stay pending")
+            self.errors += 1
+        finally:
+            self._wait_for_batches()
+            self._network.shutdown(wait=True)
+            self._persist.shutdown(wait=True)
+
+    def _loop(self, inbox: Any, on_idle: Callable[[], None] | None) -> None:
+        interval = self.config.flush_interval
+        size = self.config.batch_size
+        # What earlier runs left pending is retried in this one.
+        new: list[str] = self._unseen(self.enricher.store.due_pending())
+        skipped: list[str] = []
+        to_fetch: list[str] = []
+        oldest: float | None = None
+        while True:
+            timeout = interval if oldest is None else max(0.0, oldest + interval - time.monotonic())
+            try:
+                message = inbox.get(timeout=min(timeout, 0.5))
+            except queue.Empty:
+                message = ("tick",)
+            kind = message[0]
+            if kind == "ips":
+                new.extend(self._unseen(message[1]))
+            elif kind == "skip":
+                skipped.extend(self._unseen(message[1]))
+            elif kind == "tick" and on_idle is not None:
+                on_idle()
+            force = kind in ("flush", "end")
+            if oldest is None and (new or skipped):
+                oldest = time.monotonic()
+            due = oldest is not None and time.monotonic() - oldest >= interval
+            if len(new) >= size or len(skipped) >= size or ((force or due) and (new or skipped)):
+                to_fetch.extend(self._handle_new(new, skipped))
+                new, skipped = [], []
+            while len(to_fetch) >= size:
+                self._send(to_fetch[:size])
+                to_fetch = to_fetch[size:]
+            if force or due:
+                to_fetch.extend(self._poll_foreign())
+                if to_fetch:
+                    self._send(to_fetch)
+                    to_fetch = []
+            if not new and not skipped and not to_fetch:
+                oldest = None
+            elif due or force:
+                oldest = time.monotonic()
+            if kind == "end":
+                self._finish_foreign()
+                return
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def _unseen(self, ips: Iterable[str]) -> list[str]:
+        """The addresses not handled yet in this run (each is handled once)."""
+        fresh = [ip for ip in ips if ip not in self._seen]
+        self._seen.update(fresh)
+        return fresh
+
+    def _handle_new(self, new: list[str], skipped: list[str]) -> list[str]:
+        """Cache first: emit fresh records; return what whois must answer."""
+        if skipped:
+            records = [self.enricher.skipped_record(ip) for ip in skipped]
+            self.enricher.store.put_records(records)
+            self._emit(records)
+            self.skipped += len(records)
+        if not new:
+            return []
+        self.enricher.geo.refresh()
+        view = self.enricher.look_in_cache(new)
+        self._emit(view.fresh.values())
+        self._stale.update(view.stale)
+        return view.to_fetch
+
+    def _send(self, batch: list[str]) -> None:
+        """Lease a batch, then hand it to a connection slot (blocking while too many are out)."""
+        mine, theirs = self.enricher.claim(batch)
+        for ip in theirs:
+            self._foreign[ip] = self._stale.get(ip)
+        if not mine:
+            return
+        previous = {ip: self._stale.pop(ip) for ip in mine if ip in self._stale}
+        self._in_flight.acquire()
+        future = self._network.submit(self._fetch, mine, previous)
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._forget)
+
+    def _fetch(self, batch: list[str], previous: dict[str, EnrichmentRecord]) -> None:
+        """On a connection slot: ask whois, then hand persisting to the store thread."""
+        try:
+            result = self.enricher.client.query_batch(batch)
+        except Exception:
+            logger.exception(
+                "a whois batch of %d address(es) failed; they stay pending", len(batch)
+            )
+            result = None
+        done = self._persist.submit(self._store, batch, previous, result)
+        with self._lock:
+            self._futures.add(done)
+        done.add_done_callback(self._forget)
+        self._in_flight.release()
+
+    def _store(self, batch: list[str], previous: dict[str, EnrichmentRecord], result: Any) -> None:
+        try:
+            if result is None:
+                raise RuntimeError("whois batch failed")
+            records = self.enricher.finish_batch(batch, result, previous)
+        except Exception:
+            logger.exception(
+                "saving a batch of %d address(es) failed; they stay pending", len(batch)
+            )
+            self.errors += 1
+            records = [previous.get(ip) or EnrichmentRecord(ip, Status.PENDING) for ip in batch]
+        self._emit(records)
+
+    def _forget(self, future: Future[None]) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+    def _emit(self, records: Iterable[EnrichmentRecord]) -> None:
+        dicts = [record.to_dict() for record in records]
+        if dicts:
+            self._emit_dicts(dicts)
+
+    def _wait_for_batches(self) -> None:
+        while True:
+            with self._lock:
+                pending = list(self._futures)
+            if not pending:
+                return
+            for future in pending:
+                future.exception()
+                with self._lock:
+                    self._futures.discard(future)
+
+    # -- addresses leased by another process -------------------------------------------
+
+    def _poll_foreign(self) -> list[str]:
+        """Emit foreign-leased addresses that got resolved; return those to claim again."""
+        if not self._foreign:
+            return []
+        view = self.enricher.look_in_cache(list(self._foreign))
+        for ip in view.fresh:
+            del self._foreign[ip]
+        self._emit(view.fresh.values())
+        # Claimable again: back to whois; a claim still held elsewhere returns them here.
+        for ip in view.to_fetch:
+            self._foreign.pop(ip, None)
+        return view.to_fetch
+
+    def _finish_foreign(self) -> None:
+        """At the end, wait (bounded by the lease time) for other processes' leases."""
+        deadline = time.monotonic() + self.enricher.lease_seconds
+        while self._foreign and time.monotonic() < deadline:
+            time.sleep(_FOREIGN_POLL)
+            retry = self._poll_foreign()
+            if retry:
+                self._send(retry)
+            self._wait_for_batches()
+        if not self._foreign:
+            return
+        stored = self.enricher.store.get_records(list(self._foreign))
+        leftovers = [
+            record or stored.get(ip) or EnrichmentRecord(ip, Status.PENDING)
+            for ip, record in self._foreign.items()
+        ]
+        self.leftover_pending += sum(r.status is Status.PENDING for r in leftovers)
+        self._emit(leftovers)
+        self._foreign.clear()
+
+    def counters(self) -> dict[str, int]:
+        """The flusher's view of the run's counters (merged with the enricher's and client's)."""
+        client = self.enricher.client.stats
+        enrich = self.enricher.stats
+        return {
+            "skipped": self.skipped,
+            "cache_hits": enrich.cache_hits,
+            "stale_refreshed": enrich.stale,
+            "resolved": enrich.resolved,
+            "pending": enrich.pending + self.leftover_pending,
+            "leased_elsewhere": enrich.leased_elsewhere,
+            "batches_sent": client.batches,
+            "whois_connections": client.connections,
+            "ips_sent": client.ips_sent,
+            "retries": client.retries,
+            "failed_batches": client.failed_batches,
+            "circuit_opened": client.circuit_opened,
+            "in_flight_batches": self.in_flight,
+            "errors": self.errors,
+        }

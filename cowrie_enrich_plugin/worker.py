@@ -1,0 +1,317 @@
+"""Where the flusher runs: a worker process beside the host (default), or a host thread.
+
+The host's thread pays only for collecting addresses; the database, the whois
+connections, MaxMind and the merge run in the worker. A process has its own
+interpreter lock, so that work does not slow the host's ingest, and the heavy
+imports (SQLAlchemy, geoip2) happen there, not in the host.
+
+Messages are pickled tuples with a 4-byte length, over the child's stdin/stdout
+(the child is our own ``python -m cowrie_enrich_plugin.worker``, so no host module
+is re-imported, unlike ``multiprocessing``'s spawn). To the worker: ``("init",
+config, log_level)``, then ``("ips", [...])``, ``("skip", [...])``, ``("flush",)``,
+``("end",)``. From it: ``("ready",)``, ``("records", [dicts], counters)``,
+``("error", kind, message)``, ``("done", counters)``. When the host dies, the
+worker reads end-of-file and exits at once: its leases expire, or are taken over by
+the next run on the same host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import queue
+import struct
+import subprocess
+import sys
+import threading
+import time
+from typing import IO, Any, Final
+
+from .config import EnrichConfig
+from .errors import ConfigError, GeoDatabaseError, StoreError, WorkerError
+
+__all__ = ["ProcessTransport", "ThreadTransport", "Transport", "build_enricher", "main"]
+
+logger = logging.getLogger(__name__)
+
+_HEADER: Final = struct.Struct(">I")
+_INBOX_MESSAGES: Final = 64  # messages (each up to a chunk's new addresses) before the host waits
+_STATS_EVERY: Final = 0.5
+_ERRORS: Final[dict[str, type[Exception]]] = {
+    "ConfigError": ConfigError,
+    "GeoDatabaseError": GeoDatabaseError,
+    "StoreError": StoreError,
+}
+
+Message = tuple[Any, ...]
+
+
+def write_message(stream: IO[bytes], message: Message) -> None:
+    """Write one framed message and flush."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def read_message(stream: IO[bytes]) -> Message | None:
+    """Read one framed message; ``None`` at end of file."""
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    (size,) = _HEADER.unpack(header)
+    data = stream.read(size)
+    if len(data) < size:
+        return None
+    message: Message = pickle.loads(data)
+    return message
+
+
+def build_enricher(config: EnrichConfig) -> Any:
+    """Open the store, the GeoIP files and the whois client (the heavy imports live here)."""
+    from .cymru_client import BulkWhoisClient
+    from .enricher import Enricher
+    from .maxmind import GeoLookup
+    from .store import open_store
+
+    geo = GeoLookup(config.geoip_city, config.geoip_asn)
+    store = open_store(config.db)
+    client = BulkWhoisClient(
+        config.cymru_host,
+        config.cymru_port,
+        timeout=config.timeout,
+        retries=config.retries,
+        concurrency=config.concurrency,
+        batch_size=config.batch_size,
+    )
+    return Enricher(config, store, geo, client)
+
+
+def _close(enricher: Any) -> None:
+    try:
+        enricher.store.release()
+    except Exception as exc:  # the leases expire on their own
+        logger.warning("could not release leases: %s", exc)
+    enricher.store.close()
+    enricher.geo.close()
+
+
+class _Throttle:
+    """Counters attached to outgoing records at most every half second."""
+
+    def __init__(self) -> None:
+        self.next = 0.0
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now >= self.next:
+            self.next = now + _STATS_EVERY
+            return True
+        return False
+
+
+# -- the host's side ---------------------------------------------------------------------
+
+
+class Transport:
+    """The host's end of a flusher: send messages, collect what comes back."""
+
+    def __init__(self) -> None:
+        self.incoming: queue.SimpleQueue[Message] = queue.SimpleQueue()
+
+    def send(self, message: Message) -> None:
+        """Send one message; blocks while the worker is too far behind (backpressure)."""
+        raise NotImplementedError
+
+    def poll(self) -> list[Message]:
+        """Every message that has arrived, without waiting."""
+        messages: list[Message] = []
+        while True:
+            try:
+                messages.append(self.incoming.get_nowait())
+            except queue.Empty:
+                return messages
+
+    def wait(self, timeout: float) -> list[Message]:
+        """At least one message, or none after ``timeout`` seconds."""
+        try:
+            first = self.incoming.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        return [first, *self.poll()]
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Release the worker."""
+
+
+class ThreadTransport(Transport):
+    """The flusher in a thread of the host's process; opening errors are raised here."""
+
+    def __init__(self, config: EnrichConfig) -> None:
+        super().__init__()
+        from .flusher import Flusher
+
+        self.enricher = build_enricher(config)
+        self.inbox: queue.Queue[Message] = queue.Queue(maxsize=_INBOX_MESSAGES)
+        throttle = _Throttle()
+
+        def emit(records: list[dict[str, Any]]) -> None:
+            self.incoming.put(("records", records, flusher.counters() if throttle.due() else None))
+
+        flusher = Flusher(self.enricher, emit)
+
+        def run() -> None:
+            try:
+                flusher.run(self.inbox)
+            finally:
+                _close(self.enricher)
+                self.incoming.put(("done", flusher.counters()))
+
+        self.thread = threading.Thread(target=run, name="cowrie-enrich-flusher", daemon=True)
+        self.thread.start()
+        self.incoming.put(("ready",))
+
+    def send(self, message: Message) -> None:
+        """Queue a message for the flusher thread."""
+        self.inbox.put(message)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Wait for the flusher thread."""
+        self.thread.join(timeout)
+
+
+class ProcessTransport(Transport):
+    """The flusher in a worker process (``python -m cowrie_enrich_plugin.worker``)."""
+
+    def __init__(self, config: EnrichConfig) -> None:
+        super().__init__()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cowrie_enrich_plugin.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        level = logging.getLogger("cowrie_enrich_plugin").getEffectiveLevel()
+        self.outbox: queue.Queue[Message | None] = queue.Queue(maxsize=_INBOX_MESSAGES)
+        self.outbox.put(("init", config, level))
+        self.writer = threading.Thread(target=self._write, name="cowrie-enrich-send", daemon=True)
+        self.reader = threading.Thread(target=self._read, name="cowrie-enrich-receive", daemon=True)
+        self.writer.start()
+        self.reader.start()
+
+    def _write(self) -> None:
+        assert self.proc.stdin is not None
+        try:
+            while True:
+                message = self.outbox.get()
+                if message is None:
+                    break
+                write_message(self.proc.stdin, message)
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the worker is gone; the reader reports it
+        finally:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        try:
+            while True:
+                message = read_message(self.proc.stdout)
+                if message is None:
+                    break
+                self.incoming.put(message)
+        except (OSError, pickle.UnpicklingError, EOFError) as exc:
+            logger.error("lost the enrichment worker: %s", exc)
+        self.incoming.put(("exit", self.proc.wait()))
+
+    def send(self, message: Message) -> None:
+        """Queue a message for the worker (blocks while the queue is full)."""
+        self.outbox.put(message)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop feeding the worker and wait for it to exit."""
+        with contextlib.suppress(queue.Full):
+            self.outbox.put(None, timeout=timeout)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def raise_worker_error(kind: str, message: str) -> None:
+    """Re-raise an error the worker reported, as the same kind of exception."""
+    raise _ERRORS.get(kind, WorkerError)(message)
+
+
+# -- the worker's side ------------------------------------------------------------------------
+
+
+def main() -> int:
+    """Run one flusher over messages on stdin; write records and counters to stdout."""
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing else may write into the message stream
+    init = read_message(stdin)
+    if init is None or init[0] != "init":
+        return 2
+    _, config, level = init
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("cowrie-enrich: %(levelname)s: %(message)s"))
+    root = logging.getLogger("cowrie_enrich_plugin")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    lock = threading.Lock()
+
+    def send(message: Message) -> None:
+        with lock:
+            write_message(stdout, message)
+
+    try:
+        enricher = build_enricher(config)
+    except (ConfigError, GeoDatabaseError, StoreError) as exc:
+        send(("error", type(exc).__name__, str(exc)))
+        return 2
+    except Exception as exc:
+        send(("error", "WorkerError", f"{type(exc).__name__}: {exc}"))
+        return 1
+    send(("ready",))
+
+    from .flusher import Flusher
+
+    inbox: queue.Queue[Message] = queue.Queue(maxsize=_INBOX_MESSAGES)
+    throttle = _Throttle()
+
+    def emit(records: list[dict[str, Any]]) -> None:
+        send(("records", records, flusher.counters() if throttle.due() else None))
+
+    flusher = Flusher(enricher, emit)
+
+    def receive() -> None:
+        while True:
+            message = read_message(stdin)
+            if message is None:  # the host is gone without saying "end"
+                os._exit(3)
+            inbox.put(message)
+            if message[0] == "end":
+                return
+
+    threading.Thread(target=receive, name="receive", daemon=True).start()
+
+    def idle() -> None:
+        if throttle.due():
+            send(("records", [], flusher.counters()))
+
+    try:
+        flusher.run(inbox, on_idle=idle)
+    finally:
+        _close(enricher)
+        send(("done", flusher.counters()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
