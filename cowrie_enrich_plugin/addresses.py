@@ -10,7 +10,9 @@ The table of special-purpose networks is kept here rather than taken from
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
+import socket
 from dataclasses import dataclass
 from typing import Final
 
@@ -92,6 +94,37 @@ _V6_SPECIAL: Final[tuple[tuple[ipaddress.IPv6Network, str], ...]] = tuple(
 )
 _V6_GLOBAL_UNICAST: Final = ipaddress.IPv6Network("2000::/3")
 
+# The IPv4 table as sorted integer ranges, for the fast path (no objects per lookup).
+_V4_STARTS: Final = [int(net.network_address) for net, _ in sorted(_V4_SPECIAL, key=lambda n: n[0])]
+_V4_RANGES: Final = [
+    (int(net.network_address), int(net.broadcast_address), why)
+    for net, why in sorted(_V4_SPECIAL, key=lambda n: n[0])
+]
+_V4_CHARS: Final = frozenset("0123456789.")
+
+
+def _v4_reason(value: int) -> str | None:
+    index = bisect.bisect_right(_V4_STARTS, value) - 1
+    if index >= 0:
+        start, end, why = _V4_RANGES[index]
+        if start <= value <= end:
+            return why
+    return None
+
+
+def fast_ipv4(value: str) -> int | None:
+    """The integer of a dotted-quad IPv4 text in canonical form, else ``None``.
+
+    ``inet_pton`` accepts exactly four decimal octets without leading zeros, so an
+    accepted text is already canonical.
+    """
+    if len(value) > 15 or not _V4_CHARS.issuperset(value):
+        return None
+    try:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, value), "big")
+    except OSError:
+        return None
+
 
 def parse_address(value: object) -> IPAddress | InvalidAddress:
     """Parse one untrusted value into an address, strictly.
@@ -121,10 +154,7 @@ def parse_address(value: object) -> IPAddress | InvalidAddress:
 def non_global_reason(address: IPAddress) -> str | None:
     """Say why ``address`` is not globally routable, or ``None`` when it is."""
     if isinstance(address, ipaddress.IPv4Address):
-        for net4, why in _V4_SPECIAL:
-            if address in net4:
-                return why
-        return None
+        return _v4_reason(int(address))
     for net6, why in _V6_SPECIAL:
         if address in net6:
             return why
@@ -135,6 +165,11 @@ def non_global_reason(address: IPAddress) -> str | None:
 
 def classify(value: object) -> Classification:
     """Classify one untrusted ``src_ip`` value: usable, valid but non-global, or invalid."""
+    if isinstance(value, str):
+        number = fast_ipv4(value)
+        if number is not None:
+            why = _v4_reason(number)
+            return Usable(value) if why is None else NonGlobal(value, why)
     address = parse_address(value)
     if isinstance(address, InvalidAddress):
         return address

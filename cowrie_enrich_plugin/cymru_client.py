@@ -11,7 +11,6 @@ batches fail at once, without touching the network, until a cool-down passes.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import threading
@@ -190,7 +189,7 @@ class BulkWhoisClient:
 
     def _attempt(self, remaining: list[str], result: BatchResult) -> None:
         """Send one request for ``remaining``; keep what was answered; raise if short."""
-        request = build_bulk_request(ipaddress.ip_address(ip) for ip in remaining)
+        request = build_bulk_request(remaining)
         data, clean, problem = self._exchange(request, len(remaining))
         answer = parse_bulk_answer(data, set(remaining), clean_eof=clean, fetched_at=utc_now())
         with self._lock:

@@ -21,7 +21,15 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from .addresses import InvalidAddress, IPAddress, non_global_reason, parse_address
+from .addresses import (
+    InvalidAddress,
+    IPAddress,
+    Usable,
+    classify,
+    fast_ipv4,
+    non_global_reason,
+    parse_address,
+)
 from .record import CymruAnswer
 
 __all__ = [
@@ -48,27 +56,36 @@ _ERROR: Final = "error"
 _JUNK: Final = "junk"
 
 
-def build_bulk_request(addresses: Iterable[IPAddress]) -> bytes:
+def build_bulk_request(addresses: Iterable[IPAddress | str]) -> bytes:
     """Build one bulk request: ``begin``, ``verbose``, one address per line, ``end``.
 
-    Addresses are deduplicated (first occurrence kept) and written in canonical form.
+    Each item is an :mod:`ipaddress` address, or a string that is *exactly* the
+    canonical text of a globally routable address (anything else is refused, so
+    no log value can smuggle a line into the request). Duplicates are dropped.
 
-    :raises TypeError: for anything that is not an :mod:`ipaddress` address.
-    :raises ValueError: for a non-global address, or more than
-        :data:`MAX_BATCH_SIZE` distinct addresses.
+    :raises TypeError: for anything else than an address or a string.
+    :raises ValueError: for a string that is not a canonical address, a non-global
+        address, or more than :data:`MAX_BATCH_SIZE` distinct addresses.
     """
     lines = ["begin", "verbose"]
-    seen: set[IPAddress] = set()
+    seen: set[str] = set()
     for address in addresses:
-        if not isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):
-            raise TypeError(f"not an address object: {type(address).__name__}")
-        if address in seen:
+        if isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            why = non_global_reason(address)
+            text = str(address)
+            if why is not None:
+                raise ValueError(f"{text} is not globally routable ({why}); it is never sent")
+        elif isinstance(address, str):
+            verdict = classify(address)
+            if not isinstance(verdict, Usable) or verdict.ip != address:
+                raise ValueError(f"{address!r} is not a canonical global address; it is never sent")
+            text = address
+        else:
+            raise TypeError(f"not an address: {type(address).__name__}")
+        if text in seen:
             continue
-        why = non_global_reason(address)
-        if why is not None:
-            raise ValueError(f"{address} is not globally routable ({why}); it is never sent")
-        seen.add(address)
-        lines.append(str(address))
+        seen.add(text)
+        lines.append(text)
     if len(seen) > MAX_BATCH_SIZE:
         raise ValueError(f"{len(seen)} addresses in one batch; the limit is {MAX_BATCH_SIZE}")
     lines.append("end")
@@ -114,9 +131,15 @@ def parse_row(line: str) -> CymruRow | None:
     if len(columns) != 7:
         return None
     as_col, ip_col, prefix_col, cc_col, registry_col, allocated_col, name_col = columns
-    address = parse_address(ip_col.strip())
-    if isinstance(address, InvalidAddress):
-        return None
+    ip_text = ip_col.strip()
+    v4 = fast_ipv4(ip_text)
+    address: IPAddress | None = None
+    if v4 is None:
+        parsed = parse_address(ip_text)
+        if isinstance(parsed, InvalidAddress):
+            return None
+        address = parsed
+        ip_text = str(address)
     asns: list[int] = []
     as_text = as_col.strip()
     if as_text != "NA":
@@ -132,13 +155,12 @@ def parse_row(line: str) -> CymruRow | None:
             return None
     prefix = _null(prefix_col)
     if prefix is not None:
-        try:
-            network = ipaddress.ip_network(prefix, strict=True)
-        except ValueError:
+        if v4 is not None:
+            prefix = _v4_prefix(prefix, v4)
+        elif address is not None:
+            prefix = _any_prefix(prefix, address)
+        if prefix is None:
             return None
-        if network.version != address.version or address not in network:
-            return None
-        prefix = str(network)
     cc = cc_col.strip() or None
     if cc is not None and not _CC_RE.fullmatch(cc):
         return None
@@ -158,7 +180,7 @@ def parse_row(line: str) -> CymruRow | None:
         except ValueError:
             return None
     return CymruRow(
-        ip=str(address),
+        ip=ip_text,
         asns=tuple(asns),
         prefix=prefix,
         cc=cc,
@@ -166,6 +188,32 @@ def parse_row(line: str) -> CymruRow | None:
         allocated=allocated,
         as_name=_null(name_col),
     )
+
+
+def _v4_prefix(text: str, address: int) -> str | None:
+    """``text`` as a canonical IPv4 prefix holding ``address``, else ``None``."""
+    network, slash, length_text = text.partition("/")
+    start = fast_ipv4(network)
+    if not slash or start is None or not length_text.isdigit() or len(length_text) > 2:
+        return None
+    length = int(length_text)
+    if length > 32:
+        return None
+    host_bits = (1 << (32 - length)) - 1
+    if start & host_bits or not start <= address <= start | host_bits:
+        return None
+    return f"{network}/{length}"
+
+
+def _any_prefix(text: str, address: IPAddress) -> str | None:
+    """``text`` as a canonical prefix of ``address``'s family holding it, else ``None``."""
+    try:
+        network = ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        return None
+    if network.version != address.version or address not in network:
+        return None
+    return str(network)
 
 
 def _is_header(line: str) -> bool:
@@ -226,7 +274,7 @@ def parse_bulk_answer(
             result.errors.append(stripped[:200])
             sequence.append(_ERROR)
             continue
-        if _is_header(stripped):
+        if stripped[:2] == "AS" and _is_header(stripped):
             continue
         row = parse_row(line) if len(line) <= MAX_LINE_LENGTH else None
         if row is None:

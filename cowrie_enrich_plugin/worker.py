@@ -232,14 +232,20 @@ class ProcessTransport(Transport):
         self.outbox.put(message)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop feeding the worker and wait for it to exit."""
+        """Stop feeding the worker; it exits on its own (the reader thread reaps it).
+
+        By the time the host closes, the worker has said ``done``: everything is
+        persisted and its leases are released, so its exit need not be awaited.
+        """
         with contextlib.suppress(queue.Full):
             self.outbox.put(None, timeout=timeout)
+
+    def join(self, timeout: float = 10.0) -> int | None:
+        """Wait for the worker process to exit; its status, or ``None`` if it still runs."""
         try:
-            self.proc.wait(timeout)
+            return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            return None
 
 
 def raise_worker_error(kind: str, message: str) -> None:

@@ -32,9 +32,13 @@ def test_request_shape() -> None:
     assert build_bulk_request(addresses) == b"begin\nverbose\n8.8.8.8\n2001:4860:4860::8888\nend\n"
 
 
-def test_request_refuses_strings_and_non_global() -> None:
+def test_request_refuses_anything_but_canonical_global_addresses() -> None:
     with pytest.raises(TypeError):
-        build_bulk_request(["8.8.8.8\nbegin"])  # type: ignore[list-item]
+        build_bulk_request([b"8.8.8.8"])  # type: ignore[list-item]
+    for text in ("8.8.8.8\nbegin", " 8.8.8.8", "10.0.0.1", "::ffff:8.8.8.8", "2001:4860:0::1", "8.8.8.8:22"):
+        with pytest.raises(ValueError):
+            build_bulk_request([text])
+    assert build_bulk_request(["8.8.8.8", "2001:4860::1"]).count(b"\n") == 5
     with pytest.raises(ValueError, match="not globally routable"):
         build_bulk_request([ipaddress.ip_address("10.0.0.1")])
     with pytest.raises(ValueError, match="limit"):
