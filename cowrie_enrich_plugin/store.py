@@ -212,10 +212,14 @@ class Store:
         self._build_statements()
 
     def _build_statements(self) -> None:
-        """The bulk statements, built once and run with many rows each (executemany)."""
+        """The bulk statements, compiled once, run with many rows each (executemany).
+
+        They go to the driver as they are (``exec_driver_sql``): per-row parameter
+        processing in SQLAlchemy would cost more than the database's own work.
+        """
         q = pending_queue.c
         claim = self._insert(pending_queue)
-        self._claim_stmt = claim.on_conflict_do_update(
+        claim = claim.on_conflict_do_update(
             index_elements=[q.ip],
             set_={
                 "lease_owner": claim.excluded.lease_owner,
@@ -227,21 +231,59 @@ class Store:
                 q.lease_expires_at <= claim.excluded.queued_at,
                 q.lease_owner == claim.excluded.lease_owner,
             ),
-        ).returning(q.ip)
-        placeholder = self._insert(records_table)
-        self._placeholder_stmt = placeholder.on_conflict_do_nothing(
+        )
+        self._claim_sql = self._compile(claim, _QUEUE_COLUMNS)
+        placeholder = self._insert(records_table).on_conflict_do_nothing(
             index_elements=[records_table.c.ip]
         )
+        self._placeholder_sql = self._compile(placeholder, _PLACEHOLDER_COLUMNS)
         upsert = self._insert(records_table)
-        self._upsert_stmt = upsert.on_conflict_do_update(
+        upsert = upsert.on_conflict_do_update(
             index_elements=[records_table.c.ip], set_=_all_columns(upsert)
         )
+        self._upsert_sql = self._compile(upsert, _RECORD_COLUMNS)
         pending = self._insert(records_table)
-        self._pending_stmt = pending.on_conflict_do_update(
+        pending = pending.on_conflict_do_update(
             index_elements=[records_table.c.ip],
             set_=_all_columns(pending),
-            where=records_table.c.status == Status.PENDING.value,
+            where=records_table.c.status == sa.literal_column("'pending'"),
         )
+        self._pending_sql = self._compile(pending, _RECORD_COLUMNS)
+
+    def _compile(self, stmt: Any, columns: Sequence[str]) -> tuple[str, tuple[str, ...] | None]:
+        compiled = stmt.compile(dialect=self.engine.dialect, column_keys=list(columns))
+        order = tuple(compiled.positiontup) if compiled.positional else None
+        return str(compiled), order
+
+    def _executemany(
+        self,
+        conn: Connection,
+        statement: tuple[str, tuple[str, ...] | None],
+        rows: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """Run a compiled bulk statement over ``rows`` straight through the driver."""
+        if not rows:
+            return
+        sql, order = statement
+        if order is None:  # named parameters (psycopg): the driver adapts every type itself
+            conn.exec_driver_sql(sql, list(rows))
+            return
+        # positional parameters (SQLite): times as the text SQLAlchemy would store,
+        # each distinct time formatted once
+        times = [index for index, key in enumerate(order) if key in _TIME_COLUMNS]
+        formatted: dict[dt.datetime, str] = {}
+        values = []
+        for row in rows:
+            value = [row[key] for key in order]
+            for index in times:
+                moment = value[index]
+                if moment is not None:
+                    text = formatted.get(moment)
+                    if text is None:
+                        text = formatted[moment] = moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+                    value[index] = text
+            values.append(tuple(value))
+        conn.exec_driver_sql(sql, values)
 
     def _count_statement(self, *_args: object, **_kwargs: object) -> None:
         self.statements += 1
@@ -387,7 +429,18 @@ class Store:
                     }
                     for ip in chunk
                 ]
-                claimed = {row[0] for row in conn.execute(self._claim_stmt, rows)}
+                self._executemany(conn, self._claim_sql, rows)
+                q = pending_queue.c
+                claimed = {
+                    row[0]
+                    for row in conn.execute(
+                        sa.select(q.ip).where(
+                            q.ip.in_(chunk),
+                            q.lease_owner == self.owner,
+                            q.lease_expires_at == until,
+                        )
+                    )
+                }
                 # Another process may have answered some since our cache check and
                 # left the queue: those are not to be asked again.
                 fresh = self._fresh_among(conn, claimed, moment)
@@ -399,8 +452,9 @@ class Store:
                         )
                     )
                 won.update(claimed - fresh)
-                conn.execute(
-                    self._placeholder_stmt,
+                self._executemany(
+                    conn,
+                    self._placeholder_sql,
                     [
                         {"ip": ip, "status": "pending", "mm_present": False, "updated_at": moment}
                         for ip in chunk
@@ -499,7 +553,7 @@ class Store:
 
         def work(conn: Connection) -> None:
             for chunk in _chunks(records, _WRITE_CHUNK):
-                conn.execute(self._upsert_stmt, [_record_row(r, moment) for r in chunk])
+                self._executemany(conn, self._upsert_sql, [_record_row(r, moment) for r in chunk])
                 conn.execute(
                     sa.delete(pending_queue).where(pending_queue.c.ip.in_([r.ip for r in chunk]))
                 )
@@ -507,8 +561,9 @@ class Store:
                 return
             items = list(failed.items())
             for part in _chunks(items, _WRITE_CHUNK):
-                conn.execute(
-                    self._pending_stmt,
+                self._executemany(
+                    conn,
+                    self._pending_sql,
                     [
                         _record_row(EnrichmentRecord(ip, Status.PENDING, maxmind=geo), moment)
                         for ip, (_error, geo) in part
@@ -542,7 +597,7 @@ class Store:
 
         def work(conn: Connection) -> None:
             for chunk in _chunks(ordered, _WRITE_CHUNK):
-                conn.execute(self._upsert_stmt, [_record_row(r, moment) for r in chunk])
+                self._executemany(conn, self._upsert_sql, [_record_row(r, moment) for r in chunk])
 
         if ordered:
             self._write(work)
@@ -620,6 +675,27 @@ class Store:
 
 def _fetch_mappings(query: sa.Select[Any], conn: Connection) -> list[Mapping[str, Any]]:
     return [dict(row) for row in conn.execute(query).mappings()]
+
+
+_RECORD_COLUMNS: Final = tuple(c.name for c in records_table.columns)
+_PLACEHOLDER_COLUMNS: Final = ("ip", "status", "mm_present", "updated_at")
+_QUEUE_COLUMNS: Final = (
+    "ip",
+    "attempts",
+    "last_error",
+    "queued_at",
+    "next_attempt_at",
+    "lease_owner",
+    "lease_expires_at",
+)
+
+
+_TIME_COLUMNS: Final = frozenset(
+    c.name
+    for table in (records_table, pending_queue)
+    for c in table.columns
+    if isinstance(c.type, sa.DateTime)
+)
 
 
 def _all_columns(stmt: Any) -> dict[str, Any]:
