@@ -209,6 +209,7 @@ def scenario(name: str, hostport: str, work: str, db: str) -> dict[str, Any]:
         }
         summary = run_ingest([str(f) for f in files], config, pm=make_plugin_manager(config))
         extra["events"] = summary.events
+        extra["loop"] = summary.read_seconds
         extra["delivered"] = summary.delivered
         extra["pending"] = summary.pending
         extra["wall"] = time.perf_counter() - started
@@ -224,6 +225,7 @@ def scenario(name: str, hostport: str, work: str, db: str) -> dict[str, Any]:
 
 def run_child(name: str, server: Server, work: str, db: str) -> dict[str, Any]:
     server.command("reset")
+    server_cpu = server.stats()["cpu_seconds"]
     proc = subprocess.Popen(
         [sys.executable, __file__, "--scenario", name, "--server", server.hostport, "--workload", work, "--db", db],
         stdout=subprocess.PIPE, cwd=ROOT,
@@ -237,6 +239,8 @@ def run_child(name: str, server: Server, work: str, db: str) -> dict[str, Any]:
     result["peak_rss_mb"] = usage.ru_maxrss / 1024
     stats = server.stats()
     result["connections"] = stats["connections"]
+    result["server_cpu"] = stats["cpu_seconds"] - server_cpu
+    result["cpu"] = usage.ru_utime + usage.ru_stime
     result["ips_sent"] = stats["ips_asked"]
     if "scale" in result:
         result["wall"] *= result["scale"]
@@ -254,6 +258,8 @@ def median_runs(name: str, server: Server, work: str, runs: int, fresh_db: bool,
         results.append(run_child(name, server, work, target))
     out = dict(results[len(results) // 2])
     out["wall"] = statistics.median(r["wall"] for r in results)
+    if "loop" in results[0]:
+        out["loop"] = statistics.median(r["loop"] for r in results)
     out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
     out["worker_rss_mb"] = max(r.get("worker_rss_mb", 0) for r in results)
     out["runs"] = runs
@@ -329,13 +335,14 @@ def print_table(report: dict[str, Any]) -> None:
     print(f"profile {report['profile']}: {report['cost']['per_batch'] * 1000:.0f} ms per batch + "
           f"{report['cost']['per_ip'] * 1000:.0f} ms per IP; lower bound for 10k cold at concurrency 2: "
           f"{report['lower_bound_10k']:.1f} s")
-    print(f"{'workload':<12} {'scenario':<12} {'wall s':>8} {'x ours':>7} {'conns':>6} {'IPs sent':>9} {'RSS MB':>7} {'+worker':>7} {'events/s':>10}")
+    print(f"{'workload':<12} {'scenario':<12} {'wall s':>8} {'x ours':>7} {'loop s':>7} {'conns':>6} {'IPs sent':>9} {'peak RSS MB':>11} {'events/s':>10}")
     for r in rows:
         base = ours.get(r["workload"])
         ratio = r["wall"] / base["wall"] if base else float("nan")
         rate = r.get("events", 0) / r["wall"] if r.get("events") else 0
-        print(f"{r['workload']:<12} {r['scenario']:<12} {r['wall']:8.2f} {ratio:7.2f} {r['connections']:6d} "
-              f"{r['ips_sent']:9d} {r['peak_rss_mb']:7.0f} {r.get('worker_rss_mb', 0):7.0f} {rate:10,.0f}")
+        loop = f"{r['loop']:7.2f}" if "loop" in r else f"{'':7}"
+        print(f"{r['workload']:<12} {r['scenario']:<12} {r['wall']:8.2f} {ratio:7.2f} {loop} {r['connections']:6d} "
+              f"{r['ips_sent']:9d} {r['peak_rss_mb']:11.0f} {rate:10,.0f}")
 
 
 if __name__ == "__main__":

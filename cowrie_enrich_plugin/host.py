@@ -70,6 +70,9 @@ class IngestSummary:
     plugin_stats: dict[str, int] = field(default_factory=dict)
     delivered: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
+    #: from start to the last event handed to the plugins (the ingest loop itself)
+    read_seconds: float = 0.0
+    #: the whole run, including ``cowrie_ingest_end`` waiting for the last batches
     seconds: float = 0.0
 
     @property
@@ -120,6 +123,7 @@ def run_ingest(
                     progress(summary, _live_stats(manager))
                     next_progress = time.monotonic() + progress_every
         finally:
+            summary.read_seconds = time.monotonic() - started
             results = hook.cowrie_ingest_end()
             for stats in results:
                 if isinstance(stats, Mapping):

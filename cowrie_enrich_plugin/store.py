@@ -112,12 +112,38 @@ def _owner_is_dead_here(owner: str) -> bool:
     return False
 
 
+# Statements run per batch, built once; ``ips`` is an expanding IN parameter, so a
+# list of 30,000 addresses costs one bound list, not 30,000 bound parameters.
+_IPS: sa.BindParameter[list[str]] = sa.bindparam("ips", expanding=True)
+_SELECT_RECORDS = sa.select(records_table).where(records_table.c.ip.in_(_IPS))
+_SELECT_CLAIMED = sa.select(pending_queue.c.ip).where(
+    pending_queue.c.ip.in_(_IPS),
+    pending_queue.c.lease_owner == sa.bindparam("owner"),
+    pending_queue.c.lease_expires_at == sa.bindparam("until", type_=sa.DateTime()),
+)
+_SELECT_FRESH = sa.select(records_table.c.ip).where(
+    records_table.c.ip.in_(_IPS),
+    sa.or_(
+        records_table.c.status == Status.SKIPPED.value,
+        sa.and_(
+            records_table.c.status != Status.PENDING.value,
+            records_table.c.expires_at > sa.bindparam("now", type_=sa.DateTime()),
+        ),
+    ),
+)
+_DELETE_QUEUED = sa.delete(pending_queue).where(pending_queue.c.ip.in_(_IPS))
+
+
+def _asns_text(asns: tuple[int, ...]) -> str:
+    return "[" + ",".join(str(asn) for asn in asns) + "]"
+
+
 def _record_row(record: EnrichmentRecord, now: dt.datetime) -> dict[str, Any]:
     cymru, geo = record.cymru, record.maxmind
     return {
         "ip": record.ip,
         "status": record.status.value,
-        "cymru_asns": json.dumps(list(cymru.asns)) if cymru is not None else None,
+        "cymru_asns": _asns_text(cymru.asns) if cymru is not None else None,
         "cymru_as_name": cymru.as_name if cymru else None,
         "cymru_prefix": cymru.prefix if cymru else None,
         "cymru_cc": cymru.cc if cymru else None,
@@ -338,8 +364,7 @@ class Store:
 
         def work(conn: Connection) -> None:
             for chunk in _chunks(wanted, _READ_CHUNK):
-                query = sa.select(records_table).where(records_table.c.ip.in_(chunk))
-                for row in conn.execute(query).mappings():
+                for row in conn.execute(_SELECT_RECORDS, {"ips": list(chunk)}).mappings():
                     found[row["ip"]] = _row_record(dict(row))
 
         if wanted:
@@ -471,15 +496,8 @@ class Store:
     def _fresh_among(conn: Connection, ips: set[str], moment: dt.datetime) -> set[str]:
         if not ips:
             return set()
-        r = records_table.c
-        query = sa.select(r.ip).where(
-            r.ip.in_(sorted(ips)),
-            sa.or_(
-                r.status == Status.SKIPPED.value,
-                sa.and_(r.status != Status.PENDING.value, r.expires_at > moment),
-            ),
-        )
-        return {row[0] for row in conn.execute(query)}
+        rows = conn.execute(_SELECT_FRESH, {"ips": sorted(ips), "now": moment})
+        return {row[0] for row in rows}
 
     def _overtake_dead(self, ips: Sequence[str], until: dt.datetime) -> set[str]:
         """Take over leases held by processes on this host that are gone."""
@@ -554,9 +572,7 @@ class Store:
         def work(conn: Connection) -> None:
             for chunk in _chunks(records, _WRITE_CHUNK):
                 self._executemany(conn, self._upsert_sql, [_record_row(r, moment) for r in chunk])
-                conn.execute(
-                    sa.delete(pending_queue).where(pending_queue.c.ip.in_([r.ip for r in chunk]))
-                )
+                conn.execute(_DELETE_QUEUED, {"ips": [r.ip for r in chunk]})
             if not failed:
                 return
             items = list(failed.items())

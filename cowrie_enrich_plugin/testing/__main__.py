@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 
 from .whois_server import BulkWhoisServer, Faults
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                             "requests": len(server.requests),
                             "ips_asked": sum(asked.values()),
                             "distinct": len(asked),
+                            "cpu_seconds": _cpu_seconds(),
                         }
                     ),
                     flush=True,
