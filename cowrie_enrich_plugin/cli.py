@@ -225,7 +225,13 @@ def ingest(
             echo(f"  {_safe(str(problem))}")
         if len(summary.problems) > 10:
             echo(f"  ... and {len(summary.problems) - 10} more")
-    if summary.bad_files:
+    unsaved = int(stats.get("unsaved", 0))
+    if unsaved:
+        echo(
+            f"{unsaved} IP(s) could not be recorded because the database failed; "
+            "they will be collected again from the logs on the next run"
+        )
+    if summary.bad_files or unsaved or stats.get("errors", 0):
         sys.exit(1)
     if summary.pending:
         echo(

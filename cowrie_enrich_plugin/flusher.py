@@ -24,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final
 
 from .enricher import Enricher
+from .errors import StoreError
 from .record import EnrichmentRecord, Status
 
 __all__ = ["Flusher", "Inbox"]
@@ -31,6 +32,7 @@ __all__ = ["Flusher", "Inbox"]
 logger = logging.getLogger(__name__)
 
 _FOREIGN_POLL: Final = 0.5
+_STORE_PAUSE: Final = 30.0  # after the database failed every retry, skip it this long
 Emit = Callable[[list[dict[str, Any]]], None]
 
 
@@ -64,7 +66,9 @@ class Flusher:
         self._persist = ThreadPoolExecutor(1, thread_name_prefix="cowrie-enrich-store")
         self.skipped = 0
         self.errors = 0
+        self.unsaved = 0
         self.leftover_pending = 0
+        self._store_down_until = 0.0
 
     @property
     def in_flight(self) -> int:
@@ -142,20 +146,41 @@ class Flusher:
         """Cache first: emit fresh records; return what whois must answer."""
         if skipped:
             records = [self.enricher.skipped_record(ip) for ip in skipped]
-            self.enricher.store.put_records(records)
+            try:
+                self.enricher.store.put_records(records)
+            except StoreError as exc:
+                self._store_failed(exc, len(records))
             self._emit(records)
             self.skipped += len(records)
         if not new:
             return []
         self.enricher.geo.refresh()
-        view = self.enricher.look_in_cache(new)
+        if self._store_paused():
+            return new
+        try:
+            view = self.enricher.look_in_cache(new)
+        except StoreError as exc:
+            self._store_failed(exc, 0)
+            return new
         self._emit(view.fresh.values())
         self._stale.update(view.stale)
         return view.to_fetch
 
     def _send(self, batch: list[str]) -> None:
-        """Lease a batch, then hand it to a connection slot (blocking while too many are out)."""
-        mine, theirs = self.enricher.claim(batch)
+        """Lease a batch, then hand it to a connection slot (blocking while too many are out).
+
+        When the database cannot record the batch as pending, it is not sent: its
+        addresses are reported pending, unsaved, and are collected again next run.
+        """
+        if self._store_paused():
+            self._not_recorded(batch)
+            return
+        try:
+            mine, theirs = self.enricher.claim(batch)
+        except StoreError as exc:
+            self._store_failed(exc, 0)
+            self._not_recorded(batch)
+            return
         for ip in theirs:
             self._foreign[ip] = self._stale.get(ip)
         if not mine:
@@ -166,6 +191,30 @@ class Flusher:
         with self._lock:
             self._futures.add(future)
         future.add_done_callback(self._forget)
+
+    def _store_paused(self) -> bool:
+        return time.monotonic() < self._store_down_until
+
+    def _store_failed(self, exc: Exception, unsaved: int) -> None:
+        with self._lock:
+            self.unsaved += unsaved
+            first = not self._store_paused()
+            self._store_down_until = time.monotonic() + _STORE_PAUSE
+        if first:
+            logger.error(
+                "the database failed (%s); for %.0fs no batch is sent, and addresses that "
+                "cannot be recorded are collected again on the next run",
+                exc,
+                _STORE_PAUSE,
+            )
+
+    def _not_recorded(self, batch: list[str]) -> None:
+        with self._lock:
+            self.unsaved += len(batch)
+        stale = self._stale
+        self._emit(
+            stale.pop(ip) if ip in stale else EnrichmentRecord(ip, Status.PENDING) for ip in batch
+        )
 
     def _fetch(self, batch: list[str], previous: dict[str, EnrichmentRecord]) -> None:
         """On a connection slot: ask whois, then hand persisting to the store thread."""
@@ -187,11 +236,16 @@ class Flusher:
             if result is None:
                 raise RuntimeError("whois batch failed")
             records = self.enricher.finish_batch(batch, result, previous)
+        except StoreError as exc:
+            # Leased and recorded pending before it was sent: the next run retries it.
+            self._store_failed(exc, 0)
+            with self._lock:
+                self.errors += 1
+            records = [previous.get(ip) or EnrichmentRecord(ip, Status.PENDING) for ip in batch]
         except Exception:
-            logger.exception(
-                "saving a batch of %d address(es) failed; they stay pending", len(batch)
-            )
-            self.errors += 1
+            logger.exception("saving a batch of %d address(es) failed; stays pending", len(batch))
+            with self._lock:
+                self.errors += 1
             records = [previous.get(ip) or EnrichmentRecord(ip, Status.PENDING) for ip in batch]
         self._emit(records)
 
@@ -219,9 +273,13 @@ class Flusher:
 
     def _poll_foreign(self) -> list[str]:
         """Emit foreign-leased addresses that got resolved; return those to claim again."""
-        if not self._foreign:
+        if not self._foreign or self._store_paused():
             return []
-        view = self.enricher.look_in_cache(list(self._foreign))
+        try:
+            view = self.enricher.look_in_cache(list(self._foreign))
+        except StoreError as exc:
+            self._store_failed(exc, 0)
+            return []
         for ip in view.fresh:
             del self._foreign[ip]
         self._emit(view.fresh.values())
@@ -241,7 +299,10 @@ class Flusher:
             self._wait_for_batches()
         if not self._foreign:
             return
-        stored = self.enricher.store.get_records(list(self._foreign))
+        try:
+            stored = self.enricher.store.get_records(list(self._foreign))
+        except StoreError:
+            stored = {}
         leftovers = [
             record or stored.get(ip) or EnrichmentRecord(ip, Status.PENDING)
             for ip, record in self._foreign.items()
@@ -259,7 +320,7 @@ class Flusher:
             "cache_hits": enrich.cache_hits,
             "stale_refreshed": enrich.stale,
             "resolved": enrich.resolved,
-            "pending": enrich.pending + self.leftover_pending,
+            "pending": enrich.pending + self.leftover_pending + self.unsaved,
             "leased_elsewhere": enrich.leased_elsewhere,
             "batches_sent": client.batches,
             "whois_connections": client.connections,
@@ -269,4 +330,5 @@ class Flusher:
             "circuit_opened": client.circuit_opened,
             "in_flight_batches": self.in_flight,
             "errors": self.errors,
+            "unsaved": self.unsaved,
         }

@@ -53,6 +53,8 @@ class RunStats:
     delivered: int = 0
     in_flight_batches: int = 0
     errors: int = 0
+    #: addresses the database could not record (collected again on the next run)
+    unsaved: int = 0
 
     def to_dict(self) -> dict[str, int]:
         """The counters as a plain mapping."""

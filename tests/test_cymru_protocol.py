@@ -35,7 +35,14 @@ def test_request_shape() -> None:
 def test_request_refuses_anything_but_canonical_global_addresses() -> None:
     with pytest.raises(TypeError):
         build_bulk_request([b"8.8.8.8"])  # type: ignore[list-item]
-    for text in ("8.8.8.8\nbegin", " 8.8.8.8", "10.0.0.1", "::ffff:8.8.8.8", "2001:4860:0::1", "8.8.8.8:22"):
+    for text in (
+        "8.8.8.8\nbegin",
+        " 8.8.8.8",
+        "10.0.0.1",
+        "::ffff:8.8.8.8",
+        "2001:4860:0::1",
+        "8.8.8.8:22",
+    ):
         with pytest.raises(ValueError):
             build_bulk_request([text])
     assert build_bulk_request(["8.8.8.8", "2001:4860::1"]).count(b"\n") == 5

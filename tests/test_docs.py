@@ -27,14 +27,26 @@ def test_example_host_in_the_docs(server: BulkWhoisServer, tmp_path: Path) -> No
     assert sum(server.asked().values()) == len(ips)
 
 
-def test_readme_host_snippet_runs(server: BulkWhoisServer, tmp_path: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_readme_host_snippet_runs(
+    server: BulkWhoisServer, tmp_path: Path, capsys, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     readme = (ROOT / "README.md").read_text()
     snippet = re.search(r"## Using it from a host\n\n```python\n(.*?)```", readme, re.S)
     assert snippet is not None
     host, port = server.address
     code = snippet.group(1).replace(
         '{"plugins": {"enrich": {"db": "sqlite:///enrich.db"}}}',
-        json.dumps({"plugins": {"enrich": {"db": f"sqlite:///{tmp_path / 'r.db'}", "cymru_host": host, "cymru_port": port}}}),
+        json.dumps(
+            {
+                "plugins": {
+                    "enrich": {
+                        "db": f"sqlite:///{tmp_path / 'r.db'}",
+                        "cymru_host": host,
+                        "cymru_port": port,
+                    }
+                }
+            }
+        ),
     )
     assert "cymru_port" in code
     exec(compile(code, "README.md", "exec"), {})

@@ -27,20 +27,19 @@ def cowrie_enrich() -> str:
 
 def write_config(path: Path, server: BulkWhoisServer, db_url: str, **extra: object) -> Path:
     host, port = server.address
-    lines = [
-        "[plugins]",
-        'enabled = ["enrich"]',
-        "[plugins.enrich]",
-        f'db = "{db_url}"',
-        f'cymru_host = "{host}"',
-        f"cymru_port = {port}",
-        "flush_interval = 0.2",
-        "timeout = 5",
-        "retries = 3",
-    ]
+    section: dict[str, object] = {
+        "db": db_url,
+        "cymru_host": host,
+        "cymru_port": port,
+        "flush_interval": 0.2,
+        "timeout": 5,
+        "retries": 3,
+        **extra,
+    }
+    lines = ["[plugins]", 'enabled = ["enrich"]', "[plugins.enrich]"]
     lines += [
-        f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"'
-        for key, value in extra.items()
+        f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value!r}"
+        for key, value in section.items()
     ]
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -1,0 +1,230 @@
+"""Faults during real runs: every whois fault at once, PostgreSQL connections killed or cut,
+SQLite locked by another writer. Afterwards the store holds one correct record per IP,
+and nothing was delivered twice in a run."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults
+
+from ..conftest import global_ips, write_log
+from ..test_cymru_client import assert_reasked_only_after_disturbance
+from .test_processes import assert_complete, clean_env, cowrie_enrich, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def ingest(config: Path, log: Path, out: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [cowrie_enrich(), "ingest", str(log), "--config", str(config), "--output", str(out)],
+        env={**clean_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def delivered(out: Path) -> list[dict[str, Any]]:
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    counts = Counter(r["ip"] for r in records)
+    assert not [ip for ip, n in counts.items() if n > 1], "delivered twice"
+    return records
+
+
+def test_every_whois_fault_at_once(tmp_path: Path) -> None:
+    ips = global_ips(4000, seed=91, v6_share=0.15)
+    log = write_log(tmp_path / "cowrie.json.gz", ips, events_per_ip=2)
+    faults = Faults(
+        reset_rate=0.15,
+        truncate_rate=0.15,
+        garbage_rate=0.01,
+        error_rate=0.002,
+        latency_per_batch=0.05,
+        hang_rate=0.02,
+    )
+    with BulkWhoisServer(faults=faults, seed=5) as server:
+        config = write_config(
+            tmp_path / "h.toml", server, f"sqlite:///{tmp_path / 'f.db'}", timeout=1, retries=6
+        )
+        done = ingest(config, log, tmp_path / "out.jsonl")
+        assert done.returncode in (0, 75), done.stdout + done.stderr
+        records = delivered(tmp_path / "out.jsonl")
+        assert {r["ip"] for r in records} == set(ips)
+        pending = 0
+        for record in records:
+            if record["status"] == "pending":
+                pending += 1
+                assert record["cymru"] is None
+                continue
+            expected = server.expected(record["ip"])
+            assert expected is not None
+            for key, value in expected.items():
+                assert record["cymru"][key] == value, (record["ip"], key)
+        assert pending < len(ips) * 0.02
+        assert (done.returncode == 75) == (pending > 0)
+        assert_reasked_only_after_disturbance(server.requests)
+        assert not any(r.not_addresses for r in server.requests)
+
+
+class CuttableProxy:
+    """A TCP proxy on loopback in front of PostgreSQL that can cut every connection."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        self.refusing = False
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.refusing:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def cut(self, seconds: float) -> None:
+        """Drop every connection and refuse new ones for ``seconds``."""
+        self.refusing = True
+        with self.lock:
+            for s in self.sockets:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.sockets.clear()
+        time.sleep(seconds)
+        self.refusing = False
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_postgresql_connections_killed_mid_run(tmp_path: Path, pg_url: str) -> None:
+    ips = global_ips(3000, seed=92)
+    log = write_log(tmp_path / "cowrie.json", ips)
+    engine = sa.create_engine(pg_url)
+    stop = threading.Event()
+    kills = Counter[str]()
+
+    def saboteur() -> None:
+        while not stop.wait(0.3):
+            with engine.connect() as conn:
+                killed = conn.execute(
+                    sa.text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ).scalar()
+                conn.commit()
+            kills["terminated"] += int(killed or 0)
+
+    with BulkWhoisServer(faults=Faults(latency_per_batch=0.3)) as server:
+        config = write_config(tmp_path / "pg.toml", server, pg_url, batch_size=200)
+        thread = threading.Thread(target=saboteur, daemon=True)
+        thread.start()
+        try:
+            done = ingest(config, log, tmp_path / "out.jsonl")
+        finally:
+            stop.set()
+            thread.join()
+        assert kills["terminated"] > 0
+        assert done.returncode == 0, done.stdout + done.stderr
+        records = delivered(tmp_path / "out.jsonl")
+        assert {r["ip"] for r in records} == set(ips)
+        assert_complete(pg_url, server, ips)
+    engine.dispose()
+
+
+def test_store_rides_out_a_database_that_is_briefly_unreachable(pg_url: str) -> None:
+    from cowrie_enrich_plugin.record import EnrichmentRecord, Status
+    from cowrie_enrich_plugin.store import open_store
+
+    url = sa.engine.make_url(pg_url)
+    proxy = CuttableProxy((url.host or "127.0.0.1", url.port or 5432))
+    try:
+        store = open_store(url.set(port=proxy.port).render_as_string(hide_password=False))
+        store.put_records([EnrichmentRecord("11.1.0.1", Status.SKIPPED)])
+        cutter = threading.Thread(target=proxy.cut, args=(2.0,))
+        cutter.start()
+        time.sleep(0.1)
+        started = time.monotonic()
+        store.put_records([EnrichmentRecord("11.1.0.2", Status.SKIPPED)])  # waits, retries
+        assert time.monotonic() - started > 1.0
+        cutter.join()
+        assert set(store.get_records(["11.1.0.1", "11.1.0.2"])) == {"11.1.0.1", "11.1.0.2"}
+        store.close()
+    finally:
+        proxy.close()
+
+
+def test_sqlite_locked_by_another_writer_during_a_run(tmp_path: Path) -> None:
+    ips = global_ips(1500, seed=93)
+    log = write_log(tmp_path / "cowrie.json", ips)
+    db = tmp_path / "locked.db"
+    with BulkWhoisServer(faults=Faults(latency_per_batch=0.2)) as server:
+        config = write_config(tmp_path / "l.toml", server, f"sqlite:///{db}", batch_size=250)
+        first = ingest(config, write_log(tmp_path / "seed.json", ips[:10]), tmp_path / "seed.jsonl")
+        assert first.returncode == 0
+        holder = sqlite3.connect(db, timeout=30, check_same_thread=False, isolation_level=None)
+        held = threading.Event()
+
+        def hold() -> None:
+            time.sleep(0.5)
+            holder.execute("BEGIN IMMEDIATE")
+            holder.execute("CREATE TABLE IF NOT EXISTS other_writer (x)")
+            held.set()
+            time.sleep(3)
+            holder.execute("COMMIT")
+
+        thread = threading.Thread(target=hold)
+        thread.start()
+        started = time.monotonic()
+        done = ingest(config, log, tmp_path / "out.jsonl")
+        thread.join()
+        holder.close()
+        assert held.is_set()
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert time.monotonic() - started > 1
+        assert {r["ip"] for r in delivered(tmp_path / "out.jsonl")} == set(ips)
+        assert_complete(f"sqlite:///{db}", server, ips)
