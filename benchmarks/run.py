@@ -68,7 +68,12 @@ def write_events(path: Path, ips: list[str], events: int, skew: float | None, se
     weights = [1.0 / (rank + 1) ** skew for rank in range(len(ips))] if skew else None
     chosen = rng.choices(ips, weights=weights, k=events - len(ips)) + ips  # every IP at least once
     rng.shuffle(chosen)
-    kinds = ("cowrie.session.connect", "cowrie.login.failed", "cowrie.command.input", "cowrie.session.closed")
+    kinds = (
+        "cowrie.session.connect",
+        "cowrie.login.failed",
+        "cowrie.command.input",
+        "cowrie.session.closed",
+    )
     with gzip.open(path, "wt", compresslevel=1) as handle:
         for n, ip in enumerate(chosen):
             handle.write(
@@ -124,11 +129,20 @@ class Server:
     def __init__(self, per_batch: float, per_ip: float, streaming: bool = True) -> None:
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "cowrie_enrich_plugin.testing", "--plain-names",
-                "--latency-per-batch", str(per_batch), "--latency-per-ip", str(per_ip),
+                sys.executable,
+                "-m",
+                "cowrie_enrich_plugin.testing",
+                "--plain-names",
+                "--latency-per-batch",
+                str(per_batch),
+                "--latency-per-ip",
+                str(per_ip),
                 *(["--streaming"] if streaming else []),
             ],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
         )
         assert self.proc.stdout is not None and self.proc.stdin is not None
         self.hostport = self.proc.stdout.readline().split()[1]
@@ -215,7 +229,10 @@ def scenario(name: str, hostport: str, work: str, db: str) -> dict[str, Any]:
         extra["wall"] = time.perf_counter() - started
         if enabled:  # the worker process exits on its own once it said "done"
             deadline = time.monotonic() + 10
-            while resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss == 0 and time.monotonic() < deadline:
+            while (
+                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss == 0
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.01)
             extra["worker_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         return extra
@@ -227,8 +244,20 @@ def run_child(name: str, server: Server, work: str, db: str) -> dict[str, Any]:
     server.command("reset")
     server_cpu = server.stats()["cpu_seconds"]
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--scenario", name, "--server", server.hostport, "--workload", work, "--db", db],
-        stdout=subprocess.PIPE, cwd=ROOT,
+        [
+            sys.executable,
+            __file__,
+            "--scenario",
+            name,
+            "--server",
+            server.hostport,
+            "--workload",
+            work,
+            "--db",
+            db,
+        ],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
     )
     _, status, usage = os.wait4(proc.pid, 0)
     assert proc.stdout is not None
@@ -249,7 +278,9 @@ def run_child(name: str, server: Server, work: str, db: str) -> dict[str, Any]:
     return result
 
 
-def median_runs(name: str, server: Server, work: str, runs: int, fresh_db: bool, db: str | None = None) -> dict[str, Any]:
+def median_runs(
+    name: str, server: Server, work: str, runs: int, fresh_db: bool, db: str | None = None
+) -> dict[str, Any]:
     results = []
     for _ in range(runs):
         target = db
@@ -270,7 +301,9 @@ def median_runs(name: str, server: Server, work: str, runs: int, fresh_db: bool,
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--profile", choices=sorted(PROFILES), default="default")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", type=Path)
@@ -296,11 +329,23 @@ def main() -> int:
         rows: dict[str, dict[str, Any]] = {}
         if args.only != "ingest":
             for name in ("naive", "seq500", "cymruwhois"):
-                rows[name] = median_runs(name, slow, "ips10k", 1 if name == "naive" else args.runs, True)
+                rows[name] = median_runs(
+                    name, slow, "ips10k", 1 if name == "naive" else args.runs, True
+                )
             db = f"sqlite:///{tempfile.mkdtemp(prefix='cebench-')}/warm.db"
-            cold = [run_child("ours-cold", slow, "ips10k", f"sqlite:///{tempfile.mkdtemp(prefix='cebench-')}/c.db") for _ in range(args.runs - 1)]
+            cold = [
+                run_child(
+                    "ours-cold",
+                    slow,
+                    "ips10k",
+                    f"sqlite:///{tempfile.mkdtemp(prefix='cebench-')}/c.db",
+                )
+                for _ in range(args.runs - 1)
+            ]
             cold.append(run_child("ours-cold", slow, "ips10k", db))
-            rows["ours-cold"] = dict(cold[-1], wall=statistics.median(r["wall"] for r in cold), runs=len(cold))
+            rows["ours-cold"] = dict(
+                cold[-1], wall=statistics.median(r["wall"] for r in cold), runs=len(cold)
+            )
             rows["ours-warm"] = median_runs("ours-warm", slow, "ips10k", args.runs, False, db)
             for name, row in rows.items():
                 table.append({"workload": "10k new IPs", "scenario": name, **row})
@@ -322,7 +367,12 @@ def main() -> int:
         slow.close()
         instant.close()
 
-    report = {"profile": args.profile, "cost": {"per_batch": per_batch, "per_ip": per_ip}, "lower_bound_10k": bound, "rows": table}
+    report = {
+        "profile": args.profile,
+        "cost": {"per_batch": per_batch, "per_ip": per_ip},
+        "lower_bound_10k": bound,
+        "rows": table,
+    }
     print_table(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
@@ -332,17 +382,23 @@ def main() -> int:
 def print_table(report: dict[str, Any]) -> None:
     rows = report["rows"]
     ours = {r["workload"]: r for r in rows if r["scenario"] in ("ours-cold", "ingest-on")}
-    print(f"profile {report['profile']}: {report['cost']['per_batch'] * 1000:.0f} ms per batch + "
-          f"{report['cost']['per_ip'] * 1000:.0f} ms per IP; lower bound for 10k cold at concurrency 2: "
-          f"{report['lower_bound_10k']:.1f} s")
-    print(f"{'workload':<12} {'scenario':<12} {'wall s':>8} {'x ours':>7} {'loop s':>7} {'conns':>6} {'IPs sent':>9} {'peak RSS MB':>11} {'events/s':>10}")
+    print(
+        f"profile {report['profile']}: {report['cost']['per_batch'] * 1000:.0f} ms per batch + "
+        f"{report['cost']['per_ip'] * 1000:.0f} ms per IP; lower bound for 10k cold at concurrency 2: "
+        f"{report['lower_bound_10k']:.1f} s"
+    )
+    print(
+        f"{'workload':<12} {'scenario':<12} {'wall s':>8} {'x ours':>7} {'loop s':>7} {'conns':>6} {'IPs sent':>9} {'peak RSS MB':>11} {'events/s':>10}"
+    )
     for r in rows:
         base = ours.get(r["workload"])
         ratio = r["wall"] / base["wall"] if base else float("nan")
         rate = r.get("events", 0) / r["wall"] if r.get("events") else 0
         loop = f"{r['loop']:7.2f}" if "loop" in r else f"{'':7}"
-        print(f"{r['workload']:<12} {r['scenario']:<12} {r['wall']:8.2f} {ratio:7.2f} {loop} {r['connections']:6d} "
-              f"{r['ips_sent']:9d} {r['peak_rss_mb']:11.0f} {rate:10,.0f}")
+        print(
+            f"{r['workload']:<12} {r['scenario']:<12} {r['wall']:8.2f} {ratio:7.2f} {loop} {r['connections']:6d} "
+            f"{r['ips_sent']:9d} {r['peak_rss_mb']:11.0f} {rate:10,.0f}"
+        )
 
 
 if __name__ == "__main__":

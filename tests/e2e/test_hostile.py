@@ -4,6 +4,7 @@ and nothing was delivered twice in a run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sqlite3
@@ -118,20 +119,16 @@ class CuttableProxy:
             pass
         finally:
             for s in (a, b):
-                try:
+                with contextlib.suppress(OSError):
                     s.close()
-                except OSError:
-                    pass
 
     def cut(self, seconds: float) -> None:
         """Drop every connection and refuse new ones for ``seconds``."""
         self.refusing = True
         with self.lock:
             for s in self.sockets:
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
             self.sockets.clear()
         time.sleep(seconds)
         self.refusing = False
