@@ -21,13 +21,11 @@ import click
 from .config import ConfigError, EnrichConfig, load_host_config, resolve_config
 from .config import cli_flags as _cli_flags
 from .config import plugin_section as _plugin_section
-from .cymru_client import BulkWhoisClient
 from .enricher import Enricher
-from .errors import GeoDatabaseError, StoreError, WorkerError
+from .errors import GeoDatabaseError, StoreError, WorkerError, configure_logging
 from .export import write_csv, write_jsonl
-from .maxmind import GeoLookup
 from .record import Status
-from .store import Store, open_store
+from .store import open_store
 
 __all__ = ["main"]
 
@@ -90,15 +88,9 @@ def common_options(func: _F) -> _F:
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = (
+    configure_logging(
         logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("cowrie-enrich: %(levelname)s: %(message)s"))
-    root = logging.getLogger("cowrie_enrich_plugin")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
 
 
 def _host_config(opts: Mapping[str, Any], **extra_flags: Any) -> dict[str, Any]:
@@ -132,20 +124,6 @@ def _expected_failures() -> Iterator[None]:
         raise Failure(f"{exc}\n  check the db URL, that the server runs, and permissions") from exc
     except WorkerError as exc:
         raise Failure(str(exc)) from exc
-
-
-def _open_enricher(settings: EnrichConfig) -> tuple[Enricher, Store, GeoLookup]:
-    geo = GeoLookup(settings.geoip_city, settings.geoip_asn)
-    store = open_store(settings.db)
-    client = BulkWhoisClient(
-        settings.cymru_host,
-        settings.cymru_port,
-        timeout=settings.timeout,
-        retries=settings.retries,
-        concurrency=settings.concurrency,
-        batch_size=settings.batch_size,
-    )
-    return Enricher(settings, store, geo, client), store, geo
 
 
 def _run_command(func: _F) -> _F:
@@ -304,12 +282,11 @@ def lookup(ips: tuple[str, ...], **opts: Any) -> None:
         if isinstance(verdict, InvalidAddress):
             raise ConfigFailure(f"{_safe(value)}: {verdict.reason}")
     settings = _settings(_host_config(opts))
-    enricher, store, geo = _open_enricher(settings)
+    enricher = Enricher.open(settings)
     try:
         records = enricher.enrich(ips)
     finally:
-        store.close()
-        geo.close()
+        enricher.close()
     for record in records:
         click.echo(json.dumps(record.to_dict()))
     pending = sum(record.status is Status.PENDING for record in records)
@@ -403,13 +380,12 @@ def prune(**opts: Any) -> None:
 def retry(**opts: Any) -> None:
     """Ask the whois server again for every pending address."""
     settings = _settings(_host_config(opts))
-    enricher, store, geo = _open_enricher(settings)
+    enricher = Enricher.open(settings)
     try:
-        ips = store.due_pending()
+        ips = enricher.store.due_pending()
         records = enricher.enrich(ips) if ips else []
     finally:
-        store.close()
-        geo.close()
+        enricher.close()
     pending = sum(record.status is Status.PENDING for record in records)
     click.echo(
         f"{len(ips)} queued address(es) retried; {len(records) - pending} resolved, "

@@ -1,12 +1,13 @@
 """The enrichment steps for a set of addresses: cache, lease, MaxMind, whois, merge, persist.
 
-Synchronous and thread-safe; :mod:`.pipeline` runs it beside a host's ingest, and the
+Synchronous and thread-safe; :mod:`.flusher` runs it beside a host's ingest, and the
 ``lookup`` and ``cache retry`` commands call it directly.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -15,11 +16,14 @@ from dataclasses import dataclass, field
 from .addresses import NonGlobal, Usable, classify
 from .config import EnrichConfig
 from .cymru_client import BatchResult, BulkWhoisClient, batched
+from .errors import StoreError
 from .maxmind import GeoLookup
 from .record import CymruAnswer, EnrichmentRecord, GeoAnswer, Status, utc_now
-from .store import Store
+from .store import Store, open_store
 
 __all__ = ["CacheView", "EnrichStats", "Enricher"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,6 +74,34 @@ class Enricher:
         self.geo = geo
         self.client = client
         self.stats = EnrichStats()
+
+    @classmethod
+    def open(cls, config: EnrichConfig) -> Enricher:
+        """Open the GeoIP files, the store and the whois client that ``config`` names.
+
+        :raises GeoDatabaseError: for an unusable GeoIP file.
+        :raises StoreError: when the database cannot be opened.
+        """
+        geo = GeoLookup(config.geoip_city, config.geoip_asn)
+        store = open_store(config.db)
+        client = BulkWhoisClient(
+            config.cymru_host,
+            config.cymru_port,
+            timeout=config.timeout,
+            retries=config.retries,
+            concurrency=config.concurrency,
+            batch_size=config.batch_size,
+        )
+        return cls(config, store, geo, client)
+
+    def close(self) -> None:
+        """Give up this process's leases and close the store and the GeoIP files."""
+        try:
+            self.store.release()
+        except StoreError as exc:  # the leases expire on their own
+            logger.warning("could not release leases: %s", exc)
+        self.store.close()
+        self.geo.close()
 
     @property
     def lease_seconds(self) -> float:
@@ -193,5 +225,4 @@ class Enricher:
                 batched(mine, self.config.batch_size),
             ):
                 found.update((record.ip, record) for record in records)
-        self.store.release()
         return [found[ip] for ip in dict.fromkeys(order)]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "GeoDatabaseError", "StoreError", "WorkerError"]
+import logging
+import sys
+
+__all__ = ["ConfigError", "GeoDatabaseError", "StoreError", "WorkerError", "configure_logging"]
 
 
 class ConfigError(ValueError):
@@ -19,3 +22,16 @@ class StoreError(Exception):
 
 class WorkerError(RuntimeError):
     """The enrichment worker process failed; the message says how."""
+
+
+def configure_logging(level: int) -> None:
+    """Send the package's log to standard error as ``cowrie-enrich: LEVEL: message``.
+
+    The command line and the worker process share it, so their lines look alike.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("cowrie-enrich: %(levelname)s: %(message)s"))
+    root = logging.getLogger("cowrie_enrich_plugin")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False

@@ -27,21 +27,13 @@ from .enricher import Enricher
 from .errors import StoreError
 from .record import EnrichmentRecord, Status
 
-__all__ = ["Flusher", "Inbox"]
+__all__ = ["Flusher"]
 
 logger = logging.getLogger(__name__)
 
 _FOREIGN_POLL: Final = 0.5
 _STORE_PAUSE: Final = 30.0  # after the database failed every retry, skip it this long
 Emit = Callable[[list[dict[str, Any]]], None]
-
-
-class Inbox:
-    """What the flusher reads from: anything with ``get(timeout=...)`` raising ``queue.Empty``."""
-
-    def get(self, timeout: float | None = None) -> tuple[Any, ...]:  # pragma: no cover - protocol
-        """Return the next message, or raise :class:`queue.Empty` after ``timeout``."""
-        raise NotImplementedError
 
 
 class Flusher:

@@ -30,7 +30,7 @@ import time
 from typing import IO, Any, Final
 
 from .config import EnrichConfig
-from .errors import ConfigError, GeoDatabaseError, StoreError, WorkerError
+from .errors import ConfigError, GeoDatabaseError, StoreError, WorkerError, configure_logging
 
 __all__ = ["ProcessTransport", "ThreadTransport", "Transport", "build_enricher", "main"]
 
@@ -70,31 +70,9 @@ def read_message(stream: IO[bytes]) -> Message | None:
 
 def build_enricher(config: EnrichConfig) -> Any:
     """Open the store, the GeoIP files and the whois client (the heavy imports live here)."""
-    from .cymru_client import BulkWhoisClient
     from .enricher import Enricher
-    from .maxmind import GeoLookup
-    from .store import open_store
 
-    geo = GeoLookup(config.geoip_city, config.geoip_asn)
-    store = open_store(config.db)
-    client = BulkWhoisClient(
-        config.cymru_host,
-        config.cymru_port,
-        timeout=config.timeout,
-        retries=config.retries,
-        concurrency=config.concurrency,
-        batch_size=config.batch_size,
-    )
-    return Enricher(config, store, geo, client)
-
-
-def _close(enricher: Any) -> None:
-    try:
-        enricher.store.release()
-    except Exception as exc:  # the leases expire on their own
-        logger.warning("could not release leases: %s", exc)
-    enricher.store.close()
-    enricher.geo.close()
+    return Enricher.open(config)
 
 
 class _Throttle:
@@ -165,7 +143,7 @@ class ThreadTransport(Transport):
             try:
                 flusher.run(self.inbox)
             finally:
-                _close(self.enricher)
+                self.enricher.close()
                 self.incoming.put(("done", flusher.counters()))
 
         self.thread = threading.Thread(target=run, name="cowrie-enrich-flusher", daemon=True)
@@ -240,13 +218,6 @@ class ProcessTransport(Transport):
         with contextlib.suppress(queue.Full):
             self.outbox.put(None, timeout=timeout)
 
-    def join(self, timeout: float = 10.0) -> int | None:
-        """Wait for the worker process to exit; its status, or ``None`` if it still runs."""
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
 
 def raise_worker_error(kind: str, message: str) -> None:
     """Re-raise an error the worker reported, as the same kind of exception."""
@@ -264,12 +235,7 @@ def main() -> int:
     if init is None or init[0] != "init":
         return 2
     _, config, level = init
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("cowrie-enrich: %(levelname)s: %(message)s"))
-    root = logging.getLogger("cowrie_enrich_plugin")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    configure_logging(level)
     lock = threading.Lock()
 
     def send(message: Message) -> None:
@@ -314,7 +280,7 @@ def main() -> int:
     try:
         flusher.run(inbox, on_idle=idle)
     finally:
-        _close(enricher)
+        enricher.close()
         send(("done", flusher.counters()))
     return 0
 

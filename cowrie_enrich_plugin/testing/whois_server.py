@@ -404,6 +404,8 @@ class BulkWhoisServer:
             if bulk:
                 now = time.strftime("%Y-%m-%d %H:%M:%S +0000", time.gmtime())
                 sock.sendall(f"Bulk mode; whois.cymru.com [{now}]\n".encode())
+            # The cost model is kept on a clock, not by small sleeps that each overrun.
+            due = time.monotonic() + faults.latency_per_batch
             if self._stop.wait(faults.latency_per_batch):
                 return
             lines = iter(reader) if bulk else iter([first])
@@ -425,7 +427,8 @@ class BulkWhoisServer:
                     sock.sendall(b"Error: unable to parse line\n")
                     continue
                 request.ips.append(address)
-                if faults.latency_per_ip and self._stop.wait(faults.latency_per_ip):
+                due += faults.latency_per_ip
+                if due > time.monotonic() and self._stop.wait(due - time.monotonic()):
                     return
                 rows = self.rows_for(address)
                 if not rows:

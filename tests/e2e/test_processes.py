@@ -15,7 +15,7 @@ import pytest
 from cowrie_enrich_plugin.store import open_store
 from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults
 
-from ..conftest import global_ips, write_log
+from ..conftest import global_ips, host_config, write_log
 
 pytestmark = pytest.mark.slow
 
@@ -26,16 +26,8 @@ def cowrie_enrich() -> str:
 
 
 def write_config(path: Path, server: BulkWhoisServer, db_url: str, **extra: object) -> Path:
-    host, port = server.address
-    section: dict[str, object] = {
-        "db": db_url,
-        "cymru_host": host,
-        "cymru_port": port,
-        "flush_interval": 0.2,
-        "timeout": 5,
-        "retries": 3,
-        **extra,
-    }
+    """The same host config as ``host_config``, as a TOML file."""
+    section = host_config(server, db_url, **extra)["plugins"]["enrich"]
     lines = ["[plugins]", 'enabled = ["enrich"]', "[plugins.enrich]"]
     lines += [
         f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value!r}"
