@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import json
 import logging
 import os
 import socket
@@ -69,7 +68,15 @@ class StoreStats:
     schema_version: int
 
 
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
+@functools.lru_cache(maxsize=4096)
+def _parse_stored_time(text: str) -> dt.datetime:
+    """A time as SQLite stores it, parsed once per distinct value (a batch shares its times)."""
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc)
+
+
+def _aware(value: dt.datetime | str | None) -> dt.datetime | None:
+    if isinstance(value, str):
+        return _parse_stored_time(value)
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=dt.timezone.utc)
@@ -114,8 +121,22 @@ def _owner_is_dead_here(owner: str) -> bool:
 
 # Statements run per batch, built once; ``ips`` is an expanding IN parameter, so a
 # list of 30,000 addresses costs one bound list, not 30,000 bound parameters.
+_TIME_COLUMNS: Final = frozenset(
+    c.name
+    for table in (records_table, pending_queue)
+    for c in table.columns
+    if isinstance(c.type, sa.DateTime)
+)
 _IPS: sa.BindParameter[list[str]] = sa.bindparam("ips", expanding=True)
 _SELECT_RECORDS = sa.select(records_table).where(records_table.c.ip.in_(_IPS))
+# On SQLite the times come back as the stored text and are parsed by ``_aware`` with a
+# cache: SQLAlchemy's per-value parsing would cost more than the query.
+_SELECT_RECORDS_TEXT_TIMES = sa.select(
+    *(
+        sa.type_coerce(c, sa.String).label(c.name) if c.name in _TIME_COLUMNS else c
+        for c in records_table.columns
+    )
+).where(records_table.c.ip.in_(_IPS))
 _SELECT_CLAIMED = sa.select(pending_queue.c.ip).where(
     pending_queue.c.ip.in_(_IPS),
     pending_queue.c.lease_owner == sa.bindparam("owner"),
@@ -132,6 +153,11 @@ _SELECT_FRESH = sa.select(records_table.c.ip).where(
     ),
 )
 _DELETE_QUEUED = sa.delete(pending_queue).where(pending_queue.c.ip.in_(_IPS))
+
+
+def _asns_from_text(text: str | None) -> tuple[int, ...]:
+    inner = (text or "[]").strip("[] ")
+    return tuple(int(part) for part in inner.split(",")) if inner else ()
 
 
 def _asns_text(asns: tuple[int, ...]) -> str:
@@ -166,13 +192,13 @@ def _record_row(record: EnrichmentRecord, now: dt.datetime) -> dict[str, Any]:
     }
 
 
-def _row_record(row: Mapping[str, Any]) -> EnrichmentRecord:
+def _row_record(row: Mapping[Any, Any]) -> EnrichmentRecord:
     cymru = None
     if row["cymru_fetched_at"] is not None:
         fetched = _aware(row["cymru_fetched_at"])
         assert fetched is not None
         cymru = CymruAnswer(
-            asns=tuple(json.loads(row["cymru_asns"] or "[]")),
+            asns=_asns_from_text(row["cymru_asns"]),
             as_name=row["cymru_as_name"],
             prefix=row["cymru_prefix"],
             cc=row["cymru_cc"],
@@ -362,10 +388,12 @@ class Store:
         wanted = sorted(set(ips))
         found: dict[str, EnrichmentRecord] = {}
 
+        select = _SELECT_RECORDS_TEXT_TIMES if self.dialect == "sqlite" else _SELECT_RECORDS
+
         def work(conn: Connection) -> None:
             for chunk in _chunks(wanted, _READ_CHUNK):
-                for row in conn.execute(_SELECT_RECORDS, {"ips": list(chunk)}).mappings():
-                    found[row["ip"]] = _row_record(dict(row))
+                for row in conn.execute(select, {"ips": list(chunk)}).mappings():
+                    found[row["ip"]] = _row_record(row)
 
         if wanted:
             self._run(work)
@@ -703,14 +731,6 @@ _QUEUE_COLUMNS: Final = (
     "next_attempt_at",
     "lease_owner",
     "lease_expires_at",
-)
-
-
-_TIME_COLUMNS: Final = frozenset(
-    c.name
-    for table in (records_table, pending_queue)
-    for c in table.columns
-    if isinstance(c.type, sa.DateTime)
 )
 
 

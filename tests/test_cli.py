@@ -230,3 +230,45 @@ def test_module_entry_point_runs() -> None:
         text=True,
     )
     assert proc.returncode == 0 and "version" in proc.stdout
+
+
+def test_every_command_as_a_real_process(server: BulkWhoisServer, tmp_path: Path) -> None:
+    """What cron runs: the installed script, its exit codes and its output."""
+    db = f"sqlite:///{tmp_path / 'proc.db'}"
+    common = ["--cymru", server.hostport, "--db", db]
+    log = write_log(tmp_path / "cowrie.json", [*global_ips(60, seed=12), "10.9.9.9"])
+
+    def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [cowrie_enrich(), *args],
+            env={**clean_env(), **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    ingested = cli("ingest", str(log), *common)
+    assert ingested.returncode == 0 and "61 records delivered" in ingested.stdout, ingested.stderr
+    looked = cli("lookup", "8.8.8.8", *common)
+    assert (
+        looked.returncode == 0
+        and json.loads(looked.stdout)["cymru"]["asn"] == server.expected("8.8.8.8")["asn"]
+    )  # type: ignore[index]
+    exported = cli("export", *common)
+    assert exported.returncode == 0 and len(exported.stdout.splitlines()) == 62
+    as_csv = cli("export", "--format", "csv", "--output", str(tmp_path / "x.csv"), *common)
+    assert as_csv.returncode == 0 and "62 records written" in as_csv.stdout
+    stats = cli("cache", "stats", *common)
+    assert stats.returncode == 0 and "enriched" in stats.stdout
+    assert cli("cache", "prune", *common).returncode == 0
+    assert cli("cache", "retry", *common).stdout.startswith("0 queued")
+    doctor = cli("doctor", *common)
+    assert doctor.returncode == 0 and "OK    whois" in doctor.stdout
+    usage = cli("ingest")
+    assert usage.returncode == 2 and "Missing argument" in usage.stderr
+    bad = cli("ingest", str(log), *common, env={"COWRIE_ENRICH_BATCH_SIZE": "0"})
+    assert (
+        bad.returncode == 2
+        and "COWRIE_ENRICH_BATCH_SIZE" in bad.stderr
+        and "Traceback" not in bad.stderr
+    )
