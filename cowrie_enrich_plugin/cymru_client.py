@@ -180,6 +180,12 @@ class BulkWhoisClient:
             self._retrying.copy()(attempt)
         except WhoisError as exc:
             result.unresolved = dict.fromkeys(remaining, f"{type(exc).__name__}: {exc}")
+            logger.warning(
+                "whois gave up on %d address(es) after %d attempt(s) (%s); they stay pending",
+                len(remaining),
+                result.attempts,
+                exc,
+            )
             self._record_failure()
         else:
             self._record_success()
@@ -269,7 +275,7 @@ class BulkWhoisClient:
         with self._lock:
             self.stats.retries += 1
         exc = state.outcome.exception() if state.outcome is not None else None
-        logger.warning(
+        logger.info(
             "whois batch attempt %d failed (%s); retrying in %.1fs",
             state.attempt_number,
             exc,
