@@ -109,7 +109,8 @@ class CymruRow:
 class BulkAnswer:
     """What one bulk answer established.
 
-    ``answers`` holds only trusted, complete answers, keyed by canonical address.
+    ``answers`` holds only trusted, complete answers, keyed by canonical address;
+    ``untrusted`` the addresses that had rows, but rows this answer cannot prove whole.
     """
 
     answers: dict[str, CymruAnswer] = field(default_factory=dict)

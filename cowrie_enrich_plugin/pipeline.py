@@ -79,7 +79,6 @@ class IngestPipeline:
         self._remote: dict[str, int] = {}
         self._transport: Transport | None = None
         self._done = False
-        self._ready = False
 
     # -- the host's thread ----------------------------------------------------------
 
@@ -193,7 +192,7 @@ class IngestPipeline:
                     self._remote = message[2]
                 self._deliver(message[1])
             elif kind == "ready":
-                self._ready = True
+                logger.debug("the enrichment worker is ready")
             elif kind == "done":
                 self._remote = message[1]
                 self._done = True

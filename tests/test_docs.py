@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -10,20 +9,17 @@ from pathlib import Path
 from cowrie_enrich_plugin.testing import BulkWhoisServer
 
 from .conftest import global_ips, host_config, write_log
+from .docs_example import run_example_host
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_example_host_in_the_docs(server: BulkWhoisServer, tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("example_host", ROOT / "docs" / "example_host.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     ips = global_ips(1500, seed=77)
     log = write_log(tmp_path / "cowrie.json", [*ips, "10.0.0.1"])
-    host = module.main(str(log), host_config(server, f"sqlite:///{tmp_path / 'doc.db'}"))
-    assert set(host.records) == {*ips, "10.0.0.1"}
-    assert host.records["10.0.0.1"]["status"] == "skipped"
+    records = run_example_host(str(log), host_config(server, f"sqlite:///{tmp_path / 'doc.db'}"))
+    assert set(records) == {*ips, "10.0.0.1"}
+    assert records["10.0.0.1"]["status"] == "skipped"
     assert sum(server.asked().values()) == len(ips)
 
 
