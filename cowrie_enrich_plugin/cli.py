@@ -14,18 +14,35 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from .config import ConfigError, EnrichConfig, load_host_config, resolve_config
 from .config import cli_flags as _cli_flags
 from .config import plugin_section as _plugin_section
-from .enricher import Enricher
 from .errors import GeoDatabaseError, StoreError, WorkerError, configure_logging
-from .export import write_csv, write_jsonl
 from .record import Status
-from .store import open_store
+
+if TYPE_CHECKING:
+    from .enricher import Enricher
+    from .store import Store
+
+# The store, whois and MaxMind modules (SQLAlchemy, geoip2) are imported by the commands
+# that use them: ``ingest`` runs them in its worker process, never in this one.
+
+
+def _open_enricher(settings: EnrichConfig) -> Enricher:
+    from .enricher import Enricher
+
+    return Enricher.open(settings)
+
+
+def _open_store(settings: EnrichConfig) -> Store:
+    from .store import open_store
+
+    return open_store(settings.db)
+
 
 __all__ = ["main"]
 
@@ -282,7 +299,7 @@ def lookup(ips: tuple[str, ...], **opts: Any) -> None:
         if isinstance(verdict, InvalidAddress):
             raise ConfigFailure(f"{_safe(value)}: {verdict.reason}")
     settings = _settings(_host_config(opts))
-    enricher = Enricher.open(settings)
+    enricher = _open_enricher(settings)
     try:
         records = enricher.enrich(ips)
     finally:
@@ -318,10 +335,12 @@ def export(fmt: str, output: str, **opts: Any) -> None:
       cowrie-enrich export --format csv --output ips.csv
     """
     settings = _settings(_host_config(opts))
-    store = open_store(settings.db)
+    store = _open_store(settings)
     try:
         with _output_stream(output) as stream:
             assert stream is not None
+            from .export import write_csv, write_jsonl
+
             count = (write_csv if fmt == "csv" else write_jsonl)(store.iter_records(), stream)
     finally:
         store.close()
@@ -343,7 +362,7 @@ def cache() -> None:
 def stats(**opts: Any) -> None:
     """Counts by status and age."""
     settings = _settings(_host_config(opts))
-    store = open_store(settings.db)
+    store = _open_store(settings)
     try:
         result = store.stats()
     finally:
@@ -366,7 +385,7 @@ def stats(**opts: Any) -> None:
 def prune(**opts: Any) -> None:
     """Delete expired records (those queued for a refresh are kept)."""
     settings = _settings(_host_config(opts))
-    store = open_store(settings.db)
+    store = _open_store(settings)
     try:
         removed = store.prune()
     finally:
@@ -380,7 +399,7 @@ def prune(**opts: Any) -> None:
 def retry(**opts: Any) -> None:
     """Ask the whois server again for every pending address."""
     settings = _settings(_host_config(opts))
-    enricher = Enricher.open(settings)
+    enricher = _open_enricher(settings)
     try:
         ips = enricher.store.due_pending()
         records = enricher.enrich(ips) if ips else []
