@@ -74,7 +74,10 @@ def check_record(record: Mapping[str, Any], server: BulkWhoisServer) -> None:
     assert record["as_name"] == (expected["as_name"] if expected["asn"] is not None else None)
 
 
-def test_end_to_end_through_entry_point(server: BulkWhoisServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("worker", ["process", "thread"])
+def test_end_to_end_through_entry_point(
+    server: BulkWhoisServer, tmp_path: Path, worker: str
+) -> None:
     ips = global_ips(1200, seed=11, v6_share=0.2)
     non_global = [
         "10.1.2.3",
@@ -85,7 +88,7 @@ def test_end_to_end_through_entry_point(server: BulkWhoisServer, tmp_path: Path)
         "fe80::1",
         "224.0.0.5",
     ]
-    config = host_config(server, f"sqlite:///{tmp_path / 'e.db'}")
+    config = host_config(server, f"sqlite:///{tmp_path / 'e.db'}", worker=worker)
 
     pm = raw_plugin_manager()
     host = Host()
