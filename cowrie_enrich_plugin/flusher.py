@@ -86,7 +86,11 @@ class Flusher:
         interval = self.config.flush_interval
         size = self.config.batch_size
         # What earlier runs left pending is retried in this one.
-        new: list[str] = self._unseen(self.enricher.store.due_pending())
+        try:
+            new: list[str] = self._unseen(self.enricher.store.due_pending())
+        except StoreError as exc:
+            self._store_failed(exc, 0)
+            new = []
         skipped: list[str] = []
         to_fetch: list[str] = []
         oldest: float | None = None
