@@ -179,9 +179,15 @@ class IngestPipeline:
         return self.stats()
 
     def _end_bound(self) -> float:
+        """The longest ``end`` waits, in seconds.
+
+        Batches that fail every attempt (the circuit breaker opens after three, so a
+        backlog then drains at once), another process's leases, and slack. What is
+        still out after that stays pending in the store.
+        """
         cfg = self.config
-        per_batch = cfg.timeout * cfg.retries + 30.0 * cfg.retries
-        return 2 * per_batch + cfg.timeout * cfg.retries + 30.0 * cfg.retries + 120.0
+        per_batch = cfg.timeout * cfg.retries + 30.0 * cfg.retries  # attempts + backoff
+        return 3 * per_batch + 120.0
 
     def _handle(self, messages: list[Message]) -> None:
         """Act on what the flusher sent: deliver records, keep counters, raise its errors."""
