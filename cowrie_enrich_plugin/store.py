@@ -96,6 +96,10 @@ def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
         yield items[start : start + size]
 
 
+#: The lease owners of the stores open in this process.
+_LIVE_OWNERS: set[str] = set()
+
+
 def make_owner_id() -> str:
     """An id for this process's leases: host, pid and a random tag."""
     return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
@@ -108,8 +112,10 @@ def _owner_is_dead_here(owner: str) -> bool:
         pid = int(pid_text)
     except ValueError:
         return False
-    if host != socket.gethostname() or pid == os.getpid():
+    if host != socket.gethostname():
         return False
+    if pid == os.getpid():  # an earlier store of this process (a host that runs many times)
+        return owner not in _LIVE_OWNERS
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -256,6 +262,7 @@ class Store:
     def __init__(self, engine: Engine, owner: str | None = None) -> None:
         self.engine = engine
         self.owner = owner or make_owner_id()
+        _LIVE_OWNERS.add(self.owner)
         self.statements = 0
         self._write_lock: threading.Lock | contextlib.nullcontext[None] = (
             threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
@@ -346,7 +353,8 @@ class Store:
         return self.engine.dialect.name
 
     def close(self) -> None:
-        """Release every pooled connection."""
+        """Release every pooled connection; leases left behind become take-over-able here."""
+        _LIVE_OWNERS.discard(self.owner)
         self.engine.dispose()
 
     # -- transactions with retry ---------------------------------------------------

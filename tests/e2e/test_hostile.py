@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults
 
-from ..conftest import global_ips, write_log
+from ..conftest import global_ips, host_config, write_log
 from ..test_cymru_client import assert_reasked_only_after_disturbance
 from .test_processes import assert_complete, clean_env, cowrie_enrich, write_config
 
@@ -225,3 +225,39 @@ def test_sqlite_locked_by_another_writer_during_a_run(tmp_path: Path) -> None:
         assert time.monotonic() - started > 1
         assert {r["ip"] for r in delivered(tmp_path / "out.jsonl")} == set(ips)
         assert_complete(f"sqlite:///{db}", server, ips)
+
+
+def test_database_down_for_good_loses_nothing_collected(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database dies mid-run and stays down: batches it cannot record are not sent,
+    every address is still delivered (pending), the run says how many went unrecorded,
+    and the next run, with the database back, completes them from the logs."""
+    from cowrie_enrich_plugin import store as store_module
+    from cowrie_enrich_plugin.host import make_plugin_manager, run_ingest
+
+    monkeypatch.setattr(store_module, "_TRANSIENT_ATTEMPTS", 2)  # give up in 0.2 s, not 25 s
+    ips = global_ips(1200, seed=94)
+    log = write_log(tmp_path / "cowrie.json", ips)
+    url = sa.engine.make_url(pg_url)
+    proxy = CuttableProxy((url.host or "127.0.0.1", url.port or 5432))
+    proxied = url.set(port=proxy.port).render_as_string(hide_password=False)
+    with BulkWhoisServer(faults=Faults(latency_per_batch=0.3)) as server:
+        config = host_config(server, proxied, worker="thread", batch_size=200)
+        cutter = threading.Timer(0.8, proxy.cut, args=(30.0,))
+        cutter.start()
+        try:
+            summary = run_ingest([str(log)], config, pm=make_plugin_manager(config))
+        finally:
+            cutter.cancel()
+            proxy.refusing = False
+        stats = summary.plugin_stats
+        assert summary.delivered == len(ips)
+        assert stats["unsaved"] > 0 and stats["pending"] >= stats["unsaved"]
+        asked_first = set(server.asked())
+        assert len(asked_first) < len(ips)  # batches that could not be recorded were not sent
+        direct = host_config(server, pg_url, worker="thread")
+        again = run_ingest([str(log)], direct, pm=make_plugin_manager(direct))
+        assert again.plugin_stats["unsaved"] == 0 and again.pending == 0
+        assert_complete(pg_url, server, ips)
+    proxy.close()
