@@ -8,9 +8,11 @@ implements ``cowrie_enrichment_ready`` itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -124,7 +126,8 @@ def run_ingest(
                     next_progress = time.monotonic() + progress_every
         finally:
             summary.read_seconds = time.monotonic() - started
-            results = hook.cowrie_ingest_end()
+            with _progress_while(progress, progress_every, summary, sink, manager):
+                results = hook.cowrie_ingest_end()
             for stats in results:
                 if isinstance(stats, Mapping):
                     summary.plugin_stats.update(stats)
@@ -141,6 +144,34 @@ def run_ingest(
     summary.by_status = dict(sink.by_status)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+@contextlib.contextmanager
+def _progress_while(
+    progress: Progress | None,
+    every: float,
+    summary: IngestSummary,
+    sink: RecordSink,
+    pm: pluggy.PluginManager,
+) -> Iterator[None]:
+    """Keep the progress display moving while a blocking call (the end) runs."""
+    if progress is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(every):
+            summary.delivered = sink.count
+            progress(summary, _live_stats(pm))
+
+    thread = threading.Thread(target=tick, name="cowrie-enrich-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _live_stats(pm: pluggy.PluginManager) -> Mapping[str, int]:

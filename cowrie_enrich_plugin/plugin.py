@@ -103,10 +103,14 @@ class EnrichPlugin:
     @hookimpl
     def cowrie_ingest_end(self) -> dict[str, int]:
         """Finish every batch, deliver, release leases, close; return the counters."""
-        run = self._runs.pop(self._manager(), None)
+        pm = self._manager()
+        run = self._runs.get(pm)
         if run is None:
             raise RuntimeError("cowrie_ingest_start was not called for this run")
-        return run.end().to_dict()
+        try:
+            return run.end().to_dict()
+        finally:  # kept until here so that progress displays can follow the last batches
+            self._runs.pop(pm, None)
 
     def live_stats(self, pm: pluggy.PluginManager) -> dict[str, int]:
         """The counters of the run on ``pm`` so far (empty when none runs), for progress."""
