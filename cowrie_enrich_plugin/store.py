@@ -34,7 +34,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from .errors import StoreError
-from .record import CymruAnswer, EnrichmentRecord, GeoAnswer, Status, utc_now
+from .record import EnrichmentRecord, GeoAnswer, Status, utc_now
+from .store_rows import aware, naive, record_row, row_record
 from .store_schema import (
     SCHEMA_VERSION,
     SchemaTooNew,
@@ -66,29 +67,6 @@ class StoreStats:
     oldest_fetch: dt.datetime | None
     newest_fetch: dt.datetime | None
     schema_version: int
-
-
-@functools.lru_cache(maxsize=4096)
-def _parse_stored_time(text: str) -> dt.datetime:
-    """A time as SQLite stores it, parsed once per distinct value (a batch shares its times)."""
-    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc)
-
-
-def _aware(value: dt.datetime | str | None) -> dt.datetime | None:
-    if isinstance(value, str):
-        return _parse_stored_time(value)
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=dt.timezone.utc)
-
-
-def _naive(value: dt.datetime | None) -> dt.datetime | None:
-    """UTC, without tzinfo: what both backends compare consistently."""
-    if value is None:
-        return None
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return value
 
 
 def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
@@ -159,80 +137,6 @@ _SELECT_FRESH = sa.select(records_table.c.ip).where(
     ),
 )
 _DELETE_QUEUED = sa.delete(pending_queue).where(pending_queue.c.ip.in_(_IPS))
-
-
-def _asns_from_text(text: str | None) -> tuple[int, ...]:
-    inner = (text or "[]").strip("[] ")
-    return tuple(int(part) for part in inner.split(",")) if inner else ()
-
-
-def _asns_text(asns: tuple[int, ...]) -> str:
-    return "[" + ",".join(str(asn) for asn in asns) + "]"
-
-
-def _record_row(record: EnrichmentRecord, now: dt.datetime) -> dict[str, Any]:
-    cymru, geo = record.cymru, record.maxmind
-    return {
-        "ip": record.ip,
-        "status": record.status.value,
-        "cymru_asns": _asns_text(cymru.asns) if cymru is not None else None,
-        "cymru_as_name": cymru.as_name if cymru else None,
-        "cymru_prefix": cymru.prefix if cymru else None,
-        "cymru_cc": cymru.cc if cymru else None,
-        "cymru_registry": cymru.registry if cymru else None,
-        "cymru_allocated": cymru.allocated if cymru else None,
-        "cymru_fetched_at": _naive(cymru.fetched_at) if cymru else None,
-        "mm_present": geo is not None,
-        "mm_country_iso_code": geo.country_iso_code if geo else None,
-        "mm_country_name": geo.country_name if geo else None,
-        "mm_city": geo.city if geo else None,
-        "mm_latitude": geo.latitude if geo else None,
-        "mm_longitude": geo.longitude if geo else None,
-        "mm_accuracy_radius": geo.accuracy_radius if geo else None,
-        "mm_asn": geo.asn if geo else None,
-        "mm_as_org": geo.as_org if geo else None,
-        "mm_city_db_built_at": _naive(geo.city_db_built_at) if geo else None,
-        "mm_asn_db_built_at": _naive(geo.asn_db_built_at) if geo else None,
-        "expires_at": _naive(record.expires_at),
-        "updated_at": _naive(now),
-    }
-
-
-def _row_record(row: Mapping[Any, Any]) -> EnrichmentRecord:
-    cymru = None
-    if row["cymru_fetched_at"] is not None:
-        fetched = _aware(row["cymru_fetched_at"])
-        assert fetched is not None
-        cymru = CymruAnswer(
-            asns=_asns_from_text(row["cymru_asns"]),
-            as_name=row["cymru_as_name"],
-            prefix=row["cymru_prefix"],
-            cc=row["cymru_cc"],
-            registry=row["cymru_registry"],
-            allocated=row["cymru_allocated"],
-            fetched_at=fetched,
-        )
-    geo = None
-    if row["mm_present"]:
-        geo = GeoAnswer(
-            country_iso_code=row["mm_country_iso_code"],
-            country_name=row["mm_country_name"],
-            city=row["mm_city"],
-            latitude=row["mm_latitude"],
-            longitude=row["mm_longitude"],
-            accuracy_radius=row["mm_accuracy_radius"],
-            asn=row["mm_asn"],
-            as_org=row["mm_as_org"],
-            city_db_built_at=_aware(row["mm_city_db_built_at"]),
-            asn_db_built_at=_aware(row["mm_asn_db_built_at"]),
-        )
-    return EnrichmentRecord(
-        ip=row["ip"],
-        status=Status(row["status"]),
-        cymru=cymru,
-        maxmind=geo,
-        expires_at=_aware(row["expires_at"]),
-    )
 
 
 def _is_transient(exc: sa.exc.DBAPIError) -> bool:
@@ -401,7 +305,7 @@ class Store:
         def work(conn: Connection) -> None:
             for chunk in _chunks(wanted, _READ_CHUNK):
                 for row in conn.execute(select, {"ips": list(chunk)}).mappings():
-                    found[row["ip"]] = _row_record(row)
+                    found[row["ip"]] = row_record(row)
 
         if wanted:
             self._run(work)
@@ -421,12 +325,12 @@ class Store:
             if not rows:
                 return
             for row in rows:
-                yield _row_record(row)
+                yield row_record(row)
             last = rows[-1]["ip"]
 
     def due_pending(self, now: dt.datetime | None = None, limit: int = 100_000) -> list[str]:
         """Addresses in the queue whose next attempt is due and whose lease is free."""
-        moment = _naive(now or utc_now())
+        moment = naive(now or utc_now())
         q = pending_queue.c
         query = (
             sa.select(q.ip)
@@ -470,7 +374,7 @@ class Store:
         wanted = sorted(set(ips))
         if not wanted:
             return set()
-        moment = _naive(now or utc_now())
+        moment = naive(now or utc_now())
         assert moment is not None
         until = moment + dt.timedelta(seconds=lease_seconds)
         won: set[str] = set()
@@ -600,14 +504,14 @@ class Store:
         record becomes ``pending`` (with its MaxMind data) unless an older answer is
         stored, which is served, stale, until a refresh succeeds.
         """
-        moment = _naive(now or utc_now())
+        moment = naive(now or utc_now())
         assert moment is not None
         records = sorted(resolved, key=lambda r: r.ip)
         failed = dict(sorted((unresolved or {}).items()))
 
         def work(conn: Connection) -> None:
             for chunk in _chunks(records, _WRITE_CHUNK):
-                self._executemany(conn, self._upsert_sql, [_record_row(r, moment) for r in chunk])
+                self._executemany(conn, self._upsert_sql, [record_row(r, moment) for r in chunk])
                 conn.execute(_DELETE_QUEUED, {"ips": [r.ip for r in chunk]})
             if not failed:
                 return
@@ -617,7 +521,7 @@ class Store:
                     conn,
                     self._pending_sql,
                     [
-                        _record_row(EnrichmentRecord(ip, Status.PENDING, maxmind=geo), moment)
+                        record_row(EnrichmentRecord(ip, Status.PENDING, maxmind=geo), moment)
                         for ip, (_error, geo) in part
                     ],
                 )
@@ -643,20 +547,20 @@ class Store:
 
     def put_records(self, records: Sequence[EnrichmentRecord]) -> None:
         """Upsert records that need no queue bookkeeping (skipped addresses)."""
-        moment = _naive(utc_now())
+        moment = naive(utc_now())
         assert moment is not None
         ordered = sorted(records, key=lambda r: r.ip)
 
         def work(conn: Connection) -> None:
             for chunk in _chunks(ordered, _WRITE_CHUNK):
-                self._executemany(conn, self._upsert_sql, [_record_row(r, moment) for r in chunk])
+                self._executemany(conn, self._upsert_sql, [record_row(r, moment) for r in chunk])
 
         if ordered:
             self._write(work)
 
     def enqueue(self, ips: Iterable[str], now: dt.datetime | None = None) -> None:
         """Queue addresses for a (re)fetch without leasing them (``cache retry``)."""
-        moment = _naive(now or utc_now())
+        moment = naive(now or utc_now())
         wanted = sorted(set(ips))
 
         def work(conn: Connection) -> None:
@@ -678,7 +582,7 @@ class Store:
 
     def prune(self, now: dt.datetime | None = None) -> int:
         """Delete expired records that are not queued; return how many."""
-        moment = _naive(now or utc_now())
+        moment = naive(now or utc_now())
         r = records_table.c
         stmt = (
             sa.delete(records_table)
@@ -689,7 +593,7 @@ class Store:
 
     def stats(self, now: dt.datetime | None = None) -> StoreStats:
         """Counts by status and age."""
-        moment = _naive(now or utc_now())
+        moment = naive(now or utc_now())
         r, q = records_table.c, pending_queue.c
 
         def work(conn: Connection) -> StoreStats:
@@ -717,8 +621,8 @@ class Store:
                 expired=int(expired),
                 queued=int(queued),
                 leased=int(leased),
-                oldest_fetch=_aware(oldest),
-                newest_fetch=_aware(newest),
+                oldest_fetch=aware(oldest),
+                newest_fetch=aware(newest),
                 schema_version=SCHEMA_VERSION,
             )
 
