@@ -164,12 +164,18 @@ class ProcessTransport(Transport):
 
     def __init__(self, config: EnrichConfig) -> None:
         super().__init__()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cowrie_enrich_plugin.worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            close_fds=True,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cowrie_enrich_plugin.worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise WorkerError(
+                f"cannot start the enrichment worker with {sys.executable!r} ({exc}); "
+                'set worker = "thread" in [plugins.enrich] to run it in this process'
+            ) from exc
         assert self.proc.stdin is not None and self.proc.stdout is not None
         level = logging.getLogger("cowrie_enrich_plugin").getEffectiveLevel()
         self.outbox: queue.Queue[Message | None] = queue.Queue(maxsize=_INBOX_MESSAGES)
@@ -206,8 +212,18 @@ class ProcessTransport(Transport):
         self.incoming.put(("exit", self.proc.wait()))
 
     def send(self, message: Message) -> None:
-        """Queue a message for the worker (blocks while the queue is full)."""
-        self.outbox.put(message)
+        """Queue a message for the worker (blocks while the queue is full).
+
+        If the worker is gone the message is dropped rather than waiting forever;
+        the reader reports the exit, and the host's next call raises it.
+        """
+        while True:
+            try:
+                self.outbox.put(message, timeout=0.5)
+                return
+            except queue.Full:
+                if self.proc.poll() is not None:
+                    return
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop feeding the worker; it exits on its own (the reader thread reaps it).

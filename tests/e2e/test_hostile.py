@@ -261,3 +261,28 @@ def test_database_down_for_good_loses_nothing_collected(
         assert again.plugin_stats["unsaved"] == 0 and again.pending == 0
         assert_complete(pg_url, server, ips)
     proxy.close()
+
+
+def test_worker_killed_mid_run_is_reported_not_hung(tmp_path: Path) -> None:
+    from cowrie_enrich_plugin.config import resolve_config
+    from cowrie_enrich_plugin.errors import WorkerError
+    from cowrie_enrich_plugin.pipeline import IngestPipeline
+    from cowrie_enrich_plugin.worker import ProcessTransport
+
+    got: list[dict[str, Any]] = []
+    with BulkWhoisServer(faults=Faults(latency_per_batch=0.5)) as server:
+        section = host_config(server, f"sqlite:///{tmp_path / 'w.db'}")["plugins"]["enrich"]
+        pipeline = IngestPipeline(resolve_config(section, {}), got.extend)
+        pipeline.start()
+        ips = global_ips(60_000, seed=95)
+        pipeline.ingest([{"src_ip": ip} for ip in ips[:1000]])
+        transport = pipeline.transport
+        assert isinstance(transport, ProcessTransport)
+        transport.proc.kill()
+        started = time.monotonic()
+        with pytest.raises(WorkerError, match="exited"):
+            for start in range(1000, len(ips), 1000):  # more than the queue holds
+                pipeline.ingest([{"src_ip": ip} for ip in ips[start : start + 1000]])
+                time.sleep(0.01)
+            pipeline.end()
+        assert time.monotonic() - started < 30
