@@ -16,25 +16,18 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import geoip2.database
 import geoip2.errors
 import maxminddb
 
 from .errors import GeoDatabaseError
+from .geofile import Kind, check_type, option_name
 from .record import GeoAnswer
 
 __all__ = ["GeoDatabase", "GeoDatabaseError", "GeoLookup"]
 
 logger = logging.getLogger(__name__)
-
-Kind = Literal["city", "asn"]
-
-_ACCEPTED = {
-    "city": ("City", "Country", "Enterprise"),
-    "asn": ("ASN", "ISP"),
-}
 
 
 @dataclass(frozen=True)
@@ -56,22 +49,20 @@ class GeoDatabase:
 
     def _open(self) -> tuple[geoip2.database.Reader, _Signature, str, dt.datetime]:
         signature = _signature(self.path)
-        option = "geoip_city" if self.kind == "city" else "geoip_asn"
         try:
             reader = geoip2.database.Reader(str(self.path), mode=maxminddb.MODE_MMAP)
         except (maxminddb.InvalidDatabaseError, ValueError, OSError) as exc:
             raise GeoDatabaseError(
-                f"{option} file {self.path} is not a readable MaxMind database: {exc}"
+                f"{option_name(self.kind)} file {self.path} is not a readable MaxMind database: "
+                f"{exc}"
             ) from exc
         metadata = reader.metadata()
         database_type = str(metadata.database_type)
-        if not any(word in database_type for word in _ACCEPTED[self.kind]):
+        try:
+            check_type(self.path, self.kind, database_type)
+        except GeoDatabaseError:
             reader.close()
-            wanted = " or ".join(_ACCEPTED[self.kind])
-            raise GeoDatabaseError(
-                f"{option} file {self.path} is a {database_type} database; "
-                f"{option} needs a {wanted} database"
-            )
+            raise
         built_at = dt.datetime.fromtimestamp(metadata.build_epoch, dt.timezone.utc)
         return reader, signature, database_type, built_at
 
@@ -181,8 +172,9 @@ class GeoLookup:
         if not path:
             return None
         if not Path(path).exists():
-            option = "geoip_city" if kind == "city" else "geoip_asn"
-            logger.warning("%s file %s does not exist; going on without it", option, path)
+            logger.warning(
+                "%s file %s does not exist; going on without it", option_name(kind), path
+            )
             return None
         return GeoDatabase(path, kind)
 

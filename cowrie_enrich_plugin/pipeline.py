@@ -11,17 +11,20 @@ on its thread, each address once.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from .addresses import InvalidAddress, Usable, classify
 from .config import EnrichConfig
-from .errors import WorkerError
+from .errors import StoreError, WorkerError
+from .geofile import Kind, check_file
 from .worker import Message, ProcessTransport, ThreadTransport, Transport, raise_worker_error
 
-__all__ = ["IngestPipeline", "RunStats"]
+__all__ = ["IngestPipeline", "RunStats", "check_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +64,28 @@ class RunStats:
         return asdict(self)
 
 
+def check_files(config: EnrichConfig) -> None:
+    """Refuse, before any work, GeoIP files of the wrong kind and a SQLite file that cannot be.
+
+    :raises GeoDatabaseError: for a corrupt or wrong-type GeoIP file.
+    :raises StoreError: for a SQLite path whose directory does not exist.
+    """
+    slots: tuple[tuple[str | None, Kind], ...] = (
+        (config.geoip_city, "city"),
+        (config.geoip_asn, "asn"),
+    )
+    for path, kind in slots:
+        if path and os.path.exists(path):
+            check_file(path, kind)
+    prefix, _, rest = config.db.partition(":///")
+    if prefix.split("+")[0] == "sqlite" and rest and not rest.startswith(":memory:"):
+        folder = Path(rest.split("?")[0]).parent
+        if not folder.is_dir():
+            raise StoreError(
+                f"cannot open the database {config.db!r}: the directory {folder} does not exist"
+            )
+
+
 class IngestPipeline:
     """One run of the enrichment plugin beside a host's ingest.
 
@@ -83,11 +108,16 @@ class IngestPipeline:
     # -- the host's thread ----------------------------------------------------------
 
     def start(self) -> None:
-        """Start the flusher (in a worker process unless ``worker = "thread"``)."""
+        """Start the flusher (in a worker process unless ``worker = "thread"``).
+
+        A worker process opens the store and the GeoIP files itself; what can be
+        checked cheaply here is checked first, so bad settings are refused at start.
+        """
         if self.config.worker == "thread":
             self._transport = ThreadTransport(self.config)
-        else:
-            self._transport = ProcessTransport(self.config)
+            return
+        check_files(self.config)
+        self._transport = ProcessTransport(self.config)
 
     @property
     def transport(self) -> Transport:

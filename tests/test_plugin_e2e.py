@@ -195,3 +195,21 @@ def test_maxmind_merged_for_every_ip(server: BulkWhoisServer, tmp_path: Path) ->
     assert london["latitude"] == pytest.approx(51.5142)
     assert by_ip["1.128.0.1"]["maxmind"]["as_org"] == "Telstra Pty Ltd"
     assert by_ip["81.2.69.142"]["country"] == "GB"
+
+
+@pytest.mark.parametrize("worker", ["process", "thread"])
+def test_wrong_geoip_file_and_missing_sqlite_folder_are_refused_at_start(
+    server: BulkWhoisServer, tmp_path: Path, worker: str
+) -> None:
+    from cowrie_enrich_plugin.errors import StoreError
+
+    asn = write_asn(tmp_path / "asn.mmdb")
+    pm = raw_plugin_manager()
+    config = host_config(
+        server, f"sqlite:///{tmp_path / 'g.db'}", geoip_city=str(asn), worker=worker
+    )
+    with pytest.raises(ValueError, match=r"geoip_city file .*asn\.mmdb is a GeoLite2-ASN database"):
+        pm.hook.cowrie_ingest_start(config=config)
+    config = host_config(server, f"sqlite:///{tmp_path / 'no' / 'such' / 'g.db'}", worker=worker)
+    with pytest.raises(StoreError, match="cannot open the database"):
+        pm.hook.cowrie_ingest_start(config=config)

@@ -122,14 +122,18 @@ class CuttableProxy:
                 with contextlib.suppress(OSError):
                     s.close()
 
-    def cut(self, seconds: float) -> None:
-        """Drop every connection and refuse new ones for ``seconds``."""
+    def down(self) -> None:
+        """Drop every connection and refuse new ones until ``refusing`` is cleared."""
         self.refusing = True
         with self.lock:
             for s in self.sockets:
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
             self.sockets.clear()
+
+    def cut(self, seconds: float) -> None:
+        """Drop every connection and refuse new ones for ``seconds`` (then accept again)."""
+        self.down()
         time.sleep(seconds)
         self.refusing = False
 
@@ -237,19 +241,28 @@ def test_database_down_for_good_loses_nothing_collected(
     from cowrie_enrich_plugin.host import make_plugin_manager, run_ingest
 
     monkeypatch.setattr(store_module, "_TRANSIENT_ATTEMPTS", 2)  # give up in 0.2 s, not 25 s
-    ips = global_ips(1200, seed=94)
+    ips = global_ips(3000, seed=94)
     log = write_log(tmp_path / "cowrie.json", ips)
     url = sa.engine.make_url(pg_url)
     proxy = CuttableProxy((url.host or "127.0.0.1", url.port or 5432))
     proxied = url.set(port=proxy.port).render_as_string(hide_password=False)
     with BulkWhoisServer(faults=Faults(latency_per_batch=0.3)) as server:
-        config = host_config(server, proxied, worker="thread", batch_size=200)
-        cutter = threading.Timer(0.8, proxy.cut, args=(30.0,))
+        config = host_config(server, proxied, worker="thread", batch_size=100)
+        done = threading.Event()
+
+        def cut_after_first_request() -> None:
+            # at most 4 of the 30 batches can be leased before the first is answered
+            while not server.requests and not done.is_set():
+                time.sleep(0.01)
+            proxy.down()  # and stays down
+
+        cutter = threading.Thread(target=cut_after_first_request, daemon=True)
         cutter.start()
         try:
             summary = run_ingest([str(log)], config, pm=make_plugin_manager(config))
         finally:
-            cutter.cancel()
+            done.set()
+            cutter.join()
             proxy.refusing = False
         stats = summary.plugin_stats
         assert summary.delivered == len(ips)
