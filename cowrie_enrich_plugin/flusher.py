@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final
 
+from .cymru_client import BatchResult
 from .enricher import Enricher
 from .errors import StoreError
 from .record import EnrichmentRecord, Status
@@ -215,31 +216,29 @@ class Flusher:
     def _fetch(self, batch: list[str], previous: dict[str, EnrichmentRecord]) -> None:
         """On a connection slot: ask whois, then hand persisting to the store thread."""
         try:
-            result = self.enricher.client.query_batch(batch)
-        except Exception:
-            logger.exception(
-                "a whois batch of %d address(es) failed; they stay pending", len(batch)
-            )
-            result = None
-        done = self._persist.submit(self._store, batch, previous, result)
-        with self._lock:
-            self._futures.add(done)
-        done.add_done_callback(self._forget)
-        self._in_flight.release()
-
-    def _store(self, batch: list[str], previous: dict[str, EnrichmentRecord], result: Any) -> None:
-        try:
-            if result is None:
-                raise RuntimeError("whois batch failed")
-            records = self.enricher.finish_batch(batch, result, previous)
-        except StoreError as exc:
-            # Leased and recorded pending before it was sent: the next run retries it.
-            self._store_failed(exc, 0)
+            try:
+                result = self.enricher.client.query_batch(batch)  # network trouble is inside
+            except Exception as exc:  # a bug, not the network: the batch stays pending
+                logger.exception("a whois batch of %d address(es) failed", len(batch))
+                result = BatchResult(unresolved=dict.fromkeys(batch, f"internal error: {exc}"))
+            done = self._persist.submit(self._store, batch, previous, result)
             with self._lock:
-                self.errors += 1
-            records = [previous.get(ip) or EnrichmentRecord(ip, Status.PENDING) for ip in batch]
-        except Exception:
-            logger.exception("saving a batch of %d address(es) failed; stays pending", len(batch))
+                self._futures.add(done)
+            done.add_done_callback(self._forget)
+        finally:
+            self._in_flight.release()
+
+    def _store(
+        self, batch: list[str], previous: dict[str, EnrichmentRecord], result: BatchResult
+    ) -> None:
+        try:
+            records = self.enricher.finish_batch(batch, result, previous)
+        except Exception as exc:
+            # Leased and recorded pending before it was sent: the next run retries it.
+            if isinstance(exc, StoreError):
+                self._store_failed(exc, 0)
+            else:
+                logger.exception("saving a batch of %d address(es) failed", len(batch))
             with self._lock:
                 self.errors += 1
             records = [previous.get(ip) or EnrichmentRecord(ip, Status.PENDING) for ip in batch]

@@ -12,7 +12,7 @@ from typing import Final, Literal
 
 from .errors import GeoDatabaseError
 
-__all__ = ["ACCEPTED", "Kind", "check_file", "check_type", "option_name"]
+__all__ = ["ACCEPTED", "Kind", "check_file", "check_type", "option_name", "unreadable"]
 
 Kind = Literal["city", "asn"]
 
@@ -26,6 +26,13 @@ ACCEPTED: Final[dict[str, tuple[str, ...]]] = {
 def option_name(kind: Kind) -> str:
     """The configuration key of a slot."""
     return "geoip_city" if kind == "city" else "geoip_asn"
+
+
+def unreadable(path: Path, kind: Kind, exc: Exception) -> GeoDatabaseError:
+    """The error for a file that is not a MaxMind database at all."""
+    return GeoDatabaseError(
+        f"{option_name(kind)} file {path} is not a readable MaxMind database: {exc}"
+    )
 
 
 def check_type(path: Path, kind: Kind, database_type: str) -> None:
@@ -50,9 +57,7 @@ def check_file(path: str | Path, kind: Kind) -> None:
     try:
         reader = maxminddb.open_database(str(file), maxminddb.MODE_MMAP)
     except (maxminddb.InvalidDatabaseError, ValueError, OSError) as exc:
-        raise GeoDatabaseError(
-            f"{option_name(kind)} file {file} is not a readable MaxMind database: {exc}"
-        ) from exc
+        raise unreadable(file, kind, exc) from exc
     try:
         check_type(file, kind, str(reader.metadata().database_type))
     finally:

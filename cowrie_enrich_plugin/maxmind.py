@@ -22,7 +22,7 @@ import geoip2.errors
 import maxminddb
 
 from .errors import GeoDatabaseError
-from .geofile import Kind, check_type, option_name
+from .geofile import Kind, check_type, option_name, unreadable
 from .record import GeoAnswer
 
 __all__ = ["GeoDatabase", "GeoDatabaseError", "GeoLookup"]
@@ -52,10 +52,7 @@ class GeoDatabase:
         try:
             reader = geoip2.database.Reader(str(self.path), mode=maxminddb.MODE_MMAP)
         except (maxminddb.InvalidDatabaseError, ValueError, OSError) as exc:
-            raise GeoDatabaseError(
-                f"{option_name(self.kind)} file {self.path} is not a readable MaxMind database: "
-                f"{exc}"
-            ) from exc
+            raise unreadable(self.path, self.kind, exc) from exc
         metadata = reader.metadata()
         database_type = str(metadata.database_type)
         try:
