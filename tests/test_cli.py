@@ -272,3 +272,27 @@ def test_every_command_as_a_real_process(server: BulkWhoisServer, tmp_path: Path
         and "COWRIE_ENRICH_BATCH_SIZE" in bad.stderr
         and "Traceback" not in bad.stderr
     )
+
+
+def test_ingest_reads_stdin(server: BulkWhoisServer, tmp_path: Path) -> None:
+    ips = global_ips(30, seed=13)
+    log = write_log(tmp_path / "cowrie.json", ips, extra_lines=["not json"])
+    proc = subprocess.run(
+        [
+            cowrie_enrich(),
+            "ingest",
+            "-",
+            "--cymru",
+            server.hostport,
+            "--db",
+            f"sqlite:///{tmp_path / 's.db'}",
+        ],
+        input=log.read_bytes(),
+        env=clean_env(),
+        capture_output=True,
+        timeout=120,
+    )
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, out + proc.stderr.decode()
+    assert "90 events" in out and "30 records delivered" in out
+    assert "<stdin>:91: not JSON" in out
