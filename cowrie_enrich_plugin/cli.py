@@ -360,7 +360,12 @@ def cache() -> None:
 @common_options
 @_run_command
 def stats(**opts: Any) -> None:
-    """Counts by status and age."""
+    r"""Counts by status and age.
+
+    \b
+    Example:
+      cowrie-enrich cache stats --db postgresql+psycopg://enrich@db/enrich
+    """
     settings = _settings(_host_config(opts))
     store = _open_store(settings)
     try:
@@ -383,7 +388,12 @@ def stats(**opts: Any) -> None:
 @common_options
 @_run_command
 def prune(**opts: Any) -> None:
-    """Delete expired records (those queued for a refresh are kept)."""
+    r"""Delete expired records (those queued for a refresh are kept).
+
+    \b
+    Example:
+      cowrie-enrich cache prune --config /etc/cowrie-enrich.toml
+    """
     settings = _settings(_host_config(opts))
     store = _open_store(settings)
     try:
@@ -397,7 +407,12 @@ def prune(**opts: Any) -> None:
 @common_options
 @_run_command
 def retry(**opts: Any) -> None:
-    """Ask the whois server again for every pending address."""
+    r"""Ask the whois server again for every pending address (exit 75 if some still are).
+
+    \b
+    Example:
+      cowrie-enrich cache retry --config /etc/cowrie-enrich.toml
+    """
     settings = _settings(_host_config(opts))
     enricher = _open_enricher(settings)
     try:
@@ -421,9 +436,13 @@ def retry(**opts: Any) -> None:
 @common_options
 @_run_command
 def doctor(**opts: Any) -> None:
-    """Check the config, the database, the GeoIP files and the whois server.
+    r"""Check the config, the database, the GeoIP files and the whois server.
 
     Each line says OK or what to do. Exit code 0 when everything is usable.
+
+    \b
+    Example:
+      cowrie-enrich doctor --config /etc/cowrie-enrich.toml
     """
     from .doctor import run_checks
 

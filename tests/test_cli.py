@@ -158,8 +158,16 @@ def test_every_command_has_help_with_an_example() -> None:
     for command in (["ingest"], ["lookup"], ["export"], ["cache", "stats"], ["doctor"]):
         result = run(*command, "--help")
         assert result.exit_code == 0 and "--db" in result.output
-    for command in ("ingest", "lookup", "export"):
-        assert "Example" in run(command, "--help").output
+    for command in (
+        ["ingest"],
+        ["lookup"],
+        ["export"],
+        ["cache", "stats"],
+        ["cache", "prune"],
+        ["cache", "retry"],
+        ["doctor"],
+    ):
+        assert "Example" in run(*command, "--help").output
 
 
 def test_hostile_strings_are_neutralised_on_terminal_and_in_csv(
