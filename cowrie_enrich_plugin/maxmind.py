@@ -16,14 +16,17 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-
-import geoip2.database
-import geoip2.errors
-import maxminddb
+from typing import TYPE_CHECKING
 
 from .errors import GeoDatabaseError
 from .geofile import Kind, check_type, option_name, unreadable
 from .record import GeoAnswer
+
+if TYPE_CHECKING:
+    import geoip2.database
+
+# geoip2 and maxminddb are imported when a file is configured, not before: a run
+# without GeoIP files does not pay for them.
 
 __all__ = ["GeoDatabase", "GeoDatabaseError", "GeoLookup"]
 
@@ -48,6 +51,13 @@ class GeoDatabase:
         self._reader, self._signature, self.database_type, self.built_at = self._open()
 
     def _open(self) -> tuple[geoip2.database.Reader, _Signature, str, dt.datetime]:
+        import geoip2.database
+        import geoip2.errors
+        import maxminddb
+
+        # what a lookup may raise: not in the file, and a file corrupt in part
+        self._not_found: type[Exception] = geoip2.errors.AddressNotFoundError
+        self._corrupt_error: type[Exception] = maxminddb.InvalidDatabaseError
         signature = _signature(self.path)
         try:
             reader = geoip2.database.Reader(str(self.path), mode=maxminddb.MODE_MMAP)
@@ -101,10 +111,10 @@ class GeoDatabase:
                     city_db_built_at=built,
                 )
             city = reader.city(ip)
-        except (geoip2.errors.AddressNotFoundError, ValueError):
+        except (self._not_found, ValueError):
             # ValueError: an IPv6 address in an IPv4-only database.
             return GeoAnswer(city_db_built_at=built)
-        except maxminddb.InvalidDatabaseError as exc:
+        except self._corrupt_error as exc:
             self._corrupt(exc)
             return GeoAnswer(city_db_built_at=built)
         return GeoAnswer(
@@ -126,9 +136,9 @@ class GeoDatabase:
                 isp = reader.isp(ip)
                 return isp.autonomous_system_number, isp.autonomous_system_organization
             asn = reader.asn(ip)
-        except (geoip2.errors.AddressNotFoundError, ValueError):
+        except (self._not_found, ValueError):
             return None, None
-        except maxminddb.InvalidDatabaseError as exc:
+        except self._corrupt_error as exc:
             self._corrupt(exc)
             return None, None
         return asn.autonomous_system_number, asn.autonomous_system_organization
