@@ -10,6 +10,7 @@ each flush.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -204,17 +205,8 @@ class GeoLookup:
         if self.asn is None:
             return answer
         number, organisation = self.asn.lookup_asn(ip)
-        return GeoAnswer(
-            country_iso_code=answer.country_iso_code,
-            country_name=answer.country_name,
-            city=answer.city,
-            latitude=answer.latitude,
-            longitude=answer.longitude,
-            accuracy_radius=answer.accuracy_radius,
-            asn=number,
-            as_org=organisation,
-            city_db_built_at=answer.city_db_built_at,
-            asn_db_built_at=self.asn.built_at,
+        return dataclasses.replace(
+            answer, asn=number, as_org=organisation, asn_db_built_at=self.asn.built_at
         )
 
     def close(self) -> None:
