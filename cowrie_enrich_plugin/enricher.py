@@ -32,7 +32,6 @@ class EnrichStats:
 
     cache_hits: int = 0
     stale: int = 0
-    claimed: int = 0
     leased_elsewhere: int = 0
     resolved: int = 0
     pending: int = 0
@@ -131,7 +130,7 @@ class Enricher:
         won = self.store.claim(ips, self.lease_seconds)
         mine = [ip for ip in ips if ip in won]
         theirs = [ip for ip in ips if ip not in won]
-        self.stats.add(claimed=len(mine), leased_elsewhere=len(theirs))
+        self.stats.add(leased_elsewhere=len(theirs))
         return mine, theirs
 
     def record_for(self, ip: str, answer: CymruAnswer, geo: GeoAnswer | None) -> EnrichmentRecord:
