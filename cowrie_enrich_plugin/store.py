@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from .errors import StoreError
 from .record import EnrichmentRecord, GeoAnswer, Status, utc_now
-from .store_rows import aware, naive, record_row, row_record
+from .store_rows import RECORD_COLUMNS, TimeValue, aware, naive, record_values, row_record
 from .store_schema import (
     SCHEMA_VERSION,
     SchemaTooNew,
@@ -121,10 +121,11 @@ _SELECT_RECORDS_TEXT_TIMES = sa.select(
         for c in records_table.columns
     )
 ).where(records_table.c.ip.in_(_IPS))
-_SELECT_CLAIMED = sa.select(pending_queue.c.ip).where(
-    pending_queue.c.ip.in_(_IPS),
-    pending_queue.c.lease_owner == sa.bindparam("owner"),
-    pending_queue.c.lease_expires_at == sa.bindparam("until", type_=sa.DateTime()),
+# Only the primary key narrows this read: with a condition on ``lease_owner`` too,
+# SQLite's planner prefers that column's index and scans every address the owner
+# holds, once per batch. The owner is compared here instead.
+_SELECT_OWNERS = sa.select(pending_queue.c.ip, pending_queue.c.lease_owner).where(
+    pending_queue.c.ip.in_(_IPS)
 )
 _SELECT_FRESH = sa.select(records_table.c.ip).where(
     records_table.c.ip.in_(_IPS),
@@ -139,25 +140,49 @@ _SELECT_FRESH = sa.select(records_table.c.ip).where(
 _DELETE_QUEUED = sa.delete(pending_queue).where(pending_queue.c.ip.in_(_IPS))
 
 
-def _is_transient(exc: sa.exc.DBAPIError) -> bool:
-    if exc.connection_invalidated:
-        return True
+#: Errors of a database that answered and then dropped or refused one transaction.
+_INTERRUPTED: Final = (
+    "database is locked",
+    "server closed the connection",
+    "terminating connection",
+    "connection is closed",
+    "consuming input failed",
+    "deadlock detected",
+    "could not serialize",
+    "the connection is lost",
+)
+#: Errors of a database that does not answer at all (yet).
+_UNREACHABLE: Final = ("could not connect", "connection refused")
+
+
+def _is_interrupted(exc: sa.exc.DBAPIError) -> bool:
     text = str(exc.orig).lower()
-    return any(
-        word in text
-        for word in (
-            "database is locked",
-            "could not connect",
-            "connection refused",
-            "server closed the connection",
-            "terminating connection",
-            "connection is closed",
-            "consuming input failed",
-            "deadlock detected",
-            "could not serialize",
-            "the connection is lost",
-        )
-    )
+    return exc.connection_invalidated or any(word in text for word in _INTERRUPTED)
+
+
+def _is_transient(exc: sa.exc.DBAPIError) -> bool:
+    text = str(exc.orig).lower()
+    return _is_interrupted(exc) or any(word in text for word in _UNREACHABLE)
+
+
+def _with_retries(
+    step: Callable[[], _T], transient: Callable[[sa.exc.DBAPIError], bool] = _is_transient
+) -> _T:
+    """Run ``step``, again after each ``transient`` database error, backing off (about 25 s).
+
+    :raises sqlalchemy.exc.DBAPIError: a lasting or not transient error.
+    """
+    delay = 0.2
+    for attempt in range(1, _TRANSIENT_ATTEMPTS + 1):
+        try:
+            return step()
+        except sa.exc.DBAPIError as exc:
+            if attempt == _TRANSIENT_ATTEMPTS or not transient(exc):
+                raise
+            logger.warning("database hiccup (%s); retrying in %.1fs", exc.orig, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    raise AssertionError("unreachable")
 
 
 class Store:
@@ -168,6 +193,8 @@ class Store:
         self.owner = owner or make_owner_id()
         _LIVE_OWNERS.add(self.owner)
         self.statements = 0
+        self._positional = bool(engine.dialect.positional)
+        self._when = self._time_converter()
         self._write_lock: threading.Lock | contextlib.nullcontext[None] = (
             threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
@@ -204,49 +231,67 @@ class Store:
         upsert = upsert.on_conflict_do_update(
             index_elements=[records_table.c.ip], set_=_all_columns(upsert)
         )
-        self._upsert_sql = self._compile(upsert, _RECORD_COLUMNS)
+        self._upsert_sql = self._compile(upsert, RECORD_COLUMNS)
         pending = self._insert(records_table)
         pending = pending.on_conflict_do_update(
             index_elements=[records_table.c.ip],
             set_=_all_columns(pending),
             where=records_table.c.status == sa.literal_column("'pending'"),
         )
-        self._pending_sql = self._compile(pending, _RECORD_COLUMNS)
+        self._pending_sql = self._compile(pending, RECORD_COLUMNS)
 
-    def _compile(self, stmt: Any, columns: Sequence[str]) -> tuple[str, tuple[str, ...] | None]:
+    def _compile(self, stmt: Any, columns: Sequence[str]) -> _Bulk:
         compiled = stmt.compile(dialect=self.engine.dialect, column_keys=list(columns))
-        order = tuple(compiled.positiontup) if compiled.positional else None
-        return str(compiled), order
+        if not compiled.positional:
+            return _Bulk(str(compiled), tuple(columns), None)
+        order = tuple(compiled.positiontup or ())
+        if sorted(order) != sorted(columns):
+            raise AssertionError(f"a bulk statement binds {order}, not the columns {columns}")
+        permutation = None if order == tuple(columns) else [columns.index(c) for c in order]
+        return _Bulk(str(compiled), tuple(columns), permutation)
 
-    def _executemany(
-        self,
-        conn: Connection,
-        statement: tuple[str, tuple[str, ...] | None],
-        rows: Sequence[Mapping[str, Any]],
-    ) -> None:
-        """Run a compiled bulk statement over ``rows`` straight through the driver."""
+    def _executemany(self, conn: Connection, statement: _Bulk, rows: list[tuple[Any, ...]]) -> None:
+        """Run a compiled bulk statement over ``rows`` (values in its columns' order).
+
+        The rows go straight to the driver: per-row parameter processing in
+        SQLAlchemy would cost more than the database's own work.
+        """
         if not rows:
             return
-        sql, order = statement
-        if order is None:  # named parameters (psycopg): the driver adapts every type itself
-            conn.exec_driver_sql(sql, list(rows))
+        if not self._positional:  # named parameters (psycopg)
+            names = statement.columns
+            conn.exec_driver_sql(statement.sql, [dict(zip(names, r, strict=True)) for r in rows])
             return
-        # positional parameters (SQLite): times as the text SQLAlchemy would store,
-        # each distinct time formatted once
-        times = [index for index, key in enumerate(order) if key in _TIME_COLUMNS]
-        formatted: dict[dt.datetime, str] = {}
-        values = []
-        for row in rows:
-            value = [row[key] for key in order]
-            for index in times:
-                moment = value[index]
-                if moment is not None:
-                    text = formatted.get(moment)
-                    if text is None:
-                        text = formatted[moment] = moment.strftime("%Y-%m-%d %H:%M:%S.%f")
-                    value[index] = text
-            values.append(tuple(value))
-        conn.exec_driver_sql(sql, values)
+        if statement.permutation is not None:
+            order = statement.permutation
+            rows = [tuple(row[i] for i in order) for row in rows]
+        conn.exec_driver_sql(statement.sql, rows)
+
+    def _time_converter(self) -> TimeValue:
+        """Times as the driver takes them: naive UTC, as text on SQLite.
+
+        On SQLite, the text SQLAlchemy itself would store; each distinct time is
+        converted once (a batch shares its times).
+        """
+        as_text = self.engine.dialect.name == "sqlite"
+        cache: dict[dt.datetime, Any] = {}
+
+        def when(value: dt.datetime | None) -> Any:
+            if value is None:
+                return None
+            try:
+                return cache[value]
+            except KeyError:
+                pass
+            moment = naive(value)
+            assert moment is not None
+            converted = moment.strftime("%Y-%m-%d %H:%M:%S.%f") if as_text else moment
+            if len(cache) >= 4096:
+                cache.clear()
+            cache[value] = converted
+            return converted
+
+        return when
 
     def _count_statement(self, *_args: object, **_kwargs: object) -> None:
         self.statements += 1
@@ -265,18 +310,15 @@ class Store:
 
     def _run(self, work: Callable[[Connection], _T]) -> _T:
         """Run ``work`` in one transaction, retrying it when the database hiccups."""
-        delay = 0.2
-        for attempt in range(1, _TRANSIENT_ATTEMPTS + 1):
-            try:
-                with self.engine.begin() as conn:
-                    return work(conn)
-            except sa.exc.DBAPIError as exc:
-                if attempt == _TRANSIENT_ATTEMPTS or not _is_transient(exc):
-                    raise StoreError(f"database error: {exc.orig}") from exc
-                logger.warning("database hiccup (%s); retrying in %.1fs", exc.orig, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        raise AssertionError("unreachable")
+
+        def transaction() -> _T:
+            with self.engine.begin() as conn:
+                return work(conn)
+
+        try:
+            return _with_retries(transaction)
+        except sa.exc.DBAPIError as exc:
+            raise StoreError(f"database error: {exc.orig}") from exc
 
     def _write(self, work: Callable[[Connection], _T]) -> _T:
         """Run a writing transaction; on SQLite, this process's threads take turns.
@@ -378,33 +420,22 @@ class Store:
         assert moment is not None
         until = moment + dt.timedelta(seconds=lease_seconds)
         won: set[str] = set()
+        at, expires, owner = self._when(moment), self._when(until), self.owner
 
         def work(conn: Connection) -> None:
             won.clear()
             for chunk in _chunks(wanted, _WRITE_CHUNK):
-                rows = [
-                    {
-                        "ip": ip,
-                        "attempts": 0,
-                        "last_error": None,
-                        "queued_at": moment,
-                        "next_attempt_at": moment,
-                        "lease_owner": self.owner,
-                        "lease_expires_at": until,
-                    }
-                    for ip in chunk
-                ]
-                self._executemany(conn, self._claim_sql, rows)
-                q = pending_queue.c
+                self._executemany(
+                    conn,
+                    self._claim_sql,
+                    [(ip, 0, None, at, at, owner, expires) for ip in chunk],
+                )
+                # The upsert took (or extended) the lease unless another live
+                # process holds it: ours are those whose owner is now this store.
                 claimed = {
-                    row[0]
-                    for row in conn.execute(
-                        sa.select(q.ip).where(
-                            q.ip.in_(chunk),
-                            q.lease_owner == self.owner,
-                            q.lease_expires_at == until,
-                        )
-                    )
+                    ip
+                    for ip, owner in conn.execute(_SELECT_OWNERS, {"ips": list(chunk)})
+                    if owner == self.owner
                 }
                 # Another process may have answered some since our cache check and
                 # left the queue: those are not to be asked again.
@@ -418,12 +449,7 @@ class Store:
                     )
                 won.update(claimed - fresh)
                 self._executemany(
-                    conn,
-                    self._placeholder_sql,
-                    [
-                        {"ip": ip, "status": "pending", "mm_present": False, "updated_at": moment}
-                        for ip in chunk
-                    ],
+                    conn, self._placeholder_sql, [(ip, "pending", False, at) for ip in chunk]
                 )
 
         self._write(work)
@@ -508,10 +534,14 @@ class Store:
         assert moment is not None
         records = sorted(resolved, key=lambda r: r.ip)
         failed = dict(sorted((unresolved or {}).items()))
+        when = self._when
+        now_value = when(moment)
 
         def work(conn: Connection) -> None:
             for chunk in _chunks(records, _WRITE_CHUNK):
-                self._executemany(conn, self._upsert_sql, [record_row(r, moment) for r in chunk])
+                self._executemany(
+                    conn, self._upsert_sql, [record_values(r, now_value, when) for r in chunk]
+                )
                 conn.execute(_DELETE_QUEUED, {"ips": [r.ip for r in chunk]})
             if not failed:
                 return
@@ -521,7 +551,9 @@ class Store:
                     conn,
                     self._pending_sql,
                     [
-                        record_row(EnrichmentRecord(ip, Status.PENDING, maxmind=geo), moment)
+                        record_values(
+                            EnrichmentRecord(ip, Status.PENDING, maxmind=geo), now_value, when
+                        )
                         for ip, (_error, geo) in part
                     ],
                 )
@@ -550,10 +582,14 @@ class Store:
         moment = naive(utc_now())
         assert moment is not None
         ordered = sorted(records, key=lambda r: r.ip)
+        when = self._when
+        now_value = when(moment)
 
         def work(conn: Connection) -> None:
             for chunk in _chunks(ordered, _WRITE_CHUNK):
-                self._executemany(conn, self._upsert_sql, [record_row(r, moment) for r in chunk])
+                self._executemany(
+                    conn, self._upsert_sql, [record_values(r, now_value, when) for r in chunk]
+                )
 
         if ordered:
             self._write(work)
@@ -633,7 +669,23 @@ def _fetch_mappings(query: sa.Select[Any], conn: Connection) -> list[Mapping[str
     return [dict(row) for row in conn.execute(query).mappings()]
 
 
-_RECORD_COLUMNS: Final = tuple(c.name for c in records_table.columns)
+if set(RECORD_COLUMNS) != {c.name for c in records_table.columns}:
+    raise AssertionError("store_rows.RECORD_COLUMNS does not match the enrichment_record table")
+
+
+@dataclass(frozen=True)
+class _Bulk:
+    """A compiled bulk statement, run with one tuple of values per row.
+
+    ``columns`` is the order of each row's values; ``permutation`` (rarely set) maps
+    it to the order in which the SQL binds them.
+    """
+
+    sql: str
+    columns: tuple[str, ...]
+    permutation: list[int] | None
+
+
 _PLACEHOLDER_COLUMNS: Final = ("ip", "status", "mm_present", "updated_at")
 _QUEUE_COLUMNS: Final = (
     "ip",
@@ -677,11 +729,11 @@ def open_store(url: str, *, create: bool = True) -> Store:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     store = Store(engine)
     try:
-        if create:
-            migrate(engine)
-        else:
-            with engine.connect():
-                pass
+        # A database that answered and then dropped the migration is retried; one
+        # that does not answer at all is reported at once.
+        _with_retries(
+            lambda: migrate(engine) if create else engine.connect().close(), _is_interrupted
+        )
     except sa.exc.OperationalError as exc:
         engine.dispose()
         raise StoreError(f"cannot open the database {engine.url!r}: {exc.orig}".strip()) from exc

@@ -8,12 +8,44 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 from .record import CymruAnswer, EnrichmentRecord, GeoAnswer, Status
 
-__all__ = ["aware", "naive", "record_row", "row_record"]
+#: How a time goes to the driver: naive UTC, as a ``datetime`` or as SQLite's text.
+TimeValue = Callable[[dt.datetime | None], Any]
+
+__all__ = ["RECORD_COLUMNS", "TimeValue", "aware", "naive", "record_values", "row_record"]
+
+#: The columns of ``enrichment_record``, in the order of :func:`record_values`.
+RECORD_COLUMNS: Final = (
+    "ip",
+    "status",
+    "cymru_asns",
+    "cymru_as_name",
+    "cymru_prefix",
+    "cymru_cc",
+    "cymru_registry",
+    "cymru_allocated",
+    "cymru_fetched_at",
+    "mm_present",
+    "mm_country_iso_code",
+    "mm_country_name",
+    "mm_city",
+    "mm_latitude",
+    "mm_longitude",
+    "mm_accuracy_radius",
+    "mm_asn",
+    "mm_as_org",
+    "mm_city_db_built_at",
+    "mm_asn_db_built_at",
+    "expires_at",
+    "updated_at",
+)
+_NO_CYMRU: Final = (None,) * 7
+_NO_GEO: Final = (False,) + (None,) * 10
+_STATUS_TEXT: Final = {status: status.value for status in Status}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -49,33 +81,49 @@ def _asns_text(asns: tuple[int, ...]) -> str:
     return "[" + ",".join(str(asn) for asn in asns) + "]"
 
 
-def record_row(record: EnrichmentRecord, now: dt.datetime) -> dict[str, Any]:
-    """The ``enrichment_record`` row of ``record``, stamped ``updated_at = now``."""
+def record_values(record: EnrichmentRecord, now: Any, when: TimeValue) -> tuple[Any, ...]:
+    """The ``enrichment_record`` row of ``record`` in :data:`RECORD_COLUMNS` order.
+
+    :param now: ``updated_at``, already as the driver takes it.
+    :param when: turns each time of the record into what the driver takes.
+    """
     cymru, geo = record.cymru, record.maxmind
-    return {
-        "ip": record.ip,
-        "status": record.status.value,
-        "cymru_asns": _asns_text(cymru.asns) if cymru is not None else None,
-        "cymru_as_name": cymru.as_name if cymru else None,
-        "cymru_prefix": cymru.prefix if cymru else None,
-        "cymru_cc": cymru.cc if cymru else None,
-        "cymru_registry": cymru.registry if cymru else None,
-        "cymru_allocated": cymru.allocated if cymru else None,
-        "cymru_fetched_at": naive(cymru.fetched_at) if cymru else None,
-        "mm_present": geo is not None,
-        "mm_country_iso_code": geo.country_iso_code if geo else None,
-        "mm_country_name": geo.country_name if geo else None,
-        "mm_city": geo.city if geo else None,
-        "mm_latitude": geo.latitude if geo else None,
-        "mm_longitude": geo.longitude if geo else None,
-        "mm_accuracy_radius": geo.accuracy_radius if geo else None,
-        "mm_asn": geo.asn if geo else None,
-        "mm_as_org": geo.as_org if geo else None,
-        "mm_city_db_built_at": naive(geo.city_db_built_at) if geo else None,
-        "mm_asn_db_built_at": naive(geo.asn_db_built_at) if geo else None,
-        "expires_at": naive(record.expires_at),
-        "updated_at": naive(now),
-    }
+    return (
+        record.ip,
+        _STATUS_TEXT[record.status],
+        *(
+            _NO_CYMRU
+            if cymru is None
+            else (
+                _asns_text(cymru.asns),
+                cymru.as_name,
+                cymru.prefix,
+                cymru.cc,
+                cymru.registry,
+                cymru.allocated,
+                when(cymru.fetched_at),
+            )
+        ),
+        *(
+            _NO_GEO
+            if geo is None
+            else (
+                True,
+                geo.country_iso_code,
+                geo.country_name,
+                geo.city,
+                geo.latitude,
+                geo.longitude,
+                geo.accuracy_radius,
+                geo.asn,
+                geo.as_org,
+                when(geo.city_db_built_at),
+                when(geo.asn_db_built_at),
+            )
+        ),
+        when(record.expires_at),
+        now,
+    )
 
 
 def row_record(row: Mapping[Any, Any]) -> EnrichmentRecord:

@@ -7,6 +7,11 @@ above that version. Add a step by appending to ``_STEPS``; never edit an old one
 - version 1: records, pending queue, indexes.
 - version 2: MaxMind database build times on each record
   (``mm_city_db_built_at``, ``mm_asn_db_built_at``), so stale geodata can be found.
+- version 3: no secondary indexes. Every address is written several times per
+  run (leased, recorded, its lease dropped) and read only by primary key on the hot
+  path; the indexes on status, expiry, next attempt and lease owner cost each of
+  those writes and served only maintenance commands (``cache stats``, ``prune``)
+  and start and end of a run, which scan a table as fast.
 """
 
 from __future__ import annotations
@@ -57,8 +62,6 @@ records_table = sa.Table(
     sa.Column("mm_asn_db_built_at", _TIME),
     sa.Column("expires_at", _TIME),
     sa.Column("updated_at", _TIME, nullable=False),
-    sa.Index("ix_enrichment_record_status", "status"),
-    sa.Index("ix_enrichment_record_expires_at", "expires_at"),
 )
 
 pending_queue = sa.Table(
@@ -71,8 +74,6 @@ pending_queue = sa.Table(
     sa.Column("next_attempt_at", _TIME),
     sa.Column("lease_owner", sa.String(160)),
     sa.Column("lease_expires_at", _TIME),
-    sa.Index("ix_pending_queue_next_attempt_at", "next_attempt_at"),
-    sa.Index("ix_pending_queue_lease_owner", "lease_owner"),
 )
 
 schema_table = sa.Table(
@@ -82,23 +83,32 @@ schema_table = sa.Table(
 )
 
 
+#: The secondary indexes of versions 1 and 2: (name, table, column).
+_V1_INDEXES: Final = (
+    ("ix_enrichment_record_status", "enrichment_record", "status"),
+    ("ix_enrichment_record_expires_at", "enrichment_record", "expires_at"),
+    ("ix_pending_queue_next_attempt_at", "pending_queue", "next_attempt_at"),
+    ("ix_pending_queue_lease_owner", "pending_queue", "lease_owner"),
+)
+
+
 def _step_1(conn: Connection) -> None:
-    """Create the version-1 tables (everything but the MaxMind build times)."""
+    """Create the version-1 tables (everything but the MaxMind build times) and indexes."""
     v1 = sa.MetaData()
-    sa.Table(
-        records_table.name,
-        v1,
-        *(
-            column._copy()
-            for column in records_table.columns
-            if column.name not in ("mm_city_db_built_at", "mm_asn_db_built_at")
+    tables = {
+        records_table.name: sa.Table(
+            records_table.name,
+            v1,
+            *(
+                column._copy()
+                for column in records_table.columns
+                if column.name not in ("mm_city_db_built_at", "mm_asn_db_built_at")
+            ),
         ),
-        *(
-            sa.Index(index.name, *(c.name for c in index.columns))
-            for index in records_table.indexes
-        ),
-    )
-    pending_queue.to_metadata(v1)
+        pending_queue.name: pending_queue.to_metadata(v1),
+    }
+    for name, table, column in _V1_INDEXES:
+        sa.Index(name, tables[table].c[column])
     v1.create_all(conn)
 
 
@@ -108,7 +118,13 @@ def _step_2(conn: Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE enrichment_record ADD COLUMN {column} TIMESTAMP"))
 
 
-_STEPS: Final[tuple[Callable[[Connection], None], ...]] = (_step_1, _step_2)
+def _step_3(conn: Connection) -> None:
+    """Drop the secondary indexes (see the module's notes on version 3)."""
+    for name, _table, _column in _V1_INDEXES:
+        conn.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))
+
+
+_STEPS: Final[tuple[Callable[[Connection], None], ...]] = (_step_1, _step_2, _step_3)
 
 #: The schema version this code reads and writes.
 SCHEMA_VERSION: Final = len(_STEPS)

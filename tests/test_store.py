@@ -146,6 +146,10 @@ def test_migration_from_version_one(db_url: str) -> None:
         assert current_version(conn) == 1
         columns = {c["name"] for c in sa.inspect(conn).get_columns("enrichment_record")}
         assert "mm_city_db_built_at" not in columns
+        assert {i["name"] for i in sa.inspect(conn).get_indexes("pending_queue")} == {
+            "ix_pending_queue_next_attempt_at",
+            "ix_pending_queue_lease_owner",
+        }
         conn.execute(
             sa.text(
                 "INSERT INTO enrichment_record (ip, status, cymru_asns, cymru_fetched_at, mm_present, expires_at, updated_at)"
@@ -160,7 +164,10 @@ def test_migration_from_version_one(db_url: str) -> None:
     engine.dispose()
     store = open_store(db_url)  # migrates to the current version
     with store.engine.connect() as conn:
-        assert current_version(conn) == SCHEMA_VERSION == 2
+        assert current_version(conn) == SCHEMA_VERSION == 3
+        # version 3 writes without secondary indexes (only the primary keys)
+        for table in ("enrichment_record", "pending_queue"):
+            assert sa.inspect(conn).get_indexes(table) == []
     record = store.get_records(["11.0.2.1"])["11.0.2.1"]
     assert record.cymru is not None and record.cymru.asns == (64500,)
     store.close()
