@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Final
 
@@ -29,6 +30,9 @@ __all__ = ["IngestPipeline", "RunStats", "check_files"]
 logger = logging.getLogger(__name__)
 
 _MISSING: Final = object()
+#: ``dict.get`` unbound: raises TypeError for anything but a dict, so the fast path
+#: of :meth:`IngestPipeline.ingest` falls back to the careful one.
+_DICT_GET: Final[Callable[[Any, str, object], object]] = dict.get
 _MAX_REMEMBERED_INVALID: Final = 100_000
 
 Deliver = Callable[[list[dict[str, Any]]], None]
@@ -99,6 +103,8 @@ class IngestPipeline:
         self._seen: dict[object, str | None] = {}
         self._canonical: set[str] = set()
         self._invalid_remembered = 0
+        #: the remembered values that are refused (a chunk holding none needs no scan)
+        self._refusing: set[object] = set()
         self._delivered: set[str] = set()
         self._stats = RunStats()
         self._remote: dict[str, int] = {}
@@ -127,7 +133,35 @@ class IngestPipeline:
         return self._transport
 
     def ingest(self, events: Sequence[Mapping[str, Any]]) -> list[tuple[int, str]] | None:
-        """Collect the source addresses of ``events``; return the refused ones (index, why)."""
+        """Collect the source addresses of ``events``; return the refused ones (index, why).
+
+        The common case runs in C: every ``src_ip`` pulled with ``dict.get``, the
+        distinct values of the chunk looked up in the run's memory at once. Events
+        that are not dicts and values that cannot be hashed take the careful path.
+        """
+        try:
+            raws = list(map(_DICT_GET, events, repeat("src_ip"), repeat(_MISSING)))
+            distinct = dict.fromkeys(raws)
+        except TypeError:
+            return self._ingest_each(events)
+        seen = self._seen
+        usable: list[str] = []
+        skipped: list[str] = []
+        verdicts: dict[object, str] = {}
+        for raw in distinct:
+            if raw not in seen:
+                reason = self._first_sight(raw, usable, skipped)
+                if reason is not None:
+                    verdicts[raw] = reason
+        if not self._refusing.isdisjoint(distinct):
+            for raw in self._refusing.intersection(distinct):
+                verdicts[raw] = str(seen[raw])
+        refused = [(i, verdicts[raw]) for i, raw in enumerate(raws) if raw in verdicts] or None
+        self._collected(len(events), refused, usable, skipped)
+        return refused
+
+    def _ingest_each(self, events: Sequence[Mapping[str, Any]]) -> list[tuple[int, str]] | None:
+        """:meth:`ingest`, one event at a time (for events that are not all plain dicts)."""
         seen = self._seen
         refused: list[tuple[int, str]] | None = None
         usable: list[str] = []
@@ -146,7 +180,18 @@ class IngestPipeline:
                 if refused is None:
                     refused = []
                 refused.append((index, verdict))
-        self._stats.events += len(events)
+        self._collected(len(events), refused, usable, skipped)
+        return refused
+
+    def _collected(
+        self,
+        events: int,
+        refused: list[tuple[int, str]] | None,
+        usable: list[str],
+        skipped: list[str],
+    ) -> None:
+        """Count a chunk, hand its new addresses on, and deliver what is ready."""
+        self._stats.events += events
         if refused:
             self._stats.bad_src_ip += len(refused)
         if usable:
@@ -155,7 +200,6 @@ class IngestPipeline:
         if skipped:
             self.transport.send(("skip", skipped))
         self._handle(self.transport.poll())
-        return refused
 
     def _first_sight(self, raw: object, usable: list[str], skipped: list[str]) -> str | None:
         if raw is _MISSING:
@@ -172,7 +216,9 @@ class IngestPipeline:
         try:
             if reason is None or self._invalid_remembered < _MAX_REMEMBERED_INVALID:
                 self._seen[raw] = reason
-                self._invalid_remembered += reason is not None
+                if reason is not None:
+                    self._refusing.add(raw)
+                    self._invalid_remembered += 1
         except TypeError:
             pass  # an unhashable value (a list, an object) cannot be remembered
         return reason

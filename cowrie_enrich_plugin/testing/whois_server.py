@@ -111,6 +111,19 @@ _GARBAGE = (
 )
 
 
+def _canonical(text: str) -> str:
+    """The canonical text of an address (IPv4 without :mod:`ipaddress`, it being common).
+
+    :raises ValueError: for text that is not an address.
+    """
+    try:
+        if socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, text)) == text:
+            return text
+    except OSError:
+        pass
+    return str(ipaddress.ip_address(text))
+
+
 def _digest(ip: str) -> bytes:
     return hashlib.sha256(ip.encode("ascii")).digest()
 
@@ -257,6 +270,11 @@ class BulkWhoisServer:
         self.streaming = streaming
         self.plain_names = plain_names
         self._rows: dict[str, list[Row]] = {}
+        # Synthetic answers and their rendered lines, made once per address: a
+        # benchmark's server then costs the machine little of what the client is
+        # measured on (the real server is not on the client's machine at all).
+        self._synthetic: dict[str, list[Row]] = {}
+        self._rendered: dict[str, list[bytes]] = {}
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -322,19 +340,32 @@ class BulkWhoisServer:
 
     def set_rows(self, ip: str, rows: list[Row]) -> None:
         """Answer ``ip`` with exactly ``rows`` (an empty list means an ``Error`` line)."""
-        self._rows[str(ipaddress.ip_address(ip))] = rows
+        canonical = _canonical(ip)
+        self._rows[canonical] = rows
+        self._rendered.pop(canonical, None)
 
     def rows_for(self, ip: str) -> list[Row]:
         """The rows this server answers for ``ip``."""
-        canonical = str(ipaddress.ip_address(ip))
+        canonical = _canonical(ip)
         if canonical in self._rows:
             return self._rows[canonical]
-        rows = synthetic_rows(canonical)
-        if self.plain_names:
-            rows = [
-                replace(r, as_name=r.as_name.replace("|", "/")) if r.as_name else r for r in rows
-            ]
+        rows = self._synthetic.get(canonical)
+        if rows is None:
+            rows = synthetic_rows(canonical)
+            if self.plain_names:
+                rows = [
+                    replace(r, as_name=r.as_name.replace("|", "/")) if r.as_name else r
+                    for r in rows
+                ]
+            self._synthetic[canonical] = rows
         return rows
+
+    def _rendered_rows(self, ip: str) -> list[bytes]:
+        """The verbose lines of ``ip``'s rows (``ip`` canonical), rendered once."""
+        lines = self._rendered.get(ip)
+        if lines is None:
+            lines = self._rendered[ip] = [render_row(row) for row in self.rows_for(ip)]
+        return lines
 
     def expected(self, ip: str) -> dict[str, Any] | None:
         """The ``cymru`` section a correct client records for ``ip`` (no ``fetched_at``)."""
@@ -462,11 +493,11 @@ class BulkWhoisServer:
             request.raw_lines.append(raw)
             try:
                 text = line.decode("ascii")
-                address = ipaddress.ip_address(text)
+                canonical = _canonical(text)
             except ValueError:
                 request.not_addresses.append(raw)
                 continue
-            if str(address) != text:
+            if canonical != text:
                 request.not_addresses.append(raw)
                 continue
             request.ips.append(text)
@@ -490,17 +521,16 @@ class BulkWhoisServer:
                 lines.append(dice.choice(_GARBAGE))
                 owners.append(None)
                 kinds.append("garbage")
-            rows = self.rows_for(ip)
-            if not rows or dice.random() < faults.error_rate:
+            rendered = self._rendered_rows(ip)
+            if not rendered or dice.random() < faults.error_rate:
                 lines.append(f"Error: no ASN or IP match on line {index + 1}.".encode())
                 owners.append(None)
                 kinds.append("error")
                 request.disturbed.add(ip)
                 continue
-            for row in rows:
-                lines.append(render_row(row))
-                owners.append(ip)
-                kinds.append("row")
+            lines.extend(rendered)
+            owners.extend([ip] * len(rendered))
+            kinds.extend(["row"] * len(rendered))
         payload = b"".join(line + b"\n" for line in lines)
 
         cut: int | None = None

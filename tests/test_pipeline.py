@@ -1,0 +1,91 @@
+"""The host-side collector: the fast path over plain dicts agrees with the careful one.
+
+The pipeline is driven with a transport that records what would go to the flusher
+(our own seam, not an outside system): what is compared is which addresses are handed
+on, in which order, and which events are refused with which reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cowrie_enrich_plugin.config import EnrichConfig
+from cowrie_enrich_plugin.pipeline import IngestPipeline
+from cowrie_enrich_plugin.worker import Message, Transport
+
+
+class Recording(Transport):
+    """Keeps every message instead of sending it to a worker."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[Message] = []
+
+    def send(self, message: Message) -> None:
+        self.sent.append(message)
+
+
+def pipeline() -> tuple[IngestPipeline, Recording]:
+    pipe = IngestPipeline(EnrichConfig(), deliver=lambda records: None)
+    transport = Recording()
+    pipe._transport = transport
+    return pipe, transport
+
+
+VALUES = st.sampled_from(
+    [
+        "8.8.8.8",
+        "1.1.1.1",
+        "2606:4700:4700::1111",
+        "10.0.0.1",
+        "::ffff:8.8.4.4",
+        "08.8.8.8",
+        "8.8.8.8:22",
+        "not an ip",
+        "",
+        None,
+        7,
+        1.5,
+        True,
+    ]
+)
+EVENT = st.one_of(
+    st.fixed_dictionaries({"src_ip": VALUES}),
+    st.just({"eventid": "cowrie.session.closed"}),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(EVENT, max_size=30), max_size=6))
+def test_fast_path_equals_event_by_event(chunks: list[list[dict[str, Any]]]) -> None:
+    fast, fast_sent = pipeline()
+    careful, careful_sent = pipeline()
+    for chunk in chunks:
+        assert fast.ingest(chunk) == careful._ingest_each(chunk)
+    assert fast_sent.sent == careful_sent.sent
+    assert fast.stats() == careful.stats()
+
+
+def test_refusals_repeat_in_later_chunks_and_name_each_event() -> None:
+    pipe, transport = pipeline()
+    first = [{"src_ip": "8.8.8.8"}, {"src_ip": "8.8.8.8:22"}, {"eventid": "x"}]
+    refused = pipe.ingest(first)
+    assert refused is not None
+    (one, port), (two, missing) = refused
+    assert (one, two, missing) == (1, 2, "event has no src_ip")
+    assert "port" in port
+    second = [{"src_ip": "8.8.8.8:22"}, {"src_ip": "1.1.1.1"}, {"src_ip": "8.8.8.8:22"}]
+    assert pipe.ingest(second) == [(0, port), (2, port)]
+    assert pipe.ingest([{"src_ip": "8.8.8.8"}]) is None
+    assert transport.sent == [("ips", ["8.8.8.8"]), ("ips", ["1.1.1.1"])]
+
+
+def test_events_that_are_not_plain_dicts_take_the_careful_path() -> None:
+    pipe, transport = pipeline()
+    events: list[Any] = [{"src_ip": "8.8.8.8"}, ["src_ip"], {"src_ip": ["8.8.8.8"]}]
+    refused = pipe.ingest(events)
+    assert refused is not None and [index for index, _ in refused] == [1, 2]
+    assert transport.sent == [("ips", ["8.8.8.8"])]
