@@ -50,7 +50,7 @@ MAX_LINE_LENGTH: Final = 4096
 _HEADER: Final = ("as", "ip", "bgp prefix", "cc", "registry", "allocated", "as name")
 _CC_RE: Final = re.compile(r"[A-Z]{2}")
 _REGISTRY_RE: Final = re.compile(r"[a-z][a-z0-9-]{0,15}")
-_DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 _MAX_ASN: Final = 2**32 - 1
 _ERROR: Final = "error"
 _JUNK: Final = "junk"
@@ -126,8 +126,49 @@ def _null(value: str) -> str | None:
     return None if value in ("", "NA") else value
 
 
+# The shape of nearly every row: one origin AS, an IPv4 address in its announced
+# prefix, every column filled but the allocation date, columns padded with spaces.
+_COMMON_ROW: Final = re.compile(
+    r" *(\d{1,10}) *\| *(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}) *"
+    r"\| *(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})/(\d{1,2}) *\| *([A-Z]{2}) *"
+    r"\| *([a-z][a-z0-9-]{0,15}) *\| *(?:(\d{4}-\d{2}-\d{2}) *)?\|(.*)",
+    re.ASCII,
+)
+
+
 def parse_row(line: str) -> CymruRow | None:
     """Parse one verbose data row; ``None`` when any column is malformed."""
+    common = _parse_common_row(line)
+    return common if common is not None else _parse_any_row(line)
+
+
+def _parse_common_row(line: str) -> CymruRow | None:
+    """The most common shape of row, read with one regular expression.
+
+    ``None`` when the line has another shape (or is malformed): then
+    :func:`_parse_any_row` decides. Whatever this accepts, that would accept alike.
+    """
+    match = _COMMON_ROW.fullmatch(line)
+    if match is None:
+        return None
+    as_text, ip_text, network, length_text, cc, registry, allocated, name = match.groups()
+    asn = int(as_text)
+    address = fast_ipv4(ip_text)
+    if not 0 < asn <= _MAX_ASN or address is None:
+        return None
+    prefix = _v4_prefix(f"{network}/{length_text}", address)
+    if prefix is None:
+        return None
+    if allocated is not None:
+        try:
+            dt.date.fromisoformat(allocated)
+        except ValueError:
+            return None
+    return CymruRow(ip_text, (asn,), prefix, cc, registry, allocated, _null(name))
+
+
+def _parse_any_row(line: str) -> CymruRow | None:
+    """:func:`parse_row` for every shape: each column split off, checked and normalised."""
     columns = line.split("|", 6)
     if len(columns) != 7:
         return None
@@ -145,7 +186,7 @@ def parse_row(line: str) -> CymruRow | None:
     as_text = as_col.strip()
     if as_text != "NA":
         for token in as_text.split():
-            if not token.isdigit() or len(token) > 10:
+            if not _is_number(token) or len(token) > 10:
                 return None
             asn = int(token)
             if not 0 < asn <= _MAX_ASN:
@@ -191,11 +232,16 @@ def parse_row(line: str) -> CymruRow | None:
     )
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also takes ``²`` and other scripts' digits)."""
+    return text.isascii() and text.isdigit()
+
+
 def _v4_prefix(text: str, address: int) -> str | None:
     """``text`` as a canonical IPv4 prefix holding ``address``, else ``None``."""
     network, slash, length_text = text.partition("/")
     start = fast_ipv4(network)
-    if not slash or start is None or not length_text.isdigit() or len(length_text) > 2:
+    if not slash or start is None or not _is_number(length_text) or len(length_text) > 2:
         return None
     length = int(length_text)
     if length > 32:
@@ -223,10 +269,14 @@ def _is_header(line: str) -> bool:
 
 def _merge_rows(rows: list[CymruRow], fetched_at: dt.datetime) -> CymruAnswer:
     """Merge the rows of one address: every origin AS, the rest from the first announced row."""
-    asns: list[int] = []
-    for row in rows:
-        asns.extend(asn for asn in row.asns if asn not in asns)
-    first = next((row for row in rows if row.asns), rows[0])
+    if len(rows) == 1:
+        first = rows[0]
+        asns = list(first.asns)
+    else:
+        asns = []
+        for row in rows:
+            asns.extend(asn for asn in row.asns if asn not in asns)
+        first = next((row for row in rows if row.asns), rows[0])
     return CymruAnswer(
         asns=tuple(asns),
         as_name=first.as_name,

@@ -156,7 +156,9 @@ class IngestPipeline:
         if not self._refusing.isdisjoint(distinct):
             for raw in self._refusing.intersection(distinct):
                 verdicts[raw] = str(seen[raw])
-        refused = [(i, verdicts[raw]) for i, raw in enumerate(raws) if raw in verdicts] or None
+        refused = None
+        if verdicts:
+            refused = [(i, verdicts[raw]) for i, raw in enumerate(raws) if raw in verdicts]
         self._collected(len(events), refused, usable, skipped)
         return refused
 

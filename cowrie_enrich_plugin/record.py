@@ -15,6 +15,7 @@ Nothing is invented: a value no source gave is ``None``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -39,6 +40,9 @@ class Status(str, Enum):
     PENDING = "pending"
 
 
+_STATUS_TEXT = {status: status.value for status in Status}
+
+
 def utc_now() -> dt.datetime:
     """Return the current time, timezone-aware, in UTC, to the second."""
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
@@ -48,6 +52,12 @@ def format_time(value: dt.datetime | None) -> str | None:
     """Format a UTC time as ``2026-11-28T20:00:00Z`` (``None`` stays ``None``)."""
     if value is None:
         return None
+    return _format_time(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _format_time(value: dt.datetime) -> str:
+    """:func:`format_time`, once per distinct time (the records of a batch share theirs)."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.timezone.utc)
     return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -84,9 +94,10 @@ class CymruAnswer:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the ``cymru`` section of the exported record."""
+        asns = self.asns
         return {
-            "asn": self.asn,
-            "asns": list(self.asns),
+            "asn": asns[0] if asns else None,
+            "asns": list(asns),
             "as_name": self.as_name,
             "prefix": self.prefix,
             "cc": self.cc,
@@ -168,13 +179,21 @@ class EnrichmentRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the exported record (DESIGN.md), JSON-ready."""
+        cymru, geo = self.cymru, self.maxmind
+        if cymru is not None and cymru.asns:  # the merge of merged_asn and merged_as_name
+            asn: int | None = cymru.asns[0]
+            as_name = cymru.as_name
+        elif geo is not None:
+            asn, as_name = geo.asn, geo.as_org
+        else:
+            asn = as_name = None
         return {
             "ip": self.ip,
-            "status": self.status.value,
-            "cymru": self.cymru.to_dict() if self.cymru is not None else None,
-            "maxmind": self.maxmind.to_dict() if self.maxmind is not None else None,
+            "status": _STATUS_TEXT[self.status],
+            "cymru": cymru.to_dict() if cymru is not None else None,
+            "maxmind": geo.to_dict() if geo is not None else None,
             "expires_at": format_time(self.expires_at),
-            "asn": self.merged_asn,
-            "as_name": self.merged_as_name,
+            "asn": asn,
+            "as_name": as_name,
             "country": self.merged_country,
         }

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import json
 import logging
 import os
 import socket
@@ -111,33 +112,53 @@ _TIME_COLUMNS: Final = frozenset(
     for c in table.columns
     if isinstance(c.type, sa.DateTime)
 )
-_IPS: sa.BindParameter[list[str]] = sa.bindparam("ips", expanding=True)
-_SELECT_RECORDS = sa.select(records_table).where(records_table.c.ip.in_(_IPS))
-# On SQLite the times come back as the stored text and are parsed by ``_aware`` with a
-# cache: SQLAlchemy's per-value parsing would cost more than the query.
-_SELECT_RECORDS_TEXT_TIMES = sa.select(
-    *(
-        sa.type_coerce(c, sa.String).label(c.name) if c.name in _TIME_COLUMNS else c
-        for c in records_table.columns
-    )
-).where(records_table.c.ip.in_(_IPS))
-# Only the primary key narrows this read: with a condition on ``lease_owner`` too,
-# SQLite's planner prefers that column's index and scans every address the owner
-# holds, once per batch. The owner is compared here instead.
-_SELECT_OWNERS = sa.select(pending_queue.c.ip, pending_queue.c.lease_owner).where(
-    pending_queue.c.ip.in_(_IPS)
-)
-_SELECT_FRESH = sa.select(records_table.c.ip).where(
-    records_table.c.ip.in_(_IPS),
-    sa.or_(
-        records_table.c.status == Status.SKIPPED.value,
-        sa.and_(
-            records_table.c.status != Status.PENDING.value,
-            records_table.c.expires_at > sa.bindparam("now", type_=sa.DateTime()),
-        ),
-    ),
-)
-_DELETE_QUEUED = sa.delete(pending_queue).where(pending_queue.c.ip.in_(_IPS))
+
+
+def _ip_set(column: sa.Column[str], dialect: str) -> sa.ColumnElement[bool]:
+    """``column IN`` a set of addresses bound as one parameter (see :func:`_ip_set_value`).
+
+    One parameter, not one per address: SQLAlchemy's expanding ``IN`` renders and
+    names each of them on every execution, which cost more than the query.
+    """
+    if dialect == "postgresql":
+        return column == sa.any_(sa.bindparam("ips", type_=postgresql.ARRAY(sa.String)))
+    each = sa.func.json_each(sa.bindparam("ips"))
+    return column.in_(sa.select(sa.literal_column("value")).select_from(each).scalar_subquery())
+
+
+def _ip_set_value(ips: Iterable[str], dialect: str) -> object:
+    """The parameter of :func:`_ip_set`: a list on PostgreSQL, a JSON array on SQLite."""
+    return list(ips) if dialect == "postgresql" else json.dumps(list(ips))
+
+
+class _Queries:
+    """The reads and deletes run per batch, built once per backend."""
+
+    def __init__(self, dialect: str) -> None:
+        r, q = records_table.c, pending_queue.c
+        # On SQLite the times come back as the stored text and are parsed by ``aware``
+        # with a cache: SQLAlchemy's per-value parsing would cost more than the query.
+        columns = [
+            sa.type_coerce(c, sa.String).label(c.name)
+            if dialect == "sqlite" and c.name in _TIME_COLUMNS
+            else c
+            for c in records_table.columns
+        ]
+        self.records = sa.select(*columns).where(_ip_set(r.ip, dialect))
+        # Only the primary key narrows this read: with a condition on ``lease_owner``
+        # too, SQLite's planner may prefer that column and scan all the owner holds.
+        self.owners = sa.select(q.ip, q.lease_owner).where(_ip_set(q.ip, dialect))
+        self.fresh = sa.select(r.ip).where(
+            _ip_set(r.ip, dialect),
+            sa.or_(
+                r.status == Status.SKIPPED.value,
+                sa.and_(
+                    r.status != Status.PENDING.value,
+                    r.expires_at > sa.bindparam("now", type_=sa.DateTime()),
+                ),
+            ),
+        )
+        self.delete_queued = sa.delete(pending_queue).where(_ip_set(q.ip, dialect))
 
 
 #: Errors of a database that answered and then dropped or refused one transaction.
@@ -199,6 +220,7 @@ class Store:
             threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
         sa.event.listen(engine, "before_cursor_execute", self._count_statement)
+        self._queries = _Queries(engine.dialect.name)
         self._build_statements()
 
     def _build_statements(self) -> None:
@@ -342,11 +364,12 @@ class Store:
         wanted = sorted(set(ips))
         found: dict[str, EnrichmentRecord] = {}
 
-        select = _SELECT_RECORDS_TEXT_TIMES if self.dialect == "sqlite" else _SELECT_RECORDS
+        select, dialect = self._queries.records, self.dialect
 
         def work(conn: Connection) -> None:
             for chunk in _chunks(wanted, _READ_CHUNK):
-                for row in conn.execute(select, {"ips": list(chunk)}).mappings():
+                ips = _ip_set_value(chunk, dialect)
+                for row in conn.execute(select, {"ips": ips}).mappings():
                     found[row["ip"]] = row_record(row)
 
         if wanted:
@@ -434,7 +457,9 @@ class Store:
                 # process holds it: ours are those whose owner is now this store.
                 claimed = {
                     ip
-                    for ip, owner in conn.execute(_SELECT_OWNERS, {"ips": list(chunk)})
+                    for ip, owner in conn.execute(
+                        self._queries.owners, {"ips": _ip_set_value(chunk, self.dialect)}
+                    )
                     if owner == self.owner
                 }
                 # Another process may have answered some since our cache check and
@@ -458,11 +483,12 @@ class Store:
             won |= self._overtake_dead(lost, until)
         return won
 
-    @staticmethod
-    def _fresh_among(conn: Connection, ips: set[str], moment: dt.datetime) -> set[str]:
+    def _fresh_among(self, conn: Connection, ips: set[str], moment: dt.datetime) -> set[str]:
         if not ips:
             return set()
-        rows = conn.execute(_SELECT_FRESH, {"ips": sorted(ips), "now": moment})
+        rows = conn.execute(
+            self._queries.fresh, {"ips": _ip_set_value(sorted(ips), self.dialect), "now": moment}
+        )
         return {row[0] for row in rows}
 
     def _overtake_dead(self, ips: Sequence[str], until: dt.datetime) -> set[str]:
@@ -542,7 +568,10 @@ class Store:
                 self._executemany(
                     conn, self._upsert_sql, [record_values(r, now_value, when) for r in chunk]
                 )
-                conn.execute(_DELETE_QUEUED, {"ips": [r.ip for r in chunk]})
+                conn.execute(
+                    self._queries.delete_queued,
+                    {"ips": _ip_set_value((r.ip for r in chunk), self.dialect)},
+                )
             if not failed:
                 return
             items = list(failed.items())

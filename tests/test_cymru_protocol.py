@@ -226,3 +226,65 @@ def test_every_accepted_answer_is_exactly_the_truth(
 def test_parser_never_raises_on_garbage(data: bytes, asked: set[str], clean: bool) -> None:
     answer = parse(data, asked, clean=clean)
     assert set(answer.answers) <= asked
+
+
+ROW_TEXT = st.text(alphabet="0123456789 ./|-ANUSarinpcRIPE²٣x\t", max_size=12)
+
+
+def mostly(valid: st.SearchStrategy[str], *odd: str) -> st.SearchStrategy[str]:
+    """Usually a valid cell, sometimes (one in eight) an odd one."""
+    strange = st.sampled_from(odd) | ROW_TEXT
+    return st.integers(0, 7).flatmap(lambda roll: strange if roll == 0 else valid)
+
+
+@st.composite
+def row_lines(draw: st.DrawFn) -> str:
+    """Rows of the common shape and near misses: each column valid, or now and then odd."""
+    ip = draw(mostly(st.ip_addresses(v=4).map(str), "01.2.3.4", "1.2.3.4.5", "::1"))
+    length = draw(st.integers(0, 40))
+    cells = [
+        draw(
+            mostly(
+                st.integers(1, 2**32 + 5).map(str), "0", "64500 64501", "NA", "²", "\u0661\u0662"
+            )
+        ),
+        ip,
+        draw(
+            mostly(
+                st.sampled_from([f"{ip.rsplit('.', 1)[0]}.0/24", f"{ip}/32", f"{ip}/{length}"]),
+                "1.2.3.0/24",
+                "NA",
+                "",
+                f"{ip}/3²",
+            )
+        ),
+        draw(mostly(st.sampled_from(["US", "NA", "DE"]), "us", "", "USA", "\u0663\u0663")),
+        draw(mostly(st.sampled_from(["arin", "ripencc", "afrinic"]), "", "NA", "ARIN", "x" * 17)),
+        draw(mostly(st.sampled_from(["2001-01-01", ""]), "2001-02-30", "NA", "2001-1-1", "\u0661")),
+        draw(st.text(max_size=15)),
+    ]
+    pads = draw(st.lists(st.sampled_from(["", " ", "  "]), min_size=14, max_size=14))
+    if draw(st.integers(0, 4)) == 0:  # now and then a tab or a carriage return
+        pads[draw(st.integers(0, 13))] = draw(st.sampled_from(["\t", "\r", " \t"]))
+    return "|".join(pads[2 * i] + cell + pads[2 * i + 1] for i, cell in enumerate(cells))
+
+
+@settings(max_examples=500, deadline=None)
+@given(row_lines())
+def test_common_row_fast_path_agrees_with_the_careful_parser(line: str) -> None:
+    from cowrie_enrich_plugin.cymru_protocol import _parse_any_row, _parse_common_row
+
+    fast = _parse_common_row(line)
+    assert fast is None or fast == _parse_any_row(line)
+
+
+def test_common_rows_take_the_fast_path_and_odd_digits_are_refused() -> None:
+    from cowrie_enrich_plugin.cymru_protocol import _parse_common_row
+
+    line = render_row(Row(13335, "1.1.1.1", "1.1.1.0/24", "AU", "apnic", "2011-08-11", "CF"))
+    assert _parse_common_row(line.decode()) == parse_row(line.decode())
+    assert _parse_common_row(line.decode()) is not None
+    # str.isdigit() is true for these, int() fails or reads another script: refused, no raise
+    for odd in ("13335²", "١٣٣٣٥"):
+        assert parse_row(f"{odd} | 1.1.1.1 | 1.1.1.0/24 | AU | apnic | | CF") is None
+    assert parse_row("13335 | 1.1.1.1 | 1.1.1.0/2² | AU | apnic | | CF") is None

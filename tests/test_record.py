@@ -1,0 +1,40 @@
+"""The record's summary fields follow the documented precedence in every combination."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+from cowrie_enrich_plugin.record import CymruAnswer, EnrichmentRecord, GeoAnswer, Status
+
+NOW = dt.datetime(2026, 11, 29, 3, 0, tzinfo=dt.timezone.utc)
+CYMRU = (
+    None,
+    CymruAnswer((), None, None, "NL", "ripencc", None, NOW),  # unannounced
+    CymruAnswer((64500, 64501), "EXAMPLE, US", "198.51.0.0/16", "US", "arin", None, NOW),
+)
+GEO = (
+    None,
+    GeoAnswer(),
+    GeoAnswer(country_iso_code="DE", asn=3320, as_org="Deutsche Telekom AG"),
+)
+
+
+def test_summary_fields_equal_the_merge_properties() -> None:
+    for cymru, geo in itertools.product(CYMRU, GEO):
+        record = EnrichmentRecord("198.51.100.7", Status.ENRICHED, cymru, geo, NOW)
+        out = record.to_dict()
+        assert (out["asn"], out["as_name"], out["country"]) == (
+            record.merged_asn,
+            record.merged_as_name,
+            record.merged_country,
+        )
+        assert out["status"] == "enriched"
+        assert out["expires_at"] == "2026-11-29T03:00:00Z"
+    announced = EnrichmentRecord("198.51.100.7", Status.ENRICHED, CYMRU[2], GEO[2]).to_dict()
+    assert (announced["asn"], announced["as_name"], announced["country"]) == (
+        64500,
+        "EXAMPLE, US",
+        "DE",
+    )
+    assert announced["cymru"]["asn"] == 64500 and announced["cymru"]["asns"] == [64500, 64501]
