@@ -7,7 +7,9 @@ every column is well formed, and only when the answer proves the row complete.
 Completeness: the bulk protocol has no end-of-answer marker, and an address on a
 multi-origin prefix is answered with several consecutive rows. The rows of an
 address are trusted only when a later complete line follows them, or when the
-connection closed cleanly after every asked address was answered. Lines that
+connection closed cleanly after every asked address was answered. (A server that
+closes cleanly, exactly between two rows of the last address, before sending the
+rest, cannot be told from a whole answer: that one case relies on the server.) Lines that
 cannot be parsed and rows for addresses that were not asked make the rows next to
 them untrusted too, since they may be one of those rows, garbled.
 """

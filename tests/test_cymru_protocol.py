@@ -207,7 +207,11 @@ def test_every_accepted_answer_is_exactly_the_truth(
     assume(all(_name_survives(r.as_name) for rows in table.values() for r in rows))
     payload = BANNER + b"".join(render_row(r) + b"\n" for ip in ips for r in table[ip])
     cut = data.draw(st.integers(0, len(payload)))
-    clean = data.draw(st.booleans())
+    # A clean close exactly between two rows of the last address, before the server
+    # sent the rest, is indistinguishable from a whole answer (the protocol has no
+    # end marker): the documented limit of the trust rule, not drawn here.
+    between_rows = cut < len(payload) and payload[:cut].endswith(b"\n")
+    clean = data.draw(st.booleans()) and not between_rows
     answer = parse(payload[:cut], set(ips), clean=clean)
     for ip, got in answer.answers.items():
         truth = expected_cymru(table[ip])
