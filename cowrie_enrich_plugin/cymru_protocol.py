@@ -21,7 +21,8 @@ import ipaddress
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from socket import AF_INET, inet_pton
+from typing import Final, NamedTuple
 
 from .addresses import (
     InvalidAddress,
@@ -94,9 +95,8 @@ def build_bulk_request(addresses: Iterable[IPAddress | str]) -> bytes:
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
-@dataclass(frozen=True, slots=True)
-class CymruRow:
-    """One parsed data row of a verbose bulk answer."""
+class CymruRow(NamedTuple):
+    """One parsed data row of a verbose bulk answer (a named tuple: one is made per row)."""
 
     ip: str
     asns: tuple[int, ...]
@@ -155,18 +155,23 @@ def _parse_common_row(line: str) -> CymruRow | None:
         return None
     as_text, ip_text, network, length_text, cc, registry, allocated, name = match.groups()
     asn = int(as_text)
-    address = fast_ipv4(ip_text)
-    if not 0 < asn <= _MAX_ASN or address is None:
+    length = int(length_text)
+    try:  # the shape is dotted-quad digits already; inet_pton refuses leading zeros, > 255
+        address = int.from_bytes(inet_pton(AF_INET, ip_text), "big")
+        start = int.from_bytes(inet_pton(AF_INET, network), "big")
+    except OSError:
         return None
-    prefix = _v4_prefix(f"{network}/{length_text}", address)
-    if prefix is None:
+    if not 0 < asn <= _MAX_ASN or length > 32:
+        return None
+    host_bits = (1 << (32 - length)) - 1
+    if start & host_bits or not start <= address <= start | host_bits:
         return None
     if allocated is not None:
         try:
             dt.date.fromisoformat(allocated)
         except ValueError:
             return None
-    return CymruRow(ip_text, (asn,), prefix, cc, registry, allocated, _null(name))
+    return CymruRow(ip_text, (asn,), f"{network}/{length}", cc, registry, allocated, _null(name))
 
 
 def _parse_any_row(line: str) -> CymruRow | None:
@@ -306,18 +311,22 @@ def parse_bulk_answer(
     :param fetched_at: the time to stamp on the answers.
     """
     result = BulkAnswer()
-    pieces = data.split(b"\n")
+    # "\n" is never part of a multi-byte sequence: decoding the whole answer at once
+    # gives the same lines as decoding each.
+    pieces = data.decode("utf-8", errors="replace").split("\n")
     if pieces[-1]:
         result.partial_tail = True  # the last line has no newline: it was cut
     complete_lines = pieces[:-1]
 
     # One entry per meaningful line: a data row of an asked address, an ``Error:``
     # line (the server's word for a whole address), or junk (a line that cannot be
-    # parsed, or a row of an address that was not asked).
+    # parsed, or a row of an address that was not asked). Junk may be a garbled row
+    # of the address before or after it: both are tainted.
     sequence: list[CymruRow | str] = []
     tainted: set[str] = set()
-    for raw in complete_lines:
-        line = raw.decode("utf-8", errors="replace").rstrip("\r")
+    rows_by_ip: dict[str, list[CymruRow]] = {}
+    for piece in complete_lines:
+        line = piece.rstrip("\r")
         stripped = line.strip()
         if not stripped:
             continue
@@ -330,32 +339,22 @@ def parse_bulk_answer(
         if stripped[:2] == "AS" and _is_header(stripped):
             continue
         row = parse_row(line) if len(line) <= MAX_LINE_LENGTH else None
+        if row is not None and row.ip in asked:
+            if sequence and sequence[-1] is _JUNK:
+                tainted.add(row.ip)
+            sequence.append(row)
+            rows_by_ip.setdefault(row.ip, []).append(row)
+            continue
         if row is None:
             result.garbage += 1
             ip = _ip_column(line)
             if ip is not None and ip in asked:
                 tainted.add(ip)
-            sequence.append(_JUNK)
-        elif row.ip not in asked:
-            result.unexpected.append(row.ip)
-            sequence.append(_JUNK)
         else:
-            sequence.append(row)
-
-    # Junk may be a garbled row of the address before or after it.
-    for index, entry in enumerate(sequence):
-        if entry is not _JUNK:
-            continue
-        for neighbour in (index - 1, index + 1):
-            if 0 <= neighbour < len(sequence):
-                near = sequence[neighbour]
-                if isinstance(near, CymruRow):
-                    tainted.add(near.ip)
-
-    rows_by_ip: dict[str, list[CymruRow]] = {}
-    for entry in sequence:
-        if isinstance(entry, CymruRow):
-            rows_by_ip.setdefault(entry.ip, []).append(entry)
+            result.unexpected.append(row.ip)
+        if sequence and isinstance(sequence[-1], CymruRow):
+            tainted.add(sequence[-1].ip)
+        sequence.append(_JUNK)
 
     # The rows of the last line are complete only if the answer is proven whole;
     # a cut line after them may be one more row of the same address.
