@@ -55,6 +55,27 @@ def write_message(stream: IO[bytes], message: Message) -> None:
     stream.flush()
 
 
+def coalesce(messages: list[Message | None]) -> list[Message | None]:
+    """Merge runs of ``("ips", ...)`` (and of ``("skip", ...)``) messages into one each.
+
+    While the worker is busy, the host's chunks queue up; each of their handful of
+    new addresses need not cost a message of its own. Order is kept.
+    """
+    merged: list[Message | None] = []
+    for message in messages:
+        previous = merged[-1] if merged else None
+        if (
+            message is not None
+            and previous is not None
+            and message[0] in ("ips", "skip")
+            and previous[0] == message[0]
+        ):
+            merged[-1] = (message[0], [*previous[1], *message[1]])
+        else:
+            merged.append(message)
+    return merged
+
+
 def read_message(stream: IO[bytes]) -> Message | None:
     """Read one framed message; ``None`` at end of file."""
     header = stream.read(_HEADER.size)
@@ -189,10 +210,14 @@ class ProcessTransport(Transport):
         assert self.proc.stdin is not None
         try:
             while True:
-                message = self.outbox.get()
-                if message is None:
-                    break
-                write_message(self.proc.stdin, message)
+                waiting = [self.outbox.get()]
+                with contextlib.suppress(queue.Empty):
+                    while len(waiting) < _INBOX_MESSAGES:
+                        waiting.append(self.outbox.get_nowait())
+                for message in coalesce(waiting):
+                    if message is None:
+                        return
+                    write_message(self.proc.stdin, message)
         except (BrokenPipeError, OSError, ValueError):
             pass  # the worker is gone; the reader reports it
         finally:
