@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from .errors import StoreError
@@ -121,6 +120,8 @@ def _ip_set(column: sa.Column[str], dialect: str) -> sa.ColumnElement[bool]:
     names each of them on every execution, which cost more than the query.
     """
     if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql  # imported only for PostgreSQL (~30 ms)
+
         return column == sa.any_(sa.bindparam("ips", type_=postgresql.ARRAY(sa.String)))
     each = sa.func.json_each(sa.bindparam("ips"))
     return column.in_(sa.select(sa.literal_column("value")).select_from(each).scalar_subquery())
@@ -352,8 +353,12 @@ class Store:
 
     def _insert(self, table: sa.Table) -> Any:
         if self.dialect == "postgresql":
+            from sqlalchemy.dialects import postgresql
+
             return postgresql.insert(table)
         if self.dialect == "sqlite":
+            from sqlalchemy.dialects import sqlite
+
             return sqlite.insert(table)
         raise StoreError(f"unsupported database backend {self.dialect!r}: use SQLite or PostgreSQL")
 
