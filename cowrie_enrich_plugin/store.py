@@ -462,10 +462,10 @@ class Store:
                 # process holds it: ours are those whose owner is now this store.
                 claimed = {
                     ip
-                    for ip, owner in conn.execute(
+                    for ip, holder in conn.execute(
                         self._queries.owners, {"ips": _ip_set_value(chunk, self.dialect)}
                     )
-                    if owner == self.owner
+                    if holder == owner
                 }
                 # Another process may have answered some since our cache check and
                 # left the queue: those are not to be asked again.

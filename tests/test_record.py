@@ -38,3 +38,14 @@ def test_summary_fields_equal_the_merge_properties() -> None:
         "DE",
     )
     assert announced["cymru"]["asn"] == 64500 and announced["cymru"]["asns"] == [64500, 64501]
+
+
+def test_row_values_are_in_column_order_and_read_back_whole() -> None:
+    from cowrie_enrich_plugin.store_rows import RECORD_COLUMNS, naive, record_values, row_record
+
+    built = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+    geo = GeoAnswer("DE", "Germany", "Berlin", 52.5, 13.4, 20, 3320, "DTAG", built, built)
+    record = EnrichmentRecord("198.51.100.7", Status.ENRICHED, CYMRU[2], geo, NOW)
+    row = dict(zip(RECORD_COLUMNS, record_values(record, naive(NOW), naive), strict=True))
+    assert row["mm_city"] == "Berlin" and row["cymru_prefix"] == "198.51.0.0/16"
+    assert row_record(row) == record
