@@ -18,6 +18,7 @@ the next run on the same host.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import pickle
@@ -291,9 +292,12 @@ def main() -> int:
     except Exception as exc:
         send(("error", "WorkerError", f"{type(exc).__name__}: {exc}"))
         return 1
-    send(("ready",))
-
     from .flusher import Flusher
+
+    # What is loaded now (SQLAlchemy, the compiled statements) lives as long as the
+    # process: out of the collector's sight, full collections stop rescanning it.
+    gc.freeze()
+    send(("ready",))
 
     inbox: queue.Queue[Message] = queue.Queue(maxsize=_INBOX_MESSAGES)
     throttle = _Throttle()
