@@ -14,7 +14,7 @@ import bisect
 import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeGuard
 
 __all__ = [
     "IPAddress",
@@ -22,6 +22,7 @@ __all__ = [
     "NonGlobal",
     "Usable",
     "classify",
+    "is_usable_ipv4",
     "non_global_reason",
     "parse_address",
 ]
@@ -124,6 +125,19 @@ def fast_ipv4(value: str) -> int | None:
         return int.from_bytes(socket.inet_pton(socket.AF_INET, value), "big")
     except OSError:
         return None
+
+
+def is_usable_ipv4(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is the canonical text of a globally routable IPv4 address.
+
+    The common case of :func:`classify` (a ``Usable`` whose text is ``value``
+    itself), answered without building a verdict; ``False`` means "ask
+    :func:`classify`", not "unusable".
+    """
+    if type(value) is not str:
+        return False
+    number = fast_ipv4(value)
+    return number is not None and _v4_reason(number) is None
 
 
 def parse_address(value: object) -> IPAddress | InvalidAddress:

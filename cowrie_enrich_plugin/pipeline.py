@@ -19,7 +19,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any, Final
 
-from .addresses import InvalidAddress, Usable, classify
+from .addresses import InvalidAddress, Usable, classify, is_usable_ipv4
 from .config import EnrichConfig
 from .errors import StoreError, WorkerError
 from .geofile import Kind, check_file
@@ -140,24 +140,31 @@ class IngestPipeline:
         that are not dicts and values that cannot be hashed take the careful path.
         """
         try:
-            raws = list(map(_DICT_GET, events, repeat("src_ip"), repeat(_MISSING)))
-            distinct = dict.fromkeys(raws)
+            distinct = dict.fromkeys(map(_DICT_GET, events, repeat("src_ip"), repeat(_MISSING)))
         except TypeError:
             return self._ingest_each(events)
-        seen = self._seen
+        seen, canonical = self._seen, self._canonical
         usable: list[str] = []
         skipped: list[str] = []
         verdicts: dict[object, str] = {}
         for raw in distinct:
-            if raw not in seen:
-                reason = self._first_sight(raw, usable, skipped)
-                if reason is not None:
-                    verdicts[raw] = reason
+            if raw in seen:
+                continue
+            if is_usable_ipv4(raw):  # the common first sight, without a verdict object
+                seen[raw] = None
+                if raw not in canonical:
+                    canonical.add(raw)
+                    usable.append(raw)
+                continue
+            reason = self._first_sight(raw, usable, skipped)
+            if reason is not None:
+                verdicts[raw] = reason
         if not self._refusing.isdisjoint(distinct):
             for raw in self._refusing.intersection(distinct):
                 verdicts[raw] = str(seen[raw])
         refused = None
-        if verdicts:
+        if verdicts:  # rare: only now is each event's value needed again, by index
+            raws = map(_DICT_GET, events, repeat("src_ip"), repeat(_MISSING))
             refused = [(i, verdicts[raw]) for i, raw in enumerate(raws) if raw in verdicts]
         self._collected(len(events), refused, usable, skipped)
         return refused

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cowrie_enrich_plugin.addresses import InvalidAddress, NonGlobal, Usable, classify
+from cowrie_enrich_plugin.addresses import (
+    InvalidAddress,
+    NonGlobal,
+    Usable,
+    classify,
+    is_usable_ipv4,
+)
 
 
 @pytest.mark.parametrize(
@@ -100,3 +106,20 @@ def test_every_real_address_is_classified_as_valid(address: ipaddress._BaseAddre
     assert not isinstance(verdict, InvalidAddress)
     if isinstance(verdict, Usable):
         assert ipaddress.ip_address(verdict.ip).is_global
+
+
+@given(
+    st.one_of(
+        st.ip_addresses(v=4).map(str),
+        st.ip_addresses(v=6).map(str),
+        st.text(alphabet="0123456789.:x\x00 ", max_size=18),
+        st.integers(),
+        st.none(),
+    )
+)
+def test_usable_ipv4_shortcut_agrees_with_classify(value: object) -> None:
+    if is_usable_ipv4(value):
+        assert classify(value) == Usable(value)
+    elif isinstance(value, str) and value.count(".") == 3 and ":" not in value:
+        verdict = classify(value)
+        assert not (isinstance(verdict, Usable) and verdict.ip == value)
