@@ -19,6 +19,9 @@ Scenarios (cold = empty cache):
   bare-orjson    the same with orjson, when installed
   ingest-off     the reference host with the plugin disabled
   ingest-on      the reference host with the plugin, the network answering instantly
+  read-only      the reference host's log reader alone (no hooks): the base of the next
+  collect-only   the same reader, with the plugin's collecting (``IngestPipeline.ingest``)
+                 on every chunk and no worker behind it: the host-side cost by itself
 """
 
 from __future__ import annotations
@@ -209,6 +212,8 @@ def scenario(name: str, hostport: str, work: str, db: str) -> dict[str, Any]:
                     loads(line)
                     count += 1
         extra["events"] = count
+    elif name in ("read-only", "collect-only"):
+        extra.update(_read_and_collect(files, collect=name == "collect-only"))
     else:
         sys.path.insert(0, str(ROOT))
         from cowrie_enrich_plugin.host import make_plugin_manager, run_ingest
@@ -238,6 +243,37 @@ def scenario(name: str, hostport: str, work: str, db: str) -> dict[str, Any]:
         return extra
     extra["wall"] = time.perf_counter() - started
     return extra
+
+
+def _read_and_collect(files: list[Path], collect: bool) -> dict[str, Any]:
+    """The reference host's reader, with (or without) the plugin's collecting per chunk.
+
+    The pipeline's transport keeps what it is handed and sends nothing: what is
+    measured is the host's side alone, as if the worker cost nothing.
+    """
+    sys.path.insert(0, str(ROOT))
+    from cowrie_enrich_plugin.config import EnrichConfig
+    from cowrie_enrich_plugin.logreader import LogReader
+    from cowrie_enrich_plugin.pipeline import IngestPipeline
+    from cowrie_enrich_plugin.worker import Message, Transport
+
+    class Keep(Transport):
+        def __init__(self) -> None:
+            super().__init__()
+            self.addresses = 0
+
+        def send(self, message: Message) -> None:
+            self.addresses += len(message[1]) if message[0] in ("ips", "skip") else 0
+
+    pipeline = IngestPipeline(EnrichConfig(), deliver=lambda records: None)
+    keep = Keep()
+    pipeline._transport = keep
+    events = 0
+    for chunk in LogReader([str(f) for f in files]):
+        if collect:
+            pipeline.ingest(chunk.events)
+        events += len(chunk.events)
+    return {"events": events, "addresses": keep.addresses}
 
 
 def run_child(name: str, server: Server, work: str, db: str) -> dict[str, Any]:
@@ -355,7 +391,14 @@ def main() -> int:
                 continue
             if workload(work) is None:
                 continue
-            for name in ("bare-json", "bare-orjson", "ingest-off", "ingest-on"):
+            for name in (
+                "bare-json",
+                "bare-orjson",
+                "ingest-off",
+                "ingest-on",
+                "read-only",
+                "collect-only",
+            ):
                 if name == "bare-orjson":
                     try:
                         import orjson  # noqa: F401
@@ -372,6 +415,7 @@ def main() -> int:
         "cost": {"per_batch": per_batch, "per_ip": per_ip},
         "lower_bound_10k": bound,
         "rows": table,
+        "ingest_ratios": ingest_ratios(table),
     }
     print_table(report)
     if args.json:
@@ -399,6 +443,25 @@ def print_table(report: dict[str, Any]) -> None:
             f"{r['workload']:<12} {r['scenario']:<12} {r['wall']:8.2f} {ratio:7.2f} {loop} {r['connections']:6d} "
             f"{r['ips_sent']:9d} {r['peak_rss_mb']:11.0f} {rate:10,.0f}"
         )
+    for work, ratio in ingest_ratios(rows).items():
+        print(
+            f"{work}: plugin on / off = {ratio['on_over_off']:.2f}x; host side alone "
+            f"(collect-only / read-only) = {ratio['collect_over_read']:.2f}x"
+        )
+
+
+def ingest_ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per ingest workload: plugin on over off, and the host-side collecting alone."""
+    wall = {(r["workload"], r["scenario"]): r["wall"] for r in rows}
+    ratios: dict[str, dict[str, float]] = {}
+    for work in dict.fromkeys(r["workload"] for r in rows):
+        needed = ("ingest-on", "ingest-off", "collect-only", "read-only")
+        if all((work, name) in wall for name in needed):
+            ratios[work] = {
+                "on_over_off": wall[work, "ingest-on"] / wall[work, "ingest-off"],
+                "collect_over_read": wall[work, "collect-only"] / wall[work, "read-only"],
+            }
+    return ratios
 
 
 if __name__ == "__main__":
