@@ -139,6 +139,8 @@ class IngestPipeline:
         distinct values of the chunk looked up in the run's memory at once. Events
         that are not dicts and values that cannot be hashed take the careful path.
         """
+        if not isinstance(events, list | tuple):  # read twice when some are refused
+            events = list(events)
         try:
             distinct = dict.fromkeys(map(_DICT_GET, events, repeat("src_ip"), repeat(_MISSING)))
         except TypeError:

@@ -113,3 +113,11 @@ def test_queued_messages_are_merged_in_order() -> None:
         ("ips", ["8.8.4.4"]),
         None,
     ]
+
+
+def test_events_given_as_an_iterator_keep_their_refusals() -> None:
+    pipe, transport = pipeline()
+    events = iter([{"src_ip": "8.8.8.8"}, {"src_ip": "nope"}, {"src_ip": "1.1.1.1"}])
+    refused = pipe.ingest(events)  # type: ignore[arg-type]
+    assert refused is not None and [index for index, _ in refused] == [1]
+    assert transport.sent == [("ips", ["8.8.8.8", "1.1.1.1"])]
