@@ -145,18 +145,12 @@ class IngestPipeline:
             distinct = dict.fromkeys(map(_DICT_GET, events, repeat("src_ip"), repeat(_MISSING)))
         except TypeError:
             return self._ingest_each(events)
-        seen, canonical = self._seen, self._canonical
+        seen = self._seen
         usable: list[str] = []
         skipped: list[str] = []
         verdicts: dict[object, str] = {}
         for raw in distinct:
             if raw in seen:
-                continue
-            if is_usable_ipv4(raw):  # the common first sight, without a verdict object
-                seen[raw] = None
-                if raw not in canonical:
-                    canonical.add(raw)
-                    usable.append(raw)
                 continue
             reason = self._first_sight(raw, usable, skipped)
             if reason is not None:
@@ -213,6 +207,13 @@ class IngestPipeline:
         self._handle(self.transport.poll())
 
     def _first_sight(self, raw: object, usable: list[str], skipped: list[str]) -> str | None:
+        """Judge a value not seen before this run; remember it; queue a new address."""
+        if is_usable_ipv4(raw):  # the common case, without building a verdict object
+            self._seen[raw] = None
+            if raw not in self._canonical:
+                self._canonical.add(raw)
+                usable.append(raw)
+            return None
         if raw is _MISSING:
             reason: str | None = "event has no src_ip"
         else:
