@@ -18,9 +18,10 @@ import datetime as dt
 import functools
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Final
 
 __all__ = [
+    "STATUS_TEXT",
     "CymruAnswer",
     "EnrichmentRecord",
     "GeoAnswer",
@@ -40,7 +41,8 @@ class Status(str, Enum):
     PENDING = "pending"
 
 
-_STATUS_TEXT = {status: status.value for status in Status}
+#: Each status's text, looked up faster than ``status.value`` (an enum property).
+STATUS_TEXT: Final = {status: status.value for status in Status}
 
 
 def utc_now() -> dt.datetime:
@@ -151,16 +153,21 @@ class EnrichmentRecord:
     @property
     def merged_asn(self) -> int | None:
         """Cymru's first origin AS, else MaxMind's ASN, else ``None``."""
-        if self.cymru is not None and self.cymru.asn is not None:
-            return self.cymru.asn
-        return self.maxmind.asn if self.maxmind is not None else None
+        return self._merged_as()[0]
 
     @property
     def merged_as_name(self) -> str | None:
         """The AS name belonging to :attr:`merged_asn`, from the same source."""
-        if self.cymru is not None and self.cymru.asn is not None:
-            return self.cymru.as_name
-        return self.maxmind.as_org if self.maxmind is not None else None
+        return self._merged_as()[1]
+
+    def _merged_as(self) -> tuple[int | None, str | None]:
+        """(origin AS, its name): Cymru's when it gave an origin AS, else MaxMind's."""
+        cymru, geo = self.cymru, self.maxmind
+        if cymru is not None and cymru.asns:
+            return cymru.asns[0], cymru.as_name
+        if geo is not None:
+            return geo.asn, geo.as_org
+        return None, None
 
     @property
     def merged_country(self) -> str | None:
@@ -180,16 +187,10 @@ class EnrichmentRecord:
     def to_dict(self) -> dict[str, Any]:
         """Return the exported record (DESIGN.md), JSON-ready."""
         cymru, geo = self.cymru, self.maxmind
-        if cymru is not None and cymru.asns:  # the merge of merged_asn and merged_as_name
-            asn: int | None = cymru.asns[0]
-            as_name = cymru.as_name
-        elif geo is not None:
-            asn, as_name = geo.asn, geo.as_org
-        else:
-            asn = as_name = None
+        asn, as_name = self._merged_as()
         return {
             "ip": self.ip,
-            "status": _STATUS_TEXT[self.status],
+            "status": STATUS_TEXT[self.status],
             "cymru": cymru.to_dict() if cymru is not None else None,
             "maxmind": geo.to_dict() if geo is not None else None,
             "expires_at": format_time(self.expires_at),

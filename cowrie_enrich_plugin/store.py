@@ -703,10 +703,6 @@ def _fetch_mappings(query: sa.Select[Any], conn: Connection) -> list[Mapping[str
     return [dict(row) for row in conn.execute(query).mappings()]
 
 
-if set(RECORD_COLUMNS) != {c.name for c in records_table.columns}:
-    raise AssertionError("store_rows.RECORD_COLUMNS does not match the enrichment_record table")
-
-
 @dataclass(frozen=True)
 class _Bulk:
     """A compiled bulk statement, run with one tuple of values per row.

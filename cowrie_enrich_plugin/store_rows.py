@@ -11,41 +11,19 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from .record import CymruAnswer, EnrichmentRecord, GeoAnswer, Status
+from .record import STATUS_TEXT, CymruAnswer, EnrichmentRecord, GeoAnswer, Status
+from .store_schema import records_table
 
 #: How a time goes to the driver: naive UTC, as a ``datetime`` or as SQLite's text.
 TimeValue = Callable[[dt.datetime | None], Any]
 
 __all__ = ["RECORD_COLUMNS", "TimeValue", "aware", "naive", "record_values", "row_record"]
 
-#: The columns of ``enrichment_record``, in the order of :func:`record_values`.
-RECORD_COLUMNS: Final = (
-    "ip",
-    "status",
-    "cymru_asns",
-    "cymru_as_name",
-    "cymru_prefix",
-    "cymru_cc",
-    "cymru_registry",
-    "cymru_allocated",
-    "cymru_fetched_at",
-    "mm_present",
-    "mm_country_iso_code",
-    "mm_country_name",
-    "mm_city",
-    "mm_latitude",
-    "mm_longitude",
-    "mm_accuracy_radius",
-    "mm_asn",
-    "mm_as_org",
-    "mm_city_db_built_at",
-    "mm_asn_db_built_at",
-    "expires_at",
-    "updated_at",
-)
+#: The columns of ``enrichment_record``, in table order: :func:`record_values` gives
+#: its values in this order (``tests/test_record.py`` reads a row back through it).
+RECORD_COLUMNS: Final = tuple(column.name for column in records_table.columns)
 _NO_CYMRU: Final = (None,) * 7
 _NO_GEO: Final = (False,) + (None,) * 10
-_STATUS_TEXT: Final = {status: status.value for status in Status}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -90,7 +68,7 @@ def record_values(record: EnrichmentRecord, now: Any, when: TimeValue) -> tuple[
     cymru, geo = record.cymru, record.maxmind
     return (
         record.ip,
-        _STATUS_TEXT[record.status],
+        STATUS_TEXT[record.status],
         *(
             _NO_CYMRU
             if cymru is None
