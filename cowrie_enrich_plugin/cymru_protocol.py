@@ -161,10 +161,7 @@ def _parse_common_row(line: str) -> CymruRow | None:
         start = int.from_bytes(inet_pton(AF_INET, network), "big")
     except OSError:
         return None
-    if not 0 < asn <= _MAX_ASN or length > 32:
-        return None
-    host_bits = (1 << (32 - length)) - 1
-    if start & host_bits or not start <= address <= start | host_bits:
+    if not 0 < asn <= _MAX_ASN or not _v4_network_holds(start, length, address):
         return None
     if allocated is not None:
         try:
@@ -251,12 +248,17 @@ def _v4_prefix(text: str, address: int) -> str | None:
     if not slash or start is None or not _is_number(length_text) or len(length_text) > 2:
         return None
     length = int(length_text)
-    if length > 32:
-        return None
-    host_bits = (1 << (32 - length)) - 1
-    if start & host_bits or not start <= address <= start | host_bits:
+    if not _v4_network_holds(start, length, address):
         return None
     return f"{network}/{length}"
+
+
+def _v4_network_holds(start: int, length: int, address: int) -> bool:
+    """Whether ``start/length`` is a proper IPv4 network (no host bits) holding ``address``."""
+    if length > 32:
+        return False
+    host_bits = (1 << (32 - length)) - 1
+    return not start & host_bits and start <= address <= start | host_bits
 
 
 def _any_prefix(text: str, address: IPAddress) -> str | None:
