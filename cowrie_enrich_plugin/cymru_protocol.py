@@ -30,6 +30,7 @@ from .addresses import (
     Usable,
     classify,
     fast_ipv4,
+    is_usable_ipv4,
     non_global_reason,
     parse_address,
 )
@@ -79,9 +80,12 @@ def build_bulk_request(addresses: Iterable[IPAddress | str]) -> bytes:
             if why is not None:
                 raise ValueError(f"{text} is not globally routable ({why}); it is never sent")
         elif isinstance(address, str):
-            verdict = classify(address)
-            if not isinstance(verdict, Usable) or verdict.ip != address:
-                raise ValueError(f"{address!r} is not a canonical global address; it is never sent")
+            if not is_usable_ipv4(address):  # the common case, checked without a verdict
+                verdict = classify(address)
+                if not isinstance(verdict, Usable) or verdict.ip != address:
+                    raise ValueError(
+                        f"{address!r} is not a canonical global address; it is never sent"
+                    )
             text = address
         else:
             raise TypeError(f"not an address: {type(address).__name__}")

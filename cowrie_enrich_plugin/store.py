@@ -747,7 +747,10 @@ def open_store(url: str, *, create: bool = True) -> Store:
         missing or the database cannot be reached.
     """
     try:
-        engine = sa.create_engine(url, pool_pre_ping=True)
+        parsed = sa.engine.make_url(url)
+        # A pooled PostgreSQL connection may have been dropped by the server; a
+        # SQLite file's cannot be, and a ping before each transaction is wasted.
+        engine = sa.create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
     except sa.exc.ArgumentError as exc:
         raise StoreError(f"db URL {url!r} is not a database URL: {exc}") from exc
     except ModuleNotFoundError as exc:
