@@ -73,6 +73,7 @@ class Enricher:
         self.geo = geo
         self.client = client
         self.stats = EnrichStats()
+        self._released = False
 
     @classmethod
     def open(cls, config: EnrichConfig) -> Enricher:
@@ -93,12 +94,19 @@ class Enricher:
         )
         return cls(config, store, geo, client)
 
-    def close(self) -> None:
-        """Give up this process's leases and close the store and the GeoIP files."""
+    def release_leases(self) -> None:
+        """Give up this process's leases (what they hold stays queued for the next run)."""
+        if self._released:
+            return
+        self._released = True
         try:
             self.store.release()
         except StoreError as exc:  # the leases expire on their own
             logger.warning("could not release leases: %s", exc)
+
+    def close(self) -> None:
+        """Give up this process's leases and close the store and the GeoIP files."""
+        self.release_leases()
         self.store.close()
         self.geo.close()
 

@@ -165,8 +165,11 @@ class ThreadTransport(Transport):
             try:
                 flusher.run(self.inbox)
             finally:
-                self.enricher.close()
+                # Everything is persisted and the leases given up: the host may go on
+                # while the store and the GeoIP files are closed.
+                self.enricher.release_leases()
                 self.incoming.put(("done", flusher.counters()))
+                self.enricher.close()
 
         self.thread = threading.Thread(target=run, name="cowrie-enrich-flusher", daemon=True)
         self.thread.start()
@@ -325,8 +328,11 @@ def main() -> int:
     try:
         flusher.run(inbox, on_idle=idle)
     finally:
-        enricher.close()
+        # Everything is persisted and the leases given up: the host may go on while
+        # the store and the GeoIP files are closed.
+        enricher.release_leases()
         send(("done", flusher.counters()))
+        enricher.close()
     return 0
 
 
