@@ -21,6 +21,8 @@ Scenarios (cold = empty cache):
   bare-orjson    the same with orjson, when installed
   ingest-off     the reference host with the plugin disabled
   ingest-on      the reference host with the plugin, the network answering instantly
+  host-floor     the same with a stand-in worker (benchmarks/floor_worker.py) that answers
+                 every address at once from memory: what the host's thread pays alone
   read-only      the reference host's log reader alone (no hooks): the base of the next
   collect-only   the same reader, with the plugin's collecting (``IngestPipeline.ingest``)
                  on every chunk and no worker behind it: the host-side cost by itself
@@ -29,6 +31,7 @@ Scenarios (cold = empty cache):
 from __future__ import annotations
 
 import argparse
+import compileall
 import gzip
 import json
 import math
@@ -222,6 +225,10 @@ def scenario(name: str, hostport: str, work: str, db: str) -> dict[str, Any]:
 
         host, port = hostport.rsplit(":", 1)
         enabled = name != "ingest-off"
+        if name == "host-floor":
+            from cowrie_enrich_plugin.worker import ProcessTransport
+
+            ProcessTransport.command = (str(ROOT / "benchmarks" / "floor_worker.py"),)
         config = {
             "plugins": {
                 "enabled": ["enrich"] if enabled else [],
@@ -350,7 +357,15 @@ def ingest_rounds(server: Server, work: str, ips: list[str], runs: int) -> list[
     asked for every address once first, so that rendering its answers (which the
     real server does on its own machine) is not billed to the first run.
     """
-    names = ["bare-json", "bare-orjson", "ingest-off", "ingest-on", "read-only", "collect-only"]
+    names = [
+        "bare-json",
+        "bare-orjson",
+        "ingest-off",
+        "ingest-on",
+        "host-floor",
+        "read-only",
+        "collect-only",
+    ]
     try:
         import orjson  # noqa: F401
     except ImportError:
@@ -365,10 +380,10 @@ def ingest_rounds(server: Server, work: str, ips: list[str], runs: int) -> list[
     rows = []
     for name in names:
         row = _median_row(results[name])
-        if name == "ingest-on":
+        if name in ("ingest-on", "host-floor"):
             row["round_ratios"] = [
                 on["wall"] / off["wall"]
-                for on, off in zip(results["ingest-on"], results["ingest-off"], strict=True)
+                for on, off in zip(results[name], results["ingest-off"], strict=True)
             ]
         if name == "collect-only":
             row["round_ratios"] = [
@@ -401,6 +416,9 @@ def main() -> int:
         return 0
 
     per_batch, per_ip = PROFILES[args.profile]
+    # An installed wheel carries its bytecode; a checkout run with PYTHONDONTWRITEBYTECODE
+    # (as in CI) would compile the package's sources again in every process it starts.
+    compileall.compile_dir(ROOT / "cowrie_enrich_plugin", quiet=1)
     table: list[dict[str, Any]] = []
     slow = Server(per_batch, per_ip)
     instant = Server(0.0, 0.0, streaming=False)  # one write per answer: the least server CPU
@@ -477,15 +495,16 @@ def print_table(report: dict[str, Any]) -> None:
             f"{r['ips_sent']:9d} {r['peak_rss_mb']:11.0f} {rate:10,.0f}"
         )
     for work, ratio in ingest_ratios(rows).items():
-        rounds = ""
-        if "on_over_off_rounds" in ratio:
-            rounds = (
-                f" (median of the rounds' own ratios: {ratio['on_over_off_rounds']:.2f}x"
-                f" and {ratio.get('collect_over_read_rounds', float('nan')):.2f}x)"
-            )
+
+        def shown(key: str, ratio: dict[str, float] = ratio) -> str:
+            rounds = ratio.get(key + "_rounds")
+            each = f" (rounds' median {rounds:.2f}x)" if rounds is not None else ""
+            return f"{ratio[key]:.2f}x{each}" if key in ratio else "n/a"
+
         print(
-            f"{work}: plugin on / off = {ratio['on_over_off']:.2f}x; host side alone "
-            f"(collect-only / read-only) = {ratio['collect_over_read']:.2f}x{rounds}"
+            f"{work}: plugin on / off = {shown('on_over_off')}; with a worker that costs "
+            f"nothing (host-floor / off) = {shown('floor_over_off')}; collecting alone "
+            f"(collect-only / read-only) = {shown('collect_over_read')}"
         )
 
 
@@ -500,10 +519,15 @@ def ingest_ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
                 "on_over_off": wall[work, "ingest-on"] / wall[work, "ingest-off"],
                 "collect_over_read": wall[work, "collect-only"] / wall[work, "read-only"],
             }
+            if (work, "host-floor") in wall:
+                ratios[work]["floor_over_off"] = wall[work, "host-floor"] / wall[work, "ingest-off"]
+            keys = {
+                "ingest-on": "on_over_off",
+                "host-floor": "floor_over_off",
+                "collect-only": "collect_over_read",
+            }
             for row in rows:
-                key = {"ingest-on": "on_over_off", "collect-only": "collect_over_read"}.get(
-                    row["scenario"]
-                )
+                key = keys.get(row["scenario"])
                 if row["workload"] == work and key and row.get("round_ratios"):
                     ratios[work][key + "_rounds"] = statistics.median(row["round_ratios"])
     return ratios
