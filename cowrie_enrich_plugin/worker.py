@@ -7,7 +7,9 @@ imports (SQLAlchemy, geoip2) happen there, not in the host.
 
 Messages are pickled tuples with a 4-byte length, over the child's stdin/stdout
 (the child is our own ``python -m cowrie_enrich_plugin.worker``, so no host module
-is re-imported, unlike ``multiprocessing``'s spawn). To the worker: ``("init",
+is re-imported, unlike ``multiprocessing``'s spawn). The host's end of the pipes is
+non-blocking and served from the host's own calls: the plugin adds no thread to
+the host's process. To the worker: ``("init",
 config, log_level)``, then ``("ips", [...])``, ``("skip", [...])``, ``("flush",)``,
 ``("end",)``. From it: ``("ready",)``, ``("records", [dicts], counters)``,
 ``("error", kind, message)``, ``("done", counters)``. When the host dies, the
@@ -23,6 +25,7 @@ import logging
 import os
 import pickle
 import queue
+import select
 import struct
 import subprocess
 import sys
@@ -39,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 _HEADER: Final = struct.Struct(">I")
 _INBOX_MESSAGES: Final = 64  # messages (each up to a chunk's new addresses) before the host waits
+_OUTBOX_BYTES: Final = 1 << 20  # framed messages (about 60,000 addresses) before the host waits
+_READ_BYTES: Final = 1 << 20
 _STATS_EVERY: Final = 0.5
 _ERRORS: Final[dict[str, type[Exception]]] = {
     "ConfigError": ConfigError,
@@ -54,27 +59,6 @@ def write_message(stream: IO[bytes], message: Message) -> None:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(_HEADER.pack(len(data)) + data)
     stream.flush()
-
-
-def coalesce(messages: list[Message | None]) -> list[Message | None]:
-    """Merge runs of ``("ips", ...)`` (and of ``("skip", ...)``) messages into one each.
-
-    While the worker is busy, the host's chunks queue up; each of their handful of
-    new addresses need not cost a message of its own. Order is kept.
-    """
-    merged: list[Message | None] = []
-    for message in messages:
-        previous = merged[-1] if merged else None
-        if (
-            message is not None
-            and previous is not None
-            and message[0] in ("ips", "skip")
-            and previous[0] == message[0]
-        ):
-            merged[-1] = (message[0], [*previous[1], *message[1]])
-        else:
-            merged.append(message)
-    return merged
 
 
 def read_message(stream: IO[bytes]) -> Message | None:
@@ -185,7 +169,14 @@ class ThreadTransport(Transport):
 
 
 class ProcessTransport(Transport):
-    """The flusher in a worker process (``python -m cowrie_enrich_plugin.worker``)."""
+    """The flusher in a worker process (``python -m cowrie_enrich_plugin.worker``).
+
+    No thread is added to the host's process: the pipes are non-blocking and are
+    served from the host's own calls (``send``, ``poll``, ``wait``). A helper thread
+    would have to take the interpreter lock from the host's thread each time a
+    message came or went, and on a small virtual machine each of those hand-overs
+    costs the host's thread more than the message itself.
+    """
 
     #: The worker's command after the interpreter. The benchmarks swap in a stand-in
     #: that speaks the same messages, to measure the host's side alone.
@@ -206,66 +197,136 @@ class ProcessTransport(Transport):
                 'set worker = "thread" in [plugins.enrich] to run it in this process'
             ) from exc
         assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._to_worker = self.proc.stdin.fileno()
+        self._from_worker = self.proc.stdout.fileno()
+        os.set_blocking(self._to_worker, False)
+        os.set_blocking(self._from_worker, False)
+        self._out = bytearray()  # framed messages the pipe has not taken yet
+        self._in = bytearray()  # bytes read and not yet a whole message
+        self._received: list[Message] = []  # read while waiting to send
+        self._broken = False  # the worker stopped reading
+        self._eof = False
+        self._exit_reported = False
         level = logging.getLogger("cowrie_enrich_plugin").getEffectiveLevel()
-        self.outbox: queue.Queue[Message | None] = queue.Queue(maxsize=_INBOX_MESSAGES)
-        self.outbox.put(("init", config, level))
-        self.writer = threading.Thread(target=self._write, name="cowrie-enrich-send", daemon=True)
-        self.reader = threading.Thread(target=self._read, name="cowrie-enrich-receive", daemon=True)
-        self.writer.start()
-        self.reader.start()
-
-    def _write(self) -> None:
-        assert self.proc.stdin is not None
-        try:
-            while True:
-                waiting = [self.outbox.get()]
-                with contextlib.suppress(queue.Empty):
-                    while len(waiting) < _INBOX_MESSAGES:
-                        waiting.append(self.outbox.get_nowait())
-                for message in coalesce(waiting):
-                    if message is None:
-                        return
-                    write_message(self.proc.stdin, message)
-        except (BrokenPipeError, OSError, ValueError):
-            pass  # the worker is gone; the reader reports it
-        finally:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        try:
-            while True:
-                message = read_message(self.proc.stdout)
-                if message is None:
-                    break
-                self.incoming.put(message)
-        except (OSError, pickle.UnpicklingError, EOFError) as exc:
-            logger.error("lost the enrichment worker: %s", exc)
-        self.incoming.put(("exit", self.proc.wait()))
+        self.send(("init", config, level))
 
     def send(self, message: Message) -> None:
-        """Queue a message for the worker (blocks while the queue is full).
+        """Queue a message for the worker; wait while too much is queued (backpressure).
 
-        If the worker is gone the message is dropped rather than waiting forever;
-        the reader reports the exit, and the host's next call raises it.
+        If the worker is gone the message is dropped rather than waiting forever; its
+        exit is reported by the next ``poll``, and the host's next call raises it.
         """
-        while True:
-            try:
-                self.outbox.put(message, timeout=0.5)
+        if self._broken:
+            return
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        self._out += _HEADER.pack(len(data))
+        self._out += data
+        self._write_some()
+        while len(self._out) > _OUTBOX_BYTES and not self._broken:
+            if self.proc.poll() is not None:
+                self._broken = True
+                self._out.clear()
                 return
-            except queue.Full:
-                if self.proc.poll() is not None:
-                    return
+            self._received.extend(self._wait_for_pipes(0.5))
+
+    def poll(self) -> list[Message]:
+        """Every message that has arrived, without waiting."""
+        self._write_some()
+        messages = self._received + self._read_some()
+        self._received = []
+        return messages
+
+    def wait(self, timeout: float) -> list[Message]:
+        """At least one message, or none after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            messages = self.poll()
+            left = deadline - time.monotonic()
+            if messages or left <= 0 or self._exit_reported:
+                return messages
+            self._received.extend(self._wait_for_pipes(left))
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop feeding the worker; it exits on its own (the reader thread reaps it).
+        """Hand the worker what is still queued, close its input, and let it exit.
 
         By the time the host closes, the worker has said ``done``: everything is
-        persisted and its leases are released, so its exit need not be awaited.
+        persisted and its leases are released, so its exit is not awaited; a daemon
+        thread reaps it.
         """
-        with contextlib.suppress(queue.Full):
-            self.outbox.put(None, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while self._out and not self._broken and time.monotonic() < deadline:
+            self._wait_for_pipes(deadline - time.monotonic())
+            self._write_some()
+        assert self.proc.stdin is not None
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+        threading.Thread(target=self.proc.wait, name="cowrie-enrich-reap", daemon=True).start()
+
+    # -- the pipes -------------------------------------------------------------------
+
+    def _write_some(self) -> None:
+        if not self._out or self._broken:
+            return
+        try:
+            written = os.write(self._to_worker, self._out)
+        except BlockingIOError:
+            return
+        except OSError:  # BrokenPipeError included: the worker is gone
+            self._broken = True
+            self._out.clear()
+            return
+        del self._out[:written]
+
+    def _read_some(self) -> list[Message]:
+        if self._eof:
+            return []
+        while True:
+            try:
+                data = os.read(self._from_worker, _READ_BYTES)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                logger.error("lost the enrichment worker: %s", exc)
+                data = b""
+            if not data:
+                self._eof = True
+                break
+            self._in += data
+        messages: list[Message] = []
+        buffer, offset = self._in, 0
+        while len(buffer) - offset >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(buffer, offset)
+            start = offset + _HEADER.size
+            if len(buffer) - start < size:
+                break
+            try:
+                messages.append(pickle.loads(buffer[start : start + size]))
+            except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+                logger.error("lost the enrichment worker: %s", exc)
+                self._eof = True
+                break
+            offset = start + size
+        del buffer[:offset]
+        if self._eof and not self._exit_reported:
+            self._exit_reported = True
+            try:
+                code = self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                code = self.proc.wait()
+            messages.append(("exit", code))
+        return messages
+
+    def _wait_for_pipes(self, timeout: float) -> list[Message]:
+        """Sleep until the worker wrote or can take more (at most ``timeout``), then read."""
+        readable = [] if self._eof else [self._from_worker]
+        writable = [self._to_worker] if self._out and not self._broken else []
+        if readable or writable:
+            select.select(readable, writable, [], max(0.0, timeout))
+        else:
+            time.sleep(min(max(0.0, timeout), 0.05))
+        self._write_some()
+        return self._read_some()
 
 
 def raise_worker_error(kind: str, message: str) -> None:

@@ -91,30 +91,6 @@ def test_events_that_are_not_plain_dicts_take_the_careful_path() -> None:
     assert transport.sent == [("ips", ["8.8.8.8"])]
 
 
-def test_queued_messages_are_merged_in_order() -> None:
-    from cowrie_enrich_plugin.worker import coalesce
-
-    assert coalesce(
-        [
-            ("ips", ["8.8.8.8"]),
-            ("ips", ["1.1.1.1", "9.9.9.9"]),
-            ("skip", ["10.0.0.1"]),
-            ("skip", ["10.0.0.2"]),
-            ("ips", ["4.4.4.4"]),
-            ("flush",),
-            ("ips", ["8.8.4.4"]),
-            None,
-        ]
-    ) == [
-        ("ips", ["8.8.8.8", "1.1.1.1", "9.9.9.9"]),
-        ("skip", ["10.0.0.1", "10.0.0.2"]),
-        ("ips", ["4.4.4.4"]),
-        ("flush",),
-        ("ips", ["8.8.4.4"]),
-        None,
-    ]
-
-
 def test_events_given_as_an_iterator_keep_their_refusals() -> None:
     pipe, transport = pipeline()
     events = iter([{"src_ip": "8.8.8.8"}, {"src_ip": "nope"}, {"src_ip": "1.1.1.1"}])

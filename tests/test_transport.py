@@ -1,0 +1,68 @@
+"""The process transport: no thread in the host's process, bounded queue, a gone worker reported.
+
+These run real worker processes (or a stand-in command through the transport's own
+``command`` seam) over real pipes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cowrie_enrich_plugin.config import EnrichConfig
+from cowrie_enrich_plugin.testing import BulkWhoisServer
+from cowrie_enrich_plugin.worker import Message, ProcessTransport
+
+from .conftest import global_ips
+
+
+def _finish(transport: ProcessTransport, timeout: float = 30.0) -> list[Message]:
+    messages: list[Message] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        messages.extend(transport.wait(0.5))
+        if any(m[0] in ("done", "error", "exit") for m in messages):
+            break
+    transport.close()
+    return messages
+
+
+def test_the_host_process_gets_no_helper_thread(server: BulkWhoisServer, tmp_path: Path) -> None:
+    host, port = server.address
+    before = threading.active_count()
+    transport = ProcessTransport(
+        EnrichConfig(db=f"sqlite:///{tmp_path}/t.db", cymru_host=host, cymru_port=port)
+    )
+    ips = global_ips(1_200, seed=11)
+    for start in range(0, len(ips), 100):
+        transport.send(("ips", ips[start : start + 100]))
+        assert threading.active_count() == before
+    transport.send(("end",))
+    messages = _finish(transport)
+    records = [r for m in messages if m[0] == "records" for r in m[1]]
+    assert sorted(r["ip"] for r in records) == sorted(ips)
+    assert messages[-1][0] == "done"
+
+
+def test_a_worker_that_stops_reading_slows_the_host_then_is_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A "worker" that never reads its input and exits after 2 s.
+    monkeypatch.setattr(ProcessTransport, "command", ("-c", "import time; time.sleep(2)"))
+    transport = ProcessTransport(EnrichConfig())
+    started = time.monotonic()
+    addresses = global_ips(2_000, seed=12)
+    sent = 0
+    while time.monotonic() - started < 20 and transport.proc.poll() is None:
+        transport.send(("ips", addresses))  # about 30 KB each: the queue fills within 2 s
+        sent += 1
+    waited = time.monotonic() - started
+    assert 1.0 < waited < 20  # held back, not run out of memory, and not forever
+    assert sent < 200  # bounded: about 1 MB queued, plus what the pipe holds
+    messages = transport.wait(5)
+    assert messages and messages[-1][0] == "exit"
+    transport.send(("ips", addresses))  # dropped, not blocking, once the worker is gone
+    transport.close()
