@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from .errors import StoreError
 from .record import EnrichmentRecord, GeoAnswer, Status, utc_now
+from .store_bulk import BulkInsert
 from .store_rows import RECORD_COLUMNS, TimeValue, aware, naive, record_values, row_record
 from .store_schema import (
     SCHEMA_VERSION,
@@ -215,7 +216,6 @@ class Store:
         self.owner = owner or make_owner_id()
         _LIVE_OWNERS.add(self.owner)
         self.statements = 0
-        self._positional = bool(engine.dialect.positional)
         self._when = self._time_converter()
         self._write_lock: threading.Lock | contextlib.nullcontext[None] = (
             threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
@@ -225,10 +225,11 @@ class Store:
         self._build_statements()
 
     def _build_statements(self) -> None:
-        """The bulk statements, compiled once, run with many rows each (executemany).
+        """The bulk statements, compiled once, each run as multi-row statements.
 
-        They go to the driver as they are (``exec_driver_sql``): per-row parameter
-        processing in SQLAlchemy would cost more than the database's own work.
+        They go to the driver as they are (``exec_driver_sql``, see
+        :mod:`.store_bulk`): per-row parameter processing in SQLAlchemy would cost
+        more than the database's own work.
         """
         q = pending_queue.c
         claim = self._insert(pending_queue)
@@ -263,32 +264,14 @@ class Store:
         )
         self._pending_sql = self._compile(pending, RECORD_COLUMNS)
 
-    def _compile(self, stmt: Any, columns: Sequence[str]) -> _Bulk:
-        compiled = stmt.compile(dialect=self.engine.dialect, column_keys=list(columns))
-        if not compiled.positional:
-            return _Bulk(str(compiled), tuple(columns), None)
-        order = tuple(compiled.positiontup or ())
-        if sorted(order) != sorted(columns):
-            raise AssertionError(f"a bulk statement binds {order}, not the columns {columns}")
-        permutation = None if order == tuple(columns) else [columns.index(c) for c in order]
-        return _Bulk(str(compiled), tuple(columns), permutation)
+    def _compile(self, stmt: Any, columns: Sequence[str]) -> BulkInsert:
+        return BulkInsert.compile(stmt, columns, self.engine.dialect)
 
-    def _executemany(self, conn: Connection, statement: _Bulk, rows: list[tuple[Any, ...]]) -> None:
-        """Run a compiled bulk statement over ``rows`` (values in its columns' order).
-
-        The rows go straight to the driver: per-row parameter processing in
-        SQLAlchemy would cost more than the database's own work.
-        """
-        if not rows:
-            return
-        if not self._positional:  # named parameters (psycopg)
-            names = statement.columns
-            conn.exec_driver_sql(statement.sql, [dict(zip(names, r, strict=True)) for r in rows])
-            return
-        if statement.permutation is not None:
-            order = statement.permutation
-            rows = [tuple(row[i] for i in order) for row in rows]
-        conn.exec_driver_sql(statement.sql, rows)
+    @staticmethod
+    def _executemany(conn: Connection, statement: BulkInsert, rows: list[tuple[Any, ...]]) -> None:
+        """Run a compiled bulk statement over ``rows`` (values in its columns' order)."""
+        if rows:
+            statement.run(conn, rows)
 
     def _time_converter(self) -> TimeValue:
         """Times as the driver takes them: naive UTC, as text on SQLite.
@@ -701,19 +684,6 @@ class Store:
 
 def _fetch_mappings(query: sa.Select[Any], conn: Connection) -> list[Mapping[str, Any]]:
     return [dict(row) for row in conn.execute(query).mappings()]
-
-
-@dataclass(frozen=True)
-class _Bulk:
-    """A compiled bulk statement, run with one tuple of values per row.
-
-    ``columns`` is the order of each row's values; ``permutation`` (rarely set) maps
-    it to the order in which the SQL binds them.
-    """
-
-    sql: str
-    columns: tuple[str, ...]
-    permutation: list[int] | None
 
 
 _PLACEHOLDER_COLUMNS: Final = ("ip", "status", "mm_present", "updated_at")
