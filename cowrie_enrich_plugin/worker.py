@@ -8,8 +8,8 @@ imports (SQLAlchemy, geoip2) happen there, not in the host.
 Messages are pickled tuples with a 4-byte length, over the child's stdin/stdout
 (the child is our own ``python -m cowrie_enrich_plugin.worker``, so no host module
 is re-imported, unlike ``multiprocessing``'s spawn). The host's end of the pipes is
-non-blocking and served from the host's own calls: the plugin adds no thread to
-the host's process. To the worker: ``("init",
+non-blocking and served from the host's own calls: while the host ingests, the
+plugin runs no thread in its process. To the worker: ``("init",
 config, log_level)``, then ``("ips", [...])``, ``("skip", [...])``, ``("flush",)``,
 ``("end",)``. From it: ``("ready",)``, ``("records", [dicts], counters)``,
 ``("error", kind, message)``, ``("done", counters)``. When the host dies, the
@@ -171,8 +171,9 @@ class ThreadTransport(Transport):
 class ProcessTransport(Transport):
     """The flusher in a worker process (``python -m cowrie_enrich_plugin.worker``).
 
-    No thread is added to the host's process: the pipes are non-blocking and are
-    served from the host's own calls (``send``, ``poll``, ``wait``). A helper thread
+    While the host ingests, no thread runs in its process for the plugin: the pipes
+    are non-blocking and served from the host's own calls (``send``, ``poll``,
+    ``wait``); only after the end does a daemon thread reap the worker. A helper thread
     would have to take the interpreter lock from the host's thread each time a
     message came or went, and on a small virtual machine each of those hand-overs
     costs the host's thread more than the message itself.
@@ -303,6 +304,7 @@ class ProcessTransport(Transport):
                 messages.append(pickle.loads(buffer[start : start + size]))
             except (pickle.UnpicklingError, EOFError, ValueError) as exc:
                 logger.error("lost the enrichment worker: %s", exc)
+                self.proc.kill()  # its stream cannot be trusted any more
                 self._eof = True
                 break
             offset = start + size
