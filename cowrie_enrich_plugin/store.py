@@ -268,7 +268,7 @@ class Store:
         return BulkInsert.compile(stmt, columns, self.engine.dialect)
 
     @staticmethod
-    def _executemany(conn: Connection, statement: BulkInsert, rows: list[tuple[Any, ...]]) -> None:
+    def _write_rows(conn: Connection, statement: BulkInsert, rows: list[tuple[Any, ...]]) -> None:
         """Run a compiled bulk statement over ``rows`` (values in its columns' order)."""
         if rows:
             statement.run(conn, rows)
@@ -436,7 +436,7 @@ class Store:
         def work(conn: Connection) -> None:
             won.clear()
             for chunk in _chunks(wanted, _WRITE_CHUNK):
-                self._executemany(
+                self._write_rows(
                     conn,
                     self._claim_sql,
                     [(ip, 0, None, at, at, owner, expires) for ip in chunk],
@@ -461,7 +461,7 @@ class Store:
                         )
                     )
                 won.update(claimed - fresh)
-                self._executemany(
+                self._write_rows(
                     conn, self._placeholder_sql, [(ip, "pending", False, at) for ip in chunk]
                 )
 
@@ -553,7 +553,7 @@ class Store:
 
         def work(conn: Connection) -> None:
             for chunk in _chunks(records, _WRITE_CHUNK):
-                self._executemany(
+                self._write_rows(
                     conn, self._upsert_sql, [record_values(r, now_value, when) for r in chunk]
                 )
                 conn.execute(
@@ -564,7 +564,7 @@ class Store:
                 return
             items = list(failed.items())
             for part in _chunks(items, _WRITE_CHUNK):
-                self._executemany(
+                self._write_rows(
                     conn,
                     self._pending_sql,
                     [
@@ -604,7 +604,7 @@ class Store:
 
         def work(conn: Connection) -> None:
             for chunk in _chunks(ordered, _WRITE_CHUNK):
-                self._executemany(
+                self._write_rows(
                     conn, self._upsert_sql, [record_values(r, now_value, when) for r in chunk]
                 )
 
