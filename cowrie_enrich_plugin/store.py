@@ -267,12 +267,6 @@ class Store:
     def _compile(self, stmt: Any, columns: Sequence[str]) -> BulkInsert:
         return BulkInsert.compile(stmt, columns, self.engine.dialect)
 
-    @staticmethod
-    def _write_rows(conn: Connection, statement: BulkInsert, rows: list[tuple[Any, ...]]) -> None:
-        """Run a compiled bulk statement over ``rows`` (values in its columns' order)."""
-        if rows:
-            statement.run(conn, rows)
-
     def _time_converter(self) -> TimeValue:
         """Times as the driver takes them: naive UTC, as text on SQLite.
 
@@ -436,9 +430,8 @@ class Store:
         def work(conn: Connection) -> None:
             won.clear()
             for chunk in _chunks(wanted, _WRITE_CHUNK):
-                self._write_rows(
+                self._claim_sql.run(
                     conn,
-                    self._claim_sql,
                     [(ip, 0, None, at, at, owner, expires) for ip in chunk],
                 )
                 # The upsert took (or extended) the lease unless another live
@@ -461,9 +454,7 @@ class Store:
                         )
                     )
                 won.update(claimed - fresh)
-                self._write_rows(
-                    conn, self._placeholder_sql, [(ip, "pending", False, at) for ip in chunk]
-                )
+                self._placeholder_sql.run(conn, [(ip, "pending", False, at) for ip in chunk])
 
         self._write(work)
         lost = [ip for ip in wanted if ip not in won]
@@ -553,9 +544,7 @@ class Store:
 
         def work(conn: Connection) -> None:
             for chunk in _chunks(records, _WRITE_CHUNK):
-                self._write_rows(
-                    conn, self._upsert_sql, [record_values(r, now_value, when) for r in chunk]
-                )
+                self._upsert_sql.run(conn, [record_values(r, now_value, when) for r in chunk])
                 conn.execute(
                     self._queries.delete_queued,
                     {"ips": _ip_set_value((r.ip for r in chunk), self.dialect)},
@@ -564,9 +553,8 @@ class Store:
                 return
             items = list(failed.items())
             for part in _chunks(items, _WRITE_CHUNK):
-                self._write_rows(
+                self._pending_sql.run(
                     conn,
-                    self._pending_sql,
                     [
                         record_values(
                             EnrichmentRecord(ip, Status.PENDING, maxmind=geo), now_value, when
@@ -604,9 +592,7 @@ class Store:
 
         def work(conn: Connection) -> None:
             for chunk in _chunks(ordered, _WRITE_CHUNK):
-                self._write_rows(
-                    conn, self._upsert_sql, [record_values(r, now_value, when) for r in chunk]
-                )
+                self._upsert_sql.run(conn, [record_values(r, now_value, when) for r in chunk])
 
         if ordered:
             self._write(work)
