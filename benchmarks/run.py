@@ -348,6 +348,14 @@ def _median_row(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+#: Each ingest ratio reported: (scenario, the scenario it is divided by).
+INGEST_RATIOS = {
+    "on_over_off": ("ingest-on", "ingest-off"),
+    "floor_over_off": ("host-floor", "ingest-off"),
+    "collect_over_read": ("collect-only", "read-only"),
+}
+
+
 def ingest_rounds(server: Server, work: str, ips: list[str], runs: int) -> list[dict[str, Any]]:
     """The ingest scenarios of one workload, interleaved: ``runs`` rounds of each in turn.
 
@@ -380,16 +388,11 @@ def ingest_rounds(server: Server, work: str, ips: list[str], runs: int) -> list[
     rows = []
     for name in names:
         row = _median_row(results[name])
-        if name in ("ingest-on", "host-floor"):
-            row["round_ratios"] = [
-                on["wall"] / off["wall"]
-                for on, off in zip(results[name], results["ingest-off"], strict=True)
-            ]
-        if name == "collect-only":
-            row["round_ratios"] = [
-                c["wall"] / r["wall"]
-                for c, r in zip(results["collect-only"], results["read-only"], strict=True)
-            ]
+        for top, base in INGEST_RATIOS.values():
+            if name == top:
+                row["round_ratios"] = [
+                    a["wall"] / b["wall"] for a, b in zip(results[top], results[base], strict=True)
+                ]
         rows.append({"workload": work, "scenario": name, **row})
     return rows
 
@@ -509,27 +512,17 @@ def print_table(report: dict[str, Any]) -> None:
 
 
 def ingest_ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per ingest workload: plugin on over off, and the host-side collecting alone."""
-    wall = {(r["workload"], r["scenario"]): r["wall"] for r in rows}
+    """Per ingest workload, each of :data:`INGEST_RATIOS`: of the medians, and of the rounds."""
+    by_key = {(r["workload"], r["scenario"]): r for r in rows}
     ratios: dict[str, dict[str, float]] = {}
     for work in dict.fromkeys(r["workload"] for r in rows):
-        needed = ("ingest-on", "ingest-off", "collect-only", "read-only")
-        if all((work, name) in wall for name in needed):
-            ratios[work] = {
-                "on_over_off": wall[work, "ingest-on"] / wall[work, "ingest-off"],
-                "collect_over_read": wall[work, "collect-only"] / wall[work, "read-only"],
-            }
-            if (work, "host-floor") in wall:
-                ratios[work]["floor_over_off"] = wall[work, "host-floor"] / wall[work, "ingest-off"]
-            keys = {
-                "ingest-on": "on_over_off",
-                "host-floor": "floor_over_off",
-                "collect-only": "collect_over_read",
-            }
-            for row in rows:
-                key = keys.get(row["scenario"])
-                if row["workload"] == work and key and row.get("round_ratios"):
-                    ratios[work][key + "_rounds"] = statistics.median(row["round_ratios"])
+        for key, (top, base) in INGEST_RATIOS.items():
+            if (work, top) not in by_key or (work, base) not in by_key:
+                continue
+            found = ratios.setdefault(work, {})
+            found[key] = by_key[work, top]["wall"] / by_key[work, base]["wall"]
+            if by_key[work, top].get("round_ratios"):
+                found[key + "_rounds"] = statistics.median(by_key[work, top]["round_ratios"])
     return ratios
 
 
