@@ -1,6 +1,6 @@
 """A stand-in for the enrichment worker: the host-side floor of the ``host-floor`` scenario.
 
-It speaks the worker's messages (``cowrie_enrich_plugin.worker``) but does no work:
+It speaks the engine's messages (``cowrie_enrich_plugin.channel``) but does no work:
 every address it is handed comes back at once, in records of the real shape, in
 messages of up to one batch. With it behind the plugin, a run measures what the
 host's own thread pays (collecting, sending, receiving, delivering) when the
@@ -13,8 +13,19 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from cowrie_enrich_plugin.channel import (
+    Done,
+    End,
+    Flush,
+    NewAddresses,
+    Ready,
+    Records,
+    SkippedAddresses,
+    read_message,
+    write_message,
+)
+from cowrie_enrich_plugin.counters import RunCounters
 from cowrie_enrich_plugin.record import CymruAnswer, EnrichmentRecord, Status, utc_now
-from cowrie_enrich_plugin.worker import read_message, write_message
 
 BATCH = 500
 
@@ -23,7 +34,7 @@ def main() -> int:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     if read_message(stdin) is None:
         return 2
-    write_message(stdout, ("ready",))
+    write_message(stdout, Ready())
     now = utc_now()
     answer = CymruAnswer(
         (64500,), "EXAMPLE-AS - Example, US", "192.0.2.0/24", "US", "arin", None, now
@@ -35,14 +46,14 @@ def main() -> int:
         message = read_message(stdin)
         if message is None:
             return 3
-        if message[0] in ("ips", "skip"):
-            waiting.extend({**template, "ip": ip} for ip in message[1])
-        while len(waiting) >= BATCH or (waiting and message[0] in ("flush", "end")):
+        if isinstance(message, NewAddresses | SkippedAddresses):
+            waiting.extend({**template, "ip": ip} for ip in message.ips)
+        while len(waiting) >= BATCH or (waiting and isinstance(message, Flush | End)):
             part, waiting = waiting[:BATCH], waiting[BATCH:]
-            write_message(stdout, ("records", part, None))
+            write_message(stdout, Records(part, None))
             delivered += len(part)
-        if message[0] == "end":
-            write_message(stdout, ("done", {"resolved": delivered}))
+        if isinstance(message, End):
+            write_message(stdout, Done(RunCounters(resolved=delivered)))
             return 0
 
 

@@ -24,7 +24,7 @@ Scenarios (cold = empty cache):
   host-floor     the same with a stand-in worker (benchmarks/floor_worker.py) that answers
                  every address at once from memory: what the host's thread pays alone
   read-only      the reference host's log reader alone (no hooks): the base of the next
-  collect-only   the same reader, with the plugin's collecting (``IngestPipeline.ingest``)
+  collect-only   the same reader, with the plugin's collecting (``Collector.ingest``)
                  on every chunk and no worker behind it: the host-side cost by itself
 """
 
@@ -221,21 +221,28 @@ def scenario(name: str, hostport: str, work: str, db: str) -> dict[str, Any]:
         extra.update(_read_and_collect(files, collect=name == "collect-only"))
     else:
         sys.path.insert(0, str(ROOT))
-        from cowrie_enrich_plugin.host import make_plugin_manager, run_ingest
+        from cowrie_enrich_plugin.hosts.reference import make_plugin_manager, run_ingest
 
         host, port = hostport.rsplit(":", 1)
         enabled = name != "ingest-off"
-        if name == "host-floor":
-            from cowrie_enrich_plugin.worker import ProcessTransport
-
-            ProcessTransport.command = (str(ROOT / "benchmarks" / "floor_worker.py"),)
         config = {
             "plugins": {
                 "enabled": ["enrich"] if enabled else [],
                 "enrich": {"db": db, "cymru_host": host, "cymru_port": int(port), "concurrency": 2},
             }
         }
-        summary = run_ingest([str(f) for f in files], config, pm=make_plugin_manager(config))
+        pm = make_plugin_manager(config)
+        if name == "host-floor":  # the plugin, with the stand-in worker as its engine
+            from cowrie_enrich_plugin.plugin import EnrichPlugin
+            from cowrie_enrich_plugin.transport import ProcessTransport
+
+            floor = (str(ROOT / "benchmarks" / "floor_worker.py"),)
+            pm.unregister(name="enrich")
+            pm.register(
+                EnrichPlugin(lambda settings: ProcessTransport(settings, command=floor)),
+                name="enrich",
+            )
+        summary = run_ingest([str(f) for f in files], config, pm=pm)
         extra["events"] = summary.events
         extra["loop"] = summary.read_seconds
         extra["delivered"] = summary.delivered
@@ -257,26 +264,27 @@ def scenario(name: str, hostport: str, work: str, db: str) -> dict[str, Any]:
 def _read_and_collect(files: list[Path], collect: bool) -> dict[str, Any]:
     """The reference host's reader, with (or without) the plugin's collecting per chunk.
 
-    The pipeline's transport keeps what it is handed and sends nothing: what is
+    The collector's transport keeps what it is handed and sends nothing: what is
     measured is the host's side alone, as if the worker cost nothing.
     """
     sys.path.insert(0, str(ROOT))
+    from cowrie_enrich_plugin.channel import NewAddresses, SkippedAddresses, ToEngine
+    from cowrie_enrich_plugin.collect import Collector
     from cowrie_enrich_plugin.config import EnrichConfig
-    from cowrie_enrich_plugin.logreader import LogReader
-    from cowrie_enrich_plugin.pipeline import IngestPipeline
-    from cowrie_enrich_plugin.worker import Message, Transport
+    from cowrie_enrich_plugin.hosts.logreader import LogReader
+    from cowrie_enrich_plugin.transport import Transport
 
     class Keep(Transport):
         def __init__(self) -> None:
             super().__init__()
             self.addresses = 0
 
-        def send(self, message: Message) -> None:
-            self.addresses += len(message[1]) if message[0] in ("ips", "skip") else 0
+        def send(self, message: ToEngine) -> None:
+            if isinstance(message, NewAddresses | SkippedAddresses):
+                self.addresses += len(message.ips)
 
-    pipeline = IngestPipeline(EnrichConfig(), deliver=lambda records: None)
     keep = Keep()
-    pipeline._transport = keep
+    pipeline = Collector(EnrichConfig(), lambda records: None, keep)
     events = 0
     for chunk in LogReader([str(f) for f in files]):
         if collect:

@@ -27,7 +27,7 @@ import sqlalchemy as sa  # noqa: E402
 
 from cowrie_enrich_plugin.record import CymruAnswer, EnrichmentRecord, Status  # noqa: E402
 from cowrie_enrich_plugin.store import open_store  # noqa: E402
-from cowrie_enrich_plugin.store_schema import records_table  # noqa: E402
+from cowrie_enrich_plugin.store.schema import records_table  # noqa: E402
 
 N = 100_000
 NAIVE_SAMPLE = 10_000

@@ -9,6 +9,7 @@ and what is allowed.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .errors import ConfigError
+from .sources.cymru.protocol import MAX_BATCH_SIZE
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,10 +28,15 @@ else:  # pragma: no cover - exercised on 3.10 only
 __all__ = [
     "DEFAULTS",
     "ENV_PREFIX",
+    "MAX_BACKOFF_SECONDS",
+    "PLUGIN_NAME",
     "ConfigError",
     "EnrichConfig",
+    "cli_flags",
     "load_host_config",
+    "mask_url",
     "plugin_enabled",
+    "plugin_section",
     "resolve_config",
 ]
 
@@ -37,16 +44,18 @@ ENV_PREFIX: Final = "COWRIE_ENRICH_"
 #: Environment variables with the prefix that are not configuration keys.
 _RESERVED_ENV: Final = frozenset({"COWRIE_ENRICH_CONFIG"})
 PLUGIN_NAME: Final = "enrich"
+#: The longest pause between two attempts of a whois batch (see the client's backoff).
+MAX_BACKOFF_SECONDS: Final = 30.0
 
 
 @dataclass(frozen=True)
 class EnrichConfig:
-    """The validated settings of the enrichment plugin (see DESIGN.md for each key)."""
+    """The validated settings of the enrichment plugin (``docs/configuration.rst``)."""
 
     db: str = "sqlite:///cowrie-enrich.db"
     cymru_host: str = "whois.cymru.com"
     cymru_port: int = 43
-    batch_size: int = 500
+    batch_size: int = MAX_BATCH_SIZE
     concurrency: int = 2
     timeout: float = 30.0
     retries: int = 4
@@ -58,6 +67,13 @@ class EnrichConfig:
     #: Where the network and database work runs: a worker process beside the host
     #: (default; keeps the host's own thread free) or a thread of the host's process.
     worker: str = "process"
+    #: The longest ``cowrie_ingest_end`` waits once the host is stopping (a signal).
+    shutdown_timeout: float = 10.0
+
+    @property
+    def longest_batch_seconds(self) -> float:
+        """The longest one whois batch can take: every attempt times out, with backoff."""
+        return (self.timeout + MAX_BACKOFF_SECONDS) * self.retries
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as a plain mapping (the database URL's password masked)."""
@@ -98,7 +114,7 @@ _RULES: Final[Mapping[str, _Rule]] = {
     "db": _Rule(str),
     "cymru_host": _Rule(str),
     "cymru_port": _Rule(int, 1, 65535),
-    "batch_size": _Rule(int, 1, 500),
+    "batch_size": _Rule(int, 1, MAX_BATCH_SIZE),
     "concurrency": _Rule(int, 1, 8),
     "timeout": _Rule(float, 0, 600, low_open=True),
     "retries": _Rule(int, 1, 20),
@@ -108,6 +124,7 @@ _RULES: Final[Mapping[str, _Rule]] = {
     "geoip_city": _Rule(str, optional=True),
     "geoip_asn": _Rule(str, optional=True),
     "worker": _Rule(str, choices=("process", "thread")),
+    "shutdown_timeout": _Rule(float, 0, 3600, low_open=True),
 }
 
 
@@ -135,9 +152,24 @@ def _check(key: str, value: object, where: str) -> Any:
         too_low = number <= rule.low if rule.low_open else number < rule.low
         if too_low or number > rule.high:
             raise ConfigError(problem)
-    if key == "cymru_host" and any(c.isspace() or c in "/:@" for c in str(value)):
+    if key == "cymru_host" and not _bare_host(str(value)):
         raise ConfigError(f"{where}: cymru_host = {value!r} must be a bare host name or address")
     return value
+
+
+def _bare_host(text: str) -> bool:
+    """A host name, an IPv4 address or an IPv6 address (unbracketed): no port, no path."""
+    if ":" in text:
+        try:
+            ipaddress.IPv6Address(text)
+        except ValueError:
+            return False
+        return True
+    return not any(c.isspace() or c in "/@[]" for c in text)
+
+
+#: The command-line flag that sets each key, where it is not ``--key``.
+_FLAGS: Final = {"cymru_host": "--cymru", "cymru_port": "--cymru"}
 
 
 def _from_text(key: str, text: str, where: str) -> Any:
@@ -188,7 +220,8 @@ def resolve_config(
     for key, value in (flags or {}).items():
         if value is None:
             continue
-        values[key] = _check(key, value, f"option --{key.replace('_', '-')}")
+        flag = _FLAGS.get(key, "--" + key.replace("_", "-"))
+        values[key] = _check(key, value, f"option {flag}")
     return EnrichConfig(**values)
 
 
@@ -252,6 +285,3 @@ def mask_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # an unparsable URL has nothing to mask that we can find
         return url
-
-
-__all__ += ["PLUGIN_NAME", "cli_flags", "mask_url", "plugin_section"]

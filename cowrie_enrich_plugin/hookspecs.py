@@ -12,6 +12,7 @@ and then calls, on one thread of its own (the *host's thread*), in this order:
 parsed events with ``cowrie_ingest_checkpoint`` whenever it commits, and
 ``cowrie_ingest_end`` once. Plugins hand results back through
 ``cowrie_enrichment_ready``, which the host (and any other plugin) implements.
+``cowrie_ingest_progress`` and ``cowrie_ingest_interrupted`` are optional for hosts.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ __all__ = [
     "cowrie_ingest_checkpoint",
     "cowrie_ingest_end",
     "cowrie_ingest_events",
+    "cowrie_ingest_interrupted",
+    "cowrie_ingest_progress",
     "cowrie_ingest_start",
     "hookimpl",
     "hookspec",
@@ -52,17 +55,20 @@ def hookspec(func: _F) -> _F:
 
 
 @hookspec
-def cowrie_ingest_start(config: Mapping[str, Any]) -> None:
+def cowrie_ingest_start(config: Mapping[str, Any], pluginmanager: pluggy.PluginManager) -> None:
     """Begin an ingest run.
 
     Called by the host, once per run, on the host's thread, before any event is
     passed on. Plugins read their own section of the configuration, open what they
-    need (the enrichment plugin opens its store and its GeoIP databases) and refuse
-    bad settings by raising :class:`ValueError` with a message that names the key.
+    need (the enrichment plugin starts its engine) and refuse bad settings by
+    raising :class:`ValueError` with a message that names the key.
 
     :param config: the host's parsed configuration, a mapping as read from its TOML
         file (``config["plugins"]["enrich"]`` is the enrichment plugin's section).
         Plugins must not modify it.
+    :param pluginmanager: the host's plugin manager (pytest's name for it). Plugins
+        keep it for the run and hand results back through its
+        ``hook.cowrie_enrichment_ready``.
     """
 
 
@@ -120,6 +126,28 @@ def cowrie_ingest_end() -> Mapping[str, Any] | None:
     """
 
 
+@hookspec
+def cowrie_ingest_interrupted() -> None:
+    """Tell plugins that the host is stopping early (Ctrl-C, SIGTERM).
+
+    Optional for hosts. Called by the host, on the host's thread (a signal handler
+    may call it), before or during ``cowrie_ingest_end``. Plugins stop waiting for
+    the network: ``cowrie_ingest_end`` then returns within the plugin's
+    ``shutdown_timeout``, and what is unanswered stays pending for the next run.
+    Must only set a flag: it may run in the middle of another hook call.
+    """
+
+
+@hookspec
+def cowrie_ingest_progress() -> Mapping[str, int] | None:
+    """Ask plugins for their counters so far, for a progress display.
+
+    Optional for hosts; called on the host's thread between other calls, or from
+    another thread of the host while it waits in ``cowrie_ingest_end``. Returns the
+    same keys as ``cowrie_ingest_end`` (``None``: nothing to report).
+    """
+
+
 # -- results -------------------------------------------------------------------------
 
 
@@ -130,8 +158,9 @@ def cowrie_enrichment_ready(records: Sequence[Mapping[str, Any]]) -> None:
     Called by the enrichment plugin, always on the host's thread and only from
     inside one of the host's own calls of ``cowrie_ingest_events``,
     ``cowrie_ingest_checkpoint`` or ``cowrie_ingest_end``. Implemented by the
-    host, and by any other plugin that wants the records. Each address's record
-    is delivered exactly once per run.
+    host, and by any other plugin that wants the records. In a batch run each
+    address's record is delivered once; hosts treat a delivery as an upsert by
+    ``ip``.
 
     :param records: one mapping per address, in the exported record shape:
         ``ip``, ``status`` (``enriched``, ``unannounced``, ``skipped`` or

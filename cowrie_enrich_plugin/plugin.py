@@ -1,121 +1,113 @@
-"""The enrichment plugin's hook implementations: thin, each delegates to the pipeline.
+"""The enrichment plugin's hook implementations: thin, each delegates to the run's collector.
 
-Registered under the ``cowrieprocessor`` entry-point group as ``enrich``, so a host
-finds it with ``PluginManager("cowrieprocessor").load_setuptools_entrypoints(...)``.
-
-The plugin hands records back by calling ``cowrie_enrichment_ready`` on the plugin
-manager that called it. The host contract passes only the configuration to
-``cowrie_ingest_start``, so the plugin finds that manager on the call stack (pluggy
-calls every hook implementation from ``PluginManager._hookexec``); a host that calls
-the hooks some other way can name it with :meth:`EnrichPlugin.bind`.
+Registered under the ``cowrieprocessor`` entry-point group as ``enrich``. The host
+passes its :class:`pluggy.PluginManager` to ``cowrie_ingest_start``; the plugin
+keeps it for the run and delivers records through its ``cowrie_enrichment_ready``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
-import weakref
-from collections.abc import Mapping, Sequence
-from types import FrameType
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pluggy
 
-from .config import cli_flags, plugin_section, resolve_config
+from .collect import Collector
+from .config import EnrichConfig, cli_flags, plugin_section, resolve_config
+from .dburl import check_db_location
 from .hookspecs import hookimpl
-from .pipeline import IngestPipeline
+from .transport import Transport, open_transport
 
-__all__ = ["EnrichPlugin", "plugin"]
+__all__ = ["EnrichPlugin", "check_files", "plugin"]
 
 logger = logging.getLogger(__name__)
 
+OpenTransport = Callable[[EnrichConfig], Transport]
 
-def _calling_plugin_manager(depth: int = 12) -> pluggy.PluginManager | None:
-    """The :class:`pluggy.PluginManager` whose hook call is running this code, if any."""
-    frame: FrameType | None = sys._getframe(2)
-    for _ in range(depth):
-        if frame is None:
-            return None
-        candidate = frame.f_locals.get("self")
-        if isinstance(candidate, pluggy.PluginManager):
-            return candidate
-        frame = frame.f_back
-    return None
+
+def check_files(config: EnrichConfig) -> None:
+    """Refuse, before any work, GeoIP files of the wrong kind and a SQLite folder that is absent.
+
+    The worker opens them itself; checking here names the problem at start.
+
+    :raises GeoDatabaseError: for a corrupt or wrong-type GeoIP file.
+    :raises StoreError: for a SQLite path whose directory does not exist.
+    """
+    from .sources.maxmind.geofile import check_file
+
+    for path, kind in ((config.geoip_city, "city"), (config.geoip_asn, "asn")):
+        if path and os.path.exists(path):
+            check_file(path, kind)  # type: ignore[arg-type]
+    check_db_location(config.db)
 
 
 class EnrichPlugin:
-    """The ``enrich`` plugin: one run per plugin manager at a time."""
+    """The ``enrich`` plugin: one run at a time.
 
-    def __init__(self) -> None:
-        self._runs: weakref.WeakKeyDictionary[pluggy.PluginManager, IngestPipeline] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._bound: pluggy.PluginManager | None = None
+    :param open_transport: how a run reaches its engine (default: a worker process,
+        or a thread with ``worker = "thread"``). Hosts' tests and the benchmarks pass
+        their own, and register this instance instead of the entry point's.
+    """
 
-    def bind(self, pm: pluggy.PluginManager) -> None:
-        """Name the plugin manager to deliver through, for hosts that call hooks directly."""
-        self._bound = pm
+    def __init__(self, open_transport: OpenTransport = open_transport) -> None:
+        self._open_transport = open_transport
+        self._run: Collector | None = None
 
-    def _manager(self) -> pluggy.PluginManager:
-        pm = _calling_plugin_manager() or self._bound
-        if pm is None:
-            raise RuntimeError(
-                "cowrie-enrich hooks must be called through a pluggy PluginManager "
-                "(or name it with plugin.bind(pm))"
-            )
-        return pm
-
-    def _run(self) -> IngestPipeline:
-        run = self._runs.get(self._manager())
-        if run is None:
+    def _current(self) -> Collector:
+        if self._run is None:
             raise RuntimeError("cowrie_ingest_start was not called for this run")
-        return run
+        return self._run
 
     @hookimpl
-    def cowrie_ingest_start(self, config: Mapping[str, Any]) -> None:
-        """Read ``[plugins.enrich]``, open the store and GeoIP files, start the flusher."""
-        pm = self._manager()
-        previous = self._runs.pop(pm, None)
-        if previous is not None:
-            previous.end()
+    def cowrie_ingest_start(
+        self, config: Mapping[str, Any], pluginmanager: pluggy.PluginManager
+    ) -> None:
+        """Read ``[plugins.enrich]``, check the files, start the engine."""
+        if self._run is not None:
+            self._run.end()
+            self._run = None
         settings = resolve_config(plugin_section(config), os.environ, cli_flags(config))
+        check_files(settings)
+        hook = pluginmanager.hook
 
         def deliver(records: list[dict[str, Any]]) -> None:
-            pm.hook.cowrie_enrichment_ready(records=records)
+            hook.cowrie_enrichment_ready(records=records)
 
-        pipeline = IngestPipeline(settings, deliver)
-        pipeline.start()
-        self._runs[pm] = pipeline
+        self._run = Collector(settings, deliver, self._open_transport(settings))
 
     @hookimpl
     def cowrie_ingest_events(
         self, events: Sequence[Mapping[str, Any]]
     ) -> list[tuple[int, str]] | None:
         """Collect source addresses; report events whose ``src_ip`` was refused."""
-        return self._run().ingest(events)
+        return self._current().ingest(events)
 
     @hookimpl
     def cowrie_ingest_checkpoint(self) -> None:
         """Flush partly filled batches and deliver what is ready."""
-        self._run().checkpoint()
+        self._current().checkpoint()
 
     @hookimpl
-    def cowrie_ingest_end(self) -> dict[str, int]:
-        """Finish every batch, deliver, release leases, close; return the counters."""
-        pm = self._manager()
-        run = self._runs.get(pm)
-        if run is None:
-            raise RuntimeError("cowrie_ingest_start was not called for this run")
-        try:
-            return run.end().to_dict()
-        finally:  # kept until here so that progress displays can follow the last batches
-            self._runs.pop(pm, None)
+    def cowrie_ingest_interrupted(self) -> None:
+        """The host is stopping: the end waits at most ``shutdown_timeout``."""
+        if self._run is not None:
+            self._run.interrupt()
 
-    def live_stats(self, pm: pluggy.PluginManager) -> dict[str, int]:
-        """The counters of the run on ``pm`` so far (empty when none runs), for progress."""
-        run = self._runs.get(pm)
-        return run.stats().to_dict() if run is not None else {}
+    @hookimpl
+    def cowrie_ingest_progress(self) -> Mapping[str, int] | None:
+        """The counters of the run so far (``None`` when no run is going)."""
+        return self._run.stats().to_dict() if self._run is not None else None
+
+    @hookimpl
+    def cowrie_ingest_end(self) -> dict[str, int] | None:
+        """Finish every batch, deliver, release leases, close; return the counters.
+
+        Ending a run twice (a host's ``finally``) is harmless: the second call returns
+        the same counters.
+        """
+        return self._current().end().to_dict() if self._run is not None else None
 
 
 #: The instance the entry point names.

@@ -32,7 +32,7 @@ def main(log_path: str, config: Mapping[str, Any]) -> MyHost:
     host = MyHost()
     pm.register(host)
 
-    pm.hook.cowrie_ingest_start(config=config)
+    pm.hook.cowrie_ingest_start(config=config, pluginmanager=pm)
     try:
         with open(log_path, "rb") as log:
             chunk: list[dict[str, Any]] = []

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from cowrie_enrich_plugin.host import make_plugin_manager, run_ingest
-from cowrie_enrich_plugin.worker import ProcessTransport
+from cowrie_enrich_plugin.hosts.reference import make_plugin_manager, run_ingest
+from cowrie_enrich_plugin.plugin import EnrichPlugin
+from cowrie_enrich_plugin.transport import ProcessTransport
 
 from .conftest import global_ips, write_log
 
@@ -21,10 +22,7 @@ FLOOR_WORKER = Path(__file__).resolve().parents[1] / "benchmarks" / "floor_worke
 
 
 @pytest.mark.skipif(not FLOOR_WORKER.exists(), reason="benchmarks/ is not in this tree")
-def test_stand_in_worker_delivers_every_address_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(ProcessTransport, "command", (str(FLOOR_WORKER),))
+def test_stand_in_worker_delivers_every_address_once(tmp_path: Path) -> None:
     ips = global_ips(1_234, seed=3)
     log = write_log(tmp_path / "cowrie.json", ips, events_per_ip=2)
     config = {
@@ -36,7 +34,14 @@ def test_stand_in_worker_delivers_every_address_once(
     }
     output = tmp_path / "records.jsonl"
     with output.open("w") as sink:
-        summary = run_ingest([str(log)], config, pm=make_plugin_manager(config), output=sink)
+        pm = make_plugin_manager(config)
+        # The host's own seam: its plugin instance, with the stand-in as the engine.
+        pm.unregister(name="enrich")
+        pm.register(
+            EnrichPlugin(lambda settings: ProcessTransport(settings, command=(str(FLOOR_WORKER),))),
+            name="enrich",
+        )
+        summary = run_ingest([str(log)], config, pm=pm, output=sink)
     assert summary.events == 2 * len(ips)
     assert summary.delivered == len(ips)
     assert summary.by_status == {"enriched": len(ips)}

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cowrie_enrich_plugin.cymru_client import BulkWhoisClient
+from cowrie_enrich_plugin.slices import slices
+from cowrie_enrich_plugin.sources.cymru.client import BatchResult, BulkWhoisClient
 from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults
 from cowrie_enrich_plugin.testing.whois_server import WhoisRequest
 
 from .conftest import global_ips
+
+
+def query(client: BulkWhoisClient, ips: list[str], concurrency: int = 2) -> list[BatchResult]:
+    """Many batches, ``concurrency`` at a time, as the engine's connection slots send them."""
+    batches = list(slices(list(dict.fromkeys(ips)), client.batch_size))
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(client.query_batch, batches))
 
 
 def client_for(server: BulkWhoisServer, **kwargs: object) -> BulkWhoisClient:
@@ -48,7 +57,7 @@ def assert_reasked_only_after_disturbance(requests: list[WhoisRequest]) -> None:
 def test_ten_thousand_addresses_in_twenty_batches(server: BulkWhoisServer) -> None:
     ips = global_ips(10_000, seed=3, v6_share=0.1)
     client = client_for(server)
-    results = list(client.query(ips))
+    results = query(client, ips)
     assert len(results) == 20 and len(server.requests) == 20
     assert all(len(r.ips) == 500 for r in server.requests)
     answers = {ip: a for result in results for ip, a in result.answers.items()}
@@ -74,7 +83,7 @@ def test_each_fault_mode_leaves_only_exact_answers(server: BulkWhoisServer, faul
     server.faults = faults
     ips = global_ips(600, seed=5, v6_share=0.2)
     client = client_for(server, retries=6)
-    results = list(client.query(ips))
+    results = query(client, ips)
     answers = {ip: a for r in results for ip, a in r.answers.items()}
     unresolved = {ip for r in results for ip in r.unresolved}
     assert set(answers) | unresolved == set(ips) and not set(answers) & unresolved
@@ -103,15 +112,17 @@ def test_hang_times_out_and_retries(server: BulkWhoisServer) -> None:
 
 def test_refused_connections_and_circuit_breaker(server: BulkWhoisServer) -> None:
     server.set_refusing(True)
-    client = client_for(server, retries=2, concurrency=1, breaker_threshold=3, breaker_cooldown=60)
-    results = list(client.query(global_ips(2500, seed=9)))
+    client = client_for(server, retries=2, breaker_threshold=3, breaker_cooldown=60)
+    results = query(client, global_ips(2500, seed=9), concurrency=1)
     assert all(not r.answers for r in results)
     assert sum(len(r.unresolved) for r in results) == 2500
     assert "WhoisConnectError" in next(iter(results[0].unresolved.values()))
     assert client.stats.circuit_opened == 1
     assert client.stats.failed_batches == 3  # the last two batches never touched the network
-    assert client.circuit_open
     server.set_refusing(False)
+    asked = len(server.requests)
+    still_open = client.query_batch(["8.8.8.8"])  # open: fails without a connection
+    assert "circuit open" in still_open.unresolved["8.8.8.8"] and len(server.requests) == asked
 
 
 def test_error_lines_leave_addresses_unresolved_never_guessed(server: BulkWhoisServer) -> None:
@@ -127,7 +138,7 @@ def test_error_lines_leave_addresses_unresolved_never_guessed(server: BulkWhoisS
 
 def test_concurrency_is_bounded(server: BulkWhoisServer) -> None:
     server.faults = Faults(latency_per_batch=0.2)
-    client = client_for(server, concurrency=2, batch_size=100)
+    client = client_for(server, batch_size=100)
     import threading
 
     live = Counter[str]()
@@ -147,5 +158,5 @@ def test_concurrency_is_bounded(server: BulkWhoisServer) -> None:
                 live["n"] -= 1
 
     server._serve = counting  # type: ignore[method-assign]
-    list(client.query(global_ips(800, seed=2)))
+    query(client, global_ips(800, seed=2))
     assert peak == 2

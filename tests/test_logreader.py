@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cowrie_enrich_plugin.logreader import LogReader, expand_paths
+from cowrie_enrich_plugin.hosts.logreader import LogReader, expand_paths
 
 from .conftest import shared_data
 

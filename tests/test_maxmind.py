@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from cowrie_enrich_plugin.cli import main
-from cowrie_enrich_plugin.maxmind import GeoDatabase, GeoDatabaseError, GeoLookup
 from cowrie_enrich_plugin.record import CymruAnswer, EnrichmentRecord, GeoAnswer, Status, utc_now
+from cowrie_enrich_plugin.sources.maxmind.lookup import GeoDatabase, GeoDatabaseError, GeoLookup
 
 from .conftest import shared_data
 from .mmdb import write_asn, write_city, write_mmdb

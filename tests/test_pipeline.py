@@ -1,6 +1,6 @@
 """The host-side collector: the fast path over plain dicts agrees with the careful one.
 
-The pipeline is driven with a transport that records what would go to the flusher
+The collector is driven with a transport that records what would go to the engine
 (our own seam, not an outside system): what is compared is which addresses are handed
 on, in which order, and which events are refused with which reason.
 """
@@ -12,9 +12,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cowrie_enrich_plugin.channel import NewAddresses, ToEngine
+from cowrie_enrich_plugin.collect import Collector
 from cowrie_enrich_plugin.config import EnrichConfig
-from cowrie_enrich_plugin.pipeline import IngestPipeline
-from cowrie_enrich_plugin.worker import Message, Transport
+from cowrie_enrich_plugin.transport import Transport
 
 
 class Recording(Transport):
@@ -22,17 +23,15 @@ class Recording(Transport):
 
     def __init__(self) -> None:
         super().__init__()
-        self.sent: list[Message] = []
+        self.sent: list[ToEngine] = []
 
-    def send(self, message: Message) -> None:
+    def send(self, message: ToEngine) -> None:
         self.sent.append(message)
 
 
-def pipeline() -> tuple[IngestPipeline, Recording]:
-    pipe = IngestPipeline(EnrichConfig(), deliver=lambda records: None)
+def pipeline() -> tuple[Collector, Recording]:
     transport = Recording()
-    pipe._transport = transport
-    return pipe, transport
+    return Collector(EnrichConfig(), lambda records: None, transport), transport
 
 
 VALUES = st.sampled_from(
@@ -80,7 +79,7 @@ def test_refusals_repeat_in_later_chunks_and_name_each_event() -> None:
     second = [{"src_ip": "8.8.8.8:22"}, {"src_ip": "1.1.1.1"}, {"src_ip": "8.8.8.8:22"}]
     assert pipe.ingest(second) == [(0, port), (2, port)]
     assert pipe.ingest([{"src_ip": "8.8.8.8"}]) is None
-    assert transport.sent == [("ips", ["8.8.8.8"]), ("ips", ["1.1.1.1"])]
+    assert transport.sent == [NewAddresses(["8.8.8.8"]), NewAddresses(["1.1.1.1"])]
 
 
 def test_events_that_are_not_plain_dicts_take_the_careful_path() -> None:
@@ -88,7 +87,7 @@ def test_events_that_are_not_plain_dicts_take_the_careful_path() -> None:
     events: list[Any] = [{"src_ip": "8.8.8.8"}, ["src_ip"], {"src_ip": ["8.8.8.8"]}]
     refused = pipe.ingest(events)
     assert refused is not None and [index for index, _ in refused] == [1, 2]
-    assert transport.sent == [("ips", ["8.8.8.8"])]
+    assert transport.sent == [NewAddresses(["8.8.8.8"])]
 
 
 def test_events_given_as_an_iterator_keep_their_refusals() -> None:
@@ -96,4 +95,4 @@ def test_events_given_as_an_iterator_keep_their_refusals() -> None:
     events = iter([{"src_ip": "8.8.8.8"}, {"src_ip": "nope"}, {"src_ip": "1.1.1.1"}])
     refused = pipe.ingest(events)  # type: ignore[arg-type]
     assert refused is not None and [index for index, _ in refused] == [1]
-    assert transport.sent == [("ips", ["8.8.8.8", "1.1.1.1"])]
+    assert transport.sent == [NewAddresses(["8.8.8.8", "1.1.1.1"])]

@@ -13,7 +13,7 @@ import pytest
 
 import cowrie_enrich_plugin.hookspecs as hookspecs
 from cowrie_enrich_plugin.hookspecs import hookimpl
-from cowrie_enrich_plugin.host import make_plugin_manager, run_ingest
+from cowrie_enrich_plugin.hosts.reference import make_plugin_manager, run_ingest
 from cowrie_enrich_plugin.plugin import EnrichPlugin
 from cowrie_enrich_plugin.record import parse_time
 from cowrie_enrich_plugin.testing import BulkWhoisServer
@@ -93,7 +93,7 @@ def test_end_to_end_through_entry_point(
     pm = raw_plugin_manager()
     host = Host()
     pm.register(host)
-    pm.hook.cowrie_ingest_start(config=config)
+    pm.hook.cowrie_ingest_start(config=config, pluginmanager=pm)
     events = [{"eventid": "cowrie.session.connect", "src_ip": ip} for ip in ips + non_global]
     events += [{"eventid": "cowrie.login.failed", "src_ip": ip} for ip in ips[:100]]
     for start in range(0, len(events), 250):
@@ -120,7 +120,7 @@ def test_end_to_end_through_entry_point(
     pm2 = raw_plugin_manager()
     host2 = Host()
     pm2.register(host2)
-    pm2.hook.cowrie_ingest_start(config=config)
+    pm2.hook.cowrie_ingest_start(config=config, pluginmanager=pm2)
     pm2.hook.cowrie_ingest_events(events=events)
     pm2.hook.cowrie_ingest_end()
     assert server.connections == 0 and server.requests == []
@@ -133,7 +133,9 @@ def test_records_are_delivered_on_the_host_thread(server: BulkWhoisServer, tmp_p
     pm = raw_plugin_manager()
     host = Host()
     pm.register(host)
-    pm.hook.cowrie_ingest_start(config=host_config(server, f"sqlite:///{tmp_path / 't.db'}"))
+    pm.hook.cowrie_ingest_start(
+        config=host_config(server, f"sqlite:///{tmp_path / 't.db'}"), pluginmanager=pm
+    )
     pm.hook.cowrie_ingest_events(events=[{"src_ip": ip} for ip in global_ips(50)])
     pm.hook.cowrie_ingest_checkpoint()
     pm.hook.cowrie_ingest_end()
@@ -144,7 +146,9 @@ def test_records_are_delivered_on_the_host_thread(server: BulkWhoisServer, tmp_p
 def test_refused_src_ip_are_reported_by_index(server: BulkWhoisServer, tmp_path: Path) -> None:
     pm = raw_plugin_manager()
     pm.register(Host())
-    pm.hook.cowrie_ingest_start(config=host_config(server, f"sqlite:///{tmp_path / 'r.db'}"))
+    pm.hook.cowrie_ingest_start(
+        config=host_config(server, f"sqlite:///{tmp_path / 'r.db'}"), pluginmanager=pm
+    )
     events: list[Any] = [
         {"src_ip": "8.8.8.8"},
         {"src_ip": "8.8.8.8:22"},
@@ -174,7 +178,7 @@ def test_bad_settings_are_refused_at_start(server: BulkWhoisServer, tmp_path: Pa
     config = host_config(server, f"sqlite:///{tmp_path / 'x.db'}", batch_size=501)
     pm = raw_plugin_manager()
     with pytest.raises(ValueError, match="batch_size"):
-        pm.hook.cowrie_ingest_start(config=config)
+        pm.hook.cowrie_ingest_start(config=config, pluginmanager=pm)
 
 
 def test_maxmind_merged_for_every_ip(server: BulkWhoisServer, tmp_path: Path) -> None:
@@ -186,7 +190,7 @@ def test_maxmind_merged_for_every_ip(server: BulkWhoisServer, tmp_path: Path) ->
     pm = raw_plugin_manager()
     host = Host()
     pm.register(host)
-    pm.hook.cowrie_ingest_start(config=config)
+    pm.hook.cowrie_ingest_start(config=config, pluginmanager=pm)
     pm.hook.cowrie_ingest_events(events=[{"src_ip": "81.2.69.142"}, {"src_ip": "1.128.0.1"}])
     pm.hook.cowrie_ingest_end()
     by_ip = {r["ip"]: r for r in host.records}
@@ -209,7 +213,7 @@ def test_wrong_geoip_file_and_missing_sqlite_folder_are_refused_at_start(
         server, f"sqlite:///{tmp_path / 'g.db'}", geoip_city=str(asn), worker=worker
     )
     with pytest.raises(ValueError, match=r"geoip_city file .*asn\.mmdb is a GeoLite2-ASN database"):
-        pm.hook.cowrie_ingest_start(config=config)
+        pm.hook.cowrie_ingest_start(config=config, pluginmanager=pm)
     config = host_config(server, f"sqlite:///{tmp_path / 'no' / 'such' / 'g.db'}", worker=worker)
     with pytest.raises(StoreError, match="cannot open the database"):
-        pm.hook.cowrie_ingest_start(config=config)
+        pm.hook.cowrie_ingest_start(config=config, pluginmanager=pm)

@@ -41,7 +41,7 @@ def test_summary_fields_equal_the_merge_properties() -> None:
 
 
 def test_row_values_are_in_column_order_and_read_back_whole() -> None:
-    from cowrie_enrich_plugin.store_rows import RECORD_COLUMNS, naive, record_values, row_record
+    from cowrie_enrich_plugin.store.rows import RECORD_COLUMNS, naive, record_values, row_record
 
     built = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
     geo = GeoAnswer("DE", "Germany", "Berlin", 52.5, 13.4, 20, 3320, "DTAG", built, built)

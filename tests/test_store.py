@@ -11,9 +11,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from cowrie_enrich_plugin.errors import ConfigError
 from cowrie_enrich_plugin.record import CymruAnswer, EnrichmentRecord, GeoAnswer, Status, utc_now
 from cowrie_enrich_plugin.store import Store, StoreError, open_store
-from cowrie_enrich_plugin.store_schema import SCHEMA_VERSION, current_version, migrate
+from cowrie_enrich_plugin.store.schema import (
+    SCHEMA_VERSION,
+    current_version,
+    migrate,
+    pending_queue,
+)
 
 from .conftest import global_ips
 
@@ -61,6 +67,14 @@ def test_bulk_read_of_many_takes_a_handful_of_statements(db_url: str) -> None:
     store.close()
 
 
+def queued(store: Store, ip: str) -> tuple[int, str | None] | None:
+    """(attempts, last error) of a queued address, read from the table itself."""
+    q = pending_queue.c
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(q.attempts, q.last_error).where(q.ip == ip)).first()
+    return (row[0], row[1]) if row is not None else None
+
+
 def test_upsert_replaces_and_stale_is_served(db_url: str) -> None:
     store = open_store(db_url)
     old = enriched("11.0.0.2", fetched=NOW - dt.timedelta(days=40))
@@ -71,12 +85,12 @@ def test_upsert_replaces_and_stale_is_served(db_url: str) -> None:
     assert store.claim(["11.0.0.2"], 60, now=NOW) == {"11.0.0.2"}
     store.save([], {"11.0.0.2": ("WhoisTimeout: slow", None)}, now=NOW)
     assert store.get_records(["11.0.0.2"])["11.0.0.2"] == old
-    assert store.queued(["11.0.0.2"]) == {"11.0.0.2": (1, "WhoisTimeout: slow")}
+    assert queued(store, "11.0.0.2") == (1, "WhoisTimeout: slow")
     # a refresh that succeeds replaces it in place and leaves the queue
     new = enriched("11.0.0.2")
     store.save([new], now=NOW)
     assert store.get_records(["11.0.0.2"])["11.0.0.2"] == new
-    assert store.queued(["11.0.0.2"]) == {}
+    assert queued(store, "11.0.0.2") is None
     store.close()
 
 
@@ -185,8 +199,10 @@ def test_database_newer_than_the_code_is_refused(db_url: str) -> None:
 def test_unreachable_database_is_advice_not_a_traceback(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="cannot open"):
         open_store(f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
-    with pytest.raises(StoreError, match="not a database URL"):
+    with pytest.raises(ConfigError, match="db = 'not a url' is not a database URL"):
         open_store("not a url")
+    with pytest.raises(ConfigError, match="unknown database kind"):
+        open_store("nosuchdb://x/y")
 
 
 def test_sqlite_is_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:

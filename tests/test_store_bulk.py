@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import sqlalchemy as sa
 
-from cowrie_enrich_plugin.store import open_store
-from cowrie_enrich_plugin.store_bulk import BulkInsert, parameter_limit
-from cowrie_enrich_plugin.store_schema import pending_queue
+from cowrie_enrich_plugin.store import open_store, sql
+from cowrie_enrich_plugin.store.bulk import BulkInsert, parameter_limit
+from cowrie_enrich_plugin.store.schema import pending_queue
 
 from .conftest import global_ips
 
@@ -19,7 +19,7 @@ COLUMNS = ("ip", "attempts", "last_error")
 def _statement(store_url: str) -> tuple[sa.Engine, BulkInsert]:
     store = open_store(store_url)
     engine = store.engine
-    insert = store._insert(pending_queue)
+    insert = sql.insert(pending_queue, store.dialect)
     upsert = insert.on_conflict_do_update(
         index_elements=[pending_queue.c.ip],
         set_={"attempts": insert.excluded.attempts, "last_error": insert.excluded.last_error},

@@ -10,21 +10,28 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
+from cowrie_enrich_plugin.channel import (
+    Done,
+    End,
+    Exited,
+    Failed,
+    FromEngine,
+    NewAddresses,
+    Records,
+)
 from cowrie_enrich_plugin.config import EnrichConfig
 from cowrie_enrich_plugin.testing import BulkWhoisServer
-from cowrie_enrich_plugin.worker import Message, ProcessTransport
+from cowrie_enrich_plugin.transport import ProcessTransport
 
 from .conftest import global_ips
 
 
-def _finish(transport: ProcessTransport, timeout: float = 30.0) -> list[Message]:
-    messages: list[Message] = []
+def _finish(transport: ProcessTransport, timeout: float = 30.0) -> list[FromEngine]:
+    messages: list[FromEngine] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         messages.extend(transport.wait(0.5))
-        if any(m[0] in ("done", "error", "exit") for m in messages):
+        if any(isinstance(m, Done | Failed | Exited) for m in messages):
             break
     transport.close()
     return messages
@@ -38,31 +45,28 @@ def test_the_host_process_gets_no_helper_thread(server: BulkWhoisServer, tmp_pat
     )
     ips = global_ips(1_200, seed=11)
     for start in range(0, len(ips), 100):
-        transport.send(("ips", ips[start : start + 100]))
+        transport.send(NewAddresses(ips[start : start + 100]))
         assert threading.active_count() == before
-    transport.send(("end",))
+    transport.send(End())
     messages = _finish(transport)
-    records = [r for m in messages if m[0] == "records" for r in m[1]]
+    records = [r for m in messages if isinstance(m, Records) for r in m.records]
     assert sorted(r["ip"] for r in records) == sorted(ips)
-    assert messages[-1][0] == "done"
+    assert isinstance(messages[-1], Done)
 
 
-def test_a_worker_that_stops_reading_slows_the_host_then_is_reported(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_worker_that_stops_reading_slows_the_host_then_is_reported() -> None:
     # A "worker" that never reads its input and exits after 2 s.
-    monkeypatch.setattr(ProcessTransport, "command", ("-c", "import time; time.sleep(2)"))
-    transport = ProcessTransport(EnrichConfig())
+    transport = ProcessTransport(EnrichConfig(), command=("-c", "import time; time.sleep(2)"))
     started = time.monotonic()
     addresses = global_ips(2_000, seed=12)
     sent = 0
     while time.monotonic() - started < 20 and transport.proc.poll() is None:
-        transport.send(("ips", addresses))  # about 30 KB each: the queue fills within 2 s
+        transport.send(NewAddresses(addresses))  # about 30 KB each: the queue fills within 2 s
         sent += 1
     waited = time.monotonic() - started
     assert 1.0 < waited < 20  # held back, not run out of memory, and not forever
     assert sent < 200  # bounded: about 1 MB queued, plus what the pipe holds
     messages = transport.wait(5)
-    assert messages and messages[-1][0] == "exit"
-    transport.send(("ips", addresses))  # dropped, not blocking, once the worker is gone
+    assert messages and isinstance(messages[-1], Exited)
+    transport.send(NewAddresses(addresses))  # dropped, not blocking, once the worker is gone
     transport.close()

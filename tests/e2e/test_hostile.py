@@ -237,10 +237,10 @@ def test_database_down_for_good_loses_nothing_collected(
     """The database dies mid-run and stays down: batches it cannot record are not sent,
     every address is still delivered (pending), the run says how many went unrecorded,
     and the next run, with the database back, completes them from the logs."""
-    from cowrie_enrich_plugin import store as store_module
-    from cowrie_enrich_plugin.host import make_plugin_manager, run_ingest
+    from cowrie_enrich_plugin.hosts.reference import make_plugin_manager, run_ingest
+    from cowrie_enrich_plugin.store import retry
 
-    monkeypatch.setattr(store_module, "_TRANSIENT_ATTEMPTS", 2)  # give up in 0.2 s, not 25 s
+    monkeypatch.setattr(retry, "TRANSIENT_ATTEMPTS", 2)  # give up in 0.2 s, not 25 s
     ips = global_ips(3000, seed=94)
     log = write_log(tmp_path / "cowrie.json", ips)
     url = sa.engine.make_url(pg_url)
@@ -264,33 +264,32 @@ def test_database_down_for_good_loses_nothing_collected(
             done.set()
             cutter.join()
             proxy.refusing = False
-        stats = summary.plugin_stats
+        stats = summary.plugin
         assert summary.delivered == len(ips)
-        assert stats["unsaved"] > 0 and stats["pending"] >= stats["unsaved"]
+        assert stats.unsaved > 0 and stats.pending >= stats.unsaved
         asked_first = set(server.asked())
         assert len(asked_first) < len(ips)  # batches that could not be recorded were not sent
         direct = host_config(server, pg_url, worker="thread")
         again = run_ingest([str(log)], direct, pm=make_plugin_manager(direct))
-        assert again.plugin_stats["unsaved"] == 0 and again.pending == 0
+        assert again.plugin.unsaved == 0 and again.pending == 0
         assert_complete(pg_url, server, ips)
     proxy.close()
 
 
 def test_worker_killed_mid_run_is_reported_not_hung(tmp_path: Path) -> None:
+    from cowrie_enrich_plugin.collect import Collector
     from cowrie_enrich_plugin.config import resolve_config
     from cowrie_enrich_plugin.errors import WorkerError
-    from cowrie_enrich_plugin.pipeline import IngestPipeline
-    from cowrie_enrich_plugin.worker import ProcessTransport
+    from cowrie_enrich_plugin.transport import ProcessTransport
 
     got: list[dict[str, Any]] = []
     with BulkWhoisServer(faults=Faults(latency_per_batch=0.5)) as server:
         section = host_config(server, f"sqlite:///{tmp_path / 'w.db'}")["plugins"]["enrich"]
-        pipeline = IngestPipeline(resolve_config(section, {}), got.extend)
-        pipeline.start()
+        settings = resolve_config(section, {})
+        transport = ProcessTransport(settings)
+        pipeline = Collector(settings, got.extend, transport)
         ips = global_ips(60_000, seed=95)
         pipeline.ingest([{"src_ip": ip} for ip in ips[:1000]])
-        transport = pipeline.transport
-        assert isinstance(transport, ProcessTransport)
         transport.proc.kill()
         started = time.monotonic()
         with pytest.raises(WorkerError, match="exited"):

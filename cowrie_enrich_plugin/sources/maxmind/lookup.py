@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import GeoDatabaseError
-from .geofile import Kind, check_type, option_name, unreadable
-from .record import GeoAnswer
+from ...errors import GeoDatabaseError
+from ...record import GeoAnswer
+from ...sources.maxmind.geofile import Kind, check_type, option_name, unreadable
 
 if TYPE_CHECKING:
     import geoip2.database

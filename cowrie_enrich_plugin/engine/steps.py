@@ -1,7 +1,7 @@
-"""The enrichment steps for a set of addresses: cache, lease, MaxMind, whois, merge, persist.
+"""The enrichment steps for a set of addresses: cache, lease, whois, MaxMind merge, persist.
 
-Synchronous and thread-safe; :mod:`.flusher` runs it beside a host's ingest, and the
-``lookup`` and ``cache retry`` commands call it directly.
+Each step is synchronous and thread-safe; :mod:`.flusher` is the one place that
+orders them and decides when each runs.
 """
 
 from __future__ import annotations
@@ -9,39 +9,32 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .addresses import NonGlobal, Usable, classify
-from .config import EnrichConfig
-from .cymru_client import BatchResult, BulkWhoisClient, batched
-from .errors import StoreError
-from .maxmind import GeoLookup
-from .record import CymruAnswer, EnrichmentRecord, GeoAnswer, Status, utc_now
-from .store import Store, open_store
+from ..config import EnrichConfig
+from ..counters import RunCounters
+from ..errors import StoreError
+from ..record import CymruAnswer, EnrichmentRecord, GeoAnswer, Status, utc_now
+from ..sources.cymru.client import BatchResult, BulkWhoisClient
+from ..sources.maxmind.lookup import GeoLookup
+from ..store import Store, open_store
 
-__all__ = ["CacheView", "EnrichStats", "Enricher"]
+__all__ = ["CacheView", "Enricher"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class EnrichStats:
-    """Counters of one run, updated from several threads under ``lock``."""
+class _Counts:
+    """The steps' counters, added to from several threads."""
 
-    cache_hits: int = 0
-    stale: int = 0
-    leased_elsewhere: int = 0
-    resolved: int = 0
-    pending: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, **deltas: int) -> None:
-        """Add to counters by name."""
-        with self.lock:
-            for name, delta in deltas.items():
-                setattr(self, name, getattr(self, name) + delta)
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cache_hits = 0
+        self.stale = 0
+        self.leased_elsewhere = 0
+        self.resolved = 0
+        self.pending = 0
 
 
 @dataclass
@@ -72,7 +65,7 @@ class Enricher:
         self.store = store
         self.geo = geo
         self.client = client
-        self.stats = EnrichStats()
+        self._counts = _Counts()
         self._released = False
 
     @classmethod
@@ -89,7 +82,6 @@ class Enricher:
             config.cymru_port,
             timeout=config.timeout,
             retries=config.retries,
-            concurrency=config.concurrency,
             batch_size=config.batch_size,
         )
         return cls(config, store, geo, client)
@@ -110,10 +102,16 @@ class Enricher:
         self.store.close()
         self.geo.close()
 
+    def __enter__(self) -> Enricher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     @property
     def lease_seconds(self) -> float:
         """How long a claim holds: the longest a batch can take, with margin."""
-        return self.config.timeout * self.config.retries + 30.0 * self.config.retries + 30.0
+        return self.config.longest_batch_seconds + 30.0
 
     # -- steps ------------------------------------------------------------------------
 
@@ -130,7 +128,9 @@ class Enricher:
                 view.fresh[ip] = record
             else:
                 view.stale[ip] = record
-        self.stats.add(cache_hits=len(view.fresh), stale=len(view.stale))
+        with self._counts.lock:
+            self._counts.cache_hits += len(view.fresh)
+            self._counts.stale += len(view.stale)
         return view
 
     def claim(self, ips: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -138,7 +138,8 @@ class Enricher:
         won = self.store.claim(ips, self.lease_seconds)
         mine = [ip for ip in ips if ip in won]
         theirs = [ip for ip in ips if ip not in won]
-        self.stats.add(leased_elsewhere=len(theirs))
+        with self._counts.lock:
+            self._counts.leased_elsewhere += len(theirs)
         return mine, theirs
 
     def record_for(self, ip: str, answer: CymruAnswer, geo: GeoAnswer | None) -> EnrichmentRecord:
@@ -155,12 +156,6 @@ class Enricher:
     def skipped_record(ip: str) -> EnrichmentRecord:
         """The record of an address that is never sent anywhere."""
         return EnrichmentRecord(ip, Status.SKIPPED)
-
-    def fetch_batch(
-        self, ips: Sequence[str], previous: Mapping[str, EnrichmentRecord] | None = None
-    ) -> list[EnrichmentRecord]:
-        """Ask Cymru for one leased batch, merge with MaxMind, persist, return the records."""
-        return self.finish_batch(ips, self.client.query_batch(ips), previous)
 
     def finish_batch(
         self,
@@ -191,45 +186,21 @@ class Enricher:
             else:
                 records.append(EnrichmentRecord(ip, Status.PENDING, maxmind=geo))
         self.store.save(resolved, unresolved)
-        self.stats.add(resolved=len(resolved), pending=len(unresolved))
+        with self._counts.lock:
+            self._counts.resolved += len(resolved)
+            self._counts.pending += len(unresolved)
         return records
 
-    # -- all steps, synchronously -----------------------------------------------------
-
-    def enrich(self, values: Iterable[str]) -> list[EnrichmentRecord]:
-        """Enrich addresses now, cache first (``lookup``, ``cache retry``).
-
-        Values must be valid addresses (see :func:`.addresses.classify`); non-global
-        ones come back ``skipped``. One record per distinct address, in input order.
-        """
-        order: list[str] = []
-        skipped: dict[str, EnrichmentRecord] = {}
-        usable: list[str] = []
-        for value in values:
-            verdict = classify(value)
-            if isinstance(verdict, Usable):
-                usable.append(verdict.ip)
-                order.append(verdict.ip)
-            elif isinstance(verdict, NonGlobal):
-                skipped[verdict.ip] = self.skipped_record(verdict.ip)
-                order.append(verdict.ip)
-            else:
-                raise ValueError(verdict.reason)
-        if skipped:
-            self.store.put_records(list(skipped.values()))
-        found: dict[str, EnrichmentRecord] = dict(skipped)
-        self.geo.refresh()
-        view = self.look_in_cache(list(dict.fromkeys(usable)))
-        found.update(view.fresh)
-        mine, theirs = self.claim(view.to_fetch)
-        for ip in theirs:
-            found[ip] = view.stale.get(ip) or EnrichmentRecord(
-                ip, Status.PENDING, maxmind=self.geo.lookup(ip)
+    def counters(self) -> RunCounters:
+        """The steps' and the whois client's counters so far."""
+        counts = self._counts
+        with counts.lock:
+            result = RunCounters(
+                cache_hits=counts.cache_hits,
+                stale_refreshed=counts.stale,
+                leased_elsewhere=counts.leased_elsewhere,
+                resolved=counts.resolved,
+                pending=counts.pending,
             )
-        with ThreadPoolExecutor(self.client.concurrency, thread_name_prefix="cymru") as pool:
-            for records in pool.map(
-                lambda batch: self.fetch_batch(batch, view.stale),
-                batched(mine, self.config.batch_size),
-            ):
-                found.update((record.ip, record) for record in records)
-        return [found[ip] for ip in dict.fromkeys(order)]
+        result.add_whois(self.client.stats)
+        return result

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from socket import AF_INET, inet_pton
 from typing import Final, NamedTuple
 
-from .addresses import (
+from ...addresses import (
     InvalidAddress,
     IPAddress,
     Usable,
@@ -34,7 +34,7 @@ from .addresses import (
     non_global_reason,
     parse_address,
 )
-from .record import CymruAnswer
+from ...record import CymruAnswer
 
 __all__ = [
     "MAX_BATCH_SIZE",

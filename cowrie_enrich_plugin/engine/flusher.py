@@ -1,7 +1,7 @@
-"""The flusher: turns collected addresses into records, beside the host's ingest.
+"""The flusher: the one order of the enrichment steps, and when each batch goes.
 
-It reads messages from an inbox (``("ips", [...])``, ``("skip", [...])``,
-``("flush",)``, ``("end",)``), looks new addresses up in the cache in bulk, and
+It reads the host's messages (:mod:`..channel`) from an inbox, looks new
+addresses up in the cache in bulk, and
 sends what is unknown or stale in batches: when a batch is full, when
 ``flush_interval`` has passed since the oldest waiting address arrived, at a flush
 (checkpoint) and at the end. Before a batch is sent its addresses are leased and
@@ -9,8 +9,6 @@ recorded ``pending`` in the store, so a kill at any point loses nothing. Up to
 ``concurrency`` batches are in flight; persisting a batch's outcome happens on a
 separate thread, so a connection slot never waits for the database. Records go out
 through ``emit`` as dicts, ready to deliver.
-
-It runs in the worker process (the default) or in a thread of the host's process.
 """
 
 from __future__ import annotations
@@ -23,10 +21,13 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final
 
-from .cymru_client import BatchResult
-from .enricher import Enricher
-from .errors import StoreError
-from .record import EnrichmentRecord, Status
+from ..channel import End, Flush, NewAddresses, SkippedAddresses, ToEngine
+from ..counters import RunCounters
+from ..errors import StoreError
+from ..record import EnrichmentRecord, Status
+from ..slices import slices
+from ..sources.cymru.client import BatchResult
+from .steps import Enricher
 
 __all__ = ["Flusher"]
 
@@ -42,16 +43,28 @@ class Flusher:
 
     :param enricher: the enrichment steps.
     :param emit: called (from any of the flusher's threads) with ready records as dicts.
+    :param stopping: once set, no new batch is sent and other processes' leases
+        are not waited for: the host is going away (what is leased stays pending).
+    :param resume_pending: also retry what earlier runs left pending and due.
     """
 
-    def __init__(self, enricher: Enricher, emit: Emit) -> None:
+    def __init__(
+        self,
+        enricher: Enricher,
+        emit: Emit,
+        stopping: threading.Event | None = None,
+        *,
+        resume_pending: bool = True,
+    ) -> None:
         self.enricher = enricher
         self.config = enricher.config
         self._emit_dicts = emit
+        self._stopping = stopping or threading.Event()
+        self._resume_pending = resume_pending
         self._foreign: dict[str, EnrichmentRecord | None] = {}
         self._stale: dict[str, EnrichmentRecord] = {}
         self._seen: set[str] = set()
-        concurrency = enricher.client.concurrency
+        concurrency = self.config.concurrency
         self._in_flight = threading.BoundedSemaphore(max(2, 2 * concurrency))
         self._futures: set[Future[None]] = set()
         self._lock = threading.Lock()
@@ -71,8 +84,8 @@ class Flusher:
 
     # -- the loop -------------------------------------------------------------------------
 
-    def run(self, inbox: Any, on_idle: Callable[[], None] | None = None) -> None:
-        """Process messages until ``("end",)``; then finish every batch and return."""
+    def run(self, inbox: queue.Queue[ToEngine], on_idle: Callable[[], None] | None = None) -> None:
+        """Process messages until :class:`End`; then finish every batch and return."""
         try:
             self._loop(inbox, on_idle)
         except Exception:
@@ -83,41 +96,43 @@ class Flusher:
             self._network.shutdown(wait=True)
             self._persist.shutdown(wait=True)
 
-    def _loop(self, inbox: Any, on_idle: Callable[[], None] | None) -> None:
+    def _loop(self, inbox: queue.Queue[ToEngine], on_idle: Callable[[], None] | None) -> None:
         interval = self.config.flush_interval
         size = self.config.batch_size
-        # What earlier runs left pending is retried in this one.
-        try:
-            new: list[str] = self._unseen(self.enricher.store.due_pending())
-        except StoreError as exc:
-            self._store_failed(exc, 0)
-            new = []
+        new: list[str] = []
+        if self._resume_pending:  # what earlier runs left pending is retried in this one
+            try:
+                new = self._unseen(self.enricher.store.due_pending())
+            except StoreError as exc:
+                self._store_failed(exc, 0)
         skipped: list[str] = []
         to_fetch: list[str] = []
         oldest: float | None = None
         while True:
             timeout = interval if oldest is None else max(0.0, oldest + interval - time.monotonic())
+            message: ToEngine | None
             try:
                 message = inbox.get(timeout=min(timeout, 0.5))
             except queue.Empty:
-                message = ("tick",)
-            kind = message[0]
-            if kind == "ips":
-                new.extend(self._unseen(message[1]))
-            elif kind == "skip":
-                skipped.extend(self._unseen(message[1]))
-            elif kind == "tick" and on_idle is not None:
-                on_idle()
-            force = kind in ("flush", "end")
+                message = None
+                if on_idle is not None:
+                    on_idle()
+            if isinstance(message, NewAddresses):
+                new.extend(self._unseen(message.ips))
+            elif isinstance(message, SkippedAddresses):
+                skipped.extend(self._unseen(message.ips))
+            end = isinstance(message, End) or self._stopping.is_set()
+            force = end or isinstance(message, Flush)
             if oldest is None and (new or skipped):
                 oldest = time.monotonic()
             due = oldest is not None and time.monotonic() - oldest >= interval
             if len(new) >= size or len(skipped) >= size or ((force or due) and (new or skipped)):
                 to_fetch.extend(self._handle_new(new, skipped))
                 new, skipped = [], []
-            while len(to_fetch) >= size:
-                self._send(to_fetch[:size])
-                to_fetch = to_fetch[size:]
+            if len(to_fetch) >= size:
+                whole = len(to_fetch) - len(to_fetch) % size
+                self._send(to_fetch[:whole])
+                to_fetch = to_fetch[whole:]
             if force or due:
                 to_fetch.extend(self._poll_foreign())
                 if to_fetch:
@@ -127,7 +142,7 @@ class Flusher:
                 oldest = None
             elif due or force:
                 oldest = time.monotonic()
-            if kind == "end":
+            if end:
                 self._finish_foreign()
                 return
 
@@ -163,12 +178,27 @@ class Flusher:
         self._stale.update(view.stale)
         return view.to_fetch
 
-    def _send(self, batch: list[str]) -> None:
+    def _send(self, ips: list[str]) -> None:
+        """Send ``ips`` in batches of at most ``batch_size``, whatever their origin.
+
+        Addresses taken over from an exited process, or coming back from another
+        process's lease, go out like any others.
+        """
+        for batch in slices(ips, self.config.batch_size):
+            self._send_batch(list(batch))
+
+    def _send_batch(self, batch: list[str]) -> None:
         """Lease a batch, then hand it to a connection slot (blocking while too many are out).
 
         When the database cannot record the batch as pending, it is not sent: its
         addresses are reported pending, unsaved, and are collected again next run.
+        Once the host is going away, nothing more is sent (it stays queued).
         """
+        if self._stopping.is_set():
+            self._emit(self._stale.get(ip) or EnrichmentRecord(ip, Status.PENDING) for ip in batch)
+            with self._lock:
+                self.leftover_pending += len(batch)
+            return
         if self._store_paused():
             self._not_recorded(batch)
             return
@@ -286,7 +316,7 @@ class Flusher:
     def _finish_foreign(self) -> None:
         """At the end, wait (bounded by the lease time) for other processes' leases."""
         deadline = time.monotonic() + self.enricher.lease_seconds
-        while self._foreign and time.monotonic() < deadline:
+        while self._foreign and time.monotonic() < deadline and not self._stopping.is_set():
             time.sleep(_FOREIGN_POLL)
             retry = self._poll_foreign()
             if retry:
@@ -306,24 +336,13 @@ class Flusher:
         self._emit(leftovers)
         self._foreign.clear()
 
-    def counters(self) -> dict[str, int]:
-        """The flusher's view of the run's counters (merged with the enricher's and client's)."""
-        client = self.enricher.client.stats
-        enrich = self.enricher.stats
-        return {
-            "skipped": self.skipped,
-            "cache_hits": enrich.cache_hits,
-            "stale_refreshed": enrich.stale,
-            "resolved": enrich.resolved,
-            "pending": enrich.pending + self.leftover_pending + self.unsaved,
-            "leased_elsewhere": enrich.leased_elsewhere,
-            "batches_sent": client.batches,
-            "whois_connections": client.connections,
-            "ips_sent": client.ips_sent,
-            "retries": client.retries,
-            "failed_batches": client.failed_batches,
-            "circuit_opened": client.circuit_opened,
-            "in_flight_batches": self.in_flight,
-            "errors": self.errors,
-            "unsaved": self.unsaved,
-        }
+    def counters(self) -> RunCounters:
+        """The run's counters as the engine knows them (steps, whois client, this loop)."""
+        result = self.enricher.counters()
+        with self._lock:
+            result.skipped = self.skipped
+            result.pending += self.leftover_pending + self.unsaved
+            result.in_flight_batches = len(self._futures)
+            result.errors = self.errors
+            result.unsaved = self.unsaved
+        return result

@@ -11,8 +11,8 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from .record import STATUS_TEXT, CymruAnswer, EnrichmentRecord, GeoAnswer, Status
-from .store_schema import records_table
+from ..record import STATUS_TEXT, CymruAnswer, EnrichmentRecord, GeoAnswer, Status
+from .schema import records_table
 
 #: How a time goes to the driver: naive UTC, as a ``datetime`` or as SQLite's text.
 TimeValue = Callable[[dt.datetime | None], Any]

@@ -15,14 +15,15 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import tenacity
 
-from .cymru_protocol import MAX_BATCH_SIZE, build_bulk_request, parse_bulk_answer
-from .record import CymruAnswer, utc_now
+from ...config import MAX_BACKOFF_SECONDS
+from ...counters import WhoisCounters
+from ...record import CymruAnswer, utc_now
+from .protocol import MAX_BATCH_SIZE, build_bulk_request, parse_bulk_answer
 
 __all__ = [
     "BatchResult",
@@ -31,9 +32,7 @@ __all__ = [
     "WhoisAnswerIncomplete",
     "WhoisConnectError",
     "WhoisError",
-    "WhoisStats",
     "WhoisTimeout",
-    "batched",
 ]
 
 logger = logging.getLogger(__name__)
@@ -64,33 +63,12 @@ class CircuitOpen(Exception):
 
 
 @dataclass
-class WhoisStats:
-    """Counters for one client, safe to read from any thread."""
-
-    connections: int = 0
-    batches: int = 0
-    ips_sent: int = 0
-    retries: int = 0
-    failed_batches: int = 0
-    garbage_lines: int = 0
-    error_lines: int = 0
-    unexpected_rows: int = 0
-    circuit_opened: int = 0
-
-
-@dataclass
 class BatchResult:
     """The outcome of one batch: trusted answers, and what is still unresolved (ip -> why)."""
 
     answers: dict[str, CymruAnswer] = field(default_factory=dict)
     unresolved: dict[str, str] = field(default_factory=dict)
     attempts: int = 0
-
-
-def batched(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    """Split ``items`` into consecutive slices of at most ``size``."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class BulkWhoisClient:
@@ -101,7 +79,6 @@ class BulkWhoisClient:
     :param timeout: total seconds one attempt may take; the connect and idle-read
         deadlines are derived from it unless given.
     :param retries: attempts per batch (at least 1).
-    :param concurrency: connections in flight at once in :meth:`query`.
     :param batch_size: addresses per batch, 1..500.
     :param wait_initial: first backoff in seconds (doubled each retry, plus jitter).
     :param wait_max: longest backoff in seconds.
@@ -116,12 +93,11 @@ class BulkWhoisClient:
         *,
         timeout: float = 30.0,
         retries: int = 4,
-        concurrency: int = 2,
         batch_size: int = MAX_BATCH_SIZE,
         connect_timeout: float | None = None,
         idle_timeout: float | None = None,
         wait_initial: float = 0.5,
-        wait_max: float = 30.0,
+        wait_max: float = MAX_BACKOFF_SECONDS,
         breaker_threshold: int = 3,
         breaker_cooldown: float = 60.0,
     ) -> None:
@@ -135,11 +111,10 @@ class BulkWhoisClient:
         )
         self.idle_timeout = idle_timeout if idle_timeout is not None else timeout
         self.retries = max(1, retries)
-        self.concurrency = max(1, concurrency)
         self.batch_size = batch_size
         self.breaker_threshold = breaker_threshold
         self.breaker_cooldown = breaker_cooldown
-        self.stats = WhoisStats()
+        self.stats = WhoisCounters()
         self._lock = threading.Lock()
         self._consecutive_failures = 0
         self._open_until = 0.0
@@ -200,9 +175,6 @@ class BulkWhoisClient:
         answer = parse_bulk_answer(data, set(remaining), clean_eof=clean, fetched_at=utc_now())
         with self._lock:
             self.stats.ips_sent += len(remaining)
-            self.stats.garbage_lines += answer.garbage
-            self.stats.error_lines += len(answer.errors)
-            self.stats.unexpected_rows += len(answer.unexpected)
         if answer.unexpected:
             logger.info(
                 "whois answered %d address(es) that were not asked (first: %s); ignored",
@@ -261,14 +233,6 @@ class BulkWhoisClient:
             except OSError as exc:
                 return b"".join(chunks), False, WhoisConnectError(f"connection failed: {exc}")
 
-    # -- many batches ------------------------------------------------------------
-
-    def query(self, ips: Iterable[str]) -> Iterator[BatchResult]:
-        """Resolve many addresses in batches, ``concurrency`` connections at a time."""
-        unique = list(dict.fromkeys(ips))
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="cymru") as pool:
-            yield from pool.map(self.query_batch, batched(unique, self.batch_size))
-
     # -- retry bookkeeping and the circuit breaker -------------------------------
 
     def _before_sleep(self, state: tenacity.RetryCallState) -> None:
@@ -313,12 +277,3 @@ class BulkWhoisClient:
     def _record_success(self) -> None:
         with self._lock:
             self._consecutive_failures = 0
-
-    @property
-    def circuit_open(self) -> bool:
-        """Whether the breaker is open now."""
-        with self._lock:
-            return (
-                self._consecutive_failures >= self.breaker_threshold
-                and time.monotonic() < self._open_until
-            )

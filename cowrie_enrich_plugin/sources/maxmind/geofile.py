@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final, Literal
 
-from .errors import GeoDatabaseError
+from ...errors import GeoDatabaseError
 
 __all__ = ["ACCEPTED", "Kind", "check_file", "check_type", "option_name", "unreadable"]
 

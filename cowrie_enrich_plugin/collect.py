@@ -1,31 +1,39 @@
 """The host's side of a run: collect addresses cheaply, hand them on, deliver what comes back.
 
-On the host's thread, :meth:`IngestPipeline.ingest` costs a dictionary lookup per
-event; an address seen for the first time is validated here (so that a refused
-``src_ip`` can be named by file and line) and handed to the flusher (see
-:mod:`.flusher`), which runs in a worker process or thread (see :mod:`.worker`).
-Records come back to this side and are delivered from inside the host's own calls,
-on its thread, each address once.
+On the host's thread, :meth:`Collector.ingest` costs a dictionary lookup per event;
+an address seen for the first time is validated here (so that a refused ``src_ip``
+can be named by file and line) and handed to the engine through the transport it
+was given (:mod:`.transport`). Records come back and are delivered from inside the
+host's own calls, on its thread, each address once.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from itertools import repeat
-from pathlib import Path
 from typing import Any, Final
 
 from .addresses import InvalidAddress, Usable, classify, is_usable_ipv4
+from .channel import (
+    Done,
+    End,
+    Exited,
+    Failed,
+    Flush,
+    FromEngine,
+    NewAddresses,
+    Ready,
+    Records,
+    SkippedAddresses,
+)
 from .config import EnrichConfig
-from .errors import StoreError, WorkerError
-from .geofile import Kind, check_file
-from .worker import Message, ProcessTransport, ThreadTransport, Transport, raise_worker_error
+from .counters import RunCounters
+from .errors import ConfigError, GeoDatabaseError, StoreError, WorkerError
+from .transport import Transport
 
-__all__ = ["IngestPipeline", "RunStats", "check_files"]
+__all__ = ["Collector"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,67 +46,26 @@ _MAX_REMEMBERED_INVALID: Final = 100_000
 Deliver = Callable[[list[dict[str, Any]]], None]
 
 
-@dataclass
-class RunStats:
-    """The counters of one run, as ``cowrie_ingest_end`` returns them."""
-
-    events: int = 0
-    bad_src_ip: int = 0
-    new_ips: int = 0
-    skipped: int = 0
-    cache_hits: int = 0
-    stale_refreshed: int = 0
-    batches_sent: int = 0
-    whois_connections: int = 0
-    ips_sent: int = 0
-    retries: int = 0
-    failed_batches: int = 0
-    circuit_opened: int = 0
-    resolved: int = 0
-    pending: int = 0
-    leased_elsewhere: int = 0
-    delivered: int = 0
-    in_flight_batches: int = 0
-    errors: int = 0
-    #: addresses the database could not record (collected again on the next run)
-    unsaved: int = 0
-
-    def to_dict(self) -> dict[str, int]:
-        """The counters as a plain mapping."""
-        return asdict(self)
+_ERRORS: Final[dict[str, type[Exception]]] = {
+    "ConfigError": ConfigError,
+    "GeoDatabaseError": GeoDatabaseError,
+    "StoreError": StoreError,
+}
+#: Exit statuses of a worker that went because it was told to (SIGTERM, or we left).
+_STOPPED: Final = frozenset({-15, 143, 3})
 
 
-def check_files(config: EnrichConfig) -> None:
-    """Refuse, before any work, GeoIP files of the wrong kind and a SQLite file that cannot be.
-
-    :raises GeoDatabaseError: for a corrupt or wrong-type GeoIP file.
-    :raises StoreError: for a SQLite path whose directory does not exist.
-    """
-    slots: tuple[tuple[str | None, Kind], ...] = (
-        (config.geoip_city, "city"),
-        (config.geoip_asn, "asn"),
-    )
-    for path, kind in slots:
-        if path and os.path.exists(path):
-            check_file(path, kind)
-    prefix, _, rest = config.db.partition(":///")
-    if prefix.split("+")[0] == "sqlite" and rest and not rest.startswith(":memory:"):
-        folder = Path(rest.split("?")[0]).parent
-        if not folder.is_dir():
-            raise StoreError(
-                f"cannot open the database {config.db!r}: the directory {folder} does not exist"
-            )
-
-
-class IngestPipeline:
+class Collector:
     """One run of the enrichment plugin beside a host's ingest.
 
     :param config: the validated settings.
     :param deliver: called on the host's thread with ready records (as dicts).
+    :param transport: the host's end of the engine (:func:`.transport.open_transport`).
     """
 
-    def __init__(self, config: EnrichConfig, deliver: Deliver) -> None:
+    def __init__(self, config: EnrichConfig, deliver: Deliver, transport: Transport) -> None:
         self.config = config
+        self.transport = transport
         self._deliver_fn = deliver
         self._seen: dict[object, str | None] = {}
         self._canonical: set[str] = set()
@@ -106,31 +73,12 @@ class IngestPipeline:
         #: the remembered values that are refused (a chunk holding none needs no scan)
         self._refusing: set[object] = set()
         self._delivered: set[str] = set()
-        self._stats = RunStats()
-        self._remote: dict[str, int] = {}
-        self._transport: Transport | None = None
+        self._stats = RunCounters()
+        self._remote = RunCounters()
         self._done = False
+        self._interrupted = False
 
     # -- the host's thread ----------------------------------------------------------
-
-    def start(self) -> None:
-        """Start the flusher (in a worker process unless ``worker = "thread"``).
-
-        A worker process opens the store and the GeoIP files itself; what can be
-        checked cheaply here is checked first, so bad settings are refused at start.
-        """
-        if self.config.worker == "thread":
-            self._transport = ThreadTransport(self.config)
-            return
-        check_files(self.config)
-        self._transport = ProcessTransport(self.config)
-
-    @property
-    def transport(self) -> Transport:
-        """The running flusher's transport."""
-        if self._transport is None:
-            raise RuntimeError("the pipeline was not started")
-        return self._transport
 
     def ingest(self, events: Sequence[Mapping[str, Any]]) -> list[tuple[int, str]] | None:
         """Collect the source addresses of ``events``; return the refused ones (index, why).
@@ -201,9 +149,9 @@ class IngestPipeline:
             self._stats.bad_src_ip += len(refused)
         if usable:
             self._stats.new_ips += len(usable)
-            self.transport.send(("ips", usable))
+            self.transport.send(NewAddresses(usable))
         if skipped:
-            self.transport.send(("skip", skipped))
+            self.transport.send(SkippedAddresses(skipped))
         self._handle(self.transport.poll())
 
     def _first_sight(self, raw: object, usable: list[str], skipped: list[str]) -> str | None:
@@ -237,67 +185,84 @@ class IngestPipeline:
 
     def checkpoint(self) -> None:
         """Ask for a flush of partly filled batches; deliver what is ready. Does not wait."""
-        self.transport.send(("flush",))
+        self.transport.send(Flush())
         self._handle(self.transport.poll())
 
-    def end(self, timeout: float | None = None) -> RunStats:
-        """Flush everything, wait for every batch, deliver, and return the run's counters.
+    def interrupt(self) -> None:
+        """The host is stopping (a signal): the end waits at most ``shutdown_timeout``.
 
-        Returns within ``timeout`` seconds (default: a bound derived from the
-        configuration); what is not resolved by then is recorded pending in the
-        store (it was leased and marked pending before its batch was sent).
+        Safe to call from a signal handler: it only sets a flag.
+        """
+        self._interrupted = True
+
+    def end(self) -> RunCounters:
+        """Finish every batch, deliver, and return the run's counters. Ending twice is harmless.
+
+        Returns within a bound derived from the configuration; once :meth:`interrupt`
+        was called (before or during the wait), within ``shutdown_timeout``: the
+        engine stops asking the network, and what it leased stays pending in the
+        store. What is not resolved by then is reported pending.
         """
         if self._done:
             return self.stats()
         transport = self.transport
-        transport.send(("end",))
-        bound = timeout if timeout is not None else self._end_bound()
-        deadline = time.monotonic() + bound
+        started = time.monotonic()
+        deadline = started + self._end_bound()
+        stopping_at: float | None = None
         try:
+            transport.send(End())
             while not self._done:
+                if self._interrupted and stopping_at is None:
+                    stopping_at = time.monotonic()
+                    deadline = min(deadline, stopping_at + self.config.shutdown_timeout)
+                    self._handle(transport.abandon(max(0.0, deadline - time.monotonic())))
+                    break
                 left = deadline - time.monotonic()
                 if left <= 0:
                     logger.error(
-                        "enrichment did not finish within %.0fs; the rest stays pending", bound
+                        "enrichment did not finish within %.0fs; the rest stays pending",
+                        time.monotonic() - started,
                     )
+                    self._handle(transport.abandon(1.0))
                     break
                 self._handle(transport.wait(min(left, 0.5)))
         finally:
+            self._done = True
             transport.close()
         return self.stats()
 
     def _end_bound(self) -> float:
-        """The longest ``end`` waits, in seconds.
+        """The longest ``end`` waits, in seconds, when nothing interrupts it.
 
         Batches that fail every attempt (the circuit breaker opens after three, so a
         backlog then drains at once), another process's leases, and slack. What is
         still out after that stays pending in the store.
         """
-        cfg = self.config
-        per_batch = cfg.timeout * cfg.retries + 30.0 * cfg.retries  # attempts + backoff
-        return 3 * per_batch + 120.0
+        return 3 * self.config.longest_batch_seconds + 120.0
 
-    def _handle(self, messages: list[Message]) -> None:
-        """Act on what the flusher sent: deliver records, keep counters, raise its errors."""
+    def _handle(self, messages: list[FromEngine]) -> None:
+        """Act on what the engine sent: deliver records, keep counters, raise its errors."""
         for message in messages:
-            kind = message[0]
-            if kind == "records":
-                if message[2] is not None:
-                    self._remote = message[2]
-                self._deliver(message[1])
-            elif kind == "ready":
-                logger.debug("the enrichment worker is ready")
-            elif kind == "done":
-                self._remote = message[1]
+            if isinstance(message, Records):
+                if message.counters is not None:
+                    self._remote = message.counters
+                self._deliver(message.records)
+            elif isinstance(message, Done):
+                self._remote = message.counters
                 self._done = True
-            elif kind == "error":
+            elif isinstance(message, Ready):
+                logger.debug("the enrichment engine is ready")
+            elif isinstance(message, Failed):
                 self._done = True
-                raise_worker_error(message[1], message[2])
-            elif kind == "exit" and not self._done:
+                raise _ERRORS.get(message.kind, WorkerError)(message.message)
+            elif isinstance(message, Exited) and not self._done:
                 self._done = True
+                if self._interrupted or message.code in _STOPPED:
+                    self._interrupted = True
+                    continue
                 self._stats.errors += 1
                 raise WorkerError(
-                    f"the enrichment worker exited with status {message[1]} before the end; "
+                    f"the enrichment worker exited with status {message.code} before the end; "
                     "what it had not resolved stays pending in the store"
                 )
 
@@ -309,10 +274,19 @@ class IngestPipeline:
         self._stats.delivered += len(ready)
         self._deliver_fn(ready)
 
-    def stats(self) -> RunStats:
-        """A snapshot of the counters: the host side's, with the flusher's merged in."""
-        stats = RunStats(**self._stats.to_dict())
-        for key, value in self._remote.items():
-            if hasattr(stats, key):
-                setattr(stats, key, getattr(stats, key) + value)
-        return stats
+    @property
+    def interrupted(self) -> bool:
+        """Whether the run was cut short by the host stopping."""
+        return self._interrupted
+
+    def stats(self) -> RunCounters:
+        """A snapshot of the counters: the host side's, with the engine's added.
+
+        After an interrupted end, every collected address without a delivered
+        record counts as pending: it is pending in the store, or will be collected
+        again from the logs on the next run.
+        """
+        total = self._stats + self._remote
+        if self._interrupted:
+            total.pending += max(0, len(self._canonical) - len(self._delivered))
+        return total

@@ -13,9 +13,9 @@ import json
 from collections.abc import Iterable
 from typing import IO, Any, Final
 
-from .record import EnrichmentRecord
+from ..record import EnrichmentRecord
 
-__all__ = ["CSV_COLUMNS", "csv_cell", "flatten", "write_csv", "write_jsonl"]
+__all__ = ["CSV_COLUMNS", "csv_cell", "flatten", "printable", "write_csv", "write_jsonl"]
 
 CSV_COLUMNS: Final = (
     "ip",
@@ -61,13 +61,18 @@ def flatten(record: EnrichmentRecord) -> dict[str, Any]:
     return flat
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escapes, newlines) written as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def csv_cell(value: Any) -> str:
     """Render one value for CSV; text that a spreadsheet would execute is neutralised."""
     if value is None:
         return ""
     if not isinstance(value, str):
         return str(value)
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+    text = printable(value)
     if text.startswith(_FORMULA_START) or value.startswith(_FORMULA_START):
         return "'" + text
     return text

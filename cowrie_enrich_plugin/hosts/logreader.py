@@ -12,7 +12,9 @@ from __future__ import annotations
 import bz2
 import gzip
 import json
+import logging
 import re
+import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -38,6 +40,8 @@ _DATED: Final = re.compile(r"^cowrie\.json\.(\d{4}-\d{2}-\d{2})(?:\.(?:gz|bz2))?
 _NUMBERED: Final = re.compile(r"^cowrie\.json\.(\d+)(?:\.(?:gz|bz2))?$")
 _MAX_LINE: Final = 4 * 1024 * 1024
 STDIN: Final = "-"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,20 +77,62 @@ def _log_order(path: Path) -> tuple[int, str, int]:
     return (2, path.name, 0)
 
 
-def expand_paths(paths: Iterable[str]) -> list[str]:
-    """Expand directories into their ``cowrie.json*`` files, oldest first."""
+def _not_a_log(path: Path) -> str | None:
+    """Why a ``cowrie.json*`` entry of a folder is not read (``None``: it is a log file)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:  # a dangling symlink, a symlink loop, no permission
+        return f"cannot be opened ({exc.strerror or exc})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a directory, not a log file"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO, not a log file"
+    return "not a regular file"
+
+
+def expand_paths(paths: Iterable[str], skipped: list[str] | None = None) -> list[str]:
+    """Expand directories into their ``cowrie.json*`` files, oldest first.
+
+    What a folder holds and is not read goes to ``skipped`` as "path: why", and is
+    logged: ``cowrie.json*`` entries that are not regular files as warnings, other
+    names at info level; a folder that gave no log at all is a warning.
+    """
     expanded: list[str] = []
     for raw in paths:
         if raw == STDIN:
             expanded.append(raw)
             continue
         path = Path(raw)
-        if path.is_dir():
-            files = [p for p in path.glob("cowrie.json*") if p.is_file()]
-            expanded.extend(str(p) for p in sorted(files, key=_log_order))
-        else:
+        if not path.is_dir():
             expanded.append(raw)
+            continue
+        files: list[Path] = []
+        others: list[str] = []
+        for entry in sorted(path.iterdir()):
+            if not entry.name.startswith("cowrie.json"):
+                others.append(entry.name)
+                _skip(skipped, entry, "not named cowrie.json*", logging.INFO)
+                continue
+            why = _not_a_log(entry)
+            if why is None:
+                files.append(entry)
+            else:
+                _skip(skipped, entry, why, logging.WARNING)
+        if not files:
+            held = f"; it holds {', '.join(others[:5])}" if others else "; it is empty"
+            logger.warning("%s holds no Cowrie log (cowrie.json*)%s", path, held[:200])
+            if skipped is not None:
+                skipped.append(f"{path}: no cowrie.json* log in this folder")
+        expanded.extend(str(p) for p in sorted(files, key=_log_order))
     return expanded
+
+
+def _skip(skipped: list[str] | None, path: Path, why: str, level: int) -> None:
+    logger.log(level, "skipped %s: %s", path, why)
+    if skipped is not None and level >= logging.WARNING:
+        skipped.append(f"{path}: {why}")
 
 
 def _open(path: str) -> IO[bytes]:
@@ -115,7 +161,9 @@ class LogReader:
         max_line: int = _MAX_LINE,
         loads: Callable[[bytes], Any] = json_loads,
     ) -> None:
-        self.paths = expand_paths(paths)
+        #: what folders held that was not read, as "path: why"
+        self.skipped_paths: list[str] = []
+        self.paths = expand_paths(paths, self.skipped_paths)
         self.chunk_size = chunk_size
         self.max_line = max_line
         self.loads = loads
@@ -123,7 +171,6 @@ class LogReader:
         self.bad_lines = 0
         self.bad_files = 0
         self.lines = 0
-        self.bytes_read = 0
 
     def problem(self, path: str, line: int, reason: str) -> None:
         """Record one problem (line 0 for the whole file)."""
@@ -157,7 +204,6 @@ class LogReader:
                 if not raw:
                     break
                 lineno += 1
-                self.bytes_read += len(raw)
                 if len(raw) > limit and not raw.endswith(b"\n"):
                     self._skip_rest_of_line(handle)
                     self.problem(label, lineno, f"line longer than {limit} bytes; skipped")
@@ -195,7 +241,6 @@ class LogReader:
     def _skip_rest_of_line(self, handle: IO[bytes]) -> None:
         while True:
             piece = handle.readline(self.max_line)
-            self.bytes_read += len(piece)
             if not piece or piece.endswith(b"\n"):
                 return
 

@@ -1,0 +1,155 @@
+"""The messages between the host side and the engine, and their one framing.
+
+To the engine: :class:`Init` (first, process mode only), then any number of
+:class:`NewAddresses`, :class:`SkippedAddresses` and :class:`Flush`, and one
+:class:`End`. From the engine: :class:`Ready`, :class:`Records` (with the run's
+counters at most every half second), :class:`Failed` (it could not start) and
+:class:`Done` (everything persisted, leases given up). :class:`Exited` is made by
+the host's end of a process transport when the worker is gone.
+
+In process mode each message is pickled behind a 4-byte big-endian length, over
+the worker's stdin and stdout. Adding a message type touches this module and the
+one handler of its receiving side.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from typing import IO, Any, Final, NamedTuple
+
+from .config import EnrichConfig
+from .counters import RunCounters
+
+__all__ = [
+    "Done",
+    "End",
+    "Exited",
+    "Failed",
+    "Flush",
+    "FrameDecoder",
+    "FromEngine",
+    "Init",
+    "NewAddresses",
+    "Ready",
+    "Records",
+    "SkippedAddresses",
+    "ToEngine",
+    "encode",
+    "read_message",
+    "write_message",
+]
+
+
+class Init(NamedTuple):
+    """The settings and the host's log level, sent first to a worker process."""
+
+    config: EnrichConfig
+    log_level: int
+
+
+class NewAddresses(NamedTuple):
+    """Canonical, globally routable addresses first seen by the host in this run."""
+
+    ips: list[str]
+
+
+class SkippedAddresses(NamedTuple):
+    """Canonical addresses that are not globally routable: recorded, never sent."""
+
+    ips: list[str]
+
+
+class Flush(NamedTuple):
+    """Send partly filled batches now (the host committed)."""
+
+
+class End(NamedTuple):
+    """No more addresses: finish, persist, give up the leases, say :class:`Done`."""
+
+
+class Ready(NamedTuple):
+    """The engine opened its store and sources."""
+
+
+class Records(NamedTuple):
+    """Records ready to deliver (exported shape), and the counters when due."""
+
+    records: list[dict[str, Any]]
+    counters: RunCounters | None
+
+
+class Failed(NamedTuple):
+    """The engine could not start: the error's class name and message."""
+
+    kind: str
+    message: str
+
+
+class Done(NamedTuple):
+    """Everything is persisted and the leases given up; the final counters."""
+
+    counters: RunCounters
+
+
+class Exited(NamedTuple):
+    """The worker process ended (made by the host's end of the pipes, never sent)."""
+
+    code: int
+
+
+ToEngine = Init | NewAddresses | SkippedAddresses | Flush | End
+FromEngine = Ready | Records | Failed | Done | Exited
+
+_HEADER: Final = struct.Struct(">I")
+
+
+def encode(message: ToEngine | FromEngine) -> bytes:
+    """One framed message."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(data)) + data
+
+
+def write_message(stream: IO[bytes], message: ToEngine | FromEngine) -> None:
+    """Write one framed message and flush."""
+    stream.write(encode(message))
+    stream.flush()
+
+
+def read_message(stream: IO[bytes]) -> Any:
+    """Read one framed message from a blocking stream; ``None`` at end of file."""
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    (size,) = _HEADER.unpack(header)
+    data = stream.read(size)
+    if len(data) < size:
+        return None
+    return pickle.loads(data)
+
+
+class FrameDecoder:
+    """Whole messages out of bytes that arrive in pieces (a non-blocking pipe)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Any]:
+        """Add bytes; return every message now complete.
+
+        :raises pickle.UnpicklingError: (or ``EOFError``, ``ValueError``) for a frame
+            that does not hold a message: the stream cannot be trusted any more.
+        """
+        buffer = self._buffer
+        buffer += data
+        messages: list[Any] = []
+        offset = 0
+        while len(buffer) - offset >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(buffer, offset)
+            start = offset + _HEADER.size
+            if len(buffer) - start < size:
+                break
+            messages.append(pickle.loads(buffer[start : start + size]))
+            offset = start + size
+        del buffer[:offset]
+        return messages

@@ -1,0 +1,86 @@
+"""``cowrie-enrich cache stats|prune|retry``: look after the store."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ..record import Status
+from .options import EX_TEMPFAIL, common_options, host_config, run_command, settings
+
+__all__ = ["cache"]
+
+
+@click.group()
+def cache() -> None:
+    """Inspect and maintain the cache: stats, prune, retry."""
+
+
+@cache.command()
+@common_options
+@run_command
+def stats(**opts: Any) -> None:
+    """Counts by status and age.
+
+    \b
+    Example:
+      cowrie-enrich cache stats --db postgresql+psycopg://enrich@db/enrich
+    """
+    from ..store import open_store
+
+    config = settings(host_config(opts))
+    with open_store(config.db, create=False) as store:
+        result = store.stats()
+    click.echo(f"database: {config.as_dict()['db']} (schema version {result.schema_version})")
+    for status in Status:
+        click.echo(f"{status.value:>12}: {result.by_status.get(status.value, 0)}")
+    click.echo(f"{'fresh':>12}: {result.fresh}")
+    click.echo(f"{'expired':>12}: {result.expired}")
+    click.echo(f"{'queued':>12}: {result.queued} ({result.leased} leased now)")
+    if result.oldest_fetch is not None:
+        click.echo(
+            f"{'whois dates':>12}: {result.oldest_fetch:%Y-%m-%d} .. {result.newest_fetch:%Y-%m-%d}"
+        )
+
+
+@cache.command()
+@common_options
+@run_command
+def prune(**opts: Any) -> None:
+    """Delete expired records (those queued for a refresh are kept).
+
+    \b
+    Example:
+      cowrie-enrich cache prune --config /etc/cowrie-enrich.toml
+    """
+    from ..store import open_store
+
+    with open_store(settings(host_config(opts)).db, create=False) as store:
+        removed = store.prune()
+    click.echo(f"{removed} expired record(s) removed")
+
+
+@cache.command()
+@common_options
+@run_command
+def retry(**opts: Any) -> None:
+    """Ask the whois server again for every pending address (exit 75 if some still are).
+
+    \b
+    Example:
+      cowrie-enrich cache retry --config /etc/cowrie-enrich.toml
+    """
+    from ..engine.serve import enrich_now, open_engine
+
+    with open_engine(settings(host_config(opts))) as engine:
+        ips = engine.store.due_pending()
+        records = enrich_now(engine, ips) if ips else []
+    pending = sum(record["status"] == "pending" for record in records)
+    click.echo(
+        f"{len(ips)} queued address(es) retried; {len(records) - pending} resolved, "
+        f"{pending} still pending"
+    )
+    if pending:
+        sys.exit(EX_TEMPFAIL)

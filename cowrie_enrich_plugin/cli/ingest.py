@@ -1,0 +1,119 @@
+"""``cowrie-enrich ingest``: the reference host over files, and its summary."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from typing import Any
+
+import click
+
+from ..config import PLUGIN_NAME, plugin_enabled
+from ..hosts.reference import IngestSummary, make_plugin_manager, run_ingest
+from .export import printable
+from .options import (
+    EX_INTERRUPTED,
+    EX_TEMPFAIL,
+    ConfigFailure,
+    common_options,
+    host_config,
+    output_stream,
+    run_command,
+    settings,
+)
+from .progress import TerminalProgress
+
+__all__ = ["ingest"]
+
+logger = logging.getLogger("cowrie_enrich_plugin")
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True)
+@common_options
+@click.option("--batch-size", type=int, help="Addresses per whois batch, 1..500.")
+@click.option("--concurrency", type=int, help="Parallel whois connections (default 2).")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write this run's records as JSON lines ('-' for stdout).",
+)
+@run_command
+def ingest(
+    paths: tuple[str, ...],
+    batch_size: int | None,
+    concurrency: int | None,
+    output: str | None,
+    **opts: Any,
+) -> None:
+    """Read Cowrie logs, enrich every new attacker IP, and store the records.
+
+    PATHS are cowrie.json files (.gz and .bz2 too), directories holding
+    cowrie.json* files (read oldest first), or - for stdin.
+
+    \b
+    Example:
+      cowrie-enrich ingest examples/logs/ --geoip-city GeoLite2-City.mmdb
+    """
+    config = host_config(opts, batch_size=batch_size, concurrency=concurrency)
+    settings(config)  # refuse bad settings before any file is read
+    if not plugin_enabled(config):
+        logger.warning(
+            "enrichment is off: [plugins] enabled does not list %r; the logs are only read",
+            PLUGIN_NAME,
+        )
+    pm = make_plugin_manager(config)
+    progress = TerminalProgress() if sys.stderr.isatty() and not opts.get("quiet") else None
+    with output_stream(output) as stream:
+        try:
+            summary = run_ingest(paths, config, pm=pm, output=stream, progress=progress)
+        except ValueError as exc:  # a plugin refused its settings at start
+            raise ConfigFailure(str(exc)) from exc
+        finally:
+            if progress is not None:
+                progress.clear()
+    sys.exit(_report(summary, err=output == "-"))
+
+
+def _report(summary: IngestSummary, *, err: bool) -> int:
+    """Print the summary; return the exit code."""
+    echo = functools.partial(click.echo, err=err)
+    stats = summary.plugin
+    if summary.interrupted:
+        click.echo(
+            f"interrupted: {summary.pending} address(es) pending, run again to finish", err=True
+        )
+    echo(
+        f"{summary.events} events from {summary.lines} lines in {summary.seconds:.1f}s; "
+        f"{stats.new_ips} distinct IPs: {stats.cache_hits} from cache, "
+        f"{stats.resolved} resolved by whois in {stats.batches_sent} batches, "
+        f"{stats.skipped} skipped (not global), {summary.pending} pending; "
+        f"{summary.delivered} records delivered"
+    )
+    if summary.problems:
+        echo(f"{summary.bad_lines} bad line(s), {summary.bad_files} unreadable file(s):")
+        for problem in summary.problems[:10]:
+            echo(f"  {printable(str(problem))}")
+        if len(summary.problems) > 10:
+            echo(f"  ... and {len(summary.problems) - 10} more")
+    if summary.skipped_paths:
+        echo(f"{len(summary.skipped_paths)} path(s) skipped:")
+        for line in summary.skipped_paths[:10]:
+            echo(f"  {printable(line)}")
+    if stats.unsaved:
+        echo(
+            f"{stats.unsaved} IP(s) could not be recorded because the database failed; "
+            "they will be collected again from the logs on the next run"
+        )
+    if summary.interrupted:
+        return EX_INTERRUPTED
+    if summary.bad_files or stats.unsaved or stats.errors:
+        return 1
+    if summary.pending:
+        echo(
+            f"{summary.pending} IP(s) still pending: the whois server did not answer; "
+            "run again later"
+        )
+        return EX_TEMPFAIL
+    return 0

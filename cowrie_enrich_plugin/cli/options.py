@@ -1,0 +1,182 @@
+"""What every command shares: the common options, the host config they make, exit codes.
+
+Exit codes: 0 all done; 75 (EX_TEMPFAIL) finished, but some addresses are still
+pending (run again later); 130 stopped by SIGINT or SIGTERM, the rest pending;
+2 usage or configuration error; 1 anything else.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import logging
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import IO, Any, Final, TypeVar
+
+import click
+
+from ..config import (
+    ConfigError,
+    EnrichConfig,
+    cli_flags,
+    load_host_config,
+    plugin_section,
+    resolve_config,
+)
+from ..errors import GeoDatabaseError, StoreError, WorkerError, configure_logging
+
+__all__ = [
+    "EX_INTERRUPTED",
+    "EX_TEMPFAIL",
+    "ConfigFailure",
+    "Failure",
+    "common_options",
+    "host_config",
+    "output_stream",
+    "run_command",
+    "settings",
+]
+
+EX_TEMPFAIL: Final = 75
+EX_INTERRUPTED: Final = 130
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class Failure(click.ClickException):
+    """An expected failure: printed as advice, no traceback; exit code 1."""
+
+    exit_code = 1
+
+
+class ConfigFailure(Failure):
+    """A usage or configuration error: exit code 2."""
+
+    exit_code = 2
+
+
+def parse_cymru(value: str | None) -> tuple[str | None, int | None]:
+    """``HOST``, ``HOST:PORT``, ``[IPv6]:PORT`` or a bare IPv6 address."""
+    if value is None:
+        return None, None
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise click.BadParameter(f"{value!r} is not [ADDRESS]:PORT", param_hint="--cymru")
+        port = rest[1:] if rest else None
+    elif value.count(":") > 1:  # a bare IPv6 address, no port
+        host, port = value, None
+    else:
+        host, sep, port_text = value.partition(":")
+        port = port_text if sep else None
+    if port is not None and not port.isdigit():
+        raise click.BadParameter(f"{value!r} is not HOST:PORT", param_hint="--cymru")
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError as exc:
+            raise click.BadParameter(
+                f"{value!r}: {host!r} is not an IPv6 address", param_hint="--cymru"
+            ) from exc
+    return host, int(port) if port is not None else None
+
+
+def common_options(func: _F) -> _F:
+    """The options every command that touches the store or a source takes."""
+    options = [
+        click.option(
+            "--config",
+            "config_path",
+            type=click.Path(dir_okay=False),
+            envvar="COWRIE_ENRICH_CONFIG",
+            help="Host TOML config with a [plugins.enrich] section (env COWRIE_ENRICH_CONFIG).",
+        ),
+        click.option("--db", help="SQLAlchemy database URL (default sqlite:///cowrie-enrich.db)."),
+        click.option(
+            "--cymru", metavar="HOST:PORT", help="Bulk whois server (default whois.cymru.com:43)."
+        ),
+        click.option(
+            "--geoip-city",
+            type=click.Path(dir_okay=False),
+            help="GeoIP2/GeoLite2 City or Country .mmdb.",
+        ),
+        click.option(
+            "--geoip-asn", type=click.Path(dir_okay=False), help="GeoIP2/GeoLite2 ASN .mmdb."
+        ),
+        click.option("-v", "--verbose", count=True, help="More logging (-vv for debug)."),
+        click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def host_config(opts: Mapping[str, Any], **extra_flags: Any) -> dict[str, Any]:
+    """The host config from --config, with the command-line flags in ``cli.enrich``."""
+    config = load_host_config(opts.get("config_path"))
+    host, port = parse_cymru(opts.get("cymru"))
+    flags = {
+        "db": opts.get("db"),
+        "cymru_host": host,
+        "cymru_port": port,
+        "geoip_city": opts.get("geoip_city"),
+        "geoip_asn": opts.get("geoip_asn"),
+        **extra_flags,
+    }
+    config.setdefault("cli", {})["enrich"] = {k: v for k, v in flags.items() if v is not None}
+    return config
+
+
+def settings(config: Mapping[str, Any]) -> EnrichConfig:
+    """The plugin's checked settings from a host config (as ``cowrie_ingest_start`` reads them)."""
+    return resolve_config(plugin_section(config), None, cli_flags(config))
+
+
+@contextmanager
+def _expected_failures() -> Iterator[None]:
+    """Turn the conditions an operator can fix into advice with the right exit code."""
+    try:
+        yield
+    except (ConfigError, GeoDatabaseError) as exc:
+        raise ConfigFailure(str(exc)) from exc
+    except StoreError as exc:
+        raise Failure(f"{exc}\n  check the db URL, that the server runs, and permissions") from exc
+    except WorkerError as exc:
+        raise Failure(str(exc)) from exc
+    except KeyboardInterrupt:
+        click.echo("interrupted; run again to finish", err=True)
+        sys.exit(EX_INTERRUPTED)
+
+
+def run_command(func: _F) -> _F:
+    """Apply logging options and the expected-failure handling to a command body."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        verbose, quiet = kwargs.get("verbose", 0), kwargs.get("quiet", False)
+        configure_logging(
+            logging.ERROR
+            if quiet
+            else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+        )
+        with _expected_failures():
+            return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def output_stream(output: str | None) -> Iterator[IO[str] | None]:
+    """The ``--output`` file (``-``: stdout; ``None``: no output)."""
+    if output is None:
+        yield None
+    elif output == "-":
+        yield sys.stdout
+    else:
+        try:
+            handle = open(output, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise Failure(f"cannot write {output}: {exc.strerror}") from exc
+        with handle:
+            yield handle

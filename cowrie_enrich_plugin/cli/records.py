@@ -1,0 +1,89 @@
+"""``cowrie-enrich lookup`` and ``export``: records of some addresses now, or of the store."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from ..addresses import InvalidAddress, NonGlobal, Usable, classify
+from .export import printable
+from .options import (
+    EX_TEMPFAIL,
+    ConfigFailure,
+    common_options,
+    host_config,
+    output_stream,
+    run_command,
+    settings,
+)
+
+__all__ = ["export", "lookup"]
+
+
+@click.command()
+@click.argument("ips", nargs=-1, required=True)
+@common_options
+@run_command
+def lookup(ips: tuple[str, ...], **opts: Any) -> None:
+    """Enrich the given addresses now (cache first) and print their records as JSON lines.
+
+    \b
+    Example:
+      cowrie-enrich lookup 81.2.69.142 --geoip-city GeoLite2-City.mmdb
+    """
+    order: list[str] = []
+    usable: list[str] = []
+    skipped: list[str] = []
+    for value in ips:
+        verdict = classify(value)
+        if isinstance(verdict, InvalidAddress):
+            raise ConfigFailure(f"{printable(value)}: {verdict.reason}")
+        order.append(verdict.ip)
+        if isinstance(verdict, Usable):
+            usable.append(verdict.ip)
+        elif isinstance(verdict, NonGlobal):
+            skipped.append(verdict.ip)
+    from ..engine.serve import enrich_now, open_engine
+
+    with open_engine(settings(host_config(opts))) as engine:
+        found = {record["ip"]: record for record in enrich_now(engine, usable, skipped)}
+    records = [found[ip] for ip in dict.fromkeys(order)]
+    for record in records:
+        click.echo(json.dumps(record))
+    pending = sum(record["status"] == "pending" for record in records)
+    if pending:
+        click.echo(f"{pending} address(es) pending: the whois server did not answer", err=True)
+        sys.exit(EX_TEMPFAIL)
+
+
+@click.command()
+@common_options
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default="-",
+    help="File to write ('-' for stdout).",
+)
+@run_command
+def export(fmt: str, output: str, **opts: Any) -> None:
+    """Write every stored record, as JSON lines or CSV.
+
+    \b
+    Example:
+      cowrie-enrich export --format csv --output ips.csv
+    """
+    from ..store import open_store
+    from .export import write_csv, write_jsonl
+
+    db = settings(host_config(opts)).db
+    with open_store(db, create=False) as store, output_stream(output) as stream:
+        assert stream is not None
+        count = (write_csv if fmt == "csv" else write_jsonl)(store.iter_records(), stream)
+    if output != "-":
+        click.echo(f"{count} records written to {output}")

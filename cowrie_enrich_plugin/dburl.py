@@ -1,0 +1,61 @@
+"""What the ``db`` setting names, read without importing SQLAlchemy (safe in the host).
+
+``postgres://`` (a common spelling, which SQLAlchemy refuses) is read as
+``postgresql://``. A SQLite URL names a file whose folder must exist; the reference
+host and the plugin check it at start, the store again when it opens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import ConfigError, StoreError
+
+__all__ = ["check_db_location", "normalize_db_url", "sqlite_file"]
+
+
+def normalize_db_url(url: str) -> str:
+    """``url`` with the ``postgres`` scheme spelled as SQLAlchemy wants it.
+
+    :raises ConfigError: naming ``db`` when it is not a URL at all.
+    """
+    scheme, sep, _rest = url.partition("://")
+    if not sep or not scheme or any(c.isspace() for c in scheme):
+        raise ConfigError(
+            f"db = {url!r} is not a database URL; write e.g. sqlite:///cowrie-enrich.db "
+            "or postgresql+psycopg://user@host/dbname"
+        )
+    if scheme == "postgres" or scheme.startswith("postgres+"):
+        return "postgresql" + url[len("postgres") :]
+    return url
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names (``None``: not SQLite, or in memory)."""
+    scheme, _, rest = normalize_db_url(url).partition("://")
+    if scheme.split("+")[0] != "sqlite":
+        return None
+    path = rest[1:].split("?")[0] if rest.startswith("/") else ""
+    if path in ("", ":memory:"):
+        return None
+    return Path(path)
+
+
+def check_db_location(url: str, *, must_exist: bool = False) -> None:
+    """Refuse a SQLite file whose folder (or, with ``must_exist``, itself) is absent.
+
+    :raises StoreError: naming the missing folder or file.
+    :raises ConfigError: when ``url`` is not a database URL.
+    """
+    path = sqlite_file(url)
+    if path is None:
+        return
+    if not path.parent.is_dir():
+        raise StoreError(
+            f"cannot open the database {url!r}: the directory {path.parent} does not exist"
+        )
+    if must_exist and not path.exists():
+        raise StoreError(
+            f"no database at {path}: nothing has been enriched with this db yet "
+            "(run cowrie-enrich ingest first, or check --db)"
+        )

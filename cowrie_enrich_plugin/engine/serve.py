@@ -1,0 +1,186 @@
+"""The engine's one serve loop, in a worker process (:func:`main`) or a host's thread.
+
+Both modes open the engine with :func:`open_engine` and run :func:`serve` over an
+inbox of :mod:`..channel` messages; only how messages arrive and leave differs. In
+a worker process a reader thread fills the inbox from stdin, and records go back
+on stdout. When the host is gone (end of file on stdin before the end of the run)
+or the worker is asked to terminate (SIGTERM), the worker gives up its leases (what
+they hold stays pending in the store) and exits at once; it ignores SIGINT, which a
+terminal sends to the whole process group, and leaves the host to decide.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+from ..channel import (
+    Done,
+    End,
+    Failed,
+    FromEngine,
+    Init,
+    NewAddresses,
+    Ready,
+    Records,
+    SkippedAddresses,
+    ToEngine,
+    read_message,
+    write_message,
+)
+from ..config import EnrichConfig
+from ..errors import ConfigError, GeoDatabaseError, StoreError, configure_logging
+from .flusher import Flusher
+from .steps import Enricher
+
+__all__ = ["enrich_now", "main", "open_engine", "serve"]
+
+_STATS_EVERY: Final = 0.5
+_INBOX_MESSAGES: Final = 64
+_GIVE_UP_SECONDS: Final = 3.0  # to release the leases when the host is gone
+#: The worker's exit status when the host went away or it was told to terminate.
+EXIT_HOST_GONE: Final = 3
+EXIT_TERMINATED: Final = 128 + signal.SIGTERM
+
+
+def open_engine(config: EnrichConfig) -> Enricher:
+    """Open the store, the GeoIP files and the whois client that ``config`` names.
+
+    :raises GeoDatabaseError: for an unusable GeoIP file.
+    :raises StoreError: when the database cannot be opened.
+    """
+    return Enricher.open(config)
+
+
+class _Throttle:
+    """True at most every half second: counters ride along with records that often."""
+
+    def __init__(self) -> None:
+        self.next = 0.0
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now >= self.next:
+            self.next = now + _STATS_EVERY
+            return True
+        return False
+
+
+def serve(
+    engine: Enricher,
+    inbox: queue.Queue[ToEngine],
+    send: Callable[[FromEngine], None],
+    stopping: threading.Event | None = None,
+) -> None:
+    """Say :class:`Ready`, run the flusher over ``inbox`` until :class:`End`, say :class:`Done`.
+
+    The engine is closed on the way out, after :class:`Done` (everything is persisted
+    and the leases given up: the host may go on while the files are closed).
+    """
+    throttle = _Throttle()
+
+    def emit(records: list[dict[str, Any]]) -> None:
+        send(Records(records, flusher.counters() if throttle.due() else None))
+
+    def idle() -> None:
+        if throttle.due():
+            send(Records([], flusher.counters()))
+
+    flusher = Flusher(engine, emit, stopping)
+    send(Ready())
+    try:
+        flusher.run(inbox, on_idle=idle)
+    finally:
+        engine.release_leases()
+        send(Done(flusher.counters()))
+        engine.close()
+
+
+def enrich_now(
+    engine: Enricher, usable: Iterable[str], skipped: Iterable[str] = ()
+) -> list[dict[str, Any]]:
+    """Enrich addresses now, cache first, on this thread: the records, in no set order.
+
+    The same path as a host's run (``lookup`` and ``cache retry`` use it), without
+    the pending addresses of earlier runs.
+    """
+    inbox: queue.Queue[ToEngine] = queue.Queue()
+    inbox.put(NewAddresses(list(usable)))
+    inbox.put(SkippedAddresses(list(skipped)))
+    inbox.put(End())
+    found: list[dict[str, Any]] = []
+    Flusher(engine, found.extend, resume_pending=False).run(inbox)
+    return found
+
+
+# -- the worker process -------------------------------------------------------------------
+
+
+def main() -> int:
+    """Serve one run over messages on stdin; write records and counters to stdout."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the host decides what Ctrl-C means
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing else may write into the message stream
+    init = read_message(stdin)
+    if not isinstance(init, Init):
+        return 2
+    configure_logging(init.log_level)
+    lock = threading.Lock()
+
+    def send(message: FromEngine) -> None:
+        with lock:
+            write_message(stdout, message)
+
+    try:
+        engine = open_engine(init.config)
+    except (ConfigError, GeoDatabaseError, StoreError) as exc:
+        send(Failed(type(exc).__name__, str(exc)))
+        return 2
+    except Exception as exc:
+        send(Failed("WorkerError", f"{type(exc).__name__}: {exc}"))
+        return 1
+    # What is loaded now (SQLAlchemy, the compiled statements) lives as long as the
+    # process: out of the collector's sight, full collections stop rescanning it.
+    gc.freeze()
+    done = threading.Event()
+
+    def give_up(status: int) -> None:
+        """Leave at once, the leases given up if the database lets us in time."""
+        if done.is_set():
+            return
+        releasing = threading.Thread(target=engine.release_leases, daemon=True)
+        releasing.start()
+        releasing.join(_GIVE_UP_SECONDS)
+        os._exit(status)
+
+    def on_sigterm(_signum: int, _frame: object) -> None:
+        threading.Thread(target=give_up, args=(EXIT_TERMINATED,), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    inbox: queue.Queue[ToEngine] = queue.Queue(maxsize=_INBOX_MESSAGES)
+
+    def receive() -> None:
+        while True:
+            message = read_message(stdin)
+            if message is None:  # the host closed the pipe or is gone
+                give_up(EXIT_HOST_GONE)
+                return
+            if not done.is_set():
+                inbox.put(message)
+
+    threading.Thread(target=receive, name="receive", daemon=True).start()
+
+    def send_final(message: FromEngine) -> None:
+        if isinstance(message, Done):
+            done.set()
+        send(message)
+
+    serve(engine, inbox, send_final)
+    return 0

@@ -1,0 +1,1 @@
+"""MaxMind GeoIP2 / GeoLite2 offline databases: lookups (:mod:`.lookup`), file checks."""

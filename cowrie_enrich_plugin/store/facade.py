@@ -1,0 +1,380 @@
+"""The store's façade: one SQLAlchemy engine, the records, the work queue and its leases.
+
+Two tables (see :mod:`.schema`): ``enrichment_record`` holds the best known record
+per address; ``pending_queue`` the work still to do per address (unknown, stale or
+failed), with attempts, last error, next attempt time and a *lease*: the process
+that claimed the address before asking the network. A lease expires, so a crashed
+holder's addresses are picked up again; a holder on this host whose process is gone
+is overtaken at once (:mod:`.leases`). Every transaction is retried when the
+database hiccups (:mod:`.retry`); the statements are in :mod:`.sql`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from ..errors import StoreError
+from ..record import EnrichmentRecord, GeoAnswer, Status, utc_now
+from .leases import forget_owner, make_owner_id, owner_is_dead_here, remember_owner
+from .retry import first_line, with_retries
+from .rows import aware, naive, record_values, row_record
+from .schema import SCHEMA_VERSION, pending_queue, records_table
+from .sql import Statements, ip_set, ip_set_value, time_converter
+
+__all__ = ["Store", "StoreStats"]
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """Counts by status and age, for ``cowrie-enrich cache stats``."""
+
+    by_status: Mapping[str, int]
+    fresh: int
+    expired: int
+    queued: int
+    leased: int
+    oldest_fetch: dt.datetime | None
+    newest_fetch: dt.datetime | None
+    schema_version: int
+
+
+class Store:
+    """The enrichment cache on one SQLAlchemy engine. Safe to share between threads.
+
+    A context manager: leaving it closes the engine.
+    """
+
+    def __init__(self, engine: Engine, owner: str | None = None) -> None:
+        self.engine = engine
+        self.owner = owner or make_owner_id()
+        remember_owner(self.owner)
+        self.statements = 0
+        self.dialect: str = engine.dialect.name
+        self._when = time_converter(self.dialect)
+        self._write_lock: threading.Lock | contextlib.nullcontext[None] = (
+            threading.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        )
+        sa.event.listen(engine, "before_cursor_execute", self._count_statement)
+        self._sql = Statements(engine.dialect)
+
+    def _count_statement(self, *_args: object, **_kwargs: object) -> None:
+        self.statements += 1
+
+    def close(self) -> None:
+        """Release every pooled connection; leases left behind become take-over-able here."""
+        forget_owner(self.owner)
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- transactions with retry ---------------------------------------------------
+
+    def _run(self, work: Callable[[Connection], _T]) -> _T:
+        """Run ``work`` in one transaction, retrying it when the database hiccups."""
+
+        def transaction() -> _T:
+            with self.engine.begin() as conn:
+                return work(conn)
+
+        try:
+            return with_retries(transaction)
+        except sa.exc.DBAPIError as exc:
+            raise StoreError(f"database error: {first_line(exc)}") from exc
+
+    def _write(self, work: Callable[[Connection], _T]) -> _T:
+        """Run a writing transaction; on SQLite, this process's threads take turns.
+
+        SQLite's own busy handler would make them sleep in coarse steps instead.
+        """
+        with self._write_lock:
+            return self._run(work)
+
+    def _ips(self, ips: Iterable[str]) -> dict[str, object]:
+        return {"ips": ip_set_value(ips, self.dialect)}
+
+    # -- reads ------------------------------------------------------------------------
+
+    def get_records(self, ips: Iterable[str]) -> dict[str, EnrichmentRecord]:
+        """Return the stored records of ``ips`` (absent ones are left out)."""
+        wanted = sorted(set(ips))
+        if not wanted:
+            return {}
+        select = self._sql.records
+
+        def work(conn: Connection) -> dict[str, EnrichmentRecord]:
+            rows = conn.execute(select, self._ips(wanted)).mappings()
+            return {row["ip"]: row_record(row) for row in rows}
+
+        return self._run(work)
+
+    def iter_records(self, batch: int = 5000) -> Iterator[EnrichmentRecord]:
+        """Stream every stored record, ordered by address, a page at a time."""
+        last = ""
+        while True:
+            query = (
+                sa.select(records_table)
+                .where(records_table.c.ip > last)
+                .order_by(records_table.c.ip)
+                .limit(batch)
+            )
+            rows = self._run(functools.partial(_fetch_mappings, query))
+            if not rows:
+                return
+            for row in rows:
+                yield row_record(row)
+            last = rows[-1]["ip"]
+
+    def due_pending(self, now: dt.datetime | None = None, limit: int = 100_000) -> list[str]:
+        """Addresses in the queue whose next attempt is due and whose lease is free."""
+        moment = naive(now or utc_now())
+        q = pending_queue.c
+        query = (
+            sa.select(q.ip)
+            .where(sa.or_(q.next_attempt_at.is_(None), q.next_attempt_at <= moment))
+            .where(sa.or_(q.lease_expires_at.is_(None), q.lease_expires_at <= moment))
+            .order_by(q.ip)
+            .limit(limit)
+        )
+        return self._run(lambda conn: [row[0] for row in conn.execute(query)])
+
+    # -- leases -------------------------------------------------------------------------
+
+    def claim(
+        self,
+        ips: Iterable[str],
+        lease_seconds: float,
+        now: dt.datetime | None = None,
+    ) -> set[str]:
+        """Lease ``ips`` for this process before asking the network; return those won.
+
+        In the same transaction, an address with no record gets a ``pending`` record,
+        so that it is durably known as pending before its batch is sent. An address
+        whose lease another live process holds is not returned; one whose holder on
+        this host is gone is taken over.
+        """
+        wanted = sorted(set(ips))
+        if not wanted:
+            return set()
+        moment = naive(now or utc_now())
+        assert moment is not None
+        until = moment + dt.timedelta(seconds=lease_seconds)
+        at, expires, owner = self._when(moment), self._when(until), self.owner
+        sql = self._sql
+
+        def work(conn: Connection) -> set[str]:
+            sql.claim.run(conn, [(ip, 0, None, at, at, owner, expires) for ip in wanted])
+            # The upsert took (or extended) the lease unless another live process
+            # holds it: ours are those whose owner is now this store.
+            holders = dict(conn.execute(sql.owners, self._ips(wanted)).all())
+            claimed = sorted(ip for ip, holder in holders.items() if holder == owner)
+            dead = {h for h in holders.values() if h and h != owner and owner_is_dead_here(h)}
+            if dead:
+                taken = self._overtake(conn, holders, dead, until)
+                claimed = sorted({*claimed, *taken})
+            # Another process may have answered some since our cache check and left
+            # the queue: those are not to be asked again.
+            fresh = self._fresh_among(conn, claimed, moment)
+            if fresh:
+                conn.execute(sql.delete_own, {**self._ips(sorted(fresh)), "owner": owner})
+            sql.placeholder.run(conn, [(ip, "pending", False, at) for ip in wanted])
+            return set(claimed) - fresh
+
+        return self._write(work)
+
+    def _fresh_among(self, conn: Connection, ips: Sequence[str], moment: dt.datetime) -> set[str]:
+        if not ips:
+            return set()
+        rows = conn.execute(self._sql.fresh, {**self._ips(ips), "now": moment})
+        return {row[0] for row in rows}
+
+    def _overtake(
+        self,
+        conn: Connection,
+        holders: Mapping[str, str | None],
+        dead: set[str],
+        until: dt.datetime,
+    ) -> list[str]:
+        """Take over the leases of ``dead`` owners (processes on this host that are gone)."""
+        q = pending_queue.c
+        held = sorted(ip for ip, holder in holders.items() if holder in dead)
+        self._sql.lock_queue(conn, held)
+        stmt = (
+            sa.update(pending_queue)
+            .where(ip_set(q.ip, self.dialect), q.lease_owner.in_(sorted(dead)))
+            .values(lease_owner=self.owner, lease_expires_at=until)
+            .returning(q.ip)
+        )
+        taken = [row[0] for row in conn.execute(stmt, self._ips(held))]
+        if taken:
+            logger.info("took over %d address(es) leased by exited processes", len(taken))
+        return taken
+
+    def release(self) -> None:
+        """Give up every lease this process holds (its addresses stay queued)."""
+        stmt = (
+            sa.update(pending_queue)
+            .where(pending_queue.c.lease_owner == self.owner)
+            .values(lease_owner=None, lease_expires_at=None)
+        )
+
+        def work(conn: Connection) -> None:
+            self._sql.lock_owner(conn, self.owner)
+            conn.execute(stmt)
+
+        self._write(work)
+
+    # -- writes -------------------------------------------------------------------------
+
+    def save(
+        self,
+        resolved: Sequence[EnrichmentRecord],
+        unresolved: Mapping[str, tuple[str, GeoAnswer | None]] | None = None,
+        *,
+        retry_delay: float = 0.0,
+        now: dt.datetime | None = None,
+    ) -> None:
+        """Persist one batch's outcome in one transaction.
+
+        ``resolved`` records replace what was stored and leave the queue.
+        ``unresolved`` addresses (ip -> (last error, MaxMind answer)) stay queued
+        with one more attempt, due again after ``retry_delay`` seconds (0: on the
+        next flush or run), and their lease released; their record becomes
+        ``pending`` (with its MaxMind data) unless an older answer is stored, which
+        is served, stale, until a refresh succeeds.
+        """
+        moment = naive(now or utc_now())
+        assert moment is not None
+        records = sorted(resolved, key=lambda r: r.ip)
+        failed = dict(sorted((unresolved or {}).items()))
+        when = self._when
+        now_value = when(moment)
+        sql = self._sql
+        q = pending_queue.c
+
+        def work(conn: Connection) -> None:
+            # The queue's rows first, in address order, then the records' (sql.py).
+            sql.lock_queue(conn, sorted({*(r.ip for r in records), *failed}))
+            if records:
+                conn.execute(sql.delete_queued, self._ips(r.ip for r in records))
+            by_error: dict[str, list[str]] = {}
+            for ip, (error, _geo) in failed.items():
+                by_error.setdefault(error[:500], []).append(ip)
+            for error, ips in by_error.items():
+                conn.execute(
+                    sa.update(pending_queue)
+                    .where(ip_set(q.ip, self.dialect))
+                    .values(
+                        attempts=q.attempts + 1,
+                        last_error=error,
+                        next_attempt_at=moment + dt.timedelta(seconds=retry_delay),
+                        lease_owner=None,
+                        lease_expires_at=None,
+                    ),
+                    self._ips(ips),
+                )
+            rows = [(r.ip, False, record_values(r, now_value, when)) for r in records] + [
+                (
+                    ip,
+                    True,
+                    record_values(
+                        EnrichmentRecord(ip, Status.PENDING, maxmind=geo), now_value, when
+                    ),
+                )
+                for ip, (_error, geo) in failed.items()
+            ]
+            rows.sort(key=lambda row: row[0])
+            sql.upsert.run(conn, [values for _ip, pending, values in rows if not pending])
+            sql.pending.run(conn, [values for _ip, pending, values in rows if pending])
+
+        self._write(work)
+
+    def put_records(self, records: Sequence[EnrichmentRecord]) -> None:
+        """Upsert records that need no queue bookkeeping (skipped addresses)."""
+        moment = naive(utc_now())
+        assert moment is not None
+        ordered = sorted(records, key=lambda r: r.ip)
+        when = self._when
+        now_value = when(moment)
+        if ordered:
+            self._write(
+                lambda conn: self._sql.upsert.run(
+                    conn, [record_values(r, now_value, when) for r in ordered]
+                )
+            )
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    def prune(self, now: dt.datetime | None = None) -> int:
+        """Delete expired records that are not queued; return how many."""
+        moment = naive(now or utc_now())
+        r = records_table.c
+        stmt = (
+            sa.delete(records_table)
+            .where(r.expires_at.is_not(None), r.expires_at <= moment)
+            .where(~sa.exists().where(pending_queue.c.ip == r.ip))
+        )
+        return int(self._write(lambda conn: conn.execute(stmt).rowcount))
+
+    def stats(self, now: dt.datetime | None = None) -> StoreStats:
+        """Counts by status and age."""
+        moment = naive(now or utc_now())
+        r, q = records_table.c, pending_queue.c
+
+        def work(conn: Connection) -> StoreStats:
+            by_status: dict[str, int] = dict(
+                conn.execute(sa.select(r.status, sa.func.count()).group_by(r.status)).all()
+            )
+            fresh = conn.execute(
+                sa.select(sa.func.count()).where(r.expires_at > moment)
+            ).scalar_one()
+            expired = conn.execute(
+                sa.select(sa.func.count()).where(r.expires_at <= moment)
+            ).scalar_one()
+            queued = conn.execute(
+                sa.select(sa.func.count()).select_from(pending_queue)
+            ).scalar_one()
+            leased = conn.execute(
+                sa.select(sa.func.count()).where(q.lease_expires_at > moment)
+            ).scalar_one()
+            oldest, newest = conn.execute(
+                sa.select(sa.func.min(r.cymru_fetched_at), sa.func.max(r.cymru_fetched_at))
+            ).one()
+            return StoreStats(
+                by_status={str(k): int(v) for k, v in by_status.items()},
+                fresh=int(fresh),
+                expired=int(expired),
+                queued=int(queued),
+                leased=int(leased),
+                oldest_fetch=aware(oldest),
+                newest_fetch=aware(newest),
+                schema_version=SCHEMA_VERSION,
+            )
+
+        return self._run(work)
+
+
+def _fetch_mappings(query: sa.Select[Any], conn: Connection) -> list[Mapping[str, Any]]:
+    return [dict(row) for row in conn.execute(query).mappings()]

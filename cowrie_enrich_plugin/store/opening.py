@@ -1,0 +1,70 @@
+"""Opening the store: the engine made from the ``db`` URL, the schema created or migrated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..dburl import check_db_location, normalize_db_url
+from ..errors import ConfigError, StoreError
+from .facade import Store
+from .retry import first_line, is_interrupted, with_retries
+from .schema import SchemaTooNew, migrate
+
+__all__ = ["open_store"]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def open_store(url: str, *, create: bool = True) -> Store:
+    """Open (and create or migrate, unless ``create`` is false) the store at ``url``.
+
+    Without ``create``, a SQLite file that does not exist is refused, not made.
+
+    :raises ConfigError: when ``url`` is not a database URL.
+    :raises StoreError: with advice, when the driver is missing or the database
+        cannot be reached.
+    """
+    check_db_location(url, must_exist=not create)
+    try:
+        parsed = sa.engine.make_url(normalize_db_url(url))
+        # A pooled PostgreSQL connection may have been dropped by the server; a
+        # SQLite file's cannot be, and a ping before each transaction is wasted.
+        engine = sa.create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
+    except sa.exc.NoSuchModuleError as exc:
+        raise ConfigError(
+            f"db = {url!r}: unknown database kind; use sqlite:/// or postgresql+psycopg://"
+        ) from exc
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        raise ConfigError(f"db = {url!r} is not a usable database URL: {exc}") from exc
+    except ModuleNotFoundError as exc:
+        hint = " (pip install 'cowrie-enrich-plugin[postgresql]')" if "psycopg" in str(exc) else ""
+        raise StoreError(f"the database driver for {url!r} is not installed{hint}") from exc
+    if engine.dialect.name not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            f"db = {url!r}: unsupported database {engine.dialect.name!r}; use SQLite or PostgreSQL"
+        )
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    store = Store(engine)
+    try:
+        # A database that answered and then dropped the migration is retried; one
+        # that does not answer at all is reported at once.
+        with_retries(
+            lambda: migrate(engine) if create else engine.connect().close(), is_interrupted
+        )
+    except sa.exc.OperationalError as exc:
+        store.close()
+        shown = parsed.render_as_string(hide_password=True)
+        raise StoreError(f"cannot open the database {shown!r}: {first_line(exc)}") from exc
+    except SchemaTooNew as exc:
+        store.close()
+        raise StoreError(str(exc)) from exc
+    return store

@@ -1,0 +1,75 @@
+"""Which database errors pass, and running a transaction again after one of them.
+
+The drivers give no portable code for "the server dropped this transaction", so the
+errors are told apart by their message: a database that answered and then dropped or
+refused one transaction (locked, connection lost, deadlock, serialization failure) is
+*interrupted*; one that does not answer at all (yet) is *unreachable*. Both are
+*transient*: worth the same transaction again after a pause.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Final, TypeVar
+
+import sqlalchemy as sa
+
+__all__ = ["TRANSIENT_ATTEMPTS", "first_line", "is_interrupted", "is_transient", "with_retries"]
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+TRANSIENT_ATTEMPTS = 9  # 0.2 s doubling to 5 s: rides out about 25 s of outage
+
+_INTERRUPTED: Final = (
+    "database is locked",
+    "server closed the connection",
+    "terminating connection",
+    "connection is closed",
+    "consuming input failed",
+    "deadlock detected",
+    "could not serialize",
+    "the connection is lost",
+)
+_UNREACHABLE: Final = ("could not connect", "connection refused")
+
+
+def first_line(exc: BaseException) -> str:
+    """The driver's message, first line only (PostgreSQL adds DETAIL and HINT lines)."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return lines[0].strip() if lines else type(orig).__name__
+
+
+def is_interrupted(exc: sa.exc.DBAPIError) -> bool:
+    """Whether the database answered, then dropped or refused this transaction."""
+    text = str(exc.orig).lower()
+    return exc.connection_invalidated or any(word in text for word in _INTERRUPTED)
+
+
+def is_transient(exc: sa.exc.DBAPIError) -> bool:
+    """Whether the same transaction may pass if tried again."""
+    text = str(exc.orig).lower()
+    return is_interrupted(exc) or any(word in text for word in _UNREACHABLE)
+
+
+def with_retries(
+    step: Callable[[], _T], transient: Callable[[sa.exc.DBAPIError], bool] = is_transient
+) -> _T:
+    """Run ``step``, again after each ``transient`` database error, backing off (about 25 s).
+
+    :raises sqlalchemy.exc.DBAPIError: a lasting or not transient error.
+    """
+    delay = 0.2
+    for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+        try:
+            return step()
+        except sa.exc.DBAPIError as exc:
+            if attempt == TRANSIENT_ATTEMPTS or not transient(exc):
+                raise
+            logger.warning("database hiccup (%s); retrying in %.1fs", first_line(exc), delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    raise AssertionError("unreachable")
