@@ -1,0 +1,210 @@
+"""What a newcomer meets first: liveness of lease holders, isolation, folders, messages."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pluggy
+import pytest
+from click.testing import CliRunner
+
+from cowrie_enrich_plugin.cli import main
+from cowrie_enrich_plugin.cli.options import parse_cymru
+from cowrie_enrich_plugin.config import ConfigError, resolve_config
+from cowrie_enrich_plugin.hosts.reference import make_plugin_manager
+from cowrie_enrich_plugin.store.leases import make_owner_id, owner_is_dead_here
+from cowrie_enrich_plugin.testing import BulkWhoisServer
+
+from .conftest import global_ips, host_config, write_log
+from .e2e.test_processes import clean_env, cowrie_enrich
+
+HOST = socket.gethostname()
+
+
+def run(*args: str) -> object:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def stat_of(pid: int) -> tuple[str, str]:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return fields[0], fields[19]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_a_zombie_or_a_reused_pid_is_not_a_live_lease_holder() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 10
+    while stat_of(child.pid)[0] != "Z" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    state, started = stat_of(child.pid)
+    assert state == "Z"  # exited, not reaped: the pid still exists
+    assert owner_is_dead_here(f"{HOST}/{child.pid}@{started}/abcd1234")
+    assert owner_is_dead_here(f"{HOST}/{child.pid}/abcd1234")  # ids without a start time
+    child.wait()
+    # a live process under a pid whose recorded start time differs: the pid was reused
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        _state, started = stat_of(sleeper.pid)
+        assert not owner_is_dead_here(f"{HOST}/{sleeper.pid}@{started}/abcd1234")
+        assert owner_is_dead_here(f"{HOST}/{sleeper.pid}@{int(started) - 1}/abcd1234")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not owner_is_dead_here(make_owner_id().replace(HOST, "another-host"))
+
+
+def test_the_worker_runs_the_installed_package_not_the_current_directory(
+    server: BulkWhoisServer, tmp_path: Path
+) -> None:
+    planted = tmp_path / "cowrie_enrich_plugin"
+    (planted / "engine").mkdir(parents=True)
+    marker = tmp_path / "planted-code-ran"
+    (planted / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (planted / "engine" / "__init__.py").write_text("")
+    (planted / "engine" / "__main__.py").write_text("raise SystemExit(9)\n")
+    ips = global_ips(50, seed=131)
+    log = write_log(tmp_path / "cowrie.json", ips)
+    host, port = server.address
+    done = subprocess.run(
+        [
+            cowrie_enrich(),
+            "ingest",
+            str(log),
+            "--db",
+            "sqlite:///i.db",
+            "--cymru",
+            f"{host}:{port}",
+        ],
+        cwd=tmp_path,
+        env={**clean_env(), "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # PYTHONPATH makes the host import the planted package too; the worker must not
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    marker.unlink(missing_ok=True)
+    done = subprocess.run(
+        [
+            cowrie_enrich(),
+            "ingest",
+            str(log),
+            "--db",
+            "sqlite:///i.db",
+            "--cymru",
+            f"{host}:{port}",
+        ],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not marker.exists()
+
+
+def test_a_folder_without_cowrie_logs_is_reported(tmp_path: Path) -> None:
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    (folder / "events.json").write_text('{"src_ip": "8.8.8.8"}\n')
+    (folder / "cowrie.log").write_text("not json\n")
+    os.mkfifo(folder / "cowrie.json.fifo")
+    (folder / "cowrie.json.x").mkdir()
+    (folder / "cowrie.json.loop").symlink_to(folder / "cowrie.json.loop")
+    done = subprocess.run(
+        [cowrie_enrich(), "ingest", str(folder), "--db", f"sqlite:///{tmp_path / 'f.db'}"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    text = done.stdout + done.stderr
+    assert "holds no Cowrie log" in text and "events.json" in text
+    assert "cowrie.json.fifo: a FIFO, not a log file" in text
+    assert "cowrie.json.x: a directory, not a log file" in text
+    assert "cowrie.json.loop: cannot be opened" in text
+    assert "Traceback" not in text
+
+
+def test_ipv6_whois_servers_and_the_flag_named_in_messages() -> None:
+    assert parse_cymru("[::1]:4343") == ("::1", 4343)
+    assert parse_cymru("::1") == ("::1", None)
+    assert parse_cymru("whois.example:43") == ("whois.example", 43)
+    assert resolve_config({"cymru_host": "::1"}, {}).cymru_host == "::1"
+    with pytest.raises(ConfigError, match="cymru_host"):
+        resolve_config({"cymru_host": "::1:43:x"}, {})
+    result = run("lookup", "8.8.8.8", "--cymru", ":43")
+    assert result.exit_code == 2  # type: ignore[attr-defined]
+    assert "option --cymru:" in result.output and "--cymru-host" not in result.output  # type: ignore[attr-defined]
+
+
+def test_help_shows_examples_without_markup() -> None:
+    for command in (["ingest"], ["lookup"], ["export"], ["cache", "stats"], ["doctor"]):
+        output = run(*command, "--help").output  # type: ignore[attr-defined]
+        assert "\\b" not in output and "\b" not in output
+        assert re.search(r"Example:\n +cowrie-enrich ", output), output
+
+
+def test_read_only_commands_do_not_create_a_database(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.db"
+    result = run("cache", "stats", "--db", f"sqlite:///{missing}")
+    assert result.exit_code == 1 and "no database at" in result.output  # type: ignore[attr-defined]
+    assert not missing.exists()
+    no_folder = f"sqlite:///{tmp_path / 'nowhere' / 'x.db'}"
+    for command in (["cache", "stats"], ["export"], ["ingest", str(tmp_path)], ["doctor"]):
+        result = run(*command, "--db", no_folder)
+        assert "the directory" in result.output and "does not exist" in result.output, command  # type: ignore[attr-defined]
+
+
+def test_db_urls_that_are_not_urls_are_usage_errors(tmp_path: Path) -> None:
+    result = run("cache", "stats", "--db", "not a url")
+    assert result.exit_code == 2 and "db = 'not a url'" in result.output  # type: ignore[attr-defined]
+    result = run("cache", "stats", "--db", "nosuch://x/y")
+    assert result.exit_code == 2 and "db = " in result.output  # type: ignore[attr-defined]
+
+
+@pytest.mark.postgres
+def test_postgres_scheme_is_read_as_postgresql(pg_url: str) -> None:
+    url = pg_url.replace("postgresql+psycopg://", "postgres://", 1)
+    result = run("ingest", "-", "--db", url)
+    assert "Can't load plugin" not in result.output  # type: ignore[attr-defined]
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+
+
+def test_doctor_applies_the_checks_ingest_applies(tmp_path: Path) -> None:
+    config = tmp_path / "host.toml"
+    config.write_text('[plugins]\nenabled = "enrich"\n')
+    doctor = run("doctor", "--config", str(config))
+    ingest = run("ingest", "-", "--config", str(config))
+    assert doctor.exit_code == 1 and ingest.exit_code == 2  # type: ignore[attr-defined]
+    assert "FAIL  config" in doctor.output  # type: ignore[attr-defined]
+    config.write_text('[plugins]\nenabled = ["other"]\n')
+    doctor = run("doctor", "--config", str(config), "--db", f"sqlite:///{tmp_path / 'd.db'}")
+    assert "FAIL  config: [plugins] enabled does not list 'enrich'" in doctor.output  # type: ignore[attr-defined]
+    ingest = subprocess.run(
+        [cowrie_enrich(), "ingest", "-", "--config", str(config)],
+        input="",
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert "enrichment is off" in ingest.stderr
+
+
+def test_ending_twice_is_harmless(server: BulkWhoisServer, tmp_path: Path) -> None:
+    config = host_config(server, f"sqlite:///{tmp_path / 'e.db'}")
+    pm: pluggy.PluginManager = make_plugin_manager(config)
+    pm.hook.cowrie_ingest_start(config=config, pluginmanager=pm)
+    pm.hook.cowrie_ingest_events(events=[{"src_ip": "8.8.8.8"}])
+    first = pm.hook.cowrie_ingest_end()
+    assert pm.hook.cowrie_ingest_end() == first
