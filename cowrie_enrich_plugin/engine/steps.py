@@ -6,6 +6,7 @@ orders them and decides when each runs.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import threading
@@ -23,18 +24,6 @@ from ..store import Store, open_store
 __all__ = ["CacheView", "Enricher"]
 
 logger = logging.getLogger(__name__)
-
-
-class _Counts:
-    """The steps' counters, added to from several threads."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.cache_hits = 0
-        self.stale = 0
-        self.leased_elsewhere = 0
-        self.resolved = 0
-        self.pending = 0
 
 
 @dataclass
@@ -65,7 +54,8 @@ class Enricher:
         self.store = store
         self.geo = geo
         self.client = client
-        self._counts = _Counts()
+        self._counts = RunCounters()
+        self._counts_lock = threading.Lock()
         self._released = False
 
     @classmethod
@@ -128,9 +118,9 @@ class Enricher:
                 view.fresh[ip] = record
             else:
                 view.stale[ip] = record
-        with self._counts.lock:
+        with self._counts_lock:
             self._counts.cache_hits += len(view.fresh)
-            self._counts.stale += len(view.stale)
+            self._counts.stale_refreshed += len(view.stale)
         return view
 
     def claim(self, ips: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -138,7 +128,7 @@ class Enricher:
         won = self.store.claim(ips, self.lease_seconds)
         mine = [ip for ip in ips if ip in won]
         theirs = [ip for ip in ips if ip not in won]
-        with self._counts.lock:
+        with self._counts_lock:
             self._counts.leased_elsewhere += len(theirs)
         return mine, theirs
 
@@ -186,21 +176,14 @@ class Enricher:
             else:
                 records.append(EnrichmentRecord(ip, Status.PENDING, maxmind=geo))
         self.store.save(resolved, unresolved)
-        with self._counts.lock:
+        with self._counts_lock:
             self._counts.resolved += len(resolved)
             self._counts.pending += len(unresolved)
         return records
 
     def counters(self) -> RunCounters:
         """The steps' and the whois client's counters so far."""
-        counts = self._counts
-        with counts.lock:
-            result = RunCounters(
-                cache_hits=counts.cache_hits,
-                stale_refreshed=counts.stale,
-                leased_elsewhere=counts.leased_elsewhere,
-                resolved=counts.resolved,
-                pending=counts.pending,
-            )
+        with self._counts_lock:
+            result = dataclasses.replace(self._counts)
         result.add_whois(self.client.stats)
         return result

@@ -1,1 +1,1 @@
-"""The enrichment sources: Team Cymru bulk whois (:mod:`.cymru`), MaxMind GeoIP2 (:mod:`.maxmind`)."""
+"""The enrichment sources: Team Cymru bulk whois (:mod:`.cymru`) and MaxMind GeoIP2."""
