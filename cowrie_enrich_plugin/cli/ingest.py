@@ -86,7 +86,7 @@ def _report(summary: IngestSummary, *, err: bool) -> int:
         )
     echo(
         f"{summary.events} events from {summary.lines} lines in {summary.seconds:.1f}s; "
-        f"{stats.new_ips} distinct IPs: {stats.cache_hits} from cache, "
+        f"{stats.new_ips + stats.skipped} distinct IPs: {stats.cache_hits} from cache, "
         f"{stats.resolved} resolved by whois in {stats.batches_sent} batches, "
         f"{stats.skipped} skipped (not global), {summary.pending} pending; "
         f"{summary.delivered} records delivered"

@@ -141,3 +141,25 @@ def test_two_processes_share_one_postgresql(tmp_path: Path, pg_url: str) -> None
         queued = conn.execute(sa.text("SELECT count(*) FROM pending_queue")).scalar()
     engine.dispose()
     assert tuple(rows) == (len(ips), len(ips)) and queued == 0
+
+
+@pytest.mark.parametrize(("processes", "rounds"), [(2, 3), (8, 1)])
+def test_concurrent_sensors_on_postgresql_never_deadlock(
+    tmp_path: Path, pg_url: str, processes: int, rounds: int
+) -> None:
+    """A few rounds of ``benchmarks/concurrent_ingest.py`` (which runs 20 by default)."""
+    bench = Path(__file__).resolve().parents[2] / "benchmarks" / "concurrent_ingest.py"
+    if not bench.exists():
+        pytest.skip("benchmarks/ is not in this tree")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("concurrent_ingest", bench)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ips = global_ips(1500, seed=34)
+    with BulkWhoisServer(faults=Faults(latency_per_batch=0.15, latency_per_ip=0.0005)) as server:
+        for _ in range(rounds):
+            result = module.run_round(pg_url, server, tmp_path, ips, processes)
+            assert (result.deadlocks, result.hiccups, result.asked_twice) == (0, 0, 0), result
+            assert (result.failed_runs, result.incomplete) == (0, 0), result

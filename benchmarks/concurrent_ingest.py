@@ -1,0 +1,162 @@
+"""Many ``cowrie-enrich ingest`` processes at once on one PostgreSQL database, round after round.
+
+Each round gives the processes the same logs and an emptied database, starts them
+together, and counts what an operator of many sensors would see go wrong: a
+deadlock reported by the database (shown as a ``database hiccup``), an address
+asked of the whois server more than once, a run that did not complete::
+
+    CE_TEST_PG_ADMIN_URL=postgresql://postgres@127.0.0.1:5432/postgres \\
+        python benchmarks/concurrent_ingest.py --rounds 20 --processes 2
+    python benchmarks/concurrent_ingest.py --rounds 1 --processes 8
+
+It uses the package's loopback whois server with a little latency, so that batches
+of the processes overlap. ``tests/e2e/test_processes.py`` runs a few rounds of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import sqlalchemy as sa  # noqa: E402
+
+from cowrie_enrich_plugin.addresses import Usable, classify  # noqa: E402
+from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults  # noqa: E402
+
+
+@dataclass
+class Round:
+    """What one round of concurrent runs did."""
+
+    processes: int
+    seconds: float
+    deadlocks: int
+    hiccups: int
+    asked_twice: int
+    failed_runs: int
+    incomplete: int
+
+
+def _ips(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    found: dict[str, None] = {}
+    while len(found) < count:
+        verdict = classify(".".join(str(rng.randint(1, 223)) for _ in range(4)))
+        if isinstance(verdict, Usable):
+            found[verdict.ip] = None
+    return list(found)
+
+
+def _cowrie_enrich() -> str:
+    script = Path(sys.executable).parent / "cowrie-enrich"
+    return str(script) if script.exists() else shutil.which("cowrie-enrich") or "cowrie-enrich"
+
+
+def _empty(db_url: str) -> None:
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS pending_queue, enrichment_record"))
+        conn.execute(sa.text("DROP TABLE IF EXISTS cowrie_enrich_schema"))
+    engine.dispose()
+
+
+def run_round(
+    db_url: str, server: BulkWhoisServer, folder: Path, ips: list[str], processes: int
+) -> Round:
+    """Start ``processes`` ingests of the same log together; wait; count what went wrong."""
+    _empty(db_url)
+    server.reset_log()
+    log = folder / "cowrie.json"
+    log.write_text("".join(json.dumps({"src_ip": ip}) + "\n" for ip in ips))
+    host, port = server.address
+    config = folder / "host.toml"
+    config.write_text(
+        "[plugins.enrich]\n"
+        f'db = "{db_url}"\ncymru_host = "{host}"\ncymru_port = {port}\n'
+        "flush_interval = 0.2\ntimeout = 10\nretries = 3\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COWRIE_ENRICH_")}
+    started = time.monotonic()
+    procs = [
+        subprocess.Popen(
+            [_cowrie_enrich(), "ingest", str(log), "--config", str(config)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
+    outputs = [proc.communicate(timeout=600) for proc in procs]
+    seconds = time.monotonic() - started
+    errors = "".join(err for _out, err in outputs)
+    asked = server.asked()
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        done = conn.execute(
+            sa.text("SELECT count(*) FROM enrichment_record WHERE status <> 'pending'")
+        ).scalar_one()
+    engine.dispose()
+    return Round(
+        processes=processes,
+        seconds=round(seconds, 2),
+        deadlocks=errors.count("deadlock detected"),
+        hiccups=errors.count("database hiccup"),
+        asked_twice=sum(1 for count in asked.values() if count > 1),
+        failed_runs=sum(1 for proc in procs if proc.returncode != 0),
+        incomplete=len(ips) - int(done),
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--ips", type=int, default=3000)
+    parser.add_argument("--db", default=None, help="a PostgreSQL URL (default: a new database)")
+    options = parser.parse_args()
+    admin = os.environ.get("CE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    admin = admin.replace("postgresql://", "postgresql+psycopg://", 1)
+    db_url = options.db or _create_database(admin)
+    ips = _ips(options.ips, seed=7)
+    rounds: list[Round] = []
+    with (
+        BulkWhoisServer(faults=Faults(latency_per_batch=0.15, latency_per_ip=0.0005)) as server,
+        tempfile.TemporaryDirectory() as folder,
+    ):
+        for number in range(options.rounds):
+            result = run_round(db_url, server, Path(folder), ips, options.processes)
+            rounds.append(result)
+            print(f"round {number + 1}: {result}", flush=True)
+    total = {
+        key: sum(getattr(r, key) for r in rounds)
+        for key in ("deadlocks", "hiccups", "asked_twice", "failed_runs", "incomplete")
+    }
+    print(f"{options.rounds} rounds of {options.processes} processes: {total}")
+    return 0 if not any(total.values()) else 1
+
+
+def _create_database(admin: str) -> str:
+    name = f"cowrie_enrich_bench_{os.getpid()}"
+    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return admin.rsplit("/", 1)[0] + "/" + name
+
+
+if __name__ == "__main__":
+    sys.exit(main())
