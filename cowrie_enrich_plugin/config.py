@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Final
 
+from .checks import Setting, check_value, value_from_text
 from .errors import ConfigError
 from .sources.cymru.protocol import MAX_BATCH_SIZE
 
@@ -69,6 +70,12 @@ class EnrichConfig:
     worker: str = "process"
     #: The longest ``cowrie_ingest_end`` waits once the host is stopping (a signal).
     shutdown_timeout: float = 10.0
+    #: The enabled sources besides Cymru and MaxMind: (name, ((key, value), ...)).
+    sources: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+
+    def source_settings(self, name: str) -> dict[str, Any]:
+        """The checked settings of the enabled source ``name``."""
+        return dict(dict(self.sources)[name])
 
     @property
     def longest_batch_seconds(self) -> float:
@@ -77,81 +84,39 @@ class EnrichConfig:
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as a plain mapping (the database URL's password masked)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sources"}
         values["db"] = mask_url(self.db)
+        for name, items in self.sources:
+            rules = _source_rules(name)
+            values[name] = {
+                key: "***" if rules[key].secret and value else value for key, value in items
+            }
         return values
 
 
 DEFAULTS: Final = EnrichConfig()
 
 
-@dataclass(frozen=True)
-class _Rule:
-    kind: type
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    optional: bool = False
-    choices: tuple[str, ...] = ()
-
-    def allowed(self) -> str:
-        if self.choices:
-            return "one of " + ", ".join(repr(c) for c in self.choices)
-        name = {int: "an integer", float: "a number", str: "a string"}[self.kind]
-        if self.low is not None and self.high is not None:
-            left = "(" if self.low_open else "["
-            name += f" in {left}{_num(self.low)}, {_num(self.high)}]"
-        if self.optional:
-            name += " (or empty for none)"
-        return name
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
-_RULES: Final[Mapping[str, _Rule]] = {
-    "db": _Rule(str),
-    "cymru_host": _Rule(str),
-    "cymru_port": _Rule(int, 1, 65535),
-    "batch_size": _Rule(int, 1, MAX_BATCH_SIZE),
-    "concurrency": _Rule(int, 1, 8),
-    "timeout": _Rule(float, 0, 600, low_open=True),
-    "retries": _Rule(int, 1, 20),
-    "flush_interval": _Rule(float, 0, 3600, low_open=True),
-    "ttl_days": _Rule(float, 0, 3650, low_open=True),
-    "negative_ttl_hours": _Rule(float, 0, 87600, low_open=True),
-    "geoip_city": _Rule(str, optional=True),
-    "geoip_asn": _Rule(str, optional=True),
-    "worker": _Rule(str, choices=("process", "thread")),
-    "shutdown_timeout": _Rule(float, 0, 3600, low_open=True),
+_RULES: Final[Mapping[str, Setting]] = {
+    "db": Setting(str),
+    "cymru_host": Setting(str),
+    "cymru_port": Setting(int, low=1, high=65535),
+    "batch_size": Setting(int, low=1, high=MAX_BATCH_SIZE),
+    "concurrency": Setting(int, low=1, high=8),
+    "timeout": Setting(float, low=0, high=600, low_open=True),
+    "retries": Setting(int, low=1, high=20),
+    "flush_interval": Setting(float, low=0, high=3600, low_open=True),
+    "ttl_days": Setting(float, low=0, high=3650, low_open=True),
+    "negative_ttl_hours": Setting(float, low=0, high=87600, low_open=True),
+    "geoip_city": Setting(str, optional=True),
+    "geoip_asn": Setting(str, optional=True),
+    "worker": Setting(str, choices=("process", "thread")),
+    "shutdown_timeout": Setting(float, low=0, high=3600, low_open=True),
 }
 
 
 def _check(key: str, value: object, where: str) -> Any:
-    rule = _RULES[key]
-    problem = f"{where}: {key} = {value!r} is not allowed; {key} must be {rule.allowed()}"
-    if rule.optional and value in (None, ""):
-        return None
-    if rule.kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(problem)
-    elif rule.kind is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(problem)
-        value = float(value)
-    elif (
-        not isinstance(value, str)
-        or not value.strip()
-        or value != value.strip()
-        or (rule.choices and value not in rule.choices)
-    ):
-        raise ConfigError(problem)
-    if rule.low is not None and rule.high is not None:
-        number = float(value)
-        too_low = number <= rule.low if rule.low_open else number < rule.low
-        if too_low or number > rule.high:
-            raise ConfigError(problem)
+    value = check_value(key, _RULES[key], value, where)
     if key == "cymru_host" and not _bare_host(str(value)):
         raise ConfigError(f"{where}: cymru_host = {value!r} must be a bare host name or address")
     return value
@@ -174,19 +139,7 @@ _FLAGS: Final = {"cymru_host": "--cymru", "cymru_port": "--cymru"}
 
 def _from_text(key: str, text: str, where: str) -> Any:
     """Convert an environment variable's text to the key's type, then check it."""
-    kind = _RULES[key].kind
-    value: object = text
-    if kind is int:
-        try:
-            value = int(text.strip())
-        except ValueError:
-            value = text
-    elif kind is float:
-        try:
-            value = float(text.strip())
-        except ValueError:
-            value = text
-    return _check(key, value, where)
+    return _check(key, value_from_text(key, _RULES[key], text, where), where)
 
 
 def resolve_config(
@@ -201,28 +154,86 @@ def resolve_config(
     :raises ConfigError: naming the offending key (or variable) and what is allowed.
     """
     values: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {}
     for key, value in (section or {}).items():
+        if isinstance(value, Mapping):
+            sections[_source_name(key, source)] = dict(value)
+            continue
         if key not in _RULES:
             raise ConfigError(
                 f"{source}: unknown key {key!r}; known keys: {', '.join(sorted(_RULES))}"
             )
         values[key] = _check(key, value, source)
-    for name, text in (os.environ if environ is None else environ).items():
+    env = os.environ if environ is None else environ
+    for name, text in env.items():
         if not name.startswith(ENV_PREFIX) or name in _RESERVED_ENV:
             continue
         key = name[len(ENV_PREFIX) :].lower()
-        if key not in _RULES:
+        if key in _RULES:
+            values[key] = _from_text(key, text, f"environment variable {name}")
+        elif not _is_source_key(key):
             raise ConfigError(
                 f"environment variable {name} names no setting; known: "
                 + ", ".join(ENV_PREFIX + k.upper() for k in sorted(_RULES))
             )
-        values[key] = _from_text(key, text, f"environment variable {name}")
+    values["sources"] = tuple(
+        (name, tuple(sorted(_source_config(name, given, env, source).items())))
+        for name, given in sorted(sections.items())
+    )
     for key, value in (flags or {}).items():
         if value is None:
             continue
         flag = _FLAGS.get(key, "--" + key.replace("_", "-"))
         values[key] = _check(key, value, f"option {flag}")
     return EnrichConfig(**values)
+
+
+def _source_rules(name: str) -> Mapping[str, Setting]:
+    from .sources.plugin import load
+
+    return load(name).settings
+
+
+def _source_name(key: str, where: str) -> str:
+    """The name of an installed source that ``[plugins.enrich.<key>]`` configures."""
+    from .sources.plugin import BUILT_IN, discover
+
+    installed = sorted(set(discover()) - BUILT_IN)
+    if key in BUILT_IN or key not in installed:
+        raise ConfigError(
+            f"{where}.{key}: no installed enrichment source is called {key!r}; "
+            f"installed: {', '.join(installed) or 'none'}"
+        )
+    return key
+
+
+def _is_source_key(key: str) -> bool:
+    """Whether ``key`` is ``<source>_<setting>`` of an installed source."""
+    from .sources.plugin import BUILT_IN, discover
+
+    return any(key.startswith(name + "_") for name in set(discover()) - BUILT_IN)
+
+
+def _source_config(
+    name: str, given: Mapping[str, Any], env: Mapping[str, str], where: str
+) -> dict[str, Any]:
+    """A source's checked settings: defaults, its section, then ``COWRIE_ENRICH_<NAME>_<KEY>``."""
+    rules = _source_rules(name)
+    table = f"{where[:-1]}.{name}]" if where.endswith("]") else f"{where}.{name}"
+    values = {key: rule.default for key, rule in rules.items()}
+    for key, value in given.items():
+        if key not in rules:
+            raise ConfigError(
+                f"{table}: unknown key {key!r}; known keys: {', '.join(sorted(rules))}"
+            )
+        values[key] = check_value(key, rules[key], value, table)
+    for key, rule in rules.items():
+        variable = f"{ENV_PREFIX}{name.upper()}_{key.upper()}"
+        if variable in env:
+            values[key] = value_from_text(
+                key, rule, env[variable], f"environment variable {variable}"
+            )
+    return values
 
 
 def load_host_config(path: str | os.PathLike[str] | None) -> dict[str, Any]:

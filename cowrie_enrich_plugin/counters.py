@@ -61,6 +61,10 @@ class RunCounters:
     errors: int = 0
     #: addresses the database could not record (collected again on the next run)
     unsaved: int = 0
+    #: requests the extra sources (GreyNoise, third-party) made
+    source_requests: int = 0
+    #: extra sources' sections left pending (asked again later)
+    source_pending: int = 0
 
     def __add__(self, other: RunCounters) -> RunCounters:
         return RunCounters(

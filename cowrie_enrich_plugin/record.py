@@ -10,6 +10,10 @@ exactly as that source said it:
   in only when MaxMind has none.
 
 Nothing is invented: a value no source gave is ``None``.
+
+Every other source (GreyNoise, third-party ones) adds a section of its own under its
+name, kept exactly as it answered (:class:`SourcePart`); they do not take part in
+the merged fields, and the record's ``status`` is Cymru's alone.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ __all__ = [
     "CymruAnswer",
     "EnrichmentRecord",
     "GeoAnswer",
+    "PartStatus",
+    "SourcePart",
     "Status",
     "format_time",
     "parse_time",
@@ -140,6 +146,39 @@ class GeoAnswer:
         }
 
 
+class PartStatus(str, Enum):
+    """What one extra source said about an address."""
+
+    ANSWERED = "answered"
+    NOT_FOUND = "not_found"
+    PENDING = "pending"
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePart:
+    """One extra source's section of a record, with its own freshness."""
+
+    status: PartStatus
+    data: dict[str, Any] | None = None
+    fetched_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = None
+    error: str | None = None
+
+    def is_fresh(self, now: dt.datetime) -> bool:
+        """Whether the source need not be asked again now."""
+        return (
+            self.status is not PartStatus.PENDING
+            and self.expires_at is not None
+            and self.expires_at > now
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The source's section: its answer and when it was fetched, or ``pending``."""
+        if self.status is PartStatus.PENDING:
+            return {"pending": True, "fetched_at": None}
+        return {**(self.data or {}), "pending": False, "fetched_at": format_time(self.fetched_at)}
+
+
 @dataclass(frozen=True, slots=True)
 class EnrichmentRecord:
     """One address's merged record, as stored, delivered and exported."""
@@ -149,6 +188,21 @@ class EnrichmentRecord:
     cymru: CymruAnswer | None = None
     maxmind: GeoAnswer | None = None
     expires_at: dt.datetime | None = None
+    #: the extra sources' sections, by source name, in name order
+    parts: tuple[tuple[str, SourcePart], ...] = ()
+
+    def with_parts(self, parts: dict[str, SourcePart]) -> EnrichmentRecord:
+        """The same record with the extra sources' sections set (in name order)."""
+        if not parts and not self.parts:
+            return self
+        return EnrichmentRecord(
+            self.ip,
+            self.status,
+            self.cymru,
+            self.maxmind,
+            self.expires_at,
+            tuple(sorted(parts.items())),
+        )
 
     @property
     def merged_asn(self) -> int | None:
@@ -188,7 +242,7 @@ class EnrichmentRecord:
         """Return the exported record (DESIGN.md), JSON-ready."""
         cymru, geo = self.cymru, self.maxmind
         asn, as_name = self._merged_as()
-        return {
+        data = {
             "ip": self.ip,
             "status": STATUS_TEXT[self.status],
             "cymru": cymru.to_dict() if cymru is not None else None,
@@ -198,3 +252,6 @@ class EnrichmentRecord:
             "as_name": as_name,
             "country": self.merged_country,
         }
+        for name, part in self.parts:
+            data[name] = part.to_dict()
+        return data

@@ -24,10 +24,11 @@ from typing import Any, Final
 from ..channel import End, Flush, NewAddresses, SkippedAddresses, ToEngine
 from ..counters import RunCounters
 from ..errors import StoreError
-from ..record import EnrichmentRecord, Status
+from ..record import EnrichmentRecord, PartStatus, SourcePart, Status
 from ..slices import slices
 from ..sources.cymru.client import BatchResult
-from .steps import Enricher
+from ..store.parts import due_pending_parts
+from .steps import CacheView, Enricher
 
 __all__ = ["Flusher"]
 
@@ -63,6 +64,11 @@ class Flusher:
         self._resume_pending = resume_pending
         self._foreign: dict[str, EnrichmentRecord | None] = {}
         self._stale: dict[str, EnrichmentRecord] = {}
+        # The extra sources: fresh stored sections, what each address lacks, and the
+        # addresses whose Cymru answer is fresh but an extra source must be asked.
+        self._parts: dict[str, dict[str, SourcePart]] = {}
+        self._needs: dict[str, tuple[str, ...]] = {}
+        self._partial: dict[str, EnrichmentRecord] = {}
         self._seen: set[str] = set()
         concurrency = self.config.concurrency
         self._in_flight = threading.BoundedSemaphore(max(2, 2 * concurrency))
@@ -102,7 +108,9 @@ class Flusher:
         new: list[str] = []
         if self._resume_pending:  # what earlier runs left pending is retried in this one
             try:
-                new = self._unseen(self.enricher.store.due_pending())
+                store, names = self.enricher.store, self.enricher.extras.names
+                earlier = store.due_pending() + due_pending_parts(store, names)
+                new = self._unseen(earlier)
             except StoreError as exc:
                 self._store_failed(exc, 0)
         skipped: list[str] = []
@@ -133,6 +141,8 @@ class Flusher:
                 whole = len(to_fetch) - len(to_fetch) % size
                 self._send(to_fetch[:whole])
                 to_fetch = to_fetch[whole:]
+            if force or due or len(self._partial) >= size:
+                self._send_partial()
             if force or due:
                 to_fetch.extend(self._poll_foreign())
                 if to_fetch:
@@ -176,7 +186,49 @@ class Flusher:
             return new
         self._emit(view.fresh.values())
         self._stale.update(view.stale)
+        self._queue_extras(view)
         return view.to_fetch
+
+    def _queue_extras(self, view: CacheView) -> None:
+        with self._lock:
+            self._parts.update(view.parts)
+            self._needs.update(view.needs)
+        self._partial.update(view.partial)
+
+    def _extras_of(self, ips: Iterable[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(what each address lacks, its fresh stored sections), taken for one batch."""
+        with self._lock:
+            needs = {ip: self._needs.pop(ip) for ip in ips if ip in self._needs}
+            cached = {ip: self._parts.pop(ip) for ip in ips if ip in self._parts}
+        return needs, cached
+
+    def _send_partial(self) -> None:
+        """Ask the extra sources for addresses whose Cymru answer is fresh."""
+        waiting, self._partial = self._partial, {}
+        if self._stopping.is_set():
+            self._emit(waiting.values())
+            return
+        for part in slices(list(waiting.items()), self.config.batch_size):
+            self._in_flight.acquire()
+            future = self._network.submit(self._fetch_extras, dict(part))
+            with self._lock:
+                self._futures.add(future)
+            future.add_done_callback(self._forget)
+
+    def _fetch_extras(self, records: dict[str, EnrichmentRecord]) -> None:
+        try:
+            needs, cached = self._extras_of(records)
+            asked = self.enricher.ask_extras(list(records), needs)
+            merged = self.enricher.save_parts(list(records.values()), asked, cached)
+        except Exception as exc:
+            if isinstance(exc, StoreError):
+                self._store_failed(exc, 0)
+            else:
+                logger.exception("asking the extra sources failed")
+            merged = list(records.values())
+        finally:
+            self._in_flight.release()
+        self._emit(merged)
 
     def _send(self, ips: list[str]) -> None:
         """Send ``ips`` in batches of at most ``batch_size``, whatever their origin.
@@ -251,7 +303,9 @@ class Flusher:
             except Exception as exc:  # a bug, not the network: the batch stays pending
                 logger.exception("a whois batch of %d address(es) failed", len(batch))
                 result = BatchResult(unresolved=dict.fromkeys(batch, f"internal error: {exc}"))
-            done = self._persist.submit(self._store, batch, previous, result)
+            needs, cached = self._extras_of(batch)
+            asked = self.enricher.ask_extras(batch, needs)  # never blocked by whois failing
+            done = self._persist.submit(self._store, batch, previous, result, asked, cached)
             with self._lock:
                 self._futures.add(done)
             done.add_done_callback(self._forget)
@@ -259,10 +313,16 @@ class Flusher:
             self._in_flight.release()
 
     def _store(
-        self, batch: list[str], previous: dict[str, EnrichmentRecord], result: BatchResult
+        self,
+        batch: list[str],
+        previous: dict[str, EnrichmentRecord],
+        result: BatchResult,
+        asked: dict[str, dict[str, SourcePart]],
+        cached: dict[str, dict[str, SourcePart]],
     ) -> None:
         try:
             records = self.enricher.finish_batch(batch, result, previous)
+            records = self.enricher.save_parts(records, asked, cached)
         except Exception as exc:
             # Leased and recorded pending before it was sent: the next run retries it.
             if isinstance(exc, StoreError):
@@ -279,6 +339,10 @@ class Flusher:
             self._futures.discard(future)
 
     def _emit(self, records: Iterable[EnrichmentRecord]) -> None:
+        """Hand records on; an extra source's section that is missing is marked pending."""
+        names = self.enricher.extras.names
+        if names:
+            records = [_with_every_part(record, names) for record in records]
         dicts = [record.to_dict() for record in records]
         if dicts:
             self._emit_dicts(dicts)
@@ -305,9 +369,10 @@ class Flusher:
         except StoreError as exc:
             self._store_failed(exc, 0)
             return []
-        for ip in view.fresh:
+        for ip in (*view.fresh, *view.partial):
             del self._foreign[ip]
         self._emit(view.fresh.values())
+        self._queue_extras(view)
         # Claimable again: back to whois; a claim still held elsewhere returns them here.
         for ip in view.to_fetch:
             self._foreign.pop(ip, None)
@@ -321,6 +386,7 @@ class Flusher:
             retry = self._poll_foreign()
             if retry:
                 self._send(retry)
+            self._send_partial()
             self._wait_for_batches()
         if not self._foreign:
             return
@@ -346,3 +412,11 @@ class Flusher:
             result.errors = self.errors
             result.unsaved = self.unsaved
         return result
+
+
+def _with_every_part(record: EnrichmentRecord, names: tuple[str, ...]) -> EnrichmentRecord:
+    have = dict(record.parts)
+    if record.status is Status.SKIPPED or all(name in have for name in names):
+        return record
+    pending = SourcePart(PartStatus.PENDING, error="not asked")
+    return record.with_parts({name: have.get(name, pending) for name in names})

@@ -124,7 +124,10 @@ def enrich_now(
 
 
 def main() -> int:
-    """Serve one run over messages on stdin; write records and counters to stdout."""
+    """Serve one run over messages on stdin; write records and counters to stdout.
+
+    Returns only when the run could not start; otherwise the process exits itself.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the host decides what Ctrl-C means
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write into the message stream
@@ -183,4 +186,8 @@ def main() -> int:
         send(message)
 
     serve(engine, inbox, send_final)
-    return 0
+    # The reader thread is still blocked on stdin; an interpreter that finalised now
+    # would abort on its buffer's lock. Everything is sent and closed: leave at once.
+    stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

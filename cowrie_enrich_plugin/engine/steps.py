@@ -16,10 +16,20 @@ from dataclasses import dataclass, field
 from ..config import EnrichConfig
 from ..counters import RunCounters
 from ..errors import StoreError
-from ..record import CymruAnswer, EnrichmentRecord, GeoAnswer, Status, utc_now
+from ..record import (
+    CymruAnswer,
+    EnrichmentRecord,
+    GeoAnswer,
+    PartStatus,
+    SourcePart,
+    Status,
+    utc_now,
+)
 from ..sources.cymru.client import BatchResult, BulkWhoisClient
 from ..sources.maxmind.lookup import GeoLookup
 from ..store import Store, open_store
+from ..store.parts import get_parts, save_parts
+from .extras import ExtraSources
 
 __all__ = ["CacheView", "Enricher"]
 
@@ -28,11 +38,20 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class CacheView:
-    """What the store knows about a set of addresses."""
+    """What the store knows about a set of addresses.
+
+    ``fresh`` records need nothing; ``partial`` ones have a fresh Cymru answer but
+    an extra source to ask (``needs``); ``stale`` and ``unknown`` addresses need
+    whois (and the extra sources in ``needs``). ``parts`` holds the extra sources'
+    fresh sections already stored.
+    """
 
     fresh: dict[str, EnrichmentRecord] = field(default_factory=dict)
+    partial: dict[str, EnrichmentRecord] = field(default_factory=dict)
     stale: dict[str, EnrichmentRecord] = field(default_factory=dict)
     unknown: list[str] = field(default_factory=list)
+    parts: dict[str, dict[str, SourcePart]] = field(default_factory=dict)
+    needs: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def to_fetch(self) -> list[str]:
@@ -49,11 +68,13 @@ class Enricher:
         store: Store,
         geo: GeoLookup,
         client: BulkWhoisClient,
+        extras: ExtraSources | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.geo = geo
         self.client = client
+        self.extras = extras or ExtraSources({})
         self._counts = RunCounters()
         self._counts_lock = threading.Lock()
         self._released = False
@@ -66,7 +87,16 @@ class Enricher:
         :raises StoreError: when the database cannot be opened.
         """
         geo = GeoLookup(config.geoip_city, config.geoip_asn)
-        store = open_store(config.db)
+        try:
+            store = open_store(config.db)
+            try:
+                extras = ExtraSources.open(config)
+            except BaseException:
+                store.close()
+                raise
+        except BaseException:
+            geo.close()
+            raise
         client = BulkWhoisClient(
             config.cymru_host,
             config.cymru_port,
@@ -74,7 +104,7 @@ class Enricher:
             retries=config.retries,
             batch_size=config.batch_size,
         )
-        return cls(config, store, geo, client)
+        return cls(config, store, geo, client, extras)
 
     def release_leases(self) -> None:
         """Give up this process's leases (what they hold stays queued for the next run)."""
@@ -91,6 +121,7 @@ class Enricher:
         self.release_leases()
         self.store.close()
         self.geo.close()
+        self.extras.close()
 
     def __enter__(self) -> Enricher:
         return self
@@ -109,15 +140,23 @@ class Enricher:
         """Split ``ips`` into fresh records, stale ones (pending included) and unknown."""
         moment = now or utc_now()
         stored = self.store.get_records(ips)
+        names = self.extras.names
+        parts = get_parts(self.store, ips, names) if names else {}
         view = CacheView()
         for ip in ips:
+            if names:
+                have = parts.get(ip, {})
+                view.parts[ip] = fresh = {n: p for n, p in have.items() if p.is_fresh(moment)}
+                view.needs[ip] = tuple(n for n in names if n not in fresh)
             record = stored.get(ip)
             if record is None:
                 view.unknown.append(ip)
-            elif record.is_fresh(moment):
-                view.fresh[ip] = record
-            else:
+            elif not record.is_fresh(moment):
                 view.stale[ip] = record
+            elif record.status is not Status.SKIPPED and view.needs.get(ip):
+                view.partial[ip] = record
+            else:
+                view.fresh[ip] = record.with_parts(view.parts.get(ip, {}))
         with self._counts_lock:
             self._counts.cache_hits += len(view.fresh)
             self._counts.stale_refreshed += len(view.stale)
@@ -147,6 +186,56 @@ class Enricher:
         """The record of an address that is never sent anywhere."""
         return EnrichmentRecord(ip, Status.SKIPPED)
 
+    def ask_extras(
+        self, ips: Sequence[str], needs: Mapping[str, Sequence[str]]
+    ) -> dict[str, dict[str, SourcePart]]:
+        """Ask the extra sources what ``needs`` says each address lacks (all, if unsaid)."""
+        names = self.extras.names
+        if not names:
+            return {}
+        by_source: dict[str, list[str]] = {name: [] for name in names}
+        for ip in ips:
+            for name in needs.get(ip, names):
+                by_source[name].append(ip)
+        return self.extras.ask({n: found for n, found in by_source.items() if found})
+
+    def save_parts(
+        self,
+        records: Sequence[EnrichmentRecord],
+        asked: Mapping[str, Mapping[str, SourcePart]],
+        cached: Mapping[str, Mapping[str, SourcePart]],
+    ) -> list[EnrichmentRecord]:
+        """Persist what the extra sources said; the records with every section merged.
+
+        A pending section does not hide an older stored answer: that one is served,
+        stale, until a refresh succeeds.
+        """
+        if not self.extras.names:
+            return list(records)
+        rows = [(ip, name, part) for ip, found in asked.items() for name, part in found.items()]
+        save_parts(self.store, rows)
+        stale = self._stored_answers([r for r in rows if r[2].status is PartStatus.PENDING])
+        merged: list[EnrichmentRecord] = []
+        for record in records:
+            sections = {**cached.get(record.ip, {})}
+            for name, part in asked.get(record.ip, {}).items():
+                sections[name] = stale.get((record.ip, name), part)
+            merged.append(record.with_parts(sections))
+        return merged
+
+    def _stored_answers(
+        self, pending: Sequence[tuple[str, str, SourcePart]]
+    ) -> dict[tuple[str, str], SourcePart]:
+        if not pending:
+            return {}
+        stored = get_parts(self.store, {ip for ip, _n, _p in pending}, self.extras.names)
+        return {
+            (ip, name): part
+            for ip, found in stored.items()
+            for name, part in found.items()
+            if part.status is not PartStatus.PENDING
+        }
+
     def finish_batch(
         self,
         ips: Sequence[str],
@@ -156,7 +245,8 @@ class Enricher:
         """Merge one batch's whois result with MaxMind, persist it, return the records.
 
         An address that stayed unanswered gets its previous (stale) record back if it
-        had one, else a ``pending`` record with its MaxMind data.
+        had one, else a ``pending`` record with its MaxMind data. The extra sources'
+        sections are merged by :meth:`save_parts`.
         """
         records: list[EnrichmentRecord] = []
         resolved: list[EnrichmentRecord] = []
@@ -186,4 +276,6 @@ class Enricher:
         with self._counts_lock:
             result = dataclasses.replace(self._counts)
         result.add_whois(self.client.stats)
+        result.source_requests = self.extras.requests
+        result.source_pending = self.extras.pending
         return result

@@ -92,6 +92,17 @@ class Store:
 
     # -- transactions with retry ---------------------------------------------------
 
+    def run(self, work: Callable[[Connection], _T]) -> _T:
+        """Run ``work`` in one transaction, retried when the database hiccups.
+
+        :raises StoreError: with the database's message, first line only.
+        """
+        return self._run(work)
+
+    def write(self, work: Callable[[Connection], _T]) -> _T:
+        """:meth:`run` for a writing transaction (this process's threads take turns on SQLite)."""
+        return self._write(work)
+
     def _run(self, work: Callable[[Connection], _T]) -> _T:
         """Run ``work`` in one transaction, retrying it when the database hiccups."""
 

@@ -31,6 +31,7 @@ __all__ = [
     "pending_queue",
     "records_table",
     "schema_table",
+    "source_answers",
 ]
 
 metadata = sa.MetaData()
@@ -74,6 +75,20 @@ pending_queue = sa.Table(
     sa.Column("next_attempt_at", _TIME),
     sa.Column("lease_owner", sa.String(160)),
     sa.Column("lease_expires_at", _TIME),
+)
+
+source_answers = sa.Table(
+    "source_answer",
+    metadata,
+    sa.Column("ip", sa.String(45), primary_key=True),
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("data", sa.Text),
+    sa.Column("fetched_at", _TIME),
+    sa.Column("expires_at", _TIME),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text),
+    sa.Column("updated_at", _TIME, nullable=False),
 )
 
 schema_table = sa.Table(
@@ -124,7 +139,13 @@ def _step_3(conn: Connection) -> None:
         conn.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))
 
 
-_STEPS: Final[tuple[Callable[[Connection], None], ...]] = (_step_1, _step_2, _step_3)
+def _step_4(conn: Connection) -> None:
+    """Add the extra sources' answers."""
+    v4 = sa.MetaData()
+    source_answers.to_metadata(v4).create(conn)
+
+
+_STEPS: Final[tuple[Callable[[Connection], None], ...]] = (_step_1, _step_2, _step_3, _step_4)
 
 #: The schema version this code reads and writes.
 SCHEMA_VERSION: Final = len(_STEPS)

@@ -72,6 +72,7 @@ def rerun_completes(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+    assert "Fatal Python error" not in done.stderr  # the worker leaves cleanly
     assert_complete(db_url, server, ips)
 
 

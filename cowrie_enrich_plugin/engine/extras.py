@@ -1,0 +1,108 @@
+"""The extra sources of a run (GreyNoise, third-party ones): opened, asked in their own batches.
+
+Each source is asked at most :attr:`~..sources.plugin.Source.concurrency` calls at
+a time and :attr:`~..sources.plugin.Source.batch_size` addresses a call, whatever
+thread of the engine asks; its answers become :class:`~..record.SourcePart` values
+with the source's own TTLs. A source that raises is a bug, not the network: its
+addresses stay pending and the others' answers are kept.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+
+from ..config import EnrichConfig
+from ..errors import ConfigError
+from ..record import PartStatus, SourcePart, utc_now
+from ..slices import slices
+from ..sources.plugin import Lookup, Source, load
+
+__all__ = ["ExtraSources"]
+
+logger = logging.getLogger(__name__)
+
+
+class ExtraSources:
+    """The run's enabled extra sources, by name."""
+
+    def __init__(self, sources: Mapping[str, Source]) -> None:
+        self.sources = dict(sorted(sources.items()))
+        self._slots = {
+            name: threading.BoundedSemaphore(max(1, source.concurrency))
+            for name, source in self.sources.items()
+        }
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.pending = 0
+
+    @classmethod
+    def open(cls, config: EnrichConfig) -> ExtraSources:
+        """Open every source ``config`` enables.
+
+        :raises ConfigError: when a source cannot be opened with its settings.
+        """
+        opened: dict[str, Source] = {}
+        try:
+            for name, items in config.sources:
+                try:
+                    opened[name] = load(name).open(dict(items))
+                except (ValueError, ImportError) as exc:
+                    raise ConfigError(f"[plugins.enrich.{name}]: {exc}") from exc
+        except BaseException:
+            for source in opened.values():
+                source.close()
+            raise
+        return cls(opened)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The enabled sources' names, in order."""
+        return tuple(self.sources)
+
+    def close(self) -> None:
+        """Close every source."""
+        for source in self.sources.values():
+            source.close()
+
+    def ask(self, needs: Mapping[str, Sequence[str]]) -> dict[str, dict[str, SourcePart]]:
+        """Ask each source about its addresses: {ip: {source: part}}, pending ones included."""
+        found: dict[str, dict[str, SourcePart]] = {}
+        for name, ips in needs.items():
+            source = self.sources[name]
+            for batch in slices(list(dict.fromkeys(ips)), max(1, source.batch_size)):
+                for ip, part in self._ask_one(name, source, batch).items():
+                    found.setdefault(ip, {})[name] = part
+        return found
+
+    def _ask_one(self, name: str, source: Source, batch: Sequence[str]) -> dict[str, SourcePart]:
+        with self._slots[name]:
+            try:
+                result = source.lookup(batch)
+            except Exception as exc:
+                logger.exception("the %s source failed on %d address(es)", name, len(batch))
+                result = Lookup(pending=dict.fromkeys(batch, f"internal error: {exc}"))
+        now = utc_now()
+        parts: dict[str, SourcePart] = {}
+        for ip in batch:
+            if ip in result.answers:
+                parts[ip] = _answered(result.answers[ip], PartStatus.ANSWERED, now, source.ttl)
+            elif ip in result.not_found:
+                parts[ip] = _answered(
+                    result.not_found[ip], PartStatus.NOT_FOUND, now, source.negative_ttl
+                )
+            else:
+                why = result.pending.get(ip, "not answered")
+                parts[ip] = SourcePart(PartStatus.PENDING, error=why)
+        with self._lock:
+            self.requests += result.requests
+            self.pending += sum(p.status is PartStatus.PENDING for p in parts.values())
+        return parts
+
+
+def _answered(
+    data: Mapping[str, object], status: PartStatus, now: dt.datetime, ttl: dt.timedelta
+) -> SourcePart:
+    return SourcePart(status, dict(data), now, now + ttl)

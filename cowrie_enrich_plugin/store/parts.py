@@ -1,0 +1,154 @@
+"""The extra sources' answers in the store: one ``source_answer`` row per address and source.
+
+An answer is kept as the source gave it (JSON) with its own fetch and expiry times.
+A failed lookup leaves a ``pending`` row with its attempts and last error, unless an
+older answer is stored: that one is served, stale, until a refresh succeeds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..record import PartStatus, SourcePart, utc_now
+from .rows import aware, naive
+from .schema import source_answers
+from .sql import insert, ip_set, ip_set_value
+
+if TYPE_CHECKING:
+    from .facade import Store
+
+__all__ = ["count_parts", "due_pending_parts", "get_parts", "save_parts"]
+
+
+def _part(row: Mapping[Any, Any]) -> SourcePart:
+    return SourcePart(
+        status=PartStatus(row["status"]),
+        data=json.loads(row["data"]) if row["data"] else None,
+        fetched_at=aware(row["fetched_at"]),
+        expires_at=aware(row["expires_at"]),
+        error=row["last_error"],
+    )
+
+
+def get_parts(
+    store: Store, ips: Iterable[str], sources: Sequence[str]
+) -> dict[str, dict[str, SourcePart]]:
+    """The stored sections of ``sources`` for ``ips``: {ip: {source: part}}."""
+    wanted = sorted(set(ips))
+    if not wanted or not sources:
+        return {}
+    a = source_answers.c
+    query = sa.select(source_answers).where(
+        ip_set(a.ip, store.dialect), a.source.in_(sorted(sources))
+    )
+
+    def work(conn: Connection) -> dict[str, dict[str, SourcePart]]:
+        found: dict[str, dict[str, SourcePart]] = {}
+        rows = conn.execute(query, {"ips": ip_set_value(wanted, store.dialect)}).mappings()
+        for row in rows:
+            found.setdefault(row["ip"], {})[row["source"]] = _part(row)
+        return found
+
+    return store.run(work)
+
+
+def save_parts(
+    store: Store, parts: Sequence[tuple[str, str, SourcePart]], now: dt.datetime | None = None
+) -> None:
+    """Persist (ip, source, part) rows in one transaction, in (ip, source) order."""
+    if not parts:
+        return
+    moment = naive(now or utc_now())
+    a = source_answers.c
+    answered = [
+        {
+            "ip": ip,
+            "source": name,
+            "status": part.status.value,
+            "data": json.dumps(part.data, sort_keys=True) if part.data is not None else None,
+            "fetched_at": naive(part.fetched_at),
+            "expires_at": naive(part.expires_at),
+            "attempts": 0,
+            "last_error": None,
+            "updated_at": moment,
+        }
+        for ip, name, part in sorted(parts, key=lambda p: (p[0], p[1]))
+        if part.status is not PartStatus.PENDING
+    ]
+    failed = [
+        {
+            "ip": ip,
+            "source": name,
+            "status": PartStatus.PENDING.value,
+            "data": None,
+            "fetched_at": None,
+            "expires_at": None,
+            "attempts": 1,
+            "last_error": (part.error or "not answered")[:500],
+            "updated_at": moment,
+        }
+        for ip, name, part in sorted(parts, key=lambda p: (p[0], p[1]))
+        if part.status is PartStatus.PENDING
+    ]
+
+    def work(conn: Connection) -> None:
+        if answered:
+            stmt = insert(source_answers, store.dialect)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[a.ip, a.source],
+                set_={c: stmt.excluded[c] for c in answered[0] if c not in ("ip", "source")},
+            )
+            conn.execute(stmt, answered)
+        if failed:
+            stmt = insert(source_answers, store.dialect)
+            # a stored answer is kept (served stale); a pending row counts one more try
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[a.ip, a.source],
+                set_={
+                    "attempts": a.attempts + 1,
+                    "last_error": stmt.excluded.last_error,
+                    "updated_at": stmt.excluded.updated_at,
+                },
+            )
+            conn.execute(stmt, failed)
+
+    store.write(work)
+
+
+def due_pending_parts(store: Store, sources: Sequence[str], limit: int = 100_000) -> list[str]:
+    """Addresses whose section of one of ``sources`` is pending (asked again in this run)."""
+    if not sources:
+        return []
+    a = source_answers.c
+    query = (
+        sa.select(a.ip)
+        .where(a.status == PartStatus.PENDING.value, a.source.in_(sorted(sources)))
+        .group_by(a.ip)
+        .order_by(a.ip)
+        .limit(limit)
+    )
+    return store.run(lambda conn: [row[0] for row in conn.execute(query)])
+
+
+def count_parts(store: Store, now: dt.datetime | None = None) -> dict[str, dict[str, int]]:
+    """Per source: rows by status, and how many answers are fresh."""
+    moment = naive(now or utc_now())
+    a = source_answers.c
+
+    def work(conn: Connection) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        by_status = sa.select(a.source, a.status, sa.func.count()).group_by(a.source, a.status)
+        for name, status, count in conn.execute(by_status):
+            counts.setdefault(name, {})[status] = int(count)
+        fresh = sa.select(a.source, sa.func.count()).where(a.expires_at > moment).group_by(a.source)
+        for name, count in conn.execute(fresh):
+            counts.setdefault(name, {})["fresh"] = int(count)
+        return counts
+
+    return store.run(work)
