@@ -9,11 +9,12 @@ and what is allowed.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
@@ -39,6 +40,7 @@ __all__ = [
     "plugin_enabled",
     "plugin_section",
     "resolve_config",
+    "source_rules_of",
 ]
 
 ENV_PREFIX: Final = "COWRIE_ENRICH_"
@@ -71,7 +73,8 @@ class EnrichConfig:
     #: The longest ``cowrie_ingest_end`` waits once the host is stopping (a signal).
     shutdown_timeout: float = 10.0
     #: The enabled sources besides Cymru and MaxMind: (name, ((key, value), ...)).
-    sources: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+    #: (Not in the repr: a source's settings may hold an API key.)
+    sources: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = field(default=(), repr=False)
 
     def source_settings(self, name: str) -> dict[str, Any]:
         """The checked settings of the enabled source ``name``."""
@@ -186,6 +189,11 @@ def resolve_config(
         flag = _FLAGS.get(key, "--" + key.replace("_", "-"))
         values[key] = _check(key, value, f"option {flag}")
     return EnrichConfig(**values)
+
+
+def source_rules_of(*keys: str) -> dict[str, Setting]:
+    """The rules of some top-level keys, with their defaults (the built-in sources')."""
+    return {key: dataclasses.replace(_RULES[key], default=getattr(DEFAULTS, key)) for key in keys}
 
 
 def _source_rules(name: str) -> Mapping[str, Setting]:

@@ -29,10 +29,12 @@ def stats(**opts: Any) -> None:
       cowrie-enrich cache stats --db postgresql+psycopg://enrich@db/enrich
     """
     from ..store import open_store
+    from ..store.parts import count_parts
 
     config = settings(host_config(opts))
     with open_store(config.db, create=False) as store:
         result = store.stats()
+        per_source = count_parts(store)
     click.echo(f"database: {config.as_dict()['db']} (schema version {result.schema_version})")
     for status in Status:
         click.echo(f"{status.value:>12}: {result.by_status.get(status.value, 0)}")
@@ -42,6 +44,14 @@ def stats(**opts: Any) -> None:
     if result.oldest_fetch is not None:
         click.echo(
             f"{'whois dates':>12}: {result.oldest_fetch:%Y-%m-%d} .. {result.newest_fetch:%Y-%m-%d}"
+        )
+    enabled = [name for name, _items in config.sources]
+    for name in sorted({*per_source, *enabled}):
+        counts = per_source.get(name, {})
+        click.echo(
+            f"{name + ':':>12} {counts.get('answered', 0)} answered, "
+            f"{counts.get('not_found', 0)} not found, {counts.get('pending', 0)} pending, "
+            f"{counts.get('fresh', 0)} fresh" + ("" if name in enabled else " (not enabled)")
         )
 
 

@@ -75,6 +75,22 @@ def _checks(config: EnrichConfig) -> Iterator[Check]:
     ):
         yield _check_geoip(option, path, kind)
     yield _check_whois(config)
+    for name, items in config.sources:
+        yield _check_source(name, dict(items))
+
+
+def _check_source(name: str, settings: dict[str, Any]) -> Check:
+    """What the source's own ``check`` says (every source is checked if it can say)."""
+    from ..sources.plugin import load
+
+    plugin = load(name)
+    check = getattr(plugin, "check", None)
+    if check is None:
+        return "OK", f"source {name}: enabled"
+    level, line = check(settings)
+    return ("FAIL" if level == "FAIL" else "WARN" if level == "WARN" else "OK"), (
+        f"source {name}: {line}"
+    )
 
 
 def _check_database(config: EnrichConfig) -> Check:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import IO, Any, Final
 
 from ..record import EnrichmentRecord
@@ -87,13 +87,25 @@ def write_jsonl(records: Iterable[EnrichmentRecord], stream: IO[str]) -> int:
     return count
 
 
-def write_csv(records: Iterable[EnrichmentRecord], stream: IO[str]) -> int:
-    """Write records as CSV with a header row; return how many."""
+def write_csv(
+    records: Iterable[EnrichmentRecord], stream: IO[str], sources: Sequence[str] = ()
+) -> int:
+    """Write records as CSV with a header row; return how many.
+
+    Each extra source adds one column under its name: its section as JSON (empty
+    when the address was never asked, as for skipped addresses).
+    """
     writer = csv.writer(stream)
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow((*CSV_COLUMNS, *sources))
     count = 0
     for record in records:
         flat = flatten(record)
-        writer.writerow([csv_cell(flat[column]) for column in CSV_COLUMNS])
+        parts = dict(record.parts)
+        row = [csv_cell(flat[column]) for column in CSV_COLUMNS]
+        row += [
+            csv_cell(json.dumps(parts[name].to_dict(), sort_keys=True)) if name in parts else ""
+            for name in sources
+        ]
+        writer.writerow(row)
         count += 1
     return count

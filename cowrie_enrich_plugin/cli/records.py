@@ -79,11 +79,17 @@ def export(fmt: str, output: str, **opts: Any) -> None:
       cowrie-enrich export --format csv --output ips.csv
     """
     from ..store import open_store
+    from ..store.parts import count_parts, with_parts
     from .export import write_csv, write_jsonl
 
-    db = settings(host_config(opts)).db
-    with open_store(db, create=False) as store, output_stream(output) as stream:
+    config = settings(host_config(opts))
+    with open_store(config.db, create=False) as store, output_stream(output) as stream:
         assert stream is not None
-        count = (write_csv if fmt == "csv" else write_jsonl)(store.iter_records(), stream)
+        sources = sorted({*count_parts(store), *(name for name, _ in config.sources)})
+        records = with_parts(store, store.iter_records(), sources)
+        if fmt == "csv":
+            count = write_csv(records, stream, sources)
+        else:
+            count = write_jsonl(records, stream)
     if output != "-":
         click.echo(f"{count} records written to {output}")

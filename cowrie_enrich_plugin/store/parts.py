@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..record import PartStatus, SourcePart, utc_now
+from ..record import EnrichmentRecord, PartStatus, SourcePart, utc_now
 from .rows import aware, naive
 from .schema import source_answers
 from .sql import insert, ip_set, ip_set_value
@@ -23,7 +23,7 @@ from .sql import insert, ip_set, ip_set_value
 if TYPE_CHECKING:
     from .facade import Store
 
-__all__ = ["count_parts", "due_pending_parts", "get_parts", "save_parts"]
+__all__ = ["count_parts", "due_pending_parts", "get_parts", "save_parts", "with_parts"]
 
 
 def _part(row: Mapping[Any, Any]) -> SourcePart:
@@ -152,3 +152,34 @@ def count_parts(store: Store, now: dt.datetime | None = None) -> dict[str, dict[
         return counts
 
     return store.run(work)
+
+
+def with_parts(
+    store: Store, records: Iterable[EnrichmentRecord], sources: Sequence[str], page: int = 2000
+) -> Iterator[EnrichmentRecord]:
+    """``records`` with their stored sections of ``sources``, read a page at a time."""
+    if not sources:
+        yield from records
+        return
+    batch: list[EnrichmentRecord] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= page:
+            yield from _attach(store, batch, sources)
+            batch = []
+    yield from _attach(store, batch, sources)
+
+
+def _attach(
+    store: Store, records: list[EnrichmentRecord], sources: Sequence[str]
+) -> list[EnrichmentRecord]:
+    if not records:
+        return []
+    found = get_parts(store, [r.ip for r in records], sources)
+    missing = SourcePart(PartStatus.PENDING, error="not asked yet")
+    return [
+        r
+        if r.status.value == "skipped"
+        else r.with_parts({name: found.get(r.ip, {}).get(name, missing) for name in sources})
+        for r in records
+    ]

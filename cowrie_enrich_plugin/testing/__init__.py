@@ -1,7 +1,19 @@
-"""Test helpers shipped for hosts' own tests: a loopback bulk whois server and pytest fixtures."""
+"""Test helpers shipped for hosts' own tests: loopback whois and GreyNoise servers, fixtures."""
 
 from __future__ import annotations
 
+from .greynoise_server import GreyNoiseServer, HttpFaults, HttpRequest, expected_greynoise
 from .whois_server import BulkWhoisServer, Faults, Row, WhoisRequest, expected_cymru, synthetic_rows
 
-__all__ = ["BulkWhoisServer", "Faults", "Row", "WhoisRequest", "expected_cymru", "synthetic_rows"]
+__all__ = [
+    "BulkWhoisServer",
+    "Faults",
+    "GreyNoiseServer",
+    "HttpFaults",
+    "HttpRequest",
+    "Row",
+    "WhoisRequest",
+    "expected_cymru",
+    "expected_greynoise",
+    "synthetic_rows",
+]

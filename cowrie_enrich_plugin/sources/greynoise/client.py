@@ -1,0 +1,287 @@
+"""Asking GreyNoise: the request rate the operator sets, ``Retry-After``, a daily quota.
+
+One :class:`GreyNoiseClient` serves a run, from any number of threads. Every request
+waits its turn under :class:`RateLimit` (never faster than ``rate_per_second``, over
+any window). A 429 with ``Retry-After`` is waited out and asked again; a 429 that
+says the day's allowance is spent, or the client-side ``daily_quota``, stops all
+asking until the next UTC day and leaves the rest pending instead of being refused.
+Other failures (5xx, timeouts, a body that is not the JSON expected) are retried
+with backoff, ``retries`` attempts in all; what is still unanswered stays pending.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, Final
+
+import httpx
+
+from ...addresses import Usable, classify
+from ..plugin import Lookup
+
+__all__ = ["DailyQuota", "GreyNoiseClient", "RateLimit"]
+
+logger = logging.getLogger(__name__)
+
+#: The longest ``Retry-After`` waited out inside one lookup; longer, the rest is pending.
+_LONGEST_WAIT: Final = 60.0
+#: 429s with ``Retry-After`` one request waits out before it gives up.
+_MOST_WAITS: Final = 10
+_COMMUNITY_FIELDS: Final = ("noise", "riot", "classification", "name", "link", "last_seen")
+
+
+class RateLimit:
+    """At most one request every ``1 / per_second`` seconds, across threads."""
+
+    def __init__(self, per_second: float) -> None:
+        self.interval = 1.0 / per_second
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        """Sleep until this request may go."""
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        if start > now:
+            time.sleep(start - now)
+
+    def hold_off(self, seconds: float) -> None:
+        """No request for ``seconds`` (the server asked us to wait)."""
+        with self._lock:
+            self._next = max(self._next, time.monotonic() + seconds)
+
+
+class DailyQuota:
+    """Requests a UTC day: a client-side limit (0: none), and the server's word that it is spent."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._day = dt.datetime.now(dt.timezone.utc).date()
+        self._used = 0
+        self._spent = False
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        """Count one request; ``False`` when the day's allowance is gone (do not ask)."""
+        with self._lock:
+            today = dt.datetime.now(dt.timezone.utc).date()
+            if today != self._day:
+                self._day, self._used, self._spent = today, 0, False
+            if self._spent or (self.limit and self._used >= self.limit):
+                return False
+            self._used += 1
+            return True
+
+    def spend(self) -> None:
+        """The server said the day's allowance is spent: ask no more today."""
+        with self._lock:
+            if not self._spent:
+                logger.warning(
+                    "GreyNoise: the daily quota is spent; the rest stays pending until tomorrow"
+                )
+            self._spent = True
+
+
+class _Stop(Exception):
+    """Stop asking in this lookup (quota spent, key refused, a wait too long)."""
+
+
+class GreyNoiseClient:
+    """The GreyNoise source of a run (see the module)."""
+
+    def __init__(
+        self,
+        *,
+        api_url: str,
+        api_key: str | None,
+        offering: str,
+        rate_per_second: float,
+        daily_quota: int,
+        ttl: dt.timedelta,
+        negative_ttl: dt.timedelta,
+        timeout: float,
+        retries: int,
+        bulk_size: int,
+        concurrency: int,
+    ) -> None:
+        self.offering = offering
+        self.ttl = ttl
+        self.negative_ttl = negative_ttl
+        self.retries = retries
+        self.batch_size = bulk_size if offering == "enterprise" else 100
+        self.concurrency = concurrency
+        self.rate = RateLimit(rate_per_second)
+        self.quota = DailyQuota(daily_quota)
+        headers = {"Accept": "application/json", "User-Agent": "cowrie-enrich"}
+        if api_key:
+            headers["key"] = api_key
+        self._http = httpx.Client(base_url=api_url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._http.close()
+
+    def lookup(self, ips: Sequence[str]) -> Lookup:
+        """Ask about ``ips`` (canonical, global only: anything else is never sent)."""
+        result = Lookup()
+        usable = []
+        for ip in ips:
+            verdict = classify(ip)
+            if isinstance(verdict, Usable) and verdict.ip == ip:
+                usable.append(ip)
+            else:
+                result.pending[ip] = "not a canonical global address; never sent"
+        try:
+            if self.offering == "enterprise":
+                self._bulk(usable, result)
+            else:
+                for ip in usable:
+                    self._one(ip, result)
+        except _Stop as stop:
+            for ip in usable:
+                if ip not in result.answers and ip not in result.not_found:
+                    result.pending.setdefault(ip, str(stop))
+        return result
+
+    # -- requests -----------------------------------------------------------------------
+
+    def _request(self, result: Lookup, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One request under the rate limit and the quota, retried as the module says.
+
+        :raises _Stop: when asking must stop for now.
+        """
+        problem = "not asked"
+        failures = waits = 0
+        while failures < self.retries and waits < _MOST_WAITS:
+            if not self.quota.take():
+                raise _Stop("GreyNoise daily quota spent; asked again tomorrow")
+            self.rate.wait()
+            result.requests += 1
+            try:
+                response = self._http.request(method, url, **kwargs)
+            except httpx.HTTPError as exc:
+                problem = f"{type(exc).__name__}"
+            else:
+                if response.status_code == 429:
+                    wait = _retry_after(response)
+                    if wait is None or _says_quota(response):
+                        self.quota.spend()
+                        raise _Stop("GreyNoise daily quota spent; asked again tomorrow")
+                    if wait > _LONGEST_WAIT:
+                        self.rate.hold_off(wait)
+                        raise _Stop(f"GreyNoise asked to wait {wait:.0f}s")
+                    self.rate.hold_off(wait)
+                    problem = "429 Too Many Requests"
+                    waits += 1
+                    continue  # a wait asked for is not a failure: the limiter holds it
+                if response.status_code in (401, 403):
+                    raise _Stop(f"GreyNoise refused the key ({response.status_code})")
+                if response.status_code < 500:
+                    return response
+                problem = f"server error {response.status_code}"
+            failures += 1
+            if failures < self.retries:
+                time.sleep(min(0.2 * 2 ** (failures - 1), 5.0))
+        raise _Failed(problem)
+
+    def _one(self, ip: str, result: Lookup) -> None:
+        try:
+            response = self._request(result, "GET", f"/v3/community/{ip}")
+            body = _json(response)
+        except _Failed as exc:
+            result.pending[ip] = str(exc)
+            return
+        if response.status_code == 404:
+            result.not_found[ip] = _not_observed()
+        elif response.status_code == 200 and isinstance(body, dict):
+            result.answers[ip] = {key: body.get(key) for key in _COMMUNITY_FIELDS}
+        else:
+            result.pending[ip] = f"unexpected answer {response.status_code}"
+
+    def _bulk(self, ips: Sequence[str], result: Lookup) -> None:
+        if not ips:
+            return
+        try:
+            response = self._request(
+                result, "POST", "/v3/ip", params={"quick": "true"}, json={"ips": list(ips)}
+            )
+            body = _json(response)
+        except _Failed as exc:
+            result.pending.update(dict.fromkeys(ips, str(exc)))
+            return
+        if response.status_code != 200 or not isinstance(body, dict):
+            result.pending.update(dict.fromkeys(ips, f"unexpected answer {response.status_code}"))
+            return
+        asked = set(ips)
+        for item in body.get("data") or []:
+            if isinstance(item, dict) and item.get("ip") in asked:
+                result.answers[item["ip"]] = _quick(item)
+        metadata = body.get("request_metadata") or {}
+        not_found = body.get("ips_not_found") or metadata.get("ips_not_found") or []
+        for ip in not_found:
+            if ip in asked and ip not in result.answers:
+                result.not_found[ip] = _not_observed()
+        for ip in ips:
+            if ip not in result.answers and ip not in result.not_found:
+                result.pending[ip] = "not in the answer"
+
+
+class _Failed(Exception):
+    """Every attempt of one request failed."""
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _Failed("the answer is not JSON") from exc
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    text = response.headers.get("Retry-After")
+    if text is None:
+        return None
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        return None
+
+
+def _says_quota(response: httpx.Response) -> bool:
+    text = response.text.lower()
+    return "daily" in text or "quota" in text
+
+
+def _not_observed() -> dict[str, Any]:
+    return {
+        "noise": False,
+        "riot": False,
+        "classification": None,
+        "name": None,
+        "link": None,
+        "last_seen": None,
+    }
+
+
+def _quick(item: dict[str, Any]) -> dict[str, Any]:
+    """An enterprise quick-check profile in the community answer's shape."""
+    scanner = item.get("internet_scanner_intelligence") or {}
+    business = item.get("business_service_intelligence") or {}
+    riot = bool(business.get("found"))
+    return {
+        "noise": bool(scanner.get("found")),
+        "riot": riot,
+        # as the community API says it: a known business service is "benign"
+        "classification": scanner.get("classification") or ("benign" if riot else None),
+        "name": business.get("name") or scanner.get("actor") or None,
+        "link": f"https://viz.greynoise.io/ip/{item['ip']}",
+        "last_seen": scanner.get("last_seen") or None,
+        "trust_level": business.get("trust_level") or None,
+    }
