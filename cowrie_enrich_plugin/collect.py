@@ -53,6 +53,9 @@ _ERRORS: Final[dict[str, type[Exception]]] = {
 }
 #: Exit statuses of a worker that went because it was told to (SIGTERM, or we left).
 _STOPPED: Final = frozenset({-15, 143, 3})
+#: How long a long-lived run remembers that it has handed an address on: seen again
+#: after that, it goes to the engine again, which refreshes it if its record expired.
+_RECHECK_SECONDS: Final = 3600.0
 
 
 class Collector:
@@ -72,7 +75,10 @@ class Collector:
         self._invalid_remembered = 0
         #: the remembered values that are refused (a chunk holding none needs no scan)
         self._refusing: set[object] = set()
-        self._delivered: set[str] = set()
+        #: what was delivered per address: in a long-lived run a changed record
+        #: (pending resolved, expired refreshed) is delivered again
+        self._delivered: dict[str, tuple[object, ...]] = {}
+        self._remembered_since = time.monotonic()
         self._stats = RunCounters()
         self._remote = RunCounters()
         self._done = False
@@ -145,6 +151,8 @@ class Collector:
     ) -> None:
         """Count a chunk, hand its new addresses on, and deliver what is ready."""
         self._stats.events += events
+        if self.config.long_lived:
+            self._forget_if_due()
         if refused:
             self._stats.bad_src_ip += len(refused)
         if usable:
@@ -153,6 +161,22 @@ class Collector:
         if skipped:
             self.transport.send(SkippedAddresses(skipped))
         self._handle(self.transport.poll())
+
+    def _forget_if_due(self) -> None:
+        """In a long-lived run, start remembering afresh every hour or at the working set.
+
+        Memory stays bounded by configuration; an address seen again afterwards is
+        handed on again, and the engine serves it from the store or refreshes it.
+        """
+        full = len(self._seen) > self.config.working_set
+        if full or time.monotonic() - self._remembered_since > _RECHECK_SECONDS:
+            self._seen = {}
+            self._canonical = set()
+            self._refusing = set()
+            self._invalid_remembered = 0
+            self._remembered_since = time.monotonic()
+        while len(self._delivered) > self.config.working_set:
+            del self._delivered[next(iter(self._delivered))]
 
     def _first_sight(self, raw: object, usable: list[str], skipped: list[str]) -> str | None:
         """Judge a value not seen before this run; remember it; queue a new address."""
@@ -207,7 +231,9 @@ class Collector:
             return self.stats()
         transport = self.transport
         started = time.monotonic()
-        deadline = started + self._end_bound()
+        deadline = started + (
+            self.config.shutdown_timeout if self.config.long_lived else self._end_bound()
+        )
         stopping_at: float | None = None
         try:
             transport.send(End())
@@ -267,10 +293,17 @@ class Collector:
                 )
 
     def _deliver(self, records: list[dict[str, Any]]) -> None:
-        ready = [r for r in records if r["ip"] not in self._delivered]
+        """Each address once in a batch run; again in a long-lived one when it changed."""
+        delivered = self._delivered
+        if self.config.long_lived:
+            ready = [r for r in records if delivered.get(r["ip"]) != _signature(r)]
+        else:
+            ready = [r for r in records if r["ip"] not in delivered]
         if not ready:
             return
-        self._delivered.update(r["ip"] for r in ready)
+        for record in ready:
+            delivered.pop(record["ip"], None)  # the newest last: the first to be forgotten
+            delivered[record["ip"]] = _signature(record)
         self._stats.delivered += len(ready)
         self._deliver_fn(ready)
 
@@ -290,3 +323,11 @@ class Collector:
         if self._interrupted:
             total.pending += max(0, len(self._canonical) - len(self._delivered))
         return total
+
+
+def _signature(record: dict[str, Any]) -> tuple[object, ...]:
+    """What makes a delivery news: the status, the expiry, and which sections are pending."""
+    pending = tuple(
+        name for name, part in record.items() if isinstance(part, dict) and part.get("pending")
+    )
+    return (record["status"], record["expires_at"], pending)

@@ -40,6 +40,7 @@ __all__ = [
     "plugin_enabled",
     "plugin_section",
     "resolve_config",
+    "section_from_strings",
     "source_rules_of",
 ]
 
@@ -47,6 +48,8 @@ ENV_PREFIX: Final = "COWRIE_ENRICH_"
 #: Environment variables with the prefix that are not configuration keys.
 _RESERVED_ENV: Final = frozenset({"COWRIE_ENRICH_CONFIG"})
 PLUGIN_NAME: Final = "enrich"
+#: ``flush_interval`` of a long-lived run when none is configured.
+LIVE_FLUSH_INTERVAL: Final = 30.0
 #: The longest pause between two attempts of a whois batch (see the client's backoff).
 MAX_BACKOFF_SECONDS: Final = 30.0
 
@@ -70,8 +73,18 @@ class EnrichConfig:
     #: Where the network and database work runs: a worker process beside the host
     #: (default; keeps the host's own thread free) or a thread of the host's process.
     worker: str = "process"
-    #: The longest ``cowrie_ingest_end`` waits once the host is stopping (a signal).
+    #: The longest ``cowrie_ingest_end`` waits once the host is stopping (a signal), and
+    #: always for a long-lived host.
     shutdown_timeout: float = 10.0
+    #: ``batch``: a run that ends (each address delivered once); ``long-lived``: a host
+    #: that runs for weeks (pending addresses retried in the background and delivered
+    #: again, expired records refreshed when seen again, memory bounded).
+    lifecycle: str = "batch"
+    #: Addresses a long-lived run keeps in memory on each side; the store holds the rest.
+    working_set: int = 100_000
+    #: A long-lived run's first background retry of a pending address, in seconds;
+    #: each further failure doubles it, up to 16 times.
+    retry_interval: float = 300.0
     #: The enabled sources besides Cymru and MaxMind: (name, ((key, value), ...)).
     #: (Not in the repr: a source's settings may hold an API key.)
     sources: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = field(default=(), repr=False)
@@ -79,6 +92,11 @@ class EnrichConfig:
     def source_settings(self, name: str) -> dict[str, Any]:
         """The checked settings of the enabled source ``name``."""
         return dict(dict(self.sources)[name])
+
+    @property
+    def long_lived(self) -> bool:
+        """Whether the host runs for weeks (see ``lifecycle``)."""
+        return self.lifecycle == "long-lived"
 
     @property
     def longest_batch_seconds(self) -> float:
@@ -115,6 +133,9 @@ _RULES: Final[Mapping[str, Setting]] = {
     "geoip_asn": Setting(str, optional=True),
     "worker": Setting(str, choices=("process", "thread")),
     "shutdown_timeout": Setting(float, low=0, high=3600, low_open=True),
+    "lifecycle": Setting(str, choices=("batch", "long-lived")),
+    "working_set": Setting(int, low=1000, high=100_000_000),
+    "retry_interval": Setting(float, low=0, high=86_400, low_open=True),
 }
 
 
@@ -188,6 +209,10 @@ def resolve_config(
             continue
         flag = _FLAGS.get(key, "--" + key.replace("_", "-"))
         values[key] = _check(key, value, f"option {flag}")
+    if values.get("lifecycle") == "long-lived" and "flush_interval" not in values:
+        # A live trickle of new addresses would otherwise make a connection every few
+        # seconds, the pattern Team Cymru null-routes; 30 s batches them politely.
+        values["flush_interval"] = LIVE_FLUSH_INTERVAL
     return EnrichConfig(**values)
 
 
@@ -242,6 +267,38 @@ def _source_config(
                 key, rule, env[variable], f"environment variable {variable}"
             )
     return values
+
+
+def section_from_strings(items: Mapping[str, str], where: str) -> dict[str, Any]:
+    """A section written as strings (``cowrie.cfg``'s ``[output_enrich]``), typed.
+
+    Each key is converted and checked as in ``[plugins.enrich]``; a source's keys
+    come as ``<source>_<key>`` and become its section.
+
+    :raises ConfigError: naming the key, as :func:`resolve_config` does.
+    """
+    from .sources.plugin import BUILT_IN, discover
+
+    extras = sorted(set(discover()) - BUILT_IN, key=len, reverse=True)
+    section: dict[str, Any] = {}
+    for key, text in items.items():
+        if key in _RULES:
+            section[key] = _from_text(key, text, where)
+            continue
+        name = next((n for n in extras if key.startswith(n + "_")), None)
+        if name is None:
+            known = sorted(_RULES) + [f"{n}_<key>" for n in extras]
+            raise ConfigError(f"{where}: unknown key {key!r}; known keys: {', '.join(known)}")
+        setting = key[len(name) + 1 :]
+        rules = _source_rules(name)
+        if setting not in rules:
+            raise ConfigError(
+                f"{where}: unknown key {key!r}; {name} knows "
+                + ", ".join(f"{name}_{k}" for k in sorted(rules))
+            )
+        value = value_from_text(setting, rules[setting], text, f"{where} {key}")
+        section.setdefault(name, {})[setting] = value
+    return section
 
 
 def load_host_config(path: str | os.PathLike[str] | None) -> dict[str, Any]:

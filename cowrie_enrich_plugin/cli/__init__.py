@@ -11,6 +11,7 @@ from __future__ import annotations
 import click
 
 from .cache import cache
+from .cowrie_install import cowrie_install
 from .doctor import doctor
 from .ingest import ingest
 from .records import export, lookup
@@ -24,5 +25,5 @@ def main() -> None:
     """Enrich Cowrie honeypot attacker IPs with Team Cymru bulk whois and MaxMind GeoIP2."""
 
 
-for _command in (ingest, lookup, export, cache, doctor):
+for _command in (ingest, lookup, export, cache, doctor, cowrie_install):
     main.add_command(_command)

@@ -39,31 +39,50 @@ logger = logging.getLogger("cowrie_enrich_plugin")
     type=click.Path(dir_okay=False, allow_dash=True),
     help="Write this run's records as JSON lines ('-' for stdout).",
 )
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Follow one growing cowrie.json across rotation until SIGINT or SIGTERM.",
+)
 @run_command
 def ingest(
     paths: tuple[str, ...],
     batch_size: int | None,
     concurrency: int | None,
     output: str | None,
+    follow: bool,
     **opts: Any,
 ) -> None:
     """Read Cowrie logs, enrich every new attacker IP, and store the records.
 
     PATHS are cowrie.json files (.gz and .bz2 too), directories holding
-    cowrie.json* files (read oldest first), or - for stdin.
+    cowrie.json* files (read oldest first), or - for stdin. With --follow, one
+    file, followed as it grows and across its daily rotation; each record is
+    written to --output when it is ready, and again if it changes (an upsert by
+    ip); SIGINT or SIGTERM stops it within shutdown_timeout.
 
     \b
     Example:
       cowrie-enrich ingest examples/logs/ --geoip-city GeoLite2-City.mmdb
     """
-    config = host_config(opts, batch_size=batch_size, concurrency=concurrency)
+    extra = {"lifecycle": "long-lived"} if follow else {}
+    config = host_config(opts, batch_size=batch_size, concurrency=concurrency, **extra)
     settings(config)  # refuse bad settings before any file is read
+    if follow and (len(paths) != 1 or paths[0] == "-"):
+        raise ConfigFailure("--follow takes one file (the live cowrie.json)")
     if not plugin_enabled(config):
         logger.warning(
             "enrichment is off: [plugins] enabled does not list %r; the logs are only read",
             PLUGIN_NAME,
         )
     pm = make_plugin_manager(config)
+    if follow:
+        from ..hosts.live import follow as follow_file
+
+        with output_stream(output) as stream:
+            summary = follow_file(paths[0], config, pm=pm, output=stream)
+        _report(summary, err=output == "-")
+        sys.exit(0)  # stopped as asked; what is pending is resolved after the next start
     progress = TerminalProgress() if sys.stderr.isatty() and not opts.get("quiet") else None
     with output_stream(output) as stream:
         try:

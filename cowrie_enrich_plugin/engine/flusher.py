@@ -35,6 +35,10 @@ __all__ = ["Flusher"]
 logger = logging.getLogger(__name__)
 
 _FOREIGN_POLL: Final = 0.5
+#: How often a long-lived run looks for pending addresses whose retry is due.
+_BACKGROUND_EVERY: Final = 30.0
+#: How long a long-lived run remembers having handled an address (see collect.py).
+_RECHECK_SECONDS: Final = 3600.0
 _STORE_PAUSE: Final = 30.0  # after the database failed every retry, skip it this long
 Emit = Callable[[list[dict[str, Any]]], None]
 
@@ -70,6 +74,8 @@ class Flusher:
         self._needs: dict[str, tuple[str, ...]] = {}
         self._partial: dict[str, EnrichmentRecord] = {}
         self._seen: set[str] = set()
+        self._seen_since = time.monotonic()
+        self._next_background = time.monotonic() + self._background_every
         concurrency = self.config.concurrency
         self._in_flight = threading.BoundedSemaphore(max(2, 2 * concurrency))
         self._futures: set[Future[None]] = set()
@@ -125,6 +131,8 @@ class Flusher:
                 message = None
                 if on_idle is not None:
                     on_idle()
+            if self.config.long_lived:
+                new.extend(self._due_in_background())
             if isinstance(message, NewAddresses):
                 new.extend(self._unseen(message.ips))
             elif isinstance(message, SkippedAddresses):
@@ -158,8 +166,33 @@ class Flusher:
 
     # -- steps -------------------------------------------------------------------------------
 
+    @property
+    def _background_every(self) -> float:
+        return max(self.config.flush_interval, _BACKGROUND_EVERY)
+
+    def _due_in_background(self) -> list[str]:
+        """In a long-lived run, now and then: the pending addresses whose retry is due."""
+        if time.monotonic() < self._next_background or self._store_paused():
+            return []
+        self._next_background = time.monotonic() + self._background_every
+        limit = max(1, self.config.working_set // 10)
+        try:
+            store, names = self.enricher.store, self.enricher.extras.names
+            due = store.due_pending(limit=limit) + due_pending_parts(store, names, limit)
+        except StoreError as exc:
+            self._store_failed(exc, 0)
+            return []
+        in_flight = set(self._foreign)
+        return [ip for ip in dict.fromkeys(due) if ip not in in_flight]
+
     def _unseen(self, ips: Iterable[str]) -> list[str]:
-        """The addresses not handled yet in this run (each is handled once)."""
+        """The addresses not handled yet (in a long-lived run: lately, and not too many)."""
+        if self.config.long_lived and (
+            len(self._seen) > self.config.working_set
+            or time.monotonic() - self._seen_since > _RECHECK_SECONDS
+        ):
+            self._seen = set()
+            self._seen_since = time.monotonic()
         fresh = [ip for ip in ips if ip not in self._seen]
         self._seen.update(fresh)
         return fresh

@@ -265,7 +265,10 @@ class Enricher:
                 records.append(old)
             else:
                 records.append(EnrichmentRecord(ip, Status.PENDING, maxmind=geo))
-        self.store.save(resolved, unresolved)
+        # A long-lived run retries in the background, backing off; a batch run leaves
+        # them for the next run.
+        backoff = self.config.retry_interval if self.config.long_lived else 0.0
+        self.store.save(resolved, unresolved, backoff=backoff)
         with self._counts_lock:
             self._counts.resolved += len(resolved)
             self._counts.pending += len(unresolved)

@@ -27,6 +27,7 @@ __all__ = [
     "LogReader",
     "expand_paths",
     "json_loads",
+    "parse_event",
 ]
 
 try:  # orjson is optional (the ``fast`` extra): about three times the speed
@@ -208,19 +209,9 @@ class LogReader:
                     self._skip_rest_of_line(handle)
                     self.problem(label, lineno, f"line longer than {limit} bytes; skipped")
                     continue
-                try:
-                    event = loads(raw)
-                except ValueError as exc:  # JSON errors and invalid UTF-8 alike
-                    if not raw.strip():
-                        reason = "empty line"
-                    elif isinstance(exc, UnicodeDecodeError):
-                        reason = "not UTF-8"
-                    else:
-                        reason = f"not JSON ({_short(exc)})"
-                    self.problem(label, lineno, reason)
-                    continue
-                if type(event) is not dict:
-                    self.problem(label, lineno, f"a JSON {type(event).__name__}, not an object")
+                event = parse_event(raw, loads)
+                if isinstance(event, str):
+                    self.problem(label, lineno, event)
                     continue
                 chunk.events.append(event)
                 chunk.lines.append(lineno)
@@ -243,6 +234,21 @@ class LogReader:
             piece = handle.readline(self.max_line)
             if not piece or piece.endswith(b"\n"):
                 return
+
+
+def parse_event(raw: bytes, loads: Callable[[bytes], Any] = json_loads) -> dict[str, Any] | str:
+    """The event one line holds, or why it holds none (a reason to report)."""
+    try:
+        event = loads(raw)
+    except ValueError as exc:  # JSON errors and invalid UTF-8 alike
+        if not raw.strip():
+            return "empty line"
+        if isinstance(exc, UnicodeDecodeError):
+            return "not UTF-8"
+        return f"not JSON ({_short(exc)})"
+    if type(event) is not dict:
+        return f"a JSON {type(event).__name__}, not an object"
+    return event
 
 
 def _short(exc: Exception) -> str:

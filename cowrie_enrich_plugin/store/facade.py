@@ -265,6 +265,7 @@ class Store:
         unresolved: Mapping[str, tuple[str, GeoAnswer | None]] | None = None,
         *,
         retry_delay: float = 0.0,
+        backoff: float = 0.0,
         now: dt.datetime | None = None,
     ) -> None:
         """Persist one batch's outcome in one transaction.
@@ -272,7 +273,8 @@ class Store:
         ``resolved`` records replace what was stored and leave the queue.
         ``unresolved`` addresses (ip -> (last error, MaxMind answer)) stay queued
         with one more attempt, due again after ``retry_delay`` seconds (0: on the
-        next flush or run), and their lease released; their record becomes
+        next flush or run) plus ``backoff`` doubled for each earlier failure (up to 16
+        times), and their lease released; their record becomes
         ``pending`` (with its MaxMind data) unless an older answer is stored, which
         is served, stale, until a refresh succeeds.
         """
@@ -290,17 +292,21 @@ class Store:
             sql.lock_queue(conn, sorted({*(r.ip for r in records), *failed}))
             if records:
                 conn.execute(sql.delete_queued, self._ips(r.ip for r in records))
-            by_error: dict[str, list[str]] = {}
+            tries: dict[str, int] = {}
+            if failed and backoff:
+                tries = dict(conn.execute(sql.attempts, self._ips(sorted(failed))).all())
+            groups: dict[tuple[str, float], list[str]] = {}
             for ip, (error, _geo) in failed.items():
-                by_error.setdefault(error[:500], []).append(ip)
-            for error, ips in by_error.items():
+                delay = retry_delay + backoff * 2 ** min(tries.get(ip, 0), 4)
+                groups.setdefault((error[:500], delay), []).append(ip)
+            for (error, delay), ips in groups.items():
                 conn.execute(
                     sa.update(pending_queue)
                     .where(ip_set(q.ip, self.dialect))
                     .values(
                         attempts=q.attempts + 1,
                         last_error=error,
-                        next_attempt_at=moment + dt.timedelta(seconds=retry_delay),
+                        next_attempt_at=moment + dt.timedelta(seconds=delay),
                         lease_owner=None,
                         lease_expires_at=None,
                     ),

@@ -119,6 +119,7 @@ class Statements:
         # Only the primary key narrows this read: with a condition on ``lease_owner``
         # too, SQLite's planner may prefer that column and scan all the owner holds.
         self.owners = sa.select(q.ip, q.lease_owner).where(ip_set(q.ip, name))
+        self.attempts = sa.select(q.ip, q.attempts).where(ip_set(q.ip, name))
         self.fresh = sa.select(r.ip).where(
             ip_set(r.ip, name),
             sa.or_(

@@ -1,0 +1,139 @@
+"""A Cowrie output plugin: every attacker address enriched inside the honeypot itself.
+
+Cowrie imports output plugins only from its own ``cowrie/output/`` folder, so
+enabling this one is one file there, ``cowrie/output/enrich.py``, holding
+``from cowrie_enrich_plugin.cowrie_output import Output`` (``cowrie-enrich
+cowrie-install`` writes it and says where), and a section in ``cowrie.cfg``::
+
+    [output_enrich]
+    enabled = true
+    db = sqlite:////var/lib/cowrie/enrich.db
+    greynoise_api_key = ...        # a source's keys as <source>_<key>
+
+The keys are those of ``[plugins.enrich]``, written as Cowrie's strings and
+converted and checked the same way. The plugin is a long-lived host of the hooks:
+``write`` runs on Cowrie's reactor thread and only hands the address on (the
+network and database work happens in the worker process); results are polled once a
+second and come back as ``cowrie.enrich.result`` events with the ``session`` and
+``src_ip`` of the first event of that address, the record under ``enrich``. A
+pending record that later resolves, or an expired one refreshed, comes back once
+more. At shutdown it waits at most ``shutdown_timeout`` seconds; what is unanswered
+stays pending in the store and is resolved after the next start.
+
+Works with Cowrie 3.x, which gives output plugins ``dispatch``. Cowrie 2.x has no
+``dispatch``: there this plugin would have to emit its events with
+``twisted.python.log.msg(eventid=..., ...)`` instead, and 2.x's Python 2-era
+``cowrie.core.output.Output.emit`` path would call ``write`` with ``src_ip`` as
+``bytes`` in some events.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import cowrie.core.output
+import pluggy
+from cowrie.core.config import CowrieConfig
+from twisted.internet import task
+from twisted.logger import Logger
+
+from . import hookspecs
+from .config import PLUGIN_NAME, section_from_strings
+from .hookspecs import PROJECT_NAME, hookimpl
+from .plugin import EnrichPlugin
+
+__all__ = ["RESULT_EVENT", "Output"]
+
+RESULT_EVENT: Final = "cowrie.enrich.result"
+SECTION: Final = "output_enrich"
+#: How often ready records are collected from the worker, in seconds.
+_POLL_SECONDS: Final = 1.0
+#: Sessions remembered (the first event of each address) for attributing results.
+_REMEMBERED: Final = 100_000
+
+
+class Output(cowrie.core.output.Output):  # type: ignore[misc]
+    """The ``enrich`` output engine (``[output_enrich]``)."""
+
+    _log = Logger()
+
+    def start(self) -> None:
+        """Read ``[output_enrich]``, start the plugin's engine and the poll loop."""
+        items = {
+            key: value
+            for key, value in CowrieConfig.items(SECTION, raw=True)
+            if key != "enabled" and CowrieConfig.has_option(SECTION, key)
+        }
+        section = section_from_strings(items, f"[{SECTION}]")
+        section.setdefault("lifecycle", "long-lived")
+        self.host_config = {"plugins": {PLUGIN_NAME: section}}
+        self.first_seen: OrderedDict[str, tuple[object, object]] = OrderedDict()
+        self.pm = pluggy.PluginManager(PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.pm.register(EnrichPlugin(), name=PLUGIN_NAME)
+        self.pm.register(_Results(self), name="cowrie")
+        self.pm.hook.cowrie_ingest_start(config=self.host_config, pluginmanager=self.pm)
+        self.loop = task.LoopingCall(self._poll)
+        self.loop.start(_POLL_SECONDS, now=False)
+
+    def write(self, event: dict[str, Any]) -> None:
+        """Hand the event's address on (cheap: no network, no database here)."""
+        if str(event.get("eventid", "")).startswith("cowrie.enrich."):
+            return  # our own results are not enriched again
+        ip = event.get("src_ip")
+        if not isinstance(ip, str):
+            return
+        if ip not in self.first_seen:
+            self.first_seen[ip] = (event.get("session"), ip)
+            if len(self.first_seen) > _REMEMBERED:
+                self.first_seen.popitem(last=False)
+        self.pm.hook.cowrie_ingest_events(events=(event,))
+
+    def _poll(self) -> None:
+        """Deliver what is ready (an empty chunk of events polls without flushing)."""
+        try:
+            self.pm.hook.cowrie_ingest_events(events=())
+        except Exception:
+            self._log.failure("enrich: collecting results failed")
+
+    def stop(self) -> None:
+        """Stop within ``shutdown_timeout``; what is unanswered stays pending."""
+        if self.loop.running:
+            self.loop.stop()
+        try:
+            self.pm.hook.cowrie_ingest_interrupted()
+            self.pm.hook.cowrie_ingest_end()
+        except Exception:
+            self._log.failure("enrich: ending failed; unanswered addresses stay pending")
+
+    def emit_result(self, record: Mapping[str, Any]) -> None:
+        """One ``cowrie.enrich.result`` event for a record."""
+        ip = str(record["ip"])
+        session, src_ip = self.first_seen.get(ip, (None, ip))
+        asn, country = record.get("asn"), record.get("country")
+        self.dispatch(
+            eventid=RESULT_EVENT,
+            session=session,
+            src_ip=src_ip,
+            enrich=dict(record),
+            message=(
+                f"enrich: {ip} {record['status']}"
+                + (f" AS{asn}" if asn is not None else "")
+                + (f" {country}" if country else "")
+            ),
+        )
+
+
+class _Results:
+    """The host's ``cowrie_enrichment_ready``: each record becomes a Cowrie event."""
+
+    def __init__(self, output: Output) -> None:
+        self.output = output
+
+    @hookimpl
+    def cowrie_enrichment_ready(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Dispatch one result event per record (skipped addresses included)."""
+        for record in records:
+            self.output.emit_result(record)

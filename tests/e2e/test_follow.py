@@ -1,0 +1,133 @@
+"""``cowrie-enrich ingest --follow``: a growing log, its rotation mid-burst, and the stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from cowrie_enrich_plugin.hosts.follow import FollowedFile
+from cowrie_enrich_plugin.testing import BulkWhoisServer
+
+from ..conftest import global_ips
+from .test_processes import clean_env, cowrie_enrich, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def event(ip: str, n: int) -> str:
+    return json.dumps({"eventid": "cowrie.session.connect", "src_ip": ip, "session": f"{n:08x}"})
+
+
+def delivered(path: Path) -> dict[str, dict[str, object]]:
+    """The latest record per address (a delivery is an upsert by ip)."""
+    found: dict[str, dict[str, object]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                found[str(record["ip"])] = record
+    return found
+
+
+def test_rotation_mid_burst_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    """The follower alone, against a writer that renames and recreates mid-burst."""
+    live = tmp_path / "cowrie.json"
+    live.write_text("")
+    followed = FollowedFile(str(live))
+    seen: list[bytes] = []
+    handle = live.open("a")
+    for n in range(5000):
+        handle.write(f"line {n}\n")
+        if n % 700 == 0:
+            handle.flush()
+            seen.extend(line.text for line in followed.read())
+        if n == 2500:  # Cowrie's daily rotation: rename, then a new file
+            handle.close()
+            live.rename(tmp_path / "cowrie.json.2026-11-28")
+            handle = live.open("a")
+    handle.write("last line without a newline")
+    handle.close()
+    live.rename(tmp_path / "cowrie.json.2026-11-29")
+    live.write_text("")
+    for _ in range(3):
+        seen.extend(line.text for line in followed.read())
+    followed.close()
+    assert seen == [f"line {n}".encode() for n in range(5000)] + [b"last line without a newline"]
+    assert followed.rotations == 2
+
+
+def test_follow_delivers_as_lines_arrive_across_rotation_and_stops_on_sigterm(
+    server: BulkWhoisServer, tmp_path: Path
+) -> None:
+    live = tmp_path / "cowrie.json"
+    live.write_text("")
+    out = tmp_path / "records.jsonl"
+    db = f"sqlite:///{tmp_path / 'follow.db'}"
+    config = write_config(tmp_path / "host.toml", server, db, flush_interval=1, shutdown_timeout=3)
+    proc = subprocess.Popen(
+        [
+            cowrie_enrich(),
+            "ingest",
+            "--follow",
+            str(live),
+            "--config",
+            str(config),
+            "--output",
+            str(out),
+        ],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        time.sleep(1.0)
+        first = global_ips(1, seed=501)[0]
+        with live.open("a") as handle:
+            handle.write(event(first, 0) + "\n")
+        appended = time.monotonic()
+        while first not in delivered(out) and time.monotonic() - appended < 1 + 2 + 2:
+            time.sleep(0.1)
+        assert first in delivered(out), proc.stderr
+        assert time.monotonic() - appended < 1 + 2  # flush_interval + 2 s
+
+        # a burst of 3,000 lines with a rotation in its middle
+        burst = global_ips(600, seed=502)
+        handle = live.open("a")
+        for n in range(3000):
+            handle.write(event(burst[n % len(burst)], n) + "\n")
+            if n == 1500:
+                handle.close()
+                live.rename(tmp_path / "cowrie.json.2026-11-28")
+                handle = live.open("a")
+            if n % 100 == 0:
+                handle.flush()
+                time.sleep(0.01)
+        handle.close()
+        deadline = time.monotonic() + 30
+        while set(burst) - set(delivered(out)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert set(delivered(out)) == {first, *burst}
+    finally:
+        stopped = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    assert time.monotonic() - stopped < 3 + 2  # shutdown_timeout
+    assert proc.returncode == 0, stdout + stderr
+    assert "Traceback" not in stdout + stderr
+    # every line read exactly once: 1 + 3,000 events from as many lines
+    assert re.search(r"^3001 events from 3001 lines", stdout, re.M), stdout
+    records = delivered(out)
+    for ip in (first, *burst):
+        expected = server.expected(ip)
+        assert expected is not None
+        assert records[ip]["status"] in ("enriched", "unannounced")
+        assert records[ip]["cymru"]["asn"] == expected["asn"]  # type: ignore[index]
