@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 import sqlalchemy as sa  # noqa: E402
 
 from cowrie_enrich_plugin.addresses import Usable, classify  # noqa: E402
+from cowrie_enrich_plugin.store.schema import metadata  # noqa: E402
 from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults  # noqa: E402
 
 
@@ -66,9 +67,7 @@ def _cowrie_enrich() -> str:
 
 def _empty(db_url: str) -> None:
     engine = sa.create_engine(db_url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS pending_queue, enrichment_record"))
-        conn.execute(sa.text("DROP TABLE IF EXISTS cowrie_enrich_schema"))
+    metadata.drop_all(engine)  # every table of the store, the schema version's too
     engine.dispose()
 
 

@@ -13,6 +13,7 @@ import click
 from .cache import cache
 from .cowrie_install import cowrie_install
 from .doctor import doctor
+from .enrich import enrich
 from .ingest import ingest
 from .records import export, lookup
 
@@ -25,5 +26,5 @@ def main() -> None:
     """Enrich Cowrie honeypot attacker IPs with Team Cymru bulk whois and MaxMind GeoIP2."""
 
 
-for _command in (ingest, lookup, export, cache, doctor, cowrie_install):
+for _command in (ingest, enrich, lookup, export, cache, doctor, cowrie_install):
     main.add_command(_command)

@@ -142,7 +142,15 @@ class Flusher:
             if oldest is None and (new or skipped):
                 oldest = time.monotonic()
             due = oldest is not None and time.monotonic() - oldest >= interval
-            if len(new) >= size or len(skipped) >= size or ((force or due) and (new or skipped)):
+            # A long-lived host waits for nothing it can have now: the cache is looked
+            # at at once, and only what must go to the network waits for a batch.
+            prompt = self.config.long_lived and bool(new or skipped)
+            if (
+                prompt
+                or len(new) >= size
+                or len(skipped) >= size
+                or ((force or due) and (new or skipped))
+            ):
                 to_fetch.extend(self._handle_new(new, skipped))
                 new, skipped = [], []
             if len(to_fetch) >= size:

@@ -156,6 +156,7 @@ def test_concurrent_sensors_on_postgresql_never_deadlock(
     spec = importlib.util.spec_from_file_location("concurrent_ingest", bench)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     ips = global_ips(1500, seed=34)
     with BulkWhoisServer(faults=Faults(latency_per_batch=0.15, latency_per_ip=0.0005)) as server:

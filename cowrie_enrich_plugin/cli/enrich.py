@@ -1,0 +1,67 @@
+"""``cowrie-enrich enrich``: the streaming filter for log shippers (Logstash, Vector, ...)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ..hosts.reference import make_plugin_manager
+from ..hosts.stream import enrich_stream
+from .options import EX_INTERRUPTED, common_options, host_config, run_command, settings
+
+__all__ = ["enrich"]
+
+
+@click.command()
+@common_options
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["native", "ecs"]),
+    default="native",
+    show_default=True,
+    help='native adds "enrich": <record>; ecs adds source.* objects and "cowrie_enrich".',
+)
+@click.option(
+    "--hold",
+    type=click.FloatRange(0, 3600),
+    default=5.0,
+    show_default=True,
+    help="Seconds an event of a new address waits for its record before going out pending.",
+)
+@run_command
+def enrich(fmt: str, hold: float, **opts: Any) -> None:
+    """Read Cowrie JSON lines on stdin; write the same events, enriched, on stdout.
+
+    Every line comes out once, in order. Lines that are not events, and events
+    without a usable src_ip, pass through untouched; the counts go to stderr. It
+    runs until the end of its input, SIGINT or SIGTERM, and is a long-lived host
+    (see --help of ingest --follow for the lifecycle).
+
+    \b
+    Example:
+      tail -F /var/log/cowrie/cowrie.json | cowrie-enrich enrich --format ecs
+    """
+    config = host_config(opts, lifecycle="long-lived")
+    checked = settings(config)
+    pm = make_plugin_manager(config)
+    summary = enrich_stream(
+        sys.stdin.buffer,
+        sys.stdout.buffer,
+        config,
+        pm=pm,
+        fmt=fmt,
+        hold=hold,
+        working_set=checked.working_set,
+    )
+    click.echo(
+        f"{summary.lines} lines: {summary.enriched} events enriched, {summary.pending} "
+        f"went out pending, {summary.no_address} events without a usable src_ip and "
+        f"{summary.passed_through - summary.no_address} lines that are not events "
+        "passed through",
+        err=True,
+    )
+    if summary.interrupted:
+        sys.exit(EX_INTERRUPTED)

@@ -1,0 +1,251 @@
+"""``cowrie-enrich enrich``: a filter, Cowrie's JSON lines in, the same events out, enriched.
+
+Every line comes out once, in the order it came in. An event whose ``src_ip`` has a
+record comes out with it added (``"enrich": <record>``, or ECS objects with
+``--format ecs``); an event of an address not answered yet waits for its record at
+most ``hold`` seconds, then goes out marked pending, and the answer follows in later
+events of that address. Lines that are not events, and events without a usable
+``src_ip``, pass through untouched and are counted. The event's own bytes are kept:
+the enrichment is added after its last key, so the filter costs little more than
+reading the lines.
+
+Memory stays bounded however long the stream or the hold: at most
+:data:`MAX_WAITING` lines wait (the oldest then goes out pending), and the records
+kept for adding are bounded by ``working_set``. It is a long-lived host: pending
+addresses are retried in the background and expired records refreshed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import time
+from collections import OrderedDict, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Any, Final
+
+import pluggy
+
+from ..addresses import InvalidAddress, classify, is_usable_ipv4
+from ..counters import RunCounters
+from ..ecs import NAMESPACE, to_ecs
+from ..hookspecs import hookimpl
+from .logreader import json_loads
+from .reference import stopping_on_signals
+
+__all__ = ["MAX_WAITING", "StreamSummary", "enrich_stream"]
+
+#: Lines that may wait for records at once.
+MAX_WAITING: Final = 200_000
+_READ_BYTES: Final = 1 << 16
+_IDLE: Final = 0.05
+_NOT_EVENT: Final = object()
+
+
+@dataclass
+class StreamSummary:
+    """What a filter run did."""
+
+    lines: int = 0
+    enriched: int = 0
+    pending: int = 0
+    passed_through: int = 0
+    no_address: int = 0
+    plugin: RunCounters | None = None
+    interrupted: bool = False
+
+
+class _Records:
+    """The host side of the hooks: the newest record per address, as JSON ready to add."""
+
+    def __init__(self, fmt: str, limit: int) -> None:
+        self.fmt = fmt
+        self.limit = limit
+        self.fragments: OrderedDict[str, bytes] = OrderedDict()
+
+    @hookimpl
+    def cowrie_enrichment_ready(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Keep each record (an upsert), rendered once for every event that follows."""
+        for record in records:
+            ip = str(record["ip"])
+            self.fragments.pop(ip, None)
+            self.fragments[ip] = self.render(record)
+        while len(self.fragments) > self.limit:
+            self.fragments.popitem(last=False)
+
+    def render(self, record: Mapping[str, Any]) -> bytes:
+        """The members to add to an event, as JSON text (without braces)."""
+        if self.fmt == "ecs":
+            members = to_ecs(record)
+            return ",".join(
+                f"{json.dumps(key)}:{json.dumps(value)}" for key, value in members.items()
+            ).encode()
+        return b'"enrich":' + json.dumps(record).encode()
+
+    def pending(self, ip: str) -> bytes:
+        """The members for an address whose record is not ready."""
+        return self.render({"ip": ip, "status": "pending"})
+
+
+def enrich_stream(
+    source: IO[bytes],
+    sink: IO[bytes],
+    host_config: Mapping[str, Any],
+    *,
+    pm: pluggy.PluginManager,
+    fmt: str = "native",
+    hold: float = 5.0,
+    working_set: int = 100_000,
+) -> StreamSummary:
+    """Filter ``source`` into ``sink`` until end of input or a signal."""
+    records = _Records(fmt, working_set)
+    pm.register(records, name="enrich-filter")
+    summary = StreamSummary()
+    keys = (b'"' + NAMESPACE.encode() + b'"', b'"source"') if fmt == "ecs" else (b'"enrich"',)
+    waiting: deque[tuple[bytes, str | None, float]] = deque()
+    hook = pm.hook
+    try:
+        with stopping_on_signals(pm) as stop:
+            try:
+                hook.cowrie_ingest_start(config=host_config, pluginmanager=pm)
+                _run(source, sink, hook, records, summary, waiting, keys, hold)
+            except KeyboardInterrupt:
+                summary.interrupted = True
+            finally:
+                stop.ending = True
+                for stats in hook.cowrie_ingest_end():
+                    if isinstance(stats, Mapping):
+                        summary.plugin = RunCounters.from_mapping(stats)
+                _emit(sink, records, summary, waiting, keys, time.monotonic(), 0.0, final=True)
+                sink.flush()
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        pm.unregister(records)
+    return summary
+
+
+def _run(
+    source: IO[bytes],
+    sink: IO[bytes],
+    hook: Any,
+    records: _Records,
+    summary: StreamSummary,
+    waiting: deque[tuple[bytes, str | None, float]],
+    keys: tuple[bytes, ...],
+    hold: float,
+) -> None:
+    fd = source.fileno()
+    canonical: dict[str, str | None] = {}
+    partial = b""
+    ended = False
+    while not ended or waiting:
+        data = b""
+        if not ended:
+            ready, _, _ = select.select([fd], [], [], _IDLE if not waiting else 0.01)
+            if ready:
+                data = os.read(fd, _READ_BYTES)
+                ended = not data
+        lines = (partial + data).split(b"\n") if data else []
+        partial = lines.pop() if lines else partial
+        if ended and partial:
+            lines.append(partial)
+            partial = b""
+        now = time.monotonic()
+        events: list[dict[str, Any]] = []
+        positions: list[int] = []
+        for line in lines:
+            summary.lines += 1
+            ip: str | None = None
+            try:
+                event = json_loads(line)
+            except ValueError:
+                event = _NOT_EVENT
+            if type(event) is dict:
+                ip = _address(event.get("src_ip"), canonical)
+                if ip is None:
+                    summary.no_address += 1
+                else:
+                    events.append(event)
+                    positions.append(len(waiting))
+            waiting.append((line, ip, now))
+        # An empty chunk still lets the plugin deliver what became ready.
+        for refused in hook.cowrie_ingest_events(events=events):
+            for index, _reason in refused or ():
+                # not a usable address: the event passes through untouched
+                line, _ip, at = waiting[positions[index]]
+                waiting[positions[index]] = (line, None, at)
+                summary.no_address += 1
+        if len(waiting) > MAX_WAITING:  # the oldest go out as they are
+            _emit(sink, records, summary, waiting, keys, now, hold, final=True, keep=MAX_WAITING)
+        _emit(sink, records, summary, waiting, keys, time.monotonic(), hold)
+        sink.flush()
+
+
+def _address(value: object, canonical: dict[str, str | None]) -> str | None:
+    """The canonical address a ``src_ip`` value names (``None``: none); remembered."""
+    if not isinstance(value, str):
+        return None
+    if is_usable_ipv4(value):
+        return value
+    try:
+        return canonical[value]
+    except KeyError:
+        pass
+    verdict = classify(value)
+    ip = None if isinstance(verdict, InvalidAddress) else verdict.ip
+    if len(canonical) >= MAX_WAITING:
+        canonical.clear()
+    canonical[value] = ip
+    return ip
+
+
+def _emit(
+    sink: IO[bytes],
+    records: _Records,
+    summary: StreamSummary,
+    waiting: deque[tuple[bytes, str | None, float]],
+    keys: tuple[bytes, ...],
+    now: float,
+    hold: float,
+    *,
+    final: bool = False,
+    keep: int = 0,
+) -> None:
+    """Write the lines at the head that may go: in order, each once."""
+    fragments = records.fragments
+    out: list[bytes] = []
+    while len(waiting) > keep:
+        line, ip, arrived = waiting[0]
+        if ip is None:
+            out.append(line + b"\n")
+            summary.passed_through += 1
+        else:
+            fragment = fragments.get(ip)
+            if fragment is None:
+                if not final and now - arrived < hold:
+                    break
+                fragment = records.pending(ip)
+                summary.pending += 1
+            else:
+                summary.enriched += 1
+            out.append(_added(line, fragment, keys))
+        waiting.popleft()
+    if out:
+        sink.write(b"".join(out))
+
+
+def _added(line: bytes, fragment: bytes, keys: tuple[bytes, ...]) -> bytes:
+    """``line`` (a JSON object) with ``fragment``'s members added after its last one."""
+    body = line.rstrip()
+    if body.endswith(b"}") and not any(key in body for key in keys):
+        inner = body[:-1].rstrip()
+        joiner = b"" if inner.endswith(b"{") else b","
+        return inner + joiner + fragment + b"}\n"
+    # The event already has such a key (or is oddly written): rebuild it whole.
+    event = json_loads(line)
+    members = json_loads(b"{" + fragment + b"}")
+    event.update(members)
+    return json.dumps(event).encode() + b"\n"
