@@ -9,6 +9,7 @@ cowrie-install`` writes it and says where), and a section in ``cowrie.cfg``::
     enabled = true
     db = sqlite:////var/lib/cowrie/enrich.db
     greynoise_api_key = ...        # a source's keys as <source>_<key>
+    result_format = ecs            # "enrich" in ECS names (default: native)
 
 The keys are those of ``[plugins.enrich]``, written as Cowrie's strings and
 converted and checked the same way. The plugin is a long-lived host of the hooks:
@@ -41,6 +42,7 @@ from twisted.logger import Logger
 
 from . import hookspecs
 from .config import PLUGIN_NAME, section_from_strings
+from .ecs import to_ecs
 from .hookspecs import PROJECT_NAME, hookimpl
 from .plugin import EnrichPlugin
 
@@ -64,8 +66,9 @@ class Output(cowrie.core.output.Output):  # type: ignore[misc]
         items = {
             key: value
             for key, value in CowrieConfig.items(SECTION, raw=True)
-            if key != "enabled" and CowrieConfig.has_option(SECTION, key)
+            if key not in ("enabled", "result_format") and CowrieConfig.has_option(SECTION, key)
         }
+        self.ecs = CowrieConfig.get(SECTION, "result_format", fallback="native").strip() == "ecs"
         section = section_from_strings(items, f"[{SECTION}]")
         section.setdefault("lifecycle", "long-lived")
         self.host_config = {"plugins": {PLUGIN_NAME: section}}
@@ -117,7 +120,7 @@ class Output(cowrie.core.output.Output):  # type: ignore[misc]
             eventid=RESULT_EVENT,
             session=session,
             src_ip=src_ip,
-            enrich=dict(record),
+            enrich=to_ecs(record) if self.ecs else dict(record),
             message=(
                 f"enrich: {ip} {record['status']}"
                 + (f" AS{asn}" if asn is not None else "")

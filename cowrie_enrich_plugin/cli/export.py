@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import IO, Any, Final
 
+from ..ecs import to_ecs
 from ..record import EnrichmentRecord
 
 __all__ = ["CSV_COLUMNS", "csv_cell", "flatten", "printable", "write_csv", "write_jsonl"]
@@ -78,11 +79,12 @@ def csv_cell(value: Any) -> str:
     return text
 
 
-def write_jsonl(records: Iterable[EnrichmentRecord], stream: IO[str]) -> int:
-    """Write records as JSON lines (ASCII-escaped); return how many."""
+def write_jsonl(records: Iterable[EnrichmentRecord], stream: IO[str], *, ecs: bool = False) -> int:
+    """Write records as JSON lines (ASCII-escaped), ECS-named with ``ecs``; return how many."""
     count = 0
     for record in records:
-        stream.write(json.dumps(record.to_dict()) + "\n")
+        data = record.to_dict()
+        stream.write(json.dumps(to_ecs(data) if ecs else data) + "\n")
         count += 1
     return count
 

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from ..addresses import InvalidAddress, NonGlobal, Usable, classify
+from ..ecs import to_ecs
 from .export import printable
 from .options import (
     EX_TEMPFAIL,
@@ -26,8 +27,11 @@ __all__ = ["export", "lookup"]
 @click.command()
 @click.argument("ips", nargs=-1, required=True)
 @common_options
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "ecs"]), default="jsonl", show_default=True
+)
 @run_command
-def lookup(ips: tuple[str, ...], **opts: Any) -> None:
+def lookup(ips: tuple[str, ...], fmt: str, **opts: Any) -> None:
     """Enrich the given addresses now (cache first) and print their records as JSON lines.
 
     \b
@@ -52,7 +56,7 @@ def lookup(ips: tuple[str, ...], **opts: Any) -> None:
         found = {record["ip"]: record for record in enrich_now(engine, usable, skipped)}
     records = [found[ip] for ip in dict.fromkeys(order)]
     for record in records:
-        click.echo(json.dumps(record))
+        click.echo(json.dumps(to_ecs(record) if fmt == "ecs" else record))
     pending = sum(record["status"] == "pending" for record in records)
     if pending:
         click.echo(f"{pending} address(es) pending: the whois server did not answer", err=True)
@@ -62,7 +66,12 @@ def lookup(ips: tuple[str, ...], **opts: Any) -> None:
 @click.command()
 @common_options
 @click.option(
-    "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv", "ecs"]),
+    default="jsonl",
+    show_default=True,
+    help="JSON lines, CSV, or JSON lines in Elastic Common Schema names.",
 )
 @click.option(
     "--output",
@@ -90,6 +99,6 @@ def export(fmt: str, output: str, **opts: Any) -> None:
         if fmt == "csv":
             count = write_csv(records, stream, sources)
         else:
-            count = write_jsonl(records, stream)
+            count = write_jsonl(records, stream, ecs=fmt == "ecs")
     if output != "-":
         click.echo(f"{count} records written to {output}")

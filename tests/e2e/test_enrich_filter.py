@@ -1,0 +1,132 @@
+"""``cowrie-enrich enrich`` as a log shipper runs it: a pipe, held open, and real logs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import select
+import subprocess
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+import sqlalchemy as sa
+
+from cowrie_enrich_plugin.testing import BulkWhoisServer
+
+from ..conftest import global_ips, shared_data, write_log
+from .test_processes import clean_env, cowrie_enrich
+
+pytestmark = pytest.mark.slow
+
+
+def options(server: BulkWhoisServer, db: str) -> list[str]:
+    host, port = server.address
+    return ["--db", db, "--cymru", f"{host}:{port}"]
+
+
+class Lines:
+    """Lines of a pipe as they arrive (no buffering hides one from ``select``)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.fd = stream.fileno()
+        self.buffer = b""
+
+    def next(self, within: float) -> tuple[str, float]:
+        """The next line and how long it took, or fail after ``within`` seconds."""
+        started = time.monotonic()
+        while b"\n" not in self.buffer:
+            left = within - (time.monotonic() - started)
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, left))
+            assert ready, f"no line within {within} s"
+            self.buffer += os.read(self.fd, 65536)
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode() + "\n", time.monotonic() - started
+
+
+def test_a_pipe_held_open(server: BulkWhoisServer, tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'f.db'}"
+    cached, new = global_ips(2, seed=701)
+    warm = write_log(tmp_path / "warm.json", [cached])
+    subprocess.run(
+        [cowrie_enrich(), "ingest", str(warm), *options(server, db)], env=clean_env(), check=True
+    )
+    hold = 1.0
+    proc = subprocess.Popen(
+        [cowrie_enrich(), "enrich", "--hold", str(hold), *options(server, db)],
+        env=clean_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    out = Lines(proc.stdout)
+
+    def send(text: str) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(text.encode())
+        proc.stdin.flush()
+
+    try:
+        # the filter is running (its worker started, its store open)
+        send("warming up\n")
+        out.next(10)
+        time.sleep(1.0)
+        send(json.dumps({"eventid": "a", "src_ip": cached}) + "\n")
+        line, took = out.next(5)
+        assert took < 0.5, took
+        assert json.loads(line)["enrich"]["status"] == "enriched"
+        send(json.dumps({"eventid": "b", "src_ip": new}) + "\nnot an event\n")
+        line, took = out.next(hold + 5)
+        assert took < hold + 1, took
+        assert json.loads(line)["enrich"] == {"ip": new, "status": "pending"}
+        passed, _took = out.next(1)
+        assert passed == "not an event\n"
+    finally:
+        proc.stdin.close()  # the end of input: the filter finishes and exits
+        proc.wait(timeout=30)
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    assert proc.returncode == 0, err
+    assert "2 lines that are not events passed through" in err
+
+
+def test_real_logs_come_out_whole_in_order_and_enriched(
+    server: BulkWhoisServer, tmp_path: Path
+) -> None:
+    logs = sorted(shared_data("cowrie-logs-2018").glob("*.gz"))
+    db = f"sqlite:///{tmp_path / 'real.db'}"
+    warm = subprocess.run(
+        [cowrie_enrich(), "ingest", *map(str, logs), *options(server, db)],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert warm.returncode == 0, warm.stdout + warm.stderr
+    lines = b"".join(gzip.decompress(path.read_bytes()) for path in logs).splitlines()
+    assert len(lines) == 102_686
+    server.reset_log()
+    done = subprocess.run(
+        [cowrie_enrich(), "enrich", *options(server, db)],
+        env=clean_env(),
+        input=b"\n".join(lines) + b"\n",
+        capture_output=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert len(out) == len(lines)
+    engine = sa.create_engine(db)
+    with engine.connect() as conn:
+        stored: dict[str, Any] = dict(
+            conn.execute(sa.text("SELECT ip, status FROM enrichment_record")).all()
+        )
+    engine.dispose()
+    for raw, enriched in zip(lines, out, strict=True):
+        event, result = json.loads(raw), json.loads(enriched)
+        record = result.pop("enrich")
+        assert result == event  # the same event, in the same place, untouched
+        assert record["ip"] == event["src_ip"] and record["status"] == stored[event["src_ip"]]
+    assert not server.requests  # a warm cache: nothing asked
