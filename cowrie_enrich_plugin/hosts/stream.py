@@ -28,7 +28,7 @@ from typing import IO, Any, Final
 
 import pluggy
 
-from ..addresses import InvalidAddress, classify, is_usable_ipv4
+from ..addresses import InvalidAddress, classify
 from ..counters import RunCounters
 from ..ecs import NAMESPACE, to_ecs
 from ..hookspecs import hookimpl
@@ -156,21 +156,26 @@ def _run(
         now = time.monotonic()
         events: list[dict[str, Any]] = []
         positions: list[int] = []
+        append, remember = waiting.append, canonical.get
+        summary.lines += len(lines)
         for line in lines:
-            summary.lines += 1
-            ip: str | None = None
             try:
                 event = json_loads(line)
             except ValueError:
-                event = _NOT_EVENT
+                append((line, None, now))
+                continue
+            ip = None
             if type(event) is dict:
-                ip = _address(event.get("src_ip"), canonical)
+                value = event.get("src_ip")
+                ip = remember(value) if type(value) is str else None
+                if ip is None:
+                    ip = _address(value, canonical)
                 if ip is None:
                     summary.no_address += 1
                 else:
                     events.append(event)
                     positions.append(len(waiting))
-            waiting.append((line, ip, now))
+            append((line, ip, now))
         # An empty chunk still lets the plugin deliver what became ready.
         for refused in hook.cowrie_ingest_events(events=events):
             for index, _reason in refused or ():
@@ -188,12 +193,8 @@ def _address(value: object, canonical: dict[str, str | None]) -> str | None:
     """The canonical address a ``src_ip`` value names (``None``: none); remembered."""
     if not isinstance(value, str):
         return None
-    if is_usable_ipv4(value):
-        return value
-    try:
+    if value in canonical:
         return canonical[value]
-    except KeyError:
-        pass
     verdict = classify(value)
     ip = None if isinstance(verdict, InvalidAddress) else verdict.ip
     if len(canonical) >= MAX_WAITING:
@@ -217,22 +218,32 @@ def _emit(
     """Write the lines at the head that may go: in order, each once."""
     fragments = records.fragments
     out: list[bytes] = []
+    add = out.append
+    head, pop = waiting.__getitem__, waiting.popleft
+    key = keys[0]
+    enriched = passed = pending = 0
     while len(waiting) > keep:
-        line, ip, arrived = waiting[0]
+        line, ip, arrived = head(0)
         if ip is None:
-            out.append(line + b"\n")
-            summary.passed_through += 1
+            add(line + b"\n")
+            passed += 1
         else:
             fragment = fragments.get(ip)
             if fragment is None:
                 if not final and now - arrived < hold:
                     break
                 fragment = records.pending(ip)
-                summary.pending += 1
+                pending += 1
             else:
-                summary.enriched += 1
-            out.append(_added(line, fragment, keys))
-        waiting.popleft()
+                enriched += 1
+            if line[-1:] == b"}" and key not in line and len(keys) == 1 and line[-2:] != b"{}":
+                add(line[:-1] + b"," + fragment + b"}\n")  # the common case, inline
+            else:
+                add(_added(line, fragment, keys))
+        pop()
+    summary.enriched += enriched
+    summary.passed_through += passed
+    summary.pending += pending
     if out:
         sink.write(b"".join(out))
 
