@@ -83,6 +83,11 @@ class Collector:
         self._remote = RunCounters()
         self._done = False
         self._interrupted = False
+        self._metrics: Any = None
+        if config.metrics_listen and config.long_lived:
+            from .metrics import serve_metrics
+
+            self._metrics = serve_metrics(config.metrics_listen, self.stats)
 
     # -- the host's thread ----------------------------------------------------------
 
@@ -255,6 +260,9 @@ class Collector:
         finally:
             self._done = True
             transport.close()
+            if self._metrics is not None:
+                self._metrics.shutdown()
+                self._metrics = None
         return self.stats()
 
     def _end_bound(self) -> float:

@@ -85,6 +85,8 @@ class EnrichConfig:
     #: A long-lived run's first background retry of a pending address, in seconds;
     #: each further failure doubles it, up to 16 times.
     retry_interval: float = 300.0
+    #: ``host:port`` of a Prometheus ``/metrics`` endpoint for long-lived runs (empty: off).
+    metrics_listen: str | None = None
     #: The enabled sources besides Cymru and MaxMind: (name, ((key, value), ...)).
     #: (Not in the repr: a source's settings may hold an API key.)
     sources: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = field(default=(), repr=False)
@@ -136,11 +138,21 @@ _RULES: Final[Mapping[str, Setting]] = {
     "lifecycle": Setting(str, choices=("batch", "long-lived")),
     "working_set": Setting(int, low=1000, high=100_000_000),
     "retry_interval": Setting(float, low=0, high=86_400, low_open=True),
+    "metrics_listen": Setting(str, optional=True),
 }
 
 
 def _check(key: str, value: object, where: str) -> Any:
     value = check_value(key, _RULES[key], value, where)
+    if key == "metrics_listen" and value is not None:
+        host, sep, port = str(value).rpartition(":")
+        if (
+            not sep
+            or not port.isdigit()
+            or not 0 < int(port) < 65536
+            or not _bare_host(host.strip("[]") or "127.0.0.1")
+        ):
+            raise ConfigError(f"{where}: metrics_listen = {value!r} must be HOST:PORT")
     if key == "cymru_host" and not _bare_host(str(value)):
         raise ConfigError(f"{where}: cymru_host = {value!r} must be a bare host name or address")
     return value

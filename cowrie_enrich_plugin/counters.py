@@ -10,10 +10,14 @@ added field by field. ``cowrie_ingest_end`` returns :meth:`RunCounters.to_dict`
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Final
 
-__all__ = ["RunCounters", "WhoisCounters"]
+__all__ = ["BATCH_SECONDS_BUCKETS", "RunCounters", "WhoisCounters"]
+
+
+#: Upper bounds, in seconds, of the whois batch duration histogram's buckets (+Inf last).
+BATCH_SECONDS_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
 @dataclass
@@ -26,6 +30,18 @@ class WhoisCounters:
     retries: int = 0
     failed_batches: int = 0
     circuit_opened: int = 0
+    #: batches per duration bucket (:data:`BATCH_SECONDS_BUCKETS`, then +Inf)
+    batch_seconds: list[int] = field(default_factory=lambda: [0] * (len(BATCH_SECONDS_BUCKETS) + 1))
+    batch_seconds_sum: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """Count one batch's duration."""
+        index = next(
+            (i for i, bound in enumerate(BATCH_SECONDS_BUCKETS) if seconds <= bound),
+            len(BATCH_SECONDS_BUCKETS),
+        )
+        self.batch_seconds[index] += 1
+        self.batch_seconds_sum += seconds
 
 
 @dataclass
@@ -65,11 +81,37 @@ class RunCounters:
     source_requests: int = 0
     #: extra sources' sections left pending (asked again later)
     source_pending: int = 0
+    #: per extra source: (name, requests, sections left pending)
+    sources: tuple[tuple[str, int, int], ...] = ()
+    #: whois batches per duration bucket (``BATCH_SECONDS_BUCKETS``, then +Inf), and the sum
+    whois_batch_seconds: tuple[int, ...] = ()
+    whois_batch_seconds_sum: float = 0.0
+    #: gauge: 1 while the whois circuit breaker is open
+    circuit_open: int = 0
+    #: gauge: addresses pending in the store now (as of the engine's last look)
+    pending_now: int = 0
 
     def __add__(self, other: RunCounters) -> RunCounters:
-        return RunCounters(
-            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
-        )
+        values: dict[str, Any] = {}
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if f.name == "sources":
+                merged: dict[str, tuple[int, int]] = {}
+                for name, requests, pending in (*mine, *theirs):
+                    before = merged.get(name, (0, 0))
+                    merged[name] = (before[0] + requests, before[1] + pending)
+                values[f.name] = tuple((n, r, p) for n, (r, p) in sorted(merged.items()))
+            elif isinstance(mine, tuple):
+                longest = max(len(mine), len(theirs))
+                padded = zip(
+                    (*mine, *[0] * (longest - len(mine))),
+                    (*theirs, *[0] * (longest - len(theirs))),
+                    strict=True,
+                )
+                values[f.name] = tuple(a + b for a, b in padded)
+            else:
+                values[f.name] = mine + theirs
+        return RunCounters(**values)
 
     def add_whois(self, whois: WhoisCounters) -> None:
         """Add a whois client's counters under their run names."""
@@ -79,13 +121,30 @@ class RunCounters:
         self.retries += whois.retries
         self.failed_batches += whois.failed_batches
         self.circuit_opened += whois.circuit_opened
+        self.whois_batch_seconds = tuple(whois.batch_seconds)
+        self.whois_batch_seconds_sum += whois.batch_seconds_sum
 
-    def to_dict(self) -> dict[str, int]:
-        """The counters as a plain mapping (the hook's return value)."""
-        return asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        """The counters as a plain, JSON-ready mapping (the hook's return value)."""
+        data = asdict(self)
+        data["sources"] = [list(item) for item in self.sources]
+        data["whois_batch_seconds"] = list(self.whois_batch_seconds)
+        return data
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RunCounters:
         """Counters from a mapping a hook returned; unknown keys are left out."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: int(v) for k, v in values.items() if k in names})
+        template = cls()
+        kinds = {f.name: type(getattr(template, f.name)) for f in fields(cls)}
+        found: dict[str, Any] = {}
+        for key, value in values.items():
+            kind = kinds.get(key)
+            if kind is None:
+                continue
+            if key == "sources":
+                found[key] = tuple((str(n), int(r), int(p)) for n, r, p in value)
+            elif kind is tuple:
+                found[key] = tuple(int(v) for v in value)
+            else:
+                found[key] = kind(value)
+        return cls(**found)

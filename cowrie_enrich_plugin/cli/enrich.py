@@ -7,9 +7,18 @@ from typing import Any
 
 import click
 
+from ..counters import RunCounters
 from ..hosts.reference import make_plugin_manager
-from ..hosts.stream import enrich_stream
-from .options import EX_INTERRUPTED, common_options, host_config, run_command, settings
+from ..hosts.stream import StreamSummary, enrich_stream
+from .options import (
+    EX_INTERRUPTED,
+    common_options,
+    host_config,
+    run_command,
+    run_file_options,
+    settings,
+)
+from .reporting import RunFiles
 
 __all__ = ["enrich"]
 
@@ -31,8 +40,11 @@ __all__ = ["enrich"]
     show_default=True,
     help="Seconds an event of a new address waits for its record before going out pending.",
 )
+@run_file_options
 @run_command
-def enrich(fmt: str, hold: float, **opts: Any) -> None:
+def enrich(
+    fmt: str, hold: float, status_file: str | None, metrics_file: str | None, **opts: Any
+) -> None:
     """Read Cowrie JSON lines on stdin; write the same events, enriched, on stdout.
 
     Every line comes out once, in order. Lines that are not events, and events
@@ -47,6 +59,7 @@ def enrich(fmt: str, hold: float, **opts: Any) -> None:
     config = host_config(opts, lifecycle="long-lived")
     checked = settings(config)
     pm = make_plugin_manager(config)
+    files = RunFiles("enrich", status_file, metrics_file)
     summary = enrich_stream(
         sys.stdin.buffer,
         sys.stdout.buffer,
@@ -55,6 +68,12 @@ def enrich(fmt: str, hold: float, **opts: Any) -> None:
         fmt=fmt,
         hold=hold,
         working_set=checked.working_set,
+        progress=lambda s, stats: files.update(_facts(s), stats),
+    )
+    files.finish(
+        "interrupted" if summary.interrupted else "done",
+        _facts(summary),
+        summary.plugin or RunCounters(),
     )
     click.echo(
         f"{summary.lines} lines: {summary.enriched} events enriched, {summary.pending} "
@@ -65,3 +84,12 @@ def enrich(fmt: str, hold: float, **opts: Any) -> None:
     )
     if summary.interrupted:
         sys.exit(EX_INTERRUPTED)
+
+
+def _facts(summary: StreamSummary) -> dict[str, Any]:
+    return {
+        "lines": summary.lines,
+        "enriched": summary.enriched,
+        "went_out_pending": summary.pending,
+        "passed_through": summary.passed_through,
+    }

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from ..config import PLUGIN_NAME, plugin_enabled
+from ..counters import RunCounters
 from ..hosts.reference import IngestSummary, make_plugin_manager, run_ingest
 from .export import printable
 from .options import (
@@ -20,9 +21,11 @@ from .options import (
     host_config,
     output_stream,
     run_command,
+    run_file_options,
     settings,
 )
 from .progress import TerminalProgress
+from .reporting import RunFiles
 
 __all__ = ["ingest"]
 
@@ -44,6 +47,7 @@ logger = logging.getLogger("cowrie_enrich_plugin")
     is_flag=True,
     help="Follow one growing cowrie.json across rotation until SIGINT or SIGTERM.",
 )
+@run_file_options
 @run_command
 def ingest(
     paths: tuple[str, ...],
@@ -51,6 +55,8 @@ def ingest(
     concurrency: int | None,
     output: str | None,
     follow: bool,
+    status_file: str | None,
+    metrics_file: str | None,
     **opts: Any,
 ) -> None:
     """Read Cowrie logs, enrich every new attacker IP, and store the records.
@@ -76,23 +82,49 @@ def ingest(
             PLUGIN_NAME,
         )
     pm = make_plugin_manager(config)
+    files = RunFiles("ingest", status_file, metrics_file)
     if follow:
         from ..hosts.live import follow as follow_file
 
         with output_stream(output) as stream:
-            summary = follow_file(paths[0], config, pm=pm, output=stream)
+            summary = follow_file(
+                paths[0],
+                config,
+                pm=pm,
+                output=stream,
+                progress=lambda s, stats: files.update(_facts(s), stats),
+            )
+        files.finish("stopped", _facts(summary), summary.plugin)
         _report(summary, err=output == "-")
         sys.exit(0)  # stopped as asked; what is pending is resolved after the next start
-    progress = TerminalProgress() if sys.stderr.isatty() and not opts.get("quiet") else None
+    terminal = TerminalProgress() if sys.stderr.isatty() and not opts.get("quiet") else None
+
+    def progress(summary: IngestSummary, stats: RunCounters) -> None:
+        if terminal is not None:
+            terminal(summary, stats)
+        files.update(_facts(summary), stats)
+
     with output_stream(output) as stream:
         try:
             summary = run_ingest(paths, config, pm=pm, output=stream, progress=progress)
         except ValueError as exc:  # a plugin refused its settings at start
             raise ConfigFailure(str(exc)) from exc
         finally:
-            if progress is not None:
-                progress.clear()
-    sys.exit(_report(summary, err=output == "-"))
+            if terminal is not None:
+                terminal.clear()
+    code = _report(summary, err=output == "-")
+    state = {0: "done", EX_TEMPFAIL: "pending", EX_INTERRUPTED: "interrupted"}.get(code, "failed")
+    files.finish(state, _facts(summary), summary.plugin)
+    sys.exit(code)
+
+
+def _facts(summary: IngestSummary) -> dict[str, Any]:
+    return {
+        "events": summary.events,
+        "lines": summary.lines,
+        "bad_lines": summary.bad_lines,
+        "delivered": summary.delivered,
+    }
 
 
 def _report(summary: IngestSummary, *, err: bool) -> int:

@@ -36,6 +36,7 @@ __all__ = [
     "host_config",
     "output_stream",
     "run_command",
+    "run_file_options",
     "settings",
 ]
 
@@ -106,6 +107,26 @@ def common_options(func: _F) -> _F:
         ),
         click.option("-v", "--verbose", count=True, help="More logging (-vv for debug)."),
         click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def run_file_options(func: _F) -> _F:
+    """``--status-file`` and ``--metrics-file`` (see :mod:`.reporting`)."""
+    options = [
+        click.option(
+            "--status-file",
+            type=click.Path(dir_okay=False),
+            help="JSON status, rewritten atomically about once a second while the run goes on.",
+        ),
+        click.option(
+            "--metrics-file",
+            type=click.Path(dir_okay=False),
+            help="Prometheus textfile-collector metrics, written atomically at the end "
+            "(and every 15 s in long-lived runs).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)

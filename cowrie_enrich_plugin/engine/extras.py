@@ -37,6 +37,7 @@ class ExtraSources:
         self._lock = threading.Lock()
         self.requests = 0
         self.pending = 0
+        self._by_source: dict[str, tuple[int, int]] = {name: (0, 0) for name in self.sources}
 
     @classmethod
     def open(cls, config: EnrichConfig) -> ExtraSources:
@@ -96,10 +97,18 @@ class ExtraSources:
             else:
                 why = result.pending.get(ip, "not answered")
                 parts[ip] = SourcePart(PartStatus.PENDING, error=why)
+        left = sum(p.status is PartStatus.PENDING for p in parts.values())
         with self._lock:
             self.requests += result.requests
-            self.pending += sum(p.status is PartStatus.PENDING for p in parts.values())
+            self.pending += left
+            requests, pending = self._by_source[name]
+            self._by_source[name] = (requests + result.requests, pending + left)
         return parts
+
+    def per_source(self) -> tuple[tuple[str, int, int], ...]:
+        """(name, requests, sections left pending) for each source."""
+        with self._lock:
+            return tuple((name, r, p) for name, (r, p) in self._by_source.items())
 
 
 def _answered(

@@ -187,6 +187,7 @@ class Flusher:
         try:
             store, names = self.enricher.store, self.enricher.extras.names
             due = store.due_pending(limit=limit) + due_pending_parts(store, names, limit)
+            self.enricher.pending_now = store.pending_count()
         except StoreError as exc:
             self._store_failed(exc, 0)
             return []

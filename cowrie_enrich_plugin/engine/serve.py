@@ -11,6 +11,7 @@ terminal sends to the whole process group, and leaves the host to decide.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import queue
@@ -99,6 +100,8 @@ def serve(
         flusher.run(inbox, on_idle=idle)
     finally:
         engine.release_leases()
+        with contextlib.suppress(StoreError):  # the gauge keeps its last value
+            engine.pending_now = engine.store.pending_count()
         send(Done(flusher.counters()))
         engine.close()
 

@@ -76,6 +76,8 @@ class Enricher:
         self.client = client
         self.extras = extras or ExtraSources({})
         self._counts = RunCounters()
+        #: addresses pending in the store, as of the last look (long-lived runs look)
+        self.pending_now = 0
         self._counts_lock = threading.Lock()
         self._released = False
 
@@ -278,7 +280,10 @@ class Enricher:
         """The steps' and the whois client's counters so far."""
         with self._counts_lock:
             result = dataclasses.replace(self._counts)
-        result.add_whois(self.client.stats)
+        result.add_whois(self.client.snapshot())
+        result.circuit_open = int(self.client.circuit_is_open)
         result.source_requests = self.extras.requests
         result.source_pending = self.extras.pending
+        result.sources = self.extras.per_source()
+        result.pending_now = self.pending_now
         return result

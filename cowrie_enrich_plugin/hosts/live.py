@@ -18,7 +18,14 @@ import pluggy
 from ..counters import RunCounters
 from .follow import FollowedFile, Line
 from .logreader import LogProblem, parse_event
-from .reference import CHECKPOINT_SECONDS, IngestSummary, RecordSink, stopping_on_signals
+from .reference import (
+    CHECKPOINT_SECONDS,
+    IngestSummary,
+    Progress,
+    RecordSink,
+    live_stats,
+    stopping_on_signals,
+)
 
 __all__ = ["follow"]
 
@@ -34,6 +41,7 @@ def follow(
     *,
     pm: pluggy.PluginManager,
     output: IO[str] | None = None,
+    progress: Progress | None = None,
 ) -> IngestSummary:
     """Follow ``path`` until a signal; return what the run did.
 
@@ -49,7 +57,7 @@ def follow(
         with stopping_on_signals(pm) as stop:
             try:
                 hook.cowrie_ingest_start(config=host_config, pluginmanager=pm)
-                _loop(followed, pm, summary, sink, output)
+                _loop(followed, pm, summary, sink, output, progress)
             except KeyboardInterrupt:
                 pass  # the way a follower is stopped
             finally:
@@ -75,6 +83,7 @@ def _loop(
     summary: IngestSummary,
     sink: RecordSink,
     output: IO[str] | None,
+    progress: Progress | None,
 ) -> None:
     hook = pm.hook
     next_checkpoint = time.monotonic() + CHECKPOINT_SECONDS
@@ -99,6 +108,9 @@ def _loop(
         if time.monotonic() >= next_checkpoint:
             hook.cowrie_ingest_checkpoint()
             next_checkpoint = time.monotonic() + CHECKPOINT_SECONDS
+        if progress is not None:
+            summary.delivered = sink.count
+            progress(summary, live_stats(pm))
         if not lines:
             time.sleep(_IDLE_SECONDS)
 

@@ -211,7 +211,7 @@ def _ingest(
                 next_checkpoint = time.monotonic() + CHECKPOINT_SECONDS
             if progress is not None and time.monotonic() >= next_progress:
                 summary.delivered = sink.count
-                progress(summary, _live_stats(manager))
+                progress(summary, live_stats(manager))
                 next_progress = time.monotonic() + progress_every
     finally:
         stop.ending = True  # a signal from now on only tells the plugins to hurry
@@ -240,7 +240,7 @@ def _progress_while(
     def tick() -> None:
         while not stop.wait(every):
             summary.delivered = sink.count
-            progress(summary, _live_stats(pm))
+            progress(summary, live_stats(pm))
 
     thread = threading.Thread(target=tick, name="cowrie-enrich-progress", daemon=True)
     thread.start()
@@ -251,7 +251,7 @@ def _progress_while(
         thread.join()
 
 
-def _live_stats(pm: pluggy.PluginManager) -> RunCounters:
+def live_stats(pm: pluggy.PluginManager) -> RunCounters:
     """The plugins' counters mid-run, through the progress hook."""
     total = RunCounters()
     for stats in pm.hook.cowrie_ingest_progress():

@@ -22,7 +22,7 @@ import os
 import select
 import time
 from collections import OrderedDict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Final
 
@@ -33,7 +33,7 @@ from ..counters import RunCounters
 from ..ecs import NAMESPACE, to_ecs
 from ..hookspecs import hookimpl
 from .logreader import json_loads
-from .reference import stopping_on_signals
+from .reference import live_stats, stopping_on_signals
 
 __all__ = ["MAX_WAITING", "StreamSummary", "enrich_stream"]
 
@@ -98,6 +98,7 @@ def enrich_stream(
     fmt: str = "native",
     hold: float = 5.0,
     working_set: int = 100_000,
+    progress: Callable[[StreamSummary, RunCounters], None] | None = None,
 ) -> StreamSummary:
     """Filter ``source`` into ``sink`` until end of input or a signal."""
     records = _Records(fmt, working_set)
@@ -110,7 +111,7 @@ def enrich_stream(
         with stopping_on_signals(pm) as stop:
             try:
                 hook.cowrie_ingest_start(config=host_config, pluginmanager=pm)
-                _run(source, sink, hook, records, summary, waiting, keys, hold)
+                _run(source, sink, pm, records, summary, waiting, keys, hold, progress)
             except KeyboardInterrupt:
                 summary.interrupted = True
             finally:
@@ -130,13 +131,15 @@ def enrich_stream(
 def _run(
     source: IO[bytes],
     sink: IO[bytes],
-    hook: Any,
+    pm: pluggy.PluginManager,
     records: _Records,
     summary: StreamSummary,
     waiting: deque[tuple[bytes, str | None, float]],
     keys: tuple[bytes, ...],
     hold: float,
+    progress: Callable[[StreamSummary, RunCounters], None] | None,
 ) -> None:
+    hook = pm.hook
     fd = source.fileno()
     canonical: dict[str, str | None] = {}
     partial = b""
@@ -187,6 +190,8 @@ def _run(
             _emit(sink, records, summary, waiting, keys, now, hold, final=True, keep=MAX_WAITING)
         _emit(sink, records, summary, waiting, keys, time.monotonic(), hold)
         sink.flush()
+        if progress is not None:
+            progress(summary, live_stats(pm))
 
 
 def _address(value: object, canonical: dict[str, str | None]) -> str | None:

@@ -171,6 +171,11 @@ class Store:
         )
         return self._run(lambda conn: [row[0] for row in conn.execute(query)])
 
+    def pending_count(self) -> int:
+        """How many addresses are queued (pending) now."""
+        query = sa.select(sa.func.count()).select_from(pending_queue)
+        return int(self._run(lambda conn: conn.execute(query).scalar_one()))
+
     # -- leases -------------------------------------------------------------------------
 
     def claim(

@@ -11,6 +11,7 @@ batches fail at once, without touching the network, until a cool-down passes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import threading
@@ -151,6 +152,7 @@ class BulkWhoisClient:
             result.attempts += 1
             self._attempt(remaining, result)
 
+        started = time.monotonic()
         try:
             self._retrying.copy()(attempt)
         except WhoisError as exc:
@@ -166,7 +168,22 @@ class BulkWhoisClient:
             self._record_success()
         with self._lock:
             self.stats.batches += 1
+            self.stats.observe(time.monotonic() - started)
         return result
+
+    def snapshot(self) -> WhoisCounters:
+        """A copy of the counters, taken whole."""
+        with self._lock:
+            return dataclasses.replace(self.stats, batch_seconds=list(self.stats.batch_seconds))
+
+    @property
+    def circuit_is_open(self) -> bool:
+        """Whether the breaker stops batches now (a gauge for the metrics)."""
+        with self._lock:
+            return (
+                self._consecutive_failures >= self.breaker_threshold
+                and time.monotonic() < self._open_until
+            )
 
     def _attempt(self, remaining: list[str], result: BatchResult) -> None:
         """Send one request for ``remaining``; keep what was answered; raise if short."""

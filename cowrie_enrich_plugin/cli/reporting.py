@@ -1,0 +1,95 @@
+"""``--status-file`` and ``--metrics-file``: a run's state where other programs can read it.
+
+The status file is JSON, rewritten (atomically: a temporary file, then a rename)
+about once a second while the run goes on, and a last time at its end, for people
+without Prometheus. The metrics file is Prometheus's textfile-collector format,
+written atomically at the end of the run and, for long-lived runs, every 15 seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Final
+
+from ..counters import RunCounters
+from .options import Failure
+
+__all__ = ["RunFiles"]
+
+_STATUS_EVERY: Final = 1.0
+_METRICS_EVERY: Final = 15.0
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class RunFiles:
+    """The status and metrics files of one run (either may be ``None``)."""
+
+    def __init__(self, command: str, status_file: str | None, metrics_file: str | None) -> None:
+        self.command = command
+        self.status_file = status_file
+        self.metrics_file = metrics_file
+        self.started_at = _now()
+        self._next_status = 0.0
+        self._next_metrics = time.monotonic() + _METRICS_EVERY
+        for path in (status_file, metrics_file):
+            if path is not None and not Path(path).resolve().parent.is_dir():
+                raise Failure(f"cannot write {path}: its folder does not exist")
+
+    def update(self, facts: dict[str, Any], counters: RunCounters) -> None:
+        """While the run goes on (called often; writes about once a second)."""
+        now = time.monotonic()
+        if self.status_file is not None and now >= self._next_status:
+            self._next_status = now + _STATUS_EVERY
+            self._write_status("running", facts, counters)
+        if self.metrics_file is not None and now >= self._next_metrics:
+            self._next_metrics = now + _METRICS_EVERY
+            self._write_metrics(counters)
+
+    def finish(self, state: str, facts: dict[str, Any], counters: RunCounters) -> None:
+        """At the end: ``done``, ``pending`` or ``interrupted``."""
+        if self.status_file is not None:
+            self._write_status(state, facts, counters)
+        if self.metrics_file is not None:
+            self._write_metrics(counters)
+
+    def _write_status(self, state: str, facts: dict[str, Any], counters: RunCounters) -> None:
+        assert self.status_file is not None
+        document = {
+            "command": self.command,
+            "pid": os.getpid(),
+            "state": state,
+            "started_at": self.started_at,
+            "updated_at": _now(),
+            **facts,
+            "pending_now": counters.pending_now,
+            "counters": counters.to_dict(),
+        }
+        _replace(self.status_file, json.dumps(document, indent=1) + "\n")
+
+    def _write_metrics(self, counters: RunCounters) -> None:
+        assert self.metrics_file is not None
+        from ..metrics import write_metrics_file
+
+        write_metrics_file(self.metrics_file, counters)
+
+
+def _replace(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, whole."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".status-", dir=folder)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise

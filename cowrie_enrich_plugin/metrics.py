@@ -1,0 +1,129 @@
+"""The run's counters as Prometheus metrics: an opt-in ``/metrics`` endpoint, or a textfile.
+
+Everything comes from one :class:`~.counters.RunCounters` snapshot, read when
+Prometheus scrapes (or when the file is written), so the numbers are the plugin's
+own, not a second bookkeeping. Long-lived hosts set ``metrics_listen`` (loopback by
+default); cron runs write ``--metrics-file`` for node_exporter's textfile collector,
+atomically, at the end of the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Final
+
+from prometheus_client import CollectorRegistry, start_http_server, write_to_textfile
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from .counters import BATCH_SECONDS_BUCKETS, RunCounters
+
+__all__ = ["PREFIX", "registry_for", "serve_metrics", "write_metrics_file"]
+
+PREFIX: Final = "cowrie_enrich"
+
+#: (metric, help, counter field) of the plain counters.
+_COUNTERS: Final = (
+    ("events", "Events handed to the plugin.", "events"),
+    ("bad_src_ip", "Events whose src_ip was refused.", "bad_src_ip"),
+    ("addresses_seen", "Distinct usable addresses first seen in this run.", "new_ips"),
+    ("skipped", "Addresses that are not globally routable (never sent).", "skipped"),
+    ("cache_hits", "Addresses answered from a fresh stored record.", "cache_hits"),
+    ("stale_refreshed", "Stored records that were stale and asked again.", "stale_refreshed"),
+    ("resolved", "Addresses whois answered.", "resolved"),
+    ("pending_outcomes", "Times an address was left pending.", "pending"),
+    ("leased_elsewhere", "Addresses another process had leased.", "leased_elsewhere"),
+    ("delivered", "Records delivered to the host.", "delivered"),
+    ("whois_connections", "Connections to the whois server.", "whois_connections"),
+    ("whois_addresses_sent", "Addresses sent to the whois server.", "ips_sent"),
+    ("whois_retries", "Whois batch attempts retried.", "retries"),
+    ("circuit_breaker_opened", "Times the whois circuit breaker opened.", "circuit_opened"),
+    ("errors", "Internal errors.", "errors"),
+    ("unsaved", "Addresses the database could not record.", "unsaved"),
+)
+
+
+class _RunCollector:
+    """A prometheus_client collector over the current snapshot of the counters."""
+
+    def __init__(self, snapshot: Callable[[], RunCounters]) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        """Every metric, from one snapshot."""
+        stats = self.snapshot()
+        for name, text, field in _COUNTERS:
+            yield CounterMetricFamily(f"{PREFIX}_{name}", text, value=getattr(stats, field))
+        batches = CounterMetricFamily(
+            f"{PREFIX}_whois_batches", "Whois batches by outcome.", labels=["outcome"]
+        )
+        batches.add_metric(["answered"], max(0, stats.batches_sent - stats.failed_batches))
+        batches.add_metric(["failed"], stats.failed_batches)
+        yield batches
+        counts = list(stats.whois_batch_seconds) or [0] * (len(BATCH_SECONDS_BUCKETS) + 1)
+        cumulative, buckets = 0, []
+        for bound, count in zip((*map(str, BATCH_SECONDS_BUCKETS), "+Inf"), counts, strict=False):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        yield HistogramMetricFamily(
+            f"{PREFIX}_whois_batch_seconds",
+            "How long whois batches took, retries included.",
+            buckets=buckets,
+            sum_value=stats.whois_batch_seconds_sum,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_circuit_breaker_open",
+            "1 while the whois circuit breaker stops batches.",
+            value=stats.circuit_open,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_pending",
+            "Addresses pending in the store now (as of the engine's last look).",
+            value=stats.pending_now,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_in_flight_batches",
+            "Whois batches sent and not yet persisted.",
+            value=stats.in_flight_batches,
+        )
+        requests = CounterMetricFamily(
+            f"{PREFIX}_source_requests", "Requests per source.", labels=["source"]
+        )
+        left = CounterMetricFamily(
+            f"{PREFIX}_source_pending", "Sections a source left pending.", labels=["source"]
+        )
+        requests.add_metric(["cymru"], stats.whois_connections)
+        left.add_metric(["cymru"], stats.pending)
+        for name, asked, pending in stats.sources:
+            requests.add_metric([name], asked)
+            left.add_metric([name], pending)
+        yield requests
+        yield left
+
+
+def registry_for(snapshot: Callable[[], RunCounters]) -> CollectorRegistry:
+    """A registry whose only collector reads ``snapshot()`` at each collection."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_RunCollector(snapshot))
+    return registry
+
+
+def serve_metrics(listen: str, snapshot: Callable[[], RunCounters]) -> Any:
+    """Serve ``/metrics`` on ``host:port`` (a daemon thread); return the server.
+
+    :raises OSError: when the address cannot be bound.
+    """
+    host, _, port = listen.rpartition(":")
+    server, _thread = start_http_server(
+        int(port), addr=host.strip("[]") or "127.0.0.1", registry=registry_for(snapshot)
+    )
+    return server
+
+
+def write_metrics_file(path: str, stats: RunCounters) -> None:
+    """Write the textfile-collector format to ``path`` atomically (temporary file, rename)."""
+    write_to_textfile(path, registry_for(lambda: stats))

@@ -1,0 +1,155 @@
+"""The run's metrics and status where other programs read them: files, and /metrics."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults
+
+from .conftest import global_ips, write_log
+from .e2e.test_processes import clean_env, cowrie_enrich
+
+
+def samples(text: str) -> dict[str, float]:
+    """``name{labels}`` -> value, from the exposition format."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            found[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return found
+
+
+def test_a_cron_run_writes_its_metrics_and_status(server: BulkWhoisServer, tmp_path: Path) -> None:
+    ips = global_ips(1200, seed=801)
+    log = write_log(tmp_path / "cowrie.json", [*ips, "10.0.0.7"])
+    host, port = server.address
+    metrics, status = tmp_path / "enrich.prom", tmp_path / "status.json"
+    done = subprocess.run(
+        [
+            cowrie_enrich(),
+            "ingest",
+            str(log),
+            "--db",
+            f"sqlite:///{tmp_path / 'm.db'}",
+            "--cymru",
+            f"{host}:{port}",
+            "--batch-size",
+            "500",
+            "--metrics-file",
+            str(metrics),
+            "--status-file",
+            str(status),
+        ],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    values = samples(metrics.read_text())
+    assert values["cowrie_enrich_resolved_total"] == len(ips)
+    assert values["cowrie_enrich_addresses_seen_total"] == len(ips)
+    assert values["cowrie_enrich_skipped_total"] == 1
+    assert values["cowrie_enrich_whois_batches_total{outcome=answered}"] == 3
+    assert values["cowrie_enrich_whois_batch_seconds_count"] == 3
+    assert values["cowrie_enrich_circuit_breaker_open"] == 0
+    assert values["cowrie_enrich_pending"] == 0
+    document = json.loads(status.read_text())
+    assert document["state"] == "done" and document["events"] == 3 * (len(ips) + 1)
+    assert document["counters"]["resolved"] == len(ips)
+    assert not list(tmp_path.glob(".status-*"))  # no temporary file left behind
+
+
+def test_the_status_file_is_rewritten_whole_while_the_run_goes_on(tmp_path: Path) -> None:
+    ips = global_ips(3000, seed=802)
+    log = write_log(tmp_path / "cowrie.json", ips)
+    status = tmp_path / "status.json"
+    states: list[str] = []
+    with BulkWhoisServer(faults=Faults(latency_per_batch=0.8)) as server:
+        host, port = server.address
+        proc = subprocess.Popen(
+            [
+                cowrie_enrich(),
+                "ingest",
+                str(log),
+                "--db",
+                f"sqlite:///{tmp_path / 's.db'}",
+                "--cymru",
+                f"{host}:{port}",
+                "--batch-size",
+                "250",
+                "--status-file",
+                str(status),
+            ],
+            env=clean_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def watch() -> None:
+            while proc.poll() is None:
+                if status.exists():
+                    states.append(json.loads(status.read_text())["state"])  # always whole
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        proc.wait(timeout=300)
+        watcher.join()
+    assert proc.returncode == 0
+    assert "running" in states
+    assert json.loads(status.read_text())["state"] == "done"
+
+
+def test_a_long_lived_run_serves_metrics(server: BulkWhoisServer, tmp_path: Path) -> None:
+    """``metrics_listen`` on a followed log: /metrics answers while the run goes on."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
+    live = tmp_path / "cowrie.json"
+    ips = global_ips(40, seed=803)
+    write_log(live, ips)
+    host, port = server.address
+    env = {**clean_env(), "COWRIE_ENRICH_METRICS_LISTEN": f"127.0.0.1:{metrics_port}"}
+    env["COWRIE_ENRICH_FLUSH_INTERVAL"] = "0.5"
+    proc = subprocess.Popen(
+        [
+            cowrie_enrich(),
+            "ingest",
+            "--follow",
+            str(live),
+            "--db",
+            f"sqlite:///{tmp_path / 'l.db'}",
+            "--cymru",
+            f"{host}:{port}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        values: dict[str, float] = {}
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as answer:
+                    values = samples(answer.read().decode())
+            except OSError:
+                values = {}
+            if values.get("cowrie_enrich_resolved_total") == len(ips):
+                break
+            time.sleep(0.3)
+        assert values.get("cowrie_enrich_resolved_total") == len(ips), values
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
