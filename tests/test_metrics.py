@@ -153,3 +153,29 @@ def test_a_long_lived_run_serves_metrics(server: BulkWhoisServer, tmp_path: Path
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_the_grafana_dashboard_uses_only_metrics_that_exist() -> None:
+    import re
+
+    from cowrie_enrich_plugin.counters import RunCounters
+    from cowrie_enrich_plugin.metrics import registry_for
+
+    dashboard = json.loads(
+        (Path(__file__).resolve().parents[1] / "docs" / "grafana-dashboard.json").read_text()
+    )
+    exposed = set(samples(_exposition(registry_for(RunCounters))))
+    names = {re.sub(r"\{.*", "", name) for name in exposed}
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"cowrie_enrich_[a-z_]+", target["expr"])
+    }
+    assert used and used <= names, used - names
+
+
+def _exposition(registry: object) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(registry).decode()  # type: ignore[arg-type]
