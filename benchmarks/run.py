@@ -132,15 +132,13 @@ def workload(name: str) -> tuple[list[Path], list[str]] | None:
 
 
 class Server:
-    """The package's loopback whois server in a child process, with its stdin control channel."""
+    """The benchmarks' whois server in a child process, with its stdin control channel."""
 
     def __init__(self, per_batch: float, per_ip: float, streaming: bool = True) -> None:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "cowrie_enrich_plugin.testing",
-                "--plain-names",
+                str(ROOT / "benchmarks" / "bench_server.py"),
                 "--latency-per-batch",
                 str(per_batch),
                 "--latency-per-ip",

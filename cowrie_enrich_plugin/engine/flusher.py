@@ -24,21 +24,19 @@ from typing import Any, Final
 from ..channel import End, Flush, NewAddresses, SkippedAddresses, ToEngine
 from ..counters import RunCounters
 from ..errors import StoreError
-from ..record import EnrichmentRecord, PartStatus, SourcePart, Status
+from ..record import EnrichmentRecord, SourcePart, Status
 from ..slices import slices
 from ..sources.cymru.client import BatchResult
 from ..store.parts import due_pending_parts
-from .steps import CacheView, Enricher
+from .lifecycle import BACKGROUND_EVERY, Handled, due_retries
+from .sections import Sections, with_every_part
+from .steps import Enricher
 
 __all__ = ["Flusher"]
 
 logger = logging.getLogger(__name__)
 
 _FOREIGN_POLL: Final = 0.5
-#: How often a long-lived run looks for pending addresses whose retry is due.
-_BACKGROUND_EVERY: Final = 30.0
-#: How long a long-lived run remembers having handled an address (see collect.py).
-_RECHECK_SECONDS: Final = 3600.0
 _STORE_PAUSE: Final = 30.0  # after the database failed every retry, skip it this long
 Emit = Callable[[list[dict[str, Any]]], None]
 
@@ -68,14 +66,9 @@ class Flusher:
         self._resume_pending = resume_pending
         self._foreign: dict[str, EnrichmentRecord | None] = {}
         self._stale: dict[str, EnrichmentRecord] = {}
-        # The extra sources: fresh stored sections, what each address lacks, and the
-        # addresses whose Cymru answer is fresh but an extra source must be asked.
-        self._parts: dict[str, dict[str, SourcePart]] = {}
-        self._needs: dict[str, tuple[str, ...]] = {}
-        self._partial: dict[str, EnrichmentRecord] = {}
-        self._seen: set[str] = set()
-        self._seen_since = time.monotonic()
-        self._next_background = time.monotonic() + self._background_every
+        self._sections = Sections()
+        self._handled = Handled(self.config)
+        self._next_background = time.monotonic() + BACKGROUND_EVERY
         concurrency = self.config.concurrency
         self._in_flight = threading.BoundedSemaphore(max(2, 2 * concurrency))
         self._futures: set[Future[None]] = set()
@@ -157,7 +150,7 @@ class Flusher:
                 whole = len(to_fetch) - len(to_fetch) % size
                 self._send(to_fetch[:whole])
                 to_fetch = to_fetch[whole:]
-            if force or due or len(self._partial) >= size:
+            if force or due or len(self._sections.partial) >= size:
                 self._send_partial()
             if force or due:
                 to_fetch.extend(self._poll_foreign())
@@ -174,37 +167,20 @@ class Flusher:
 
     # -- steps -------------------------------------------------------------------------------
 
-    @property
-    def _background_every(self) -> float:
-        return max(self.config.flush_interval, _BACKGROUND_EVERY)
-
     def _due_in_background(self) -> list[str]:
         """In a long-lived run, now and then: the pending addresses whose retry is due."""
         if time.monotonic() < self._next_background or self._store_paused():
             return []
-        self._next_background = time.monotonic() + self._background_every
-        limit = max(1, self.config.working_set // 10)
+        self._next_background = time.monotonic() + max(self.config.flush_interval, BACKGROUND_EVERY)
         try:
-            store, names = self.enricher.store, self.enricher.extras.names
-            due = store.due_pending(limit=limit) + due_pending_parts(store, names, limit)
-            self.enricher.pending_now = store.pending_count()
+            due = due_retries(self.enricher)
         except StoreError as exc:
             self._store_failed(exc, 0)
             return []
-        in_flight = set(self._foreign)
-        return [ip for ip in dict.fromkeys(due) if ip not in in_flight]
+        return [ip for ip in due if ip not in self._foreign]
 
     def _unseen(self, ips: Iterable[str]) -> list[str]:
-        """The addresses not handled yet (in a long-lived run: lately, and not too many)."""
-        if self.config.long_lived and (
-            len(self._seen) > self.config.working_set
-            or time.monotonic() - self._seen_since > _RECHECK_SECONDS
-        ):
-            self._seen = set()
-            self._seen_since = time.monotonic()
-        fresh = [ip for ip in ips if ip not in self._seen]
-        self._seen.update(fresh)
-        return fresh
+        return self._handled.first_time(ips)
 
     def _handle_new(self, new: list[str], skipped: list[str]) -> list[str]:
         """Cache first: emit fresh records; return what whois must answer."""
@@ -228,25 +204,12 @@ class Flusher:
             return new
         self._emit(view.fresh.values())
         self._stale.update(view.stale)
-        self._queue_extras(view)
+        self._sections.remember(view)
         return view.to_fetch
-
-    def _queue_extras(self, view: CacheView) -> None:
-        with self._lock:
-            self._parts.update(view.parts)
-            self._needs.update(view.needs)
-        self._partial.update(view.partial)
-
-    def _extras_of(self, ips: Iterable[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(what each address lacks, its fresh stored sections), taken for one batch."""
-        with self._lock:
-            needs = {ip: self._needs.pop(ip) for ip in ips if ip in self._needs}
-            cached = {ip: self._parts.pop(ip) for ip in ips if ip in self._parts}
-        return needs, cached
 
     def _send_partial(self) -> None:
         """Ask the extra sources for addresses whose Cymru answer is fresh."""
-        waiting, self._partial = self._partial, {}
+        waiting = self._sections.take_partial()
         if self._stopping.is_set():
             self._emit(waiting.values())
             return
@@ -259,7 +222,7 @@ class Flusher:
 
     def _fetch_extras(self, records: dict[str, EnrichmentRecord]) -> None:
         try:
-            needs, cached = self._extras_of(records)
+            needs, cached = self._sections.take(records)
             asked = self.enricher.ask_extras(list(records), needs)
             merged = self.enricher.save_parts(list(records.values()), asked, cached)
         except Exception as exc:
@@ -345,7 +308,7 @@ class Flusher:
             except Exception as exc:  # a bug, not the network: the batch stays pending
                 logger.exception("a whois batch of %d address(es) failed", len(batch))
                 result = BatchResult(unresolved=dict.fromkeys(batch, f"internal error: {exc}"))
-            needs, cached = self._extras_of(batch)
+            needs, cached = self._sections.take(batch)
             asked = self.enricher.ask_extras(batch, needs)  # never blocked by whois failing
             done = self._persist.submit(self._store, batch, previous, result, asked, cached)
             with self._lock:
@@ -384,7 +347,7 @@ class Flusher:
         """Hand records on; an extra source's section that is missing is marked pending."""
         names = self.enricher.extras.names
         if names:
-            records = [_with_every_part(record, names) for record in records]
+            records = [with_every_part(record, names) for record in records]
         dicts = [record.to_dict() for record in records]
         if dicts:
             self._emit_dicts(dicts)
@@ -414,7 +377,7 @@ class Flusher:
         for ip in (*view.fresh, *view.partial):
             del self._foreign[ip]
         self._emit(view.fresh.values())
-        self._queue_extras(view)
+        self._sections.remember(view)
         # Claimable again: back to whois; a claim still held elsewhere returns them here.
         for ip in view.to_fetch:
             self._foreign.pop(ip, None)
@@ -454,11 +417,3 @@ class Flusher:
             result.errors = self.errors
             result.unsaved = self.unsaved
         return result
-
-
-def _with_every_part(record: EnrichmentRecord, names: tuple[str, ...]) -> EnrichmentRecord:
-    have = dict(record.parts)
-    if record.status is Status.SKIPPED or all(name in have for name in names):
-        return record
-    pending = SourcePart(PartStatus.PENDING, error="not asked")
-    return record.with_parts({name: have.get(name, pending) for name in names})

@@ -9,15 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 
 from .whois_server import BulkWhoisServer, Faults
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,9 +28,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--garbage-rate", type=float, default=0.0)
     parser.add_argument("--hang-rate", type=float, default=0.0)
     parser.add_argument("--error-rate", type=float, default=0.0)
-    parser.add_argument(
-        "--streaming", action="store_true", help="answer line by line, as the real server"
-    )
     parser.add_argument("--plain-names", action="store_true", help="no '|' in synthetic AS names")
     options = parser.parse_args(argv)
     faults = Faults(
@@ -52,7 +43,6 @@ def main(argv: list[str] | None = None) -> int:
         options.host,
         options.port,
         faults=faults,
-        streaming=options.streaming,
         plain_names=options.plain_names,
     ) as server:
         print(f"listening {server.hostport}", flush=True)
@@ -67,7 +57,6 @@ def main(argv: list[str] | None = None) -> int:
                             "requests": len(server.requests),
                             "ips_asked": sum(asked.values()),
                             "distinct": len(asked),
-                            "cpu_seconds": _cpu_seconds(),
                         }
                     ),
                     flush=True,

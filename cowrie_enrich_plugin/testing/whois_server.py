@@ -20,8 +20,6 @@ again only after a disturbed answer.
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 import random
 import socket
 import socketserver
@@ -32,6 +30,8 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .whois_data import Row, canonical, expected_cymru, render_row, synthetic_rows
+
 __all__ = [
     "BulkWhoisServer",
     "Faults",
@@ -41,19 +41,6 @@ __all__ = [
     "render_row",
     "synthetic_rows",
 ]
-
-
-@dataclass(frozen=True)
-class Row:
-    """One verbose answer row as the server will send it (``asn=None`` is ``NA``)."""
-
-    asn: int | None
-    ip: str
-    prefix: str | None
-    cc: str | None
-    registry: str | None
-    allocated: str | None
-    as_name: str | None
 
 
 @dataclass
@@ -93,15 +80,6 @@ class WhoisRequest:
     fault: str | None = None
 
 
-_NAMES = (
-    "EXAMPLE-NET, US",
-    "ACME Hosting, Inc., DE",
-    "CHINANET-BACKBONE No.31,Jin-rong Street, CN",
-    "O'Reilly & Sons (Transit) | Peering, GB",
-    "TELSTRA-AS Telstra Pty Ltd, AU",
-    "Société Française du Réseau, FR",
-)
-_REGISTRIES = ("arin", "ripencc", "apnic", "lacnic", "afrinic")
 _GARBAGE = (
     b"%%% garbled %%%",
     b"| | | |",
@@ -109,115 +87,6 @@ _GARBAGE = (
     b"\x00\xff\xfe binary noise",
     b"AS | IP | oops",
 )
-
-
-def _canonical(text: str) -> str:
-    """The canonical text of an address (IPv4 without :mod:`ipaddress`, it being common).
-
-    :raises ValueError: for text that is not an address.
-    """
-    try:
-        if socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, text)) == text:
-            return text
-    except OSError:
-        pass
-    return str(ipaddress.ip_address(text))
-
-
-def _digest(ip: str) -> bytes:
-    return hashlib.sha256(ip.encode("ascii")).digest()
-
-
-def synthetic_rows(ip: str) -> list[Row]:
-    """Deterministic answer rows for ``ip``: 10 % unannounced, 5 % multi-origin."""
-    address = ipaddress.ip_address(ip)
-    digest = _digest(ip)
-    roll = digest[0] % 100
-    prefix_len = 24 if address.version == 4 else 48
-    prefix = str(ipaddress.ip_network(f"{address}/{prefix_len}", strict=False))
-    cc = "".join(chr(ord("A") + b % 26) for b in digest[1:3])
-    registry = _REGISTRIES[digest[3] % len(_REGISTRIES)]
-    allocated = (
-        None
-        if digest[4] % 17 == 0
-        else f"{1990 + digest[4] % 35}-{1 + digest[5] % 12:02d}-{1 + digest[6] % 28:02d}"
-    )
-    if roll < 10:
-        # In an unannounced row a CC of "NA" would read as "not available".
-        unannounced_cc = cc if roll % 2 and cc != "NA" else None
-        return [Row(None, ip, None, unannounced_cc, registry, allocated, None)]
-    asn = 1 + struct.unpack(">I", digest[8:12])[0] % 400000
-    name = _NAMES[digest[7] % len(_NAMES)]
-    rows = [Row(asn, ip, prefix, cc, registry, allocated, name)]
-    if roll >= 95:
-        rows.append(Row(asn + 1 + digest[12], ip, prefix, cc, registry, allocated, name))
-    return rows
-
-
-def expected_cymru(rows: list[Row]) -> dict[str, Any]:
-    """The ``cymru`` section a correct client derives from ``rows`` (without ``fetched_at``)."""
-    asns: list[int] = []
-    for row in rows:
-        if row.asn is not None and row.asn not in asns:
-            asns.append(row.asn)
-    first = next((row for row in rows if row.asn is not None), rows[0])
-    return {
-        "asn": asns[0] if asns else None,
-        "asns": asns,
-        "as_name": first.as_name,
-        "prefix": first.prefix,
-        "cc": first.cc,
-        "registry": first.registry,
-        "allocated": first.allocated,
-    }
-
-
-def render_row(row: Row) -> bytes:
-    """Render one row in the padded, ``|``-separated verbose format."""
-
-    def na(value: object) -> str:
-        return "NA" if value is None else str(value)
-
-    as_field = na(row.asn)
-    text = (
-        f"{as_field:<8}| {row.ip:<16} | {na(row.prefix):<20}| {row.cc or '':<2} | "
-        f"{row.registry or '':<8} | {row.allocated or '':<10} | {na(row.as_name)}"
-    )
-    return text.encode("utf-8")
-
-
-_OPTIONS = frozenset(
-    {
-        b"verbose",
-        b"prefix",
-        b"asnumber",
-        b"countrycode",
-        b"notrunc",
-        b"header",
-        b"noheader",
-        b"asname",
-        b"noasname",
-        b"registry",
-        b"allocdate",
-        b"cc",
-        b"nocc",
-        b"noprefix",
-    }
-)
-
-
-def _render(row: Row, verbose: bool, prefix: bool, country: bool) -> bytes:
-    """A row in the column set the client chose with its options."""
-    if verbose:
-        return render_row(row)
-    asn = "NA" if row.asn is None else str(row.asn)
-    columns = [f"{asn:<8}", f" {row.ip:<16} "]
-    if prefix:
-        columns.append(f" {row.prefix or 'NA':<20}")
-    if country:
-        columns.append(f" {row.cc or '':<2} ")
-    columns.append(f" {row.as_name or 'NA'}")
-    return "|".join(columns).encode("utf-8")
 
 
 _HEADER_LINE = (
@@ -246,9 +115,6 @@ class BulkWhoisServer:
     :param faults: initial fault settings; change ``server.faults`` at any time.
     :param seed: seed for the fault dice, for reproducible runs.
     :param max_request_lines: a request longer than this is answered with an error.
-    :param streaming: answer each line as it arrives, as the real server does, and
-        honour the column options (``prefix``, ``countrycode``, ...) that clients
-        such as ``cymruwhois`` send; faults other than latency apply only when false.
     :param plain_names: keep ``|`` out of synthetic AS names (naive clients split on it).
     """
 
@@ -260,21 +126,15 @@ class BulkWhoisServer:
         faults: Faults | None = None,
         seed: int | None = 0,
         max_request_lines: int = 1000,
-        streaming: bool = False,
         plain_names: bool = False,
     ) -> None:
         self.faults = faults or Faults()
         self.requests: list[WhoisRequest] = []
         self.connections = 0
         self.max_request_lines = max_request_lines
-        self.streaming = streaming
         self.plain_names = plain_names
         self._rows: dict[str, list[Row]] = {}
-        # Synthetic answers and their rendered lines, made once per address: a
-        # benchmark's server then costs the machine little of what the client is
-        # measured on (the real server is not on the client's machine at all).
         self._synthetic: dict[str, list[Row]] = {}
-        self._rendered: dict[str, list[bytes]] = {}
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -340,32 +200,27 @@ class BulkWhoisServer:
 
     def set_rows(self, ip: str, rows: list[Row]) -> None:
         """Answer ``ip`` with exactly ``rows`` (an empty list means an ``Error`` line)."""
-        canonical = _canonical(ip)
-        self._rows[canonical] = rows
-        self._rendered.pop(canonical, None)
+        self._rows[canonical(ip)] = rows
 
     def rows_for(self, ip: str) -> list[Row]:
         """The rows this server answers for ``ip``."""
-        canonical = _canonical(ip)
-        if canonical in self._rows:
-            return self._rows[canonical]
-        rows = self._synthetic.get(canonical)
+        key = canonical(ip)
+        if key in self._rows:
+            return self._rows[key]
+        rows = self._synthetic.get(key)
         if rows is None:
-            rows = synthetic_rows(canonical)
+            rows = synthetic_rows(key)
             if self.plain_names:
                 rows = [
                     replace(r, as_name=r.as_name.replace("|", "/")) if r.as_name else r
                     for r in rows
                 ]
-            self._synthetic[canonical] = rows
+            self._synthetic[key] = rows
         return rows
 
-    def _rendered_rows(self, ip: str) -> list[bytes]:
-        """The verbose lines of ``ip``'s rows (``ip`` canonical), rendered once."""
-        lines = self._rendered.get(ip)
-        if lines is None:
-            lines = self._rendered[ip] = [render_row(row) for row in self.rows_for(ip)]
-        return lines
+    def rendered_rows(self, ip: str) -> list[bytes]:
+        """The verbose lines of ``ip``'s rows (``ip`` canonical)."""
+        return [render_row(row) for row in self.rows_for(ip)]
 
     def expected(self, ip: str) -> dict[str, Any] | None:
         """The ``cymru`` section a correct client records for ``ip`` (no ``fetched_at``)."""
@@ -398,9 +253,6 @@ class BulkWhoisServer:
     def _serve(self, sock: socket.socket) -> None:
         with self._lock:
             self.connections += 1
-        if self.streaming:
-            self._serve_streaming(sock)
-            return
         request = WhoisRequest()
         sock.settimeout(30)
         lines = self._read_request(sock, request)
@@ -419,55 +271,6 @@ class BulkWhoisServer:
             self._stop.wait(3600)
             return
         self._answer(sock, request, faults, dice)
-
-    def _serve_streaming(self, sock: socket.socket) -> None:
-        """Answer line by line as the real server does (banner at ``begin``, options, rows)."""
-        request = WhoisRequest()
-        with self._lock:
-            self.requests.append(request)
-            faults = replace(self.faults)
-        sock.settimeout(30)
-        reader = sock.makefile("rb")
-        verbose = prefix = country = False
-        try:
-            first = reader.readline()
-            bulk = first.strip().lower() == b"begin"
-            if bulk:
-                now = time.strftime("%Y-%m-%d %H:%M:%S +0000", time.gmtime())
-                sock.sendall(f"Bulk mode; whois.cymru.com [{now}]\n".encode())
-            # The cost model is kept on a clock, not by small sleeps that each overrun.
-            due = time.monotonic() + faults.latency_per_batch
-            if self._stop.wait(faults.latency_per_batch):
-                return
-            lines = iter(reader) if bulk else iter([first])
-            for raw in lines:
-                word = raw.strip().lower()
-                if word == b"end":
-                    break
-                if word in _OPTIONS:
-                    verbose |= word == b"verbose"
-                    prefix |= word == b"prefix"
-                    country |= word == b"countrycode"
-                    continue
-                request.raw_lines.append(raw)
-                text = raw.strip().decode("ascii", errors="replace")
-                try:
-                    address = str(ipaddress.ip_address(text))
-                except ValueError:
-                    request.not_addresses.append(raw)
-                    sock.sendall(b"Error: unable to parse line\n")
-                    continue
-                request.ips.append(address)
-                due += faults.latency_per_ip
-                if due > time.monotonic() and self._stop.wait(due - time.monotonic()):
-                    return
-                rows = self.rows_for(address)
-                if not rows:
-                    sock.sendall(b"Error: no ASN or IP match on line 1.\n")
-                for row in rows:
-                    sock.sendall(_render(row, verbose, prefix, country) + b"\n")
-        except OSError:
-            return
 
     def _read_request(self, sock: socket.socket, request: WhoisRequest) -> list[bytes] | None:
         buffer = b""
@@ -493,11 +296,11 @@ class BulkWhoisServer:
             request.raw_lines.append(raw)
             try:
                 text = line.decode("ascii")
-                canonical = _canonical(text)
+                written = canonical(text)
             except ValueError:
                 request.not_addresses.append(raw)
                 continue
-            if canonical != text:
+            if written != text:
                 request.not_addresses.append(raw)
                 continue
             request.ips.append(text)
@@ -521,7 +324,7 @@ class BulkWhoisServer:
                 lines.append(dice.choice(_GARBAGE))
                 owners.append(None)
                 kinds.append("garbage")
-            rendered = self._rendered_rows(ip)
+            rendered = self.rendered_rows(ip)
             if not rendered or dice.random() < faults.error_rate:
                 lines.append(f"Error: no ASN or IP match on line {index + 1}.".encode())
                 owners.append(None)

@@ -1,0 +1,182 @@
+"""The benchmarks' whois server: the package's loopback server, plus what only measuring needs.
+
+It answers line by line as the real server does (``streaming``), honouring the
+column options that clients such as ``cymruwhois`` send; it renders each address's
+answer once, so that the server costs the machine little of what the client is
+measured on (the real server is not on the client's machine at all); and its
+``stats`` command reports its own CPU seconds. Run as a child process by
+``benchmarks/run.py``::
+
+    python benchmarks/bench_server.py --latency-per-batch 0.05 --latency-per-ip 0.002 --streaming
+
+It prints ``listening HOST:PORT`` and takes ``stats``, ``reset`` and ``quit`` on
+standard input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import resource
+import socket
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cowrie_enrich_plugin.testing.whois_server import (  # noqa: E402
+    BulkWhoisServer,
+    Faults,
+    Row,
+    WhoisRequest,
+    render_row,
+)
+
+_OPTIONS = frozenset(
+    {
+        b"verbose",
+        b"prefix",
+        b"asnumber",
+        b"countrycode",
+        b"notrunc",
+        b"header",
+        b"noheader",
+        b"asname",
+        b"noasname",
+        b"registry",
+        b"allocdate",
+        b"cc",
+        b"nocc",
+        b"noprefix",
+    }
+)
+
+
+def _render(row: Row, verbose: bool, prefix: bool, country: bool) -> bytes:
+    """A row in the column set the client chose with its options."""
+    if verbose:
+        return render_row(row)
+    asn = "NA" if row.asn is None else str(row.asn)
+    columns = [f"{asn:<8}", f" {row.ip:<16} "]
+    if prefix:
+        columns.append(f" {row.prefix or 'NA':<20}")
+    if country:
+        columns.append(f" {row.cc or '':<2} ")
+    columns.append(f" {row.as_name or 'NA'}")
+    return "|".join(columns).encode("utf-8")
+
+
+class BenchWhoisServer(BulkWhoisServer):
+    """:class:`BulkWhoisServer` with a streaming mode and answers rendered once."""
+
+    def __init__(self, *args: object, streaming: bool = False, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.streaming = streaming
+        self._rendered: dict[str, list[bytes]] = {}
+
+    def rendered_rows(self, ip: str) -> list[bytes]:
+        lines = self._rendered.get(ip)
+        if lines is None:
+            lines = self._rendered[ip] = super().rendered_rows(ip)
+        return lines
+
+    def _serve(self, sock: socket.socket) -> None:
+        if not self.streaming:
+            super()._serve(sock)
+            return
+        with self._lock:
+            self.connections += 1
+        self._serve_streaming(sock)
+
+    def _serve_streaming(self, sock: socket.socket) -> None:
+        """Answer line by line as the real server does (banner at ``begin``, options, rows)."""
+        request = WhoisRequest()
+        with self._lock:
+            self.requests.append(request)
+            faults = replace(self.faults)
+        sock.settimeout(30)
+        reader = sock.makefile("rb")
+        verbose = prefix = country = False
+        try:
+            first = reader.readline()
+            bulk = first.strip().lower() == b"begin"
+            if bulk:
+                now = time.strftime("%Y-%m-%d %H:%M:%S +0000", time.gmtime())
+                sock.sendall(f"Bulk mode; whois.cymru.com [{now}]\n".encode())
+            # The cost model is kept on a clock, not by small sleeps that each overrun.
+            due = time.monotonic() + faults.latency_per_batch
+            if self._stop.wait(faults.latency_per_batch):
+                return
+            lines = iter(reader) if bulk else iter([first])
+            for raw in lines:
+                word = raw.strip().lower()
+                if word == b"end":
+                    break
+                if word in _OPTIONS:
+                    verbose |= word == b"verbose"
+                    prefix |= word == b"prefix"
+                    country |= word == b"countrycode"
+                    continue
+                request.raw_lines.append(raw)
+                text = raw.strip().decode("ascii", errors="replace")
+                try:
+                    address = str(ipaddress.ip_address(text))
+                except ValueError:
+                    request.not_addresses.append(raw)
+                    sock.sendall(b"Error: unable to parse line\n")
+                    continue
+                request.ips.append(address)
+                due += faults.latency_per_ip
+                if due > time.monotonic() and self._stop.wait(due - time.monotonic()):
+                    return
+                rows = self.rows_for(address)
+                if not rows:
+                    sock.sendall(b"Error: no ASN or IP match on line 1.\n")
+                for row in rows:
+                    sock.sendall(_render(row, verbose, prefix, country) + b"\n")
+        except OSError:
+            return
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency-per-batch", type=float, default=0.0)
+    parser.add_argument("--latency-per-ip", type=float, default=0.0)
+    parser.add_argument("--streaming", action="store_true")
+    options = parser.parse_args()
+    faults = Faults(
+        latency_per_batch=options.latency_per_batch, latency_per_ip=options.latency_per_ip
+    )
+    with BenchWhoisServer(faults=faults, streaming=options.streaming, plain_names=True) as server:
+        print(f"listening {server.hostport}", flush=True)
+        for line in sys.stdin:
+            command = line.strip()
+            if command == "stats":
+                asked = server.asked()
+                stats = {
+                    "connections": server.connections,
+                    "requests": len(server.requests),
+                    "ips_asked": sum(asked.values()),
+                    "distinct": len(asked),
+                    "cpu_seconds": _cpu_seconds(),
+                }
+                print(json.dumps(stats), flush=True)
+            elif command == "reset":
+                server.reset_log()
+                print("ok", flush=True)
+            elif command == "quit":
+                break
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
