@@ -87,7 +87,13 @@ class Collector:
         if config.metrics_listen and config.long_lived:
             from .metrics import serve_metrics
 
-            self._metrics = serve_metrics(config.metrics_listen, self.stats)
+            try:
+                self._metrics = serve_metrics(config.metrics_listen, self.stats)
+            except OSError as exc:
+                raise ConfigError(
+                    f"metrics_listen = {config.metrics_listen!r}: cannot listen there "
+                    f"({exc.strerror or exc})"
+                ) from exc
 
     # -- the host's thread ----------------------------------------------------------
 

@@ -253,10 +253,23 @@ def _source_name(key: str, where: str) -> str:
 
 
 def _is_source_key(key: str) -> bool:
-    """Whether ``key`` is ``<source>_<setting>`` of an installed source."""
+    """Whether ``key`` is ``<source>_<setting>`` of an installed source.
+
+    :raises ConfigError: when it names an installed source but no setting of it.
+    """
     from .sources.plugin import BUILT_IN, discover
 
-    return any(key.startswith(name + "_") for name in set(discover()) - BUILT_IN)
+    for name in set(discover()) - BUILT_IN:
+        if key.startswith(name + "_"):
+            rules = _source_rules(name)
+            if key[len(name) + 1 :] not in rules:
+                raise ConfigError(
+                    f"environment variable {ENV_PREFIX}{key.upper()} names no setting of "
+                    f"{name}; known: "
+                    + ", ".join(f"{ENV_PREFIX}{name.upper()}_{k.upper()}" for k in sorted(rules))
+                )
+            return True
+    return False
 
 
 def _source_config(

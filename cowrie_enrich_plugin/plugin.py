@@ -75,7 +75,12 @@ class EnrichPlugin:
         def deliver(records: list[dict[str, Any]]) -> None:
             hook.cowrie_enrichment_ready(records=records)
 
-        self._run = Collector(settings, deliver, self._open_transport(settings))
+        transport = self._open_transport(settings)
+        try:
+            self._run = Collector(settings, deliver, transport)
+        except BaseException:
+            transport.abandon(1.0)
+            raise
 
     @hookimpl
     def cowrie_ingest_events(

@@ -3,9 +3,10 @@
 The host's thread pays only for collecting addresses; the database, the sources and
 the merge run in the engine. A process has its own interpreter lock, so that work
 does not slow the host's ingest, and the heavy imports (SQLAlchemy, geoip2) happen
-there. The worker is our own ``python -I -m cowrie_enrich_plugin.engine``: isolated
-mode keeps the current directory and user paths off its ``sys.path``, so host and
-worker run the same installed code.
+there. The worker is our own ``cowrie_enrich_plugin.engine``, started in isolated
+mode (``python -I``) and given the host's ``sys.path`` without the current
+directory: a package planted there is never run, and host and worker run the same
+code, however it was installed.
 
 The host's end of the pipes is non-blocking and served from the host's own calls
 (``send``, ``poll``, ``wait``): while the host ingests, the plugin runs no thread in
@@ -17,11 +18,13 @@ hand-overs costs the host's thread more than the message itself.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import pickle
 import queue
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -34,17 +37,36 @@ from .config import EnrichConfig
 from .errors import WorkerError
 
 __all__ = [
-    "WORKER_COMMAND",
     "ProcessTransport",
     "ThreadTransport",
     "Transport",
     "open_transport",
+    "worker_command",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: The worker's command after the interpreter (``-I``: isolated from the current directory).
-WORKER_COMMAND: Final = ("-I", "-m", "cowrie_enrich_plugin.engine")
+#: How the worker starts: isolated (``-I``: no current directory, no environment paths),
+#: then given the host's own ``sys.path`` (less the current directory), so that it runs
+#: exactly the code the host runs, installed however it was (``--user``, PYTHONPATH).
+_BOOT: Final = (
+    "import json, runpy, sys; sys.path[:] = json.loads(sys.argv[1]); "
+    "runpy.run_module('cowrie_enrich_plugin.engine', run_name='__main__')"
+)
+
+
+def worker_command() -> tuple[str, ...]:
+    """The worker's command after the interpreter."""
+    here = {"", ".", os.getcwd()}
+    paths = [path for path in sys.path if path not in here]
+    return ("-I", "-c", _BOOT, json.dumps(paths))
+
+
+def _ignore_sigint() -> None:
+    """In the worker from its first instruction: Ctrl-C is the host's to handle."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 INBOX_MESSAGES: Final = 64  # messages (each up to a chunk's new addresses) before the host waits
 _OUTBOX_BYTES: Final = 1 << 20  # framed messages (about 60,000 addresses) before the host waits
 _READ_BYTES: Final = 1 << 20
@@ -111,8 +133,9 @@ class ThreadTransport(Transport):
         self.inbox.put(message)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Wait for the engine thread."""
-        self.thread.join(timeout)
+        """Wait for the engine thread (not again once it was abandoned)."""
+        if not self.stopping.is_set():
+            self.thread.join(timeout)
 
     def abandon(self, timeout: float) -> list[FromEngine]:
         """Tell the engine to stop asking the network; wait at most ``timeout``."""
@@ -131,14 +154,15 @@ class ProcessTransport(Transport):
         speaks the same messages can be named here, as the benchmarks do).
     """
 
-    def __init__(self, config: EnrichConfig, command: Sequence[str] = WORKER_COMMAND) -> None:
+    def __init__(self, config: EnrichConfig, command: Sequence[str] | None = None) -> None:
         super().__init__()
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, *command],
+                [sys.executable, *(command or worker_command())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 close_fds=True,
+                preexec_fn=_ignore_sigint,
             )
         except OSError as exc:
             raise WorkerError(

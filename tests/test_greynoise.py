@@ -231,3 +231,10 @@ def test_doctor_and_cache_stats_cover_greynoise(server: Any, tmp_path: Path) -> 
         doctor = runner.invoke(main, ["doctor", "--config", str(config)]).output
     assert "greynoise:" in stats and "answered" in stats
     assert "OK    source greynoise: community API at http://127.0.0.1" in doctor
+
+
+def test_a_misspelt_source_variable_is_refused() -> None:
+    from cowrie_enrich_plugin.config import ConfigError, resolve_config
+
+    with pytest.raises(ConfigError, match="COWRIE_ENRICH_GREYNOISE_APIKEY names no setting"):
+        resolve_config({}, {"COWRIE_ENRICH_GREYNOISE_APIKEY": "x"})

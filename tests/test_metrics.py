@@ -179,3 +179,31 @@ def _exposition(registry: object) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(registry).decode()  # type: ignore[arg-type]
+
+
+def test_a_metrics_port_in_use_is_a_configuration_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        live = tmp_path / "cowrie.json"
+        live.write_text("")
+        env = {**clean_env(), "COWRIE_ENRICH_METRICS_LISTEN": f"127.0.0.1:{port}"}
+        done = subprocess.run(
+            [
+                cowrie_enrich(),
+                "ingest",
+                "--follow",
+                str(live),
+                "--db",
+                f"sqlite:///{tmp_path / 'x.db'}",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2, done.stderr
+    assert "metrics_listen" in done.stderr and "Traceback" not in done.stderr

@@ -1,4 +1,4 @@
-"""``python -I -m cowrie_enrich_plugin.engine``: the worker process beside a host."""
+"""``python -m cowrie_enrich_plugin.engine``: the worker process beside a host (see transport)."""
 
 import sys
 

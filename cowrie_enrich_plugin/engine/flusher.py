@@ -24,7 +24,7 @@ from typing import Any, Final
 from ..channel import End, Flush, NewAddresses, SkippedAddresses, ToEngine
 from ..counters import RunCounters
 from ..errors import StoreError
-from ..record import EnrichmentRecord, SourcePart, Status
+from ..record import EnrichmentRecord, Status
 from ..slices import slices
 from ..sources.cymru.client import BatchResult
 from ..store.parts import due_pending_parts
@@ -75,6 +75,12 @@ class Flusher:
         self._lock = threading.Lock()
         self._network = ThreadPoolExecutor(concurrency, thread_name_prefix="cymru")
         self._persist = ThreadPoolExecutor(1, thread_name_prefix="cowrie-enrich-store")
+        # The extra sources ask on threads of their own, each source within its own
+        # concurrency, so whois's connection slots and leases never wait for them.
+        sources = enricher.extras.sources.values()
+        self._extras = ThreadPoolExecutor(
+            max(1, sum(source.concurrency for source in sources)), thread_name_prefix="sources"
+        )
         self.skipped = 0
         self.errors = 0
         self.unsaved = 0
@@ -100,6 +106,7 @@ class Flusher:
             self._wait_for_batches()
             self._network.shutdown(wait=True)
             self._persist.shutdown(wait=True)
+            self._extras.shutdown(wait=True)
 
     def _loop(self, inbox: queue.Queue[ToEngine], on_idle: Callable[[], None] | None) -> None:
         interval = self.config.flush_interval
@@ -124,6 +131,9 @@ class Flusher:
                 message = None
                 if on_idle is not None:
                     on_idle()
+            if self._stopping.is_set():  # what the host sent is recorded, not dropped
+                new, skipped = self._drain(inbox, message, new, skipped)
+                message = End()
             if self.config.long_lived:
                 new.extend(self._due_in_background())
             if isinstance(message, NewAddresses):
@@ -166,6 +176,25 @@ class Flusher:
                 return
 
     # -- steps -------------------------------------------------------------------------------
+
+    def _drain(
+        self,
+        inbox: queue.Queue[ToEngine],
+        first: ToEngine | None,
+        new: list[str],
+        skipped: list[str],
+    ) -> tuple[list[str], list[str]]:
+        """Every address still in the inbox, added to ``new`` and ``skipped``."""
+        message = first
+        while True:
+            if isinstance(message, NewAddresses):
+                new.extend(self._unseen(message.ips))
+            elif isinstance(message, SkippedAddresses):
+                skipped.extend(self._unseen(message.ips))
+            try:
+                message = inbox.get_nowait()
+            except queue.Empty:
+                return new, skipped
 
     def _due_in_background(self) -> list[str]:
         """In a long-lived run, now and then: the pending addresses whose retry is due."""
@@ -213,26 +242,29 @@ class Flusher:
         if self._stopping.is_set():
             self._emit(waiting.values())
             return
-        for part in slices(list(waiting.items()), self.config.batch_size):
-            self._in_flight.acquire()
-            future = self._network.submit(self._fetch_extras, dict(part))
-            with self._lock:
-                self._futures.add(future)
-            future.add_done_callback(self._forget)
+        for part in slices(list(waiting.values()), self.config.batch_size):
+            self._to_extras(list(part))
 
-    def _fetch_extras(self, records: dict[str, EnrichmentRecord]) -> None:
+    def _to_extras(self, records: list[EnrichmentRecord]) -> None:
+        """Hand records to the extra sources' own threads (whois never waits for them)."""
+        future = self._extras.submit(self._ask_extras, records)
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._forget)
+
+    def _ask_extras(self, records: list[EnrichmentRecord]) -> None:
+        """Ask the extra sources what the records lack, persist it, emit the records."""
         try:
-            needs, cached = self._sections.take(records)
-            asked = self.enricher.ask_extras(list(records), needs)
-            merged = self.enricher.save_parts(list(records.values()), asked, cached)
+            ips = [record.ip for record in records]
+            needs, cached = self._sections.take(ips)
+            asked = self.enricher.ask_extras(ips, needs)
+            merged = self.enricher.save_parts(records, asked, cached)
         except Exception as exc:
             if isinstance(exc, StoreError):
                 self._store_failed(exc, 0)
             else:
                 logger.exception("asking the extra sources failed")
-            merged = list(records.values())
-        finally:
-            self._in_flight.release()
+            merged = records
         self._emit(merged)
 
     def _send(self, ips: list[str]) -> None:
@@ -241,7 +273,7 @@ class Flusher:
         Addresses taken over from an exited process, or coming back from another
         process's lease, go out like any others.
         """
-        for batch in slices(ips, self.config.batch_size):
+        for batch in slices(list(dict.fromkeys(ips)), self.config.batch_size):
             self._send_batch(list(batch))
 
     def _send_batch(self, batch: list[str]) -> None:
@@ -252,6 +284,10 @@ class Flusher:
         Once the host is going away, nothing more is sent (it stays queued).
         """
         if self._stopping.is_set():
+            try:  # queued in the store: the next start asks for them
+                self.enricher.store.queue(batch)
+            except StoreError as exc:
+                self._store_failed(exc, len(batch))
             self._emit(self._stale.get(ip) or EnrichmentRecord(ip, Status.PENDING) for ip in batch)
             with self._lock:
                 self.leftover_pending += len(batch)
@@ -308,9 +344,7 @@ class Flusher:
             except Exception as exc:  # a bug, not the network: the batch stays pending
                 logger.exception("a whois batch of %d address(es) failed", len(batch))
                 result = BatchResult(unresolved=dict.fromkeys(batch, f"internal error: {exc}"))
-            needs, cached = self._sections.take(batch)
-            asked = self.enricher.ask_extras(batch, needs)  # never blocked by whois failing
-            done = self._persist.submit(self._store, batch, previous, result, asked, cached)
+            done = self._persist.submit(self._store, batch, previous, result)
             with self._lock:
                 self._futures.add(done)
             done.add_done_callback(self._forget)
@@ -318,16 +352,11 @@ class Flusher:
             self._in_flight.release()
 
     def _store(
-        self,
-        batch: list[str],
-        previous: dict[str, EnrichmentRecord],
-        result: BatchResult,
-        asked: dict[str, dict[str, SourcePart]],
-        cached: dict[str, dict[str, SourcePart]],
+        self, batch: list[str], previous: dict[str, EnrichmentRecord], result: BatchResult
     ) -> None:
+        """Persist whois's answer (the lease ends here); the extra sources follow on their own."""
         try:
             records = self.enricher.finish_batch(batch, result, previous)
-            records = self.enricher.save_parts(records, asked, cached)
         except Exception as exc:
             # Leased and recorded pending before it was sent: the next run retries it.
             if isinstance(exc, StoreError):
@@ -337,7 +366,10 @@ class Flusher:
             with self._lock:
                 self.errors += 1
             records = [previous.get(ip) or EnrichmentRecord(ip, Status.PENDING) for ip in batch]
-        self._emit(records)
+        if self.enricher.extras.names and not self._stopping.is_set():
+            self._to_extras(records)
+        else:
+            self._emit(records)
 
     def _forget(self, future: Future[None]) -> None:
         with self._lock:

@@ -28,10 +28,18 @@ class Sections:
         self.partial: dict[str, EnrichmentRecord] = {}
 
     def remember(self, view: CacheView) -> None:
-        """Keep what a look in the cache found for the extra sources."""
+        """Keep what a look in the cache found, for the addresses that go on to a batch.
+
+        Cache hits are done with: nothing is kept for them, so that memory is bounded
+        by what is in flight.
+        """
+        going = [*view.to_fetch, *view.partial]
         with self._lock:
-            self._parts.update(view.parts)
-            self._needs.update(view.needs)
+            for ip in going:
+                if ip in view.parts:
+                    self._parts[ip] = view.parts[ip]
+                if ip in view.needs:
+                    self._needs[ip] = view.needs[ip]
         self.partial.update(view.partial)
 
     def take(

@@ -139,10 +139,16 @@ def main() -> int:
         return 2
     configure_logging(init.log_level)
     lock = threading.Lock()
+    host_gone = threading.Event()
 
     def send(message: FromEngine) -> None:
-        with lock:
-            write_message(stdout, message)
+        if host_gone.is_set():
+            return
+        try:
+            with lock:
+                write_message(stdout, message)
+        except OSError:  # BrokenPipeError included: nobody reads any more
+            host_gone.set()
 
     try:
         engine = open_engine(init.config)
@@ -156,27 +162,40 @@ def main() -> int:
     # process: out of the collector's sight, full collections stop rescanning it.
     gc.freeze()
     done = threading.Event()
+    stopping = threading.Event()
+    inbox: queue.Queue[ToEngine] = queue.Queue(maxsize=_INBOX_MESSAGES)
 
-    def give_up(status: int) -> None:
-        """Leave at once, the leases given up if the database lets us in time."""
-        if done.is_set():
+    def stop(status: int) -> None:
+        """The host is gone or we are told to go: stop asking, record what is owed, leave.
+
+        The flusher records the addresses it received and had not leased yet as
+        queued in the store (a long-lived host cannot give them again); past
+        ``_GIVE_UP_SECONDS`` the process leaves anyway, its leases given up if the
+        database lets it in time.
+        """
+        if done.is_set() or stopping.is_set():
             return
-        releasing = threading.Thread(target=engine.release_leases, daemon=True)
-        releasing.start()
-        releasing.join(_GIVE_UP_SECONDS)
-        os._exit(status)
+        stopping.set()
+        with contextlib.suppress(queue.Full):
+            inbox.put(End(), timeout=1)
+        time.sleep(_GIVE_UP_SECONDS)
+        if not done.is_set():
+            releasing = threading.Thread(target=engine.release_leases, daemon=True)
+            releasing.start()
+            releasing.join(1.0)
+            os._exit(status)
 
     def on_sigterm(_signum: int, _frame: object) -> None:
-        threading.Thread(target=give_up, args=(EXIT_TERMINATED,), daemon=True).start()
+        threading.Thread(target=stop, args=(EXIT_TERMINATED,), daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    inbox: queue.Queue[ToEngine] = queue.Queue(maxsize=_INBOX_MESSAGES)
 
     def receive() -> None:
         while True:
             message = read_message(stdin)
             if message is None:  # the host closed the pipe or is gone
-                give_up(EXIT_HOST_GONE)
+                host_gone.set()
+                stop(EXIT_HOST_GONE)
                 return
             if not done.is_set():
                 inbox.put(message)
@@ -188,9 +207,10 @@ def main() -> int:
             done.set()
         send(message)
 
-    serve(engine, inbox, send_final)
+    serve(engine, inbox, send_final, stopping)
     # The reader thread is still blocked on stdin; an interpreter that finalised now
     # would abort on its buffer's lock. Everything is sent and closed: leave at once.
-    stdout.flush()
+    with contextlib.suppress(OSError):
+        stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(EXIT_HOST_GONE if host_gone.is_set() and stopping.is_set() else 0)

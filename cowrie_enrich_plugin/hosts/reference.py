@@ -113,19 +113,20 @@ class SignalState:
 
 
 @contextlib.contextmanager
-def stopping_on_signals(pm: pluggy.PluginManager) -> Iterator[SignalState]:
+def stopping_on_signals(pm: pluggy.PluginManager, *, cut: bool = True) -> Iterator[SignalState]:
     """While inside, SIGINT and SIGTERM stop the run: the plugins are told at once.
 
-    Reading is cut short with :class:`KeyboardInterrupt`; a signal that comes once
-    the run is ending (``cowrie_ingest_end``) only tells the plugins to hurry.
-    Signals are handled only on the main thread.
+    With ``cut``, reading is cut short with :class:`KeyboardInterrupt`; without, the
+    host watches :attr:`SignalState.came` itself (a filter that must not lose a line
+    half-written). A signal that comes once the run is ending (``cowrie_ingest_end``)
+    only tells the plugins to hurry. Signals are handled only on the main thread.
     """
     state = SignalState()
 
     def on_signal(signum: int, _frame: object) -> None:
         state.came = True
         pm.hook.cowrie_ingest_interrupted()
-        if not state.ending:
+        if cut and not state.ending:
             state.ending = True  # a second signal does not cut the end short again
             raise Interrupted() if signum == signal.SIGTERM else KeyboardInterrupt()
 

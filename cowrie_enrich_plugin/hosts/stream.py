@@ -33,7 +33,7 @@ from ..counters import RunCounters
 from ..ecs import NAMESPACE, to_ecs
 from ..hookspecs import hookimpl
 from .logreader import json_loads
-from .reference import live_stats, stopping_on_signals
+from .reference import SignalState, live_stats, stopping_on_signals
 
 __all__ = ["MAX_WAITING", "StreamSummary", "enrich_stream"]
 
@@ -41,6 +41,7 @@ __all__ = ["MAX_WAITING", "StreamSummary", "enrich_stream"]
 MAX_WAITING: Final = 200_000
 _READ_BYTES: Final = 1 << 16
 _IDLE: Final = 0.05
+_MAX_LINE: Final = 4 * 1024 * 1024
 _NOT_EVENT: Final = object()
 
 
@@ -108,13 +109,12 @@ def enrich_stream(
     waiting: deque[tuple[bytes, str | None, float]] = deque()
     hook = pm.hook
     try:
-        with stopping_on_signals(pm) as stop:
+        with stopping_on_signals(pm, cut=False) as stop:
             try:
                 hook.cowrie_ingest_start(config=host_config, pluginmanager=pm)
-                _run(source, sink, pm, records, summary, waiting, keys, hold, progress)
-            except KeyboardInterrupt:
-                summary.interrupted = True
+                _run(source, sink, pm, records, summary, waiting, keys, hold, progress, stop)
             finally:
+                summary.interrupted = stop.came
                 stop.ending = True
                 for stats in hook.cowrie_ingest_end():
                     if isinstance(stats, Mapping):
@@ -138,13 +138,15 @@ def _run(
     keys: tuple[bytes, ...],
     hold: float,
     progress: Callable[[StreamSummary, RunCounters], None] | None,
+    stop: SignalState,
 ) -> None:
     hook = pm.hook
     fd = source.fileno()
     canonical: dict[str, str | None] = {}
     partial = b""
     ended = False
-    while not ended or waiting:
+    next_flush = 0.0
+    while (not ended or waiting) and not stop.came:
         data = b""
         if not ended:
             ready, _, _ = select.select([fd], [], [], _IDLE if not waiting else 0.01)
@@ -153,6 +155,9 @@ def _run(
                 ended = not data
         lines = (partial + data).split(b"\n") if data else []
         partial = lines.pop() if lines else partial
+        if len(partial) > _MAX_LINE:  # a runaway line goes through as it is
+            lines.append(partial)
+            partial = b""
         if ended and partial:
             lines.append(partial)
             partial = b""
@@ -188,6 +193,19 @@ def _run(
                 summary.no_address += 1
         if len(waiting) > MAX_WAITING:  # the oldest go out as they are
             _emit(sink, records, summary, waiting, keys, now, hold, final=True, keep=MAX_WAITING)
+        # A line that waits for a new address's record asks for the batch to go now
+        # (at most every hold/2 s), rather than after the polite flush_interval.
+        now = time.monotonic()
+        head = waiting[0] if waiting else None
+        if (
+            head is not None
+            and now >= next_flush
+            and (ended or now - head[2] >= hold / 2)
+            and head[1] is not None
+            and head[1] not in records.fragments
+        ):
+            hook.cowrie_ingest_checkpoint()
+            next_flush = now + max(hold / 2, 0.5)
         _emit(sink, records, summary, waiting, keys, time.monotonic(), hold)
         sink.flush()
         if progress is not None:

@@ -220,6 +220,20 @@ class Store:
 
         return self._write(work)
 
+    def queue(self, ips: Iterable[str], now: dt.datetime | None = None) -> None:
+        """Record ``ips`` as pending without leasing them (asked on a later start)."""
+        wanted = sorted(set(ips))
+        if not wanted:
+            return
+        at = self._when(naive(now or utc_now()))
+        sql = self._sql
+
+        def work(conn: Connection) -> None:
+            sql.claim.run(conn, [(ip, 0, None, at, at, None, None) for ip in wanted])
+            sql.placeholder.run(conn, [(ip, "pending", False, at) for ip in wanted])
+
+        self._write(work)
+
     def _fresh_among(self, conn: Connection, ips: Sequence[str], moment: dt.datetime) -> set[str]:
         if not ips:
             return set()

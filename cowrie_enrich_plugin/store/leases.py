@@ -85,7 +85,8 @@ def owner_is_dead_here(owner: str) -> bool:
     except OSError:  # no /proc: ask the kernel whether the pid exists at all
         return _pid_missing(pid)
     if stat is None:
-        return True
+        # Not in /proc: gone, unless /proc hides other users' processes (hidepid).
+        return _pid_missing(pid)
     state, started = stat
     return state in ("Z", "X", "x") or (bool(start) and started != start)
 

@@ -131,3 +131,39 @@ def test_follow_delivers_as_lines_arrive_across_rotation_and_stops_on_sigterm(
         assert expected is not None
         assert records[ip]["status"] in ("enriched", "unannounced")
         assert records[ip]["cymru"]["asn"] == expected["asn"]  # type: ignore[index]
+
+
+def test_addresses_collected_but_not_yet_sent_survive_a_stop(
+    server: BulkWhoisServer, tmp_path: Path
+) -> None:
+    """A long-lived host cannot give them again: the stop resolves or records each one."""
+    live = tmp_path / "cowrie.json"
+    live.write_text("")
+    db_file = tmp_path / "stop.db"
+    config = write_config(
+        tmp_path / "host.toml", server, f"sqlite:///{db_file}", shutdown_timeout=5
+    )
+    proc = subprocess.Popen(
+        [cowrie_enrich(), "ingest", "--follow", str(live), "--config", str(config)],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ips = global_ips(18, seed=503)
+    time.sleep(1.5)
+    with live.open("a") as handle:
+        handle.writelines(event(ip, n) + "\n" for n, ip in enumerate(ips))
+    time.sleep(1.5)  # read and handed on; the batch waits for the 30 s flush
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{db_file}")
+    with engine.connect() as conn:
+        known = {row[0] for row in conn.execute(sa.text("SELECT ip FROM enrichment_record"))}
+        queued = {row[0] for row in conn.execute(sa.text("SELECT ip FROM pending_queue"))}
+    engine.dispose()
+    assert known == set(ips)  # answered, or recorded pending (then also queued)
+    assert queued <= set(ips)

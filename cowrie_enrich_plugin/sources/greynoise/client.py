@@ -12,6 +12,7 @@ with backoff, ``retries`` attempts in all; what is still unanswered stays pendin
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import json
 import logging
 import threading
@@ -171,9 +172,11 @@ class GreyNoiseClient:
             else:
                 if response.status_code == 429:
                     wait = _retry_after(response)
-                    if wait is None or _says_quota(response):
+                    if _says_quota(response):
                         self.quota.spend()
                         raise _Stop("GreyNoise daily quota spent; asked again tomorrow")
+                    if wait is None:  # a limit that does not say how long: back off
+                        wait = min(2.0 ** (waits + 1), _LONGEST_WAIT)
                     if wait > _LONGEST_WAIT:
                         self.rate.hold_off(wait)
                         raise _Stop(f"GreyNoise asked to wait {wait:.0f}s")
@@ -245,13 +248,21 @@ def _json(response: httpx.Response) -> Any:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds to wait, from ``Retry-After`` as seconds or as an HTTP date."""
     text = response.headers.get("Retry-After")
     if text is None:
         return None
     try:
         return max(0.0, float(text))
     except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
 
 
 def _says_quota(response: httpx.Response) -> bool:
