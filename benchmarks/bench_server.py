@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import resource
 import socket
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cowrie_enrich_plugin.testing.__main__ import serve_commands  # noqa: E402
 from cowrie_enrich_plugin.testing.whois_server import (  # noqa: E402
     BulkWhoisServer,
     Faults,
@@ -157,24 +157,7 @@ def main() -> int:
         latency_per_batch=options.latency_per_batch, latency_per_ip=options.latency_per_ip
     )
     with BenchWhoisServer(faults=faults, streaming=options.streaming, plain_names=True) as server:
-        print(f"listening {server.hostport}", flush=True)
-        for line in sys.stdin:
-            command = line.strip()
-            if command == "stats":
-                asked = server.asked()
-                stats = {
-                    "connections": server.connections,
-                    "requests": len(server.requests),
-                    "ips_asked": sum(asked.values()),
-                    "distinct": len(asked),
-                    "cpu_seconds": _cpu_seconds(),
-                }
-                print(json.dumps(stats), flush=True)
-            elif command == "reset":
-                server.reset_log()
-                print("ok", flush=True)
-            elif command == "quit":
-                break
+        serve_commands(server, lambda: {"cpu_seconds": _cpu_seconds()})
     return 0
 
 

@@ -15,7 +15,6 @@ from typing import IO, Any, Final
 
 import pluggy
 
-from ..counters import RunCounters
 from .follow import FollowedFile, Line
 from .logreader import LogProblem, parse_event
 from .reference import (
@@ -23,6 +22,7 @@ from .reference import (
     IngestSummary,
     Progress,
     RecordSink,
+    end_run,
     live_stats,
     stopping_on_signals,
 )
@@ -63,9 +63,7 @@ def follow(
             finally:
                 stop.ending = True
                 summary.read_seconds = time.monotonic() - started
-                for stats in hook.cowrie_ingest_end():
-                    if isinstance(stats, Mapping):
-                        summary.plugin = summary.plugin + RunCounters.from_mapping(stats)
+                summary.plugin = end_run(pm)
     except KeyboardInterrupt:
         pass  # a second signal while ending
     finally:

@@ -218,10 +218,7 @@ def _ingest(
         stop.ending = True  # a signal from now on only tells the plugins to hurry
         summary.read_seconds = time.monotonic() - started
         with _progress_while(progress, progress_every, summary, sink, manager):
-            results = hook.cowrie_ingest_end()
-        for stats in results:
-            if isinstance(stats, Mapping):
-                summary.plugin = summary.plugin + RunCounters.from_mapping(stats)
+            summary.plugin = end_run(manager)
 
 
 @contextlib.contextmanager
@@ -250,6 +247,15 @@ def _progress_while(
     finally:
         stop.set()
         thread.join()
+
+
+def end_run(pm: pluggy.PluginManager) -> RunCounters:
+    """Call ``cowrie_ingest_end``; the plugins' counters, added up."""
+    total = RunCounters()
+    for stats in pm.hook.cowrie_ingest_end():
+        if isinstance(stats, Mapping):
+            total = total + RunCounters.from_mapping(stats)
+    return total
 
 
 def live_stats(pm: pluggy.PluginManager) -> RunCounters:

@@ -33,7 +33,7 @@ from ..counters import RunCounters
 from ..ecs import NAMESPACE, to_ecs
 from ..hookspecs import hookimpl
 from .logreader import json_loads
-from .reference import SignalState, live_stats, stopping_on_signals
+from .reference import SignalState, end_run, live_stats, stopping_on_signals
 
 __all__ = ["MAX_WAITING", "StreamSummary", "enrich_stream"]
 
@@ -116,9 +116,7 @@ def enrich_stream(
             finally:
                 summary.interrupted = stop.came
                 stop.ending = True
-                for stats in hook.cowrie_ingest_end():
-                    if isinstance(stats, Mapping):
-                        summary.plugin = RunCounters.from_mapping(stats)
+                summary.plugin = end_run(pm)
                 _emit(sink, records, summary, waiting, keys, time.monotonic(), 0.0, final=True)
                 sink.flush()
     except KeyboardInterrupt:

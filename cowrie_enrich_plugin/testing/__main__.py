@@ -10,8 +10,33 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 
 from .whois_server import BulkWhoisServer, Faults
+
+
+def serve_commands(
+    server: BulkWhoisServer, extra: Callable[[], dict[str, float]] | None = None
+) -> None:
+    """Say where the server listens, then answer ``stats``, ``reset`` and ``quit`` on stdin."""
+    print(f"listening {server.hostport}", flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "stats":
+            asked = server.asked()
+            stats: dict[str, float] = {
+                "connections": server.connections,
+                "requests": len(server.requests),
+                "ips_asked": sum(asked.values()),
+                "distinct": len(asked),
+                **(extra() if extra is not None else {}),
+            }
+            print(json.dumps(stats), flush=True)
+        elif command == "reset":
+            server.reset_log()
+            print("ok", flush=True)
+        elif command == "quit":
+            return
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,27 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         faults=faults,
         plain_names=options.plain_names,
     ) as server:
-        print(f"listening {server.hostport}", flush=True)
-        for line in sys.stdin:
-            command = line.strip()
-            if command == "stats":
-                asked = server.asked()
-                print(
-                    json.dumps(
-                        {
-                            "connections": server.connections,
-                            "requests": len(server.requests),
-                            "ips_asked": sum(asked.values()),
-                            "distinct": len(asked),
-                        }
-                    ),
-                    flush=True,
-                )
-            elif command == "reset":
-                server.reset_log()
-                print("ok", flush=True)
-            elif command == "quit":
-                break
+        serve_commands(server)
     return 0
 
 
