@@ -84,20 +84,17 @@ class BenchWhoisServer(BulkWhoisServer):
             lines = self._rendered[ip] = super().rendered_rows(ip)
         return lines
 
-    def _serve(self, sock: socket.socket) -> None:
+    def serve_connection(self, sock: socket.socket) -> None:
         if not self.streaming:
-            super()._serve(sock)
+            super().serve_connection(sock)
             return
-        with self._lock:
-            self.connections += 1
         self._serve_streaming(sock)
 
     def _serve_streaming(self, sock: socket.socket) -> None:
         """Answer line by line as the real server does (banner at ``begin``, options, rows)."""
         request = WhoisRequest()
-        with self._lock:
-            self.requests.append(request)
-            faults = replace(self.faults)
+        self.log_request(request)
+        faults = replace(self.faults)
         sock.settimeout(30)
         reader = sock.makefile("rb")
         verbose = prefix = country = False
@@ -109,7 +106,7 @@ class BenchWhoisServer(BulkWhoisServer):
                 sock.sendall(f"Bulk mode; whois.cymru.com [{now}]\n".encode())
             # The cost model is kept on a clock, not by small sleeps that each overrun.
             due = time.monotonic() + faults.latency_per_batch
-            if self._stop.wait(faults.latency_per_batch):
+            if self.pause(faults.latency_per_batch):
                 return
             lines = iter(reader) if bulk else iter([first])
             for raw in lines:
@@ -131,7 +128,7 @@ class BenchWhoisServer(BulkWhoisServer):
                     continue
                 request.ips.append(address)
                 due += faults.latency_per_ip
-                if due > time.monotonic() and self._stop.wait(due - time.monotonic()):
+                if due > time.monotonic() and self.pause(due - time.monotonic()):
                     return
                 rows = self.rows_for(address)
                 if not rows:

@@ -131,6 +131,9 @@ class BulkWhoisServer:
         self.faults = faults or Faults()
         self.requests: list[WhoisRequest] = []
         self.connections = 0
+        #: the most connections served at once (a client's concurrency, seen from here)
+        self.peak_connections = 0
+        self._active = 0
         self.max_request_lines = max_request_lines
         self.plain_names = plain_names
         self._rows: dict[str, list[Row]] = {}
@@ -247,12 +250,32 @@ class BulkWhoisServer:
         with self._lock:
             self.requests.clear()
             self.connections = 0
+            self.peak_connections = self._active
 
     # -- serving -----------------------------------------------------------------
 
     def _serve(self, sock: socket.socket) -> None:
         with self._lock:
             self.connections += 1
+            self._active += 1
+            self.peak_connections = max(self.peak_connections, self._active)
+        try:
+            self.serve_connection(sock)
+        finally:
+            with self._lock:
+                self._active -= 1
+
+    def pause(self, seconds: float) -> bool:
+        """Sleep ``seconds`` unless the server stops first; whether it stopped."""
+        return self._stop.wait(seconds)
+
+    def log_request(self, request: WhoisRequest) -> None:
+        """Record one request (what :meth:`requests` and :meth:`asked` report)."""
+        with self._lock:
+            self.requests.append(request)
+
+    def serve_connection(self, sock: socket.socket) -> None:
+        """Answer one connection as the bulk interface does (a subclass may answer otherwise)."""
         request = WhoisRequest()
         sock.settimeout(30)
         lines = self._read_request(sock, request)
