@@ -28,8 +28,9 @@ from ..record import EnrichmentRecord, Status
 from ..slices import slices
 from ..sources.cymru.client import BatchResult
 from ..store.parts import due_pending_parts
+from .foreign import ForeignLeases
 from .lifecycle import BACKGROUND_EVERY, Handled, due_retries
-from .sections import Sections, with_every_part
+from .sections import ExtraAsking, Sections, with_every_part
 from .steps import Enricher
 
 __all__ = ["Flusher"]
@@ -64,7 +65,7 @@ class Flusher:
         self._emit_dicts = emit
         self._stopping = stopping or threading.Event()
         self._resume_pending = resume_pending
-        self._foreign: dict[str, EnrichmentRecord | None] = {}
+        self._foreign = ForeignLeases()
         self._stale: dict[str, EnrichmentRecord] = {}
         self._sections = Sections()
         self._handled = Handled(self.config)
@@ -75,11 +76,12 @@ class Flusher:
         self._lock = threading.Lock()
         self._network = ThreadPoolExecutor(concurrency, thread_name_prefix="cymru")
         self._persist = ThreadPoolExecutor(1, thread_name_prefix="cowrie-enrich-store")
-        # The extra sources ask on threads of their own, each source within its own
-        # concurrency, so whois's connection slots and leases never wait for them.
-        sources = enricher.extras.sources.values()
-        self._extras = ThreadPoolExecutor(
-            max(1, sum(source.concurrency for source in sources)), thread_name_prefix="sources"
+        self._asking = ExtraAsking(
+            enricher,
+            self._sections,
+            self._track,
+            self._emit,
+            lambda exc: self._store_failed(exc, 0),
         )
         self.skipped = 0
         self.errors = 0
@@ -106,7 +108,7 @@ class Flusher:
             self._wait_for_batches()
             self._network.shutdown(wait=True)
             self._persist.shutdown(wait=True)
-            self._extras.shutdown(wait=True)
+            self._asking.shutdown()
 
     def _loop(self, inbox: queue.Queue[ToEngine], on_idle: Callable[[], None] | None) -> None:
         interval = self.config.flush_interval
@@ -237,35 +239,12 @@ class Flusher:
         return view.to_fetch
 
     def _send_partial(self) -> None:
-        """Ask the extra sources for addresses whose Cymru answer is fresh."""
-        waiting = self._sections.take_partial()
-        if self._stopping.is_set():
-            self._emit(waiting.values())
-            return
-        for part in slices(list(waiting.values()), self.config.batch_size):
-            self._to_extras(list(part))
+        self._asking.partial(self.config.batch_size, self._stopping.is_set())
 
-    def _to_extras(self, records: list[EnrichmentRecord]) -> None:
-        """Hand records to the extra sources' own threads (whois never waits for them)."""
-        future = self._extras.submit(self._ask_extras, records)
+    def _track(self, future: Future[None]) -> None:
         with self._lock:
             self._futures.add(future)
         future.add_done_callback(self._forget)
-
-    def _ask_extras(self, records: list[EnrichmentRecord]) -> None:
-        """Ask the extra sources what the records lack, persist it, emit the records."""
-        try:
-            ips = [record.ip for record in records]
-            needs, cached = self._sections.take(ips)
-            asked = self.enricher.ask_extras(ips, needs)
-            merged = self.enricher.save_parts(records, asked, cached)
-        except Exception as exc:
-            if isinstance(exc, StoreError):
-                self._store_failed(exc, 0)
-            else:
-                logger.exception("asking the extra sources failed")
-            merged = records
-        self._emit(merged)
 
     def _send(self, ips: list[str]) -> None:
         """Send ``ips`` in batches of at most ``batch_size``, whatever their origin.
@@ -302,7 +281,7 @@ class Flusher:
             self._not_recorded(batch)
             return
         for ip in theirs:
-            self._foreign[ip] = self._stale.get(ip)
+            self._foreign.add(ip, self._stale.get(ip))
         if not mine:
             return
         previous = {ip: self._stale.pop(ip) for ip in mine if ip in self._stale}
@@ -367,7 +346,7 @@ class Flusher:
                 self.errors += 1
             records = [previous.get(ip) or EnrichmentRecord(ip, Status.PENDING) for ip in batch]
         if self.enricher.extras.names and not self._stopping.is_set():
-            self._to_extras(records)
+            self._asking.submit(records)
         else:
             self._emit(records)
 
@@ -402,18 +381,13 @@ class Flusher:
         if not self._foreign or self._store_paused():
             return []
         try:
-            view = self.enricher.look_in_cache(list(self._foreign))
+            view = self.enricher.look_in_cache(self._foreign.ips())
         except StoreError as exc:
             self._store_failed(exc, 0)
             return []
-        for ip in (*view.fresh, *view.partial):
-            del self._foreign[ip]
         self._emit(view.fresh.values())
         self._sections.remember(view)
-        # Claimable again: back to whois; a claim still held elsewhere returns them here.
-        for ip in view.to_fetch:
-            self._foreign.pop(ip, None)
-        return view.to_fetch
+        return self._foreign.settle(view)
 
     def _finish_foreign(self) -> None:
         """At the end, wait (bounded by the lease time) for other processes' leases."""
@@ -428,16 +402,12 @@ class Flusher:
         if not self._foreign:
             return
         try:
-            stored = self.enricher.store.get_records(list(self._foreign))
+            stored = self.enricher.store.get_records(self._foreign.ips())
         except StoreError:
             stored = {}
-        leftovers = [
-            record or stored.get(ip) or EnrichmentRecord(ip, Status.PENDING)
-            for ip, record in self._foreign.items()
-        ]
+        leftovers = self._foreign.leftovers(stored)
         self.leftover_pending += sum(r.status is Status.PENDING for r in leftovers)
         self._emit(leftovers)
-        self._foreign.clear()
 
     def counters(self) -> RunCounters:
         """The run's counters as the engine knows them (steps, whois client, this loop)."""

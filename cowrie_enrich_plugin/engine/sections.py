@@ -1,20 +1,27 @@
-"""What the extra sources still owe each address in flight, and what they already said.
+"""The extra sources' side of the engine: what each address in flight still lacks, and asking.
 
 The flusher looks an address up in the store once; the extra sources' fresh stored
-sections and the sources it lacks are kept here until its batch (or its
-extra-sources-only batch) is asked, then taken. Thread-safe: batches are asked on
-the engine's connection threads.
+sections and the sources it lacks are kept in :class:`Sections` until the address
+is asked, then taken. :class:`ExtraAsking` asks on threads of its own, after whois's
+answer is saved (whois's connection slots and leases never wait for it), persists
+the sections and hands the merged records on.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 
+from ..errors import StoreError
 from ..record import EnrichmentRecord, PartStatus, SourcePart, Status
-from .steps import CacheView
+from ..slices import slices
+from .steps import CacheView, Enricher
 
-__all__ = ["Sections", "with_every_part"]
+__all__ = ["ExtraAsking", "Sections", "with_every_part"]
+
+logger = logging.getLogger(__name__)
 
 
 class Sections:
@@ -64,3 +71,58 @@ def with_every_part(record: EnrichmentRecord, names: tuple[str, ...]) -> Enrichm
         return record
     pending = SourcePart(PartStatus.PENDING, error="not asked")
     return record.with_parts({name: have.get(name, pending) for name in names})
+
+
+class ExtraAsking:
+    """The extra sources asked beside the flusher.
+
+    :param track: called with each future, so that the flusher waits for it at the end.
+    :param emit: called (on these threads) with the merged records.
+    :param failed: called with a database error.
+    """
+
+    def __init__(
+        self,
+        enricher: Enricher,
+        sections: Sections,
+        track: Callable[[Future[None]], None],
+        emit: Callable[[list[EnrichmentRecord]], None],
+        failed: Callable[[StoreError], None],
+    ) -> None:
+        self.enricher = enricher
+        self.sections = sections
+        self._track, self._emit, self._failed = track, emit, failed
+        concurrency = sum(source.concurrency for source in enricher.extras.sources.values())
+        self._pool = ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="sources")
+
+    def partial(self, batch_size: int, stopping: bool) -> None:
+        """Ask for the addresses whose Cymru answer is fresh (when stopping, emit them as is)."""
+        waiting = list(self.sections.take_partial().values())
+        if stopping:
+            if waiting:
+                self._emit(waiting)
+            return
+        for part in slices(waiting, batch_size):
+            self.submit(list(part))
+
+    def submit(self, records: list[EnrichmentRecord]) -> None:
+        """Ask for what ``records`` lack, on the pool."""
+        self._track(self._pool.submit(self._ask, records))
+
+    def shutdown(self) -> None:
+        """Wait for the pool's threads."""
+        self._pool.shutdown(wait=True)
+
+    def _ask(self, records: list[EnrichmentRecord]) -> None:
+        try:
+            ips = [record.ip for record in records]
+            needs, cached = self.sections.take(ips)
+            asked = self.enricher.ask_extras(ips, needs)
+            merged = self.enricher.save_parts(records, asked, cached)
+        except Exception as exc:
+            if isinstance(exc, StoreError):
+                self._failed(exc)
+            else:
+                logger.exception("asking the extra sources failed")
+            merged = records
+        self._emit(merged)
