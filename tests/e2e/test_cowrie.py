@@ -193,9 +193,17 @@ class Cowrie:
         raise AssertionError(self.diagnostics())
 
     def stop(self) -> float:
+        """``cowrie stop`` (it only sends SIGTERM), then until the daemon is gone: seconds."""
+        pid = int((self.state / "var" / "run" / "cowrie.pid").read_text())
         started = time.monotonic()
         done = self.run("stop")
         assert done.returncode == 0, done.stdout + done.stderr
+        while time.monotonic() - started < 60:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
         return time.monotonic() - started
 
     def knock(self, src: str) -> None:
