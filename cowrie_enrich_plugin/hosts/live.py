@@ -69,9 +69,7 @@ def follow(
     finally:
         followed.close()
         pm.unregister(sink)
-    summary.delivered = sink.count
-    summary.by_status = dict(sink.by_status)
-    summary.seconds = time.monotonic() - started
+    sink.fill(summary, started)
     return summary
 
 

@@ -58,6 +58,12 @@ class RecordSink:
         self.count = 0
         self.by_status: dict[str, int] = {}
 
+    def fill(self, summary: IngestSummary, started: float) -> None:
+        """Put what was delivered, and the run's length, in ``summary``."""
+        summary.delivered = self.count
+        summary.by_status = dict(self.by_status)
+        summary.seconds = time.monotonic() - started
+
     @hookimpl
     def cowrie_enrichment_ready(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Count and (optionally) write the records."""
@@ -179,9 +185,7 @@ def run_ingest(
         path: index for index, path in enumerate(dict.fromkeys(p.path for p in reader.problems))
     }
     summary.problems = sorted(reader.problems, key=lambda p: (order[p.path], p.line))
-    summary.delivered = sink.count
-    summary.by_status = dict(sink.by_status)
-    summary.seconds = time.monotonic() - started
+    sink.fill(summary, started)
     return summary
 
 
@@ -251,17 +255,17 @@ def _progress_while(
 
 def end_run(pm: pluggy.PluginManager) -> RunCounters:
     """Call ``cowrie_ingest_end``; the plugins' counters, added up."""
-    total = RunCounters()
-    for stats in pm.hook.cowrie_ingest_end():
-        if isinstance(stats, Mapping):
-            total = total + RunCounters.from_mapping(stats)
-    return total
+    return _added_up(pm.hook.cowrie_ingest_end())
 
 
 def live_stats(pm: pluggy.PluginManager) -> RunCounters:
     """The plugins' counters mid-run, through the progress hook."""
+    return _added_up(pm.hook.cowrie_ingest_progress())
+
+
+def _added_up(results: Iterable[object]) -> RunCounters:
     total = RunCounters()
-    for stats in pm.hook.cowrie_ingest_progress():
+    for stats in results:
         if isinstance(stats, Mapping):
             total = total + RunCounters.from_mapping(stats)
     return total
