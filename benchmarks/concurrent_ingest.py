@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -29,10 +28,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import sqlalchemy as sa  # noqa: E402
+from run import global_ips  # noqa: E402
 
-from cowrie_enrich_plugin.addresses import Usable, classify  # noqa: E402
 from cowrie_enrich_plugin.store.schema import metadata  # noqa: E402
 from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults  # noqa: E402
 
@@ -48,16 +48,6 @@ class Round:
     asked_twice: int
     failed_runs: int
     incomplete: int
-
-
-def _ips(count: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    found: dict[str, None] = {}
-    while len(found) < count:
-        verdict = classify(".".join(str(rng.randint(1, 223)) for _ in range(4)))
-        if isinstance(verdict, Usable):
-            found[verdict.ip] = None
-    return list(found)
 
 
 def _cowrie_enrich() -> str:
@@ -129,7 +119,7 @@ def main() -> int:
     admin = os.environ.get("CE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     admin = admin.replace("postgresql://", "postgresql+psycopg://", 1)
     db_url = options.db or _create_database(admin)
-    ips = _ips(options.ips, seed=7)
+    ips = global_ips(options.ips, seed=7)
     rounds: list[Round] = []
     with (
         BulkWhoisServer(faults=Faults(latency_per_batch=0.15, latency_per_ip=0.0005)) as server,

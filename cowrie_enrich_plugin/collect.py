@@ -309,15 +309,17 @@ class Collector:
     def _deliver(self, records: list[dict[str, Any]]) -> None:
         """Each address once in a batch run; again in a long-lived one when it changed."""
         delivered = self._delivered
+        signed = [(r, _signature(r)) for r in records]
         if self.config.long_lived:
-            ready = [r for r in records if delivered.get(r["ip"]) != _signature(r)]
+            news = [(r, sign) for r, sign in signed if delivered.get(r["ip"]) != sign]
         else:
-            ready = [r for r in records if r["ip"] not in delivered]
-        if not ready:
+            news = [(r, sign) for r, sign in signed if r["ip"] not in delivered]
+        if not news:
             return
-        for record in ready:
+        for record, sign in news:
             delivered.pop(record["ip"], None)  # the newest last: the first to be forgotten
-            delivered[record["ip"]] = _signature(record)
+            delivered[record["ip"]] = sign
+        ready = [record for record, _sign in news]
         self._stats.delivered += len(ready)
         self._deliver_fn(ready)
 

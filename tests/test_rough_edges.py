@@ -72,41 +72,19 @@ def test_the_worker_runs_the_installed_package_not_the_current_directory(
     ips = global_ips(50, seed=131)
     log = write_log(tmp_path / "cowrie.json", ips)
     host, port = server.address
-    done = subprocess.run(
-        [
-            cowrie_enrich(),
-            "ingest",
-            str(log),
-            "--db",
-            "sqlite:///i.db",
-            "--cymru",
-            f"{host}:{port}",
-        ],
-        cwd=tmp_path,
-        env={**clean_env(), "PYTHONPATH": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+
+    def ingest(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        command = [cowrie_enrich(), "ingest", str(log), "--db", "sqlite:///i.db"]
+        command += ["--cymru", f"{host}:{port}"]
+        return subprocess.run(
+            command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+
+    done = ingest({**clean_env(), "PYTHONPATH": str(tmp_path)})
     # PYTHONPATH makes the host import the planted package too; the worker must not
     assert done.returncode in (0, 1), done.stdout + done.stderr
     marker.unlink(missing_ok=True)
-    done = subprocess.run(
-        [
-            cowrie_enrich(),
-            "ingest",
-            str(log),
-            "--db",
-            "sqlite:///i.db",
-            "--cymru",
-            f"{host}:{port}",
-        ],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = ingest(clean_env())
     assert done.returncode == 0, done.stdout + done.stderr
     assert not marker.exists()
 

@@ -138,10 +138,7 @@ class Flusher:
                 message = End()
             if self.config.long_lived:
                 new.extend(self._due_in_background())
-            if isinstance(message, NewAddresses):
-                new.extend(self._unseen(message.ips))
-            elif isinstance(message, SkippedAddresses):
-                skipped.extend(self._unseen(message.ips))
+            self._take(message, new, skipped)
             end = isinstance(message, End) or self._stopping.is_set()
             force = end or isinstance(message, Flush)
             if oldest is None and (new or skipped):
@@ -179,6 +176,13 @@ class Flusher:
 
     # -- steps -------------------------------------------------------------------------------
 
+    def _take(self, message: ToEngine | None, new: list[str], skipped: list[str]) -> None:
+        """Add a message's addresses not handled yet to ``new`` or ``skipped``."""
+        if isinstance(message, NewAddresses):
+            new.extend(self._unseen(message.ips))
+        elif isinstance(message, SkippedAddresses):
+            skipped.extend(self._unseen(message.ips))
+
     def _drain(
         self,
         inbox: queue.Queue[ToEngine],
@@ -189,10 +193,7 @@ class Flusher:
         """Every address still in the inbox, added to ``new`` and ``skipped``."""
         message = first
         while True:
-            if isinstance(message, NewAddresses):
-                new.extend(self._unseen(message.ips))
-            elif isinstance(message, SkippedAddresses):
-                skipped.extend(self._unseen(message.ips))
+            self._take(message, new, skipped)
             try:
                 message = inbox.get_nowait()
             except queue.Empty:

@@ -66,6 +66,7 @@ def save_parts(
         return
     moment = naive(now or utc_now())
     a = source_answers.c
+    ordered = sorted(parts, key=lambda p: (p[0], p[1]))
     answered = [
         {
             "ip": ip,
@@ -78,7 +79,7 @@ def save_parts(
             "last_error": None,
             "updated_at": moment,
         }
-        for ip, name, part in sorted(parts, key=lambda p: (p[0], p[1]))
+        for ip, name, part in ordered
         if part.status is not PartStatus.PENDING
     ]
     failed = [
@@ -93,7 +94,7 @@ def save_parts(
             "last_error": (part.error or "not answered")[:500],
             "updated_at": moment,
         }
-        for ip, name, part in sorted(parts, key=lambda p: (p[0], p[1]))
+        for ip, name, part in ordered
         if part.status is PartStatus.PENDING
     ]
 
