@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from itertools import repeat
 from typing import Any, Final
 
+from . import clock
 from .addresses import InvalidAddress, Usable, classify, is_usable_ipv4
 from .channel import (
     Done,
@@ -31,6 +32,7 @@ from .channel import (
 from .config import EnrichConfig
 from .counters import RunCounters
 from .errors import ConfigError, GeoDatabaseError, StoreError, WorkerError
+from .record import delivery_signature
 from .transport import Transport
 
 __all__ = ["Collector"]
@@ -77,8 +79,8 @@ class Collector:
         self._refusing: set[object] = set()
         #: what was delivered per address: in a long-lived run a changed record
         #: (pending resolved, expired refreshed) is delivered again
-        self._delivered: dict[str, tuple[object, ...]] = {}
-        self._remembered_since = time.monotonic()
+        self._delivered: dict[str, str] = {}
+        self._remembered_since = clock.monotonic()
         self._stats = RunCounters()
         self._remote = RunCounters()
         self._done = False
@@ -180,12 +182,12 @@ class Collector:
         handed on again, and the engine serves it from the store or refreshes it.
         """
         full = len(self._seen) > self.config.working_set
-        if full or time.monotonic() - self._remembered_since > _RECHECK_SECONDS:
+        if full or clock.monotonic() - self._remembered_since > _RECHECK_SECONDS:
             self._seen = {}
             self._canonical = set()
             self._refusing = set()
             self._invalid_remembered = 0
-            self._remembered_since = time.monotonic()
+            self._remembered_since = clock.monotonic()
         while len(self._delivered) > self.config.working_set:
             del self._delivered[next(iter(self._delivered))]
 
@@ -309,7 +311,7 @@ class Collector:
     def _deliver(self, records: list[dict[str, Any]]) -> None:
         """Each address once in a batch run; again in a long-lived one when it changed."""
         delivered = self._delivered
-        signed = [(r, _signature(r)) for r in records]
+        signed = [(r, delivery_signature(r)) for r in records]
         if self.config.long_lived:
             news = [(r, sign) for r, sign in signed if delivered.get(r["ip"]) != sign]
         else:
@@ -339,11 +341,3 @@ class Collector:
         if self._interrupted:
             total.pending += max(0, len(self._canonical) - len(self._delivered))
         return total
-
-
-def _signature(record: dict[str, Any]) -> tuple[object, ...]:
-    """What makes a delivery news: the status, the expiry, and which sections are pending."""
-    pending = tuple(
-        name for name, part in record.items() if isinstance(part, dict) and part.get("pending")
-    )
-    return (record["status"], record["expires_at"], pending)

@@ -82,6 +82,11 @@ class EnrichConfig:
     lifecycle: str = "batch"
     #: Addresses a long-lived run keeps in memory on each side; the store holds the rest.
     working_set: int = 100_000
+    #: A long-lived run delivers each record once, and again only when it changes, even
+    #: after its address left the working set; ``true`` delivers it again whenever its
+    #: address comes back after that (for hosts that keep no records of their own, such
+    #: as the ``enrich`` filter, which adds the record to every event).
+    redeliver: bool = False
     #: A long-lived run's first background retry of a pending address, in seconds;
     #: each further failure doubles it, up to 16 times.
     retry_interval: float = 300.0
@@ -138,6 +143,7 @@ _RULES: Final[Mapping[str, Setting]] = {
     "lifecycle": Setting(str, choices=("batch", "long-lived")),
     "working_set": Setting(int, low=1000, high=100_000_000),
     "retry_interval": Setting(float, low=0, high=86_400, low_open=True),
+    "redeliver": Setting(bool),
     "metrics_listen": Setting(str, optional=True),
 }
 

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
+
+from .clock import utc_now
 
 __all__ = [
     "STATUS_TEXT",
@@ -32,6 +35,7 @@ __all__ = [
     "PartStatus",
     "SourcePart",
     "Status",
+    "delivery_signature",
     "format_time",
     "parse_time",
     "utc_now",
@@ -49,11 +53,6 @@ class Status(str, Enum):
 
 #: Each status's text, looked up faster than ``status.value`` (an enum property).
 STATUS_TEXT: Final = {status: status.value for status in Status}
-
-
-def utc_now() -> dt.datetime:
-    """Return the current time, timezone-aware, in UTC, to the second."""
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 
 
 def format_time(value: dt.datetime | None) -> str | None:
@@ -255,3 +254,16 @@ class EnrichmentRecord:
         for name, part in self.parts:
             data[name] = part.to_dict()
         return data
+
+
+def delivery_signature(record: Mapping[str, Any]) -> str:
+    """What makes a delivery of an exported record news to a host that had one before.
+
+    Its status, its expiry and which sections are pending: a pending record that
+    resolves, an expired one refreshed, a source's section answered. The same
+    record delivered again is not news.
+    """
+    pending = ",".join(
+        name for name, part in record.items() if isinstance(part, dict) and part.get("pending")
+    )
+    return f"{record['status']}|{record['expires_at']}|{pending}"

@@ -178,7 +178,7 @@ def test_migration_from_version_one(db_url: str) -> None:
     engine.dispose()
     store = open_store(db_url)  # migrates to the current version
     with store.engine.connect() as conn:
-        assert current_version(conn) == SCHEMA_VERSION == 4
+        assert current_version(conn) == SCHEMA_VERSION == 5
         assert sa.inspect(conn).has_table("source_answer")  # version 4
         # version 3 writes without secondary indexes (only the primary keys)
         for table in ("enrichment_record", "pending_queue"):

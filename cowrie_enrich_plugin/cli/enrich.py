@@ -56,7 +56,7 @@ def enrich(
     Example:
       tail -F /var/log/cowrie/cowrie.json | cowrie-enrich enrich --format ecs
     """
-    config = host_config(opts, lifecycle="long-lived")
+    config = host_config(opts, lifecycle="long-lived", redeliver=True)
     checked = settings(config)
     pm = make_plugin_manager(config)
     files = RunFiles("enrich", status_file, metrics_file)

@@ -21,12 +21,14 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final
 
+from .. import clock
 from ..channel import End, Flush, NewAddresses, SkippedAddresses, ToEngine
 from ..counters import RunCounters
 from ..errors import StoreError
-from ..record import EnrichmentRecord, Status
+from ..record import EnrichmentRecord, Status, delivery_signature
 from ..slices import slices
 from ..sources.cymru.client import BatchResult
+from ..store.deliveries import drop_gone_runs, news
 from ..store.parts import due_pending_parts
 from .foreign import ForeignLeases
 from .lifecycle import BACKGROUND_EVERY, Handled, due_retries
@@ -69,7 +71,7 @@ class Flusher:
         self._stale: dict[str, EnrichmentRecord] = {}
         self._sections = Sections()
         self._handled = Handled(self.config)
-        self._next_background = time.monotonic() + BACKGROUND_EVERY
+        self._next_background = clock.monotonic() + BACKGROUND_EVERY
         concurrency = self.config.concurrency
         self._in_flight = threading.BoundedSemaphore(max(2, 2 * concurrency))
         self._futures: set[Future[None]] = set()
@@ -88,6 +90,8 @@ class Flusher:
         self.unsaved = 0
         self.leftover_pending = 0
         self._store_down_until = 0.0
+        #: each record once, even after its address left the working set
+        self._once_per_run = self.config.long_lived and not self.config.redeliver
 
     @property
     def in_flight(self) -> int:
@@ -114,6 +118,11 @@ class Flusher:
         interval = self.config.flush_interval
         size = self.config.batch_size
         new: list[str] = []
+        if self._once_per_run:
+            try:
+                drop_gone_runs(self.enricher.store)
+            except StoreError as exc:
+                self._store_failed(exc, 0)
         if self._resume_pending:  # what earlier runs left pending is retried in this one
             try:
                 store, names = self.enricher.store, self.enricher.extras.names
@@ -125,7 +134,9 @@ class Flusher:
         to_fetch: list[str] = []
         oldest: float | None = None
         while True:
-            timeout = interval if oldest is None else max(0.0, oldest + interval - time.monotonic())
+            timeout = (
+                interval if oldest is None else max(0.0, oldest + interval - clock.monotonic())
+            )
             message: ToEngine | None
             try:
                 message = inbox.get(timeout=min(timeout, 0.5))
@@ -142,8 +153,8 @@ class Flusher:
             end = isinstance(message, End) or self._stopping.is_set()
             force = end or isinstance(message, Flush)
             if oldest is None and (new or skipped):
-                oldest = time.monotonic()
-            due = oldest is not None and time.monotonic() - oldest >= interval
+                oldest = clock.monotonic()
+            due = oldest is not None and clock.monotonic() - oldest >= interval
             # A long-lived host waits for nothing it can have now: the cache is looked
             # at at once, and only what must go to the network waits for a batch.
             prompt = self.config.long_lived and bool(new or skipped)
@@ -169,7 +180,7 @@ class Flusher:
             if not new and not skipped and not to_fetch:
                 oldest = None
             elif due or force:
-                oldest = time.monotonic()
+                oldest = clock.monotonic()
             if end:
                 self._finish_foreign()
                 return
@@ -201,9 +212,11 @@ class Flusher:
 
     def _due_in_background(self) -> list[str]:
         """In a long-lived run, now and then: the pending addresses whose retry is due."""
-        if time.monotonic() < self._next_background or self._store_paused():
+        if clock.monotonic() < self._next_background or self._store_paused():
             return []
-        self._next_background = time.monotonic() + max(self.config.flush_interval, BACKGROUND_EVERY)
+        self._next_background = clock.monotonic() + max(
+            self.config.flush_interval, BACKGROUND_EVERY
+        )
         try:
             due = due_retries(self.enricher)
         except StoreError as exc:
@@ -237,7 +250,16 @@ class Flusher:
         self._emit(view.fresh.values())
         self._stale.update(view.stale)
         self._sections.remember(view)
-        return view.to_fetch
+        if not self.config.long_lived or not view.stale:
+            return view.to_fetch
+        # Seen again while its retry waits out its backoff: the background asks.
+        try:
+            waiting = self.enricher.store.backing_off(list(view.stale))
+        except StoreError as exc:
+            self._store_failed(exc, 0)
+            waiting = set()
+        self._emit(self._stale.pop(ip) for ip in sorted(waiting))
+        return [ip for ip in view.to_fetch if ip not in waiting]
 
     def _send_partial(self) -> None:
         self._asking.partial(self.config.batch_size, self._stopping.is_set())
@@ -361,8 +383,20 @@ class Flusher:
         if names:
             records = [with_every_part(record, names) for record in records]
         dicts = [record.to_dict() for record in records]
+        if dicts and self._once_per_run:
+            dicts = self._news(dicts)
         if dicts:
             self._emit_dicts(dicts)
+
+    def _news(self, dicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The records this long-lived run has not delivered as they are (see deliveries)."""
+        signed = [(d["ip"], delivery_signature(d)) for d in dicts]
+        try:
+            fresh = news(self.enricher.store, signed)
+        except StoreError as exc:  # a repeat rather than a loss
+            logger.debug("could not look up what was delivered (%s)", exc)
+            return dicts
+        return [d for d in dicts if d["ip"] in fresh]
 
     def _wait_for_batches(self) -> None:
         while True:

@@ -9,10 +9,10 @@ pending addresses whose background retry is due.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Final
 
+from .. import clock
 from ..config import EnrichConfig
 from ..store.parts import due_pending_parts
 from .steps import Enricher
@@ -31,16 +31,16 @@ class Handled:
     def __init__(self, config: EnrichConfig) -> None:
         self.config = config
         self._seen: set[str] = set()
-        self._since = time.monotonic()
+        self._since = clock.monotonic()
 
     def first_time(self, ips: Iterable[str]) -> list[str]:
         """The addresses of ``ips`` not handled yet; from now on they are."""
         if self.config.long_lived and (
             len(self._seen) > self.config.working_set
-            or time.monotonic() - self._since > RECHECK_SECONDS
+            or clock.monotonic() - self._since > RECHECK_SECONDS
         ):
             self._seen = set()
-            self._since = time.monotonic()
+            self._since = clock.monotonic()
         fresh = [ip for ip in ips if ip not in self._seen]
         self._seen.update(fresh)
         return fresh

@@ -171,6 +171,15 @@ class Store:
         )
         return self._run(lambda conn: [row[0] for row in conn.execute(query)])
 
+    def backing_off(self, ips: Sequence[str], now: dt.datetime | None = None) -> set[str]:
+        """The addresses of ``ips`` queued with their next attempt still to come."""
+        if not ips:
+            return set()
+        moment = naive(now or utc_now())
+        q = pending_queue.c
+        query = sa.select(q.ip).where(ip_set(q.ip, self.dialect), q.next_attempt_at > moment)
+        return self._run(lambda conn: {row[0] for row in conn.execute(query, self._ips(ips))})
+
     def pending_count(self) -> int:
         """How many addresses are queued (pending) now."""
         query = sa.select(sa.func.count()).select_from(pending_queue)

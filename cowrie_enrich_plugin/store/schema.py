@@ -12,6 +12,9 @@ above that version. Add a step by appending to ``_STEPS``; never edit an old one
   path; the indexes on status, expiry, next attempt and lease owner cost each of
   those writes and served only maintenance commands (``cache stats``, ``prune``)
   and start and end of a run, which scan a table as fast.
+- version 4: the extra sources' answers (``source_answer``).
+- version 5: what each long-lived run has delivered (``delivered``, see
+  :mod:`.deliveries`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SchemaTooNew",
     "current_version",
+    "delivered_table",
     "metadata",
     "migrate",
     "pending_queue",
@@ -91,6 +95,17 @@ source_answers = sa.Table(
     sa.Column("updated_at", _TIME, nullable=False),
 )
 
+#: Per long-lived run (its lease owner id) and address: the signature of the record
+#: last delivered (:func:`cowrie_enrich_plugin.record.delivery_signature`).
+delivered_table = sa.Table(
+    "delivered",
+    metadata,
+    sa.Column("run", sa.String(160), primary_key=True),
+    sa.Column("ip", sa.String(45), primary_key=True),
+    sa.Column("signature", sa.String(200), nullable=False),
+    sa.Column("at", _TIME, nullable=False),
+)
+
 schema_table = sa.Table(
     "cowrie_enrich_schema",
     metadata,
@@ -145,7 +160,19 @@ def _step_4(conn: Connection) -> None:
     source_answers.to_metadata(v4).create(conn)
 
 
-_STEPS: Final[tuple[Callable[[Connection], None], ...]] = (_step_1, _step_2, _step_3, _step_4)
+def _step_5(conn: Connection) -> None:
+    """Add what long-lived runs have delivered."""
+    v5 = sa.MetaData()
+    delivered_table.to_metadata(v5).create(conn)
+
+
+_STEPS: Final[tuple[Callable[[Connection], None], ...]] = (
+    _step_1,
+    _step_2,
+    _step_3,
+    _step_4,
+    _step_5,
+)
 
 #: The schema version this code reads and writes.
 SCHEMA_VERSION: Final = len(_STEPS)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import tenacity
 
+from ... import clock
 from ...config import MAX_BACKOFF_SECONDS
 from ...counters import WhoisCounters
 from ...record import CymruAnswer, utc_now
@@ -125,6 +126,7 @@ class BulkWhoisClient:
             + tenacity.wait_random(0, wait_initial),
             retry=tenacity.retry_if_exception_type(WhoisError),
             before_sleep=self._before_sleep,
+            sleep=clock.sleep,
             reraise=True,
         )
 
@@ -182,7 +184,7 @@ class BulkWhoisClient:
         with self._lock:
             return (
                 self._consecutive_failures >= self.breaker_threshold
-                and time.monotonic() < self._open_until
+                and clock.monotonic() < self._open_until
             )
 
     def _attempt(self, remaining: list[str], result: BatchResult) -> None:
@@ -267,9 +269,9 @@ class BulkWhoisClient:
         with self._lock:
             if self._consecutive_failures < self.breaker_threshold:
                 return
-            if time.monotonic() >= self._open_until:
+            if clock.monotonic() >= self._open_until:
                 # Half-open: let this batch try; a failure re-opens the circuit.
-                self._open_until = time.monotonic() + self.breaker_cooldown
+                self._open_until = clock.monotonic() + self.breaker_cooldown
                 return
         raise CircuitOpen(
             f"whois circuit open after {self.breaker_threshold} consecutive failed batches"
@@ -280,7 +282,7 @@ class BulkWhoisClient:
             self.stats.failed_batches += 1
             self._consecutive_failures += 1
             if self._consecutive_failures == self.breaker_threshold:
-                self._open_until = time.monotonic() + self.breaker_cooldown
+                self._open_until = clock.monotonic() + self.breaker_cooldown
                 self.stats.circuit_opened += 1
                 logger.error(
                     "%d consecutive whois batches failed against %s:%d; not asking again "

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import httpx
 
+from ... import clock
 from ...addresses import Usable, classify
 from ..plugin import Lookup
 
@@ -64,7 +65,7 @@ class DailyQuota:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._day = dt.datetime.now(dt.timezone.utc).date()
+        self._day = clock.utc_now().date()
         self._used = 0
         self._spent = False
         self._lock = threading.Lock()
@@ -72,7 +73,7 @@ class DailyQuota:
     def take(self) -> bool:
         """Count one request; ``False`` when the day's allowance is gone (do not ask)."""
         with self._lock:
-            today = dt.datetime.now(dt.timezone.utc).date()
+            today = clock.utc_now().date()
             if today != self._day:
                 self._day, self._used, self._spent = today, 0, False
             if self._spent or (self.limit and self._used >= self.limit):
