@@ -9,6 +9,7 @@ host's own calls, on its thread, each address once.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +33,7 @@ from .channel import (
 from .config import EnrichConfig
 from .counters import RunCounters
 from .errors import ConfigError, GeoDatabaseError, StoreError, WorkerError
-from .record import delivery_signature
+from .record import delivery_signature, parse_time
 from .transport import Transport
 
 __all__ = ["Collector"]
@@ -56,7 +57,8 @@ _ERRORS: Final[dict[str, type[Exception]]] = {
 #: Exit statuses of a worker that went because it was told to (SIGTERM, or we left).
 _STOPPED: Final = frozenset({-15, 143, 3})
 #: How long a long-lived run remembers that it has handed an address on: seen again
-#: after that, it goes to the engine again, which refreshes it if its record expired.
+#: after that, it goes to the engine again (which serves it from the store, refreshes
+#: it, or retries it). One whose delivered record expired is forgotten at its expiry.
 _RECHECK_SECONDS: Final = 3600.0
 
 
@@ -80,6 +82,8 @@ class Collector:
         #: what was delivered per address: in a long-lived run a changed record
         #: (pending resolved, expired refreshed) is delivered again
         self._delivered: dict[str, str] = {}
+        #: a long-lived run's delivered records by expiry (a heap of (expiry, ip))
+        self._expiring: list[tuple[float, str]] = []
         self._remembered_since = clock.monotonic()
         self._stats = RunCounters()
         self._remote = RunCounters()
@@ -108,6 +112,8 @@ class Collector:
         """
         if not isinstance(events, list | tuple):  # read twice when some are refused
             events = list(events)
+        if self.config.long_lived:
+            self._forget()
         try:
             distinct = dict.fromkeys(map(_DICT_GET, events, repeat("src_ip"), repeat(_MISSING)))
         except TypeError:
@@ -134,6 +140,8 @@ class Collector:
 
     def _ingest_each(self, events: Sequence[Mapping[str, Any]]) -> list[tuple[int, str]] | None:
         """:meth:`ingest`, one event at a time (for events that are not all plain dicts)."""
+        if self.config.long_lived:
+            self._forget()
         seen = self._seen
         refused: list[tuple[int, str]] | None = None
         usable: list[str] = []
@@ -164,8 +172,6 @@ class Collector:
     ) -> None:
         """Count a chunk, hand its new addresses on, and deliver what is ready."""
         self._stats.events += events
-        if self.config.long_lived:
-            self._forget_if_due()
         if refused:
             self._stats.bad_src_ip += len(refused)
         if usable:
@@ -174,6 +180,11 @@ class Collector:
         if skipped:
             self.transport.send(SkippedAddresses(skipped))
         self._handle(self.transport.poll())
+
+    def _forget(self) -> None:
+        """What a long-lived run forgets before it looks at a chunk."""
+        self._forget_if_due()
+        self._forget_expired()
 
     def _forget_if_due(self) -> None:
         """In a long-lived run, start remembering afresh every hour or at the working set.
@@ -190,6 +201,26 @@ class Collector:
             self._remembered_since = clock.monotonic()
         while len(self._delivered) > self.config.working_set:
             del self._delivered[next(iter(self._delivered))]
+
+    def _forget_expired(self) -> None:
+        """Forget the addresses whose delivered record expired: seen again, it is refreshed."""
+        expiring = self._expiring
+        if not expiring or expiring[0][0] > clock.wall():
+            return
+        now = clock.wall()
+        while expiring and expiring[0][0] <= now:
+            _expiry, ip = heapq.heappop(expiring)
+            self._seen.pop(ip, None)
+            self._canonical.discard(ip)
+
+    def _note_expiries(self, records: list[dict[str, Any]]) -> None:
+        expiring = self._expiring
+        for record in records:
+            expires = parse_time(record["expires_at"])
+            if expires is not None:
+                heapq.heappush(expiring, (expires.timestamp(), record["ip"]))
+        if len(expiring) > 2 * self.config.working_set:  # the soonest are kept
+            self._expiring = heapq.nsmallest(self.config.working_set, expiring)
 
     def _first_sight(self, raw: object, usable: list[str], skipped: list[str]) -> str | None:
         """Judge a value not seen before this run; remember it; queue a new address."""
@@ -322,6 +353,8 @@ class Collector:
             delivered.pop(record["ip"], None)  # the newest last: the first to be forgotten
             delivered[record["ip"]] = sign
         ready = [record for record, _sign in news]
+        if self.config.long_lived:
+            self._note_expiries(ready)
         self._stats.delivered += len(ready)
         self._deliver_fn(ready)
 
@@ -335,9 +368,12 @@ class Collector:
 
         After an interrupted end, every collected address without a delivered
         record counts as pending: it is pending in the store, or will be collected
-        again from the logs on the next run.
+        again from the logs on the next run. A long-lived run's pending count is the
+        store's (its failures were retried in the background).
         """
         total = self._stats + self._remote
-        if self._interrupted:
+        if self.config.long_lived:  # its failures were retried: what is left is what counts
+            total.pending = total.pending_now
+        elif self._interrupted:
             total.pending += max(0, len(self._canonical) - len(self._delivered))
         return total

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .checks import Setting, check_value, value_from_text
+from .clock import CLOCK_FILE_VARIABLE
 from .errors import ConfigError
 from .sources.cymru.protocol import MAX_BATCH_SIZE
 
@@ -46,7 +47,7 @@ __all__ = [
 
 ENV_PREFIX: Final = "COWRIE_ENRICH_"
 #: Environment variables with the prefix that are not configuration keys.
-_RESERVED_ENV: Final = frozenset({"COWRIE_ENRICH_CONFIG"})
+_RESERVED_ENV: Final = frozenset({"COWRIE_ENRICH_CONFIG", CLOCK_FILE_VARIABLE})
 PLUGIN_NAME: Final = "enrich"
 #: ``flush_interval`` of a long-lived run when none is configured.
 LIVE_FLUSH_INTERVAL: Final = 30.0

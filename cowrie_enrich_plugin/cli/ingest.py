@@ -95,7 +95,7 @@ def ingest(
                 progress=lambda s, stats: files.update(_facts(s), stats),
             )
         files.finish("stopped", _facts(summary), summary.plugin)
-        _report(summary, err=output == "-")
+        _report(summary, err=output == "-", live=True)
         sys.exit(0)  # stopped as asked; what is pending is resolved after the next start
     terminal = TerminalProgress() if sys.stderr.isatty() and not opts.get("quiet") else None
 
@@ -127,8 +127,8 @@ def _facts(summary: IngestSummary) -> dict[str, Any]:
     }
 
 
-def _report(summary: IngestSummary, *, err: bool) -> int:
-    """Print the summary; return the exit code."""
+def _report(summary: IngestSummary, *, err: bool, live: bool = False) -> int:
+    """Print the summary; return the exit code (``live``: a --follow run's)."""
     echo = functools.partial(click.echo, err=err)
     stats = summary.plugin
     if summary.interrupted:
@@ -157,6 +157,10 @@ def _report(summary: IngestSummary, *, err: bool) -> int:
             f"{stats.unsaved} IP(s) could not be recorded because the database failed; "
             "they will be collected again from the logs on the next run"
         )
+    if live:
+        if summary.pending:
+            echo(f"{summary.pending} IP(s) pending in the store: asked again after the next start")
+        return 0
     if summary.interrupted:
         return EX_INTERRUPTED
     if summary.bad_files or stats.unsaved or stats.errors:

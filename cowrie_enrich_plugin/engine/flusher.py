@@ -75,6 +75,8 @@ class Flusher:
         concurrency = self.config.concurrency
         self._in_flight = threading.BoundedSemaphore(max(2, 2 * concurrency))
         self._futures: set[Future[None]] = set()
+        #: addresses in a whois batch of this engine now (never claimed twice at once)
+        self._asking_now: set[str] = set()
         self._lock = threading.Lock()
         self._network = ThreadPoolExecutor(concurrency, thread_name_prefix="cymru")
         self._persist = ThreadPoolExecutor(1, thread_name_prefix="cowrie-enrich-store")
@@ -222,7 +224,13 @@ class Flusher:
         except StoreError as exc:
             self._store_failed(exc, 0)
             return []
-        return [ip for ip in due if ip not in self._foreign]
+        busy = self._busy()
+        return [ip for ip in due if ip not in self._foreign and ip not in busy]
+
+    def _busy(self) -> set[str]:
+        """The addresses in this engine's whois batches now."""
+        with self._lock:
+            return set(self._asking_now)
 
     def _unseen(self, ips: Iterable[str]) -> list[str]:
         return self._handled.first_time(ips)
@@ -250,16 +258,27 @@ class Flusher:
         self._emit(view.fresh.values())
         self._stale.update(view.stale)
         self._sections.remember(view)
-        if not self.config.long_lived or not view.stale:
-            return view.to_fetch
-        # Seen again while its retry waits out its backoff: the background asks.
+        if self.config.long_lived and view.stale:
+            later = self._asked_already(list(view.stale))
+            return [ip for ip in view.to_fetch if ip not in later]
+        return view.to_fetch
+
+    def _asked_already(self, stale: list[str]) -> set[str]:
+        """Of addresses seen again in a long-lived run, those not to ask now.
+
+        One whose batch is out has its answer on the way; one whose retry waits out
+        its backoff is asked by the background (its stored record goes out now).
+        """
+        busy = self._busy().intersection(stale)
+        for ip in busy:
+            del self._stale[ip]
         try:
-            waiting = self.enricher.store.backing_off(list(view.stale))
+            waiting = self.enricher.store.backing_off([ip for ip in stale if ip not in busy])
         except StoreError as exc:
             self._store_failed(exc, 0)
             waiting = set()
         self._emit(self._stale.pop(ip) for ip in sorted(waiting))
-        return [ip for ip in view.to_fetch if ip not in waiting]
+        return busy | waiting
 
     def _send_partial(self) -> None:
         self._asking.partial(self.config.batch_size, self._stopping.is_set())
@@ -305,6 +324,9 @@ class Flusher:
             return
         for ip in theirs:
             self._foreign.add(ip, self._stale.get(ip))
+        with self._lock:  # one of this engine's batches holds it already: not twice at once
+            mine = [ip for ip in mine if ip not in self._asking_now]
+            self._asking_now.update(mine)
         if not mine:
             return
         previous = {ip: self._stale.pop(ip) for ip in mine if ip in self._stale}
@@ -368,6 +390,8 @@ class Flusher:
             with self._lock:
                 self.errors += 1
             records = [previous.get(ip) or EnrichmentRecord(ip, Status.PENDING) for ip in batch]
+        with self._lock:
+            self._asking_now.difference_update(batch)
         if self.enricher.extras.names and not self._stopping.is_set():
             self._asking.submit(records)
         else:

@@ -1,10 +1,11 @@
-"""What a long-lived engine does besides batching: forget, and look for retries that are due.
+"""What handling an address once means in each lifecycle, and the background retries.
 
-A batch run handles each address once and remembers all of them; a long-lived one
-(weeks, millions of addresses) forgets what it handled every hour or at
-``working_set`` addresses, so that memory stays bounded and an expired record is
-refreshed when its address is seen again; and now and then it asks the store for the
-pending addresses whose background retry is due.
+A batch run handles each address once and remembers all of them. A long-lived one
+(weeks, millions of addresses) remembers none on the engine's side: the host's
+bounded working set decides when an address is looked at again (it forgot it, or its
+record expired), and the store says whether that record was delivered before
+(:mod:`..store.deliveries`). Now and then it asks the store for the pending
+addresses whose background retry is due.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from .. import clock
 from ..config import EnrichConfig
 from ..store.parts import due_pending_parts
 from .steps import Enricher
@@ -21,26 +21,24 @@ __all__ = ["Handled", "due_retries"]
 
 #: How often a long-lived run looks for pending addresses whose retry is due.
 BACKGROUND_EVERY: Final = 30.0
-#: How long a long-lived run remembers having handled an address (see collect.py).
-RECHECK_SECONDS: Final = 3600.0
 
 
 class Handled:
-    """The addresses handled so far (in a long-lived run: lately, and not too many)."""
+    """The addresses a batch run has handled (each is handled once).
+
+    A long-lived run remembers none: the host hands an address on again only when
+    it has forgotten it (its working set) or its record expired, and then it is to
+    be looked at again.
+    """
 
     def __init__(self, config: EnrichConfig) -> None:
         self.config = config
         self._seen: set[str] = set()
-        self._since = clock.monotonic()
 
     def first_time(self, ips: Iterable[str]) -> list[str]:
         """The addresses of ``ips`` not handled yet; from now on they are."""
-        if self.config.long_lived and (
-            len(self._seen) > self.config.working_set
-            or clock.monotonic() - self._since > RECHECK_SECONDS
-        ):
-            self._seen = set()
-            self._since = clock.monotonic()
+        if self.config.long_lived:
+            return list(dict.fromkeys(ips))
         fresh = [ip for ip in ips if ip not in self._seen]
         self._seen.update(fresh)
         return fresh

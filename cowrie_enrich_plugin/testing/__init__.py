@@ -1,7 +1,8 @@
-"""Test helpers shipped for hosts' own tests: loopback whois and GreyNoise servers, fixtures."""
+"""Test helpers shipped for hosts' own tests: loopback servers, a simulated clock, fixtures."""
 
 from __future__ import annotations
 
+from .clock import SimulatedClock
 from .greynoise_server import GreyNoiseServer, HttpFaults, HttpRequest, expected_greynoise
 from .whois_server import BulkWhoisServer, Faults, Row, WhoisRequest, expected_cymru, synthetic_rows
 
@@ -12,6 +13,7 @@ __all__ = [
     "HttpFaults",
     "HttpRequest",
     "Row",
+    "SimulatedClock",
     "WhoisRequest",
     "expected_cymru",
     "expected_greynoise",
