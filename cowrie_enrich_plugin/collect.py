@@ -85,6 +85,8 @@ class Collector:
         #: a long-lived run's delivered records by expiry (a heap of (expiry, ip))
         self._expiring: list[tuple[float, str]] = []
         self._remembered_since = clock.monotonic()
+        #: a batch run's collected addresses whose record has not been delivered
+        self._awaited = 0
         self._stats = RunCounters()
         self._remote = RunCounters()
         self._done = False
@@ -229,6 +231,7 @@ class Collector:
             if raw not in self._canonical:
                 self._canonical.add(raw)
                 usable.append(raw)
+                self._awaited += raw not in self._delivered
             return None
         if raw is _MISSING:
             reason: str | None = "event has no src_ip"
@@ -241,6 +244,7 @@ class Collector:
                 if verdict.ip not in self._canonical:
                     self._canonical.add(verdict.ip)
                     (usable if isinstance(verdict, Usable) else skipped).append(verdict.ip)
+                    self._awaited += verdict.ip not in self._delivered
         try:
             if reason is None or self._invalid_remembered < _MAX_REMEMBERED_INVALID:
                 self._seen[raw] = reason
@@ -266,18 +270,17 @@ class Collector:
     def end(self) -> RunCounters:
         """Finish every batch, deliver, and return the run's counters. Ending twice is harmless.
 
-        Returns within a bound derived from the configuration; once :meth:`interrupt`
-        was called (before or during the wait), within ``shutdown_timeout``: the
-        engine stops asking the network, and what it leased stays pending in the
-        store. What is not resolved by then is reported pending.
+        Returns within ``shutdown_timeout`` whatever the network does: then the
+        engine stops asking it, and what it leased stays pending in the store (at
+        once once :meth:`interrupt` was called). What is not resolved by then is
+        reported pending. A batch host that wants every answer it can get first
+        waits while ``outstanding`` work is in flight (see the reference host).
         """
         if self._done:
             return self.stats()
         transport = self.transport
         started = time.monotonic()
-        deadline = started + (
-            self.config.shutdown_timeout if self.config.long_lived else self._end_bound()
-        )
+        deadline = started + self.config.shutdown_timeout
         stopping_at: float | None = None
         try:
             transport.send(End())
@@ -289,10 +292,12 @@ class Collector:
                     break
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    logger.error(
-                        "enrichment did not finish within %.0fs; the rest stays pending",
+                    logger.warning(
+                        "enrichment did not finish within shutdown_timeout (%.0fs); "
+                        "the rest stays pending for the next run",
                         time.monotonic() - started,
                     )
+                    self._interrupted = True  # cut short, as if told to stop
                     self._handle(transport.abandon(1.0))
                     break
                 self._handle(transport.wait(min(left, 0.5)))
@@ -303,15 +308,6 @@ class Collector:
                 self._metrics.shutdown()
                 self._metrics = None
         return self.stats()
-
-    def _end_bound(self) -> float:
-        """The longest ``end`` waits, in seconds, when nothing interrupts it.
-
-        Batches that fail every attempt (the circuit breaker opens after three, so a
-        backlog then drains at once), another process's leases, and slack. What is
-        still out after that stays pending in the store.
-        """
-        return 3 * self.config.longest_batch_seconds + 120.0
 
     def _handle(self, messages: list[FromEngine]) -> None:
         """Act on what the engine sent: deliver records, keep counters, raise its errors."""
@@ -349,9 +345,12 @@ class Collector:
             news = [(r, sign) for r, sign in signed if r["ip"] not in delivered]
         if not news:
             return
+        canonical = self._canonical
         for record, sign in news:
-            delivered.pop(record["ip"], None)  # the newest last: the first to be forgotten
-            delivered[record["ip"]] = sign
+            ip = record["ip"]
+            if delivered.pop(ip, None) is None and ip in canonical:
+                self._awaited -= 1
+            delivered[ip] = sign  # the newest last: the first to be forgotten
         ready = [record for record, _sign in news]
         if self.config.long_lived:
             self._note_expiries(ready)
@@ -360,7 +359,7 @@ class Collector:
 
     @property
     def interrupted(self) -> bool:
-        """Whether the run was cut short by the host stopping."""
+        """Whether the run was cut short (the host stopping, or its end running out of time)."""
         return self._interrupted
 
     def stats(self) -> RunCounters:
@@ -374,6 +373,8 @@ class Collector:
         total = self._stats + self._remote
         if self.config.long_lived:  # its failures were retried: what is left is what counts
             total.pending = total.pending_now
-        elif self._interrupted:
-            total.pending += max(0, len(self._canonical) - len(self._delivered))
+            return total
+        total.outstanding = self._awaited
+        if self._interrupted:
+            total.pending += self._awaited
         return total

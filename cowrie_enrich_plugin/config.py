@@ -74,8 +74,7 @@ class EnrichConfig:
     #: Where the network and database work runs: a worker process beside the host
     #: (default; keeps the host's own thread free) or a thread of the host's process.
     worker: str = "process"
-    #: The longest ``cowrie_ingest_end`` waits once the host is stopping (a signal), and
-    #: always for a long-lived host.
+    #: The longest ``cowrie_ingest_end`` waits, in seconds, in any run.
     shutdown_timeout: float = 10.0
     #: ``batch``: a run that ends (each address delivered once); ``long-lived``: a host
     #: that runs for weeks (pending addresses retried in the background and delivered

@@ -90,6 +90,10 @@ class RunCounters:
     circuit_open: int = 0
     #: gauge: addresses pending in the store now (as of the engine's last look)
     pending_now: int = 0
+    #: gauge: addresses of a batch run handed on whose record has not come back yet
+    outstanding: int = 0
+    #: gauge: addresses whose answer another process (holding their lease) is getting
+    waiting_elsewhere: int = 0
 
     def __add__(self, other: RunCounters) -> RunCounters:
         values: dict[str, Any] = {}

@@ -115,10 +115,11 @@ def cowrie_ingest_end() -> Mapping[str, Any] | None:
     Called by the host once, on the host's thread, after the last
     ``cowrie_ingest_events``. Returns when every address the plugin collected is
     either resolved (and delivered through ``cowrie_enrichment_ready`` from inside
-    this call) or durably recorded as pending in the plugin's store, within a
-    bounded time. A host that never calls it (crash, kill) loses nothing: what
-    was collected but not resolved is re-collected on the next run or found as
-    pending in the store.
+    this call) or durably recorded as pending in the plugin's store, and in any
+    case within the plugin's ``shutdown_timeout`` (a host that wants every answer
+    first waits while ``cowrie_ingest_progress`` reports ``outstanding`` work). A
+    host that never calls it (crash, kill) loses nothing: what was collected but
+    not resolved is re-collected on the next run or found as pending in the store.
 
     :return: the plugin's counters for the run (events, bad source addresses, new
         addresses, cache hits, batches, retries, failures, pending, delivered), or

@@ -217,3 +217,44 @@ def test_wrong_geoip_file_and_missing_sqlite_folder_are_refused_at_start(
     config = host_config(server, f"sqlite:///{tmp_path / 'no' / 'such' / 'g.db'}", worker=worker)
     with pytest.raises(StoreError, match="cannot open the database"):
         pm.hook.cowrie_ingest_start(config=config, pluginmanager=pm)
+
+
+def test_a_batch_runs_end_returns_within_shutdown_timeout_whatever_whois_does(
+    server: BulkWhoisServer, tmp_path: Path
+) -> None:
+    """DESIGN: ``cowrie_ingest_end`` returns "in any case within shutdown_timeout"."""
+    import time
+
+    from cowrie_enrich_plugin.store.opening import open_store
+
+    server.faults.hang_rate = 1.0  # every batch hangs until the client gives up
+    pm = raw_plugin_manager()
+    host = Host()
+    pm.register(host)
+    db = f"sqlite:///{tmp_path / 't.db'}"
+    config = host_config(server, db, timeout=30, retries=4, shutdown_timeout=2)
+    pm.hook.cowrie_ingest_start(config=config, pluginmanager=pm)
+    ips = global_ips(300, seed=31)
+    pm.hook.cowrie_ingest_events(events=[{"src_ip": ip} for ip in ips])
+    started = time.monotonic()
+    (stats,) = pm.hook.cowrie_ingest_end()
+    took = time.monotonic() - started
+    assert took < 2 + 1.5, took
+    assert stats["pending"] == len(ips)
+    with open_store(db) as store:  # durably pending: the next run asks again
+        assert store.pending_count() == len(ips)
+
+
+def test_the_reference_host_waits_for_batches_in_flight_before_its_end(
+    server: BulkWhoisServer, tmp_path: Path
+) -> None:
+    """Slow batches, a short shutdown_timeout: a batch run still gets every answer."""
+    server.faults.latency_per_batch = 2.5
+    log = write_log(tmp_path / "cowrie.json", global_ips(1_200, seed=32), events_per_ip=1)
+    config = host_config(
+        server, f"sqlite:///{tmp_path / 't.db'}", shutdown_timeout=1, batch_size=200
+    )
+    summary = run_ingest([str(log)], config)
+    assert summary.pending == 0
+    assert sum(summary.by_status.values()) == 1_200
+    assert "pending" not in summary.by_status

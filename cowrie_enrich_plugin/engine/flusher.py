@@ -144,8 +144,8 @@ class Flusher:
                 message = inbox.get(timeout=min(timeout, 0.5))
             except queue.Empty:
                 message = None
-                if on_idle is not None:
-                    on_idle()
+            if on_idle is not None:  # throttled by the caller; a busy inbox must not starve it
+                on_idle()
             if self._stopping.is_set():  # what the host sent is recorded, not dropped
                 new, skipped = self._drain(inbox, message, new, skipped)
                 message = End()
@@ -278,7 +278,9 @@ class Flusher:
             self._store_failed(exc, 0)
             waiting = set()
         self._emit(self._stale.pop(ip) for ip in sorted(waiting))
-        return busy | waiting
+        later = busy | waiting
+        self._sections.take(later)  # nothing is kept for what is not asked now
+        return later
 
     def _send_partial(self) -> None:
         self._asking.partial(self.config.batch_size, self._stopping.is_set())
@@ -325,8 +327,12 @@ class Flusher:
         for ip in theirs:
             self._foreign.add(ip, self._stale.get(ip))
         with self._lock:  # one of this engine's batches holds it already: not twice at once
-            mine = [ip for ip in mine if ip not in self._asking_now]
+            out = self._asking_now.intersection(mine)
+            mine = [ip for ip in mine if ip not in out]
             self._asking_now.update(mine)
+        for ip in out:  # its answer is on the way
+            self._stale.pop(ip, None)
+        self._sections.take(out)
         if not mine:
             return
         previous = {ip: self._stale.pop(ip) for ip in mine if ip in self._stale}
@@ -475,6 +481,7 @@ class Flusher:
             result.skipped = self.skipped
             result.pending += self.leftover_pending + self.unsaved
             result.in_flight_batches = len(self._futures)
+            result.waiting_elsewhere = len(self._foreign)
             result.errors = self.errors
             result.unsaved = self.unsaved
         return result

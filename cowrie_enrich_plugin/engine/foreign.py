@@ -24,6 +24,9 @@ class ForeignLeases:
     def __bool__(self) -> bool:
         return bool(self._waiting)
 
+    def __len__(self) -> int:
+        return len(self._waiting)
+
     def __contains__(self, ip: object) -> bool:
         return ip in self._waiting
 

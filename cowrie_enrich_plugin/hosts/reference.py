@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Final
 
 import pluggy
 
@@ -37,6 +37,9 @@ __all__ = [
 #: How often, in seconds, the reference host "commits" (calls ``cowrie_ingest_checkpoint``),
 #: as a database-backed host commits on a timer.
 CHECKPOINT_SECONDS = 10.0
+#: How long a batch run's end waits for work that shows no sign of moving.
+_QUIET_SECONDS: Final = 10.0
+_FINISH_POLL: Final = 0.25
 
 
 def make_plugin_manager(host_config: Mapping[str, Any]) -> pluggy.PluginManager:
@@ -202,6 +205,7 @@ def _ingest(
     """The ingest loop: start, events in chunks with checkpoints, and always the end."""
     started = time.monotonic()
     hook = manager.hook
+    read_all = False
     try:
         hook.cowrie_ingest_start(config=host_config, pluginmanager=manager)
         next_checkpoint = time.monotonic() + CHECKPOINT_SECONDS
@@ -218,11 +222,47 @@ def _ingest(
                 summary.delivered = sink.count
                 progress(summary, live_stats(manager))
                 next_progress = time.monotonic() + progress_every
+        read_all = True
     finally:
         stop.ending = True  # a signal from now on only tells the plugins to hurry
         summary.read_seconds = time.monotonic() - started
         with _progress_while(progress, progress_every, summary, sink, manager):
+            if read_all:
+                finish_work(manager, stop)
             summary.plugin = end_run(manager)
+
+
+def finish_work(pm: pluggy.PluginManager, stop: SignalState) -> None:
+    """Before a batch run's end: wait while the plugins' work is in flight, delivering.
+
+    ``cowrie_ingest_end`` returns within the plugins' ``shutdown_timeout`` whatever
+    the network does; a batch run wants every answer the network gives, so it waits
+    here first, as long as addresses are ``outstanding`` and batches are in flight
+    (each bounded by the plugin's own timeout and retries) or another process is
+    answering some, or records keep coming back. A signal ends the wait.
+    """
+    quiet_since = time.monotonic()
+    last: tuple[int, int] | None = None
+    while not stop.came:
+        stats = live_stats(pm)
+        if stats.outstanding <= 0:
+            return
+        now = time.monotonic()
+        if (
+            stats.in_flight_batches
+            or stats.waiting_elsewhere
+            or last
+            != (
+                stats.outstanding,
+                stats.delivered,
+            )
+        ):
+            quiet_since = now
+        elif now - quiet_since > _QUIET_SECONDS:
+            return  # nothing moves: the end settles the rest
+        last = (stats.outstanding, stats.delivered)
+        pm.hook.cowrie_ingest_checkpoint()  # flush what waits, deliver what came
+        time.sleep(_FINISH_POLL)
 
 
 @contextlib.contextmanager

@@ -47,6 +47,7 @@ WORKING_SET = 20_000
 RSS_LIMIT_MB = 250
 START = 1_793_491_200.0  # 2026-11-01T00:00:00Z
 QUIET_OUT = ("--output", "-", "-q")
+BATCH = 500
 
 
 @dataclass
@@ -154,13 +155,16 @@ def test_a_simulated_day_with_a_million_addresses(tmp_path: Path) -> None:
             ttl_days=TTL_HOURS / 24,
             negative_ttl_hours=TTL_HOURS,
             working_set=WORKING_SET,
-            timeout=5,
             retries=2,
             shutdown_timeout=10,
         )
         server.set_refusing(True)
         proc = subprocess.Popen(
-            [cowrie_enrich(), "ingest", "--follow", str(live), "--config", str(config), *QUIET_OUT],
+            [
+                cowrie_enrich(),
+                *("ingest", "--follow", str(live), "--config", str(config), *QUIET_OUT),
+                *("--status-file", str(tmp_path / "status.json")),
+            ],
             stdout=subprocess.PIPE,
             stderr=errors,
             env=clock.environment(),
@@ -183,7 +187,7 @@ def test_a_simulated_day_with_a_million_addresses(tmp_path: Path) -> None:
                     caught_up = deliveries.addresses >= min(len(ips), (write - 1) * per_write)
                     behind = clock.now() >= next_write and not caught_up
                     if behind and time.monotonic() - waiting_since < 30:
-                        clock.advance(1)  # the host catches up; the clock slows down
+                        clock.advance(0.25)  # the host catches up; the clock slows down
                         time.sleep(0.02)
                         continue
                     if clock.now() >= next_write:
@@ -228,10 +232,15 @@ def test_a_simulated_day_with_a_million_addresses(tmp_path: Path) -> None:
     assert not deliveries.repeated, deliveries.repeated[:10]
     missing = [ip for ip in ips if ip not in deliveries.finals]
     assert not missing, (len(missing), missing[:10])
-    # Whois was asked for an address once per final record: the first answer, and a
-    # refresh once it expired and came back; the refused attempts never reached it.
-    over = [ip for ip in ips if asked[ip] != len(deliveries.finals[ip])]
-    assert not over, (len(over), [(ip, asked[ip], deliveries.finals[ip]) for ip in over[:3]])
+    # Whois was asked for an address once per final record (the first answer, and a
+    # refresh once it expired and came back; the refused attempts never reached it),
+    # and more only after a failed attempt of a batch that reached it (a timeout).
+    counters = json.loads((tmp_path / "status.json").read_text())["counters"]
+    extra = {ip: asked[ip] - len(deliveries.finals[ip]) for ip in ips}
+    assert min(extra.values()) >= 0
+    failed_attempts = counters["retries"] + counters["failed_batches"]
+    print(f"asked beyond the final records: {sum(extra.values())}; counters: {counters}")
+    assert sum(extra.values()) <= failed_attempts * BATCH
     # An address that came back after its first record expired has a second one.
     expired_back = {ip for ip, when in returns if when > _epoch(deliveries.finals[ip][0]) + TICK}
     not_refreshed = [ip for ip in expired_back if len(deliveries.finals[ip]) < 2]
