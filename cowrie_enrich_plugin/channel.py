@@ -73,10 +73,15 @@ class Ready(NamedTuple):
 
 
 class Records(NamedTuple):
-    """Records ready to deliver (exported shape), and the counters when due."""
+    """Records ready to deliver (exported shape), and the counters when due.
+
+    ``repeats`` names those of ``records`` that a long-lived run has delivered as they
+    are: the host notes when they expire, and delivers them only if it must.
+    """
 
     records: list[dict[str, Any]]
     counters: RunCounters | None
+    repeats: tuple[str, ...] = ()
 
 
 class Failed(NamedTuple):

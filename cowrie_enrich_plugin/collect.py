@@ -198,6 +198,7 @@ class Collector:
         if full or clock.monotonic() - self._remembered_since > _RECHECK_SECONDS:
             self._seen = {}
             self._canonical = set()
+            self._expiring = []
             self._refusing = set()
             self._invalid_remembered = 0
             self._remembered_since = clock.monotonic()
@@ -216,13 +217,14 @@ class Collector:
             self._canonical.discard(ip)
 
     def _note_expiries(self, records: list[dict[str, Any]]) -> None:
-        expiring = self._expiring
+        """Note when the records of remembered addresses expire (those are forgotten then)."""
+        expiring, remembered = self._expiring, self._canonical
         for record in records:
             expires = parse_time(record["expires_at"])
-            if expires is not None:
+            if expires is not None and record["ip"] in remembered:
                 heapq.heappush(expiring, (expires.timestamp(), record["ip"]))
-        if len(expiring) > 2 * self.config.working_set:  # the soonest are kept
-            self._expiring = heapq.nsmallest(self.config.working_set, expiring)
+        if len(expiring) > 4 * self.config.working_set:  # a bound, whatever comes
+            self._expiring = heapq.nsmallest(2 * self.config.working_set, expiring)
 
     def _first_sight(self, raw: object, usable: list[str], skipped: list[str]) -> str | None:
         """Judge a value not seen before this run; remember it; queue a new address."""
@@ -315,7 +317,7 @@ class Collector:
             if isinstance(message, Records):
                 if message.counters is not None:
                     self._remote = message.counters
-                self._deliver(message.records)
+                self._deliver(message.records, message.repeats)
             elif isinstance(message, Done):
                 self._remote = message.counters
                 self._done = True
@@ -335,8 +337,16 @@ class Collector:
                     "what it had not resolved stays pending in the store"
                 )
 
-    def _deliver(self, records: list[dict[str, Any]]) -> None:
-        """Each address once in a batch run; again in a long-lived one when it changed."""
+    def _deliver(self, records: list[dict[str, Any]], repeats: tuple[str, ...] = ()) -> None:
+        """Each address once in a batch run; again in a long-lived one when it changed.
+
+        ``repeats`` (the engine's word: this run delivered them as they are) are not
+        delivered again; when they expire is noted all the same.
+        """
+        if repeats:
+            again = set(repeats)
+            self._note_expiries([r for r in records if r["ip"] in again])
+            records = [r for r in records if r["ip"] not in again]
         delivered = self._delivered
         signed = [(r, delivery_signature(r)) for r in records]
         if self.config.long_lived:

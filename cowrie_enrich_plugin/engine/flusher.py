@@ -25,13 +25,12 @@ from .. import clock
 from ..channel import End, Flush, NewAddresses, SkippedAddresses, ToEngine
 from ..counters import RunCounters
 from ..errors import StoreError
-from ..record import EnrichmentRecord, Status, delivery_signature
+from ..record import EnrichmentRecord, Status
 from ..slices import slices
 from ..sources.cymru.client import BatchResult
-from ..store.deliveries import drop_gone_runs, news
 from ..store.parts import due_pending_parts
 from .foreign import ForeignLeases
-from .lifecycle import BACKGROUND_EVERY, Handled, due_retries
+from .lifecycle import BackgroundRetries, Handled, OncePerRun, due_retries
 from .sections import ExtraAsking, Sections, with_every_part
 from .steps import Enricher
 
@@ -41,7 +40,8 @@ logger = logging.getLogger(__name__)
 
 _FOREIGN_POLL: Final = 0.5
 _STORE_PAUSE: Final = 30.0  # after the database failed every retry, skip it this long
-Emit = Callable[[list[dict[str, Any]]], None]
+#: records ready, and which of them this long-lived run delivered as they are
+Emit = Callable[[list[dict[str, Any]], tuple[str, ...]], None]
 
 
 class Flusher:
@@ -71,7 +71,7 @@ class Flusher:
         self._stale: dict[str, EnrichmentRecord] = {}
         self._sections = Sections()
         self._handled = Handled(self.config)
-        self._next_background = clock.monotonic() + BACKGROUND_EVERY
+        self._retries = BackgroundRetries(self.config)
         concurrency = self.config.concurrency
         self._in_flight = threading.BoundedSemaphore(max(2, 2 * concurrency))
         self._futures: set[Future[None]] = set()
@@ -92,8 +92,7 @@ class Flusher:
         self.unsaved = 0
         self.leftover_pending = 0
         self._store_down_until = 0.0
-        #: each record once, even after its address left the working set
-        self._once_per_run = self.config.long_lived and not self.config.redeliver
+        self._once = OncePerRun(enricher)
 
     @property
     def in_flight(self) -> int:
@@ -120,11 +119,10 @@ class Flusher:
         interval = self.config.flush_interval
         size = self.config.batch_size
         new: list[str] = []
-        if self._once_per_run:
-            try:
-                drop_gone_runs(self.enricher.store)
-            except StoreError as exc:
-                self._store_failed(exc, 0)
+        try:
+            self._once.start()
+        except StoreError as exc:
+            self._store_failed(exc, 0)
         if self._resume_pending:  # what earlier runs left pending is retried in this one
             try:
                 store, names = self.enricher.store, self.enricher.extras.names
@@ -214,11 +212,8 @@ class Flusher:
 
     def _due_in_background(self) -> list[str]:
         """In a long-lived run, now and then: the pending addresses whose retry is due."""
-        if clock.monotonic() < self._next_background or self._store_paused():
+        if not self._retries.due() or self._store_paused():
             return []
-        self._next_background = clock.monotonic() + max(
-            self.config.flush_interval, BACKGROUND_EVERY
-        )
         try:
             due = due_retries(self.enricher)
         except StoreError as exc:
@@ -413,20 +408,8 @@ class Flusher:
         if names:
             records = [with_every_part(record, names) for record in records]
         dicts = [record.to_dict() for record in records]
-        if dicts and self._once_per_run:
-            dicts = self._news(dicts)
         if dicts:
-            self._emit_dicts(dicts)
-
-    def _news(self, dicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The records this long-lived run has not delivered as they are (see deliveries)."""
-        signed = [(d["ip"], delivery_signature(d)) for d in dicts]
-        try:
-            fresh = news(self.enricher.store, signed)
-        except StoreError as exc:  # a repeat rather than a loss
-            logger.debug("could not look up what was delivered (%s)", exc)
-            return dicts
-        return [d for d in dicts if d["ip"] in fresh]
+            self._emit_dicts(dicts, self._once.repeats(dicts))
 
     def _wait_for_batches(self) -> None:
         while True:

@@ -10,14 +10,21 @@ addresses whose background retry is due.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
+from .. import clock
 from ..config import EnrichConfig
+from ..errors import StoreError
+from ..record import delivery_signature
+from ..store.deliveries import drop_gone_runs, news
 from ..store.parts import due_pending_parts
 from .steps import Enricher
 
-__all__ = ["Handled", "due_retries"]
+__all__ = ["BackgroundRetries", "Handled", "OncePerRun", "due_retries"]
+
+logger = logging.getLogger(__name__)
 
 #: How often a long-lived run looks for pending addresses whose retry is due.
 BACKGROUND_EVERY: Final = 30.0
@@ -42,6 +49,56 @@ class Handled:
         fresh = [ip for ip in ips if ip not in self._seen]
         self._seen.update(fresh)
         return fresh
+
+
+class BackgroundRetries:
+    """When a long-lived engine looks for pending addresses whose retry is due."""
+
+    def __init__(self, config: EnrichConfig) -> None:
+        self.every = max(config.flush_interval, BACKGROUND_EVERY)
+        self._next = clock.monotonic() + BACKGROUND_EVERY
+        self.active = config.long_lived
+
+    def due(self) -> bool:
+        """Whether it is time to look (then the next look is ``every`` seconds away)."""
+        if not self.active or clock.monotonic() < self._next:
+            return False
+        self._next = clock.monotonic() + self.every
+        return True
+
+
+class OncePerRun:
+    """A long-lived run delivers each record once, and again only when it changed.
+
+    Even after its address left the working set: what was delivered is asked of the
+    store (:mod:`..store.deliveries`). Inactive in batch runs (the host remembers
+    every address) and with ``redeliver``.
+    """
+
+    def __init__(self, enricher: Enricher) -> None:
+        config = enricher.config
+        self.store = enricher.store
+        self.active = config.long_lived and not config.redeliver
+
+    def start(self) -> None:
+        """Drop what runs that are gone delivered.
+
+        :raises StoreError: when the database fails.
+        """
+        if self.active:
+            drop_gone_runs(self.store)
+
+    def repeats(self, records: list[dict[str, Any]]) -> tuple[str, ...]:
+        """The addresses of ``records`` this run has delivered as they are; noted now."""
+        if not self.active or not records:
+            return ()
+        signed = [(r["ip"], delivery_signature(r)) for r in records]
+        try:
+            fresh = news(self.store, signed)
+        except StoreError as exc:  # a repeat rather than a loss
+            logger.debug("could not look up what was delivered (%s)", exc)
+            return ()
+        return tuple(ip for ip, _sign in signed if ip not in fresh)
 
 
 def due_retries(enricher: Enricher) -> list[str]:

@@ -87,8 +87,8 @@ def serve(
     """
     throttle = _Throttle()
 
-    def emit(records: list[dict[str, Any]]) -> None:
-        send(Records(records, flusher.counters() if throttle.due() else None))
+    def emit(records: list[dict[str, Any]], repeats: tuple[str, ...]) -> None:
+        send(Records(records, flusher.counters() if throttle.due() else None, repeats))
 
     def idle() -> None:
         if throttle.due():
@@ -119,7 +119,7 @@ def enrich_now(
     inbox.put(SkippedAddresses(list(skipped)))
     inbox.put(End())
     found: list[dict[str, Any]] = []
-    Flusher(engine, found.extend, resume_pending=False).run(inbox)
+    Flusher(engine, lambda records, _: found.extend(records), resume_pending=False).run(inbox)
     return found
 
 
