@@ -233,3 +233,29 @@ def test_sqlite_writer_and_reader_side_by_side(tmp_path: Path) -> None:
     assert utc_now().tzinfo is not None
     other.close()
     store.close()
+
+
+def test_what_a_run_delivered_is_news_once_and_gone_runs_are_dropped(db_url: str) -> None:
+    from cowrie_enrich_plugin.store.deliveries import drop_gone_runs, news
+    from cowrie_enrich_plugin.store.schema import delivered_table
+
+    signed = [("11.0.1.1", "enriched|2026-12-01T00:00:00Z|"), ("11.0.1.2", "pending|None|")]
+    run, other, gone = open_store(db_url), open_store(db_url), open_store(db_url)
+    assert news(run, signed) == {"11.0.1.1", "11.0.1.2"}
+    assert news(run, signed) == set()  # delivered as they are
+    assert news(run, [("11.0.1.2", "enriched|2026-12-02T00:00:00Z|")]) == {"11.0.1.2"}
+    assert news(other, signed) == {"11.0.1.1", "11.0.1.2"}  # each run its own
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    gone.owner = f"{os.uname().nodename}/{int(dead.stdout)}/deadbeef"
+    assert news(gone, signed) == {"11.0.1.1", "11.0.1.2"}
+    assert drop_gone_runs(run) == 1
+    with run.engine.connect() as conn:
+        runs = sa.select(delivered_table.c.run).distinct()
+        assert {row[0] for row in conn.execute(runs)} == {run.owner, other.owner}
+    for store in (run, other, gone):
+        store.close()

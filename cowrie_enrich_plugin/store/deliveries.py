@@ -46,7 +46,8 @@ def news(store: Store, signed: Sequence[tuple[str, str]]) -> set[str]:
     moment = naive(utc_now())
 
     def work(conn: Connection) -> set[str]:
-        had = dict(conn.execute(query, {"ips": ip_set_value(wanted, store.dialect)}).tuples().all())
+        rows = conn.execute(query, {"ips": ip_set_value(wanted, store.dialect)})
+        had = {row[0]: row[1] for row in rows}
         fresh = {ip: sign for ip, sign in wanted.items() if had.get(ip) != sign}
         if fresh:
             stmt = insert(delivered_table, store.dialect)
@@ -75,9 +76,9 @@ def drop_gone_runs(store: Store) -> int:
 
     def work(conn: Connection) -> int:
         gone = sorted(
-            run
-            for run, last in conn.execute(runs).tuples()
-            if run != store.owner and (owner_is_dead_here(run) or last < silent_since)
+            row[0]
+            for row in conn.execute(runs)
+            if row[0] != store.owner and (owner_is_dead_here(row[0]) or row[1] < silent_since)
         )
         for run in gone:
             conn.execute(sa.delete(delivered_table).where(d.run == run))
