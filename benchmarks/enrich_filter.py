@@ -15,6 +15,7 @@ the filter at least 0.7 x the reader's rate.
 from __future__ import annotations
 
 import argparse
+import compileall
 import gzip
 import json
 import shutil
@@ -46,6 +47,8 @@ def main() -> int:
         print(f"{LOGS} is not here; nothing to measure")
         return 0
     files = sorted(LOGS.glob("*.gz"))
+    # As an installed package is (PYTHONDONTWRITEBYTECODE would leave it to each start).
+    compileall.compile_dir(ROOT / "cowrie_enrich_plugin", quiet=1)
     with BulkWhoisServer(seed=3) as server, tempfile.TemporaryDirectory() as tmp:
         host, port = server.address
         flags = ["--db", f"sqlite:///{tmp}/f.db", "--cymru", f"{host}:{port}"]

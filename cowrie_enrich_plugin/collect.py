@@ -60,6 +60,10 @@ _STOPPED: Final = frozenset({-15, 143, 3})
 #: after that, it goes to the engine again (which serves it from the store, refreshes
 #: it, or retries it). One whose delivered record expired is forgotten at its expiry.
 _RECHECK_SECONDS: Final = 3600.0
+#: New addresses go to the engine at once, then, while they keep coming, at most once
+#: in this many seconds (at the host's next call): a burst (a log read at full speed)
+#: is a few messages, not one per chunk, each a pipe write and a wake-up of the worker.
+_SEND_EVERY: Final = 0.02
 
 
 class Collector:
@@ -85,6 +89,9 @@ class Collector:
         #: a long-lived run's delivered records by expiry (a heap of (expiry, ip))
         self._expiring: list[tuple[float, str]] = []
         self._remembered_since = clock.monotonic()
+        #: new addresses not handed on yet (a burst), and when the next message may go
+        self._held: list[str] = []
+        self._next_send = 0.0
         #: a batch run's collected addresses whose record has not been delivered
         self._awaited = 0
         self._stats = RunCounters()
@@ -178,10 +185,19 @@ class Collector:
             self._stats.bad_src_ip += len(refused)
         if usable:
             self._stats.new_ips += len(usable)
-            self.transport.send(NewAddresses(usable))
+            self._held.extend(usable)
+        if self._held and time.monotonic() >= self._next_send:
+            self._send_held()
         if skipped:
             self.transport.send(SkippedAddresses(skipped))
         self._handle(self.transport.poll())
+
+    def _send_held(self) -> None:
+        """Hand the new addresses held back on to the engine (before any other message)."""
+        if self._held:
+            held, self._held = self._held, []
+            self.transport.send(NewAddresses(held))
+            self._next_send = time.monotonic() + _SEND_EVERY
 
     def _forget(self) -> None:
         """What a long-lived run forgets before it looks at a chunk."""
@@ -259,6 +275,7 @@ class Collector:
 
     def checkpoint(self) -> None:
         """Ask for a flush of partly filled batches; deliver what is ready. Does not wait."""
+        self._send_held()
         self.transport.send(Flush())
         self._handle(self.transport.poll())
 
@@ -285,6 +302,7 @@ class Collector:
         deadline = started + self.config.shutdown_timeout
         stopping_at: float | None = None
         try:
+            self._send_held()
             transport.send(End())
             while not self._done:
                 if self._interrupted and stopping_at is None:

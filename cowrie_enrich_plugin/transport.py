@@ -18,13 +18,11 @@ hand-overs costs the host's thread more than the message itself.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import pickle
 import queue
 import select
-import signal
 import subprocess
 import sys
 import threading
@@ -35,6 +33,7 @@ from typing import Final
 from .channel import End, Exited, FrameDecoder, FromEngine, Init, ToEngine, encode
 from .config import EnrichConfig
 from .errors import WorkerError
+from .worker_start import discard_early, spawn, take_early, worker_command
 
 __all__ = [
     "ProcessTransport",
@@ -45,27 +44,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: How the worker starts: isolated (``-I``: no current directory, no environment paths),
-#: then given the host's own ``sys.path`` (less the current directory), so that it runs
-#: exactly the code the host runs, installed however it was (``--user``, PYTHONPATH).
-_BOOT: Final = (
-    "import json, runpy, sys; sys.path[:] = json.loads(sys.argv[1]); "
-    "runpy.run_module('cowrie_enrich_plugin.engine', run_name='__main__')"
-)
-
-
-def worker_command() -> tuple[str, ...]:
-    """The worker's command after the interpreter."""
-    here = {"", ".", os.getcwd()}
-    paths = [path for path in sys.path if path not in here]
-    return ("-I", "-c", _BOOT, json.dumps(paths))
-
-
-def _ignore_sigint() -> None:
-    """In the worker from its first instruction: Ctrl-C is the host's to handle."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
 
 INBOX_MESSAGES: Final = 64  # messages (each up to a chunk's new addresses) before the host waits
 _OUTBOX_BYTES: Final = 1 << 20  # framed messages (about 60,000 addresses) before the host waits
@@ -156,14 +134,9 @@ class ProcessTransport(Transport):
 
     def __init__(self, config: EnrichConfig, command: Sequence[str] | None = None) -> None:
         super().__init__()
+        command = command or worker_command()
         try:
-            self.proc = subprocess.Popen(
-                [sys.executable, *(command or worker_command())],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                close_fds=True,
-                preexec_fn=_ignore_sigint,
-            )
+            self.proc = take_early(command) or spawn(command)
         except OSError as exc:
             raise WorkerError(
                 f"cannot start the enrichment worker with {sys.executable!r} ({exc}); "
@@ -312,5 +285,6 @@ class ProcessTransport(Transport):
 def open_transport(config: EnrichConfig) -> Transport:
     """The engine the settings ask for: a worker process, or a thread (``worker = "thread"``)."""
     if config.worker == "thread":
+        discard_early()
         return ThreadTransport(config)
     return ProcessTransport(config)

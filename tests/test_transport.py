@@ -73,3 +73,32 @@ def test_a_worker_that_stops_reading_slows_the_host_then_is_reported() -> None:
     assert messages and isinstance(messages[-1], Exited)
     transport.send(NewAddresses(addresses))  # dropped, not blocking, once the worker is gone
     transport.close()
+
+
+def test_a_worker_started_early_is_adopted_once(server: BulkWhoisServer, tmp_path: Path) -> None:
+    from cowrie_enrich_plugin import worker_start
+
+    host, port = server.address
+    config = EnrichConfig(db=f"sqlite:///{tmp_path}/e.db", cymru_host=host, cymru_port=port)
+    worker_start.start_early()
+    early = worker_start._early
+    assert early is not None
+    transport = ProcessTransport(config)
+    assert transport.proc is early[1]  # the one already importing, not a second one
+    transport.send(NewAddresses(global_ips(5, seed=13)))
+    transport.send(End())
+    assert any(isinstance(m, Done) for m in _finish(transport))
+    other = ProcessTransport(config, command=("-c", "pass"))  # a stand-in: not adopted
+    assert other.proc is not early[1]
+    other.abandon(5.0)
+
+
+def test_a_worker_started_early_and_not_wanted_goes() -> None:
+    from cowrie_enrich_plugin import worker_start
+
+    worker_start.start_early()
+    early = worker_start._early
+    assert early is not None
+    worker_start.discard_early()  # e.g. worker = "thread"
+    assert early[1].wait(timeout=30) == 2  # its input closed before the settings came
+    assert worker_start.take_early(worker_start.worker_command()) is None

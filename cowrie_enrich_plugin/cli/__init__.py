@@ -8,23 +8,42 @@ worker process, never in this one.
 
 from __future__ import annotations
 
-import click
+import importlib
+from typing import Final
 
-from .cache import cache
-from .cowrie_install import cowrie_install
-from .doctor import doctor
-from .enrich import enrich
-from .ingest import ingest
-from .records import export, lookup
+import click
 
 __all__ = ["main"]
 
+#: Each command's module and name there, imported when the command runs (or help lists
+#: it): ``enrich``, a filter started per pipeline, does not wait for the others.
+_COMMANDS: Final = {
+    "ingest": (".ingest", "ingest"),
+    "enrich": (".enrich", "enrich"),
+    "lookup": (".records", "lookup"),
+    "export": (".records", "export"),
+    "cache": (".cache", "cache"),
+    "doctor": (".doctor", "doctor"),
+    "cowrie-install": (".cowrie_install", "cowrie_install"),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _Commands(click.Group):
+    """A group whose commands are imported when they are asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in _COMMANDS:
+            module, name = _COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(module, __name__), name)
+            self.add_command(command, cmd_name)
+        return command
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="cowrie-enrich-plugin")
 def main() -> None:
     """Enrich Cowrie honeypot attacker IPs with Team Cymru bulk whois and MaxMind GeoIP2."""
-
-
-for _command in (ingest, enrich, lookup, export, cache, doctor, cowrie_install):
-    main.add_command(_command)

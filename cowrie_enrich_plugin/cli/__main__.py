@@ -1,5 +1,5 @@
 """``python -m cowrie_enrich_plugin.cli``: the ``cowrie-enrich`` command."""
 
-from . import main
+from ..command import run
 
-main()
+run()

@@ -68,7 +68,12 @@ def enrich(
         fmt=fmt,
         hold=hold,
         working_set=checked.working_set,
-        progress=lambda s, stats: files.update(_facts(s), stats),
+        # the counters are added up for each chunk read: only when there is a file to fill
+        progress=(
+            (lambda s, stats: files.update(_facts(s), stats))
+            if status_file is not None or metrics_file is not None
+            else None
+        ),
     )
     files.finish(
         "interrupted" if summary.interrupted else "done",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -83,6 +82,8 @@ class RunFiles:
 
 def _replace(path: str, text: str) -> None:
     """Write ``text`` to ``path`` so that a reader sees the old file or the new one, whole."""
+    import tempfile  # only a run with a status file needs it (the filter starts faster)
+
     folder = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(prefix=".status-", dir=folder)
     try:

@@ -150,6 +150,17 @@ class Flusher:
             if self.config.long_lived:
                 new.extend(self._due_in_background())
             self._take(message, new, skipped)
+            # What else the host sent meanwhile joins it (a backlog, e.g. what a host
+            # read while the engine started): one look in the cache, not one a message.
+            while (
+                isinstance(message, NewAddresses | SkippedAddresses)
+                and max(len(new), len(skipped)) < size
+            ):
+                try:
+                    message = inbox.get_nowait()
+                except queue.Empty:
+                    break
+                self._take(message, new, skipped)
             end = isinstance(message, End) or self._stopping.is_set()
             force = end or isinstance(message, Flush)
             if oldest is None and (new or skipped):

@@ -24,6 +24,8 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
 from typing import IO, Any, Final
 
 import pluggy
@@ -42,7 +44,11 @@ MAX_WAITING: Final = 200_000
 _READ_BYTES: Final = 1 << 16
 _IDLE: Final = 0.05
 _MAX_LINE: Final = 4 * 1024 * 1024
-_NOT_EVENT: Final = object()
+_SRC_IP: Final = repeat("src_ip")
+#: ``dict.get`` unbound: TypeError for anything but a dict (a line that is not an object)
+_DICT_GET: Final[Callable[[Any, str], object]] = dict.get
+_WITHOUT_BRACE: Final = itemgetter(slice(None, -1))
+_KEY: Final = "enrich"  # the member the native format adds
 
 
 @dataclass
@@ -65,16 +71,22 @@ class _Records:
         self.fmt = fmt
         self.limit = limit
         self.fragments: OrderedDict[str, bytes] = OrderedDict()
+        #: native format: what replaces an event's closing brace (``,"enrich":{...}}\n``)
+        self.tails: dict[str, bytes] = {}
 
     @hookimpl
     def cowrie_enrichment_ready(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Keep each record (an upsert), rendered once for every event that follows."""
+        fragments, tails, native = self.fragments, self.tails, self.fmt != "ecs"
         for record in records:
             ip = str(record["ip"])
-            self.fragments.pop(ip, None)
-            self.fragments[ip] = self.render(record)
-        while len(self.fragments) > self.limit:
-            self.fragments.popitem(last=False)
+            fragments.pop(ip, None)
+            fragments[ip] = fragment = self.render(record)
+            if native:
+                tails[ip] = b"," + fragment + b"}\n"
+        while len(fragments) > self.limit:
+            ip, _fragment = fragments.popitem(last=False)
+            tails.pop(ip, None)
 
     def render(self, record: Mapping[str, Any]) -> bytes:
         """The members to add to an event, as JSON text (without braces)."""
@@ -88,6 +100,51 @@ class _Records:
     def pending(self, ip: str) -> bytes:
         """The members for an address whose record is not ready."""
         return self.render({"ip": ip, "status": "pending"})
+
+
+class _Batch:
+    """Lines read together, each with its address (``None``: it passes through untouched).
+
+    ``keyed``: the lines (native format) whose event has an ``enrich`` member
+    already. ``plain``: every line ends with ``}`` and none is keyed, so an event can
+    take its record in place of its closing brace. ``start``: the lines before it
+    are written.
+    """
+
+    __slots__ = ("arrived", "ips", "keyed", "lines", "plain", "start")
+
+    def __init__(self, lines: list[bytes], ips: list[str | None], arrived: float, plain: bool):
+        self.lines = lines
+        self.ips = ips
+        self.arrived = arrived
+        self.plain = plain
+        self.keyed: set[int] | None = None  # None: the event's text decides (ecs)
+        self.start = 0
+
+
+class _Waiting:
+    """The lines not written yet, oldest first, in the batches they were read in."""
+
+    __slots__ = ("batches", "count")
+
+    def __init__(self) -> None:
+        self.batches: deque[_Batch] = deque()
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def add(self, batch: _Batch) -> None:
+        if batch.lines:
+            self.batches.append(batch)
+            self.count += len(batch.lines)
+
+    def head(self) -> tuple[str | None, float] | None:
+        """The oldest line's address and arrival (``None``: nothing waits)."""
+        if not self.batches:
+            return None
+        batch = self.batches[0]
+        return batch.ips[batch.start], batch.arrived
 
 
 def enrich_stream(
@@ -106,7 +163,7 @@ def enrich_stream(
     pm.register(records, name="enrich-filter")
     summary = StreamSummary()
     keys = (b'"' + NAMESPACE.encode() + b'"', b'"source"') if fmt == "ecs" else (b'"enrich"',)
-    waiting: deque[tuple[bytes, str | None, float]] = deque()
+    waiting = _Waiting()
     hook = pm.hook
     try:
         with stopping_on_signals(pm, cut=False) as stop:
@@ -132,7 +189,7 @@ def _run(
     pm: pluggy.PluginManager,
     records: _Records,
     summary: StreamSummary,
-    waiting: deque[tuple[bytes, str | None, float]],
+    waiting: _Waiting,
     keys: tuple[bytes, ...],
     hold: float,
     progress: Callable[[StreamSummary, RunCounters], None] | None,
@@ -151,8 +208,11 @@ def _run(
             if ready:
                 data = os.read(fd, _READ_BYTES)
                 ended = not data
-        lines = (partial + data).split(b"\n") if data else []
-        partial = lines.pop() if lines else partial
+        lines = data.split(b"\n") if data else []
+        if lines:
+            if partial:  # the line left over from the last read goes on here
+                lines[0] = partial + lines[0]
+            partial = lines.pop()
         if len(partial) > _MAX_LINE:  # a runaway line goes through as it is
             lines.append(partial)
             partial = b""
@@ -160,47 +220,33 @@ def _run(
             lines.append(partial)
             partial = b""
         now = time.monotonic()
-        events: list[dict[str, Any]] = []
-        positions: list[int] = []
-        append, remember = waiting.append, canonical.get
         summary.lines += len(lines)
-        for line in lines:
-            try:
-                event = json_loads(line)
-            except ValueError:
-                append((line, None, now))
-                continue
-            ip = None
-            if type(event) is dict:
-                value = event.get("src_ip")
-                ip = remember(value) if type(value) is str else None
-                if ip is None:
-                    ip = _address(value, canonical)
-                if ip is None:
-                    summary.no_address += 1
-                else:
-                    events.append(event)
-                    positions.append(len(waiting))
-            append((line, ip, now))
+        batch, events, positions = _parse(lines, canonical, summary, now)
+        if len(keys) == 1:  # an event with the member already is rebuilt, not appended to
+            batch.keyed = set()
+            if any(map(dict.__contains__, events, repeat(_KEY))):
+                keyed = [i for i, event in enumerate(events) if _KEY in event]
+                batch.keyed = {positions[i] for i in keyed} if positions else set(keyed)
+            batch.plain = not batch.keyed and all(map(bytes.endswith, lines, repeat(b"}")))
+        waiting.add(batch)
         # An empty chunk still lets the plugin deliver what became ready.
         for refused in hook.cowrie_ingest_events(events=events):
             for index, _reason in refused or ():
                 # not a usable address: the event passes through untouched
-                line, _ip, at = waiting[positions[index]]
-                waiting[positions[index]] = (line, None, at)
+                batch.ips[index if positions is None else positions[index]] = None
                 summary.no_address += 1
         if len(waiting) > MAX_WAITING:  # the oldest go out as they are
             _emit(sink, records, summary, waiting, keys, now, hold, final=True, keep=MAX_WAITING)
         # A line that waits for a new address's record asks for the batch to go now
         # (at most every hold/2 s), rather than after the polite flush_interval.
         now = time.monotonic()
-        head = waiting[0] if waiting else None
+        head = waiting.head()
         if (
             head is not None
             and now >= next_flush
-            and (ended or now - head[2] >= hold / 2)
-            and head[1] is not None
-            and head[1] not in records.fragments
+            and (ended or now - head[1] >= hold / 2)
+            and head[0] is not None
+            and head[0] not in records.fragments
         ):
             hook.cowrie_ingest_checkpoint()
             next_flush = now + max(hold / 2, 0.5)
@@ -208,6 +254,64 @@ def _run(
         sink.flush()
         if progress is not None:
             progress(summary, live_stats(pm))
+
+
+def _parse(
+    lines: list[bytes], canonical: dict[str, str | None], summary: StreamSummary, now: float
+) -> tuple[_Batch, list[dict[str, Any]], list[int] | None]:
+    """The batch of ``lines``, the events to hand the plugins, and each one's line.
+
+    Positions are ``None`` when every line is an event handed on (the common case,
+    done a whole batch at a time in C); a batch holding a line that is not a JSON
+    object or a ``src_ip`` that cannot be hashed is read line by line.
+    """
+    try:
+        parsed = list(map(json_loads, lines))
+        values = list(map(_DICT_GET, parsed, _SRC_IP))  # TypeError: not all objects
+        ips = list(map(canonical.get, values))  # type: ignore[arg-type]  # TypeError: unhashable
+    except (ValueError, TypeError):
+        return _parse_each(lines, canonical, summary, now)
+    if None in ips:  # first sight of an address, or events without a usable one
+        resolved = {}
+        for value in dict.fromkeys(values):
+            ip = canonical.get(value) if type(value) is str else None
+            resolved[value] = _address(value, canonical) if ip is None else ip
+        ips = list(map(resolved.__getitem__, values))
+        missing = ips.count(None)
+        if missing:
+            summary.no_address += missing
+            kept = [i for i, ip in enumerate(ips) if ip is not None]
+            return _Batch(lines, ips, now, False), [parsed[i] for i in kept], kept
+    return _Batch(lines, ips, now, False), parsed, None
+
+
+def _parse_each(
+    lines: list[bytes], canonical: dict[str, str | None], summary: StreamSummary, now: float
+) -> tuple[_Batch, list[dict[str, Any]], list[int] | None]:
+    """:func:`_parse`, one line at a time."""
+    ips: list[str | None] = []
+    events: list[dict[str, Any]] = []
+    positions: list[int] = []
+    remember = canonical.get
+    for line in lines:
+        try:
+            event = json_loads(line)
+        except ValueError:
+            ips.append(None)
+            continue
+        ip = None
+        if type(event) is dict:
+            value = event.get("src_ip")
+            ip = remember(value) if type(value) is str else None
+            if ip is None:
+                ip = _address(value, canonical)
+            if ip is None:
+                summary.no_address += 1
+            else:
+                events.append(event)
+                positions.append(len(ips))
+        ips.append(ip)
+    return _Batch(lines, ips, now, False), events, positions
 
 
 def _address(value: object, canonical: dict[str, str | None]) -> str | None:
@@ -228,7 +332,7 @@ def _emit(
     sink: IO[bytes],
     records: _Records,
     summary: StreamSummary,
-    waiting: deque[tuple[bytes, str | None, float]],
+    waiting: _Waiting,
     keys: tuple[bytes, ...],
     now: float,
     hold: float,
@@ -237,42 +341,78 @@ def _emit(
     keep: int = 0,
 ) -> None:
     """Write the lines at the head that may go: in order, each once."""
-    fragments = records.fragments
-    out: list[bytes] = []
-    add = out.append
-    head, pop = waiting.__getitem__, waiting.popleft
-    key = keys[0]
+    fragments, tails = records.fragments, records.tails
+    batches = waiting.batches
     enriched = passed = pending = 0
-    while len(waiting) > keep:
-        line, ip, arrived = head(0)
-        if ip is None:
-            add(line + b"\n")
-            passed += 1
-        else:
-            fragment = fragments.get(ip)
-            if fragment is None:
-                if not final and now - arrived < hold:
-                    break
-                fragment = records.pending(ip)
-                pending += 1
+    while batches and waiting.count > keep:
+        batch = batches[0]
+        lines, ips, start, arrived = batch.lines, batch.ips, batch.start, batch.arrived
+        end = min(len(lines), start + waiting.count - keep)
+        if batch.plain and ips[start] in tails:  # each an event with its record? all at once
+            some = ips if start == 0 and end == len(ips) else ips[start:end]
+            added = list(map(tails.get, some))  # type: ignore[arg-type]
+            if None not in added:
+                parts: list[bytes | None] = [None] * (2 * len(added))
+                parts[::2] = map(_WITHOUT_BRACE, lines[start:end] if some is not ips else lines)
+                parts[1::2] = added
+                sink.write(b"".join(parts))  # type: ignore[arg-type]
+                enriched += len(added)
+                _written(waiting, batch, end)
+                continue
+        out: list[bytes] = []
+        add = out.append
+        index = start
+        while index < end:
+            line, ip = lines[index], ips[index]
+            if ip is None:
+                add(line + b"\n")
+                passed += 1
             else:
-                enriched += 1
-            if line[-1:] == b"}" and key not in line and len(keys) == 1 and line[-2:] != b"{}":
-                add(line[:-1] + b"," + fragment + b"}\n")  # the common case, inline
-            else:
-                add(_added(line, fragment, keys))
-        pop()
+                fragment = fragments.get(ip)
+                if fragment is None:
+                    if not final and now - arrived < hold:
+                        break
+                    fragment = records.pending(ip)
+                    pending += 1
+                else:
+                    enriched += 1
+                keyed = None if batch.keyed is None else index in batch.keyed
+                if line[-1:] == b"}" and keyed is False and line[-2:] != b"{}":
+                    add(line[:-1] + b"," + fragment + b"}\n")  # the common case, inline
+                else:
+                    add(_added(line, fragment, keys, keyed))
+            index += 1
+        if out:
+            sink.write(b"".join(out))
+        _written(waiting, batch, index)
+        if index < end:  # a line waits for its record: so do the ones after it
+            break
     summary.enriched += enriched
     summary.passed_through += passed
     summary.pending += pending
-    if out:
-        sink.write(b"".join(out))
 
 
-def _added(line: bytes, fragment: bytes, keys: tuple[bytes, ...]) -> bytes:
-    """``line`` (a JSON object) with ``fragment``'s members added after its last one."""
+def _written(waiting: _Waiting, batch: _Batch, upto: int) -> None:
+    """The lines of ``batch`` before ``upto`` are written."""
+    waiting.count -= upto - batch.start
+    if upto == len(batch.lines):
+        waiting.batches.popleft()
+    else:
+        batch.start = upto
+
+
+def _added(
+    line: bytes, fragment: bytes, keys: tuple[bytes, ...], keyed: bool | None = None
+) -> bytes:
+    """``line`` (a JSON object) with ``fragment``'s members added after its last one.
+
+    ``keyed``: whether the event has such a member already (``None``: whether its
+    text holds one of ``keys``).
+    """
     body = line.rstrip()
-    if body.endswith(b"}") and not any(key in body for key in keys):
+    if keyed is None:
+        keyed = any(key in body for key in keys)
+    if body.endswith(b"}") and not keyed:
         inner = body[:-1].rstrip()
         joiner = b"" if inner.endswith(b"{") else b","
         return inner + joiner + fragment + b"}\n"

@@ -1,0 +1,95 @@
+"""Starting the worker process (see :mod:`.transport`), kept light enough to do first thing.
+
+The worker's own start (its imports, SQLAlchemy above all) takes longer than a host's;
+a command that will need one (``cowrie-enrich enrich``) can start it before anything
+else with :func:`start_early`, so that both starts overlap. The first
+:class:`~.transport.ProcessTransport` with the default command adopts it; if none
+does, it exits when this process does (its input closes before the settings come).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Final
+
+__all__ = ["discard_early", "spawn", "start_early", "take_early", "worker_command"]
+
+#: How the worker starts: isolated (``-I``: no current directory, no environment paths),
+#: then given the host's own ``sys.path`` (less the current directory), so that it runs
+#: exactly the code the host runs, installed however it was (``--user``, PYTHONPATH).
+_BOOT: Final = (
+    "import json, runpy, sys; sys.path[:] = json.loads(sys.argv[1]); "
+    "runpy.run_module('cowrie_enrich_plugin.engine', run_name='__main__')"
+)
+
+_early: tuple[tuple[str, ...], subprocess.Popen[bytes]] | None = None
+
+
+def worker_command() -> tuple[str, ...]:
+    """The worker's command after the interpreter."""
+    here = {"", ".", os.getcwd()}
+    paths = [path for path in sys.path if path not in here]
+    return ("-I", "-c", _BOOT, json.dumps(paths))
+
+
+def _ignore_sigint() -> None:
+    """In the worker from its first instruction: Ctrl-C is the host's to handle."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def spawn(command: Sequence[str]) -> subprocess.Popen[bytes]:
+    """The worker process, its stdin and stdout pipes to this one.
+
+    :raises OSError: when it cannot be started.
+    """
+    return subprocess.Popen(
+        [sys.executable, *command],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        close_fds=True,
+        preexec_fn=_ignore_sigint,
+    )
+
+
+def start_early() -> None:
+    """Start the default worker now, for the first transport to adopt (once; best effort)."""
+    global _early
+    if _early is not None:
+        return
+    command = worker_command()
+    with contextlib.suppress(OSError):  # the transport tries again, and reports it
+        _early = (command, spawn(command))
+
+
+def take_early(command: Sequence[str]) -> subprocess.Popen[bytes] | None:
+    """The worker started early, if it runs ``command`` and is still there; else ``None``."""
+    global _early
+    if _early is None:
+        return None
+    (started, proc), _early = _early, None
+    if tuple(command) == started and proc.poll() is None:
+        return proc
+    _let_go(proc)
+    return None
+
+
+def discard_early() -> None:
+    """No transport will adopt the worker started early (a thread runs the engine): let it go."""
+    global _early
+    if _early is not None:
+        _let_go(_early[1])
+        _early = None
+
+
+def _let_go(proc: subprocess.Popen[bytes]) -> None:
+    """Its input closes before the settings came: the worker exits (status 2)."""
+    with contextlib.suppress(OSError):
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.close()
+        proc.stdout.close()

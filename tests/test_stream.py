@@ -1,0 +1,160 @@
+"""The filter's loop in-process: every line once, in order, enriched as one line at a time would be.
+
+A stand-in plugin answers at once (or never, for some addresses), so the output is
+known whatever the chunks the input arrives in: the batch-at-a-time path and the
+careful line-by-line one must write the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pluggy
+import pytest
+
+from cowrie_enrich_plugin import hookspecs
+from cowrie_enrich_plugin.addresses import InvalidAddress, classify
+from cowrie_enrich_plugin.hookspecs import PROJECT_NAME, hookimpl
+from cowrie_enrich_plugin.hosts import stream
+from cowrie_enrich_plugin.hosts.stream import StreamSummary, enrich_stream
+
+
+class _Answering:
+    """Records at once but for the ``silent`` addresses (canonical); refuses ``refused`` values."""
+
+    def __init__(self, silent: set[str], refused: set[str]) -> None:
+        self.silent, self.refused = silent, refused
+        self.pm: pluggy.PluginManager | None = None
+
+    @hookimpl
+    def cowrie_ingest_start(self, config: Mapping[str, Any], pluginmanager: Any) -> None:
+        self.pm = pluginmanager
+
+    @hookimpl
+    def cowrie_ingest_events(self, events: Sequence[Mapping[str, Any]]) -> Any:
+        records, refused = [], []
+        for index, event in enumerate(events):
+            value = event["src_ip"]
+            if value in self.refused:
+                refused.append((index, "refused"))
+            elif classify(value).ip not in self.silent:  # type: ignore[union-attr]
+                records.append({"ip": classify(value).ip, "status": "enriched"})  # type: ignore[union-attr]
+        if records:
+            assert self.pm is not None
+            self.pm.hook.cowrie_enrichment_ready(records=records)
+        return refused or None
+
+    @hookimpl
+    def cowrie_ingest_end(self) -> Mapping[str, int]:
+        return {}
+
+
+def _expected(lines: list[bytes], silent: set[str], refused: set[str]) -> tuple[bytes, int]:
+    """What the filter writes, one line at a time, and how many lines go out pending."""
+    out, pending = [], 0
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        value = event.get("src_ip") if isinstance(event, dict) else None
+        verdict = classify(value) if isinstance(value, str) else None
+        if verdict is None or isinstance(verdict, InvalidAddress) or value in refused:
+            out.append(line + b"\n")
+            continue
+        record = {"ip": verdict.ip, "status": "pending" if verdict.ip in silent else "enriched"}
+        pending += verdict.ip in silent
+        fragment = b'"enrich":' + json.dumps(record).encode()
+        body = line.rstrip()  # the record goes after the last member, spaces kept before it
+        if body.endswith(b"}") and "enrich" not in event:
+            inner = line[:-1] if line.endswith(b"}") else body[:-1].rstrip()
+            joiner = b"" if inner.rstrip().endswith(b"{") else b","
+            out.append(inner + joiner + fragment + b"}\n")
+        else:  # rebuilt whole: the event has the member already
+            event.update(json.loads(b"{" + fragment + b"}"))
+            out.append(json.dumps(event).encode() + b"\n")
+    return b"".join(out), pending
+
+
+def _lines(rng: random.Random, count: int, clean: bool) -> tuple[list[bytes], list[str]]:
+    ips = [
+        f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.9" for _ in range(20)
+    ]
+    ips += ["10.0.0.1", "::ffff:8.8.8.8", "2001:DB8::1", "2606:4700::1111"]
+    odd = [
+        b"not json",
+        b"",
+        b"[1, {}]",
+        b'{"n": 1}',
+        b'{"src_ip": 5}',
+        b'{"src_ip": [1]}',
+        b'{"src_ip": "not an address"}',
+        b'{"src_ip": "8.8.8.8", "enrich": 1}',
+        b'{"src_ip": "8.8.8.8", "message": "enrich"}',
+        b'{"src_ip": "8.8.8.8"}\r',
+        b'{"src_ip": "8.8.8.8"}  ',
+        b'{ "src_ip" : "8.8.4.4" , "a":{} }',
+        b"{}",
+    ]
+    lines = []
+    for n in range(count):
+        if not clean and rng.random() < 0.1:
+            lines.append(rng.choice(odd))
+        else:
+            lines.append(json.dumps({"eventid": "e", "src_ip": rng.choice(ips), "n": n}).encode())
+    return lines, ips
+
+
+def _run(data: bytes, pieces: list[int], silent: set[str], refused: set[str]) -> Any:
+    pm = pluggy.PluginManager(PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    pm.register(_Answering(silent, refused), name="answering")
+    source_r, source_w = os.pipe()
+    sink_r, sink_w = os.pipe()
+    got: list[bytes] = []
+
+    def feed() -> None:
+        offset = 0
+        for size in pieces:
+            os.write(source_w, data[offset : offset + size])
+            offset += size
+        os.write(source_w, data[offset:])
+        os.close(source_w)
+
+    def drain() -> None:
+        got.append(b"".join(iter(lambda: os.read(sink_r, 1 << 20), b"")))
+
+    threads = [threading.Thread(target=feed), threading.Thread(target=drain)]
+    for thread in threads:
+        thread.start()
+    with os.fdopen(source_r, "rb", buffering=0) as source, os.fdopen(sink_w, "wb") as sink:
+        summary: StreamSummary = enrich_stream(source, sink, {}, pm=pm, hold=0.05)
+    for thread in threads:
+        thread.join()
+    os.close(sink_r)
+    return got[0], summary
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_output_is_each_line_once_as_one_at_a_time_would_write_it(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(seed)
+    lines, ips = _lines(rng, rng.choice([50, 3000, 20000]), clean=seed % 2 == 0)
+    silent = {classify(ip).ip for ip in rng.sample(ips, rng.choice([0, 2]))}  # type: ignore[union-attr]
+    refused = set(rng.sample(ips, rng.choice([0, 1])))
+    if seed % 3 == 0:  # the oldest lines go out as they are when too many wait
+        monkeypatch.setattr(stream, "MAX_WAITING", rng.choice([7, 500]))
+    data = b"\n".join(lines) + b"\n"
+    pieces = [rng.choice([1, 5, 300, 5000, 70_000]) for _ in range(200)]
+    out, summary = _run(data, pieces, silent, refused)
+    expected, pending = _expected(lines, silent, refused)
+    assert out == expected
+    assert summary.lines == len(lines)
+    assert summary.pending == pending
+    assert summary.enriched + summary.pending + summary.passed_through == len(lines)
