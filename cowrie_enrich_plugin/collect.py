@@ -233,12 +233,17 @@ class Collector:
             self._canonical.discard(ip)
 
     def _note_expiries(self, records: list[dict[str, Any]]) -> None:
-        """Note when the records of remembered addresses expire (those are forgotten then)."""
+        """Note when the records of remembered addresses expire (those are forgotten then).
+
+        One expired already (its refresh failed, or waits out its backoff) is forgotten
+        after ``retry_interval``, not at every sighting.
+        """
         expiring, remembered = self._expiring, self._canonical
+        soonest = clock.wall() + self.config.retry_interval
         for record in records:
             expires = parse_time(record["expires_at"])
             if expires is not None and record["ip"] in remembered:
-                heapq.heappush(expiring, (expires.timestamp(), record["ip"]))
+                heapq.heappush(expiring, (max(expires.timestamp(), soonest), record["ip"]))
         if len(expiring) > 4 * self.config.working_set:  # a bound, whatever comes
             self._expiring = heapq.nsmallest(2 * self.config.working_set, expiring)
 
@@ -395,12 +400,11 @@ class Collector:
 
         After an interrupted end, every collected address without a delivered
         record counts as pending: it is pending in the store, or will be collected
-        again from the logs on the next run. A long-lived run's pending count is the
-        store's (its failures were retried in the background).
+        again from the logs on the next run. (A long-lived run's failures are retried:
+        what is pending at its end is the gauge ``pending_now``.)
         """
         total = self._stats + self._remote
-        if self.config.long_lived:  # its failures were retried: what is left is what counts
-            total.pending = total.pending_now
+        if self.config.long_lived:
             return total
         total.outstanding = self._awaited
         if self._interrupted:

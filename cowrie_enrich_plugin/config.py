@@ -80,7 +80,8 @@ class EnrichConfig:
     #: that runs for weeks (pending addresses retried in the background and delivered
     #: again, expired records refreshed when seen again, memory bounded).
     lifecycle: str = "batch"
-    #: Addresses a long-lived run keeps in memory on each side; the store holds the rest.
+    #: Addresses a long-lived run's host side remembers; the store holds the rest (the
+    #: engine keeps only what is in flight).
     working_set: int = 100_000
     #: A long-lived run delivers each record once, and again only when it changes, even
     #: after its address left the working set; ``true`` delivers it again whenever its

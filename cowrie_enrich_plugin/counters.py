@@ -94,6 +94,9 @@ class RunCounters:
     outstanding: int = 0
     #: gauge: addresses whose answer another process (holding their lease) is getting
     waiting_elsewhere: int = 0
+    #: gauge: addresses the engine has taken on and not settled (buffered, in a batch,
+    #: or waited for), those of earlier runs it retries included
+    backlog: int = 0
 
     def __add__(self, other: RunCounters) -> RunCounters:
         values: dict[str, Any] = {}

@@ -117,7 +117,8 @@ def cowrie_ingest_end() -> Mapping[str, Any] | None:
     either resolved (and delivered through ``cowrie_enrichment_ready`` from inside
     this call) or durably recorded as pending in the plugin's store, and in any
     case within the plugin's ``shutdown_timeout`` (a host that wants every answer
-    first waits while ``cowrie_ingest_progress`` reports ``outstanding`` work). A
+    first waits, calling ``cowrie_ingest_checkpoint``, while
+    ``cowrie_ingest_progress`` reports ``outstanding`` or ``backlog`` work). A
     host that never calls it (crash, kill) loses nothing: what was collected but
     not resolved is re-collected on the next run or found as pending in the store.
 

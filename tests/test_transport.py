@@ -88,8 +88,12 @@ def test_a_worker_started_early_is_adopted_once(server: BulkWhoisServer, tmp_pat
     transport.send(NewAddresses(global_ips(5, seed=13)))
     transport.send(End())
     assert any(isinstance(m, Done) for m in _finish(transport))
+    worker_start.start_early()
+    second = worker_start._early
+    assert second is not None
     other = ProcessTransport(config, command=("-c", "pass"))  # a stand-in: not adopted
-    assert other.proc is not early[1]
+    assert other.proc is not second[1]
+    assert second[1].wait(timeout=30) == 2  # let go: its input closed before the settings
     other.abandon(5.0)
 
 

@@ -131,7 +131,8 @@ def _report(summary: IngestSummary, *, err: bool, live: bool = False) -> int:
     """Print the summary; return the exit code (``live``: a --follow run's)."""
     echo = functools.partial(click.echo, err=err)
     stats = summary.plugin
-    if summary.interrupted:
+    pending = stats.pending_now if live else summary.pending
+    if summary.interrupted and not live:
         click.echo(
             f"interrupted: {summary.pending} address(es) pending, run again to finish", err=True
         )
@@ -139,7 +140,7 @@ def _report(summary: IngestSummary, *, err: bool, live: bool = False) -> int:
         f"{summary.events} events from {summary.lines} lines in {summary.seconds:.1f}s; "
         f"{stats.new_ips + stats.skipped} distinct IPs: {stats.cache_hits} from cache, "
         f"{stats.resolved} resolved by whois in {stats.batches_sent} batches, "
-        f"{stats.skipped} skipped (not global), {summary.pending} pending; "
+        f"{stats.skipped} skipped (not global), {pending} pending; "
         f"{summary.delivered} records delivered"
     )
     if summary.problems:
@@ -157,9 +158,9 @@ def _report(summary: IngestSummary, *, err: bool, live: bool = False) -> int:
             f"{stats.unsaved} IP(s) could not be recorded because the database failed; "
             "they will be collected again from the logs on the next run"
         )
-    if live:
-        if summary.pending:
-            echo(f"{summary.pending} IP(s) pending in the store: asked again after the next start")
+    if live:  # its failures were retried: what counts is what is pending now
+        if pending:
+            echo(f"{pending} IP(s) pending in the store: asked again after the next start")
         return 0
     if summary.interrupted:
         return EX_INTERRUPTED

@@ -48,7 +48,8 @@ class Flusher:
     """The flush loop over one run's messages.
 
     :param enricher: the enrichment steps.
-    :param emit: called (from any of the flusher's threads) with ready records as dicts.
+    :param emit: called (from any of the flusher's threads) with ready records as dicts,
+        and which of them a long-lived run delivered as they are (:class:`OncePerRun`).
     :param stopping: once set, no new batch is sent and other processes' leases
         are not waited for: the host is going away (what is leased stays pending).
     :param resume_pending: also retry what earlier runs left pending and due.
@@ -68,6 +69,9 @@ class Flusher:
         self._stopping = stopping or threading.Event()
         self._resume_pending = resume_pending
         self._foreign = ForeignLeases()
+        self._on_idle: Callable[[], None] | None = None
+        #: addresses taken on and not in a batch yet (the loop's buffers)
+        self._buffered = 0
         self._stale: dict[str, EnrichmentRecord] = {}
         self._sections = Sections()
         self._handled = Handled(self.config)
@@ -103,7 +107,12 @@ class Flusher:
     # -- the loop -------------------------------------------------------------------------
 
     def run(self, inbox: queue.Queue[ToEngine], on_idle: Callable[[], None] | None = None) -> None:
-        """Process messages until :class:`End`; then finish every batch and return."""
+        """Process messages until :class:`End`; then finish every batch and return.
+
+        ``on_idle`` is called (throttled by the caller) at every turn of the loop, and
+        while it waits for a connection slot.
+        """
+        self._on_idle = on_idle
         try:
             self._loop(inbox, on_idle)
         except Exception:
@@ -179,6 +188,7 @@ class Flusher:
                 new, skipped = [], []
             if len(to_fetch) >= size:
                 whole = len(to_fetch) - len(to_fetch) % size
+                self._buffered = len(to_fetch)
                 self._send(to_fetch[:whole])
                 to_fetch = to_fetch[whole:]
             if force or due or len(self._sections.partial) >= size:
@@ -188,6 +198,7 @@ class Flusher:
                 if to_fetch:
                     self._send(to_fetch)
                     to_fetch = []
+            self._buffered = len(new) + len(skipped) + len(to_fetch)
             if not new and not skipped and not to_fetch:
                 oldest = None
             elif due or force:
@@ -284,9 +295,8 @@ class Flusher:
             self._store_failed(exc, 0)
             waiting = set()
         self._emit(self._stale.pop(ip) for ip in sorted(waiting))
-        later = busy | waiting
-        self._sections.take(later)  # nothing is kept for what is not asked now
-        return later
+        self._sections.take(waiting)  # nothing is kept for what is not asked now
+        return busy | waiting
 
     def _send_partial(self) -> None:
         self._asking.partial(self.config.batch_size, self._stopping.is_set())
@@ -324,6 +334,15 @@ class Flusher:
         if self._store_paused():
             self._not_recorded(batch)
             return
+        # One of this engine's batches holds some already: their answer is on the way
+        # (the loop's thread alone adds to ``_asking_now``: no one else can in between).
+        out = self._busy().intersection(batch)
+        if out:
+            batch = [ip for ip in batch if ip not in out]
+            for ip in out:
+                self._stale.pop(ip, None)
+            if not batch:
+                return
         try:
             mine, theirs = self.enricher.claim(batch)
         except StoreError as exc:
@@ -332,17 +351,14 @@ class Flusher:
             return
         for ip in theirs:
             self._foreign.add(ip, self._stale.get(ip))
-        with self._lock:  # one of this engine's batches holds it already: not twice at once
-            out = self._asking_now.intersection(mine)
-            mine = [ip for ip in mine if ip not in out]
-            self._asking_now.update(mine)
-        for ip in out:  # its answer is on the way
-            self._stale.pop(ip, None)
-        self._sections.take(out)
         if not mine:
             return
+        with self._lock:
+            self._asking_now.update(mine)
         previous = {ip: self._stale.pop(ip) for ip in mine if ip in self._stale}
-        self._in_flight.acquire()
+        while not self._in_flight.acquire(timeout=0.5):  # the host hears how it goes
+            if self._on_idle is not None:
+                self._on_idle()
         future = self._network.submit(self._fetch, mine, previous)
         with self._lock:
             self._futures.add(future)
@@ -419,8 +435,15 @@ class Flusher:
         if names:
             records = [with_every_part(record, names) for record in records]
         dicts = [record.to_dict() for record in records]
-        if dicts:
-            self._emit_dicts(dicts, self._once.repeats(dicts))
+        if not dicts:
+            return
+        repeats: tuple[str, ...] = ()
+        if self._once.active and not self._store_paused():  # else a repeat, not a loss
+            try:
+                repeats = self._once.repeats(dicts)
+            except StoreError as exc:
+                self._store_failed(exc, 0)
+        self._emit_dicts(dicts, repeats)
 
     def _wait_for_batches(self) -> None:
         while True:
@@ -476,6 +499,7 @@ class Flusher:
             result.pending += self.leftover_pending + self.unsaved
             result.in_flight_batches = len(self._futures)
             result.waiting_elsewhere = len(self._foreign)
+            result.backlog = self._buffered + len(self._asking_now) + len(self._foreign)
             result.errors = self.errors
             result.unsaved = self.unsaved
         return result

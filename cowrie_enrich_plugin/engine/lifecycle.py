@@ -10,21 +10,17 @@ addresses whose background retry is due.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from typing import Any, Final
 
 from .. import clock
 from ..config import EnrichConfig
-from ..errors import StoreError
 from ..record import delivery_signature
 from ..store.deliveries import drop_gone_runs, news
 from ..store.parts import due_pending_parts
 from .steps import Enricher
 
 __all__ = ["BackgroundRetries", "Handled", "OncePerRun", "due_retries"]
-
-logger = logging.getLogger(__name__)
 
 #: How often a long-lived run looks for pending addresses whose retry is due.
 BACKGROUND_EVERY: Final = 30.0
@@ -89,15 +85,14 @@ class OncePerRun:
             drop_gone_runs(self.store)
 
     def repeats(self, records: list[dict[str, Any]]) -> tuple[str, ...]:
-        """The addresses of ``records`` this run has delivered as they are; noted now."""
+        """The addresses of ``records`` this run has delivered as they are; noted now.
+
+        :raises StoreError: when the database fails.
+        """
         if not self.active or not records:
             return ()
         signed = [(r["ip"], delivery_signature(r)) for r in records]
-        try:
-            fresh = news(self.store, signed)
-        except StoreError as exc:  # a repeat rather than a loss
-            logger.debug("could not look up what was delivered (%s)", exc)
-            return ()
+        fresh = news(self.store, signed)
         return tuple(ip for ip, _sign in signed if ip not in fresh)
 
 

@@ -227,41 +227,43 @@ def _ingest(
         stop.ending = True  # a signal from now on only tells the plugins to hurry
         summary.read_seconds = time.monotonic() - started
         with _progress_while(progress, progress_every, summary, sink, manager):
-            if read_all:
-                finish_work(manager, stop)
-            summary.plugin = end_run(manager)
+            try:
+                if read_all:
+                    finish_work(manager, stop)
+            finally:
+                summary.plugin = end_run(manager)
 
 
 def finish_work(pm: pluggy.PluginManager, stop: SignalState) -> None:
-    """Before a batch run's end: wait while the plugins' work is in flight, delivering.
+    """Before a batch run's end: wait while the plugins' work goes on, delivering.
 
     ``cowrie_ingest_end`` returns within the plugins' ``shutdown_timeout`` whatever
     the network does; a batch run wants every answer the network gives, so it waits
-    here first, as long as addresses are ``outstanding`` and batches are in flight
-    (each bounded by the plugin's own timeout and retries) or another process is
-    answering some, or records keep coming back. A signal ends the wait.
+    here first, as long as the plugins report work (``outstanding`` addresses of this
+    run, a ``backlog`` of the engine's, earlier runs' retries included) and it moves:
+    batches in flight (each bounded by the plugin's own timeout and retries), another
+    process answering some, or the counts changing. A signal ends the wait.
     """
+    hook = pm.hook
     quiet_since = time.monotonic()
-    last: tuple[int, int] | None = None
+    next_flush = 0.0
+    last: tuple[int, ...] | None = None
     while not stop.came:
         stats = live_stats(pm)
-        if stats.outstanding <= 0:
+        if stats.outstanding <= 0 and stats.backlog <= 0:
             return
         now = time.monotonic()
-        if (
-            stats.in_flight_batches
-            or stats.waiting_elsewhere
-            or last
-            != (
-                stats.outstanding,
-                stats.delivered,
-            )
-        ):
+        state = (stats.outstanding, stats.backlog, stats.delivered, stats.resolved)
+        if stats.in_flight_batches or stats.waiting_elsewhere or state != last:
             quiet_since = now
         elif now - quiet_since > _QUIET_SECONDS:
             return  # nothing moves: the end settles the rest
-        last = (stats.outstanding, stats.delivered)
-        pm.hook.cowrie_ingest_checkpoint()  # flush what waits, deliver what came
+        last = state
+        if not stats.in_flight_batches and now >= next_flush:
+            hook.cowrie_ingest_checkpoint()  # flush what waits (and deliver)
+            next_flush = now + 1.0
+        else:
+            hook.cowrie_ingest_events(events=())  # deliver what came, nothing more
         time.sleep(_FINISH_POLL)
 
 

@@ -167,3 +167,25 @@ def test_addresses_collected_but_not_yet_sent_survive_a_stop(
     engine.dispose()
     assert known == set(ips)  # answered, or recorded pending (then also queued)
     assert queued <= set(ips)
+
+
+def test_a_batch_run_waits_for_batches_queued_behind_slow_ones(
+    server: BulkWhoisServer, tmp_path: Path
+) -> None:
+    """Batches longer than the host's quiet window, more of them than connection slots."""
+    server.faults.latency_per_batch = 12
+    log = tmp_path / "cowrie.json"
+    log.write_text("".join(event(ip, n) + "\n" for n, ip in enumerate(global_ips(150, seed=41))))
+    db = f"sqlite:///{tmp_path / 'slow.db'}"
+    config = write_config(
+        tmp_path / "host.toml", server, db, batch_size=50, concurrency=1, timeout=30
+    )
+    done = subprocess.run(
+        [cowrie_enrich(), "ingest", str(log), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "150 resolved by whois" in done.stderr + done.stdout, done.stderr

@@ -13,6 +13,7 @@ when it had no fresh answer (the failed attempts never reached it).
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import random
@@ -94,7 +95,7 @@ def _stamp(when: float) -> str:
 
 
 def _epoch(stamp: str) -> float:
-    return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    return float(calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")))
 
 
 def _sample(host: int, peaks: dict[str, float]) -> None:
