@@ -59,17 +59,21 @@ def stats(**opts: Any) -> None:
 @common_options
 @run_command
 def prune(**opts: Any) -> None:
-    """Delete expired records (those queued for a refresh are kept).
+    """Delete expired records (those queued for a refresh are kept); forget gone runs.
+
+    What long-lived runs that no longer run delivered is dropped too.
 
     \b
     Example:
       cowrie-enrich cache prune --config /etc/cowrie-enrich.toml
     """
     from ..store import open_store
+    from ..store.deliveries import drop_gone_runs
 
     with open_store(settings(host_config(opts)).db, create=False) as store:
         removed = store.prune()
-    click.echo(f"{removed} expired record(s) removed")
+        runs = drop_gone_runs(store)
+    click.echo(f"{removed} expired record(s) removed; the deliveries of {runs} gone run(s)")
 
 
 @cache.command()
