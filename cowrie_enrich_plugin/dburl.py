@@ -1,8 +1,9 @@
 """What the ``db`` setting names, read without importing SQLAlchemy (safe in the host).
 
-``postgres://`` (a common spelling, which SQLAlchemy refuses) is read as
-``postgresql://``. A SQLite URL names a file whose folder must exist; the reference
-host and the plugin check it at start, the store again when it opens.
+``postgres://`` (a common spelling, which SQLAlchemy refuses) and ``postgresql://``
+are read as ``postgresql+psycopg://``. A SQLite URL names a file whose folder must
+exist; the reference host and the plugin check it at start, the store again when it
+opens.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ __all__ = ["check_db_location", "normalize_db_url", "sqlite_file"]
 
 
 def normalize_db_url(url: str) -> str:
-    """``url`` with the ``postgres`` scheme spelled as SQLAlchemy wants it.
+    """``url`` with the ``postgres`` scheme spelled as SQLAlchemy wants it, and a driver.
 
     :raises ConfigError: naming ``db`` when it is not a URL at all.
     """
@@ -25,7 +26,11 @@ def normalize_db_url(url: str) -> str:
             f"db = {url!r} is not a database URL; write e.g. sqlite:///cowrie-enrich.db "
             "or postgresql+psycopg://user@host/dbname"
         )
-    if scheme == "postgres" or scheme.startswith("postgres+"):
+    if scheme in ("postgres", "postgresql"):
+        # The driver the ``postgresql`` extra installs (psycopg 3); SQLAlchemy's own
+        # default differs between versions (psycopg2 before 2.1).
+        return "postgresql+psycopg" + url[len(scheme) :]
+    if scheme.startswith("postgres+"):
         return "postgresql" + url[len("postgres") :]
     return url
 
