@@ -149,8 +149,6 @@ class Collector:
 
     def _ingest_each(self, events: Sequence[Mapping[str, Any]]) -> list[tuple[int, str]] | None:
         """:meth:`ingest`, one event at a time (for events that are not all plain dicts)."""
-        if self.config.long_lived:
-            self._forget()
         seen = self._seen
         refused: list[tuple[int, str]] | None = None
         usable: list[str] = []
@@ -224,9 +222,7 @@ class Collector:
     def _forget_expired(self) -> None:
         """Forget the addresses whose delivered record expired: seen again, it is refreshed."""
         expiring = self._expiring
-        if not expiring or expiring[0][0] > clock.wall():
-            return
-        now = clock.wall()
+        now = clock.wall() if expiring else 0.0
         while expiring and expiring[0][0] <= now:
             _expiry, ip = heapq.heappop(expiring)
             self._seen.pop(ip, None)

@@ -114,7 +114,7 @@ class Flusher:
         """
         self._on_idle = on_idle
         try:
-            self._loop(inbox, on_idle)
+            self._loop(inbox)
         except Exception:
             logger.exception("the enrichment flusher failed; unsent addresses stay pending")
             self.errors += 1
@@ -124,7 +124,7 @@ class Flusher:
             self._persist.shutdown(wait=True)
             self._asking.shutdown()
 
-    def _loop(self, inbox: queue.Queue[ToEngine], on_idle: Callable[[], None] | None) -> None:
+    def _loop(self, inbox: queue.Queue[ToEngine]) -> None:
         interval = self.config.flush_interval
         size = self.config.batch_size
         new: list[str] = []
@@ -151,8 +151,9 @@ class Flusher:
                 message = inbox.get(timeout=min(timeout, 0.5))
             except queue.Empty:
                 message = None
-            if on_idle is not None:  # throttled by the caller; a busy inbox must not starve it
-                on_idle()
+            # Throttled by the caller; called on every turn, so a busy inbox cannot starve it.
+            if self._on_idle is not None:
+                self._on_idle()
             if self._stopping.is_set():  # what the host sent is recorded, not dropped
                 new, skipped = self._drain(inbox, message, new, skipped)
                 message = End()
@@ -241,13 +242,13 @@ class Flusher:
         except StoreError as exc:
             self._store_failed(exc, 0)
             return []
-        busy = self._busy()
+        busy = self._busy_among(due)
         return [ip for ip in due if ip not in self._foreign and ip not in busy]
 
-    def _busy(self) -> set[str]:
-        """The addresses in this engine's whois batches now."""
+    def _busy_among(self, ips: Iterable[str]) -> set[str]:
+        """Those of ``ips`` in this engine's whois batches now."""
         with self._lock:
-            return set(self._asking_now)
+            return self._asking_now.intersection(ips)
 
     def _unseen(self, ips: Iterable[str]) -> list[str]:
         return self._handled.first_time(ips)
@@ -286,7 +287,7 @@ class Flusher:
         One whose batch is out has its answer on the way; one whose retry waits out
         its backoff is asked by the background (its stored record goes out now).
         """
-        busy = self._busy().intersection(stale)
+        busy = self._busy_among(stale)
         for ip in busy:
             del self._stale[ip]
         try:
@@ -336,7 +337,7 @@ class Flusher:
             return
         # One of this engine's batches holds some already: their answer is on the way
         # (the loop's thread alone adds to ``_asking_now``: no one else can in between).
-        out = self._busy().intersection(batch)
+        out = self._busy_among(batch)
         if out:
             batch = [ip for ip in batch if ip not in out]
             for ip in out:
