@@ -300,7 +300,9 @@ class Collector:
             return self.stats()
         transport = self.transport
         started = time.monotonic()
-        deadline = started + self.config.shutdown_timeout
+        # The worker's last grace (abandon) is inside the bound, not after it.
+        grace = min(1.0, self.config.shutdown_timeout / 4)
+        deadline = started + self.config.shutdown_timeout - grace
         stopping_at: float | None = None
         try:
             self._send_held()
@@ -319,7 +321,7 @@ class Collector:
                         time.monotonic() - started,
                     )
                     self._interrupted = True  # cut short, as if told to stop
-                    self._handle(transport.abandon(1.0))
+                    self._handle(transport.abandon(grace))
                     break
                 self._handle(transport.wait(min(left, 0.5)))
         finally:
