@@ -21,12 +21,7 @@ from typing import Any, Final
 from .checks import Setting, check_value, value_from_text
 from .clock import CLOCK_FILE_VARIABLE
 from .errors import ConfigError
-from .sources.cymru.protocol import MAX_BATCH_SIZE
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+from .sources.cymru import MAX_BATCH_SIZE
 
 __all__ = [
     "DEFAULTS",
@@ -340,6 +335,10 @@ def load_host_config(path: str | os.PathLike[str] | None) -> dict[str, Any]:
     """
     if path is None:
         return {}
+    if sys.version_info >= (3, 11):  # here, not at import: most runs read no file
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
     file = Path(path)
     try:
         with file.open("rb") as handle:

@@ -74,6 +74,9 @@ def parse_time(value: str | None) -> dt.datetime | None:
     """Parse :func:`format_time`'s output back into an aware UTC time."""
     if value is None:
         return None
+    if len(value) == 20 and value[10] == "T" and value[19] == "Z":
+        # fromisoformat: a fifth of strptime's cost, and a host parses one per record
+        return dt.datetime.fromisoformat(value[:19]).replace(tzinfo=dt.timezone.utc)
     return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
 
 

@@ -9,8 +9,6 @@ still read. Memory stays bounded by the chunk size and the longest allowed line.
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import json
 import logging
 import re
@@ -139,9 +137,14 @@ def _skip(skipped: list[str] | None, path: Path, why: str, level: int) -> None:
 def _open(path: str) -> IO[bytes]:
     if path == STDIN:
         return sys.stdin.buffer
+    # The decompressors load when a file needs them: the enrich filter reads none.
     if path.endswith(".gz"):
+        import gzip
+
         return gzip.open(path, "rb")  # type: ignore[return-value]
     if path.endswith(".bz2"):
+        import bz2
+
         return bz2.open(path, "rb")
     return open(path, "rb")
 

@@ -23,6 +23,7 @@ from .. import hookspecs
 from ..config import PLUGIN_NAME, plugin_enabled
 from ..counters import RunCounters
 from ..hookspecs import PROJECT_NAME, hookimpl
+from .discovery import load_entry_points
 from .logreader import LogProblem, LogReader
 
 __all__ = [
@@ -48,7 +49,7 @@ def make_plugin_manager(host_config: Mapping[str, Any]) -> pluggy.PluginManager:
     pm.add_hookspecs(hookspecs)
     if not plugin_enabled(host_config):
         pm.set_blocked(PLUGIN_NAME)
-    pm.load_setuptools_entrypoints(PROJECT_NAME)
+    load_entry_points(pm, PROJECT_NAME)
     pm.check_pending()
     return pm
 

@@ -24,6 +24,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from io import BytesIO
 from itertools import repeat
 from operator import itemgetter
 from typing import IO, Any, Final
@@ -47,7 +48,8 @@ _MAX_LINE: Final = 4 * 1024 * 1024
 _SRC_IP: Final = repeat("src_ip")
 #: ``dict.get`` unbound: TypeError for anything but a dict (a line that is not an object)
 _DICT_GET: Final[Callable[[Any, str], object]] = dict.get
-_WITHOUT_BRACE: Final = itemgetter(slice(None, -1))
+_WITHOUT_BRACE: Final = itemgetter(slice(None, -2))  # a line less its "}\n"
+_BEFORE_NEWLINE: Final = itemgetter(-2)
 _KEY: Final = "enrich"  # the member the native format adds
 
 
@@ -208,11 +210,12 @@ def _run(
             if ready:
                 data = os.read(fd, _READ_BYTES)
                 ended = not data
-        lines = data.split(b"\n") if data else []
+        # Lines keep their newline: BytesIO finds them with memchr, a third of split's cost.
+        lines = BytesIO(data).readlines() if data else []
         if lines:
             if partial:  # the line left over from the last read goes on here
                 lines[0] = partial + lines[0]
-            partial = lines.pop()
+            partial = lines.pop() if lines[-1][-1:] != b"\n" else b""
         if len(partial) > _MAX_LINE:  # a runaway line goes through as it is
             lines.append(partial)
             partial = b""
@@ -227,7 +230,7 @@ def _run(
             if any(map(dict.__contains__, events, repeat(_KEY))):
                 keyed = [i for i, event in enumerate(events) if _KEY in event]
                 batch.keyed = {positions[i] for i in keyed} if positions else set(keyed)
-            batch.plain = not batch.keyed and all(map(bytes.endswith, lines, repeat(b"}")))
+            batch.plain = not batch.keyed and _all_end_with_brace(lines)
         waiting.add(batch)
         # An empty chunk still lets the plugin deliver what became ready.
         for refused in hook.cowrie_ingest_events(events=events):
@@ -254,6 +257,14 @@ def _run(
         sink.flush()
         if progress is not None:
             progress(summary, live_stats(pm))
+
+
+def _all_end_with_brace(lines: list[bytes]) -> bool:
+    """Whether every line ends with ``}`` and its newline (only the last can lack one)."""
+    try:
+        return bytes(map(_BEFORE_NEWLINE, lines)) == b"}" * len(lines) and lines[-1][-1:] == b"\n"
+    except IndexError:  # a line of one byte, or none at all
+        return False
 
 
 def _parse(
@@ -365,7 +376,7 @@ def _emit(
         while index < end:
             line, ip = lines[index], ips[index]
             if ip is None:
-                add(line + b"\n")
+                add(line if line[-1:] == b"\n" else line + b"\n")
                 passed += 1
             else:
                 fragment = fragments.get(ip)
@@ -377,8 +388,8 @@ def _emit(
                 else:
                     enriched += 1
                 keyed = None if batch.keyed is None else index in batch.keyed
-                if line[-1:] == b"}" and keyed is False and line[-2:] != b"{}":
-                    add(line[:-1] + b"," + fragment + b"}\n")  # the common case, inline
+                if line[-2:] == b"}\n" and keyed is False and line[-3:] != b"{}\n":
+                    add(line[:-2] + b"," + fragment + b"}\n")  # the common case, inline
                 else:
                     add(_added(line, fragment, keys, keyed))
             index += 1

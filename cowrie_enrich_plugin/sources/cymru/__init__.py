@@ -1,1 +1,9 @@
 """Team Cymru bulk whois: the wire protocol (:mod:`.protocol`, no I/O) and the client."""
+
+from typing import Final
+
+__all__ = ["MAX_BATCH_SIZE"]
+
+#: Team Cymru's limit for one bulk request, and ours (here, where the settings read it
+#: without loading the protocol).
+MAX_BATCH_SIZE: Final = 500

@@ -35,6 +35,7 @@ from ...addresses import (
     parse_address,
 )
 from ...record import CymruAnswer
+from . import MAX_BATCH_SIZE
 
 __all__ = [
     "MAX_BATCH_SIZE",
@@ -46,8 +47,6 @@ __all__ = [
     "parse_row",
 ]
 
-#: Team Cymru's limit for one bulk request, and ours.
-MAX_BATCH_SIZE: Final = 500
 #: A line longer than this is not a whois row (AS names are short).
 MAX_LINE_LENGTH: Final = 4096
 
