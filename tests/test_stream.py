@@ -95,6 +95,7 @@ def _lines(rng: random.Random, count: int, clean: bool) -> tuple[list[bytes], li
         b'{"src_ip": [1]}',
         b'{"src_ip": "not an address"}',
         b'{"src_ip": "8.8.8.8", "enrich": 1}',
+        b'{"src_ip": "8.8.8.8", "\\u0065nrich": 1}',  # the same member, its name escaped
         b'{"src_ip": "8.8.8.8", "message": "enrich"}',
         b'{"src_ip": "8.8.8.8"}\r',
         b'{"src_ip": "8.8.8.8"}  ',

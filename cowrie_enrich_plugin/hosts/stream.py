@@ -388,8 +388,10 @@ def _emit(
                 else:
                     enriched += 1
                 keyed = None if batch.keyed is None else index in batch.keyed
-                if line[-2:] == b"}\n" and keyed is False and line[-3:] != b"{}\n":
+                if keyed is False and line[-2:] == b"}\n" and line[-3:] != b"{}\n":
                     add(line[:-2] + b"," + fragment + b"}\n")  # the common case, inline
+                elif keyed is False and line[-1:] == b"}" and line[-2:] != b"{}":
+                    add(line[:-1] + b"," + fragment + b"}\n")  # a last line without newline
                 else:
                     add(_added(line, fragment, keys, keyed))
             index += 1
