@@ -15,28 +15,20 @@ from cowrie_enrich_plugin.hosts.discovery import entry_points, load_entry_points
 
 
 def _by_metadata(group: str, path: list[str] | None = None) -> list[tuple[str, str]]:
-    """What importlib.metadata says: the first distribution of each name on the path."""
-    seen: set[str] = set()
-    found = []
+    """What pluggy's loader goes through: every distribution importlib.metadata finds."""
     dists = (
         importlib.metadata.distributions()
         if path is None
         else importlib.metadata.distributions(path=path)
     )
-    for dist in dists:
-        name = dist.metadata["Name"].lower().replace("-", "_")
-        if name in seen:
-            continue
-        seen.add(name)
-        found += [(ep.name, ep.value) for ep in dist.entry_points if ep.group == group]
-    return found
+    return [(ep.name, ep.value) for dist in dists for ep in dist.entry_points if ep.group == group]
 
 
 @pytest.mark.parametrize("group", [PROJECT_NAME, "console_scripts", "pytest11", "no.such.group"])
 def test_the_installed_entry_points_are_those_importlib_metadata_finds(group: str) -> None:
     found = entry_points(group)
     assert found is not None
-    assert sorted(found) == sorted(_by_metadata(group))
+    assert found == _by_metadata(group)
     if group == PROJECT_NAME:
         assert ("enrich", "cowrie_enrich_plugin.plugin:plugin") in found
 
@@ -69,9 +61,10 @@ def test_comments_spacing_other_groups_and_shadowed_distributions_read_alike(
 
     found = entry_points(PROJECT_NAME, path)
     assert found is not None
-    assert sorted(found) == sorted(_by_metadata(PROJECT_NAME, path))
-    assert sorted(found) == [
+    assert found == _by_metadata(PROJECT_NAME, path)
+    assert sorted(found) == [  # the shadowed one is listed; loading takes the first
         ("alpha", "alpha_plugin.hooks : plugin [extra]"),
+        ("alpha", "old:plugin"),
         ("beta", "alpha_plugin:beta"),
         ("delta", "delta.plugin:plugin"),
     ]
@@ -105,6 +98,9 @@ def test_plugins_load_register_and_respect_blocked_and_taken_names(
         "1.0",
         f"[{PROJECT_NAME}]\nprobe = probe_plugin_pkg:Holder.probe\nnope = probe_plugin_pkg:blocked\n",
     )
+    later = tmp_path / "later"  # another copy of the plugin, further down the path
+    _dist(later, "probe_plugin", "0.9", f"[{PROJECT_NAME}]\nprobe = probe_plugin_pkg:blocked\n")
+    monkeypatch.syspath_prepend(str(later))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "probe_plugin_pkg", raising=False)
 

@@ -1,16 +1,19 @@
 """The reference host's plugin discovery: entry points read where they lie on ``sys.path``.
 
-It does what pluggy's ``load_setuptools_entrypoints`` does (each entry point of the
-group is loaded and registered under its name, unless that name is blocked or taken;
-the first distribution on ``sys.path`` wins), without importing ``importlib.metadata``:
-that import (the ``email`` package, ``zipfile``, ``csv``) costs more than the rest of
-the discovery, and ``cowrie-enrich enrich``, a filter started once per pipeline,
-feels every millisecond of its start. Each installed distribution's
-``entry_points.txt`` is read in its ``.dist-info`` or ``.egg-info`` folder.
+It does what pluggy's ``load_setuptools_entrypoints`` does (every installed
+distribution in ``importlib.metadata``'s order, each entry point of the group loaded
+and registered under its name unless that name is blocked or taken), without
+importing ``importlib.metadata``: that import (the ``email`` package, ``zipfile``,
+``csv``) costs more than the rest of the discovery, and ``cowrie-enrich enrich``, a
+filter started once per pipeline, feels every millisecond of its start. Each
+distribution's ``entry_points.txt`` is read in its ``.dist-info`` or ``.egg-info``
+folder.
 
 Where only ``importlib.metadata`` can see the distributions (a zip archive or an
 ``.egg`` on ``sys.path``, an import finder that provides distributions of its own),
-pluggy's loader does the work. ``PluginManager.list_plugin_distinfo`` stays empty.
+pluggy's loader does the work. Unlike it, a malformed ``entry_points.txt`` of a
+distribution that does not name the group is passed over rather than fatal.
+``PluginManager.list_plugin_distinfo`` stays empty.
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ _VALUE: Final = re.compile(
     r"(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?((?P<extras>\[.*\])\s*)?$"
 )
 _METADATA_DIRS: Final = (".dist-info", ".egg-info")
-_SEPARATORS: Final = re.compile(r"[-_.]+")
 
 
 def load_entry_points(pm: pluggy.PluginManager, group: str) -> int:
@@ -51,7 +53,9 @@ def load_entry_points(pm: pluggy.PluginManager, group: str) -> int:
 
 
 def entry_points(group: str, path: Sequence[str] | None = None) -> list[tuple[str, str]] | None:
-    """``group``'s entry points (name, value) in ``path`` order; ``None``: cannot tell here.
+    """``group``'s entry points (name, value), every distribution's, in ``path`` order.
+
+    Several can share a name (a distribution installed twice): the first is loaded.
 
     ``None`` when a ``path`` entry is a file or an ``.egg`` (a zip archive, an egg) or
     not a string, or when an import finder other than the standard one provides
@@ -64,32 +68,31 @@ def entry_points(group: str, path: Sequence[str] | None = None) -> list[tuple[st
     ):
         return None
     found: list[tuple[str, str]] = []
-    seen: set[str] = set()
     for entry in entries:
         if not isinstance(entry, str) or entry.endswith(".egg") or os.path.isfile(entry):
             return None
-        for distribution, text in _entry_point_files(entry or "."):
-            if distribution not in seen:  # the first one on the path, as imports do
-                seen.add(distribution)
-                found.extend(_section(text, group))
+        for text in _entry_point_files(entry or "."):
+            found.extend(_section(text, group))
     return found
 
 
-def _entry_point_files(folder: str) -> Iterator[tuple[str, str]]:
-    """Each distribution in ``folder`` (its normalised name) with its ``entry_points.txt``."""
+def _entry_point_files(folder: str) -> Iterator[str]:
+    """The ``entry_points.txt`` of each distribution in ``folder``, in directory order.
+
+    Directory order is ``importlib.metadata``'s (``os.listdir``): of two copies of one
+    plugin in a folder, the same one wins.
+    """
     try:
         with os.scandir(folder) as children:
-            names = sorted(c.name for c in children if c.name.lower().endswith(_METADATA_DIRS))
+            names = [c.name for c in children if c.name.lower().endswith(_METADATA_DIRS)]
     except OSError:  # absent or unreadable: nothing is installed there
         return
     for name in names:
         try:
             with open(os.path.join(folder, name, "entry_points.txt"), encoding="utf-8") as f:
-                text = f.read()
+                yield f.read()
         except (OSError, UnicodeDecodeError):  # none, or not a folder (an old egg-info file)
             continue
-        stem = name.rpartition(".")[0].partition("-")[0]
-        yield _SEPARATORS.sub("_", stem).lower(), text
 
 
 def _section(text: str, group: str) -> Iterator[tuple[str, str]]:
@@ -102,7 +105,7 @@ def _section(text: str, group: str) -> Iterator[tuple[str, str]]:
         if not line or line.startswith("#"):
             continue
         if line.startswith("[") and line.endswith("]"):
-            current = line[1:-1].strip()
+            current = line.strip("[]")  # as importlib.metadata reads a section's name
         elif current == group and "=" in line:
             name, _, value = line.partition("=")
             yield name.strip(), value.strip()
