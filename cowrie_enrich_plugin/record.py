@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -70,11 +71,15 @@ def _format_time(value: dt.datetime) -> str:
     return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+#: What :func:`format_time` writes (strptime, the slow way, reads anything else it accepts).
+_TIME_TEXT: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", re.ASCII)
+
+
 def parse_time(value: str | None) -> dt.datetime | None:
     """Parse :func:`format_time`'s output back into an aware UTC time."""
     if value is None:
         return None
-    if len(value) == 20 and value[10] == "T" and value[19] == "Z":
+    if _TIME_TEXT.fullmatch(value):
         # fromisoformat: a fifth of strptime's cost, and a host parses one per record
         return dt.datetime.fromisoformat(value[:19]).replace(tzinfo=dt.timezone.utc)
     return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)

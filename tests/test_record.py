@@ -5,7 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 
-from cowrie_enrich_plugin.record import CymruAnswer, EnrichmentRecord, GeoAnswer, Status
+import pytest
+
+from cowrie_enrich_plugin.record import (
+    CymruAnswer,
+    EnrichmentRecord,
+    GeoAnswer,
+    Status,
+    parse_time,
+)
 
 NOW = dt.datetime(2026, 11, 29, 3, 0, tzinfo=dt.timezone.utc)
 CYMRU = (
@@ -49,3 +57,33 @@ def test_row_values_are_in_column_order_and_read_back_whole() -> None:
     row = dict(zip(RECORD_COLUMNS, record_values(record, naive(NOW), naive), strict=True))
     assert row["mm_city"] == "Berlin" and row["cymru_prefix"] == "198.51.0.0/16"
     assert row_record(row) == record
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-12-04T13:00:00Z",
+        "2024-02-29T23:59:59Z",
+        "2024-W01-1T00:00:00Z",
+        "2024-01-01T00+01:00Z",
+        "2024-01-01T000000.5Z",
+        "2024-01- 1T00:00:00Z",
+        "\uff12\uff10\uff12\uff14-01-01T00:00:00Z",
+        "2024-13-01T00:00:00Z",
+        "2024-01-01T24:00:00Z",
+        "2024-01-01 00:00:00Z",
+    ],
+)
+def test_parse_time_reads_exactly_what_its_format_says(text: str) -> None:
+    def strptime(value: str) -> dt.datetime | str:
+        try:
+            parsed = dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+        except ValueError:
+            return "refused"
+        return parsed.replace(tzinfo=dt.timezone.utc)
+
+    try:
+        got: dt.datetime | str | None = parse_time(text)
+    except ValueError:
+        got = "refused"
+    assert got == strptime(text)
