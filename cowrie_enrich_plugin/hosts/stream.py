@@ -283,12 +283,13 @@ def _parse(
     except (ValueError, TypeError):
         return _parse_each(lines, canonical, summary, now)
     if None in ips:  # first sight of an address, or events without a usable one
-        resolved = {}
-        for value in dict.fromkeys(values):
-            ip = canonical.get(value) if type(value) is str else None
-            resolved[value] = _address(value, canonical) if ip is None else ip
-        ips = list(map(resolved.__getitem__, values))
-        missing = ips.count(None)
+        # Only those places are looked at (a new address is a line or two of a read).
+        missing = 0
+        index = -1
+        for _ in range(ips.count(None)):
+            index = ips.index(None, index + 1)
+            ips[index] = ip = _address(values[index], canonical)
+            missing += ip is None
         if missing:
             summary.no_address += missing
             kept = [i for i, ip in enumerate(ips) if ip is not None]
