@@ -42,7 +42,9 @@ __all__ = ["MAX_WAITING", "StreamSummary", "enrich_stream"]
 
 #: Lines that may wait for records at once.
 MAX_WAITING: Final = 200_000
-_READ_BYTES: Final = 1 << 16
+#: Bytes per read: of 64, 128 and 256 KiB, 128 was the fastest here (fewer turns of the
+#: loop, lines still in the cache when written).
+_READ_BYTES: Final = 1 << 17
 _IDLE: Final = 0.05
 _MAX_LINE: Final = 4 * 1024 * 1024
 _SRC_IP: Final = repeat("src_ip")
