@@ -391,10 +391,10 @@ def _emit(
                 else:
                     enriched += 1
                 keyed = None if batch.keyed is None else index in batch.keyed
-                if keyed is False and line[-2:] == b"}\n" and line[-3:] != b"{}\n":
-                    add(line[:-2] + b"," + fragment + b"}\n")  # the common case, inline
-                elif keyed is False and line[-1:] == b"}" and line[-2:] != b"{}":
-                    add(line[:-1] + b"," + fragment + b"}\n")  # a last line without newline
+                size = len(line) - (line[-1:] == b"\n")  # the last line may lack one
+                brace, pair = line[size - 1 : size], line[max(size - 2, 0) : size]
+                if keyed is False and brace == b"}" and pair != b"{}":
+                    add(line[: size - 1] + b"," + fragment + b"}\n")  # the common case, inline
                 else:
                     add(_added(line, fragment, keys, keyed))
             index += 1
