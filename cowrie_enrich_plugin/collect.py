@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 _MISSING: Final = object()
 #: ``dict.get`` unbound: raises TypeError for anything but a dict, so the fast path
-#: of :meth:`IngestPipeline.ingest` falls back to the careful one.
+#: of :meth:`Collector.ingest` falls back to the careful one.
 _DICT_GET: Final[Callable[[Any, str, object], object]] = dict.get
 _MAX_REMEMBERED_INVALID: Final = 100_000
 
@@ -64,6 +64,11 @@ _RECHECK_SECONDS: Final = 3600.0
 #: in this many seconds (at the host's next call): a burst (a log read at full speed)
 #: is a few messages, not one per chunk, each a pipe write and a wake-up of the worker.
 _SEND_EVERY: Final = 0.02
+#: How long a batch run's :meth:`Collector.finish` waits for work that shows no sign of moving.
+_QUIET_SECONDS: Final = 10.0
+#: The longest :meth:`Collector.finish` sleeps on the pipe before it looks at its counters
+#: again: a record that arrives wakes it at once.
+_FINISH_LOOK_EVERY: Final = 0.25
 
 
 class Collector:
@@ -280,6 +285,40 @@ class Collector:
         self.transport.send(Flush())
         self._handle(self.transport.poll())
 
+    def finish(self) -> None:
+        """A batch run's wait before its end: deliver while the run's work goes on.
+
+        :meth:`end` returns within ``shutdown_timeout`` whatever the network does; a
+        batch host that wants every answer the network gives calls this first. It
+        returns once every collected address has its record, or when the work stops
+        moving (no batch in flight, no other process answering, no count changing
+        for a while), or when the host is interrupted. It sleeps on the engine's
+        pipe, not on a timer: records are delivered as soon as they arrive, so the
+        engine is never held up by a full pipe. Partly filled batches are flushed
+        while nothing is in flight.
+        """
+        if self._done or self.config.long_lived:
+            return
+        self._send_held()
+        quiet_since = time.monotonic()
+        next_flush = 0.0
+        last: tuple[int, ...] | None = None
+        while not self._interrupted and not self._done:
+            stats = self.stats()
+            if stats.outstanding <= 0 and stats.backlog <= 0:
+                return
+            now = time.monotonic()
+            state = (stats.outstanding, stats.backlog, stats.delivered, stats.resolved)
+            if stats.in_flight_batches or stats.waiting_elsewhere or state != last:
+                quiet_since = now
+            elif now - quiet_since > _QUIET_SECONDS:
+                return  # nothing moves: the end settles the rest
+            last = state
+            if not stats.in_flight_batches and now >= next_flush:
+                self.transport.send(Flush())
+                next_flush = now + 1.0
+            self._handle(self.transport.wait(_FINISH_LOOK_EVERY))
+
     def interrupt(self) -> None:
         """The host is stopping (a signal): the end waits at most ``shutdown_timeout``.
 
@@ -293,8 +332,8 @@ class Collector:
         Returns within ``shutdown_timeout`` whatever the network does: then the
         engine stops asking it, and what it leased stays pending in the store (at
         once once :meth:`interrupt` was called). What is not resolved by then is
-        reported pending. A batch host that wants every answer it can get first
-        waits while ``outstanding`` work is in flight (see the reference host).
+        reported pending. A batch host that wants every answer it can get calls
+        :meth:`finish` first.
         """
         if self._done:
             return self.stats()

@@ -12,6 +12,7 @@ and then calls, on one thread of its own (the *host's thread*), in this order:
 parsed events with ``cowrie_ingest_checkpoint`` whenever it commits, and
 ``cowrie_ingest_end`` once. Plugins hand results back through
 ``cowrie_enrichment_ready``, which the host (and any other plugin) implements.
+``cowrie_ingest_finish`` (a batch host's wait for every answer, before the end),
 ``cowrie_ingest_progress`` and ``cowrie_ingest_interrupted`` are optional for hosts.
 """
 
@@ -28,6 +29,7 @@ __all__ = [
     "cowrie_ingest_checkpoint",
     "cowrie_ingest_end",
     "cowrie_ingest_events",
+    "cowrie_ingest_finish",
     "cowrie_ingest_interrupted",
     "cowrie_ingest_progress",
     "cowrie_ingest_start",
@@ -109,6 +111,21 @@ def cowrie_ingest_checkpoint() -> None:
 
 
 @hookspec
+def cowrie_ingest_finish() -> None:
+    """Wait, delivering, while the run's work goes on: a batch host's last step before the end.
+
+    Optional for hosts. Called by a batch host, on the host's thread, after the last
+    ``cowrie_ingest_events`` and before ``cowrie_ingest_end``. Returns once every
+    address the plugin collected has its record delivered (from inside this call),
+    or when the work stops moving (no batch in flight, nothing answered for a
+    while), or soon after ``cowrie_ingest_interrupted``. Not bounded by
+    ``shutdown_timeout``: each batch is bounded by the plugin's own timeout and
+    retries. Long-lived hosts do not call it. Records are delivered as they
+    arrive, never on a timer.
+    """
+
+
+@hookspec
 def cowrie_ingest_end() -> Mapping[str, Any] | None:
     """End an ingest run.
 
@@ -116,9 +133,8 @@ def cowrie_ingest_end() -> Mapping[str, Any] | None:
     ``cowrie_ingest_events``. Returns when every address the plugin collected is
     either resolved (and delivered through ``cowrie_enrichment_ready`` from inside
     this call) or durably recorded as pending in the plugin's store, and in any
-    case within the plugin's ``shutdown_timeout`` (a host that wants every answer
-    first waits, calling ``cowrie_ingest_checkpoint``, while
-    ``cowrie_ingest_progress`` reports ``outstanding`` or ``backlog`` work). A
+    case within the plugin's ``shutdown_timeout`` (a batch host that wants every
+    answer first calls ``cowrie_ingest_finish``). A
     host that never calls it (crash, kill) loses nothing: what was collected but
     not resolved is re-collected on the next run or found as pending in the store.
 
@@ -159,8 +175,9 @@ def cowrie_enrichment_ready(records: Sequence[Mapping[str, Any]]) -> None:
 
     Called by the enrichment plugin, always on the host's thread and only from
     inside one of the host's own calls of ``cowrie_ingest_events``,
-    ``cowrie_ingest_checkpoint`` or ``cowrie_ingest_end``. Implemented by the
-    host, and by any other plugin that wants the records. In a batch run each
+    ``cowrie_ingest_checkpoint``, ``cowrie_ingest_finish`` or
+    ``cowrie_ingest_end``. Implemented by the host, and by any other plugin that
+    wants the records. In a batch run each
     address's record is delivered once; hosts treat a delivery as an upsert by
     ``ip``.
 

@@ -95,6 +95,12 @@ class EnrichPlugin:
         self._current().checkpoint()
 
     @hookimpl
+    def cowrie_ingest_finish(self) -> None:
+        """Deliver while the run's batches are out; return when all is in or nothing moves."""
+        if self._run is not None:
+            self._run.finish()
+
+    @hookimpl
     def cowrie_ingest_interrupted(self) -> None:
         """The host is stopping: the end waits at most ``shutdown_timeout``."""
         if self._run is not None:

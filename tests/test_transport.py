@@ -6,9 +6,12 @@ These run real worker processes (or a stand-in command through the transport's o
 
 from __future__ import annotations
 
+import json
+import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from cowrie_enrich_plugin.channel import (
     Done,
@@ -106,3 +109,60 @@ def test_a_worker_started_early_and_not_wanted_goes() -> None:
     worker_start.discard_early()  # e.g. worker = "thread"
     assert early[1].wait(timeout=30) == 2  # its input closed before the settings came
     assert worker_start.take_early(worker_start.worker_command()) is None
+
+
+#: A stand-in worker: on a flush it writes a record per address it was handed, in many
+#: small messages, far more than a pipe holds, blocking while the host does not read.
+_FLOODING_WORKER = """
+import sys
+from cowrie_enrich_plugin.channel import Done, End, Flush, NewAddresses, Ready, Records
+from cowrie_enrich_plugin.channel import read_message, write_message
+from cowrie_enrich_plugin.counters import RunCounters
+stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+read_message(stdin)
+write_message(stdout, Ready())
+held = []
+while (message := read_message(stdin)) is not None:
+    if isinstance(message, NewAddresses):
+        held.extend(message.ips)
+    elif isinstance(message, Flush | End):
+        for start in range(0, len(held), 50):
+            records = [
+                {"ip": ip, "status": "pending", "cymru": None, "maxmind": None,
+                 "expires_at": None, "padding": "x" * 300}
+                for ip in held[start : start + 50]
+            ]
+            write_message(stdout, Records(records, None))
+        held = []
+        if isinstance(message, End):
+            write_message(stdout, Done(RunCounters()))
+            break
+"""
+
+
+def test_the_batch_end_wait_empties_the_pipe_as_records_come(monkeypatch: Any) -> None:
+    """The host sleeps on the worker's pipe in ``finish``, not on a timer (issue 22's stall).
+
+    The wait between looks at the counters is set to an hour: had the host emptied the
+    pipe only on a timer tick, the ~7 MB of records (a hundred pipefuls) would take
+    hours; woken by the pipe, they all arrive at once.
+    """
+    from cowrie_enrich_plugin import collect
+    from cowrie_enrich_plugin.collect import Collector
+
+    monkeypatch.setattr(collect, "_FINISH_LOOK_EVERY", 3600.0)
+    boot = "import json, sys; sys.path[:] = json.loads(sys.argv[1]); exec(sys.argv[2])"
+    command = ("-c", boot, json.dumps(sys.path), _FLOODING_WORKER)
+    config = EnrichConfig()
+    delivered: list[dict[str, Any]] = []
+    transport = ProcessTransport(config, command=command)
+    collector = Collector(config, delivered.extend, transport)
+    ips = global_ips(20_000, seed=22)
+    collector.ingest([{"src_ip": ip} for ip in ips])
+    started = threading.Thread(target=collector.finish)
+    started.start()
+    started.join(timeout=120)
+    assert not started.is_alive(), "finish waited on a timer, not on the pipe"
+    assert sorted(r["ip"] for r in delivered) == sorted(ips)
+    assert collector.stats().outstanding == 0
+    collector.end()

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, Final
+from typing import IO, Any
 
 import pluggy
 
@@ -38,9 +38,6 @@ __all__ = [
 #: How often, in seconds, the reference host "commits" (calls ``cowrie_ingest_checkpoint``),
 #: as a database-backed host commits on a timer.
 CHECKPOINT_SECONDS = 10.0
-#: How long a batch run's end waits for work that shows no sign of moving.
-_QUIET_SECONDS: Final = 10.0
-_FINISH_POLL: Final = 0.25
 
 
 def make_plugin_manager(host_config: Mapping[str, Any]) -> pluggy.PluginManager:
@@ -229,43 +226,10 @@ def _ingest(
         summary.read_seconds = time.monotonic() - started
         with _progress_while(progress, progress_every, summary, sink, manager):
             try:
-                if read_all:
-                    finish_work(manager, stop)
+                if read_all and not stop.came:
+                    hook.cowrie_ingest_finish()
             finally:
                 summary.plugin = end_run(manager)
-
-
-def finish_work(pm: pluggy.PluginManager, stop: SignalState) -> None:
-    """Before a batch run's end: wait while the plugins' work goes on, delivering.
-
-    ``cowrie_ingest_end`` returns within the plugins' ``shutdown_timeout`` whatever
-    the network does; a batch run wants every answer the network gives, so it waits
-    here first, as long as the plugins report work (``outstanding`` addresses of this
-    run, a ``backlog`` of the engine's, earlier runs' retries included) and it moves:
-    batches in flight (each bounded by the plugin's own timeout and retries), another
-    process answering some, or the counts changing. A signal ends the wait.
-    """
-    hook = pm.hook
-    quiet_since = time.monotonic()
-    next_flush = 0.0
-    last: tuple[int, ...] | None = None
-    while not stop.came:
-        stats = live_stats(pm)
-        if stats.outstanding <= 0 and stats.backlog <= 0:
-            return
-        now = time.monotonic()
-        state = (stats.outstanding, stats.backlog, stats.delivered, stats.resolved)
-        if stats.in_flight_batches or stats.waiting_elsewhere or state != last:
-            quiet_since = now
-        elif now - quiet_since > _QUIET_SECONDS:
-            return  # nothing moves: the end settles the rest
-        last = state
-        if not stats.in_flight_batches and now >= next_flush:
-            hook.cowrie_ingest_checkpoint()  # flush what waits (and deliver)
-            next_flush = now + 1.0
-        else:
-            hook.cowrie_ingest_events(events=())  # deliver what came, nothing more
-        time.sleep(_FINISH_POLL)
 
 
 @contextlib.contextmanager
