@@ -319,6 +319,22 @@ class Collector:
                 next_flush = now + 1.0
             self._handle(self.transport.wait(_FINISH_LOOK_EVERY))
 
+    def idle(self, seconds: float) -> bool:
+        """Wait on the engine for ``seconds`` (the host has no input), delivering what comes.
+
+        Returns whether it waited (not once the engine is done or the run interrupted).
+        """
+        if self._done or self._interrupted:
+            return False
+        deadline = time.monotonic() + seconds
+        self._send_held()
+        while not self._done and not self._interrupted:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._handle(self.transport.wait(left))
+        return True
+
     def interrupt(self) -> None:
         """The host is stopping (a signal): the end waits at most ``shutdown_timeout``.
 

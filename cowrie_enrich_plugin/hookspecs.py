@@ -13,7 +13,8 @@ parsed events with ``cowrie_ingest_checkpoint`` whenever it commits, and
 ``cowrie_ingest_end`` once. Plugins hand results back through
 ``cowrie_enrichment_ready``, which the host (and any other plugin) implements.
 ``cowrie_ingest_finish`` (a batch host's wait for every answer, before the end),
-``cowrie_ingest_progress`` and ``cowrie_ingest_interrupted`` are optional for hosts.
+``cowrie_ingest_idle`` (a long-lived host's wait for input), ``cowrie_ingest_progress``
+and ``cowrie_ingest_interrupted`` are optional for hosts.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "cowrie_ingest_end",
     "cowrie_ingest_events",
     "cowrie_ingest_finish",
+    "cowrie_ingest_idle",
     "cowrie_ingest_interrupted",
     "cowrie_ingest_progress",
     "cowrie_ingest_start",
@@ -126,6 +128,17 @@ def cowrie_ingest_finish() -> None:
 
 
 @hookspec
+def cowrie_ingest_idle(seconds: float) -> bool | None:
+    """The host has nothing to hand on and would sleep: plugins may wait instead.
+
+    Optional for hosts. Called by a long-lived host (a follower at the end of its
+    file), on the host's thread. A plugin waits on its own work for at most
+    ``seconds``, delivering records as they arrive, and returns ``True`` when it
+    waited. A host whose call got no ``True`` sleeps by itself.
+    """
+
+
+@hookspec
 def cowrie_ingest_end() -> Mapping[str, Any] | None:
     """End an ingest run.
 
@@ -175,8 +188,8 @@ def cowrie_enrichment_ready(records: Sequence[Mapping[str, Any]]) -> None:
 
     Called by the enrichment plugin, always on the host's thread and only from
     inside one of the host's own calls of ``cowrie_ingest_events``,
-    ``cowrie_ingest_checkpoint``, ``cowrie_ingest_finish`` or
-    ``cowrie_ingest_end``. Implemented by the host, and by any other plugin that
+    ``cowrie_ingest_checkpoint``, ``cowrie_ingest_finish``, ``cowrie_ingest_idle``
+    or ``cowrie_ingest_end``. Implemented by the host, and by any other plugin that
     wants the records. In a batch run each
     address's record is delivered once; hosts treat a delivery as an upsert by
     ``ip``.

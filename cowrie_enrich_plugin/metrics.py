@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
-from prometheus_client import CollectorRegistry, start_http_server, write_to_textfile
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -22,7 +22,7 @@ from prometheus_client.core import (
 
 from .counters import BATCH_SECONDS_BUCKETS, RunCounters
 
-__all__ = ["PREFIX", "registry_for", "serve_metrics", "write_metrics_file"]
+__all__ = ["PREFIX", "metrics_text", "registry_for", "serve_metrics"]
 
 PREFIX: Final = "cowrie_enrich"
 
@@ -124,6 +124,6 @@ def serve_metrics(listen: str, snapshot: Callable[[], RunCounters]) -> Any:
     return server
 
 
-def write_metrics_file(path: str, stats: RunCounters) -> None:
-    """Write the textfile-collector format to ``path`` atomically (temporary file, rename)."""
-    write_to_textfile(path, registry_for(lambda: stats))
+def metrics_text(stats: RunCounters) -> str:
+    """The counters in the textfile-collector (Prometheus exposition) format."""
+    return generate_latest(registry_for(lambda: stats)).decode()

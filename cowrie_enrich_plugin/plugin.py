@@ -101,6 +101,11 @@ class EnrichPlugin:
             self._run.finish()
 
     @hookimpl
+    def cowrie_ingest_idle(self, seconds: float) -> bool | None:
+        """Wait on the engine for at most ``seconds``, delivering what arrives."""
+        return self._run.idle(seconds) if self._run is not None else None
+
+    @hookimpl
     def cowrie_ingest_interrupted(self) -> None:
         """The host is stopping: the end waits at most ``shutdown_timeout``."""
         if self._run is not None:

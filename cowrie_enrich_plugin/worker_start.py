@@ -39,8 +39,13 @@ def worker_command() -> tuple[str, ...]:
 
 
 def _ignore_sigint() -> None:
-    """In the worker from its first instruction: Ctrl-C is the host's to handle."""
+    """In the worker from its first instruction: Ctrl-C and a closing terminal are the host's.
+
+    Both reach the whole process group; the host tells the worker what to do (and a
+    worker whose host is gone sees its input close).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def spawn(command: Sequence[str]) -> subprocess.Popen[bytes]:

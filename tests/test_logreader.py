@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cowrie_enrich_plugin.hosts.logreader import LogReader, expand_paths
+from cowrie_enrich_plugin.hosts.logreader import LogReader, expand_paths, json_loads
 
 from .conftest import shared_data
 
@@ -57,6 +57,8 @@ def hostile_log(path: Path) -> dict[int, str]:
         (b"42", "a JSON int"),
         (b'{"src_ip": "9.9.9.9", "x": "\xff\xfe"}', "UTF-8"),
         (b'{"src_ip": "9.9.9.9\x00"}', "not JSON"),
+        (b"[" * 1500, "not JSON"),  # the standard library's parser recursed on it
+        (b'{"a": ' * 1500 + b"1" + b"}" * 1500, "not JSON"),
         (good("1.0.0.1"), None),
         (json.dumps({"src_ip": 134744072}).encode(), "not a string"),
         (json.dumps({"src_ip": ["8.8.4.4"]}).encode(), "list"),
@@ -81,12 +83,23 @@ def test_bad_lines_are_named_and_the_rest_is_read(tmp_path: Path) -> None:
     reader = LogReader([str(tmp_path / "cowrie.json")])
     events = events_of(reader)
     named = {p.line: p.reason for p in reader.problems}
-    json_level = {n: why for n, why in expected.items() if n < 9}
+    json_level = {n: why for n, why in expected.items() if n < 11}
     for line, why in json_level.items():
         assert why in named[line], (line, named.get(line))
     assert all(p.path.endswith("cowrie.json") for p in reader.problems)
-    assert len(events) == 22 - len(json_level)
-    assert reader.lines == 22
+    assert len(events) == 24 - len(json_level)
+    assert reader.lines == 24
+
+
+def test_deep_nesting_is_one_bad_line_with_either_parser(tmp_path: Path) -> None:
+    """The standard library's parser raises RecursionError there; orjson a ValueError."""
+    path = tmp_path / "cowrie.json"
+    path.write_bytes(b'{"src_ip": "8.8.8.8"}\n' + b"[" * 1500 + b'\n{"src_ip": "1.1.1.1"}\n')
+    for loads in (json.loads, json_loads):
+        reader = LogReader([str(path)], loads=loads)
+        assert [e["src_ip"] for e in events_of(reader)] == ["8.8.8.8", "1.1.1.1"]
+        assert [p.line for p in reader.problems] == [2]
+        assert reader.problems[0].reason.startswith("not JSON")
 
 
 def test_truncated_gzip_corrupt_bz2_and_vanished_file(tmp_path: Path) -> None:

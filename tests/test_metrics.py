@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults
@@ -65,7 +69,7 @@ def test_a_cron_run_writes_its_metrics_and_status(server: BulkWhoisServer, tmp_p
     document = json.loads(status.read_text())
     assert document["state"] == "done" and document["events"] == 3 * (len(ips) + 1)
     assert document["counters"]["resolved"] == len(ips)
-    assert not list(tmp_path.glob(".status-*"))  # no temporary file left behind
+    assert not list(tmp_path.glob(".cowrie-enrich-*"))  # no temporary file left behind
 
 
 def test_the_status_file_is_rewritten_whole_while_the_run_goes_on(tmp_path: Path) -> None:
@@ -207,3 +211,89 @@ def test_a_metrics_port_in_use_is_a_configuration_error(tmp_path: Path) -> None:
         )
     assert done.returncode == 2, done.stderr
     assert "metrics_listen" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.fixture
+def full_folder(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a file system with no space left (a small tmpfs, filled up)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    folder = tmp_path / "full"
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], check=True)
+    try:
+        with contextlib.suppress(OSError), (folder / "filler").open("wb") as filler:
+            while True:
+                filler.write(b"x" * 4096)
+                filler.flush()
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.parametrize("command", ["ingest", "enrich"])
+def test_side_outputs_that_cannot_be_written_never_stop_the_run(
+    server: BulkWhoisServer, tmp_path: Path, full_folder: Path, command: str
+) -> None:
+    """A full disk under --status-file and --metrics-file: warned once each, every line out."""
+    ips = global_ips(1500, seed=804)
+    log = write_log(tmp_path / "cowrie.json", ips, events_per_ip=2)
+    out = tmp_path / "out.jsonl"
+    args = [
+        cowrie_enrich(),
+        command,
+        *([str(log), "--output", str(out)] if command == "ingest" else []),
+        "--db",
+        f"sqlite:///{tmp_path / 'full.db'}",
+        "--cymru",
+        server.hostport,
+        "--status-file",
+        str(full_folder / "status.json"),
+        "--metrics-file",
+        str(full_folder / "enrich.prom"),
+    ]
+    done = subprocess.run(
+        args,
+        env=clean_env(),
+        input=log.read_bytes() if command == "enrich" else None,
+        capture_output=True,
+        timeout=300,
+    )
+    stderr = done.stderr.decode()
+    assert done.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    for name in ("status.json", "enrich.prom"):
+        assert stderr.count(f"cannot write {full_folder / name}") == 1, stderr
+    if command == "enrich":
+        assert len(done.stdout.splitlines()) == 2 * len(ips)
+    else:
+        assert len(out.read_text().splitlines()) == len(ips)
+
+
+def test_the_status_and_metrics_files_are_readable_alike(
+    server: BulkWhoisServer, tmp_path: Path
+) -> None:
+    """Both are written 0666 less the umask (node_exporter often runs as another user)."""
+    log = write_log(tmp_path / "cowrie.json", global_ips(10, seed=805))
+    status, metrics = tmp_path / "status.json", tmp_path / "enrich.prom"
+    done = subprocess.run(
+        [
+            cowrie_enrich(),
+            "ingest",
+            str(log),
+            "--db",
+            f"sqlite:///{tmp_path / 'p.db'}",
+            "--cymru",
+            server.hostport,
+            "--status-file",
+            str(status),
+            "--metrics-file",
+            str(metrics),
+        ],
+        env=clean_env(),
+        capture_output=True,
+        timeout=120,
+        preexec_fn=lambda: os.umask(0o022),
+    )
+    assert done.returncode == 0, done.stderr
+    assert status.stat().st_mode & 0o777 == metrics.stat().st_mode & 0o777 == 0o644

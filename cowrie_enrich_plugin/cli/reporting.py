@@ -4,6 +4,9 @@ The status file is JSON, rewritten (atomically: a temporary file, then a rename)
 about once a second while the run goes on, and a last time at its end, for people
 without Prometheus. The metrics file is Prometheus's textfile-collector format,
 written atomically at the end of the run and, for long-lived runs, every 15 seconds.
+Both are side outputs: one that cannot be written (a full disk, a folder the user
+may not write) is said once on standard error and tried again next time; the run
+itself goes on.
 """
 
 from __future__ import annotations
@@ -12,8 +15,11 @@ import datetime as dt
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
+
+import click
 
 from ..counters import RunCounters
 from .options import Failure
@@ -38,6 +44,8 @@ class RunFiles:
         self.started_at = _now()
         self._next_status = 0.0
         self._next_metrics = time.monotonic() + _METRICS_EVERY
+        #: the files whose last write failed (said once, until one succeeds again)
+        self._failing: set[str] = set()
         for path in (status_file, metrics_file):
             if path is not None and not Path(path).resolve().parent.is_dir():
                 raise Failure(f"cannot write {path}: its folder does not exist")
@@ -60,7 +68,11 @@ class RunFiles:
             self._write_metrics(counters)
 
     def _write_status(self, state: str, facts: dict[str, Any], counters: RunCounters) -> None:
-        assert self.status_file is not None
+        path = self.status_file
+        assert path is not None
+        self._side_output(path, lambda: _replace(path, self._status(state, facts, counters)))
+
+    def _status(self, state: str, facts: dict[str, Any], counters: RunCounters) -> str:
         document = {
             "command": self.command,
             "pid": os.getpid(),
@@ -71,22 +83,48 @@ class RunFiles:
             "pending_now": counters.pending_now,
             "counters": counters.to_dict(),
         }
-        _replace(self.status_file, json.dumps(document, indent=1) + "\n")
+        return json.dumps(document, indent=1) + "\n"
 
     def _write_metrics(self, counters: RunCounters) -> None:
-        assert self.metrics_file is not None
-        from ..metrics import write_metrics_file
+        path = self.metrics_file
+        assert path is not None
+        from ..metrics import metrics_text
 
-        write_metrics_file(self.metrics_file, counters)
+        self._side_output(path, lambda: _replace(path, metrics_text(counters)))
+
+    def _side_output(self, path: str, write: Callable[[], None]) -> None:
+        """Write one side output; a failure is said once and never ends the run."""
+        try:
+            write()
+        except OSError as exc:
+            if path not in self._failing:
+                self._failing.add(path)
+                click.echo(
+                    f"warning: cannot write {path} ({exc.strerror or exc}); "
+                    "the run goes on, and tries again",
+                    err=True,
+                )
+        else:
+            if path in self._failing:
+                self._failing.discard(path)
+                click.echo(f"{path} written again", err=True)
 
 
 def _replace(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, whole."""
+    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, whole.
+
+    Both files are readable as any new file of the user's is (``0666`` less the
+    umask): the node_exporter that reads the metrics file often runs as another user,
+    and neither file holds a secret.
+    """
     import tempfile  # only a run with a status file needs it (the filter starts faster)
 
     folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".status-", dir=folder)
+    handle, temporary = tempfile.mkstemp(prefix=".cowrie-enrich-", dir=folder)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(handle, 0o666 & ~umask)
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
         os.replace(temporary, path)

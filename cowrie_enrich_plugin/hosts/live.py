@@ -107,7 +107,7 @@ def _loop(
         if progress is not None:
             summary.delivered = sink.count
             progress(summary, live_stats(pm))
-        if not lines:
+        if not lines and not any(hook.cowrie_ingest_idle(seconds=_IDLE_SECONDS)):
             time.sleep(_IDLE_SECONDS)
 
 

@@ -243,6 +243,8 @@ def parse_event(raw: bytes, loads: Callable[[bytes], Any] = json_loads) -> dict[
     """The event one line holds, or why it holds none (a reason to report)."""
     try:
         event = loads(raw)
+    except RecursionError:  # the standard library's parser, on nesting orjson refuses
+        return "not JSON (nested too deeply)"
     except ValueError as exc:  # JSON errors and invalid UTF-8 alike
         if not raw.strip():
             return "empty line"

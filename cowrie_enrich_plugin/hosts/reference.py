@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Final
 
 import pluggy
 
@@ -108,7 +108,13 @@ Progress = Callable[[IngestSummary, RunCounters], None]
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGTERM, raised on the host's thread as Ctrl-C's ``KeyboardInterrupt`` is."""
+    """SIGTERM or SIGHUP, raised on the host's thread as Ctrl-C's ``KeyboardInterrupt`` is."""
+
+
+#: The signals that stop a run: Ctrl-C, a service manager's stop, and a closing
+#: terminal (or ``systemctl reload`` without an ``ExecReload``), which would otherwise
+#: kill the process with nothing flushed.
+STOPPING_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
@@ -121,7 +127,7 @@ class SignalState:
 
 @contextlib.contextmanager
 def stopping_on_signals(pm: pluggy.PluginManager, *, cut: bool = True) -> Iterator[SignalState]:
-    """While inside, SIGINT and SIGTERM stop the run: the plugins are told at once.
+    """While inside, SIGINT, SIGTERM and SIGHUP stop the run: the plugins are told at once.
 
     With ``cut``, reading is cut short with :class:`KeyboardInterrupt`; without, the
     host watches :attr:`SignalState.came` itself (a filter that must not lose a line
@@ -135,12 +141,12 @@ def stopping_on_signals(pm: pluggy.PluginManager, *, cut: bool = True) -> Iterat
         pm.hook.cowrie_ingest_interrupted()
         if cut and not state.ending:
             state.ending = True  # a second signal does not cut the end short again
-            raise Interrupted() if signum == signal.SIGTERM else KeyboardInterrupt()
+            raise KeyboardInterrupt() if signum == signal.SIGINT else Interrupted()
 
     if threading.current_thread() is not threading.main_thread():
         yield state
         return
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, on_signal) for sig in STOPPING_SIGNALS}
     try:
         yield state
     finally:

@@ -282,7 +282,7 @@ def _parse(
         parsed = list(map(json_loads, lines))
         values = list(map(_DICT_GET, parsed, _SRC_IP))  # TypeError: not all objects
         ips = list(map(canonical.get, values))  # type: ignore[arg-type]  # TypeError: unhashable
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return _parse_each(lines, canonical, summary, now)
     if None in ips:  # first sight of an address, or events without a usable one
         # Only those places are looked at (a new address is a line or two of a read).
@@ -310,7 +310,7 @@ def _parse_each(
     for line in lines:
         try:
             event = json_loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # the latter: deep nesting, stdlib parser
             ips.append(None)
             continue
         ip = None

@@ -135,7 +135,11 @@ def test_real_logs_come_out_whole_in_order_and_enriched(
     assert not server.requests  # a warm cache: nothing asked
 
 
-def test_sigterm_loses_no_line_from_the_middle(server: BulkWhoisServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["SIGTERM to the host", "SIGHUP to the group"])
+def test_a_stop_loses_no_line_from_the_middle(
+    server: BulkWhoisServer, tmp_path: Path, how: str
+) -> None:
+    """SIGTERM (a service manager), SIGHUP (a closing terminal): what was read goes out."""
     import signal
 
     db = f"sqlite:///{tmp_path / 't.db'}"
@@ -147,6 +151,7 @@ def test_sigterm_loses_no_line_from_the_middle(server: BulkWhoisServer, tmp_path
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     assert proc.stdin is not None and proc.stdout is not None
     import threading
@@ -158,7 +163,9 @@ def test_sigterm_loses_no_line_from_the_middle(server: BulkWhoisServer, tmp_path
         for start in range(0, len(lines), 5000):
             proc.stdin.write(("\n".join(lines[start : start + 5000]) + "\n").encode())
             proc.stdin.flush()
-            if start == 100_000:
+            if start == 100_000 and how.startswith("SIGHUP"):
+                os.killpg(proc.pid, signal.SIGHUP)
+            elif start == 100_000:
                 proc.send_signal(signal.SIGTERM)
     except BrokenPipeError:
         pass
@@ -170,3 +177,5 @@ def test_sigterm_loses_no_line_from_the_middle(server: BulkWhoisServer, tmp_path
     numbers = [json.loads(line)["n"] for line in got[0].splitlines()]
     assert numbers == list(range(len(numbers)))  # a prefix of the input: nothing skipped
     assert len(numbers) >= 100_000
+    assert proc.returncode == 130
+    assert b"Traceback" not in proc.stderr.read()  # type: ignore[union-attr]

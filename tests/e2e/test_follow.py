@@ -133,10 +133,14 @@ def test_follow_delivers_as_lines_arrive_across_rotation_and_stops_on_sigterm(
         assert records[ip]["cymru"]["asn"] == expected["asn"]  # type: ignore[index]
 
 
+@pytest.mark.parametrize("how", ["SIGTERM to the host", "SIGHUP to the group"])
 def test_addresses_collected_but_not_yet_sent_survive_a_stop(
-    server: BulkWhoisServer, tmp_path: Path
+    server: BulkWhoisServer, tmp_path: Path, how: str
 ) -> None:
-    """A long-lived host cannot give them again: the stop resolves or records each one."""
+    """A long-lived host cannot give them again: the stop resolves or records each one.
+
+    SIGHUP (a closing terminal, ``systemctl reload``) stops it as SIGTERM does.
+    """
     live = tmp_path / "cowrie.json"
     live.write_text("")
     db_file = tmp_path / "stop.db"
@@ -149,15 +153,21 @@ def test_addresses_collected_but_not_yet_sent_survive_a_stop(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     ips = global_ips(18, seed=503)
     time.sleep(1.5)
     with live.open("a") as handle:
         handle.writelines(event(ip, n) + "\n" for n, ip in enumerate(ips))
     time.sleep(1.5)  # read and handed on; the batch waits for the 30 s flush
-    proc.send_signal(signal.SIGTERM)
-    _out, err = proc.communicate(timeout=30)
+    if how.startswith("SIGHUP"):
+        os.killpg(proc.pid, signal.SIGHUP)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert f"{len(ips)} events from {len(ips)} lines" in out  # the summary
     import sqlalchemy as sa
 
     engine = sa.create_engine(f"sqlite:///{db_file}")

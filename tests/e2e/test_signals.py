@@ -97,7 +97,9 @@ def test_the_whole_group_killed_then_rerun_completes(tmp_path: Path, batch_size:
         assert all(count == 1 for count in server.asked().values())
 
 
-@pytest.mark.parametrize("how", ["SIGINT to the group", "SIGTERM to the host"])
+@pytest.mark.parametrize(
+    "how", ["SIGINT to the group", "SIGTERM to the host", "SIGHUP to the group"]
+)
 def test_a_stopped_run_says_so_and_leaves_nothing_behind(tmp_path: Path, how: str) -> None:
     ips = global_ips(3000, seed=122)
     log = write_log(tmp_path / "cowrie.json", ips, events_per_ip=1)
@@ -112,6 +114,8 @@ def test_a_stopped_run_says_so_and_leaves_nothing_behind(tmp_path: Path, how: st
         started = time.monotonic()
         if how.startswith("SIGINT"):
             os.killpg(proc.pid, signal.SIGINT)
+        elif how.startswith("SIGHUP"):  # a closing terminal
+            os.killpg(proc.pid, signal.SIGHUP)
         else:
             proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
