@@ -306,3 +306,53 @@ def test_ingest_reads_stdin(server: BulkWhoisServer, tmp_path: Path) -> None:
     assert proc.returncode == 0, out + proc.stderr.decode()
     assert "90 events" in out and "30 records delivered" in out
     assert "<stdin>:91: not JSON" in out
+
+
+def test_output_is_kept_when_the_run_cannot_start_and_a_link_is_not_written_through(
+    tmp_path: Path,
+) -> None:
+    """#23 item 5 and 17: a database that does not open leaves the last run's output."""
+    log = tmp_path / "cowrie.json"
+    log.write_text(json.dumps({"src_ip": "10.0.0.1"}) + "\n")
+    out = tmp_path / "records.jsonl"
+    out.write_text('{"ip": "earlier"}\n')
+    failed = subprocess.run(
+        [
+            cowrie_enrich(),
+            "ingest",
+            str(log),
+            "--output",
+            str(out),
+            "--db",
+            f"sqlite:///{tmp_path / 'no' / 'such' / 'folder.db'}",
+        ],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr
+    assert out.read_text() == '{"ip": "earlier"}\n'
+    target = tmp_path / "precious"
+    target.write_text("do not touch\n")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    done = subprocess.run(
+        [
+            cowrie_enrich(),
+            "ingest",
+            str(log),
+            "--output",
+            str(link),
+            "--db",
+            f"sqlite:///{tmp_path / 'o.db'}",
+        ],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert target.read_text() == "do not touch\n"
+    assert not link.is_symlink() and json.loads(link.read_text())["ip"] == "10.0.0.1"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

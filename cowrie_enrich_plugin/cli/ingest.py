@@ -40,7 +40,8 @@ logger = logging.getLogger("cowrie_enrich_plugin")
 @click.option(
     "--output",
     type=click.Path(dir_okay=False, allow_dash=True),
-    help="Write this run's records as JSON lines ('-' for stdout).",
+    help="Write this run's records as JSON lines ('-' for stdout): a batch run "
+    "replaces the file at its end, --follow appends to it.",
 )
 @click.option(
     "--follow",
@@ -86,7 +87,7 @@ def ingest(
     if follow:
         from ..hosts.live import follow as follow_file
 
-        with output_stream(output) as stream:
+        with output_stream(output, append=True) as stream:
             summary = follow_file(
                 paths[0],
                 config,

@@ -7,9 +7,12 @@ pending (run again later); 130 stopped by SIGINT or SIGTERM, the rest pending;
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import ipaddress
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -188,16 +191,63 @@ def run_command(func: _F) -> _F:
 
 
 @contextmanager
-def output_stream(output: str | None) -> Iterator[IO[str] | None]:
-    """The ``--output`` file (``-``: stdout; ``None``: no output)."""
+def output_stream(output: str | None, *, append: bool = False) -> Iterator[IO[str] | None]:
+    """The ``--output`` file (``-``: stdout; ``None``: no output).
+
+    A file is written beside its name and renamed over it at the end, so that a run
+    that fails before it delivers anything (a database that does not open) leaves
+    the last run's file as it was, and a symbolic link at that name is replaced,
+    never written through. With ``append`` (a long-lived run, whose deliveries are
+    upserts by ip) records are added to the file, so that a restarted follower keeps
+    what it wrote before; a symbolic link is refused there.
+    """
     if output is None:
         yield None
     elif output == "-":
         yield sys.stdout
-    else:
+    elif append:
         try:
-            handle = open(output, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+            fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        except OSError as exc:
+            why = (
+                "a symbolic link; name the file itself"
+                if exc.errno == errno.ELOOP
+                else exc.strerror
+            )
+            raise Failure(f"cannot write {output}: {why}") from exc
+        with open(fd, "a", encoding="utf-8") as handle:
+            yield handle
+    else:
+        import tempfile
+
+        folder, name = os.path.split(os.path.abspath(output))
+        try:
+            fd, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)
         except OSError as exc:
             raise Failure(f"cannot write {output}: {exc.strerror}") from exc
-        with handle:
-            yield handle
+        keep = False
+        try:
+            with open(fd, "w", encoding="utf-8") as handle:
+                try:
+                    yield handle
+                    keep = True
+                finally:
+                    keep = keep or handle.tell() > 0  # what a failed run delivered
+        finally:
+            _install_or_drop(temporary, output if keep else None)
+
+
+def _install_or_drop(temporary: str, output: str | None) -> None:
+    """Rename ``temporary`` over ``output``, or remove it (``output`` is ``None``)."""
+    try:
+        if output is not None:
+            os.replace(temporary, output)
+            return
+    except OSError as exc:
+        raise Failure(f"cannot write {output}: {exc.strerror}") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)

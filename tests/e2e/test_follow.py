@@ -199,3 +199,43 @@ def test_a_batch_run_waits_for_batches_queued_behind_slow_ones(
     )
     assert done.returncode == 0, done.stderr
     assert "150 resolved by whois" in done.stderr + done.stdout, done.stderr
+
+
+def test_a_restarted_follower_keeps_what_it_wrote_before(
+    server: BulkWhoisServer, tmp_path: Path
+) -> None:
+    """The documented unit restarts on failure: --output is appended to, not emptied."""
+    live = tmp_path / "cowrie.json"
+    ips = global_ips(20, seed=504)
+    live.write_text("".join(event(ip, n) + "\n" for n, ip in enumerate(ips[:10])))
+    out = tmp_path / "records.jsonl"
+    config = write_config(
+        tmp_path / "host.toml", server, f"sqlite:///{tmp_path / 'r.db'}", flush_interval=1
+    )
+    for first, round_ips in ((True, ips[:10]), (False, ips[10:])):
+        if not first:  # rotated while it was down: the first records are not read again
+            live.rename(tmp_path / "cowrie.json.1")
+            live.write_text("".join(event(ip, n) + "\n" for n, ip in enumerate(round_ips)))
+        proc = subprocess.Popen(
+            [
+                cowrie_enrich(),
+                "ingest",
+                "--follow",
+                str(live),
+                "--config",
+                str(config),
+                "--output",
+                str(out),
+            ],
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while set(round_ips) - set(delivered(out)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 0, stderr
+    assert set(delivered(out)) == set(ips), stdout + stderr
