@@ -165,3 +165,37 @@ def test_the_output_is_each_line_once_as_one_at_a_time_would_write_it(
     assert summary.lines == len(lines)
     assert summary.pending == pending
     assert summary.enriched + summary.pending + summary.passed_through == len(lines)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_runaway_line_goes_through_whole_and_the_rest_is_enriched(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line longer than the limit goes out as it came (no newline put into it), in order."""
+    rng = random.Random(seed)
+    limit = rng.choice([64, 1000])
+    monkeypatch.setattr(stream, "_MAX_LINE", limit)
+    lines, _ips = _lines(rng, 400, clean=True)
+    for _ in range(5):  # a long line that is JSON with an address, and one that is not
+        at = rng.randrange(len(lines))
+        long = (
+            json.dumps({"src_ip": "8.8.8.8", "pad": "x" * rng.randint(limit, 5 * limit)}).encode()
+            if rng.random() < 0.5
+            else b"A" * rng.randint(limit, 5 * limit)
+        )
+        lines.insert(at, long)
+    data = b"\n".join(lines) + b"\n"
+    if seed % 2:
+        data = data[:-1]  # the last line without its newline
+    pieces = [rng.choice([1, 7, 300, 5000]) for _ in range(300)]
+    out, summary = _run(data, pieces, set(), set())
+    got = out.split(b"\n")[:-1]
+    assert len(got) == len(lines)
+    for line, written in zip(lines, got, strict=True):
+        enriched = _expected([line], set(), set())[0][:-1]
+        if len(line) > limit:  # through as it is, or enriched when it was read whole
+            assert written in (line, enriched)
+        else:
+            assert written == enriched
+    assert summary.lines == len(lines)
+    assert summary.enriched + summary.pending + summary.passed_through == len(lines)

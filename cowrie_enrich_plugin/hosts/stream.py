@@ -203,6 +203,8 @@ def _run(
     fd = source.fileno()
     canonical: dict[str, str | None] = {}
     partial = b""
+    #: a line longer than ``_MAX_LINE`` is being passed through, piece by piece
+    runaway = False
     ended = False
     next_flush = 0.0
     while (not ended or waiting) and not stop.came:
@@ -218,13 +220,17 @@ def _run(
             if partial:  # the line left over from the last read goes on here
                 lines[0] = partial + lines[0]
             partial = lines.pop() if lines[-1][-1:] != b"\n" else b""
-        if len(partial) > _MAX_LINE:  # a runaway line goes through as it is
-            lines.append(partial)
-            partial = b""
-        if ended and partial:
-            lines.append(partial)
+        if ended and partial:  # the last line goes out with a newline
+            lines.append(partial + b"\n")
             partial = b""
         now = time.monotonic()
+        if runaway and lines:  # the end of a runaway line: through as it is, not parsed
+            waiting.add(_Batch([lines.pop(0)], [None], now, False))
+            summary.lines += 1
+            runaway = False
+        piece = b""
+        if len(partial) > _MAX_LINE:  # a runaway line goes through as it is, in pieces
+            piece, partial, runaway = partial, b"", True
         summary.lines += len(lines)
         batch, events, positions = _parse(lines, canonical, summary, now)
         if len(keys) == 1:  # an event with the member already is rebuilt, not appended to
@@ -234,6 +240,8 @@ def _run(
                 batch.keyed = {positions[i] for i in keyed} if positions else set(keyed)
             batch.plain = not batch.keyed and _all_end_with_brace(lines)
         waiting.add(batch)
+        if piece:
+            waiting.add(_Batch([piece], [None], now, False))
         # An empty chunk still lets the plugin deliver what became ready.
         for refused in hook.cowrie_ingest_events(events=events):
             for index, _reason in refused or ():
@@ -378,9 +386,9 @@ def _emit(
         index = start
         while index < end:
             line, ip = lines[index], ips[index]
-            if ip is None:
-                add(line if line[-1:] == b"\n" else line + b"\n")
-                passed += 1
+            if ip is None:  # a piece of a runaway line has no newline
+                add(line)
+                passed += line[-1:] == b"\n"
             else:
                 fragment = fragments.get(ip)
                 if fragment is None:
