@@ -9,6 +9,7 @@ host's own calls, on its thread, each address once.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import time
@@ -64,6 +65,9 @@ _RECHECK_SECONDS: Final = 3600.0
 #: in this many seconds (at the host's next call): a burst (a log read at full speed)
 #: is a few messages, not one per chunk, each a pipe write and a wake-up of the worker.
 _SEND_EVERY: Final = 0.02
+#: A long-lived run starts at most this many new workers in this many seconds.
+_MAX_RESTARTS: Final = 5
+_RESTART_WINDOW: Final = 600.0
 #: How long a batch run's :meth:`Collector.finish` waits for work that shows no sign of moving.
 _QUIET_SECONDS: Final = 10.0
 #: The longest :meth:`Collector.finish` sleeps on the pipe before it looks at its counters
@@ -77,11 +81,25 @@ class Collector:
     :param config: the validated settings.
     :param deliver: called on the host's thread with ready records (as dicts).
     :param transport: the host's end of the engine (:func:`.transport.open_transport`).
+    :param reopen: how to start another engine; a long-lived run given it survives its
+        worker: a worker that dies is replaced, and the addresses it had not answered
+        are handed to the new one.
     """
 
-    def __init__(self, config: EnrichConfig, deliver: Deliver, transport: Transport) -> None:
+    def __init__(
+        self,
+        config: EnrichConfig,
+        deliver: Deliver,
+        transport: Transport,
+        reopen: Callable[[], Transport] | None = None,
+    ) -> None:
         self.config = config
         self.transport = transport
+        self._reopen = reopen
+        #: when the last workers were started again (a few a window, then give up)
+        self._restarts: list[float] = []
+        #: what the engines of earlier workers of this run counted
+        self._earlier = RunCounters()
         self._deliver_fn = deliver
         self._seen: dict[object, str | None] = {}
         self._canonical: set[str] = set()
@@ -102,6 +120,7 @@ class Collector:
         self._stats = RunCounters()
         self._remote = RunCounters()
         self._done = False
+        self._ending = False
         self._interrupted = False
         self._metrics: Any = None
         if config.metrics_listen and config.long_lived:
@@ -353,6 +372,7 @@ class Collector:
         """
         if self._done:
             return self.stats()
+        self._ending = True
         transport = self.transport
         started = time.monotonic()
         # The worker's last grace (abandon) is inside the bound, not after it.
@@ -408,10 +428,40 @@ class Collector:
                     self._interrupted = True
                     continue
                 self._stats.errors += 1
+                if self._restart(message.code):
+                    return  # what the old worker sent after its exit is gone with it
                 raise WorkerError(
                     f"the enrichment worker exited with status {message.code} before the end; "
                     "what it had not resolved stays pending in the store"
                 )
+
+    def _restart(self, code: int) -> bool:
+        """Start a new worker after the last one died (long-lived runs); whether it did.
+
+        The addresses handed on and not answered are handed to the new one (what the
+        dead worker had leased is taken over: its process is gone). At most
+        ``_MAX_RESTARTS`` in ``_RESTART_WINDOW`` seconds: a worker that cannot live
+        ends the run after all.
+        """
+        now = time.monotonic()
+        self._restarts = [t for t in self._restarts if now - t < _RESTART_WINDOW]
+        if self._reopen is None or not self.config.long_lived or self._ending:
+            return False
+        if len(self._restarts) >= _MAX_RESTARTS:
+            return False
+        self._restarts.append(now)
+        logger.warning("the enrichment worker exited with status %s; starting a new one", code)
+        with contextlib.suppress(Exception):
+            self.transport.close(0.0)
+        self.transport = self._reopen()
+        self._done = False
+        self._earlier = self._earlier + self._remote.counted()
+        self._remote = RunCounters()
+        self._stats.worker_restarts += 1
+        unanswered = [ip for ip in self._canonical if ip not in self._delivered]
+        self._held = unanswered + self._held
+        self._send_held()
+        return True
 
     def _deliver(self, records: list[dict[str, Any]], repeats: tuple[str, ...] = ()) -> None:
         """Each address once in a batch run; again in a long-lived one when it changed.
@@ -456,7 +506,7 @@ class Collector:
         again from the logs on the next run. (A long-lived run's failures are retried:
         what is pending at its end is the gauge ``pending_now``.)
         """
-        total = self._stats + self._remote
+        total = self._stats + self._earlier + self._remote
         if self.config.long_lived:
             return total
         total.outstanding = self._awaited

@@ -10,14 +10,23 @@ added field by field. ``cowrie_ingest_end`` returns :meth:`RunCounters.to_dict`
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Final
 
-__all__ = ["BATCH_SECONDS_BUCKETS", "RunCounters", "WhoisCounters"]
+__all__ = ["BATCH_SECONDS_BUCKETS", "GAUGES", "RunCounters", "WhoisCounters"]
 
 
 #: Upper bounds, in seconds, of the whois batch duration histogram's buckets (+Inf last).
 BATCH_SECONDS_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+#: The fields of :class:`RunCounters` that are gauges (a value now), not counters.
+GAUGES: Final = (
+    "in_flight_batches",
+    "circuit_open",
+    "pending_now",
+    "outstanding",
+    "waiting_elsewhere",
+    "backlog",
+)
 
 
 @dataclass
@@ -75,6 +84,8 @@ class RunCounters:
     delivered: int = 0
     in_flight_batches: int = 0
     errors: int = 0
+    #: times a long-lived run started a new worker after its worker died
+    worker_restarts: int = 0
     #: addresses the database could not record (collected again on the next run)
     unsaved: int = 0
     #: requests the extra sources (GreyNoise, third-party) made
@@ -97,6 +108,11 @@ class RunCounters:
     #: gauge: addresses the engine has taken on and not settled (buffered, in a batch,
     #: or waited for), those of earlier runs it retries included
     backlog: int = 0
+
+    def counted(self) -> RunCounters:
+        """These counters with the gauges at zero (what a gone worker still adds up to)."""
+        zeros: dict[str, Any] = dict.fromkeys(GAUGES, 0)
+        return replace(self, **zeros)
 
     def __add__(self, other: RunCounters) -> RunCounters:
         values: dict[str, Any] = {}

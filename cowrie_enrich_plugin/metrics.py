@@ -43,6 +43,7 @@ _COUNTERS: Final = (
     ("whois_retries", "Whois batch attempts retried.", "retries"),
     ("circuit_breaker_opened", "Times the whois circuit breaker opened.", "circuit_opened"),
     ("errors", "Internal errors.", "errors"),
+    ("worker_restarts", "New workers started after a worker died.", "worker_restarts"),
     ("unsaved", "Addresses the database could not record.", "unsaved"),
 )
 

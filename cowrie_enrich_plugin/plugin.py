@@ -77,7 +77,9 @@ class EnrichPlugin:
 
         transport = self._open_transport(settings)
         try:
-            self._run = Collector(settings, deliver, transport)
+            self._run = Collector(
+                settings, deliver, transport, reopen=lambda: self._open_transport(settings)
+            )
         except BaseException:
             transport.abandon(1.0)
             raise

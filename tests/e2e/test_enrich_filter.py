@@ -179,3 +179,50 @@ def test_a_stop_loses_no_line_from_the_middle(
     assert len(numbers) >= 100_000
     assert proc.returncode == 130
     assert b"Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as handle:
+        return [int(child) for child in handle.read().split()]
+
+
+def test_a_dead_worker_is_replaced_and_the_filter_carries_on(
+    server: BulkWhoisServer, tmp_path: Path
+) -> None:
+    """#23 item 7: SIGKILL of the worker mid-stream; every line out, in order, enriched."""
+    import signal
+
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    first, second = global_ips(30, seed=705), global_ips(30, seed=706)
+    proc = subprocess.Popen(
+        [cowrie_enrich(), "enrich", "--hold", "3", *options(server, db)],
+        env=clean_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    out = Lines(proc.stdout)
+    lines = [json.dumps({"n": n, "src_ip": ip}) for n, ip in enumerate(first + second)]
+    got: list[dict[str, Any]] = []
+    try:
+        proc.stdin.write(("\n".join(lines[:30]) + "\n").encode())
+        proc.stdin.flush()
+        got += [json.loads(out.next(15)[0]) for _ in range(30)]
+        (worker,) = _children(proc.pid)
+        os.kill(worker, signal.SIGKILL)
+        time.sleep(0.5)
+        proc.stdin.write(("\n".join(lines[30:]) + "\n").encode())
+        proc.stdin.flush()
+        got += [json.loads(out.next(15)[0]) for _ in range(30)]
+        assert _children(proc.pid) and _children(proc.pid) != [worker]  # a new one
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    assert proc.returncode == 0, err
+    assert "starting a new one" in err and "Traceback" not in err
+    assert [event["n"] for event in got] == list(range(60))
+    late = [event["enrich"]["status"] for event in got[30:]]
+    assert late.count("pending") < len(late), late  # the new worker answers
