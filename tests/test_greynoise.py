@@ -238,3 +238,126 @@ def test_a_misspelt_source_variable_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="COWRIE_ENRICH_GREYNOISE_APIKEY names no setting"):
         resolve_config({}, {"COWRIE_ENRICH_GREYNOISE_APIKEY": "x"})
+
+
+def _within(seconds: float, work: Any) -> Any:
+    """``work()``'s result; fails if it has not returned after ``seconds`` (a hang)."""
+    import threading
+
+    done: list[Any] = []
+    thread = threading.Thread(target=lambda: done.append(work()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert done, f"still running after {seconds}s"
+    return done[0]
+
+
+@pytest.mark.parametrize("retry_after", [120.0, 1e9])
+def test_a_long_retry_after_leaves_the_rest_pending_without_sleeping(retry_after: float) -> None:
+    """#23 item 9: the wait asked for is not slept in this lookup, nor in the next."""
+    faults = HttpFaults(too_many_rate=1.0, retry_after=retry_after)
+    with GreyNoiseServer(faults=faults) as gn:
+        gn_client = client(gn)
+        ips = global_ips(5, seed=231)
+        first = _within(30, lambda: gn_client.lookup(ips))
+        assert set(first.pending) == set(ips) and "wait" in first.pending[ips[0]]
+        again = _within(30, lambda: gn_client.lookup(ips))
+        assert set(again.pending) == set(ips)
+        assert len(gn.requests) == 1  # the second lookup did not ask at all
+        gn_client.close()
+
+
+def test_a_server_that_drips_its_answer_is_bounded_by_the_timeout() -> None:
+    with GreyNoiseServer(faults=HttpFaults(drip_seconds=0.2)) as gn:
+        gn_client = client(gn, timeout=1.0, retries=2)
+        ip = global_ips(1, seed=232)[0]
+        result = _within(30, lambda: gn_client.lookup([ip]))
+        assert "within 1s" in result.pending[ip]
+        gn_client.close()
+
+
+def test_an_answer_over_the_size_limit_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cowrie_enrich_plugin.sources.greynoise import client as module
+
+    monkeypatch.setattr(module, "MAX_BODY", 1 << 20)
+    with GreyNoiseServer(faults=HttpFaults(body_bytes=3 << 20)) as gn:
+        gn_client = client(gn, retries=1)
+        ip = global_ips(1, seed=233)[0]
+        result = gn_client.lookup([ip])
+        assert "size limit" in result.pending[ip]
+        gn_client.close()
+
+
+def test_a_server_failing_for_good_opens_the_breaker() -> None:
+    """HTTP 503 forever: a few requests, then nothing asked; every section pending."""
+    with GreyNoiseServer(faults=HttpFaults(error_rate=1.0)) as gn:
+        gn_client = client(gn, retries=3, rate_per_second=100.0)
+        ips = global_ips(40, seed=234)
+        result = _within(60, lambda: gn_client.lookup(ips))
+        assert set(result.pending) == set(ips)
+        assert len(gn.requests) == 5  # the breaker's threshold, not 3 per address
+        assert gn_client.breaker.opened == 1
+        gn_client.close()
+
+
+def test_fields_of_the_wrong_type_are_stored_as_null() -> None:
+    with GreyNoiseServer(faults=HttpFaults(wrong_types=True)) as gn:
+        gn_client = client(gn, rate_per_second=100.0)
+        seen = [ip for ip in global_ips(40, seed=235) if expected_greynoise(ip) is not None][:3]
+        result = gn_client.lookup(seen)
+        for ip in seen:
+            answer = result.answers[ip]
+            assert answer["noise"] is None and answer["riot"] is None
+            assert answer["classification"] is None and answer["name"] is None
+            assert answer["last_seen"] is None
+        gn_client.close()
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [HttpFaults(latency=30.0), HttpFaults(too_many_rate=1.0, retry_after=1e9)],
+    ids=["hanging", "retry-after-1e9"],
+)
+def test_a_sick_greynoise_costs_its_own_section_only(
+    server: Any, tmp_path: Path, faults: HttpFaults
+) -> None:
+    """#23 item 8: the enrich filter gets whois's part at once; the end keeps its bound."""
+    import time
+
+    from .e2e.test_enrich_filter import Lines
+
+    ips = global_ips(40, seed=236)
+    with GreyNoiseServer(faults=faults) as gn:
+        config = _greynoise_config(
+            tmp_path, server, gn, f"sqlite:///{tmp_path / 'h.db'}", timeout=60.0
+        )
+        config.write_text(
+            config.read_text().replace(
+                "[plugins.enrich.greynoise]", "shutdown_timeout = 3\n[plugins.enrich.greynoise]", 1
+            )
+        )
+        proc = subprocess.Popen(
+            [cowrie_enrich(), "enrich", "--hold", "2", "--config", str(config)],
+            env=clean_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        out = Lines(proc.stdout)
+        proc.stdin.write("".join(json.dumps({"src_ip": ip}) + "\n" for ip in ips).encode())
+        proc.stdin.flush()
+        records = [json.loads(out.next(10)[0])["enrich"] for _ in ips]
+        proc.stdin.close()
+        ended = time.monotonic()
+        proc.wait(timeout=30)
+        took = time.monotonic() - ended
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    assert proc.returncode == 0, err
+    assert took < 3 + 2, took  # shutdown_timeout
+    answered = [r for r in records if r["status"] != "pending"]
+    assert len(answered) == len(ips), [r["status"] for r in records]
+    for record in answered:
+        assert record["cymru"]["asn"] == server.expected(record["ip"])["asn"]
+        assert record["greynoise"]["pending"]

@@ -90,6 +90,7 @@ class Flusher:
             self._track,
             self._emit,
             lambda exc: self._store_failed(exc, 0),
+            early=self.config.long_lived,
         )
         self.skipped = 0
         self.errors = 0

@@ -79,6 +79,11 @@ class ExtraAsking:
     :param track: called with each future, so that the flusher waits for it at the end.
     :param emit: called (on these threads) with the merged records.
     :param failed: called with a database error.
+    :param early: hand each record on before the extra sources are asked too (their
+        sections pending), and again once they answered: a long-lived host then gets
+        whois's and the offline sources' part as fast as without them, and a slow or
+        sick extra source costs its own section only. A batch run (each address
+        delivered once) waits for the whole record.
     """
 
     def __init__(
@@ -88,8 +93,11 @@ class ExtraAsking:
         track: Callable[[Future[None]], None],
         emit: Callable[[list[EnrichmentRecord]], None],
         failed: Callable[[StoreError], None],
+        *,
+        early: bool = False,
     ) -> None:
         self.enricher = enricher
+        self.early = early
         self.sections = sections
         self._track, self._emit, self._failed = track, emit, failed
         concurrency = sum(source.concurrency for source in enricher.extras.sources.values())
@@ -106,7 +114,9 @@ class ExtraAsking:
             self.submit(list(part))
 
     def submit(self, records: list[EnrichmentRecord]) -> None:
-        """Ask for what ``records`` lack, on the pool."""
+        """Ask for what ``records`` lack, on the pool (handing them on first, when early)."""
+        if self.early:
+            self._emit(records)
         self._track(self._pool.submit(self._ask, records))
 
     def shutdown(self) -> None:

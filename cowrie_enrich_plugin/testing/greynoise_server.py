@@ -4,7 +4,8 @@ It answers ``GET /v3/community/{ip}`` and ``POST /v3/ip?quick=true`` from a
 deterministic table (each address is noise, a benign service, or not observed,
 decided by its hash), keeps a log of every request with its time and outcome, and
 misbehaves on demand (:class:`HttpFaults`): 429 with ``Retry-After``, 5xx, slow
-answers, a body that is not JSON, a daily quota that runs out, a key it refuses.
+answers, answers dripped a byte at a time, huge answers, fields of the wrong type, a
+body that is not JSON, a daily quota that runs out, a key it refuses.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ class HttpFaults:
     daily_quota: int = 0
     #: the key every request must carry (``None``: any or none)
     required_key: str | None = None
+    #: seconds between the bytes of every answer (a server that drips)
+    drip_seconds: float = 0.0
+    #: pad every answer to at least this many bytes (sent without Content-Length)
+    body_bytes: int = 0
+    #: community answers with every field of the wrong type
+    wrong_types: bool = False
 
 
 @dataclass
@@ -90,6 +97,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(
                 404, {"ip": ip, "noise": False, "riot": False, "message": "IP not observed"}, [ip]
             )
+        elif self.server.owner.faults.wrong_types:
+            wrong = {"noise": "yes", "riot": 1, "classification": ["x"], "name": {"a": 1}}
+            self._send(200, {**answer, **wrong, "last_seen": 20261101, "link": None}, [ip])
         else:
             self._send(200, answer, [ip])
 
@@ -172,6 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_raw(
         self, status: int, data: bytes, ips: list[str], headers: dict[str, str] | None = None
     ) -> None:
+        faults = self.server.owner.faults
         self.server.owner.record(
             HttpRequest(
                 time.monotonic(), self.command, self.path, ips, status, "key" in self.headers
@@ -179,11 +190,27 @@ class _Handler(BaseHTTPRequestHandler):
         )
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
+        if faults.body_bytes and data.startswith(b"{"):
+            data = b'{"padding": "' + b"x" * faults.body_bytes + b'", ' + data[1:]
+            self.send_header("Connection", "close")  # the end of the body is the end
+        else:
+            self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        try:
+            if faults.drip_seconds:
+                for index in range(len(data)):
+                    self.wfile.write(data[index : index + 1])
+                    self.wfile.flush()
+                    time.sleep(faults.drip_seconds)
+            else:
+                for start in range(0, len(data), 1 << 20):
+                    self.wfile.write(data[start : start + (1 << 20)])
+        except OSError:
+            pass  # the client gave up on it
+        if faults.body_bytes:
+            self.close_connection = True
 
 
 class _Server(ThreadingHTTPServer):

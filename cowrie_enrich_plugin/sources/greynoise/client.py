@@ -2,11 +2,18 @@
 
 One :class:`GreyNoiseClient` serves a run, from any number of threads. Every request
 waits its turn under :class:`RateLimit` (never faster than ``rate_per_second``, over
-any window). A 429 with ``Retry-After`` is waited out and asked again; a 429 that
-says the day's allowance is spent, or the client-side ``daily_quota``, stops all
-asking until the next UTC day and leaves the rest pending instead of being refused.
-Other failures (5xx, timeouts, a body that is not the JSON expected) are retried
-with backoff, ``retries`` attempts in all; what is still unanswered stays pending.
+any window). A 429 with ``Retry-After`` up to a minute is waited out and asked again;
+a longer one, or a 429 that says the day's allowance is spent, or the client-side
+``daily_quota``, stops asking (until then, or the next UTC day) and leaves the rest
+pending instead of sleeping. Other failures (5xx, timeouts, a body that is not the
+JSON expected) are retried with backoff, ``retries`` attempts in all; what is still
+unanswered stays pending. A sick GreyNoise costs its own sections only, and only
+for a bounded time: every request ends within ``timeout`` seconds in all (a server
+that drips its answer a byte at a time included), a body over :data:`MAX_BODY` bytes
+is refused unread, and after :data:`_BREAKER_FAILURES` failed requests in a row
+nothing is asked for a cooldown that doubles while it keeps failing. Answers whose
+fields are not of the documented types are not stored as they came: a field of the
+wrong type is ``null``.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
@@ -32,6 +40,12 @@ logger = logging.getLogger(__name__)
 
 #: The longest ``Retry-After`` waited out inside one lookup; longer, the rest is pending.
 _LONGEST_WAIT: Final = 60.0
+#: The largest answer read (an enterprise bulk answer of 10,000 profiles is a few MB).
+MAX_BODY: Final = 32 * 1024 * 1024
+#: Failed requests in a row that open the breaker, and its first and longest cooldown.
+_BREAKER_FAILURES: Final = 5
+_BREAKER_COOLDOWN: Final = 60.0
+_BREAKER_LONGEST: Final = 3600.0
 #: 429s with ``Retry-After`` one request waits out before it gives up.
 _MOST_WAITS: Final = 10
 _COMMUNITY_FIELDS: Final = ("noise", "riot", "classification", "name", "link", "last_seen")
@@ -45,19 +59,62 @@ class RateLimit:
         self._next = 0.0
         self._lock = threading.Lock()
 
-    def wait(self) -> None:
-        """Sleep until this request may go."""
+    def wait(self, longest: float = _LONGEST_WAIT) -> bool:
+        """Sleep until this request may go; ``False`` (no sleep) when that is over ``longest``."""
         with self._lock:
-            now = time.monotonic()
+            now = clock.monotonic()
             start = max(now, self._next)
+            if start - now > longest:
+                return False
             self._next = start + self.interval
         if start > now:
-            time.sleep(start - now)
+            clock.sleep(start - now)
+        return True
 
     def hold_off(self, seconds: float) -> None:
         """No request for ``seconds`` (the server asked us to wait)."""
         with self._lock:
-            self._next = max(self._next, time.monotonic() + seconds)
+            self._next = max(self._next, clock.monotonic() + seconds)
+
+
+class Breaker:
+    """Stops asking a server that keeps failing: open after a run of failures, for a cooldown.
+
+    The cooldown doubles each time the server fails again right after one, up to an hour.
+    """
+
+    def __init__(self, failures: int = _BREAKER_FAILURES) -> None:
+        self.failures = failures
+        self._in_a_row = 0
+        self._cooldown = _BREAKER_COOLDOWN
+        self._open_until = 0.0
+        self.opened = 0
+        self._lock = threading.Lock()
+
+    def closed(self) -> bool:
+        """Whether a request may go now."""
+        with self._lock:
+            return clock.monotonic() >= self._open_until
+
+    def failed(self) -> None:
+        """Count a failed request; open when too many came in a row."""
+        with self._lock:
+            self._in_a_row += 1
+            if self._in_a_row >= self.failures:
+                self._open_until = clock.monotonic() + self._cooldown
+                logger.warning(
+                    "GreyNoise keeps failing; not asked for %.0fs (its sections stay pending)",
+                    self._cooldown,
+                )
+                self._cooldown = min(self._cooldown * 2, _BREAKER_LONGEST)
+                self._in_a_row = 0
+                self.opened += 1
+
+    def answered(self) -> None:
+        """A request was answered: the run of failures ends."""
+        with self._lock:
+            self._in_a_row = 0
+            self._cooldown = _BREAKER_COOLDOWN
 
 
 class DailyQuota:
@@ -117,10 +174,14 @@ class GreyNoiseClient:
         self.ttl = ttl
         self.negative_ttl = negative_ttl
         self.retries = retries
-        self.batch_size = bulk_size if offering == "enterprise" else 100
+        self.timeout = timeout
+        # Community lookups are one request an address at the operator's rate: small
+        # calls, so that the sections come back steadily rather than after minutes.
+        self.batch_size = bulk_size if offering == "enterprise" else 10
         self.concurrency = concurrency
         self.rate = RateLimit(rate_per_second)
         self.quota = DailyQuota(daily_quota)
+        self.breaker = Breaker()
         headers = {"Accept": "application/json", "User-Agent": "cowrie-enrich"}
         if api_key:
             headers["key"] = api_key
@@ -154,7 +215,7 @@ class GreyNoiseClient:
 
     # -- requests -----------------------------------------------------------------------
 
-    def _request(self, result: Lookup, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    def _request(self, result: Lookup, method: str, url: str, **kwargs: Any) -> _Answer:
         """One request under the rate limit and the quota, retried as the module says.
 
         :raises _Stop: when asking must stop for now.
@@ -162,14 +223,17 @@ class GreyNoiseClient:
         problem = "not asked"
         failures = waits = 0
         while failures < self.retries and waits < _MOST_WAITS:
+            if not self.breaker.closed():
+                raise _Stop("GreyNoise keeps failing; asked again later")
+            if not self.rate.wait():
+                raise _Stop("GreyNoise asked to wait; asked again later")
             if not self.quota.take():
                 raise _Stop("GreyNoise daily quota spent; asked again tomorrow")
-            self.rate.wait()
             result.requests += 1
             try:
-                response = self._http.request(method, url, **kwargs)
-            except httpx.HTTPError as exc:
-                problem = f"{type(exc).__name__}"
+                response = self._send(method, url, **kwargs)
+            except (httpx.HTTPError, _TooBig, _TooSlow) as exc:
+                problem = str(exc) if isinstance(exc, _TooBig | _TooSlow) else type(exc).__name__
             else:
                 if response.status_code == 429:
                     wait = _retry_after(response)
@@ -188,12 +252,34 @@ class GreyNoiseClient:
                 if response.status_code in (401, 403):
                     raise _Stop(f"GreyNoise refused the key ({response.status_code})")
                 if response.status_code < 500:
+                    self.breaker.answered()
                     return response
                 problem = f"server error {response.status_code}"
             failures += 1
-            if failures < self.retries:
-                time.sleep(min(0.2 * 2 ** (failures - 1), 5.0))
+            self.breaker.failed()
+            if failures < self.retries and self.breaker.closed():
+                clock.sleep(min(0.2 * 2 ** (failures - 1), 5.0))
         raise _Failed(problem)
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> _Answer:
+        """One request, read whole within ``timeout`` seconds and :data:`MAX_BODY` bytes.
+
+        httpx's own timeout is per read: a server that sends a byte a second would
+        hold a request forever without the deadline here.
+        """
+        deadline = time.monotonic() + self.timeout
+        with self._http.stream(method, url, **kwargs) as response:
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > MAX_BODY:
+                raise _TooBig(f"an answer of {int(declared)} bytes, over the limit")
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_BODY:
+                    raise _TooBig("an answer over the size limit")
+                if time.monotonic() > deadline:
+                    raise _TooSlow(f"no whole answer within {self.timeout:g}s")
+            return _Answer(response.status_code, response.headers, bytes(body))
 
     def _one(self, ip: str, result: Lookup) -> None:
         try:
@@ -205,7 +291,7 @@ class GreyNoiseClient:
         if response.status_code == 404:
             result.not_found[ip] = _not_observed()
         elif response.status_code == 200 and isinstance(body, dict):
-            result.answers[ip] = {key: body.get(key) for key in _COMMUNITY_FIELDS}
+            result.answers[ip] = _typed({key: body.get(key) for key in _COMMUNITY_FIELDS})
         else:
             result.pending[ip] = f"unexpected answer {response.status_code}"
 
@@ -224,31 +310,55 @@ class GreyNoiseClient:
             result.pending.update(dict.fromkeys(ips, f"unexpected answer {response.status_code}"))
             return
         asked = set(ips)
-        for item in body.get("data") or []:
-            if isinstance(item, dict) and item.get("ip") in asked:
-                result.answers[item["ip"]] = _quick(item)
-        metadata = body.get("request_metadata") or {}
-        not_found = body.get("ips_not_found") or metadata.get("ips_not_found") or []
-        for ip in not_found:
-            if ip in asked and ip not in result.answers:
+        data = body.get("data")
+        for item in data if isinstance(data, list) else ():
+            if isinstance(item, dict) and isinstance(item.get("ip"), str) and item["ip"] in asked:
+                result.answers[item["ip"]] = _typed(_quick(item))
+        metadata = body.get("request_metadata")
+        not_found = body.get("ips_not_found") or (
+            metadata.get("ips_not_found") if isinstance(metadata, dict) else None
+        )
+        for ip in not_found if isinstance(not_found, list) else ():
+            if isinstance(ip, str) and ip in asked and ip not in result.answers:
                 result.not_found[ip] = _not_observed()
         for ip in ips:
             if ip not in result.answers and ip not in result.not_found:
                 result.pending[ip] = "not in the answer"
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """A response read whole (within the request's bounds)."""
+
+    status_code: int
+    headers: httpx.Headers
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
 class _Failed(Exception):
     """Every attempt of one request failed."""
 
 
-def _json(response: httpx.Response) -> Any:
+class _TooBig(Exception):
+    """The answer is larger than :data:`MAX_BODY`."""
+
+
+class _TooSlow(Exception):
+    """The answer did not arrive whole within the request's time."""
+
+
+def _json(response: _Answer) -> Any:
     try:
-        return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return json.loads(response.body)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise _Failed("the answer is not JSON") from exc
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: _Answer) -> float | None:
     """Seconds to wait, from ``Retry-After`` as seconds or as an HTTP date."""
     text = response.headers.get("Retry-After")
     if text is None:
@@ -266,7 +376,7 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
 
 
-def _says_quota(response: httpx.Response) -> bool:
+def _says_quota(response: _Answer) -> bool:
     text = response.text.lower()
     return "daily" in text or "quota" in text
 
@@ -282,10 +392,36 @@ def _not_observed() -> dict[str, Any]:
     }
 
 
+#: The type each stored field must have (anything else is stored as ``null``).
+_TYPES: Final[dict[str, type]] = {
+    "noise": bool,
+    "riot": bool,
+    "classification": str,
+    "name": str,
+    "link": str,
+    "last_seen": str,
+    "trust_level": str,
+}
+
+
+def _typed(answer: dict[str, Any]) -> dict[str, Any]:
+    """``answer`` with every field of the wrong type (or an overlong string) made ``None``."""
+    typed: dict[str, Any] = {}
+    for key, value in answer.items():
+        kind = _TYPES.get(key)
+        good = kind is not None and type(value) is kind
+        if good and kind is str and len(value) > 1000:
+            good = False
+        typed[key] = value if good else None
+    return typed
+
+
 def _quick(item: dict[str, Any]) -> dict[str, Any]:
     """An enterprise quick-check profile in the community answer's shape."""
-    scanner = item.get("internet_scanner_intelligence") or {}
-    business = item.get("business_service_intelligence") or {}
+    scanner = item.get("internet_scanner_intelligence")
+    business = item.get("business_service_intelligence")
+    scanner = scanner if isinstance(scanner, dict) else {}
+    business = business if isinstance(business, dict) else {}
     riot = bool(business.get("found"))
     return {
         "noise": bool(scanner.get("found")),
