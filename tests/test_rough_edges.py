@@ -18,13 +18,13 @@ from cowrie_enrich_plugin.cli import main
 from cowrie_enrich_plugin.cli.options import parse_cymru
 from cowrie_enrich_plugin.config import ConfigError, resolve_config
 from cowrie_enrich_plugin.hosts.reference import make_plugin_manager
-from cowrie_enrich_plugin.store.leases import make_owner_id, owner_is_dead_here
+from cowrie_enrich_plugin.store.leases import make_owner_id, owner_is_dead_here, this_host
 from cowrie_enrich_plugin.testing import BulkWhoisServer
 
 from .conftest import global_ips, host_config, write_log
 from .e2e.test_processes import clean_env, cowrie_enrich
 
-HOST = socket.gethostname()
+HOST = this_host()
 
 
 def run(*args: str) -> object:
@@ -58,6 +58,15 @@ def test_a_zombie_or_a_reused_pid_is_not_a_live_lease_holder() -> None:
         sleeper.kill()
         sleeper.wait()
     assert not owner_is_dead_here(make_owner_id().replace(HOST, "another-host"))
+
+
+def test_a_holder_in_another_pid_space_with_the_same_host_name_is_never_judged() -> None:
+    """#23 item 10: containers sharing a host name each have a pid 2 of their own."""
+    name = socket.gethostname()
+    gone = 2**22 + 12345  # no such pid here
+    assert owner_is_dead_here(f"{HOST}/{gone}@1/abcd1234")
+    assert not owner_is_dead_here(f"{name}#1.{HOST.rsplit('.', 1)[-1]}/{gone}@1/abcd1234")
+    assert not owner_is_dead_here(f"{name}/{gone}@1/abcd1234")  # an id of another version
 
 
 def test_the_worker_runs_the_installed_package_not_the_current_directory(

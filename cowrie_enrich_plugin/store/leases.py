@@ -1,10 +1,15 @@
 """Who holds a lease: owner ids, and whether the process behind one still runs.
 
-An owner id is ``host/pid@start/tag``: the host name, the process id, the
-process's start time (clock ticks since boot, from ``/proc``, where there is one) and
-a random tag. The start time tells a process from a later one that reuses its pid;
-a zombie (a dead process nobody reaped) counts as gone. Ids written without a start
-time (``host/pid/tag``) are still understood.
+An owner id is ``host#space/pid@start/tag``: the host name, the process-id space the
+process lives in, the process id, the process's start time (clock ticks since boot,
+from ``/proc``, where there is one) and a random tag. The start time tells a process
+from a later one that reuses its pid; a zombie (a dead process nobody reaped) counts
+as gone. The space tells containers apart that share a host name but not their
+process ids (Docker with host networking, ``hostNetwork`` pods, ``unshare --pid``):
+both may have a worker with pid 2, and neither can see the other's, so a lease is
+judged only by a process in the same space on the same boot of the same host; any
+other holder's lease is left to expire. Ids written without a space or a start time
+(``host/pid/tag``) name another space: they are never judged here.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import os
 import socket
 import uuid
 
-__all__ = ["forget_owner", "make_owner_id", "owner_is_dead_here", "remember_owner"]
+__all__ = ["forget_owner", "make_owner_id", "owner_is_dead_here", "remember_owner", "this_host"]
 
 #: The lease owners of the stores open in this process.
 _LIVE_OWNERS: set[str] = set()
@@ -46,12 +51,37 @@ def _start_time(pid: int) -> str | None:
     return stat[1] if stat is not None else None
 
 
+def _space() -> str:
+    """This process's pid namespace and the machine's boot, as one short word.
+
+    Empty where neither can be read (no ``/proc``): then the host name alone says it.
+    """
+    parts = []
+    try:
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    except OSError:
+        pass
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            parts.append(handle.read().strip().replace("-", "")[:12])
+    except OSError:
+        pass
+    return ".".join(parts)
+
+
+def this_host() -> str:
+    """The first field of this process's owner ids: host name, and pid space where known."""
+    space = _space()
+    name = socket.gethostname().replace("/", "_").replace("#", "_")[:80]
+    return f"{name}#{space}" if space else name
+
+
 def make_owner_id() -> str:
-    """An id for this process's leases: host, pid, start time and a random tag."""
+    """An id for this process's leases: host and pid space, pid, start time, a random tag."""
     pid = os.getpid()
     start = _start_time(pid)
     who = f"{pid}@{start}" if start is not None else str(pid)
-    return f"{socket.gethostname()}/{who}/{uuid.uuid4().hex[:8]}"
+    return f"{this_host()}/{who}/{uuid.uuid4().hex[:8]}"
 
 
 def remember_owner(owner: str) -> None:
@@ -65,10 +95,11 @@ def forget_owner(owner: str) -> None:
 
 
 def owner_is_dead_here(owner: str) -> bool:
-    """Whether ``owner`` names a process on this host that no longer runs.
+    """Whether ``owner`` names a process of this host's pid space that no longer runs.
 
     Gone means: no such process, a zombie, or another process under the same pid
-    (its start time differs). An owner on another host is never judged here.
+    (its start time differs). An owner on another host, in another pid space (a
+    container), or from before this boot is never judged here.
     """
     try:
         host, who, _tag = owner.split("/")
@@ -76,7 +107,7 @@ def owner_is_dead_here(owner: str) -> bool:
         pid = int(pid_text)
     except ValueError:
         return False
-    if host != socket.gethostname():
+    if host != this_host():
         return False
     if pid == os.getpid():  # an earlier store of this process (a host that runs many times)
         return owner not in _LIVE_OWNERS

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -298,3 +300,31 @@ def test_worker_killed_mid_run_is_reported_not_hung(tmp_path: Path) -> None:
                 time.sleep(0.01)
             pipeline.end()
         assert time.monotonic() - started < 30
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root")
+def test_two_sensors_in_separate_pid_namespaces_ask_each_address_once(
+    tmp_path: Path, db_url: str
+) -> None:
+    """#23 item 10: same host name, own pid spaces (containers): neither takes the other's lease."""
+    ips = global_ips(1200, seed=96)
+    log = write_log(tmp_path / "cowrie.json", ips)
+    with BulkWhoisServer(faults=Faults(latency_per_batch=0.4)) as server:
+        config = write_config(tmp_path / "h.toml", server, db_url, batch_size=100)
+        command = ["unshare", "--pid", "--fork", "--mount-proc", cowrie_enrich(), "ingest"]
+        runs = [
+            subprocess.Popen(
+                [*command, str(log), "--config", str(config)],
+                env=clean_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        for proc in runs:
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, out + err
+        asked = server.asked()
+    assert set(asked) == set(ips)
+    assert max(asked.values()) == 1, sum(asked.values())
