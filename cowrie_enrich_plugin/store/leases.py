@@ -14,6 +14,7 @@ other holder's lease is left to expire. Ids written without a space or a start t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -52,20 +53,15 @@ def _start_time(pid: int) -> str | None:
 
 
 def _space() -> str:
-    """This process's pid namespace and the machine's boot, as one short word.
+    """The pid namespace of this process and the machine's boot, as one short word.
 
     Empty where neither can be read (no ``/proc``): then the host name alone says it.
     """
     parts = []
-    try:
+    with contextlib.suppress(OSError):
         parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
-    except OSError:
-        pass
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
-            parts.append(handle.read().strip().replace("-", "")[:12])
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/sys/kernel/random/boot_id") as handle:
+        parts.append(handle.read().strip().replace("-", "")[:12])
     return ".".join(parts)
 
 
