@@ -43,7 +43,9 @@ def main(log_path: str, config: Mapping[str, Any]) -> MyHost:
                     chunk = []
             if chunk:
                 pm.hook.cowrie_ingest_events(events=chunk)
-        pm.hook.cowrie_ingest_checkpoint()
+        # Optional: wait for every answer the network gives (the end alone is bounded by
+        # shutdown_timeout, and leaves what is unanswered pending for the next run).
+        pm.hook.cowrie_ingest_finish()
     finally:
         pm.hook.cowrie_ingest_end()
     return host
