@@ -113,7 +113,9 @@ def _lines(rng: random.Random, count: int, clean: bool) -> tuple[list[bytes], li
     return lines, ips
 
 
-def _run(data: bytes, pieces: list[int], silent: set[str], refused: set[str]) -> Any:
+def _run(
+    data: bytes, pieces: list[int], silent: set[str], refused: set[str], fmt: str = "native"
+) -> Any:
     pm = pluggy.PluginManager(PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     pm.register(_Answering(silent, refused), name="answering")
@@ -136,7 +138,7 @@ def _run(data: bytes, pieces: list[int], silent: set[str], refused: set[str]) ->
     for thread in threads:
         thread.start()
     with os.fdopen(source_r, "rb", buffering=0) as source, os.fdopen(sink_w, "wb") as sink:
-        summary: StreamSummary = enrich_stream(source, sink, {}, pm=pm, hold=0.05)
+        summary: StreamSummary = enrich_stream(source, sink, {}, pm=pm, hold=0.05, fmt=fmt)
     for thread in threads:
         thread.join()
     os.close(sink_r)
@@ -199,3 +201,24 @@ def test_a_runaway_line_goes_through_whole_and_the_rest_is_enriched(
             assert written == enriched
     assert summary.lines == len(lines)
     assert summary.enriched + summary.pending + summary.passed_through == len(lines)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    names = [name for name, _value in pairs]
+    assert len(names) == len(set(names)), f"duplicate member in {names}"
+    return dict(pairs)
+
+
+def test_ecs_never_writes_a_member_twice_and_keeps_the_events_own_source_fields() -> None:
+    """#23 item 15 and #26 item 17: an escaped ``source`` name, and ``source.port``."""
+    lines = [
+        b'{"src_ip": "8.8.8.8", "\\u0073ource": {"port": 22}}',
+        b'{"src_ip": "8.8.4.4", "source": {"port": 2222, "ip": "1.2.3.4"}}',
+        b'{"src_ip": "1.1.1.1", "cowrie_enrich": 5}',
+        b'{"src_ip": "9.9.9.9"}',
+    ]
+    out, _summary = _run(b"\n".join(lines) + b"\n", [1 << 20], set(), set(), fmt="ecs")
+    events = [json.loads(line, object_pairs_hook=_no_duplicates) for line in out.splitlines()]
+    assert [e["source"]["ip"] for e in events] == ["8.8.8.8", "8.8.4.4", "1.1.1.1", "9.9.9.9"]
+    assert events[0]["source"]["port"] == 22 and events[1]["source"]["port"] == 2222
+    assert events[2]["cowrie_enrich"]["status"] == "enriched"

@@ -202,6 +202,7 @@ def _run(
     hook = pm.hook
     fd = source.fileno()
     canonical: dict[str, str | None] = {}
+    names = tuple(key.strip(b'"').decode() for key in keys)  # the members added
     partial = b""
     #: a line longer than ``_MAX_LINE`` is being passed through, piece by piece
     runaway = False
@@ -233,11 +234,15 @@ def _run(
             piece, partial, runaway = partial, b"", True
         summary.lines += len(lines)
         batch, events, positions = _parse(lines, canonical, summary, now)
-        if len(keys) == 1:  # an event with the member already is rebuilt, not appended to
-            batch.keyed = set()
-            if any(map(dict.__contains__, events, repeat(_KEY))):
-                keyed = [i for i, event in enumerate(events) if _KEY in event]
-                batch.keyed = {positions[i] for i in keyed} if positions else set(keyed)
+        # An event with a member of those added already is rebuilt, not appended to:
+        # judged on the parsed event, so that a name written with escapes counts too.
+        batch.keyed = set()
+        if any(map(dict.__contains__, events, repeat(names[0]))) or (
+            len(names) > 1 and any(map(dict.__contains__, events, repeat(names[1])))
+        ):
+            keyed = [i for i, event in enumerate(events) if not event.keys().isdisjoint(names)]
+            batch.keyed = {positions[i] for i in keyed} if positions else set(keyed)
+        if len(keys) == 1:
             batch.plain = not batch.keyed and _all_end_with_brace(lines)
         waiting.add(batch)
         if piece:
@@ -443,5 +448,19 @@ def _added(
     # The event already has such a key (or is oddly written): rebuild it whole.
     event = json_loads(line)
     members = json_loads(b"{" + fragment + b"}")
-    event.update(members)
+    _merge(event, members)
     return json.dumps(event).encode() + b"\n"
+
+
+def _merge(event: dict[str, Any], members: dict[str, Any]) -> None:
+    """Add ``members`` to ``event``; an object both have is merged, ours winning per field.
+
+    So that an event's own ``source.port`` stays beside the ECS ``source.ip`` and
+    ``source.as`` added (a native ``enrich`` member is ours whole, and replaced whole).
+    """
+    for key, value in members.items():
+        mine = event.get(key)
+        if key != _KEY and isinstance(mine, dict) and isinstance(value, dict):
+            _merge(mine, value)
+        else:
+            event[key] = value
