@@ -404,6 +404,7 @@ class Collector:
             transport.close()
             if self._metrics is not None:
                 self._metrics.shutdown()
+                self._metrics.server_close()
                 self._metrics = None
         return self.stats()
 

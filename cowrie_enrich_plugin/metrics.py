@@ -9,10 +9,14 @@ atomically, at the end of the run.
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
+from urllib.parse import urlsplit
 
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -113,15 +117,73 @@ def registry_for(snapshot: Callable[[], RunCounters]) -> CollectorRegistry:
     return registry
 
 
+#: Connections served at once by ``metrics_listen`` (more are closed at once), and how
+#: long one may stay silent: the endpoint runs inside the host's process (Cowrie's own,
+#: there), so idle connections must not each keep a thread.
+MAX_METRICS_CONNECTIONS: Final = 16
+_METRICS_CONNECTION_TIMEOUT: Final = 5.0
+
+
+class _MetricsHandler(BaseHTTPRequestHandler):
+    server: _MetricsServer
+    timeout = _METRICS_CONNECTION_TIMEOUT
+
+    def do_GET(self) -> None:
+        """``/metrics`` (and ``/``): the exposition format."""
+        if urlsplit(self.path).path not in ("/", "/metrics"):
+            self.send_error(404)
+            return
+        body = generate_latest(self.server.registry)
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: a scrape every few seconds is not news."""
+
+
+class _MetricsServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.slots = threading.BoundedSemaphore(MAX_METRICS_CONNECTIONS)
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _MetricsHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread for the connection while there is a slot; else it is closed at once."""
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Serve one connection, then give its slot back."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
 def serve_metrics(listen: str, snapshot: Callable[[], RunCounters]) -> Any:
     """Serve ``/metrics`` on ``host:port`` (a daemon thread); return the server.
+
+    At most :data:`MAX_METRICS_CONNECTIONS` connections are served at once, each
+    closed after a few silent seconds.
 
     :raises OSError: when the address cannot be bound.
     """
     host, _, port = listen.rpartition(":")
-    server, _thread = start_http_server(
-        int(port), addr=host.strip("[]") or "127.0.0.1", registry=registry_for(snapshot)
-    )
+    server = _MetricsServer((host.strip("[]") or "127.0.0.1", int(port)), registry_for(snapshot))
+    threading.Thread(target=server.serve_forever, name="cowrie-enrich-metrics", daemon=True).start()
     return server
 
 

@@ -297,3 +297,33 @@ def test_the_status_and_metrics_files_are_readable_alike(
     )
     assert done.returncode == 0, done.stderr
     assert status.stat().st_mode & 0o777 == metrics.stat().st_mode & 0o777 == 0o644
+
+
+def test_idle_connections_to_metrics_listen_keep_no_thread_each() -> None:
+    """#23 item 14: it runs inside Cowrie's process; 200 idle connections, a bounded pool."""
+    import socket
+
+    from cowrie_enrich_plugin.counters import RunCounters
+    from cowrie_enrich_plugin.metrics import MAX_METRICS_CONNECTIONS, serve_metrics
+
+    before = threading.active_count()
+    server = serve_metrics("127.0.0.1:0", lambda: RunCounters(events=7))
+    port = server.server_address[1]
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(200)]
+    try:
+        time.sleep(0.5)
+        assert threading.active_count() <= before + 1 + MAX_METRICS_CONNECTIONS
+    finally:
+        for connection in idle:
+            connection.close()
+    deadline = time.monotonic() + 30
+    while True:  # the slots come back as the idle ones close
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+            break
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    assert samples(text.decode())["cowrie_enrich_events_total"] == 7
+    server.shutdown()
+    server.server_close()
