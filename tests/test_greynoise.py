@@ -361,3 +361,31 @@ def test_a_sick_greynoise_costs_its_own_section_only(
     for record in answered:
         assert record["cymru"]["asn"] == server.expected(record["ip"])["asn"]
         assert record["greynoise"]["pending"]
+
+
+@pytest.mark.parametrize(
+    ("section", "said"),
+    [
+        ('api_url = "http://127.0.0.1:99999"', "port is not a number"),
+        ('api_url = "http://gnuser:hunter2@127.0.0.1:1"', "credentials do not belong"),
+        ('api_key = "GN-KEY-1\\r\\nX-Injected: 1"', "line breaks"),
+    ],
+)
+def test_doctor_fails_on_unusable_greynoise_settings_without_quoting_them(
+    server: Any, tmp_path: Path, section: str, said: str
+) -> None:
+    """#23 item 16: no crash, no credential printed, no OK for a key with CRLF."""
+    config = write_config(tmp_path / "host.toml", server, f"sqlite:///{tmp_path / 'd.db'}")
+    config.write_text(config.read_text() + f"\n[plugins.enrich.greynoise]\n{section}\n")
+    done = subprocess.run(
+        [cowrie_enrich(), "doctor", "--config", str(config)],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = done.stdout + done.stderr
+    assert "Traceback" not in output
+    assert said in output and "FAIL" in output, output
+    assert "hunter2" not in output and "gnuser" not in output and "GN-KEY-1" not in output
+    assert done.returncode != 0

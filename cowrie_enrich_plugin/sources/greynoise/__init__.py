@@ -46,8 +46,15 @@ class GreyNoisePlugin:
     settings = SETTINGS
 
     def open(self, settings: Mapping[str, Any]) -> Any:
-        """The client (``httpx`` is imported here, in the engine)."""
+        """The client (``httpx`` is imported here, in the engine).
+
+        :raises ValueError: for an ``api_url`` or ``api_key`` that cannot be used.
+        """
         from .client import GreyNoiseClient
+
+        problem = _problem(settings)
+        if problem:
+            raise ValueError(problem)
 
         return GreyNoiseClient(
             api_url=str(settings["api_url"]),
@@ -65,18 +72,38 @@ class GreyNoisePlugin:
 
     def check(self, settings: Mapping[str, Any]) -> tuple[str, str]:
         """(OK/FAIL, line) for ``doctor``: the offering, the key (masked), reachability."""
+        problem = _problem(settings)
+        if problem:
+            return "FAIL", problem
         url = urlsplit(str(settings["api_url"]))
         key = "a key (***)" if settings["api_key"] else "no key"
-        what = f"{settings['offering']} API at {url.scheme}://{url.netloc}, {key}"
+        port = url.port or (443 if url.scheme == "https" else 80)
+        what = f"{settings['offering']} API at {url.scheme}://{url.hostname}:{port}, {key}"
         if settings["offering"] == "enterprise" and not settings["api_key"]:
             return "FAIL", f"{what}: the enterprise API needs a key (api_key)"
-        port = url.port or (443 if url.scheme == "https" else 80)
         try:
             with socket.create_connection((url.hostname or "", port), timeout=10):
                 pass
         except OSError as exc:
             return "FAIL", f"{what}: cannot reach it ({exc}); addresses stay pending"
         return "OK", f"{what}, reachable"
+
+
+def _problem(settings: Mapping[str, Any]) -> str | None:
+    """Why ``api_url`` or ``api_key`` cannot be used (never quoting either), or ``None``."""
+    key = settings.get("api_key")
+    if key is not None and (not key.isascii() or not key.isprintable() or " " in key):
+        return "api_key holds spaces, line breaks or other characters a key never has"
+    url = urlsplit(str(settings["api_url"]))
+    try:
+        url.port  # noqa: B018 - raises for a port out of range
+    except ValueError:
+        return "api_url: the port is not a number from 1 to 65535"
+    if url.scheme not in ("http", "https") or not url.hostname:
+        return "api_url: give an http:// or https:// URL with a host name"
+    if url.username or url.password:
+        return "api_url: credentials do not belong in the URL (the key goes in api_key)"
+    return None
 
 
 #: The instance the entry point names.
