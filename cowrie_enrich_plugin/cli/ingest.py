@@ -119,6 +119,18 @@ def ingest(
     sys.exit(code)
 
 
+def _why_pending(stats: RunCounters) -> str:
+    """Why a batch run left addresses pending, from what its counters say happened."""
+    if stats.failed_batches or stats.circuit_opened:
+        return "the whois server did not answer"
+    if not stats.whois_connections:
+        return (
+            "the run ended before they were asked (the database was busy or slow: "
+            "another process may hold a lock on it)"
+        )
+    return "they were not answered within shutdown_timeout"
+
+
 def _facts(summary: IngestSummary) -> dict[str, Any]:
     return {
         "events": summary.events,
@@ -168,9 +180,6 @@ def _report(summary: IngestSummary, *, err: bool, live: bool = False) -> int:
     if summary.bad_files or stats.unsaved or stats.errors:
         return 1
     if summary.pending:
-        echo(
-            f"{summary.pending} IP(s) still pending: the whois server did not answer; "
-            "run again later"
-        )
+        echo(f"{summary.pending} IP(s) still pending: {_why_pending(stats)}; run again later")
         return EX_TEMPFAIL
     return 0

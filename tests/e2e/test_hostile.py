@@ -328,3 +328,31 @@ def test_two_sensors_in_separate_pid_namespaces_ask_each_address_once(
         asked = server.asked()
     assert set(asked) == set(ips)
     assert max(asked.values()) == 1, sum(asked.values())
+
+
+def test_a_locked_sqlite_store_is_not_blamed_on_whois(tmp_path: Path) -> None:
+    """#23 item 11: another process holds the write lock for the whole run."""
+    ips = global_ips(100, seed=97)
+    log = write_log(tmp_path / "cowrie.json", ips)
+    db_file = tmp_path / "locked.db"
+    with BulkWhoisServer() as server:
+        config = write_config(
+            tmp_path / "h.toml", server, f"sqlite:///{db_file}", shutdown_timeout=3
+        )
+        first = ingest(
+            config, write_log(tmp_path / "one.json", global_ips(1, seed=98)), tmp_path / "o1"
+        )
+        assert first.returncode == 0, first.stdout + first.stderr  # the store exists
+        server.reset_log()
+        holder = sqlite3.connect(db_file, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            done = ingest(config, log, tmp_path / "out.jsonl")
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert not server.requests
+    assert done.returncode == 75, done.stdout + done.stderr
+    assert "whois server did not answer" not in done.stdout
+    assert "the database was busy or slow" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
