@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import sqlalchemy as sa
 from cowrie_enrich_plugin.errors import ConfigError
 from cowrie_enrich_plugin.record import CymruAnswer, EnrichmentRecord, GeoAnswer, Status, utc_now
 from cowrie_enrich_plugin.store import Store, StoreError, open_store
+from cowrie_enrich_plugin.store.leases import this_host
 from cowrie_enrich_plugin.store.schema import (
     SCHEMA_VERSION,
     current_version,
@@ -122,7 +122,7 @@ def test_leases_of_a_dead_process_on_this_host_are_taken_over(db_url: str) -> No
     )
     pid = int(dead.stdout)
     gone = open_store(db_url)
-    gone.owner = f"{os.uname().nodename}/{pid}/deadbeef"
+    gone.owner = f"{this_host()}/{pid}/deadbeef"
     assert gone.claim(["11.0.0.6"], 3600) == {"11.0.0.6"}
     alive = open_store(db_url)
     assert alive.claim(["11.0.0.6"], 60) == {"11.0.0.6"}
@@ -251,7 +251,7 @@ def test_what_a_run_delivered_is_news_once_and_gone_runs_are_dropped(db_url: str
         text=True,
         check=True,
     )
-    gone.owner = f"{os.uname().nodename}/{int(dead.stdout)}/deadbeef"
+    gone.owner = f"{this_host()}/{int(dead.stdout)}/deadbeef"
     assert news(gone, signed) == {"11.0.1.1", "11.0.1.2"}
     assert drop_gone_runs(run) == 1
     with run.engine.connect() as conn:
