@@ -356,3 +356,47 @@ def test_a_locked_sqlite_store_is_not_blamed_on_whois(tmp_path: Path) -> None:
     assert "whois server did not answer" not in done.stdout
     assert "the database was busy or slow" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_the_hostile_corpus_through_enrich_and_follow(tmp_path: Path) -> None:
+    """Every kind of bad line (deep nesting included): enrich writes every line, in order;
+    the follower reads on past them; neither stops."""
+    from ..test_logreader import hostile_log
+
+    log = tmp_path / "cowrie.json"
+    expected = hostile_log(log)
+    lines = log.read_bytes().splitlines()
+    with BulkWhoisServer() as server:
+        db = f"sqlite:///{tmp_path / 'x.db'}"
+        filtered = subprocess.run(
+            [cowrie_enrich(), "enrich", "--db", db, "--cymru", server.hostport],
+            input=log.read_bytes(),
+            env=clean_env(),
+            capture_output=True,
+            timeout=120,
+        )
+        assert filtered.returncode == 0, filtered.stderr
+        out = filtered.stdout.splitlines()
+        assert len(out) == len(lines)
+        for line, written in zip(lines, out, strict=True):
+            assert written == line or written.startswith(line.rstrip(b"}").rstrip())
+        config = write_config(tmp_path / "h.toml", server, db, flush_interval=1)
+        live = tmp_path / "live.json"
+        live.write_bytes(log.read_bytes())
+        proc = subprocess.Popen(
+            [cowrie_enrich(), "ingest", "--follow", str(live), "--config", str(config)],
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(3)
+        with live.open("a") as handle:  # it still reads what comes after them
+            handle.write(json.dumps({"src_ip": "8.8.8.8"}) + "\n")
+        time.sleep(2)
+        proc.terminate()
+        stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stdout + stderr
+    assert f"{len(lines) + 1} lines" in stdout
+    assert f"{len(expected)} bad line(s)" in stdout, stdout
