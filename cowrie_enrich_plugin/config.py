@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from .checks import Setting, check_value, value_from_text
 from .clock import CLOCK_FILE_VARIABLE
+from .dburl import mask_url
 from .errors import ConfigError
 from .sources.cymru import MAX_BATCH_SIZE
 
@@ -382,13 +383,3 @@ def cli_flags(host_config: Mapping[str, Any]) -> Mapping[str, Any]:
     cli = host_config.get("cli", {})
     flags = cli.get(PLUGIN_NAME, {}) if isinstance(cli, Mapping) else {}
     return flags if isinstance(flags, Mapping) else {}
-
-
-def mask_url(url: str) -> str:
-    """A database URL with any password replaced by ``***``."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL has nothing to mask that we can find
-        return url

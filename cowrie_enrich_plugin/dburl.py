@@ -12,7 +12,27 @@ from pathlib import Path
 
 from .errors import ConfigError, StoreError
 
-__all__ = ["check_db_location", "normalize_db_url", "sqlite_file"]
+__all__ = ["check_db_location", "mask_url", "normalize_db_url", "sqlite_file"]
+
+
+def mask_url(url: str) -> str:
+    """``url`` as it may be shown: any password replaced by ``***``.
+
+    Every message, log line and file that names the database goes through here, in
+    every failure mode; it reads the text itself, so that a URL no parser accepts is
+    masked too.
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        authority, slash, tail = rest.partition("/")
+        credentials, at, host = authority.rpartition("@")
+        if at and ":" in credentials:
+            user = credentials.split(":", 1)[0]
+            rest = f"{user}:***@{host}{slash}{tail}"
+        elif at:
+            rest = f"{credentials}@{host}{slash}{tail}"
+        url = f"{scheme}{sep}{rest}"
+    return url
 
 
 def normalize_db_url(url: str) -> str:
@@ -23,7 +43,7 @@ def normalize_db_url(url: str) -> str:
     scheme, sep, _rest = url.partition("://")
     if not sep or not scheme or any(c.isspace() for c in scheme):
         raise ConfigError(
-            f"db = {url!r} is not a database URL; write e.g. sqlite:///cowrie-enrich.db "
+            f"db = {mask_url(url)!r} is not a database URL; write e.g. sqlite:///cowrie-enrich.db "
             "or postgresql+psycopg://user@host/dbname"
         )
     if scheme in ("postgres", "postgresql"):
@@ -57,7 +77,8 @@ def check_db_location(url: str, *, must_exist: bool = False) -> None:
         return
     if not path.parent.is_dir():
         raise StoreError(
-            f"cannot open the database {url!r}: the directory {path.parent} does not exist"
+            f"cannot open the database {mask_url(url)!r}: "
+            f"the directory {path.parent} does not exist"
         )
     if must_exist and not path.exists():
         raise StoreError(

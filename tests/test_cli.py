@@ -356,3 +356,48 @@ def test_output_is_kept_when_the_run_cannot_start_and_a_link_is_not_written_thro
     assert target.read_text() == "do not touch\n"
     assert not link.is_symlink() and json.loads(link.read_text())["ip"] == "10.0.0.1"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg2://postgres:hunter2@127.0.0.1/x",  # a driver not installed
+        "mysql://root:hunter2@127.0.0.1/x",
+        "postgresql://postgres:hunter2@127.0.0.1:1/x",  # nothing listens there
+        "postgresql://postgres:hunter2@127.0.0.1:99999x/x",  # no parser accepts it
+    ],
+)
+@pytest.mark.parametrize("command", ["ingest", "cache stats", "export", "cache prune", "doctor"])
+def test_a_database_password_is_never_shown(tmp_path: Path, url: str, command: str) -> None:
+    """#26 item 1: in every failure mode of opening the store, the password stays hidden."""
+    args = [*command.split(), *(["examples/logs"] if command == "ingest" else [])]
+    done = subprocess.run(
+        [cowrie_enrich(), *args, "--db", url, "--cymru", "127.0.0.1:1"],
+        cwd=Path(__file__).resolve().parents[1],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "hunter2" not in output, output
+    assert "Traceback" not in output, output
+    assert "***" in output, output
+
+
+def test_a_corrupt_database_file_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """#23 item 12."""
+    db = tmp_path / "corrupt.db"
+    db.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 64)
+    for command in (["cache", "stats"], ["export"], ["cache", "prune"], ["doctor"]):
+        done = subprocess.run(
+            [cowrie_enrich(), *command, "--db", f"sqlite:///{db}", "--cymru", "127.0.0.1:1"],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1, (command, done.stdout + done.stderr)
+        assert "Traceback" not in done.stdout + done.stderr
+        assert "database" in done.stdout + done.stderr

@@ -110,6 +110,14 @@ def _check_database(config: EnrichConfig) -> Check:
     try:
         with store.engine.connect() as conn:
             version = current_version(conn)
+            if conn.dialect.name == "sqlite":  # a file damaged past its first pages
+                verdict = conn.exec_driver_sql("PRAGMA quick_check").scalar()
+                if verdict != "ok":
+                    return "FAIL", (
+                        f"database: {url} is damaged ({str(verdict).splitlines()[0][:200]}); "
+                        "restore it from a backup, or move it away and let the next run "
+                        "start afresh"
+                    )
     except sa.exc.SQLAlchemyError as exc:
         return "FAIL", f"database: {url}: {str(getattr(exc, 'orig', exc)).splitlines()[0]}"
     finally:

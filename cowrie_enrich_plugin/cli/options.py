@@ -168,6 +168,16 @@ def _expected_failures() -> Iterator[None]:
         raise Failure(f"{exc}\n  check the db URL, that the server runs, and permissions") from exc
     except WorkerError as exc:
         raise Failure(str(exc)) from exc
+    except Exception as exc:
+        sqlalchemy = sys.modules.get("sqlalchemy")  # loaded only where a store was opened
+        if sqlalchemy is None or not isinstance(exc, sqlalchemy.exc.DatabaseError):
+            raise
+        from ..store.retry import first_line
+
+        raise Failure(
+            f"the database failed: {first_line(exc)}\n  a SQLite file may be damaged: "
+            "check it with sqlite3 FILE 'PRAGMA integrity_check'"
+        ) from exc
     except KeyboardInterrupt:
         click.echo("interrupted; run again to finish", err=True)
         sys.exit(EX_INTERRUPTED)

@@ -6,7 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..dburl import check_db_location, normalize_db_url
+from ..dburl import check_db_location, mask_url, normalize_db_url
 from ..errors import ConfigError, StoreError
 from .facade import Store
 from .retry import first_line, is_interrupted, with_retries
@@ -40,16 +40,25 @@ def open_store(url: str, *, create: bool = True) -> Store:
         engine = sa.create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
     except sa.exc.NoSuchModuleError as exc:
         raise ConfigError(
-            f"db = {url!r}: unknown database kind; use sqlite:/// or postgresql+psycopg://"
+            f"db = {mask_url(url)!r}: unknown database kind; use sqlite:/// or postgresql+psycopg://"
         ) from exc
     except (sa.exc.ArgumentError, ValueError) as exc:
-        raise ConfigError(f"db = {url!r} is not a usable database URL: {exc}") from exc
+        raise ConfigError(f"db = {mask_url(url)!r} is not a usable database URL") from exc
     except ModuleNotFoundError as exc:
-        hint = " (pip install 'cowrie-enrich-plugin[postgresql]')" if "psycopg" in str(exc) else ""
-        raise StoreError(f"the database driver for {url!r} is not installed{hint}") from exc
+        missing = exc.name or "its module"
+        hint = (
+            " (pip install 'cowrie-enrich-plugin[postgresql]', which installs psycopg 3; "
+            "write the URL as postgresql:// or postgresql+psycopg://)"
+            if missing.startswith("psycopg") or "postgres" in url.split("://")[0]
+            else ""
+        )
+        raise StoreError(
+            f"the database driver for {mask_url(url)!r} is not installed ({missing}){hint}"
+        ) from exc
     if engine.dialect.name not in ("sqlite", "postgresql"):
         raise ConfigError(
-            f"db = {url!r}: unsupported database {engine.dialect.name!r}; use SQLite or PostgreSQL"
+            f"db = {mask_url(url)!r}: unsupported database {engine.dialect.name!r}; "
+            "use SQLite or PostgreSQL"
         )
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
@@ -60,10 +69,9 @@ def open_store(url: str, *, create: bool = True) -> Store:
         with_retries(
             lambda: migrate(engine) if create else engine.connect().close(), is_interrupted
         )
-    except sa.exc.OperationalError as exc:
+    except sa.exc.DatabaseError as exc:  # not reachable, locked, corrupt, not a database
         store.close()
-        shown = parsed.render_as_string(hide_password=True)
-        raise StoreError(f"cannot open the database {shown!r}: {first_line(exc)}") from exc
+        raise StoreError(f"cannot open the database {mask_url(url)!r}: {first_line(exc)}") from exc
     except SchemaTooNew as exc:
         store.close()
         raise StoreError(str(exc)) from exc
