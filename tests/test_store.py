@@ -195,6 +195,9 @@ def test_database_newer_than_the_code_is_refused(db_url: str) -> None:
     store.close()
     with pytest.raises(StoreError, match="newer"):
         open_store(db_url)
+    # nor does a command that only reads or prunes touch it (#23 item 12)
+    with pytest.raises(StoreError, match="newer"):
+        open_store(db_url, create=False)
 
 
 def test_unreachable_database_is_advice_not_a_traceback(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from ..dburl import check_db_location, mask_url, normalize_db_url
 from ..errors import ConfigError, StoreError
 from .facade import Store
 from .retry import first_line, is_interrupted, with_retries
-from .schema import SchemaTooNew, migrate
+from .schema import SchemaTooNew, migrate, refuse_newer
 
 __all__ = ["open_store"]
 
@@ -21,6 +21,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _check_version(engine: sa.Engine) -> None:
+    """Connect, and refuse a schema newer than this version knows (a reader changes nothing)."""
+    with engine.connect() as conn:
+        refuse_newer(conn)
 
 
 def open_store(url: str, *, create: bool = True) -> Store:
@@ -67,7 +73,7 @@ def open_store(url: str, *, create: bool = True) -> Store:
         # A database that answered and then dropped the migration is retried; one
         # that does not answer at all is reported at once.
         with_retries(
-            lambda: migrate(engine) if create else engine.connect().close(), is_interrupted
+            lambda: migrate(engine) if create else _check_version(engine), is_interrupted
         )
     except sa.exc.DatabaseError as exc:  # not reachable, locked, corrupt, not a database
         store.close()

@@ -190,6 +190,19 @@ class SchemaTooNew(Exception):
     """The database was written by a newer cowrie-enrich."""
 
 
+def refuse_newer(conn: Connection) -> None:
+    """Refuse a database of a newer schema than this version knows (nothing is changed).
+
+    :raises SchemaTooNew: naming both versions.
+    """
+    start = current_version(conn)
+    if start > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"the database is at schema version {start}, newer than this cowrie-enrich "
+            f"understands ({SCHEMA_VERSION}); upgrade cowrie-enrich"
+        )
+
+
 def migrate(engine: Engine, target: int = SCHEMA_VERSION) -> int:
     """Bring the database up to ``target``; return the version it was at.
 
@@ -213,10 +226,7 @@ def _migrate_once(engine: Engine, target: int) -> int:
         schema_table.create(conn, checkfirst=True)
         start = current_version(conn)
         if start > SCHEMA_VERSION:
-            raise SchemaTooNew(
-                f"the database is at schema version {start}, newer than this cowrie-enrich "
-                f"understands ({SCHEMA_VERSION}); upgrade cowrie-enrich"
-            )
+            refuse_newer(conn)
         for version in range(start + 1, target + 1):
             _STEPS[version - 1](conn)
             conn.execute(sa.insert(schema_table).values(version=version))
