@@ -401,3 +401,44 @@ def test_a_corrupt_database_file_is_named_not_a_traceback(tmp_path: Path) -> Non
         assert done.returncode == 1, (command, done.stdout + done.stderr)
         assert "Traceback" not in done.stdout + done.stderr
         assert "database" in done.stdout + done.stderr
+
+
+def test_follow_refuses_a_folder_and_says_it_waits_for_a_missing_file(tmp_path: Path) -> None:
+    """#26 item 9."""
+    folder = subprocess.run(
+        [
+            cowrie_enrich(),
+            "ingest",
+            "--follow",
+            str(tmp_path),
+            "--db",
+            f"sqlite:///{tmp_path / 'f.db'}",
+        ],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert folder.returncode == 2 and "not a folder" in folder.stderr
+    assert "Traceback" not in folder.stderr
+    missing = subprocess.Popen(
+        [
+            cowrie_enrich(),
+            "ingest",
+            "--follow",
+            str(tmp_path / "cowrie.json"),
+            "--db",
+            f"sqlite:///{tmp_path / 'f.db'}",
+            "--cymru",
+            "127.0.0.1:1",
+        ],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert missing.stderr is not None
+    said = missing.stderr.readline()
+    missing.terminate()
+    missing.communicate(timeout=30)
+    assert "does not exist yet; waiting for it" in said

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from typing import Any
 
@@ -77,6 +78,13 @@ def ingest(
     settings(config)  # refuse bad settings before any file is read
     if follow and (len(paths) != 1 or paths[0] == "-"):
         raise ConfigFailure("--follow takes one file (the live cowrie.json)")
+    if follow and os.path.isdir(paths[0]):
+        raise ConfigFailure(
+            f"--follow takes one file, not a folder: give "
+            f"{os.path.join(paths[0], 'cowrie.json')} (the live log)"
+        )
+    if follow and not os.path.exists(paths[0]):
+        logger.warning("%s does not exist yet; waiting for it to appear", paths[0])
     if not plugin_enabled(config):
         logger.warning(
             "enrichment is off: [plugins] enabled does not list %r; the logs are only read",

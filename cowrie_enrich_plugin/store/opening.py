@@ -72,9 +72,7 @@ def open_store(url: str, *, create: bool = True) -> Store:
     try:
         # A database that answered and then dropped the migration is retried; one
         # that does not answer at all is reported at once.
-        with_retries(
-            lambda: migrate(engine) if create else _check_version(engine), is_interrupted
-        )
+        with_retries(lambda: migrate(engine) if create else _check_version(engine), is_interrupted)
     except sa.exc.DatabaseError as exc:  # not reachable, locked, corrupt, not a database
         store.close()
         raise StoreError(f"cannot open the database {mask_url(url)!r}: {first_line(exc)}") from exc
