@@ -119,6 +119,7 @@ def test_a_folder_without_cowrie_logs_is_reported(tmp_path: Path) -> None:
     assert "cowrie.json.x: a directory, not a log file" in text
     assert "cowrie.json.loop: cannot be opened" in text
     assert "Traceback" not in text
+    assert done.returncode == 1 and "nothing was read" in text  # a cron job goes red (#26 14)
 
 
 def test_ipv6_whois_servers_and_the_flag_named_in_messages() -> None:

@@ -185,6 +185,9 @@ def _report(summary: IngestSummary, *, err: bool, live: bool = False) -> int:
         return 0
     if summary.interrupted:
         return EX_INTERRUPTED
+    if not summary.lines and summary.skipped_paths:  # a cron job pointed at the wrong folder
+        echo("nothing was read: no Cowrie log in the path(s) given")
+        return 1
     if summary.bad_files or stats.unsaved or stats.errors:
         return 1
     if summary.pending:
