@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from itertools import repeat
@@ -100,6 +101,7 @@ class Collector:
         self._restarts: list[float] = []
         #: what the engines of earlier workers of this run counted
         self._earlier = RunCounters()
+        self._counting = threading.Lock()
         self._deliver_fn = deliver
         self._seen: dict[object, str | None] = {}
         self._canonical: set[str] = set()
@@ -425,7 +427,10 @@ class Collector:
                 raise _ERRORS.get(message.kind, WorkerError)(message.message)
             elif isinstance(message, Exited) and not self._done:
                 self._done = True
-                if self._interrupted or message.code in _STOPPED:
+                # A long-lived run's worker stopped by someone else (``kill``) while its
+                # host goes on is replaced like one that crashed.
+                alone = self.config.long_lived and not self._ending
+                if self._interrupted or (message.code in _STOPPED and not alone):
                     self._interrupted = True
                     continue
                 self._stats.errors += 1
@@ -456,12 +461,17 @@ class Collector:
             self.transport.close(0.0)
         self.transport = self._reopen()
         self._done = False
-        self._earlier = self._earlier + self._remote.counted()
-        self._remote = RunCounters()
+        with self._counting:  # a scrape never sees the old worker's counts twice
+            self._earlier = self._earlier + self._remote.counted()
+            self._remote = RunCounters()
         self._stats.worker_restarts += 1
         unanswered = [ip for ip in self._canonical if ip not in self._delivered]
-        self._held = unanswered + self._held
+        usable = [ip for ip in unanswered if isinstance(classify(ip), Usable)]
+        self._held = usable + self._held
         self._send_held()
+        skipped = [ip for ip in unanswered if not isinstance(classify(ip), Usable)]
+        if skipped:  # never sent anywhere: the new engine only records them
+            self.transport.send(SkippedAddresses(skipped))
         return True
 
     def _deliver(self, records: list[dict[str, Any]], repeats: tuple[str, ...] = ()) -> None:
@@ -507,7 +517,8 @@ class Collector:
         again from the logs on the next run. (A long-lived run's failures are retried:
         what is pending at its end is the gauge ``pending_now``.)
         """
-        total = self._stats + self._earlier + self._remote
+        with self._counting:
+            total = self._stats + self._earlier + self._remote
         if self.config.long_lived:
             return total
         total.outstanding = self._awaited

@@ -8,11 +8,12 @@ opens.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .errors import ConfigError, StoreError
 
-__all__ = ["check_db_location", "mask_url", "normalize_db_url", "sqlite_file"]
+__all__ = ["check_db_location", "mask_url", "normalize_db_url", "scrub", "sqlite_file"]
 
 
 def mask_url(url: str) -> str:
@@ -20,19 +21,38 @@ def mask_url(url: str) -> str:
 
     Every message, log line and file that names the database goes through here, in
     every failure mode; it reads the text itself, so that a URL no parser accepts is
-    masked too.
+    masked too. The password is all between the user's ``:`` and the last ``@``: it
+    may hold ``/``, ``#``, ``?`` or ``@`` itself (more is masked than needed, never less).
     """
     scheme, sep, rest = url.partition("://")
-    if sep:
-        authority, slash, tail = rest.partition("/")
-        credentials, at, host = authority.rpartition("@")
-        if at and ":" in credentials:
-            user = credentials.split(":", 1)[0]
-            rest = f"{user}:***@{host}{slash}{tail}"
-        elif at:
-            rest = f"{credentials}@{host}{slash}{tail}"
-        url = f"{scheme}{sep}{rest}"
-    return url
+    if not sep:
+        return url
+    at = rest.rfind("@")
+    if at < 0:
+        return url
+    credentials = rest[:at]
+    user, colon, _password = credentials.partition(":")
+    if not colon:
+        return url
+    return f"{scheme}{sep}{user}:***{rest[at:]}"
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (a driver's message about ``url``) with every piece of its password masked.
+
+    A password written with a raw ``@`` or ``/`` is split by the URL's parser, and a
+    piece of it can come back in the driver's words (as a host name it cannot find).
+    """
+    _scheme, sep, rest = url.partition("://")
+    at = rest.rfind("@")
+    _user, colon, password = rest[: max(at, 0)].partition(":")
+    if not sep or at < 0 or not colon or not password:
+        return text
+    pieces = {password, *re.split(r"[@/:?#]", password)}
+    for piece in sorted(pieces, key=len, reverse=True):
+        if len(piece) >= 3:
+            text = text.replace(piece, "***")
+    return text
 
 
 def normalize_db_url(url: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -389,3 +390,16 @@ def test_doctor_fails_on_unusable_greynoise_settings_without_quoting_them(
     assert said in output and "FAIL" in output, output
     assert "hunter2" not in output and "gnuser" not in output and "GN-KEY-1" not in output
     assert done.returncode != 0
+
+
+def test_an_infinite_retry_after_holds_asking_back_a_day_at_most() -> None:
+    from cowrie_enrich_plugin.sources.greynoise.client import _LONGEST_HOLD, RateLimit
+
+    with GreyNoiseServer(faults=HttpFaults(too_many_rate=1.0, retry_after=math.inf)) as gn:
+        gn_client = client(gn)
+        result = _within(30, lambda: gn_client.lookup(global_ips(2, seed=237)))
+        assert len(result.pending) == 2
+        assert gn_client.rate._next - time.monotonic() <= _LONGEST_HOLD
+        gn_client.close()
+    slow = RateLimit(1 / 120)  # slower than a minute a request: still one at a time
+    assert slow.wait(max(60.0, slow.interval)) and not slow.wait(60.0)

@@ -222,3 +222,25 @@ def test_ecs_never_writes_a_member_twice_and_keeps_the_events_own_source_fields(
     assert [e["source"]["ip"] for e in events] == ["8.8.8.8", "8.8.4.4", "1.1.1.1", "9.9.9.9"]
     assert events[0]["source"]["port"] == 22 and events[1]["source"]["port"] == 2222
     assert events[2]["cowrie_enrich"]["status"] == "enriched"
+
+
+def test_a_long_last_line_without_newline_gets_one_and_is_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(stream, "_MAX_LINE", 16)
+    data = b'{"src_ip": "8.8.8.8"}\n' + b"A" * 40  # the last line: long, no newline
+    out, summary = _run(data, [22, 10, 10, 10, 10], set(), set())
+    assert out.endswith(b"\n" + b"A" * 40 + b"\n")
+    assert summary.lines == 2 == summary.enriched + summary.passed_through
+
+
+def test_a_line_too_deep_to_rebuild_goes_through_as_it_is() -> None:
+    """An event that has ``enrich`` already is rebuilt; one nested too deep to write
+    again goes out as it came, and the filter carries on."""
+    deep = b'{"src_ip": "8.8.8.8", "enrich": 1, "a": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    data = deep + b'\n{"src_ip": "8.8.4.4"}\n'
+    out, summary = _run(data, [len(data)], set(), set())
+    lines = out.splitlines()
+    assert len(lines) == 2 == summary.lines
+    assert json.loads(lines[1])["enrich"]["ip"] == "8.8.4.4"
+    assert lines[0] == deep or json.loads(lines[0])["enrich"]["ip"] == "8.8.8.8"

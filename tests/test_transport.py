@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cowrie_enrich_plugin.channel import (
     Done,
     End,
@@ -24,7 +26,7 @@ from cowrie_enrich_plugin.channel import (
 )
 from cowrie_enrich_plugin.config import EnrichConfig
 from cowrie_enrich_plugin.testing import BulkWhoisServer
-from cowrie_enrich_plugin.transport import ProcessTransport
+from cowrie_enrich_plugin.transport import ProcessTransport, Transport
 
 from .conftest import global_ips
 
@@ -166,3 +168,35 @@ def test_the_batch_end_wait_empties_the_pipe_as_records_come(monkeypatch: Any) -
     assert sorted(r["ip"] for r in delivered) == sorted(ips)
     assert collector.stats().outstanding == 0
     collector.end()
+
+
+class _Recording(Transport):
+    """A transport that keeps what it is sent (the engine side is played by the test)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[Any] = []
+
+    def send(self, message: Any) -> None:
+        self.sent.append(message)
+
+
+@pytest.mark.parametrize("code", [-9, -15, 143])
+def test_a_replaced_worker_gets_each_address_in_its_own_kind(code: int) -> None:
+    """A dead (or separately stopped) worker of a long-lived run is replaced; the new one
+    is handed the unanswered addresses, global ones to ask and the others to record."""
+    from cowrie_enrich_plugin.channel import SkippedAddresses
+    from cowrie_enrich_plugin.collect import Collector
+
+    config = EnrichConfig(lifecycle="long-lived")
+    first, spare = _Recording(), _Recording()
+    collector = Collector(config, lambda records: None, first, reopen=lambda: spare)
+    collector.ingest([{"src_ip": "8.8.8.8"}, {"src_ip": "10.0.0.1"}, {"src_ip": "9.9.9.9"}])
+    collector.checkpoint()
+    first.incoming.put(Exited(code))
+    collector.ingest([])
+    assert collector.transport is spare
+    new = [ip for m in spare.sent if isinstance(m, NewAddresses) for ip in m.ips]
+    skipped = [ip for m in spare.sent if isinstance(m, SkippedAddresses) for ip in m.ips]
+    assert sorted(new) == ["8.8.8.8", "9.9.9.9"] and skipped == ["10.0.0.1"]
+    assert collector.stats().worker_restarts == 1

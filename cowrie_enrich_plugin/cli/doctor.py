@@ -16,7 +16,7 @@ from typing import Any, Literal
 import click
 
 from ..config import PLUGIN_NAME, ConfigError, EnrichConfig, mask_url, plugin_enabled
-from ..dburl import sqlite_file
+from ..dburl import scrub, sqlite_file
 from ..errors import GeoDatabaseError, StoreError
 from .options import common_options, host_config, run_command, settings
 
@@ -119,7 +119,8 @@ def _check_database(config: EnrichConfig) -> Check:
                         "start afresh"
                     )
     except sa.exc.SQLAlchemyError as exc:
-        return "FAIL", f"database: {url}: {str(getattr(exc, 'orig', exc)).splitlines()[0]}"
+        said = str(getattr(exc, "orig", exc)).splitlines()[0]
+        return "FAIL", f"database: {url}: {scrub(said, config.db)}"
     finally:
         store.close()
     if version == 0:

@@ -13,6 +13,7 @@ import functools
 import ipaddress
 import logging
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -38,6 +39,7 @@ __all__ = [
     "common_options",
     "host_config",
     "output_stream",
+    "process_umask",
     "run_command",
     "run_file_options",
     "settings",
@@ -204,12 +206,14 @@ def run_command(func: _F) -> _F:
 def output_stream(output: str | None, *, append: bool = False) -> Iterator[IO[str] | None]:
     """The ``--output`` file (``-``: stdout; ``None``: no output).
 
-    A file is written beside its name and renamed over it at the end, so that a run
-    that fails before it delivers anything (a database that does not open) leaves
-    the last run's file as it was, and a symbolic link at that name is replaced,
-    never written through. With ``append`` (a long-lived run, whose deliveries are
-    upserts by ip) records are added to the file, so that a restarted follower keeps
-    what it wrote before; a symbolic link is refused there.
+    A regular file is written beside its name and renamed over it at the end (with
+    the old file's mode and owner), so that a run that fails before it delivers
+    anything (a database that does not open) leaves the last run's file as it was, and
+    a symbolic link at that name is replaced, never written through. Anything else (a
+    device such as ``/dev/null``, a pipe, ``/dev/fd/N``) and a file in a folder the
+    user may not write are written in place. With ``append`` (a long-lived run, whose
+    deliveries are upserts by ip) records are added to the file, so that a restarted
+    follower keeps what it wrote before; a symbolic link is refused there.
     """
     if output is None:
         yield None
@@ -227,37 +231,76 @@ def output_stream(output: str | None, *, append: bool = False) -> Iterator[IO[st
             raise Failure(f"cannot write {output}: {why}") from exc
         with open(fd, "a", encoding="utf-8") as handle:
             yield handle
-    else:
-        import tempfile
-
-        folder, name = os.path.split(os.path.abspath(output))
+    elif not _replaceable(output):
         try:
-            fd, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(fd, 0o666 & ~umask)
+            in_place = open(output, "w", encoding="utf-8")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise Failure(f"cannot write {output}: {exc.strerror}") from exc
-        keep = False
-        try:
-            with open(fd, "w", encoding="utf-8") as handle:
-                try:
-                    yield handle
-                    keep = True
-                finally:
-                    keep = keep or handle.tell() > 0  # what a failed run delivered
-        finally:
-            _install_or_drop(temporary, output if keep else None)
+        with in_place:
+            yield in_place
+    else:
+        with _replacing(output) as replacing:
+            yield replacing
 
 
-def _install_or_drop(temporary: str, output: str | None) -> None:
-    """Rename ``temporary`` over ``output``, or remove it (``output`` is ``None``)."""
+def _replaceable(output: str) -> bool:
+    """Whether ``output`` is a regular file (or nothing yet) in a folder the user may write."""
     try:
-        if output is not None:
-            os.replace(temporary, output)
-            return
+        if not stat.S_ISREG(os.stat(output).st_mode):
+            return False
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return os.access(os.path.dirname(os.path.abspath(output)) or ".", os.W_OK)
+
+
+@contextmanager
+def _replacing(output: str) -> Iterator[IO[str]]:
+    """A temporary file beside ``output``, renamed over it when the block ends.
+
+    It is kept when the block fails having written nothing; when the rename fails,
+    the temporary file stays and is named.
+    """
+    import tempfile
+
+    folder, name = os.path.split(os.path.abspath(output))
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
+        try:
+            old = os.stat(output)
+        except FileNotFoundError:
+            os.fchmod(fd, 0o666 & ~process_umask())
+        else:
+            os.fchmod(fd, stat.S_IMODE(old.st_mode))
+            with contextlib.suppress(OSError):
+                os.fchown(fd, old.st_uid, old.st_gid)
     except OSError as exc:
         raise Failure(f"cannot write {output}: {exc.strerror}") from exc
+    keep = False
+    try:
+        with open(fd, "w", encoding="utf-8") as handle:
+            try:
+                yield handle
+                keep = True
+            finally:
+                keep = keep or handle.tell() > 0  # what a failed run delivered
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
+        if not keep:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+        else:
+            try:
+                os.replace(temporary, output)
+            except OSError as exc:
+                raise Failure(
+                    f"cannot write {output} ({exc.strerror}); this run's records are in {temporary}"
+                ) from exc
+
+
+@functools.cache
+def process_umask() -> int:
+    """The process's umask, read once (reading it sets it for an instant)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask

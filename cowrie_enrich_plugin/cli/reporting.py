@@ -22,7 +22,7 @@ from typing import Any, Final
 import click
 
 from ..counters import RunCounters
-from .options import Failure
+from .options import Failure, process_umask
 
 __all__ = ["RunFiles"]
 
@@ -122,9 +122,7 @@ def _replace(path: str, text: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(prefix=".cowrie-enrich-", dir=folder)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(handle, 0o666 & ~umask)
+        os.fchmod(handle, 0o666 & ~process_umask())
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
         os.replace(temporary, path)

@@ -24,6 +24,7 @@ from typing import Any, Final
 from .. import clock
 from ..channel import End, Flush, NewAddresses, SkippedAddresses, ToEngine
 from ..counters import RunCounters
+from ..dburl import scrub
 from ..errors import StoreError
 from ..record import EnrichmentRecord, Status
 from ..slices import slices
@@ -378,7 +379,7 @@ class Flusher:
             logger.error(
                 "the database failed (%s); for %.0fs no batch is sent, and addresses that "
                 "cannot be recorded are collected again on the next run",
-                exc,
+                scrub(str(exc), self.config.db),
                 _STORE_PAUSE,
             )
 

@@ -224,6 +224,8 @@ def _run(
         if ended and partial:  # the last line goes out with a newline
             lines.append(partial + b"\n")
             partial = b""
+        elif ended and runaway and not lines:  # a runaway last line ends here
+            lines.append(b"\n")
         now = time.monotonic()
         if runaway and lines:  # the end of a runaway line: through as it is, not parsed
             waiting.add(_Batch([lines.pop(0)], [None], now, False))
@@ -446,10 +448,13 @@ def _added(
         joiner = b"" if inner.endswith(b"{") else b","
         return inner + joiner + fragment + b"}\n"
     # The event already has such a key (or is oddly written): rebuild it whole.
-    event = json_loads(line)
-    members = json_loads(b"{" + fragment + b"}")
-    _merge(event, members)
-    return json.dumps(event).encode() + b"\n"
+    try:
+        event = json_loads(line)
+        members = json_loads(b"{" + fragment + b"}")
+        _merge(event, members)
+        return json.dumps(event).encode() + b"\n"
+    except (ValueError, RecursionError):  # nested deeper than the writer goes: as it is
+        return line if line[-1:] == b"\n" else line + b"\n"
 
 
 def _merge(event: dict[str, Any], members: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..dburl import check_db_location, mask_url, normalize_db_url
+from ..dburl import check_db_location, mask_url, normalize_db_url, scrub
 from ..errors import ConfigError, StoreError
 from .facade import Store
 from .retry import first_line, is_interrupted, with_retries
@@ -75,7 +75,9 @@ def open_store(url: str, *, create: bool = True) -> Store:
         with_retries(lambda: migrate(engine) if create else _check_version(engine), is_interrupted)
     except sa.exc.DatabaseError as exc:  # not reachable, locked, corrupt, not a database
         store.close()
-        raise StoreError(f"cannot open the database {mask_url(url)!r}: {first_line(exc)}") from exc
+        raise StoreError(
+            f"cannot open the database {mask_url(url)!r}: {scrub(first_line(exc), url)}"
+        ) from exc
     except SchemaTooNew as exc:
         store.close()
         raise StoreError(str(exc)) from exc

@@ -10,6 +10,7 @@ body that is not JSON, a daily quota that runs out, a key it refuses.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
@@ -188,6 +189,18 @@ class _Handler(BaseHTTPRequestHandler):
                 time.monotonic(), self.command, self.path, ips, status, "key" in self.headers
             )
         )
+        if faults.drip_seconds:  # the whole answer, status line and headers too
+            head = (
+                f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+            ).encode()
+            with contextlib.suppress(OSError):
+                for byte in head + data:
+                    self.wfile.write(bytes((byte,)))
+                    self.wfile.flush()
+                    time.sleep(faults.drip_seconds)
+            self.close_connection = True
+            return
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         if faults.body_bytes and data.startswith(b"{"):
@@ -198,17 +211,9 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        try:
-            if faults.drip_seconds:
-                for index in range(len(data)):
-                    self.wfile.write(data[index : index + 1])
-                    self.wfile.flush()
-                    time.sleep(faults.drip_seconds)
-            else:
-                for start in range(0, len(data), 1 << 20):
-                    self.wfile.write(data[start : start + (1 << 20)])
-        except OSError:
-            pass  # the client gave up on it
+        with contextlib.suppress(OSError):  # the client gave up on it
+            for start in range(0, len(data), 1 << 20):
+                self.wfile.write(data[start : start + (1 << 20)])
         if faults.body_bytes:
             self.close_connection = True
 

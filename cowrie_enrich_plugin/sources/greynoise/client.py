@@ -22,6 +22,7 @@ import datetime as dt
 import email.utils
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 #: The longest ``Retry-After`` waited out inside one lookup; longer, the rest is pending.
 _LONGEST_WAIT: Final = 60.0
+#: The longest a ``Retry-After`` holds every request back.
+_LONGEST_HOLD: Final = 86400.0
 #: The largest answer read (an enterprise bulk answer of 10,000 profiles is a few MB).
 MAX_BODY: Final = 32 * 1024 * 1024
 #: Failed requests in a row that open the breaker, and its first and longest cooldown.
@@ -225,7 +228,7 @@ class GreyNoiseClient:
         while failures < self.retries and waits < _MOST_WAITS:
             if not self.breaker.closed():
                 raise _Stop("GreyNoise keeps failing; asked again later")
-            if not self.rate.wait():
+            if not self.rate.wait(max(_LONGEST_WAIT, self.rate.interval)):
                 raise _Stop("GreyNoise asked to wait; asked again later")
             if not self.quota.take():
                 raise _Stop("GreyNoise daily quota spent; asked again tomorrow")
@@ -262,11 +265,34 @@ class GreyNoiseClient:
         raise _Failed(problem)
 
     def _send(self, method: str, url: str, **kwargs: Any) -> _Answer:
-        """One request, read whole within ``timeout`` seconds and :data:`MAX_BODY` bytes.
+        """One request, answered whole within ``timeout`` seconds, or :class:`_TooSlow`.
 
-        httpx's own timeout is per read: a server that sends a byte a second would
-        hold a request forever without the deadline here.
+        httpx's own timeout is per read: a server that sends its headers or body a
+        byte at a time would hold a request for hours. The request runs on a thread of
+        its own, and the lookup waits for it at most ``timeout`` seconds; a request
+        left behind ends at its body's deadline or its next read timeout.
         """
+        box: list[_Answer | BaseException] = []
+        done = threading.Event()
+
+        def request() -> None:
+            try:
+                box.append(self._read(method, url, **kwargs))
+            except BaseException as exc:  # handed to the lookup's thread
+                box.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=request, name="greynoise-request", daemon=True).start()
+        if not done.wait(self.timeout + 0.5):
+            raise _TooSlow(f"no whole answer within {self.timeout:g}s")
+        answer = box[0]
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def _read(self, method: str, url: str, **kwargs: Any) -> _Answer:
+        """The request, its body read within the deadline and :data:`MAX_BODY` bytes."""
         deadline = time.monotonic() + self.timeout
         with self._http.stream(method, url, **kwargs) as response:
             declared = response.headers.get("Content-Length", "")
@@ -364,16 +390,19 @@ def _retry_after(response: _Answer) -> float | None:
     if text is None:
         return None
     try:
-        return max(0.0, float(text))
+        seconds = float(text)
     except ValueError:
         pass
+    else:  # a day at most: no header stops asking for the rest of a weeks-long run
+        return min(max(0.0, seconds), _LONGEST_HOLD) if math.isfinite(seconds) else _LONGEST_HOLD
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
-    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+    seconds = (when - dt.datetime.now(dt.timezone.utc)).total_seconds()
+    return min(max(0.0, seconds), _LONGEST_HOLD)
 
 
 def _says_quota(response: _Answer) -> bool:
