@@ -325,7 +325,7 @@ def test_a_sick_greynoise_costs_its_own_section_only(
     """#23 item 8: the enrich filter gets whois's part at once; the end keeps its bound."""
     import time
 
-    from .e2e.test_enrich_filter import Lines
+    from .e2e.test_enrich_filter import start_filter
 
     ips = global_ips(40, seed=236)
     with GreyNoiseServer(faults=faults) as gn:
@@ -337,15 +337,8 @@ def test_a_sick_greynoise_costs_its_own_section_only(
                 "[plugins.enrich.greynoise]", "shutdown_timeout = 3\n[plugins.enrich.greynoise]", 1
             )
         )
-        proc = subprocess.Popen(
-            [cowrie_enrich(), "enrich", "--hold", "2", "--config", str(config)],
-            env=clean_env(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        assert proc.stdin is not None and proc.stdout is not None
-        out = Lines(proc.stdout)
+        proc, out = start_filter("--hold", "2", "--config", str(config))
+        assert proc.stdin is not None
         proc.stdin.write("".join(json.dumps({"src_ip": ip}) + "\n" for ip in ips).encode())
         proc.stdin.flush()
         records = [json.loads(out.next(10)[0])["enrich"] for _ in ips]

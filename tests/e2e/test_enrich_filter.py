@@ -47,6 +47,19 @@ class Lines:
         return line.decode() + "\n", time.monotonic() - started
 
 
+def start_filter(*args: str) -> tuple[subprocess.Popen[bytes], Lines]:
+    """``cowrie-enrich enrich ARGS`` with its three pipes, and its output as lines."""
+    proc = subprocess.Popen(
+        [cowrie_enrich(), "enrich", *args],
+        env=clean_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    return proc, Lines(proc.stdout)
+
+
 def test_a_pipe_held_open(server: BulkWhoisServer, tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'f.db'}"
     cached, new = global_ips(2, seed=701)
@@ -55,15 +68,8 @@ def test_a_pipe_held_open(server: BulkWhoisServer, tmp_path: Path) -> None:
         [cowrie_enrich(), "ingest", str(warm), *options(server, db)], env=clean_env(), check=True
     )
     hold = 1.0
-    proc = subprocess.Popen(
-        [cowrie_enrich(), "enrich", "--hold", str(hold), *options(server, db)],
-        env=clean_env(),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    out = Lines(proc.stdout)
+    proc, out = start_filter("--hold", str(hold), *options(server, db))
+    assert proc.stdin is not None
 
     def send(text: str) -> None:
         assert proc.stdin is not None
@@ -194,15 +200,8 @@ def test_a_dead_worker_is_replaced_and_the_filter_carries_on(
 
     db = f"sqlite:///{tmp_path / 'w.db'}"
     first, second = global_ips(30, seed=705), global_ips(30, seed=706)
-    proc = subprocess.Popen(
-        [cowrie_enrich(), "enrich", "--hold", "3", *options(server, db)],
-        env=clean_env(),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    out = Lines(proc.stdout)
+    proc, out = start_filter("--hold", "3", *options(server, db))
+    assert proc.stdin is not None
     lines = [json.dumps({"n": n, "src_ip": ip}) for n, ip in enumerate(first + second)]
     got: list[dict[str, Any]] = []
     try:

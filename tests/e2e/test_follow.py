@@ -36,6 +36,18 @@ def delivered(path: Path) -> dict[str, dict[str, object]]:
     return found
 
 
+def start_follower(live: Path, config: Path, *args: str) -> subprocess.Popen[str]:
+    """``cowrie-enrich ingest --follow LIVE --config CONFIG ARGS``, in a session of its own."""
+    return subprocess.Popen(
+        [cowrie_enrich(), "ingest", "--follow", str(live), "--config", str(config), *args],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
 def test_rotation_mid_burst_loses_and_repeats_nothing(tmp_path: Path) -> None:
     """The follower alone, against a writer that renames and recreates mid-burst."""
     live = tmp_path / "cowrie.json"
@@ -71,23 +83,7 @@ def test_follow_delivers_as_lines_arrive_across_rotation_and_stops_on_sigterm(
     out = tmp_path / "records.jsonl"
     db = f"sqlite:///{tmp_path / 'follow.db'}"
     config = write_config(tmp_path / "host.toml", server, db, flush_interval=1, shutdown_timeout=3)
-    proc = subprocess.Popen(
-        [
-            cowrie_enrich(),
-            "ingest",
-            "--follow",
-            str(live),
-            "--config",
-            str(config),
-            "--output",
-            str(out),
-        ],
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_follower(live, config, "--output", str(out))
     try:
         time.sleep(1.0)
         first = global_ips(1, seed=501)[0]
@@ -147,14 +143,7 @@ def test_addresses_collected_but_not_yet_sent_survive_a_stop(
     config = write_config(
         tmp_path / "host.toml", server, f"sqlite:///{db_file}", shutdown_timeout=5
     )
-    proc = subprocess.Popen(
-        [cowrie_enrich(), "ingest", "--follow", str(live), "--config", str(config)],
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_follower(live, config)
     ips = global_ips(18, seed=503)
     time.sleep(1.5)
     with live.open("a") as handle:
@@ -216,22 +205,7 @@ def test_a_restarted_follower_keeps_what_it_wrote_before(
         if not first:  # rotated while it was down: the first records are not read again
             live.rename(tmp_path / "cowrie.json.1")
             live.write_text("".join(event(ip, n) + "\n" for n, ip in enumerate(round_ips)))
-        proc = subprocess.Popen(
-            [
-                cowrie_enrich(),
-                "ingest",
-                "--follow",
-                str(live),
-                "--config",
-                str(config),
-                "--output",
-                str(out),
-            ],
-            env=clean_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = start_follower(live, config, "--output", str(out))
         deadline = time.monotonic() + 30
         while set(round_ips) - set(delivered(out)) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -362,6 +362,7 @@ def test_the_hostile_corpus_through_enrich_and_follow(tmp_path: Path) -> None:
     """Every kind of bad line (deep nesting included): enrich writes every line, in order;
     the follower reads on past them; neither stops."""
     from ..test_logreader import hostile_log
+    from .test_follow import start_follower
 
     log = tmp_path / "cowrie.json"
     expected = hostile_log(log)
@@ -383,13 +384,7 @@ def test_the_hostile_corpus_through_enrich_and_follow(tmp_path: Path) -> None:
         config = write_config(tmp_path / "h.toml", server, db, flush_interval=1)
         live = tmp_path / "live.json"
         live.write_bytes(log.read_bytes())
-        proc = subprocess.Popen(
-            [cowrie_enrich(), "ingest", "--follow", str(live), "--config", str(config)],
-            env=clean_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = start_follower(live, config)
         time.sleep(3)
         with live.open("a") as handle:  # it still reads what comes after them
             handle.write(json.dumps({"src_ip": "8.8.8.8"}) + "\n")
