@@ -465,13 +465,11 @@ class Collector:
             self._earlier = self._earlier + self._remote.counted()
             self._remote = RunCounters()
         self._stats.worker_restarts += 1
-        usable: list[str] = []
-        skipped: list[str] = []
-        for ip in self._canonical:
-            if ip not in self._delivered:
-                (usable if isinstance(classify(ip), Usable) else skipped).append(ip)
+        unanswered = [ip for ip in self._canonical if ip not in self._delivered]
+        usable = [ip for ip in unanswered if isinstance(classify(ip), Usable)]
         self._held = usable + self._held
         self._send_held()
+        skipped = [ip for ip in unanswered if not isinstance(classify(ip), Usable)]
         if skipped:  # never sent anywhere: the new engine only records them
             self.transport.send(SkippedAddresses(skipped))
         return True

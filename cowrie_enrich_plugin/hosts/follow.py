@@ -81,6 +81,8 @@ class FollowedFile:
             self._label = f"{self.path} (before rotation {self.rotations})"
             if self._open():
                 yield from self._drain()
+        elif current is not None and self._truncated():
+            self._restart()
 
     def _truncated(self) -> bool:
         """Whether the open file no longer holds, before the read position, what was read."""

@@ -239,7 +239,9 @@ def _run(
         # An event with a member of those added already is rebuilt, not appended to:
         # judged on the parsed event, so that a name written with escapes counts too.
         batch.keyed = set()
-        if any(any(map(dict.__contains__, events, repeat(name))) for name in names):
+        if any(map(dict.__contains__, events, repeat(names[0]))) or (
+            len(names) > 1 and any(map(dict.__contains__, events, repeat(names[1])))
+        ):
             keyed = [i for i, event in enumerate(events) if not event.keys().isdisjoint(names)]
             batch.keyed = {positions[i] for i in keyed} if positions else set(keyed)
         if len(keys) == 1:
