@@ -22,6 +22,8 @@ from .checks import Setting, check_value, value_from_text
 from .clock import CLOCK_FILE_VARIABLE
 from .dburl import mask_url
 from .errors import ConfigError
+from .feeds.settings import ENV_KEYS as FEEDS_ENV_KEYS
+from .feeds.settings import FeedsConfig, feeds_config
 from .sources.cymru import MAX_BATCH_SIZE
 
 __all__ = [
@@ -92,6 +94,8 @@ class EnrichConfig:
     #: The enabled sources besides Cymru and MaxMind: (name, ((key, value), ...)).
     #: (Not in the repr: a source's settings may hold an API key.)
     sources: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = field(default=(), repr=False)
+    #: The offline feeds (``[plugins.enrich.feeds]``); none unless configured.
+    feeds: FeedsConfig = field(default_factory=FeedsConfig)
 
     def source_settings(self, name: str) -> dict[str, Any]:
         """The checked settings of the enabled source ``name``."""
@@ -109,8 +113,19 @@ class EnrichConfig:
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as a plain mapping (the database URL's password masked)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sources"}
+        values = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("sources", "feeds")
+        }
         values["db"] = mask_url(self.db)
+        values["feeds"] = {
+            "enabled": list(self.feeds.enabled),
+            "dir": self.feeds.dir,
+            **{
+                name: {k: mask_url(str(v)) for k, v in items} for name, items in self.feeds.settings
+            },
+        }
         for name, items in self.sources:
             rules = _source_rules(name)
             values[name] = {
@@ -194,7 +209,13 @@ def resolve_config(
     """
     values: dict[str, Any] = {}
     sections: dict[str, dict[str, Any]] = {}
+    feeds_section: Mapping[str, Any] | None = None
     for key, value in (section or {}).items():
+        if key == "feeds":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: feeds must be a table ([plugins.enrich.feeds])")
+            feeds_section = value
+            continue
         if isinstance(value, Mapping):
             sections[_source_name(key, source)] = dict(value)
             continue
@@ -208,6 +229,8 @@ def resolve_config(
         if not name.startswith(ENV_PREFIX) or name in _RESERVED_ENV:
             continue
         key = name[len(ENV_PREFIX) :].lower()
+        if key.startswith("feeds_") and key[len("feeds_") :] in FEEDS_ENV_KEYS:
+            continue  # the feeds section reads its own
         if key in _RULES:
             values[key] = _from_text(key, text, f"environment variable {name}")
         elif not _is_source_key(key):
@@ -219,6 +242,8 @@ def resolve_config(
         (name, tuple(sorted(_source_config(name, given, env, source).items())))
         for name, given in sorted(sections.items())
     )
+    where = f"{source[:-1]}.feeds]" if source.endswith("]") else f"{source}.feeds"
+    values["feeds"] = feeds_config(feeds_section, env, where)
     for key, value in (flags or {}).items():
         if value is None:
             continue
@@ -313,6 +338,9 @@ def section_from_strings(items: Mapping[str, str], where: str) -> dict[str, Any]
         if key in _RULES:
             section[key] = _from_text(key, text, where)
             continue
+        if key.startswith("feeds_"):
+            _feeds_key(section.setdefault("feeds", {}), key[len("feeds_") :], text)
+            continue
         name = next((n for n in extras if key.startswith(n + "_")), None)
         if name is None:
             known = sorted(_RULES) + [f"{n}_<key>" for n in extras]
@@ -327,6 +355,43 @@ def section_from_strings(items: Mapping[str, str], where: str) -> dict[str, Any]
         value = value_from_text(setting, rules[setting], text, f"{where} {key}")
         section.setdefault(name, {})[setting] = value
     return section
+
+
+def _feeds_key(feeds: dict[str, Any], key: str, text: str) -> None:
+    """Put one ``feeds_*`` key of a section written as strings into the feeds table.
+
+    ``feeds_dir``, ``feeds_enabled`` (comma-separated), ``feeds_refresh``, or
+    ``feeds_<feed>_<key>``.
+    """
+    from .feeds.catalog import installed_feeds
+
+    if key == "enabled":
+        feeds[key] = [name.strip() for name in text.split(",") if name.strip()]
+    elif key in ("dir", "refresh"):
+        feeds[key] = float(text) if key == "refresh" and _number(text) else text
+    else:
+        name = next(
+            (
+                n
+                for n in sorted(installed_feeds(), key=len, reverse=True)
+                if key.startswith(n + "_")
+            ),
+            None,
+        )
+        if name is None:
+            raise ConfigError(f"feeds_{key}: no installed feed has that key")
+        setting = key[len(name) + 1 :]
+        feeds.setdefault(name, {})[setting] = (
+            float(text) if setting == "refresh" and _number(text) else text
+        )
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def load_host_config(path: str | os.PathLike[str] | None) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from .clock import utc_now
 
 __all__ = [
     "STATUS_TEXT",
+    "Classification",
     "CymruAnswer",
     "EnrichmentRecord",
     "GeoAnswer",
@@ -187,6 +189,43 @@ class SourcePart:
 
 
 @dataclass(frozen=True, slots=True)
+class Classification:
+    """Who runs the address's network, by the offline feeds: the ``classification`` section.
+
+    ``labels`` are the feeds' labels (``feed``, ``kind``, ``provider``, ``prefix``,
+    ``service``, ``region``, ``id``, ``version``, ``fetched_at``); ``kinds`` the sorted
+    set of their kinds. ``text`` is the section as JSON, as stored.
+    """
+
+    kinds: tuple[str, ...]
+    labels: tuple[Mapping[str, Any], ...]
+    text: str
+
+    @classmethod
+    def from_label_texts(cls, texts: list[str]) -> Classification:
+        """The section made of labels given as JSON texts."""
+        labels = tuple(json.loads(text) for text in texts)
+        kinds = tuple(sorted({str(label["kind"]) for label in labels}))
+        text = f'{{"kinds":{json.dumps(list(kinds))},"labels":[{",".join(texts)}]}}'
+        return cls(kinds, labels, text)
+
+    @classmethod
+    def from_text(cls, text: str) -> Classification:
+        """The section as stored (:attr:`text`)."""
+        return _stored_classification(text)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``classification`` section of the exported record."""
+        return {"kinds": list(self.kinds), "labels": [dict(label) for label in self.labels]}
+
+
+@functools.lru_cache(maxsize=4096)
+def _stored_classification(text: str) -> Classification:
+    data = json.loads(text)
+    return Classification(tuple(data["kinds"]), tuple(data["labels"]), text)
+
+
+@dataclass(frozen=True, slots=True)
 class EnrichmentRecord:
     """One address's merged record, as stored, delivered and exported."""
 
@@ -197,6 +236,8 @@ class EnrichmentRecord:
     expires_at: dt.datetime | None = None
     #: the extra sources' sections, by source name, in name order
     parts: tuple[tuple[str, SourcePart], ...] = ()
+    #: the offline feeds' labels (``None``: no feed installed)
+    classification: Classification | None = None
 
     def with_parts(self, parts: dict[str, SourcePart]) -> EnrichmentRecord:
         """The same record with the extra sources' sections set (in name order)."""
@@ -209,6 +250,21 @@ class EnrichmentRecord:
             self.maxmind,
             self.expires_at,
             tuple(sorted(parts.items())),
+            self.classification,
+        )
+
+    def with_classification(self, classification: Classification | None) -> EnrichmentRecord:
+        """The same record with the feeds' labels set."""
+        if classification is self.classification:
+            return self
+        return EnrichmentRecord(
+            self.ip,
+            self.status,
+            self.cymru,
+            self.maxmind,
+            self.expires_at,
+            self.parts,
+            classification,
         )
 
     @property
@@ -258,6 +314,9 @@ class EnrichmentRecord:
             "asn": asn,
             "as_name": as_name,
             "country": self.merged_country,
+            "classification": (
+                self.classification.to_dict() if self.classification is not None else None
+            ),
         }
         for name, part in self.parts:
             data[name] = part.to_dict()
@@ -267,11 +326,16 @@ class EnrichmentRecord:
 def delivery_signature(record: Mapping[str, Any]) -> str:
     """What makes a delivery of an exported record news to a host that had one before.
 
-    Its status, its expiry and which sections are pending: a pending record that
-    resolves, an expired one refreshed, a source's section answered. The same
-    record delivered again is not news.
+    Its status, its expiry, which sections are pending and the feeds' kinds: a
+    pending record that resolves, an expired one refreshed, a source's section
+    answered, an address relabelled as a Tor exit. The same record delivered again is
+    not news.
     """
     pending = ",".join(
         name for name, part in record.items() if isinstance(part, dict) and part.get("pending")
     )
-    return f"{record['status']}|{record['expires_at']}|{pending}"
+    signature = f"{record['status']}|{record['expires_at']}|{pending}"
+    classification = record.get("classification")
+    if classification:
+        signature += "|" + ",".join(classification["kinds"])
+    return signature

@@ -24,6 +24,7 @@ _COMMANDS: Final = {
     "export": (".records", "export"),
     "cache": (".cache", "cache"),
     "doctor": (".doctor", "doctor"),
+    "feeds": (".feeds", "feeds"),
     "cowrie-install": (".cowrie_install", "cowrie_install"),
 }
 

@@ -267,7 +267,7 @@ class Flusher:
             self.skipped += len(records)
         if not new:
             return []
-        self.enricher.geo.refresh()
+        self.enricher.refresh_offline()
         if self._store_paused():
             return new
         try:
@@ -437,7 +437,8 @@ class Flusher:
         names = self.enricher.extras.names
         if names:
             records = [with_every_part(record, names) for record in records]
-        dicts = [record.to_dict() for record in records]
+        classified = self.enricher.classified
+        dicts = [classified(record).to_dict() for record in records]
         if not dicts:
             return
         repeats: tuple[str, ...] = ()

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from ..config import EnrichConfig
 from ..counters import RunCounters
 from ..errors import StoreError
+from ..feeds.classifier import Classifier, Keeper
 from ..record import (
+    Classification,
     CymruAnswer,
     EnrichmentRecord,
     GeoAnswer,
@@ -69,12 +71,16 @@ class Enricher:
         geo: GeoLookup,
         client: BulkWhoisClient,
         extras: ExtraSources | None = None,
+        classifier: Classifier | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.geo = geo
         self.client = client
         self.extras = extras or ExtraSources({})
+        #: the offline feeds (``None``: none enabled)
+        self.classifier = classifier
+        self._keeper = Keeper(classifier) if classifier is not None and config.long_lived else None
         self._counts = RunCounters()
         #: addresses pending in the store, as of the last look (long-lived runs look)
         self.pending_now = 0
@@ -106,7 +112,8 @@ class Enricher:
             retries=config.retries,
             batch_size=config.batch_size,
         )
-        return cls(config, store, geo, client, extras)
+        classifier = Classifier(config.feeds) if config.feeds.enabled else None
+        return cls(config, store, geo, client, extras, classifier)
 
     def release_leases(self) -> None:
         """Give up this process's leases (what they hold stays queued for the next run)."""
@@ -120,6 +127,8 @@ class Enricher:
 
     def close(self) -> None:
         """Give up this process's leases and close the store and the GeoIP files."""
+        if self._keeper is not None:
+            self._keeper.close()
         self.release_leases()
         self.store.close()
         self.geo.close()
@@ -137,6 +146,41 @@ class Enricher:
         return self.config.longest_batch_seconds + 30.0
 
     # -- steps ------------------------------------------------------------------------
+
+    def refresh_offline(self) -> None:
+        """Let the offline sources switch to files replaced since they were opened."""
+        self.geo.refresh()
+        if self.classifier is not None:
+            self.classifier.refresh()
+
+    def classify(self, ip: str) -> Classification | None:
+        """The offline feeds' ``classification`` of ``ip`` (``None``: no feed installed)."""
+        return self.classifier.classify(ip) if self.classifier is not None else None
+
+    def classified(self, record: EnrichmentRecord) -> EnrichmentRecord:
+        """``record`` with its classification, for one that has none yet."""
+        if record.classification is not None or self.classifier is None:
+            return record
+        return record.with_classification(self.classifier.classify(record.ip))
+
+    def _relabel(self, records: dict[str, EnrichmentRecord]) -> None:
+        """Give the records whose feeds changed since they were built today's labels, stored.
+
+        A record keeps the labels it was built with until its address is seen again;
+        then it is relabelled here, from the feeds alone (no network source is asked).
+        """
+        classifier = self.classifier
+        if classifier is None or classifier.index is None:
+            return
+        changed: list[EnrichmentRecord] = []
+        for ip, record in records.items():
+            now = classifier.classify(ip)
+            old = record.classification
+            if now is not None and (old is None or old.text != now.text):
+                records[ip] = record = record.with_classification(now)
+                changed.append(record)
+        if changed:
+            self.store.relabel(changed)
 
     def look_in_cache(self, ips: Sequence[str], now: dt.datetime | None = None) -> CacheView:
         """Split ``ips`` into fresh records, stale ones (pending included) and unknown."""
@@ -159,6 +203,8 @@ class Enricher:
                 view.partial[ip] = record
             else:
                 view.fresh[ip] = record.with_parts(view.parts.get(ip, {}))
+        self._relabel(view.fresh)
+        self._relabel(view.partial)
         with self._counts_lock:
             self._counts.cache_hits += len(view.fresh)
             self._counts.stale_refreshed += len(view.stale)
@@ -181,12 +227,13 @@ class Enricher:
         else:
             ttl = dt.timedelta(hours=self.config.negative_ttl_hours)
             status = Status.UNANNOUNCED
-        return EnrichmentRecord(ip, status, answer, geo, answer.fetched_at + ttl)
+        return EnrichmentRecord(
+            ip, status, answer, geo, answer.fetched_at + ttl, (), self.classify(ip)
+        )
 
-    @staticmethod
-    def skipped_record(ip: str) -> EnrichmentRecord:
+    def skipped_record(self, ip: str) -> EnrichmentRecord:
         """The record of an address that is never sent anywhere."""
-        return EnrichmentRecord(ip, Status.SKIPPED)
+        return EnrichmentRecord(ip, Status.SKIPPED, classification=self.classify(ip))
 
     def ask_extras(
         self, ips: Sequence[str], needs: Mapping[str, Sequence[str]]
@@ -252,7 +299,7 @@ class Enricher:
         """
         records: list[EnrichmentRecord] = []
         resolved: list[EnrichmentRecord] = []
-        unresolved: dict[str, tuple[str, GeoAnswer | None]] = {}
+        unresolved: dict[str, tuple[str, EnrichmentRecord]] = {}
         for ip in ips:
             geo = self.geo.lookup(ip)
             answer = result.answers.get(ip)
@@ -261,12 +308,15 @@ class Enricher:
                 resolved.append(record)
                 records.append(record)
                 continue
-            unresolved[ip] = (result.unresolved.get(ip, "not answered"), geo)
+            pending = EnrichmentRecord(
+                ip, Status.PENDING, maxmind=geo, classification=self.classify(ip)
+            )
+            unresolved[ip] = (result.unresolved.get(ip, "not answered"), pending)
             old = (previous or {}).get(ip)
             if old is not None and old.status is not Status.PENDING:
                 records.append(old)
             else:
-                records.append(EnrichmentRecord(ip, Status.PENDING, maxmind=geo))
+                records.append(pending)
         # A long-lived run retries in the background, backing off; a batch run leaves
         # them for the next run.
         backoff = self.config.retry_interval if self.config.long_lived else 0.0

@@ -290,7 +290,7 @@ class Store:
     def save(
         self,
         resolved: Sequence[EnrichmentRecord],
-        unresolved: Mapping[str, tuple[str, GeoAnswer | None]] | None = None,
+        unresolved: Mapping[str, tuple[str, GeoAnswer | EnrichmentRecord | None]] | None = None,
         *,
         retry_delay: float = 0.0,
         backoff: float = 0.0,
@@ -299,7 +299,8 @@ class Store:
         """Persist one batch's outcome in one transaction.
 
         ``resolved`` records replace what was stored and leave the queue.
-        ``unresolved`` addresses (ip -> (last error, MaxMind answer)) stay queued
+        ``unresolved`` addresses (ip -> (last error, MaxMind answer or the whole
+        pending record, offline sections and all)) stay queued
         with one more attempt, due again after ``retry_delay`` seconds (0: on the
         next flush or run) plus ``backoff`` doubled for each earlier failure (up to 16
         times), and their lease released; their record becomes
@@ -345,7 +346,11 @@ class Store:
                     ip,
                     True,
                     record_values(
-                        EnrichmentRecord(ip, Status.PENDING, maxmind=geo), now_value, when
+                        geo
+                        if isinstance(geo, EnrichmentRecord)
+                        else EnrichmentRecord(ip, Status.PENDING, maxmind=geo),
+                        now_value,
+                        when,
                     ),
                 )
                 for ip, (_error, geo) in failed.items()
@@ -369,6 +374,22 @@ class Store:
                     conn, [record_values(r, now_value, when) for r in ordered]
                 )
             )
+
+    def relabel(self, records: Sequence[EnrichmentRecord]) -> None:
+        """Store new feed labels of records otherwise unchanged (in address order)."""
+        r = records_table.c
+        stmt = (
+            sa.update(records_table)
+            .where(r.ip == sa.bindparam("key"))
+            .values(classification=sa.bindparam("labels"))
+        )
+        rows = [
+            {"key": record.ip, "labels": record.classification.text}
+            for record in sorted(records, key=lambda r: r.ip)
+            if record.classification is not None
+        ]
+        if rows:
+            self._write(lambda conn: conn.execute(stmt, rows))
 
     # -- maintenance ----------------------------------------------------------------------
 

@@ -11,7 +11,14 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from ..record import STATUS_TEXT, CymruAnswer, EnrichmentRecord, GeoAnswer, Status
+from ..record import (
+    STATUS_TEXT,
+    Classification,
+    CymruAnswer,
+    EnrichmentRecord,
+    GeoAnswer,
+    Status,
+)
 from .schema import records_table
 
 #: How a time goes to the driver: naive UTC, as a ``datetime`` or as SQLite's text.
@@ -101,6 +108,7 @@ def record_values(record: EnrichmentRecord, now: Any, when: TimeValue) -> tuple[
         ),
         when(record.expires_at),
         now,
+        record.classification.text if record.classification is not None else None,
     )
 
 
@@ -133,10 +141,12 @@ def row_record(row: Mapping[Any, Any]) -> EnrichmentRecord:
             city_db_built_at=aware(row["mm_city_db_built_at"]),
             asn_db_built_at=aware(row["mm_asn_db_built_at"]),
         )
+    labels = row["classification"]
     return EnrichmentRecord(
         ip=row["ip"],
         status=Status(row["status"]),
         cymru=cymru,
         maxmind=geo,
         expires_at=aware(row["expires_at"]),
+        classification=Classification.from_text(labels) if labels else None,
     )

@@ -15,6 +15,10 @@ above that version. Add a step by appending to ``_STEPS``; never edit an old one
 - version 4: the extra sources' answers (``source_answer``).
 - version 5: what each long-lived run has delivered (``delivered``, see
   :mod:`.deliveries`).
+- version 6: the offline feeds' labels on each record (``classification``, JSON).
+
+Each step is self-contained: it names the columns it creates, so a column added to
+a table later (by a later step) never makes an earlier step create it too.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ records_table = sa.Table(
     sa.Column("mm_asn_db_built_at", _TIME),
     sa.Column("expires_at", _TIME),
     sa.Column("updated_at", _TIME, nullable=False),
+    sa.Column("classification", sa.Text),
 )
 
 pending_queue = sa.Table(
@@ -122,20 +127,62 @@ _V1_INDEXES: Final = (
 )
 
 
+def _as_of(table: sa.Table, metadata: sa.MetaData, columns: tuple[str, ...]) -> sa.Table:
+    """``table`` with only ``columns``: what a step created, whatever was added since."""
+    return sa.Table(table.name, metadata, *(table.c[name]._copy() for name in columns))
+
+
+_V1_RECORD_COLUMNS: Final = (
+    "ip",
+    "status",
+    "cymru_asns",
+    "cymru_as_name",
+    "cymru_prefix",
+    "cymru_cc",
+    "cymru_registry",
+    "cymru_allocated",
+    "cymru_fetched_at",
+    "mm_present",
+    "mm_country_iso_code",
+    "mm_country_name",
+    "mm_city",
+    "mm_latitude",
+    "mm_longitude",
+    "mm_accuracy_radius",
+    "mm_asn",
+    "mm_as_org",
+    "expires_at",
+    "updated_at",
+)
+_V1_QUEUE_COLUMNS: Final = (
+    "ip",
+    "attempts",
+    "last_error",
+    "queued_at",
+    "next_attempt_at",
+    "lease_owner",
+    "lease_expires_at",
+)
+_V4_ANSWER_COLUMNS: Final = (
+    "ip",
+    "source",
+    "status",
+    "data",
+    "fetched_at",
+    "expires_at",
+    "attempts",
+    "last_error",
+    "updated_at",
+)
+_V5_DELIVERED_COLUMNS: Final = ("run", "ip", "signature", "at")
+
+
 def _step_1(conn: Connection) -> None:
-    """Create the version-1 tables (everything but the MaxMind build times) and indexes."""
+    """Create the version-1 tables and indexes."""
     v1 = sa.MetaData()
     tables = {
-        records_table.name: sa.Table(
-            records_table.name,
-            v1,
-            *(
-                column._copy()
-                for column in records_table.columns
-                if column.name not in ("mm_city_db_built_at", "mm_asn_db_built_at")
-            ),
-        ),
-        pending_queue.name: pending_queue.to_metadata(v1),
+        records_table.name: _as_of(records_table, v1, _V1_RECORD_COLUMNS),
+        pending_queue.name: _as_of(pending_queue, v1, _V1_QUEUE_COLUMNS),
     }
     for name, table, column in _V1_INDEXES:
         sa.Index(name, tables[table].c[column])
@@ -156,14 +203,17 @@ def _step_3(conn: Connection) -> None:
 
 def _step_4(conn: Connection) -> None:
     """Add the extra sources' answers."""
-    v4 = sa.MetaData()
-    source_answers.to_metadata(v4).create(conn)
+    _as_of(source_answers, sa.MetaData(), _V4_ANSWER_COLUMNS).create(conn)
 
 
 def _step_5(conn: Connection) -> None:
     """Add what long-lived runs have delivered."""
-    v5 = sa.MetaData()
-    delivered_table.to_metadata(v5).create(conn)
+    _as_of(delivered_table, sa.MetaData(), _V5_DELIVERED_COLUMNS).create(conn)
+
+
+def _step_6(conn: Connection) -> None:
+    """Add the offline feeds' labels."""
+    conn.execute(sa.text("ALTER TABLE enrichment_record ADD COLUMN classification TEXT"))
 
 
 _STEPS: Final[tuple[Callable[[Connection], None], ...]] = (
@@ -172,6 +222,7 @@ _STEPS: Final[tuple[Callable[[Connection], None], ...]] = (
     _step_3,
     _step_4,
     _step_5,
+    _step_6,
 )
 
 #: The schema version this code reads and writes.

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from .clock import SimulatedClock
+from .feed_server import FeedServer, feeds_table, sample_feeds
 from .greynoise_server import GreyNoiseServer, HttpFaults, HttpRequest, expected_greynoise
 from .whois_server import BulkWhoisServer, Faults, Row, WhoisRequest, expected_cymru, synthetic_rows
 
 __all__ = [
     "BulkWhoisServer",
     "Faults",
+    "FeedServer",
     "GreyNoiseServer",
     "HttpFaults",
     "HttpRequest",
@@ -17,5 +19,7 @@ __all__ = [
     "WhoisRequest",
     "expected_cymru",
     "expected_greynoise",
+    "feeds_table",
+    "sample_feeds",
     "synthetic_rows",
 ]

@@ -38,6 +38,7 @@ def enrich_config(whois_server: BulkWhoisServer, tmp_path: Path) -> dict[str, An
                 "flush_interval": 0.2,
                 "timeout": 5,
                 "retries": 3,
+                "feeds": {"dir": str(tmp_path / "feeds")},
             },
         }
     }

@@ -1,0 +1,212 @@
+"""What a feed is (its kind, provider, URLs, format, cadence, terms) and which feeds exist.
+
+The twelve built-in feeds are defined here; a third-party package adds one through
+the entry-point group ``cowrie_enrich.feeds``, naming a :class:`Feed`::
+
+    # pyproject.toml
+    [project.entry-points."cowrie_enrich.feeds"]
+    my_list = "my_package:FEED"
+
+    # my_package/__init__.py
+    FEED = Feed(name="my_list", kind="scanner", provider="example",
+                urls={"url": "https://example.net/list.txt"}, read=read_prefix_lists)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Final
+
+from .formats import (
+    Reader,
+    read_aws,
+    read_azure,
+    read_geofeed,
+    read_google,
+    read_netset,
+    read_oracle,
+    read_prefix_lists,
+    read_spamhaus,
+    read_tor,
+)
+
+__all__ = ["BUILT_IN", "ENTRY_POINT_GROUP", "Feed", "installed_feeds"]
+
+ENTRY_POINT_GROUP: Final = "cowrie_enrich.feeds"
+_DAY: Final = 86_400.0
+
+
+@dataclass(frozen=True)
+class Feed:
+    """One offline feed: where it comes from and how it is read.
+
+    ``urls`` maps each URL key (``url``, ``url_v4``, ...) to its default; keys in
+    ``optional`` may be set to ``""`` in the config to leave that part out.
+    ``min_refresh`` is the shortest interval the publisher allows between downloads.
+    """
+
+    name: str
+    kind: str
+    provider: str
+    urls: Mapping[str, str]
+    read: Reader
+    refresh: float = _DAY
+    min_refresh: float = 0.0
+    optional: frozenset[str] = field(default_factory=frozenset)
+    #: the publisher's terms and the attribution it asks for, in one line
+    terms: str = ""
+
+
+def _geofeed(name: str, provider: str, url: str, terms: str) -> Feed:
+    return Feed(name, "hosting", provider, {"url": url}, read_geofeed, terms=terms)
+
+
+#: The built-in feeds, by name, in the documented order.
+BUILT_IN: Final[Mapping[str, Feed]] = {
+    feed.name: feed
+    for feed in (
+        Feed(
+            "aws",
+            "cloud",
+            "aws",
+            {"url": "https://ip-ranges.amazonaws.com/ip-ranges.json"},
+            read_aws,
+            terms="Published by Amazon Web Services for anyone's use; no attribution asked.",
+        ),
+        Feed(
+            "google",
+            "cloud",
+            "google",
+            {"url": "https://www.gstatic.com/ipranges/cloud.json"},
+            read_google,
+            terms="Published by Google Cloud for customers' firewall rules; no attribution asked.",
+        ),
+        Feed(
+            "azure",
+            "cloud",
+            "azure",
+            {
+                # Microsoft publishes the file weekly under a new name (linked from
+                # https://www.microsoft.com/download/details.aspx?id=56519): set ``url``
+                # to the current file or a mirror of it.
+                "url": "https://download.microsoft.com/download/7/1/D/"
+                "71D86715-5596-4529-9B13-DA13A5DE5B63/ServiceTags_Public.json"
+            },
+            read_azure,
+            refresh=7 * _DAY,
+            terms="Microsoft Azure Service Tags, under the Microsoft Download Center's terms.",
+        ),
+        Feed(
+            "oracle",
+            "cloud",
+            "oracle",
+            {"url": "https://docs.oracle.com/en-us/iaas/tools/public_ip_ranges.json"},
+            read_oracle,
+            terms="Published by Oracle Cloud Infrastructure; no attribution asked.",
+        ),
+        Feed(
+            "cloudflare",
+            "cdn",
+            "cloudflare",
+            {
+                "url_v4": "https://www.cloudflare.com/ips-v4",
+                "url_v6": "https://www.cloudflare.com/ips-v6",
+            },
+            read_prefix_lists,
+            terms="Published by Cloudflare for origin allow-lists; no attribution asked.",
+        ),
+        _geofeed(
+            "digitalocean",
+            "digitalocean",
+            "https://digitalocean.com/geo/google.csv",
+            "DigitalOcean's RFC 8805 geofeed, public.",
+        ),
+        _geofeed(
+            "linode",
+            "linode",
+            "https://geoip.linode.com/",
+            "Akamai/Linode's RFC 8805 geofeed, public.",
+        ),
+        _geofeed(
+            "vultr",
+            "vultr",
+            "https://geofeed.constant.com/?text",
+            "Vultr's RFC 8805 geofeed, public.",
+        ),
+        _geofeed(
+            "hetzner",
+            "hetzner",
+            # the geofeed its RIPE inetnum objects name (RFC 9632 ``geofeed:``)
+            "https://geofeed.hetzner.com/geofeed.csv",
+            "Hetzner's RFC 8805 geofeed, public.",
+        ),
+        Feed(
+            "tor",
+            "tor_exit",
+            "tor",
+            {
+                "url": "https://check.torproject.org/exit-addresses",
+                "onionoo_url": "https://onionoo.torproject.org/details?type=relay&running=true"
+                "&fields=fingerprint,or_addresses,exit_policy_v6_summary",
+            },
+            read_tor,
+            refresh=3_600.0,
+            optional=frozenset({"onionoo_url"}),
+            terms="The Tor Project's TorDNSEL and Onionoo data, CC BY 3.0 US: "
+            "credit The Tor Project.",
+        ),
+        Feed(
+            "spamhaus_drop",
+            "drop",
+            "spamhaus",
+            {
+                "url_v4": "https://www.spamhaus.org/drop/drop_v4.json",
+                "url_v6": "https://www.spamhaus.org/drop/drop_v6.json",
+            },
+            read_spamhaus,
+            min_refresh=3_600.0,
+            terms="Spamhaus DROP: free for use with attribution to The Spamhaus Project; "
+            "download at most once an hour.",
+        ),
+        Feed(
+            "firehol_level1",
+            "blocklist",
+            "firehol",
+            {"url": "https://iplists.firehol.org/files/firehol_level1.netset"},
+            read_netset,
+            terms="FireHOL's level 1 list, assembled from other lists under their own terms.",
+        ),
+    )
+}
+
+
+@functools.cache
+def installed_feeds() -> Mapping[str, Feed]:
+    """Every feed: the built-in ones, then those of ``cowrie_enrich.feeds`` entry points.
+
+    A third-party feed may not take a built-in name; one whose entry point does not
+    load, or does not name a :class:`Feed` of its own name, is left out with a warning.
+    """
+    import logging
+
+    found: dict[str, Feed] = dict(BUILT_IN)
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        if point.name in found:
+            continue
+        try:
+            feed = point.load()
+        except Exception as exc:  # a broken plugin must not stop the others
+            logging.getLogger(__name__).warning(
+                "feed %s (%s) does not load: %s", point.name, point.value, exc
+            )
+            continue
+        if not isinstance(feed, Feed) or feed.name != point.name:
+            logging.getLogger(__name__).warning(
+                "feed %s (%s) names no Feed called %r", point.name, point.value, point.name
+            )
+            continue
+        found[point.name] = feed
+    return found

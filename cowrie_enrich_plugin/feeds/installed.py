@@ -1,0 +1,204 @@
+"""What is installed in the feeds folder, and the compiled index made of it.
+
+Layout of ``dir``::
+
+    .lock                 taken (flock) by whoever installs or compiles
+    <feed>/state.json     the installed version: version, fetched_at, checked_at,
+                          entries, the body file of each URL key and its ETag /
+                          Last-Modified; the last attempt and its error
+    <feed>/<digest>.body  the downloaded bodies, named by their content
+    index/<key>.idx       the compiled index of a set of installed versions
+
+A new version's bodies are written first, under new names; ``state.json`` is
+replaced (written aside, renamed) last, so a reader sees the old version or the new
+one, never a mix, and a failed download leaves the last good version in place. The
+index's name is a digest of the versions it holds: every process with the same
+enabled feeds finds the same file, compiled once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .catalog import Feed
+from .formats import Parsed
+from .index import FeedContent, compile_index
+from .settings import FeedsConfig
+
+__all__ = [
+    "FeedState",
+    "bodies_of",
+    "ensure_index",
+    "exclusive",
+    "read_state",
+    "write_body",
+    "write_state",
+]
+
+
+@dataclass
+class FeedState:
+    """A feed's ``state.json``: its installed version (if any) and its last attempt."""
+
+    version: str | None = None
+    fetched_at: str | None = None
+    checked_at: float | None = None
+    entries: int = 0
+    #: the body file of each URL key
+    files: dict[str, str] = field(default_factory=dict)
+    #: each URL key's ETag and Last-Modified, for conditional downloads
+    validators: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: the URLs the installed version came from, by key
+    urls: dict[str, str] = field(default_factory=dict)
+    last_attempt: float | None = None
+    last_error: str | None = None
+
+    @property
+    def installed(self) -> bool:
+        """Whether a good version is installed."""
+        return self.version is not None
+
+
+def _folder(config: FeedsConfig, name: str) -> Path:
+    return config.path / name
+
+
+def read_state(config: FeedsConfig, name: str) -> FeedState:
+    """The state of feed ``name`` (an empty one when nothing was ever installed)."""
+    try:
+        data = json.loads((_folder(config, name) / "state.json").read_text())
+    except FileNotFoundError:
+        return FeedState()
+    except (OSError, ValueError):
+        return FeedState(last_error="state.json is unreadable; the next update reinstalls")
+    known = set(FeedState.__dataclass_fields__)
+    return FeedState(**{k: v for k, v in data.items() if k in known})
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def write_state(config: FeedsConfig, name: str, state: FeedState) -> None:
+    """Replace ``state.json`` atomically; drop body files the state no longer names."""
+    folder = _folder(config, name)
+    _write_atomically(folder / "state.json", json.dumps(state.__dict__, indent=1).encode())
+    keep = set(state.files.values())
+    for path in folder.glob("*.body"):
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
+
+
+def write_body(config: FeedsConfig, name: str, body: bytes) -> str:
+    """Store one downloaded body under its digest; its file name."""
+    file = hashlib.sha256(body).hexdigest()[:24] + ".body"
+    path = _folder(config, name) / file
+    if not path.exists():
+        _write_atomically(path, body)
+    return file
+
+
+def bodies_of(config: FeedsConfig, name: str, state: FeedState) -> dict[str, bytes]:
+    """The installed bodies of feed ``name``, by URL key."""
+    folder = _folder(config, name)
+    return {key: (folder / file).read_bytes() for key, file in state.files.items()}
+
+
+@contextlib.contextmanager
+def exclusive(config: FeedsConfig, wait: bool = True) -> Iterator[bool]:
+    """Hold the folder's lock (``False`` inside when ``wait`` is off and someone else has it)."""
+    config.path.mkdir(parents=True, exist_ok=True)
+    with open(config.path / ".lock", "a+b") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _index_key(config: FeedsConfig, states: Mapping[str, FeedState]) -> str:
+    sha = hashlib.sha256()
+    for name, state in states.items():
+        sha.update(
+            f"{name}\0{state.version}\0{state.fetched_at}\0{sorted(state.files.items())}\0".encode()
+        )
+    return sha.hexdigest()[:24]
+
+
+def installed_states(config: FeedsConfig) -> dict[str, FeedState]:
+    """The enabled feeds that have a good version installed, with their states."""
+    states = {name: read_state(config, name) for name in config.enabled}
+    return {name: state for name, state in states.items() if state.installed}
+
+
+def parse_installed(feed: Feed, bodies: Mapping[str, bytes]) -> Parsed:
+    """Read an installed feed's bodies with its format."""
+    return feed.read(bodies)
+
+
+def ensure_index(config: FeedsConfig) -> Path | None:
+    """The compiled index of the installed enabled feeds, compiled now if nobody has yet.
+
+    ``None`` when no enabled feed is installed.
+    """
+    states = installed_states(config)
+    if not states:
+        return None
+    path = config.path / "index" / f"{_index_key(config, states)}.idx"
+    if path.exists():
+        return path
+    with exclusive(config):
+        states = installed_states(config)  # what is installed now that we hold the lock
+        if not states:
+            return None
+        path = config.path / "index" / f"{_index_key(config, states)}.idx"
+        if path.exists():
+            return path
+        contents = []
+        for name, state in states.items():
+            feed = config.feed(name)
+            parsed = parse_installed(feed, bodies_of(config, name, state))
+            contents.append(
+                FeedContent(
+                    name,
+                    feed.kind,
+                    feed.provider,
+                    str(state.version),
+                    str(state.fetched_at),
+                    parsed.entries,
+                )
+            )
+        compile_index(contents, path)
+        for old in sorted(path.parent.glob("*.idx"), key=lambda p: p.stat().st_mtime)[:-2]:
+            if old != path:
+                old.unlink(missing_ok=True)  # a process that maps it keeps its pages
+        return path
+
+
+def describe(state: FeedState) -> dict[str, Any]:
+    """The state as ``feeds status --json`` shows it."""
+    return {k: v for k, v in state.__dict__.items() if k not in ("files", "validators")}

@@ -1,0 +1,196 @@
+"""The compiled index against a brute-force oracle: longest prefix per feed, families apart."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from pathlib import Path
+
+from cowrie_enrich_plugin.feeds.formats import Entry
+from cowrie_enrich_plugin.feeds.index import FeedContent, Index, compile_index
+
+FEEDS = ("alpha", "beta", "gamma", "delta")
+
+
+def _random_prefixes(rng: random.Random) -> dict[str, list[Entry]]:
+    """Nested and overlapping prefixes of several feeds, both families, with traps.
+
+    Every IPv4 prefix also appears, in another feed, as the IPv6 prefix whose top 32
+    bits spell it (and as ``::a.b.c.d``): a mixed-family trie that aliases them fails.
+    """
+    feeds: dict[str, list[Entry]] = {name: [] for name in FEEDS}
+    bases4 = [rng.getrandbits(32) for _ in range(40)]
+    bases6 = [rng.getrandbits(128) for _ in range(40)]
+    for n in range(3000):
+        feed = rng.choice(FEEDS)
+        if rng.random() < 0.5:
+            length = rng.randint(8, 32)
+            base = rng.choice(bases4) ^ rng.getrandbits(max(0, 32 - rng.randint(4, 24)))
+            net: ipaddress.IPv4Network | ipaddress.IPv6Network = ipaddress.IPv4Network(
+                (base >> (32 - length) << (32 - length), length)
+            )
+            if rng.random() < 0.3:  # the trap: same bits at the top of IPv6
+                top = int(net.network_address) << 96
+                trap = ipaddress.IPv6Network((top, length))
+                feeds[rng.choice(FEEDS)].append(Entry(str(trap), "trap", None, str(n)))
+                mapped = ipaddress.IPv6Network((int(net.network_address), 96 + length))
+                feeds[rng.choice(FEEDS)].append(Entry(str(mapped), "compat", None, str(n)))
+        else:
+            length = rng.choice([16, 20, 29, 32, 36, 44, 48, 56, 64, 96, 112, 127, 128])
+            base = rng.choice(bases6) ^ rng.getrandbits(max(0, 128 - rng.randint(8, 100)))
+            net = ipaddress.IPv6Network((base >> (128 - length) << (128 - length), length))
+        # the same prefix listed twice sometimes, under another service (AWS does)
+        copies = 2 if rng.random() < 0.1 else 1
+        for copy in range(copies):
+            feeds[feed].append(Entry(str(net), f"svc{copy}", rng.choice(["r1", None]), str(n)))
+    feeds["alpha"].append(Entry("0.0.0.0/0", "all4"))
+    feeds["beta"].append(Entry("::/0", "all6"))
+    feeds["gamma"].append(Entry("255.255.255.255/32", "top4"))
+    feeds["gamma"].append(Entry("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128", "top6"))
+    return feeds
+
+
+def _addresses(rng: random.Random, feeds: dict[str, list[Entry]], count: int) -> list[str]:
+    nets = [ipaddress.ip_network(e.prefix) for entries in feeds.values() for e in entries]
+    found: list[str] = []
+    while len(found) < count:
+        net = rng.choice(nets)
+        first, last = int(net.network_address), int(net.broadcast_address)
+        top = (1 << net.max_prefixlen) - 1
+        pick = rng.choice(
+            [first, last, max(first - 1, 0), min(last + 1, top), rng.randint(first, last)]
+        )
+        found.append(
+            str(ipaddress.ip_address(pick) if net.version == 4 else ipaddress.IPv6Address(pick))
+        )
+        if rng.random() < 0.2:  # an IPv6 address whose top 32 bits spell an IPv4 address
+            found.append(
+                str(ipaddress.IPv6Address(rng.getrandbits(32) << 96 | rng.getrandbits(64)))
+            )
+        if rng.random() < 0.1:
+            found.append(str(ipaddress.IPv4Address(rng.getrandbits(32))))
+    return found[:count]
+
+
+def _oracle(
+    feeds: dict[str, list[Entry]], ip: str
+) -> set[tuple[str, str, str | None, str | None, str | None]]:
+    address = ipaddress.ip_address(ip)
+    labels = set()
+    for name, entries in feeds.items():
+        holding = [
+            (ipaddress.ip_network(e.prefix), e)
+            for e in entries
+            if ipaddress.ip_network(e.prefix).version == address.version
+            and address in ipaddress.ip_network(e.prefix)
+        ]
+        if not holding:
+            continue
+        longest = max(net.prefixlen for net, _e in holding)
+        for net, e in holding:
+            if net.prefixlen == longest:
+                labels.add((name, e.prefix, e.service, e.region, e.ident))
+    return labels
+
+
+class _FastOracle:
+    """The oracle's rule by brute force per prefix length: hash tables, no intervals."""
+
+    def __init__(self, feeds: dict[str, list[Entry]]) -> None:
+        self.tables: dict[tuple[str, int], dict[tuple[int, int], list[Entry]]] = {}
+        for name, entries in feeds.items():
+            for e in entries:
+                net = ipaddress.ip_network(e.prefix)
+                table = self.tables.setdefault((name, net.version), {})
+                table.setdefault((int(net.network_address), net.prefixlen), []).append(e)
+        self.lengths = {
+            key: sorted({length for _a, length in table}, reverse=True)
+            for key, table in self.tables.items()
+        }
+
+    def __call__(self, ip: str) -> set[tuple[str, str, str | None, str | None, str | None]]:
+        address = ipaddress.ip_address(ip)
+        bits = address.max_prefixlen
+        value = int(address)
+        labels = set()
+        for (name, version), table in self.tables.items():
+            if version != address.version:
+                continue
+            for length in self.lengths[(name, version)]:
+                key = (value >> (bits - length) << (bits - length) if length else 0, length)
+                if key in table:
+                    labels.update(
+                        (name, e.prefix, e.service, e.region, e.ident) for e in table[key]
+                    )
+                    break
+        return labels
+
+
+def _compiled(tmp_path: Path, feeds: dict[str, list[Entry]]) -> Index:
+    contents = [
+        FeedContent(name, "kind-" + name, "prov-" + name, "v1", "2026-12-05T00:00:00Z", entries)
+        for name, entries in feeds.items()
+    ]
+    path = tmp_path / "test.idx"
+    compile_index(contents, path)
+    return Index(path)
+
+
+def _got(index: Index, ip: str) -> set[tuple[str, str, str | None, str | None, str | None]]:
+    return {
+        (str(label["feed"]), str(label["prefix"]), label["service"], label["region"], label["id"])
+        for label in index.classify(ip).labels
+    }
+
+
+def test_the_fast_oracle_agrees_with_the_slow_one(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    feeds = _random_prefixes(rng)
+    fast = _FastOracle(feeds)
+    for ip in _addresses(rng, feeds, 60):
+        assert fast(ip) == _oracle(feeds, ip), ip
+
+
+def test_a_hundred_thousand_addresses_match_the_oracle(tmp_path: Path) -> None:
+    rng = random.Random(20261205)
+    feeds = _random_prefixes(rng)
+    oracle = _FastOracle(feeds)
+    index = _compiled(tmp_path, feeds)
+    differences = []
+    ips = _addresses(rng, feeds, 100_000)
+    for ip in ips:
+        if _got(index, ip) != oracle(ip):
+            differences.append(ip)
+    assert differences == []
+    assert sum(1 for ip in ips if ":" in ip) > 30_000
+    assert sum(1 for ip in ips if ":" not in ip) > 30_000
+
+
+def test_no_ipv6_address_matches_an_ipv4_prefix(tmp_path: Path) -> None:
+    index = _compiled(tmp_path, {"v4only": [Entry("1.2.3.0/24"), Entry("0.0.0.0/0")]})
+    for ip in ("102:300::", "102:304::1", "::1.2.3.4", "::ffff:1.2.3.4", "::", "::1"):
+        assert index.classify(ip).labels == (), ip
+    assert index.classify("1.2.3.4").labels[0]["prefix"] == "1.2.3.0/24"
+    assert index.classify("9.9.9.9").labels[0]["prefix"] == "0.0.0.0/0"
+
+
+def test_the_section_names_kinds_and_keeps_every_entry_of_the_longest_prefix(
+    tmp_path: Path,
+) -> None:
+    feeds = {
+        "aws": [
+            Entry("3.5.140.0/22", "AMAZON", "ap-northeast-2"),
+            Entry("3.5.140.0/22", "EC2", "ap-northeast-2"),
+            Entry("3.0.0.0/8", "AMAZON", "GLOBAL"),
+        ],
+        "drop": [Entry("3.5.0.0/16", None, "arin", "SBL1")],
+    }
+    index = _compiled(tmp_path, feeds)
+    section = index.classify("3.5.141.7")
+    assert section.kinds == ("kind-aws", "kind-drop")
+    assert sorted(str(label["service"]) for label in section.labels if label["feed"] == "aws") == [
+        "AMAZON",
+        "EC2",
+    ]
+    assert all(label["version"] == "v1" for label in section.labels)
+    assert index.classify("4.4.4.4").to_dict() == {"kinds": [], "labels": []}
