@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,10 @@ from cowrie_enrich_plugin.config import (
 
 def test_defaults_match_the_design() -> None:
     config = resolve_config({}, {})
-    assert config == DEFAULTS
+    # every installed feed is on by default; the rest is DEFAULTS
+    assert config.feeds.enabled[:3] == ("aws", "google", "azure")
+    assert len(config.feeds.enabled) >= 12
+    assert dataclasses.replace(config, feeds=DEFAULTS.feeds) == DEFAULTS
     assert (config.batch_size, config.concurrency, config.timeout, config.retries) == (
         500,
         2,

@@ -19,6 +19,7 @@ from cowrie_enrich_plugin.store.schema import (
     current_version,
     migrate,
     pending_queue,
+    records_table,
 )
 
 from .conftest import global_ips
@@ -178,13 +179,30 @@ def test_migration_from_version_one(db_url: str) -> None:
     engine.dispose()
     store = open_store(db_url)  # migrates to the current version
     with store.engine.connect() as conn:
-        assert current_version(conn) == SCHEMA_VERSION == 5
+        assert current_version(conn) == SCHEMA_VERSION == 6
         assert sa.inspect(conn).has_table("source_answer")  # version 4
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("enrichment_record")}
+        assert "classification" in columns  # version 6
         # version 3 writes without secondary indexes (only the primary keys)
         for table in ("enrichment_record", "pending_queue"):
             assert sa.inspect(conn).get_indexes(table) == []
     record = store.get_records(["11.0.2.1"])["11.0.2.1"]
     assert record.cymru is not None and record.cymru.asns == (64500,)
+    assert record.classification is None  # built before any feed
+    store.close()
+
+
+@pytest.mark.parametrize("start", range(7))
+def test_every_version_migrates_to_the_current_one(db_url: str, start: int) -> None:
+    """Each step is self-contained: from any version (0: empty), the current schema builds."""
+    engine = sa.create_engine(db_url)
+    migrate(engine, target=start)
+    engine.dispose()
+    store = open_store(db_url)
+    with store.engine.connect() as conn:
+        assert current_version(conn) == SCHEMA_VERSION
+        columns = [c["name"] for c in sa.inspect(conn).get_columns("enrichment_record")]
+        assert sorted(columns) == sorted(c.name for c in records_table.columns)
     store.close()
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .options import ConfigFailure, EX_TEMPFAIL, common_options, host_config, run_command, settings
+from .options import EX_TEMPFAIL, ConfigFailure, common_options, host_config, run_command, settings
 
 __all__ = ["feeds"]
 

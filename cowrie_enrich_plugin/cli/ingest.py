@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ..config import PLUGIN_NAME, plugin_enabled
+from ..config import PLUGIN_NAME, EnrichConfig, plugin_enabled
 from ..counters import RunCounters
 from ..hosts.reference import IngestSummary, make_plugin_manager, run_ingest
 from .export import printable
@@ -90,6 +90,8 @@ def ingest(
             "enrichment is off: [plugins] enabled does not list %r; the logs are only read",
             PLUGIN_NAME,
         )
+    if not follow:  # a long-lived run downloads what is due itself
+        _say_feed_problems(settings(config))
     pm = make_plugin_manager(config)
     files = RunFiles("ingest", status_file, metrics_file)
     if follow:
@@ -125,6 +127,16 @@ def ingest(
     state = {0: "done", EX_TEMPFAIL: "pending", EX_INTERRUPTED: "interrupted"}.get(code, "failed")
     files.finish(state, _facts(summary), summary.plugin)
     sys.exit(code)
+
+
+def _say_feed_problems(config: EnrichConfig) -> None:
+    """Warn of feeds missing or stale: a batch run uses what is installed, as it is."""
+    import time
+
+    from ..feeds.installed import problems
+
+    for problem in problems(config.feeds, time.time()):
+        logger.warning("%s", problem)
 
 
 def _why_pending(stats: RunCounters) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Final
 
 from .formats import (
@@ -191,22 +190,29 @@ def installed_feeds() -> Mapping[str, Feed]:
     load, or does not name a :class:`Feed` of its own name, is left out with a warning.
     """
     import logging
+    from importlib.metadata import entry_points
 
+    from ..hosts.discovery import entry_points as listed_entry_points
+    from ..hosts.discovery import load_value
+
+    # The fast reader of the reference host's discovery; importlib.metadata where it
+    # cannot see the distributions (zip archives, eggs, custom finders).
+    points = listed_entry_points(ENTRY_POINT_GROUP)
+    if points is None:
+        points = [(p.name, p.value) for p in entry_points(group=ENTRY_POINT_GROUP)]
     found: dict[str, Feed] = dict(BUILT_IN)
-    for point in entry_points(group=ENTRY_POINT_GROUP):
-        if point.name in found:
+    for name, value in points:
+        if name in found:
             continue
         try:
-            feed = point.load()
+            feed = load_value(value)
         except Exception as exc:  # a broken plugin must not stop the others
+            logging.getLogger(__name__).warning("feed %s (%s) does not load: %s", name, value, exc)
+            continue
+        if not isinstance(feed, Feed) or feed.name != name:
             logging.getLogger(__name__).warning(
-                "feed %s (%s) does not load: %s", point.name, point.value, exc
+                "feed %s (%s) names no Feed called %r", name, value, name
             )
             continue
-        if not isinstance(feed, Feed) or feed.name != point.name:
-            logging.getLogger(__name__).warning(
-                "feed %s (%s) names no Feed called %r", point.name, point.value, point.name
-            )
-            continue
-        found[point.name] = feed
+        found[name] = feed
     return found

@@ -199,6 +199,33 @@ def ensure_index(config: FeedsConfig) -> Path | None:
         return path
 
 
+def problems(config: FeedsConfig, now: float) -> list[str]:
+    """What a run should say of the enabled feeds: missing, or older than twice their refresh."""
+    if not config.enabled:
+        return []
+    states = {name: read_state(config, name) for name in config.enabled}
+    missing = [name for name, state in states.items() if not state.installed]
+    if len(missing) == len(states):
+        return [
+            f"no feed is installed in {config.dir}: records have no classification; run "
+            "`cowrie-enrich feeds update` (or set [plugins.enrich.feeds] enabled = [])"
+        ]
+    found = []
+    if missing:
+        found.append(
+            f"feed(s) not installed: {', '.join(missing)}; run `cowrie-enrich feeds update`"
+        )
+    for name, state in states.items():
+        refresh = config.refresh(name)
+        if state.installed and now - (state.checked_at or 0) > 2 * refresh:
+            days = (now - (state.checked_at or 0)) / 86_400
+            found.append(
+                f"feed {name} was last checked {days:.1f} days ago, more than twice its "
+                f"refresh ({refresh / 86_400:g} days); run `cowrie-enrich feeds update`"
+            )
+    return found
+
+
 def describe(state: FeedState) -> dict[str, Any]:
     """The state as ``feeds status --json`` shows it."""
     return {k: v for k, v in state.__dict__.items() if k not in ("files", "validators")}

@@ -29,7 +29,7 @@ from typing import Final
 
 import pluggy
 
-__all__ = ["entry_points", "load_entry_points"]
+__all__ = ["entry_points", "load_entry_points", "load_value"]
 
 #: ``importlib.metadata.EntryPoint``'s own pattern for a value.
 _VALUE: Final = re.compile(
@@ -47,7 +47,7 @@ def load_entry_points(pm: pluggy.PluginManager, group: str) -> int:
     for name, value in found:
         if pm.get_plugin(name) is not None or pm.is_blocked(name):
             continue
-        pm.register(_load(value), name=name)
+        pm.register(load_value(value), name=name)
         count += 1
     return count
 
@@ -111,7 +111,7 @@ def _section(text: str, group: str) -> Iterator[tuple[str, str]]:
             yield name.strip(), value.strip()
 
 
-def _load(value: str) -> object:
+def load_value(value: str) -> object:
     """The object an entry point's value names (``module:attr.attr``)."""
     match = _VALUE.match(value)
     if match is None:

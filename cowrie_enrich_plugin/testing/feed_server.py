@@ -55,6 +55,10 @@ def _spamhaus(rows: list[tuple[str, str, str]], stamp: int) -> bytes:
     return ("\n".join([*lines, json.dumps(meta)]) + "\n").encode()
 
 
+def _geofeed(*rows: str) -> bytes:
+    return ("\n".join(rows) + "\n").encode()
+
+
 def sample_feeds(version: int = 1) -> dict[str, bytes]:
     """The twelve built-in feeds, small, by :data:`SAMPLE_PATHS` path; ``version`` changes them.
 
@@ -68,7 +72,8 @@ def sample_feeds(version: int = 1) -> dict[str, bytes]:
         ("3.5.140.0/22", "EC2", "ap-northeast-2"),
         ("3.0.0.0/9", "AMAZON", "GLOBAL"),
         ("52.94.76.0/22", "AMAZON", "us-west-2"),
-    ] + [(f"18.{v}.0.0/16", "EC2", "eu-west-1")]
+        (f"18.{v}.0.0/16", "EC2", "eu-west-1"),
+    ]
     aws_v6 = [("2600:1f00::/24", "AMAZON", "GLOBAL"), ("2600:1f14::/35", "EC2", "us-west-2")]
     files = {
         "/aws/ip-ranges.json": _json(
@@ -157,16 +162,31 @@ def sample_feeds(version: int = 1) -> dict[str, bytes]:
                 ],
             }
         ),
-        "/cloudflare/ips-v4": f"104.16.0.0/13\n173.245.48.0/20\n1{v}2.64.0.0/13\n".encode(),
+        "/cloudflare/ips-v4": _geofeed(
+            "104.16.0.0/13", "173.245.48.0/20", f"{110 + v % 100}.64.0.0/13"
+        ),
         "/cloudflare/ips-v6": b"2606:4700::/32\n2803:f800::/32\n",
-        "/digitalocean/google.csv": (
-            "# prefix,country,region,city,postal\n"
-            f"159.203.0.0/16,US,US-NJ,North Bergen,07047\n64.{225 + v % 30}.0.0/16,US,US-NY,New York,\n"
-            "2604:a880::/32,US,US-NY,New York,\n"
-        ).encode(),
-        "/linode/geofeed.csv": f"45.33.0.0/17,US,US-CA,Fremont,\n172.{104 + v % 100}.0.0/16,US,US-NJ,Cedar Knolls,\n2600:3c00::/28,US,US-TX,Richardson,\n".encode(),
-        "/vultr/geofeed.csv": f"45.32.0.0/16,US,US-NJ,Piscataway,08854\n149.{28 + v % 200}.0.0/16,NL,NL-NH,Amsterdam,\n2001:19f0::/32,US,,,\n".encode(),
-        "/hetzner/geofeed.csv": f"5.9.0.0/16,DE,DE-BY,Nuremberg,\n78.{46 + v % 200}.0.0/16,DE,DE-SN,Falkenstein,\n2a01:4f8::/29,DE,,,\n".encode(),
+        "/digitalocean/google.csv": _geofeed(
+            "# prefix,country,region,city,postal",
+            "159.203.0.0/16,US,US-NJ,North Bergen,07047",
+            f"64.{225 + v % 30}.0.0/16,US,US-NY,New York,",
+            "2604:a880::/32,US,US-NY,New York,",
+        ),
+        "/linode/geofeed.csv": _geofeed(
+            "45.33.0.0/17,US,US-CA,Fremont,",
+            f"172.{104 + v % 100}.0.0/16,US,US-NJ,Cedar Knolls,",
+            "2600:3c00::/28,US,US-TX,Richardson,",
+        ),
+        "/vultr/geofeed.csv": _geofeed(
+            "45.32.0.0/16,US,US-NJ,Piscataway,08854",
+            f"149.{28 + v % 200}.0.0/16,NL,NL-NH,Amsterdam,",
+            "2001:19f0::/32,US,,,",
+        ),
+        "/hetzner/geofeed.csv": _geofeed(
+            "5.9.0.0/16,DE,DE-BY,Nuremberg,",
+            f"78.{46 + v % 200}.0.0/16,DE,DE-SN,Falkenstein,",
+            "2a01:4f8::/29,DE,,,",
+        ),
         "/tor/exit-addresses": (
             "ExitNode 0011BD2485AD45D984EC4159C88FC066E5E3300E\n"
             "Published 2026-12-04 11:22:33\nLastStatus 2026-12-04 12:00:00\n"
@@ -223,10 +243,10 @@ class FeedServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            def do_GET(self) -> None:
                 server._answer(self)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self._http = ThreadingHTTPServer((host, 0), Handler)
@@ -263,7 +283,7 @@ class FeedServer:
     def url(self, path: str) -> str:
         """The URL of ``path`` on this server."""
         host, port = self._http.server_address[:2]
-        return f"http://{host}:{port}{path}"
+        return f"http://{host!s}:{port}{path}"
 
     def count(self, status: int | None = None) -> int:
         """Requests answered so far (with ``status``, only those)."""

@@ -1,0 +1,155 @@
+"""``cowrie-enrich feeds update|status`` against a loopback feed server, as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cowrie_enrich_plugin.testing import BulkWhoisServer, FeedServer, feeds_table, sample_feeds
+from cowrie_enrich_plugin.testing.feed_server import SAMPLE_PATHS
+
+CLI = [sys.executable, "-m", "cowrie_enrich_plugin.cli"]
+
+
+def _toml(section: dict[str, Any], db: Path) -> str:
+    lines = ["[plugins]", 'enabled = ["enrich"]', "[plugins.enrich]", f'db = "sqlite:///{db}"']
+    lines += [f"{k} = {json.dumps(v)}" for k, v in section.items() if k != "feeds"]
+    feeds = section["feeds"]
+    lines.append("[plugins.enrich.feeds]")
+    lines += [f"{k} = {json.dumps(v)}" for k, v in feeds.items() if not isinstance(v, dict)]
+    for name, table in feeds.items():
+        if isinstance(table, dict):
+            lines.append(f"[plugins.enrich.feeds.{name}]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def served(tmp_path: Path, whois_server: BulkWhoisServer) -> Iterator[tuple[FeedServer, Path]]:
+    """A feed server with the sample feeds, and a config file pointing at it."""
+    with FeedServer(sample_feeds()) as server:
+        config = tmp_path / "enrich.toml"
+        host, port = whois_server.address
+        section = {
+            "feeds": feeds_table(server, tmp_path / "feeds"),
+            "cymru_host": host,
+            "cymru_port": port,
+        }
+        config.write_text(_toml(section, tmp_path / "c.db"))
+        yield server, config
+
+
+def _run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, "feeds", *args, "--config", str(config)], capture_output=True, text=True, timeout=60
+    )
+
+
+def _state(config: Path, feed: str) -> dict[str, Any]:
+    state = json.loads((config.parent / "feeds" / feed / "state.json").read_text())
+    assert isinstance(state, dict)
+    return state
+
+
+def test_update_installs_every_feed_then_downloads_nothing(served: tuple[FeedServer, Path]) -> None:
+    server, config = served
+    first = _run(config, "update")
+    assert first.returncode == 0, first.stderr
+    for name in SAMPLE_PATHS:
+        assert f"{name}: installed" in first.stdout
+        assert _state(config, name)["entries"] > 0
+    assert _state(config, "aws")["version"] == "1764892801"  # its syncToken
+    assert _state(config, "azure")["version"] == "301"  # its changeNumber
+    bodies = server.count(200)
+    assert bodies == sum(len(keys) for keys in SAMPLE_PATHS.values())
+    second = _run(config, "update")
+    assert second.returncode == 0, second.stderr
+    assert server.count(200) == bodies, "the second update downloaded a body again"
+    assert "spamhaus_drop: asked" in second.stdout  # at most one download an hour
+    assert server.count(304) == bodies - 2  # everything else asked, conditionally
+    status = _run(config, "status")
+    assert status.returncode == 0
+    assert "MISSING" not in status.stdout and "STALE" not in status.stdout
+
+
+@pytest.mark.parametrize(
+    ("feed", "path", "how", "body"),
+    [
+        ("aws", "/aws/ip-ranges.json", "html", None),
+        ("google", "/google/cloud.json", "empty", None),
+        ("oracle", "/oracle/public_ip_ranges.json", None, b'{"regions": [{"region": "x", "cid'),
+        ("azure", "/azure/ServiceTags_Public.json", "truncate", None),
+        ("firehol_level1", "/firehol/firehol_level1.netset", "500", None),
+        ("cloudflare", "/cloudflare/ips-v6", "short", None),
+        ("vultr", "/vultr/geofeed.csv", None, b"# nothing but a comment\n"),
+        ("tor", "/tor/exit-addresses", None, b"<html><body>rate limited</body></html>"),
+    ],
+)
+def test_a_bad_download_keeps_the_last_good_version_and_names_the_feed(
+    served: tuple[FeedServer, Path], feed: str, path: str, how: str | None, body: bytes | None
+) -> None:
+    server, config = served
+    assert _run(config, "update").returncode == 0
+    good = _state(config, feed)["version"]
+    changed = sample_feeds(2)
+    server.put_all({p: b for p, b in changed.items() if p != path})
+    if body is not None:
+        server.put(path, body)
+    server.misbehave(path, how)
+    result = _run(config, "update", "--feed", feed)
+    assert result.returncode == 75
+    assert f"{feed}: failed, keeping {good}" in result.stderr
+    assert feed in result.stderr.splitlines()[-1]
+    assert "Traceback" not in result.stderr
+    assert _state(config, feed)["version"] == good
+    assert _state(config, feed)["last_error"]
+    # the last good version is still what is used
+    looked = subprocess.run(
+        [*CLI, "lookup", "--config", str(config), "3.5.141.7"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    record = json.loads(looked.stdout.splitlines()[0])
+    assert record["classification"]["kinds"] == ["cloud"]
+
+
+def test_a_changed_feed_is_used_by_the_next_run(served: tuple[FeedServer, Path]) -> None:
+    server, config = served
+    assert _run(config, "update").returncode == 0
+    server.put_all(sample_feeds(3))
+    assert _run(config, "update", "--feed", "aws").returncode == 0
+    assert _state(config, "aws")["version"] == "1764892803"
+    looked = subprocess.run(
+        [*CLI, "lookup", "--config", str(config), "18.3.1.1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    record = json.loads(looked.stdout.splitlines()[0])
+    (label,) = record["classification"]["labels"]
+    assert (label["feed"], label["prefix"], label["version"]) == (
+        "aws",
+        "18.3.0.0/16",
+        "1764892803",
+    )
+
+
+def test_an_unknown_feed_is_a_usage_error(served: tuple[FeedServer, Path]) -> None:
+    _server, config = served
+    result = _run(config, "update", "--feed", "nosuch")
+    assert result.returncode == 2
+    assert "nosuch" in result.stderr
+
+
+def test_status_says_missing_before_the_first_update(served: tuple[FeedServer, Path]) -> None:
+    _server, config = served
+    result = _run(config, "status")
+    assert result.returncode == 0
+    assert result.stdout.count("MISSING") == len(SAMPLE_PATHS)
