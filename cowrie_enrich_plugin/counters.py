@@ -94,6 +94,8 @@ class RunCounters:
     source_pending: int = 0
     #: per extra source: (name, requests, sections left pending)
     sources: tuple[tuple[str, int, int], ...] = ()
+    #: records delivered per kind of the feeds' labels (``none``: no feed lists it)
+    kinds: tuple[tuple[str, int], ...] = ()
     #: whois batches per duration bucket (``BATCH_SECONDS_BUCKETS``, then +Inf), and the sum
     whois_batch_seconds: tuple[int, ...] = ()
     whois_batch_seconds_sum: float = 0.0
@@ -124,6 +126,11 @@ class RunCounters:
                     before = merged.get(name, (0, 0))
                     merged[name] = (before[0] + requests, before[1] + pending)
                 values[f.name] = tuple((n, r, p) for n, (r, p) in sorted(merged.items()))
+            elif f.name == "kinds":
+                total: dict[str, int] = {}
+                for kind, count in (*mine, *theirs):
+                    total[kind] = total.get(kind, 0) + count
+                values[f.name] = tuple(sorted(total.items()))
             elif isinstance(mine, tuple):
                 longest = max(len(mine), len(theirs))
                 padded = zip(
@@ -151,6 +158,7 @@ class RunCounters:
         """The counters as a plain, JSON-ready mapping (the hook's return value)."""
         data = asdict(self)
         data["sources"] = [list(item) for item in self.sources]
+        data["kinds"] = [list(item) for item in self.kinds]
         data["whois_batch_seconds"] = list(self.whois_batch_seconds)
         return data
 
@@ -166,6 +174,8 @@ class RunCounters:
                 continue
             if key == "sources":
                 found[key] = tuple((str(n), int(r), int(p)) for n, r, p in value)
+            elif key == "kinds":
+                found[key] = tuple((str(k), int(c)) for k, c in value)
             elif kind is tuple:
                 found[key] = tuple(int(v) for v in value)
             else:

@@ -108,6 +108,15 @@ class _RunCollector:
             left.add_metric([name], pending)
         yield requests
         yield left
+        kinds = CounterMetricFamily(
+            f"{PREFIX}_classified",
+            "Records delivered, by the kind of the offline feeds' labels (none: no feed "
+            "lists the address; a record with labels of two kinds counts once for each).",
+            labels=["kind"],
+        )
+        for kind, count in stats.kinds:
+            kinds.add_metric([kind], count)
+        yield kinds
 
 
 def registry_for(snapshot: Callable[[], RunCounters]) -> CollectorRegistry:

@@ -168,7 +168,8 @@ def test_the_grafana_dashboard_uses_only_metrics_that_exist() -> None:
     dashboard = json.loads(
         (Path(__file__).resolve().parents[1] / "docs" / "grafana-dashboard.json").read_text()
     )
-    exposed = set(samples(_exposition(registry_for(RunCounters))))
+    # a run that delivered a classified record: every family has a sample
+    exposed = set(samples(_exposition(registry_for(lambda: RunCounters(kinds=(("cloud", 1),))))))
     names = {re.sub(r"\{.*", "", name) for name in exposed}
     used = {
         name

@@ -43,6 +43,8 @@ CSV_COLUMNS: Final = (
     "maxmind_city_db_built_at",
     "maxmind_asn_db_built_at",
     "expires_at",
+    "classification_kinds",
+    "classification_providers",
 )
 _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 
@@ -57,6 +59,12 @@ def flatten(record: EnrichmentRecord) -> dict[str, Any]:
             if column.startswith(section + "_"):
                 flat[column] = values.get(column[len(section) + 1 :])
     flat["expires_at"] = data["expires_at"]
+    labels = data["classification"] or {}
+    # space-separated, like cymru_asns; empty when no feed lists the address or none is installed
+    flat["classification_kinds"] = " ".join(labels.get("kinds", ()))
+    flat["classification_providers"] = " ".join(
+        sorted({str(label["provider"]) for label in labels.get("labels", ())})
+    )
     if isinstance(flat["cymru_asns"], list):
         flat["cymru_asns"] = " ".join(str(asn) for asn in flat["cymru_asns"])
     return flat

@@ -441,6 +441,7 @@ class Flusher:
         dicts = [classified(record).to_dict() for record in records]
         if not dicts:
             return
+        self.enricher.count_kinds(dicts)
         repeats: tuple[str, ...] = ()
         if self._once.active and not self._store_paused():  # else a repeat, not a loss
             try:

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..config import EnrichConfig
 from ..counters import RunCounters
@@ -85,6 +86,7 @@ class Enricher:
         #: addresses pending in the store, as of the last look (long-lived runs look)
         self.pending_now = 0
         self._counts_lock = threading.Lock()
+        self._kinds: dict[str, int] = {}
         self._released = False
 
     @classmethod
@@ -326,10 +328,22 @@ class Enricher:
             self._counts.pending += len(unresolved)
         return records
 
+    def count_kinds(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Count delivered records by their labels' kinds (when feeds are on)."""
+        if self.classifier is None:
+            return
+        with self._counts_lock:
+            kinds = self._kinds
+            for record in records:
+                section = record.get("classification")
+                for kind in (section or {}).get("kinds") or ("none",):
+                    kinds[kind] = kinds.get(kind, 0) + 1
+
     def counters(self) -> RunCounters:
         """The steps' and the whois client's counters so far."""
         with self._counts_lock:
             result = dataclasses.replace(self._counts)
+            result.kinds = tuple(sorted(self._kinds.items()))
         result.add_whois(self.client.snapshot())
         result.circuit_open = int(self.client.circuit_is_open)
         result.source_requests = self.extras.requests
