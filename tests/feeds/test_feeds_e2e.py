@@ -1,0 +1,214 @@
+"""Feeds in the hosts: the real logs, a running follower, a record seen again, a third-party feed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cowrie_enrich_plugin.feeds.catalog import installed_feeds
+from cowrie_enrich_plugin.testing import BulkWhoisServer, FeedServer, feeds_table, sample_feeds
+
+from ..conftest import shared_data
+from ..e2e.test_follow import delivered, event, start_follower
+from ..e2e.test_processes import clean_env, cowrie_enrich
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "example_feed"
+
+
+def _value(value: Any) -> str:
+    return json.dumps(value)
+
+
+def write_config(path: Path, whois: BulkWhoisServer, feeds: dict[str, Any], **extra: Any) -> Path:
+    """A host config with a feeds table (TOML written by hand: tables after keys)."""
+    host, port = whois.address
+    section = {
+        "db": f"sqlite:///{path.parent / 'cache.db'}",
+        "cymru_host": host,
+        "cymru_port": port,
+        "timeout": 5,
+        "retries": 2,
+        **extra,
+    }
+    lines = ["[plugins]", 'enabled = ["enrich"]', "[plugins.enrich]"]
+    lines += [f"{key} = {_value(value)}" for key, value in section.items()]
+    lines.append("[plugins.enrich.feeds]")
+    lines += [f"{k} = {_value(v)}" for k, v in feeds.items() if not isinstance(v, dict)]
+    for name, table in feeds.items():
+        if isinstance(table, dict):
+            lines.append(f"[plugins.enrich.feeds.{name}]")
+            lines += [f"{k} = {_value(v)}" for k, v in table.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run(*args: str, config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [cowrie_enrich(), *args, "--config", str(config)],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def feed_server() -> Iterator[FeedServer]:
+    with FeedServer(sample_feeds()) as server:
+        yield server
+
+
+def test_every_record_of_the_real_logs_is_classified_with_no_download_per_address(
+    tmp_path: Path, whois_server: BulkWhoisServer, feed_server: FeedServer
+) -> None:
+    logs = shared_data("cowrie-logs-2018")
+    config = write_config(
+        tmp_path / "enrich.toml", whois_server, feeds_table(feed_server, tmp_path / "feeds")
+    )
+    assert run("feeds", "update", config=config).returncode == 0
+    downloads = feed_server.count()
+    out = tmp_path / "records.jsonl"
+    done = run("ingest", str(logs), "--output", str(out), config=config)
+    assert done.returncode == 0, done.stderr
+    assert "feed" not in done.stderr  # every feed installed and fresh: nothing to say
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) > 50
+    for record in records:
+        section = record["classification"]
+        assert isinstance(section, dict), record
+        assert section["kinds"] == sorted({label["kind"] for label in section["labels"]})
+    assert feed_server.count() == downloads, "a feed was fetched during the ingest"
+    exported = run("export", "--format", "csv", config=config)
+    assert "classification_kinds" in exported.stdout.splitlines()[0]
+
+
+def test_a_record_seen_again_after_its_feed_changed_is_relabelled_without_asking_whois(
+    tmp_path: Path, whois_server: BulkWhoisServer, feed_server: FeedServer
+) -> None:
+    config = write_config(
+        tmp_path / "enrich.toml", whois_server, feeds_table(feed_server, tmp_path / "feeds")
+    )
+    assert run("feeds", "update", config=config).returncode == 0
+    log = tmp_path / "cowrie.json"
+    log.write_text(event("18.2.0.5", 1) + "\n")  # not listed by version 1 of the AWS sample
+    first = run("ingest", str(log), "--output", "-", config=config)
+    (before,) = [json.loads(line) for line in first.stdout.splitlines()]
+    assert before["classification"] == {"kinds": [], "labels": []}
+    feed_server.put_all(sample_feeds(2))  # 18.2.0.0/16 is AWS now
+    assert run("feeds", "update", "--feed", "aws", config=config).returncode == 0
+    exported = run("export", config=config)
+    (kept,) = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert kept["classification"]["kinds"] == []  # built before: keeps what it was built with
+    asked = whois_server.asked()
+    second = run("ingest", str(log), "--output", "-", config=config)
+    (after,) = [json.loads(line) for line in second.stdout.splitlines()]
+    (label,) = after["classification"]["labels"]
+    assert (label["feed"], label["prefix"], label["version"]) == (
+        "aws",
+        "18.2.0.0/16",
+        "1764892802",
+    )
+    assert whois_server.asked() == asked, "whois was asked again for a relabelling"
+    (stored,) = [json.loads(line) for line in run("export", config=config).stdout.splitlines()]
+    assert stored["classification"] == after["classification"]
+
+
+@pytest.mark.slow
+def test_a_running_follower_uses_a_changed_feed_within_its_refresh(
+    tmp_path: Path, whois_server: BulkWhoisServer, feed_server: FeedServer
+) -> None:
+    feeds = feeds_table(feed_server, tmp_path / "feeds")
+    feeds["aws"]["refresh"] = 3
+    config = write_config(tmp_path / "enrich.toml", whois_server, feeds, flush_interval=0.2)
+    assert run("feeds", "update", config=config).returncode == 0
+    live = tmp_path / "cowrie.json"
+    live.write_text(event("18.2.0.5", 1) + "\n")
+    out = tmp_path / "records.jsonl"
+    follower = start_follower(live, config, "--output", str(out))
+    try:
+        deadline = time.monotonic() + 60
+        while "18.2.0.5" not in delivered(out) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert delivered(out)["18.2.0.5"]["classification"] == {"kinds": [], "labels": []}
+        feed_server.put_all(sample_feeds(2))
+        changed = time.monotonic()
+        labelled: list[dict[str, Any]] = []
+        with live.open("a") as handle:
+            n = 2
+            while not labelled and time.monotonic() < changed + 60:
+                handle.write(event(f"18.2.0.{n}", n) + "\n")  # a new address each second
+                handle.flush()
+                time.sleep(1.0)
+                n += 1
+                labelled = [
+                    r for r in delivered(out).values() if r["classification"]["kinds"] == ["cloud"]
+                ]
+        took = time.monotonic() - changed
+        assert labelled, "no address was labelled by the new version within a minute"
+        assert labelled[0]["classification"]["labels"][0]["version"] == "1764892802", took
+        # within its refresh, give or take the keeper's look and the index's (a few seconds)
+        assert took < 3 + 5 + 5 + 3, took
+    finally:
+        follower.send_signal(2)
+        follower.communicate(timeout=60)
+    assert follower.returncode == 0
+
+
+@pytest.fixture
+def scanners_installed() -> Iterator[None]:
+    """``pip install`` the trial feed into this environment for the test."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            str(EXAMPLE),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    installed_feeds.cache_clear()
+    try:
+        yield
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "uninstall", "-q", "-y", "cowrie-enrich-scanners"],
+            capture_output=True,
+        )
+        installed_feeds.cache_clear()
+
+
+def test_a_third_party_feed_works_with_one_entry_point(
+    tmp_path: Path, whois_server: BulkWhoisServer, feed_server: FeedServer, scanners_installed: None
+) -> None:
+    feed_server.put(
+        "/scanners.txt", b"# version 2026-12-05\n198.51.100.0/24;census\n71.6.0.0/16;shodan\n"
+    )
+    feeds = feeds_table(feed_server, tmp_path / "feeds")
+    feeds["scanners"] = {"url": feed_server.url("/scanners.txt")}
+    config = write_config(tmp_path / "enrich.toml", whois_server, feeds)
+    updated = run("feeds", "update", config=config)
+    assert updated.returncode == 0, updated.stderr
+    assert "scanners: installed 2026-12-05 (2 entries)" in updated.stdout
+    assert "scanners" in run("feeds", "status", config=config).stdout
+    looked = run("lookup", "71.6.1.2", config=config)
+    record = json.loads(looked.stdout.splitlines()[0])
+    assert record["classification"]["kinds"] == ["scanner"]
+    (label,) = record["classification"]["labels"]
+    assert (label["provider"], label["service"], label["version"]) == (
+        "example-scanners",
+        "shodan",
+        "2026-12-05",
+    )
