@@ -23,7 +23,7 @@ import functools
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Final
 
@@ -199,15 +199,21 @@ class Classification:
 
     kinds: tuple[str, ...]
     labels: tuple[Mapping[str, Any], ...]
-    text: str
+    #: the JSON text, made when first asked for (a record that is never stored needs none)
+    _text: list[str] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
-    def from_label_texts(cls, texts: list[str]) -> Classification:
-        """The section made of labels given as JSON texts."""
-        labels = tuple(json.loads(text) for text in texts)
-        kinds = tuple(sorted({str(label["kind"]) for label in labels}))
-        text = f'{{"kinds":{json.dumps(list(kinds))},"labels":[{",".join(texts)}]}}'
-        return cls(kinds, labels, text)
+    def of(cls, labels: tuple[Mapping[str, Any], ...]) -> Classification:
+        """The section made of these labels."""
+        return cls(tuple(sorted({str(label["kind"]) for label in labels})), labels)
+
+    @property
+    def text(self) -> str:
+        """The section as JSON, as stored."""
+        if not self._text:
+            data = {"kinds": list(self.kinds), "labels": list(self.labels)}
+            self._text.append(json.dumps(data, separators=(",", ":"), ensure_ascii=False))
+        return self._text[0]
 
     @classmethod
     def from_text(cls, text: str) -> Classification:
@@ -222,7 +228,7 @@ class Classification:
 @functools.lru_cache(maxsize=4096)
 def _stored_classification(text: str) -> Classification:
     data = json.loads(text)
-    return Classification(tuple(data["kinds"]), tuple(data["labels"]), text)
+    return Classification(tuple(data["kinds"]), tuple(data["labels"]), [text])
 
 
 @dataclass(frozen=True, slots=True)

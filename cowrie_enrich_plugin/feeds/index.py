@@ -16,8 +16,10 @@ high halves. Nothing of one family is ever looked up in the other's arrays.
 File layout: ``CEFEEDS1``, a 4-byte header length, a JSON header (the sections'
 offsets and kinds, the feeds' versions), then the sections, each 8-byte aligned:
 ``v4_starts`` (I), ``v4_sets`` (I), ``v6_hi`` (Q), ``v6_lo`` (Q), ``v6_sets`` (I),
-``set_offsets`` (I), ``set_members`` (I), ``label_offsets`` (Q), ``labels`` (the
-labels' JSON texts, end to end). Arrays are in the compiling machine's byte order,
+``set_offsets`` (I), ``set_members`` (I), ``label_fields`` (I: five a label, its
+feed's number and the string ids of its prefix, service, region and id; 0 is none),
+``string_offsets`` (Q), ``strings`` (UTF-8, end to end). The feeds' names, kinds,
+providers and versions are in the header. Arrays are in the compiling machine's byte order,
 which the header records: an index is a local cache, compiled where it is used.
 """
 
@@ -52,8 +54,10 @@ _SECTIONS: Final = (
     ("v6_sets", "I"),
     ("set_offsets", "I"),
     ("set_members", "I"),
-    ("label_offsets", "Q"),
+    ("label_fields", "I"),
+    ("string_offsets", "Q"),
 )
+_FEED_KEYS: Final = ("name", "kind", "provider", "version", "fetched_at")
 #: Classifications kept per process, by label set (most addresses share a handful).
 _CACHED_SETS: Final = 65_536
 
@@ -70,38 +74,31 @@ class FeedContent:
     entries: Sequence[Entry]
 
 
-def _label(feed: FeedContent, entry: Entry) -> str:
-    return json.dumps(
-        {
-            "feed": feed.name,
-            "kind": feed.kind,
-            "provider": feed.provider,
-            "prefix": entry.prefix,
-            "service": entry.service,
-            "region": entry.region,
-            "id": entry.ident,
-            "version": feed.version,
-            "fetched_at": feed.fetched_at,
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-
-
 class _Builder:
     """Label ids, label-set ids and the interval sweep of one family."""
 
     def __init__(self) -> None:
-        self.labels: list[str] = []
-        self._label_ids: dict[str, int] = {}
+        self.labels: list[tuple[int, int, int, int, int]] = []
+        self._label_ids: dict[tuple[int, int, int, int, int], int] = {}
+        self.strings: list[str] = [""]
+        self._string_ids: dict[str | None, int] = {None: 0}
         self.sets: list[tuple[int, ...]] = [()]
         self._set_ids: dict[tuple[int, ...], int] = {(): 0}
 
-    def label(self, text: str) -> int:
-        found = self._label_ids.get(text)
+    def string(self, text: str | None) -> int:
+        found = self._string_ids.get(text)
         if found is None:
-            found = self._label_ids[text] = len(self.labels)
-            self.labels.append(text)
+            found = self._string_ids[text] = len(self.strings)
+            self.strings.append(str(text))
+        return found
+
+    def label(self, feed: int, entry: Entry) -> int:
+        key = (feed, *(self.string(value) for value in entry))
+        assert len(key) == 5
+        found = self._label_ids.get(key)
+        if found is None:
+            found = self._label_ids[key] = len(self.labels)
+            self.labels.append(key)
         return found
 
     def set_id(self, members: tuple[int, ...]) -> int:
@@ -155,8 +152,11 @@ def compile_index(feeds: Iterable[FeedContent], path: Path) -> dict[str, Any]:
     builder = _Builder()
     nodes: tuple[dict[tuple[int, int, int], list[int]], ...] = ({}, {})
     described: dict[str, dict[str, Any]] = {}
+    order: list[str] = []
     for number, feed in enumerate(feeds):
+        order.append(feed.name)
         described[feed.name] = {
+            "name": feed.name,
             "kind": feed.kind,
             "provider": feed.provider,
             "version": feed.version,
@@ -168,7 +168,7 @@ def compile_index(feeds: Iterable[FeedContent], path: Path) -> dict[str, Any]:
             first = int(net.network_address)
             key = (number, first, first + net.num_addresses - 1)
             found = nodes[net.version == 6].setdefault(key, [])
-            label = builder.label(_label(feed, entry))
+            label = builder.label(number, entry)
             if label not in found:
                 found.append(label)
     v4_starts, v4_sets = builder.sweep(nodes[0], (1 << 32) - 1)
@@ -180,10 +180,10 @@ def compile_index(feeds: Iterable[FeedContent], path: Path) -> dict[str, Any]:
         members.extend(label_set)
         offsets.append(len(members))
     blob = bytearray()
-    label_offsets = [0]
-    for label_text in builder.labels:
-        blob += label_text.encode()
-        label_offsets.append(len(blob))
+    string_offsets = [0]
+    for string in builder.strings:
+        blob += string.encode()
+        string_offsets.append(len(blob))
     arrays = {
         "v4_starts": array("I", v4_starts),
         "v4_sets": array("I", v4_sets),
@@ -192,16 +192,22 @@ def compile_index(feeds: Iterable[FeedContent], path: Path) -> dict[str, Any]:
         "v6_sets": array("I", v6_sets),
         "set_offsets": array("I", offsets),
         "set_members": array("I", members),
-        "label_offsets": array("Q", label_offsets),
+        "label_fields": array("I", (n for label in builder.labels for n in label)),
+        "string_offsets": array("Q", string_offsets),
     }
     parts = [arrays[name].tobytes() for name, _code in _SECTIONS] + [bytes(blob)]
-    header: dict[str, Any] = {"byteorder": sys.byteorder, "feeds": described, "sections": {}}
+    header: dict[str, Any] = {
+        "byteorder": sys.byteorder,
+        "feeds": described,
+        "order": order,
+        "sections": {},
+    }
     # The header's length depends on the offsets it holds: lay out until it settles.
     encoded = b""
     while True:
         position = _aligned(len(MAGIC) + 4 + len(encoded))
         layout: dict[str, list[int]] = {}
-        for (name, _code), part in zip((*_SECTIONS, ("labels", "B")), parts, strict=True):
+        for (name, _code), part in zip((*_SECTIONS, ("strings", "B")), parts, strict=True):
             layout[name] = [position, len(part)]
             position = _aligned(position + len(part))
         header["sections"] = layout
@@ -215,7 +221,7 @@ def compile_index(feeds: Iterable[FeedContent], path: Path) -> dict[str, Any]:
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(MAGIC + struct.pack("<I", len(encoded)) + encoded)
-            for (name, _code), part in zip((*_SECTIONS, ("labels", "B")), parts, strict=True):
+            for (name, _code), part in zip((*_SECTIONS, ("strings", "B")), parts, strict=True):
                 out.seek(layout[name][0])
                 out.write(part)
             out.flush()
@@ -267,16 +273,22 @@ class Index:
             self._v6_sets = section("v6_sets")
             self._set_offsets = section("set_offsets")
             self._set_members = section("set_members")
-            self._label_offsets = section("label_offsets", wide=True)
-            start, length = sections["labels"]
-            self._labels = view[start : start + length]
-            self._views.append(self._labels)
+            self._label_fields = section("label_fields")
+            self._string_offsets = section("string_offsets", wide=True)
+            start, length = sections["strings"]
+            self._strings = view[start : start + length]
+            self._views.append(self._strings)
+            # what a label takes from its feed: the same for all of the feed's labels
+            self._feed_parts = [
+                tuple(header["feeds"][name][key] for key in _FEED_KEYS) for name in header["order"]
+            ]
         except (ValueError, KeyError, TypeError, struct.error) as exc:
             self.close()
             raise ValueError(f"{path} is not a usable feed index: {exc}") from None
         #: each feed's ``kind``, ``provider``, ``version``, ``fetched_at`` and ``entries``
         self.feeds: dict[str, dict[str, Any]] = header["feeds"]
         self._cache: dict[int, Classification] = {}
+        self._decoded: dict[int, str] = {}
 
     def set_of(self, ip: str) -> int:
         """The label set of a canonical address (0: no feed lists it)."""
@@ -300,13 +312,45 @@ class Index:
             self._cache[set_id] = found
         return found
 
+    def _common(self, string_id: int) -> str | None:
+        """A string many labels share (a service, a region), decoded once."""
+        found = self._decoded.get(string_id)
+        if found is None and string_id:
+            offsets = self._string_offsets
+            found = str(self._strings[offsets[string_id] : offsets[string_id + 1]], "utf-8")
+            if len(self._decoded) < _CACHED_SETS:
+                self._decoded[string_id] = found
+        return found
+
     def _classification(self, set_id: int) -> Classification:
-        offsets, labels = self._label_offsets, self._labels
-        texts = []
+        fields, offsets, strings = self._label_fields, self._string_offsets, self._strings
+        found = []
+        kinds = set()
         for n in range(self._set_offsets[set_id], self._set_offsets[set_id + 1]):
-            label = self._set_members[n]
-            texts.append(bytes(labels[offsets[label] : offsets[label + 1]]).decode())
-        return Classification.from_label_texts(texts)
+            at = self._set_members[n] * 5
+            name, kind, provider, version, fetched_at = self._feed_parts[fields[at]]
+            # string 0 is "none"; the others are UTF-8 slices of the strings section.
+            # Services and regions repeat: kept once decoded; prefixes and ids do not.
+            first, second, third, fourth = fields[at + 1 : at + 5]
+            prefix = str(strings[offsets[first] : offsets[first + 1]], "utf-8")
+            service = self._common(second)
+            region = self._common(third)
+            ident = str(strings[offsets[fourth] : offsets[fourth + 1]], "utf-8") if fourth else None
+            found.append(
+                {
+                    "feed": name,
+                    "kind": kind,
+                    "provider": provider,
+                    "prefix": prefix,
+                    "service": service,
+                    "region": region,
+                    "id": ident,
+                    "version": version,
+                    "fetched_at": fetched_at,
+                }
+            )
+            kinds.add(kind)
+        return Classification(tuple(sorted(kinds)), tuple(found))
 
     def close(self) -> None:
         """Unmap the file (classifications already handed out stay valid)."""

@@ -1,0 +1,213 @@
+"""Feeds: compiling a real-sized set, and classifying an address against every feed at once.
+
+    python benchmarks/feeds.py [--prefixes 150000] [--lookups 200000] [--rounds 5]
+
+A synthetic set shaped like the real one (about 150,000 prefixes over twelve feeds,
+a quarter IPv6, nested and overlapping, Tor exits as single addresses) is written as
+netset bodies, read and compiled as ``feeds update`` does. Then the same addresses
+(half inside listed prefixes, a third IPv6) are classified, in interleaved rounds:
+
+- ``index``: this package's compiled index, the whole ``classification`` section;
+- ``index-set``: the same, only the label set (the binary searches);
+- ``pytricia-per-feed`` and ``radix-per-feed``: one trie per feed and family, asked
+  in turn (the same answer as the index: per feed, the longest prefix);
+- ``pytricia-one``: one trie of everything (a lower bound that answers less: the
+  single longest prefix over all feeds).
+
+It also reports what opening each costs a process in private memory (the index is
+mapped from its file, so its pages are shared between processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cowrie_enrich_plugin.feeds.formats import read_netset  # noqa: E402
+from cowrie_enrich_plugin.feeds.index import FeedContent, Index, compile_index  # noqa: E402
+
+FEEDS = (
+    "aws google azure oracle cloudflare digitalocean linode vultr hetzner tor "
+    "spamhaus_drop firehol_level1"
+).split()
+
+
+def private_kib() -> int:
+    """This process's anonymous resident memory (what is not shared with others)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1])
+    return 0
+
+
+def synthetic(total: int, rng: random.Random) -> dict[str, list[str]]:
+    """Prefixes per feed, nested and overlapping, about a quarter IPv6."""
+    per_feed: dict[str, list[str]] = {name: [] for name in FEEDS}
+    roots4 = [rng.getrandbits(32) for _ in range(800)]
+    roots6 = [(0x2000 | rng.getrandbits(12)) << 112 | rng.getrandbits(64) << 48 for _ in range(400)]
+    for _ in range(total):
+        feed = rng.choice(FEEDS)
+        if feed == "tor":
+            if rng.random() < 0.3:
+                text = f"{ipaddress.IPv6Address(rng.choice(roots6) | rng.getrandbits(48))}/128"
+            else:
+                text = f"{ipaddress.IPv4Address(rng.choice(roots4) ^ rng.getrandbits(16))}/32"
+        elif rng.random() < 0.25:
+            length = rng.choice([29, 32, 36, 40, 44, 48, 56, 64])
+            base = rng.choice(roots6) ^ (rng.getrandbits(40) << 64)
+            text = str(ipaddress.IPv6Network((base >> (128 - length) << (128 - length), length)))
+        else:
+            length = rng.choice([12, 14, 16, 18, 20, 22, 23, 24, 24, 24, 26, 28, 32])
+            base = rng.choice(roots4) ^ rng.getrandbits(20)
+            text = str(ipaddress.IPv4Network((base >> (32 - length) << (32 - length), length)))
+        per_feed[feed].append(text)
+    return per_feed
+
+
+def sample(per_feed: dict[str, list[str]], count: int, rng: random.Random) -> list[str]:
+    every = [p for prefixes in per_feed.values() for p in prefixes]
+    found = []
+    for _ in range(count):
+        if rng.random() < 0.5:
+            net = ipaddress.ip_network(rng.choice(every))
+            found.append(
+                str(
+                    net[rng.randrange(net.num_addresses)]
+                    if net.num_addresses < 2**20
+                    else net[rng.getrandbits(16)]
+                )
+            )
+        elif rng.random() < 0.33:
+            found.append(str(ipaddress.IPv6Address(0x2000 << 112 | rng.getrandbits(112))))
+        else:
+            found.append(str(ipaddress.IPv4Address(rng.getrandbits(32))))
+    return found
+
+
+def timed(run: object, ips: list[str]) -> float:
+    start = time.process_time()
+    run(ips)  # type: ignore[operator]
+    return (time.process_time() - start) / len(ips) * 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--prefixes", type=int, default=150_000)
+    parser.add_argument("--lookups", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    options = parser.parse_args()
+    rng = random.Random(2026)
+    per_feed = synthetic(options.prefixes, rng)
+    bodies = {name: ("\n".join(p) + "\n").encode() for name, p in per_feed.items()}
+    folder = Path(tempfile.mkdtemp(prefix="ce-feeds-bench-"))
+
+    start = time.perf_counter()
+    contents = [
+        FeedContent(
+            name, "kind", name, "v1", "2026-12-05T00:00:00Z", read_netset({"url": body}).entries
+        )
+        for name, body in bodies.items()
+    ]
+    parsed = time.perf_counter() - start
+    before = private_kib()
+    start = time.perf_counter()
+    compile_index(contents, folder / "bench.idx")
+    compiled = time.perf_counter() - start
+    total = sum(len(c.entries) for c in contents)
+    v6 = sum(1 for c in contents for e in c.entries if ":" in e.prefix)
+    print(f"{total:,} prefixes ({v6:,} IPv6) in {len(contents)} feeds")
+    print(
+        f"read {parsed:.2f} s + compile {compiled:.2f} s = {parsed + compiled:.2f} s "
+        f"(goal: under 10 s); index file {(folder / 'bench.idx').stat().st_size / 2**20:.1f} MiB"
+    )
+    del contents
+
+    base = private_kib()
+    index = Index(folder / "bench.idx")
+    index_private = private_kib() - base
+    ips = sample(per_feed, options.lookups, rng)
+
+    contenders = {
+        "index": lambda xs: [index.classify(x) for x in xs],
+        "index-set": lambda xs: [index.set_of(x) for x in xs],
+    }
+    private = {"index": index_private}
+    try:
+        import pytricia
+
+        base = private_kib()
+        tries = {}
+        one4, one6 = pytricia.PyTricia(32), pytricia.PyTricia(128)
+        for name, prefixes in per_feed.items():
+            t4, t6 = pytricia.PyTricia(32), pytricia.PyTricia(128)
+            for p in prefixes:
+                (t6 if ":" in p else t4)[p] = name
+                (one6 if ":" in p else one4)[p] = name
+            tries[name] = (t4, t6)
+        private["pytricia-per-feed + one"] = private_kib() - base
+
+        def per_feed_tricia(xs: list[str]) -> None:
+            for x in xs:
+                family = 1 if ":" in x else 0
+                [t[family].get_key(x) for t in tries.values()]
+
+        def one_tricia(xs: list[str]) -> None:
+            for x in xs:
+                (one6 if ":" in x else one4).get_key(x)
+
+        contenders["pytricia-per-feed"] = per_feed_tricia
+        contenders["pytricia-one"] = one_tricia
+    except ImportError:
+        print("pytricia is not installed: pip install pytricia")
+    try:
+        import radix
+
+        base = private_kib()
+        trees = {}
+        for name, prefixes in per_feed.items():
+            tree = radix.Radix()
+            for p in prefixes:
+                tree.add(p)
+            trees[name] = tree
+        private["radix-per-feed"] = private_kib() - base
+
+        def per_feed_radix(xs: list[str]) -> None:
+            for x in xs:
+                [tree.search_best(x) for tree in trees.values()]
+
+        contenders["radix-per-feed"] = per_feed_radix
+    except ImportError:
+        print("py-radix is not installed: pip install py-radix")
+
+    results: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(options.rounds):  # interleaved: the machine's drift hits all alike
+        for name, run in contenders.items():
+            results[name].append(timed(run, ips))
+    reference = statistics.median(results["index"])
+    print(
+        f"\nCPU per address, median of {options.rounds} interleaved rounds "
+        f"({options.lookups:,} addresses, both families):"
+    )
+    for name, values in results.items():
+        median = statistics.median(values)
+        print(f"  {name:<20} {median:6.2f} µs   {median / reference:5.2f}× index")
+    print(
+        "\nprivate memory each adds to a process (KiB; the index's pages are the file's, shared):"
+    )
+    for name, kib in private.items():
+        print(f"  {name:<24} {kib:>8,}")
+    print(f"(before compiling: {before:,} KiB private)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
