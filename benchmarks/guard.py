@@ -17,6 +17,12 @@ passes ``--max-cold-vs-warm`` times the warm run's CPU per event.
 
     python benchmarks/guard.py                 # 3 rounds of 20,000 addresses
     python benchmarks/guard.py --json out.json
+    python benchmarks/guard.py --feeds 150000  # and each round again with feeds installed
+
+With ``--feeds N``, N synthetic prefixes (``benchmarks/feeds.py``'s shape) are served
+as two feeds, installed with ``cowrie-enrich feeds update``, and every round runs the
+cold and warm ingests a second time with them enabled: ``feeds_cpu_us_per_cold_address``
+against ``cpu_us_per_cold_address`` is what the feeds add to a cold address.
 """
 
 from __future__ import annotations
@@ -108,6 +114,7 @@ def main() -> int:
     parser.add_argument("--max-wall-per-cpu", type=float, default=2.0)
     parser.add_argument("--max-cold-vs-warm", type=float, default=8.0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--feeds", type=int, default=0, help="synthetic prefixes (0: no feeds)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.measure:
@@ -120,13 +127,16 @@ def main() -> int:
         write_events(events, ips, 4 * len(ips), None, 22)
         server = Server(0.0, 0.0)
         rounds: list[dict[str, float]] = []
+        no_feeds = Path(tmp) / "no-feeds.toml"
+        no_feeds.write_text("[plugins.enrich.feeds]\nenabled = []\n")
+        with_feeds = _install_feeds(tool, Path(tmp), options.feeds) if options.feeds else None
         try:
             for number in range(options.rounds):
                 db = f"sqlite:///{tmp}/round{number}.db"
                 ingest = [tool, "ingest", str(events), "--db", db, "--cymru", server.hostport]
                 ingest += ["--concurrency", "2"]
-                cold = _measured(ingest)
-                warm = _measured(ingest)
+                cold = _measured([*ingest, "--config", str(no_feeds)])
+                warm = _measured([*ingest, "--config", str(no_feeds)])
                 alone = whois_alone(server.hostport, ips)
                 rounds.append(
                     {
@@ -137,6 +147,11 @@ def main() -> int:
                         "whois_wall": alone,
                     }
                 )
+                if with_feeds is not None:
+                    ingest[4] = f"sqlite:///{tmp}/feeds{number}.db"
+                    cold = _measured([*ingest, "--config", str(with_feeds)])
+                    warm = _measured([*ingest, "--config", str(with_feeds)])
+                    rounds[-1].update(feeds_cold_cpu=cold["cpu"], feeds_warm_cpu=warm["cpu"])
                 print(json.dumps(rounds[-1]), file=sys.stderr)
         finally:
             server.close()
@@ -185,7 +200,53 @@ def _report(rounds: list[dict[str, float]], addresses: int) -> dict[str, Any]:
             (r["cold_cpu"] - r["warm_cpu"]) / addresses * 1e6 for r in rounds
         ),
         "root": str(ROOT),
+        **(
+            {
+                "feeds_cpu_us_per_cold_address": statistics.median(
+                    (r["feeds_cold_cpu"] - r["feeds_warm_cpu"]) / addresses * 1e6 for r in rounds
+                ),
+                "feeds_add_us_per_cold_address": statistics.median(
+                    ((r["feeds_cold_cpu"] - r["feeds_warm_cpu"]) - (r["cold_cpu"] - r["warm_cpu"]))
+                    / addresses
+                    * 1e6
+                    for r in rounds
+                ),
+            }
+            if rounds and "feeds_cold_cpu" in rounds[0]
+            else {}
+        ),
     }
+
+
+def _install_feeds(tool: str, folder: Path, prefixes: int) -> Path:
+    """Serve ``prefixes`` synthetic prefixes as two feeds and install them; the config file."""
+    import random
+
+    from feeds import synthetic
+
+    from cowrie_enrich_plugin.testing import FeedServer
+
+    per_feed = synthetic(prefixes, random.Random(22))
+    every = [p for found in per_feed.values() for p in found]
+    half = len(every) // 2
+    files = {
+        "/netset": ("\n".join(every[:half]) + "\n").encode(),
+        "/v4": ("\n".join(p for p in every[half:] if ":" not in p) + "\n").encode(),
+        "/v6": ("\n".join(p for p in every[half:] if ":" in p) + "\n").encode(),
+    }
+    config = folder / "feeds.toml"
+    with FeedServer(files) as feed_server:
+        config.write_text(
+            "[plugins.enrich.feeds]\n"
+            f'enabled = ["firehol_level1", "cloudflare"]\ndir = "{folder / "feeds"}"\n'
+            f'[plugins.enrich.feeds.firehol_level1]\nurl = "{feed_server.url("/netset")}"\n'
+            f'[plugins.enrich.feeds.cloudflare]\nurl_v4 = "{feed_server.url("/v4")}"\n'
+            f'url_v6 = "{feed_server.url("/v6")}"\n'
+        )
+        done = subprocess.run([tool, "feeds", "update", "--config", str(config)], check=False)
+        if done.returncode != 0:
+            raise SystemExit("the benchmark's feeds did not install")
+    return config
 
 
 if __name__ == "__main__":
