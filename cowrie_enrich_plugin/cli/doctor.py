@@ -77,6 +77,33 @@ def _checks(config: EnrichConfig) -> Iterator[Check]:
     yield _check_whois(config)
     for name, items in config.sources:
         yield _check_source(name, dict(items))
+    yield from _check_feeds(config)
+
+
+def _check_feeds(config: EnrichConfig) -> Iterator[Check]:
+    """Each enabled feed: installed and fresh (WARN: records lack its labels until it is)."""
+    import time
+
+    from ..feeds.installed import problems, read_state
+
+    feeds = config.feeds
+    if not feeds.enabled:
+        yield "OK", "feeds: none enabled"
+        return
+    found = problems(feeds, time.time())
+    for problem in found:
+        yield "WARN", f"feeds: {problem}"
+    if not found:
+        states = {name: read_state(feeds, name) for name in feeds.enabled}
+        entries = sum(state.entries for state in states.values())
+        yield (
+            "OK",
+            f"feeds: {len(states)} installed and current in {feeds.dir} ({entries:,} entries)",
+        )
+    for name in feeds.enabled:
+        error = read_state(feeds, name).last_error
+        if error:
+            yield "WARN", f"feeds: the last download of {name} failed: {error}"
 
 
 def _check_source(name: str, settings: dict[str, Any]) -> Check:

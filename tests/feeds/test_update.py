@@ -148,8 +148,16 @@ def test_an_unknown_feed_is_a_usage_error(served: tuple[FeedServer, Path]) -> No
     assert "nosuch" in result.stderr
 
 
-def test_status_says_missing_before_the_first_update(served: tuple[FeedServer, Path]) -> None:
+def test_status_and_doctor_say_missing_before_the_first_update(
+    served: tuple[FeedServer, Path],
+) -> None:
     _server, config = served
     result = _run(config, "status")
     assert result.returncode == 0
     assert result.stdout.count("MISSING") == len(SAMPLE_PATHS)
+    doctor = [*CLI, "doctor", "--config", str(config)]
+    before = subprocess.run(doctor, capture_output=True, text=True, timeout=60).stdout
+    assert "WARN  feeds: no feed is installed" in before
+    assert _run(config, "update").returncode == 0
+    after = subprocess.run(doctor, capture_output=True, text=True, timeout=60).stdout
+    assert f"OK    feeds: {len(SAMPLE_PATHS)} installed and current" in after
