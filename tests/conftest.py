@@ -19,6 +19,9 @@ from cowrie_enrich_plugin.testing import BulkWhoisServer
 # the suite creates one database for the session and drops it at the end; when set
 # but unreachable, the session fails instead of skipping. .ci/run sets it.
 PG_ADMIN_ENV = "CE_TEST_PG_ADMIN_URL"
+# Feeds off for every test (and every process a test starts) unless it turns them on:
+# a long-lived host would otherwise download due feeds from their publishers.
+os.environ["COWRIE_ENRICH_FEEDS_ENABLED"] = ""
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

@@ -151,6 +151,8 @@ class Cowrie:
             "logfile = var/log/cowrie/cowrie.json",
             "[output_enrich]",
             "enabled = true",
+            # the suite never reaches the feeds' publishers (a long-lived host would)
+            "feeds_enabled =",
             *(f"{key} = {value}" for key, value in settings.items()),
         ]
         config = state / "etc" / "cowrie.cfg"

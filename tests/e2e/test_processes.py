@@ -38,7 +38,22 @@ def write_config(path: Path, server: BulkWhoisServer, db_url: str, **extra: obje
 
 
 def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("COWRIE_ENRICH_")}
+    """The environment without the package's variables, and with the feeds off.
+
+    With feeds on (the default) a long-lived host downloads due feeds from their
+    publishers on its own; the suite never reaches them. Feeds tests use
+    :func:`feeds_env`.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COWRIE_ENRICH_")}
+    env["COWRIE_ENRICH_FEEDS_ENABLED"] = ""
+    return env
+
+
+def feeds_env() -> dict[str, str]:
+    """:func:`clean_env` with the feeds as the configuration says."""
+    env = clean_env()
+    del env["COWRIE_ENRICH_FEEDS_ENABLED"]
+    return env
 
 
 def assert_complete(db_url: str, server: BulkWhoisServer, ips: list[str]) -> None:

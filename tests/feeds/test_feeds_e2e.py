@@ -16,8 +16,8 @@ from cowrie_enrich_plugin.feeds.catalog import installed_feeds
 from cowrie_enrich_plugin.testing import BulkWhoisServer, FeedServer, feeds_table, sample_feeds
 
 from ..conftest import shared_data
-from ..e2e.test_follow import delivered, event, start_follower
-from ..e2e.test_processes import clean_env, cowrie_enrich
+from ..e2e.test_follow import delivered, event
+from ..e2e.test_processes import cowrie_enrich, feeds_env
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "example_feed"
 
@@ -52,7 +52,7 @@ def write_config(path: Path, whois: BulkWhoisServer, feeds: dict[str, Any], **ex
 def run(*args: str, config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [cowrie_enrich(), *args, "--config", str(config)],
-        env=clean_env(),
+        env=feeds_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -131,7 +131,23 @@ def test_a_running_follower_uses_a_changed_feed_within_its_refresh(
     live = tmp_path / "cowrie.json"
     live.write_text(event("18.2.0.5", 1) + "\n")
     out = tmp_path / "records.jsonl"
-    follower = start_follower(live, config, "--output", str(out))
+    follower = subprocess.Popen(
+        [
+            cowrie_enrich(),
+            "ingest",
+            "--follow",
+            str(live),
+            "--config",
+            str(config),
+            "--output",
+            str(out),
+        ],
+        env=feeds_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while "18.2.0.5" not in delivered(out) and time.monotonic() < deadline:

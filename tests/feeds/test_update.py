@@ -14,6 +14,8 @@ import pytest
 from cowrie_enrich_plugin.testing import BulkWhoisServer, FeedServer, feeds_table, sample_feeds
 from cowrie_enrich_plugin.testing.feed_server import SAMPLE_PATHS
 
+from ..e2e.test_processes import feeds_env
+
 CLI = [sys.executable, "-m", "cowrie_enrich_plugin.cli"]
 
 
@@ -45,9 +47,13 @@ def served(tmp_path: Path, whois_server: BulkWhoisServer) -> Iterator[tuple[Feed
         yield server, config
 
 
-def _run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _run(config: Path, *args: str, command: str = "feeds") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*CLI, "feeds", *args, "--config", str(config)], capture_output=True, text=True, timeout=60
+        [*CLI, command, *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=feeds_env(),
     )
 
 
@@ -110,12 +116,7 @@ def test_a_bad_download_keeps_the_last_good_version_and_names_the_feed(
     assert _state(config, feed)["version"] == good
     assert _state(config, feed)["last_error"]
     # the last good version is still what is used
-    looked = subprocess.run(
-        [*CLI, "lookup", "--config", str(config), "3.5.141.7"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    looked = _run(config, "3.5.141.7", command="lookup")
     record = json.loads(looked.stdout.splitlines()[0])
     assert record["classification"]["kinds"] == ["cloud"]
 
@@ -126,12 +127,7 @@ def test_a_changed_feed_is_used_by_the_next_run(served: tuple[FeedServer, Path])
     server.put_all(sample_feeds(3))
     assert _run(config, "update", "--feed", "aws").returncode == 0
     assert _state(config, "aws")["version"] == "1764892803"
-    looked = subprocess.run(
-        [*CLI, "lookup", "--config", str(config), "18.3.1.1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    looked = _run(config, "18.3.1.1", command="lookup")
     record = json.loads(looked.stdout.splitlines()[0])
     (label,) = record["classification"]["labels"]
     assert (label["feed"], label["prefix"], label["version"]) == (
@@ -155,9 +151,8 @@ def test_status_and_doctor_say_missing_before_the_first_update(
     result = _run(config, "status")
     assert result.returncode == 0
     assert result.stdout.count("MISSING") == len(SAMPLE_PATHS)
-    doctor = [*CLI, "doctor", "--config", str(config)]
-    before = subprocess.run(doctor, capture_output=True, text=True, timeout=60).stdout
+    before = _run(config, command="doctor").stdout
     assert "WARN  feeds: no feed is installed" in before
     assert _run(config, "update").returncode == 0
-    after = subprocess.run(doctor, capture_output=True, text=True, timeout=60).stdout
+    after = _run(config, command="doctor").stdout
     assert f"OK    feeds: {len(SAMPLE_PATHS)} installed and current" in after
