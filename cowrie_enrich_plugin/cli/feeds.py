@@ -8,7 +8,15 @@ from typing import Any
 
 import click
 
-from .options import EX_TEMPFAIL, ConfigFailure, common_options, host_config, run_command, settings
+from .options import (
+    EX_TEMPFAIL,
+    ConfigFailure,
+    Failure,
+    common_options,
+    host_config,
+    run_command,
+    settings,
+)
 
 __all__ = ["feeds"]
 
@@ -51,7 +59,13 @@ def update(names: tuple[str, ...], **opts: Any) -> None:
     if not config.enabled:
         click.echo("no feed is enabled ([plugins.enrich.feeds] enabled = [])")
         return
-    outcomes = update_feeds(config, names or None)
+    try:
+        outcomes = update_feeds(config, names or None)
+    except OSError as exc:
+        raise Failure(
+            f"cannot write the feeds folder {config.dir}: {exc.strerror or exc}; set "
+            "[plugins.enrich.feeds] dir (or COWRIE_ENRICH_FEEDS_DIR) to a folder you can write"
+        ) from None
     for outcome in outcomes:
         line = f"{outcome.feed}: {outcome.message}"
         click.echo(line, err=outcome.result == "failed")

@@ -94,6 +94,11 @@ class Keeper:
         while not self._stop.wait(self._every):
             try:
                 outcomes = update_feeds(self._classifier.config, only_due=True, wait=False)
+            except OSError as exc:  # the folder: not writable, full
+                logger.warning(
+                    "the feeds cannot be updated in %s: %s", self._classifier.config.dir, exc
+                )
+                continue
             except Exception:  # a bug here must not end the host; the next round tries again
                 logger.exception("updating the feeds failed")
                 continue

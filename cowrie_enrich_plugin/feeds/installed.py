@@ -27,7 +27,6 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .catalog import Feed
 from .formats import Parsed
@@ -57,7 +56,7 @@ class FeedState:
     files: dict[str, str] = field(default_factory=dict)
     #: each URL key's ETag and Last-Modified, for conditional downloads
     validators: dict[str, dict[str, str]] = field(default_factory=dict)
-    #: the URLs the installed version came from, by key
+    #: the URLs the installed version came from, by key (passwords masked)
     urls: dict[str, str] = field(default_factory=dict)
     last_attempt: float | None = None
     last_error: str | None = None
@@ -224,8 +223,3 @@ def problems(config: FeedsConfig, now: float) -> list[str]:
                 f"refresh ({refresh / 86_400:g} days); run `cowrie-enrich feeds update`"
             )
     return found
-
-
-def describe(state: FeedState) -> dict[str, Any]:
-    """The state as ``feeds status --json`` shows it."""
-    return {k: v for k, v in state.__dict__.items() if k not in ("files", "validators")}

@@ -9,17 +9,19 @@ and is recorded in the feed's state, with the reason.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import http.client
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Final
 
-from ..dburl import mask_url
+from ..dburl import mask_url, scrub
 from .formats import FeedFormatError, digest
 from .installed import (
     FeedState,
@@ -61,9 +63,36 @@ def _agent() -> str:
         return "cowrie-enrich"
 
 
+def _request(url: str) -> urllib.request.Request:
+    """A request for ``url``; a mirror's ``user:password@`` becomes a Basic header."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return urllib.request.Request(url, headers={"User-Agent": _agent()})
+    host = parts.netloc.rpartition("@")[2]
+    plain = urllib.parse.urlunsplit(parts._replace(netloc=host))
+    secret = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+    token = base64.b64encode(secret.encode()).decode()
+    return urllib.request.Request(
+        plain, headers={"User-Agent": _agent(), "Authorization": f"Basic {token}"}
+    )
+
+
 def _fetch(url: str, validators: Mapping[str, str]) -> tuple[bytes | None, dict[str, str]]:
-    """The body at ``url`` (``None``: not modified) and its new validators."""
-    request = urllib.request.Request(url, headers={"User-Agent": _agent()})
+    """The body at ``url`` (``None``: not modified) and its new validators.
+
+    :raises _Failed: saying why, the URL's password masked (also in the reason).
+    """
+    try:
+        return _fetch_unmasked(url, validators)
+    except _Failed as exc:
+        raise _Failed(scrub(str(exc), url)) from None
+
+
+def _fetch_unmasked(url: str, validators: Mapping[str, str]) -> tuple[bytes | None, dict[str, str]]:
+    try:
+        request = _request(url)
+    except ValueError as exc:
+        raise _Failed(f"{mask_url(url)}: {exc}") from None
     if validators.get("etag"):
         request.add_header("If-None-Match", validators["etag"])
     if validators.get("last_modified"):
@@ -99,7 +128,8 @@ def _now_text() -> str:
 def _update_one(config: FeedsConfig, name: str, now: float) -> Outcome:
     feed = config.feed(name)
     state = read_state(config, name)
-    urls = config.urls(name)
+    # as shown and kept in state.json: a mirror's password is never written anywhere
+    urls = {key: mask_url(url) for key, url in config.urls(name).items()}
     if state.installed and state.checked_at and now - state.checked_at < feed.min_refresh:
         minutes = (now - state.checked_at) / 60
         return Outcome(
@@ -115,7 +145,7 @@ def _update_one(config: FeedsConfig, name: str, now: float) -> Outcome:
         bodies: dict[str, bytes] = {}
         validators: dict[str, dict[str, str]] = {}
         changed = False
-        for key, url in urls.items():
+        for key, url in config.urls(name).items():
             known = state.validators.get(key, {}) if key in old else {}
             body, validators[key] = _fetch(url, known)
             if body is None:

@@ -156,3 +156,23 @@ def test_status_and_doctor_say_missing_before_the_first_update(
     assert _run(config, "update").returncode == 0
     after = _run(config, command="doctor").stdout
     assert f"OK    feeds: {len(SAMPLE_PATHS)} installed and current" in after
+
+
+def test_a_mirror_password_is_sent_and_never_written(
+    tmp_path: Path, whois_server: BulkWhoisServer
+) -> None:
+    secret = "s3cr3t-Pa55"
+    with FeedServer(sample_feeds()) as server:
+        url = server.url("/aws/ip-ranges.json").replace("http://", f"http://mirror:{secret}@")
+        section = {"feeds": {"dir": str(tmp_path / "feeds"), "enabled": ["aws", "google"]}}
+        section["feeds"]["aws"] = {"url": url}
+        section["feeds"]["google"] = {"url": url.replace("127.0.0.1", "no-such-host.invalid")}
+        config = tmp_path / "enrich.toml"
+        config.write_text(_toml(section, tmp_path / "c.db"))
+        result = _run(config, "update")
+        status = _run(config, "status")
+    assert "aws: installed" in result.stdout
+    assert "google: failed" in result.stderr
+    written = "".join(p.read_text() for p in (tmp_path / "feeds").rglob("*.json"))
+    for text in (result.stdout, result.stderr, status.stdout, status.stderr, written):
+        assert secret not in text
