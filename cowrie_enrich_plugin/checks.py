@@ -66,6 +66,8 @@ def check_value(key: str, rule: Setting, value: object, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(problem)
         value = float(value)
+        if value != value:  # NaN passes every comparison with a bound
+            raise ConfigError(problem)
     elif (
         not isinstance(value, str)
         or not value.strip()

@@ -15,7 +15,7 @@ from typing import Final
 
 from ..record import Classification
 from .index import Index
-from .installed import ensure_index
+from .installed import Busy, ensure_index
 from .settings import FeedsConfig
 from .update import update_feeds
 
@@ -39,17 +39,25 @@ class Classifier:
         self._index: Index | None = None
         self._path: Path | None = None
         self._lock = threading.Lock()
-        self.refresh()
+        self.refresh(wait=True)
 
-    def refresh(self, force: bool = False) -> None:
-        """Switch to the index of what is installed now, if it changed (compiled if need be)."""
+    def refresh(self, force: bool = False, wait: bool = False) -> None:
+        """Switch to the index of what is installed now, if it changed (compiled if need be).
+
+        Without ``wait``, while another process (or this one's keeper) holds the feeds
+        folder, the index in use stays: the engine never waits on a download.
+        """
         now = time.monotonic()
         if not force and now - self._checked < self._check_every:
             return
-        with self._lock:
+        if not self._lock.acquire(blocking=wait):
+            return
+        try:
             self._checked = now
             try:
-                path = ensure_index(self.config)
+                path = ensure_index(self.config, wait=wait)
+            except Busy:
+                return
             except (OSError, ValueError) as exc:
                 logger.warning("the feeds in %s cannot be compiled: %s", self.config.dir, exc)
                 return
@@ -65,6 +73,8 @@ class Classifier:
             # The old index is not closed: a thread may be reading it; its pages go
             # when the last reference does.
             self._index, self._path = index, path
+        finally:
+            self._lock.release()
 
     @property
     def index(self) -> Index | None:

@@ -22,11 +22,13 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .catalog import Feed
 from .formats import Parsed
@@ -34,6 +36,7 @@ from .index import FeedContent, compile_index
 from .settings import FeedsConfig
 
 __all__ = [
+    "Busy",
     "FeedState",
     "bodies_of",
     "ensure_index",
@@ -78,9 +81,40 @@ def read_state(config: FeedsConfig, name: str) -> FeedState:
     except FileNotFoundError:
         return FeedState()
     except (OSError, ValueError):
+        data = None
+    state = _checked_state(data)
+    if state is None:
         return FeedState(last_error="state.json is unreadable; the next update reinstalls")
-    known = set(FeedState.__dataclass_fields__)
-    return FeedState(**{k: v for k, v in data.items() if k in known})
+    return state
+
+
+def _checked_state(data: Any) -> FeedState | None:
+    """The state ``state.json`` holds, or ``None`` when it is not what this module writes."""
+    if not isinstance(data, dict):
+        return None
+    text = (str, type(None))
+    number = (int, float, type(None))
+
+    def mapping(value: Any, inner: type | tuple[type, ...]) -> bool:
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, inner) for k, v in value.items()
+        )
+
+    checks = {
+        "version": lambda v: isinstance(v, text),
+        "fetched_at": lambda v: isinstance(v, text),
+        "checked_at": lambda v: isinstance(v, number) and not isinstance(v, bool),
+        "entries": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "files": lambda v: mapping(v, str),
+        "validators": lambda v: mapping(v, dict),
+        "urls": lambda v: mapping(v, str),
+        "last_attempt": lambda v: isinstance(v, number) and not isinstance(v, bool),
+        "last_error": lambda v: isinstance(v, text),
+    }
+    known = {k: v for k, v in data.items() if k in checks}
+    if not all(checks[k](v) for k, v in known.items()):
+        return None
+    return FeedState(**known)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -159,10 +193,17 @@ def parse_installed(feed: Feed, bodies: Mapping[str, bytes]) -> Parsed:
     return feed.read(bodies)
 
 
-def ensure_index(config: FeedsConfig) -> Path | None:
+class Busy(Exception):
+    """Another process holds the feeds folder (installing or compiling)."""
+
+
+def ensure_index(config: FeedsConfig, wait: bool = True) -> Path | None:
     """The compiled index of the installed enabled feeds, compiled now if nobody has yet.
 
-    ``None`` when no enabled feed is installed.
+    ``None`` when no enabled feed is installed. A feed whose installed files cannot be
+    read is left out (with a warning) rather than taking the others down.
+
+    :raises Busy: when ``wait`` is off and another process holds the folder.
     """
     states = installed_states(config)
     if not states:
@@ -170,7 +211,9 @@ def ensure_index(config: FeedsConfig) -> Path | None:
     path = config.path / "index" / f"{_index_key(config, states)}.idx"
     if path.exists():
         return path
-    with exclusive(config):
+    with exclusive(config, wait=wait) as held:
+        if not held:
+            raise Busy(config.dir)
         states = installed_states(config)  # what is installed now that we hold the lock
         if not states:
             return None
@@ -180,7 +223,16 @@ def ensure_index(config: FeedsConfig) -> Path | None:
         contents = []
         for name, state in states.items():
             feed = config.feed(name)
-            parsed = parse_installed(feed, bodies_of(config, name, state))
+            try:
+                parsed = parse_installed(feed, bodies_of(config, name, state))
+            except (OSError, ValueError, KeyError) as exc:
+                logging.getLogger(__name__).warning(
+                    "feed %s is left out: its installed files are unusable (%s); "
+                    "`cowrie-enrich feeds update` reinstalls it",
+                    name,
+                    exc,
+                )
+                continue
             contents.append(
                 FeedContent(
                     name,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..checks import Setting, check_value, value_from_text
+from ..dburl import mask_url
 from ..errors import ConfigError
 from .catalog import Feed, installed_feeds
 
@@ -73,10 +74,16 @@ def _feed_settings(
         if key == "refresh":
             values[key] = check_value(key, _REFRESH, value, where)
         elif key in feed.urls:
-            text = check_value(key, Setting(str), value, where)
-            if not text and key not in feed.optional:
-                raise ConfigError(f"{where}: {key} may not be empty")
-            values[key] = text
+            if value == "" and key in feed.optional:
+                values[key] = ""
+                continue
+            if not isinstance(value, str) or not value or value != value.strip():
+                shown = mask_url(value) if isinstance(value, str) else repr(value)
+                raise ConfigError(
+                    f"{where}: {key} = {shown!r} is not allowed; {key} must be a URL"
+                    + (" (or empty to leave it out)" if key in feed.optional else "")
+                )
+            values[key] = value
         else:
             known = ", ".join(sorted([*feed.urls, "refresh"]))
             raise ConfigError(f"{where}: unknown key {key!r}; known keys: {known}")

@@ -72,9 +72,10 @@ def _request(url: str) -> urllib.request.Request:
     plain = urllib.parse.urlunsplit(parts._replace(netloc=host))
     secret = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
     token = base64.b64encode(secret.encode()).decode()
-    return urllib.request.Request(
-        plain, headers={"User-Agent": _agent(), "Authorization": f"Basic {token}"}
-    )
+    request = urllib.request.Request(plain, headers={"User-Agent": _agent()})
+    # not carried to wherever the mirror redirects
+    request.add_unredirected_header("Authorization", f"Basic {token}")
+    return request
 
 
 def _fetch(url: str, validators: Mapping[str, str]) -> tuple[bytes | None, dict[str, str]]:
@@ -141,7 +142,10 @@ def _update_one(config: FeedsConfig, name: str, now: float) -> Outcome:
     state.last_attempt = now
     try:
         same_urls = state.installed and state.urls == urls
-        old = bodies_of(config, name, state) if same_urls else {}
+        try:
+            old = bodies_of(config, name, state) if same_urls else {}
+        except OSError:  # a body file lost: download everything again, unconditionally
+            old = {}
         bodies: dict[str, bytes] = {}
         validators: dict[str, dict[str, str]] = {}
         changed = False

@@ -176,3 +176,49 @@ def test_a_mirror_password_is_sent_and_never_written(
     written = "".join(p.read_text() for p in (tmp_path / "feeds").rglob("*.json"))
     for text in (result.stdout, result.stderr, status.stdout, status.stderr, written):
         assert secret not in text
+
+
+def test_a_damaged_state_or_a_lost_body_is_repaired_by_the_next_update(
+    served: tuple[FeedServer, Path],
+) -> None:
+    _server, config = served
+    assert _run(config, "update").returncode == 0
+    folder = config.parent / "feeds"
+    (folder / "aws" / "state.json").write_text("[]")
+    for body in (folder / "google").glob("*.body"):
+        body.unlink()
+    status = _run(config, "status")
+    assert status.returncode == 0 and "Traceback" not in status.stderr
+    assert "state.json is unreadable" in status.stdout
+    result = _run(config, "update", "--feed", "aws", "--feed", "google")
+    assert result.returncode == 0, result.stderr
+    assert "aws: installed" in result.stdout and "google: installed" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"refresh": float("nan")}, "refresh"),
+        ({"aws": {"refresh": "x"}}, "refresh"),
+        ({"enabled": "aws"}, "enabled"),
+        ({"enabled": ["nosuch"]}, "nosuch"),
+        ({"aws": {"nope": 1}}, "nope"),
+        ({"spamhaus_drop": {"refresh": 60}}, "refresh"),
+        ({"aws": {"url": "https://bob:S3cretPW@mirror.example/ip.json "}}, "url"),
+    ],
+)
+def test_a_bad_feeds_setting_is_refused_naming_it(table: dict[str, Any], message: str) -> None:
+    from cowrie_enrich_plugin.config import resolve_config
+    from cowrie_enrich_plugin.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message) as caught:
+        resolve_config({"feeds": table}, {})
+    assert "S3cretPW" not in str(caught.value)
+    assert "[plugins.enrich.feeds" in str(caught.value)
+
+
+def test_the_optional_onionoo_part_can_be_left_out(served: tuple[FeedServer, Path]) -> None:
+    from cowrie_enrich_plugin.config import resolve_config
+
+    config = resolve_config({"feeds": {"tor": {"onionoo_url": ""}}}, {})
+    assert list(config.feeds.urls("tor")) == ["url"]
