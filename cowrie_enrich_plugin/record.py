@@ -202,11 +202,6 @@ class Classification:
     #: the JSON text, made when first asked for (a record that is never stored needs none)
     _text: list[str] = field(default_factory=list, compare=False, repr=False)
 
-    @classmethod
-    def of(cls, labels: tuple[Mapping[str, Any], ...]) -> Classification:
-        """The section made of these labels."""
-        return cls(tuple(sorted({str(label["kind"]) for label in labels})), labels)
-
     @property
     def text(self) -> str:
         """The section as JSON, as stored."""

@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalog import Feed
-from .formats import Parsed
 from .index import FeedContent, compile_index
 from .settings import FeedsConfig
 
@@ -188,11 +186,6 @@ def installed_states(config: FeedsConfig) -> dict[str, FeedState]:
     return {name: state for name, state in states.items() if state.installed}
 
 
-def parse_installed(feed: Feed, bodies: Mapping[str, bytes]) -> Parsed:
-    """Read an installed feed's bodies with its format."""
-    return feed.read(bodies)
-
-
 class Busy(Exception):
     """Another process holds the feeds folder (installing or compiling)."""
 
@@ -224,7 +217,7 @@ def ensure_index(config: FeedsConfig, wait: bool = True) -> Path | None:
         for name, state in states.items():
             feed = config.feed(name)
             try:
-                parsed = parse_installed(feed, bodies_of(config, name, state))
+                parsed = feed.read(bodies_of(config, name, state))
             except (OSError, ValueError, KeyError) as exc:
                 logging.getLogger(__name__).warning(
                     "feed %s is left out: its installed files are unusable (%s); "
