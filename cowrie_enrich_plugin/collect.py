@@ -261,11 +261,15 @@ class Collector:
         after ``retry_interval``, not at every sighting.
         """
         expiring, remembered = self._expiring, self._canonical
-        soonest = clock.wall() + self.config.retry_interval
+        now = clock.wall()
+        soonest = now + self.config.retry_interval
         for record in records:
             expires = parse_time(record["expires_at"])
             if expires is not None and record["ip"] in remembered:
-                heapq.heappush(expiring, (max(expires.timestamp(), soonest), record["ip"]))
+                # Still fresh: forgotten when it expires (a sighting after that refreshes
+                # it), however soon; expired already: after retry_interval.
+                at = expires.timestamp()
+                heapq.heappush(expiring, (at if at > now else soonest, record["ip"]))
         if len(expiring) > 4 * self.config.working_set:  # a bound, whatever comes
             self._expiring = heapq.nsmallest(2 * self.config.working_set, expiring)
 

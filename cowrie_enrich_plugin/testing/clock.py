@@ -43,7 +43,9 @@ class SimulatedClock:
 
     def set(self, when: float) -> None:
         """Move the clock to ``when`` (seconds since the epoch); it never goes back."""
-        _DOUBLE.pack_into(self._view, 0, max(when, self.now()))
+        # One 8-byte copy: ``pack_into`` zeroes its target before it writes the value,
+        # and a process reading the clock in between would read 0.0 (the epoch).
+        self._view[: _DOUBLE.size] = _DOUBLE.pack(max(when, self.now()))
 
     def advance(self, seconds: float) -> None:
         """Move the clock ``seconds`` forward."""
