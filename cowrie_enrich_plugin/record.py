@@ -244,28 +244,22 @@ class EnrichmentRecord:
         """The same record with the extra sources' sections set (in name order)."""
         if not parts and not self.parts:
             return self
-        return EnrichmentRecord(
-            self.ip,
-            self.status,
-            self.cymru,
-            self.maxmind,
-            self.expires_at,
-            tuple(sorted(parts.items())),
-            self.classification,
-        )
+        return self._with(tuple(sorted(parts.items())), self.classification)
 
     def with_classification(self, classification: Classification | None) -> EnrichmentRecord:
         """The same record with the feeds' labels set."""
         if classification is self.classification:
             return self
+        return self._with(self.parts, classification)
+
+    def _with(
+        self,
+        parts: tuple[tuple[str, SourcePart], ...],
+        classification: Classification | None,
+    ) -> EnrichmentRecord:
+        # positional, not ``dataclasses.replace`` (slower): this runs for delivered records
         return EnrichmentRecord(
-            self.ip,
-            self.status,
-            self.cymru,
-            self.maxmind,
-            self.expires_at,
-            self.parts,
-            classification,
+            self.ip, self.status, self.cymru, self.maxmind, self.expires_at, parts, classification
         )
 
     @property

@@ -29,11 +29,9 @@ import bisect
 import ipaddress
 import json
 import mmap
-import os
 import socket
 import struct
 import sys
-import tempfile
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -41,6 +39,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..record import Classification
+from .files import write_atomically
 from .formats import Entry
 
 __all__ = ["FeedContent", "Index", "compile_index"]
@@ -216,21 +215,12 @@ def compile_index(feeds: Iterable[FeedContent], path: Path) -> dict[str, Any]:
             encoded = again
             break
         encoded = again
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(MAGIC + struct.pack("<I", len(encoded)) + encoded)
-            for (name, _code), part in zip((*_SECTIONS, ("strings", "B")), parts, strict=True):
-                out.seek(layout[name][0])
-                out.write(part)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    data = bytearray(position)
+    data[: len(MAGIC) + 4 + len(encoded)] = MAGIC + struct.pack("<I", len(encoded)) + encoded
+    for (name, _code), part in zip((*_SECTIONS, ("strings", "B")), parts, strict=True):
+        start = layout[name][0]
+        data[start : start + len(part)] = part
+    write_atomically(path, bytes(data))
     return header
 
 

@@ -23,13 +23,12 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .files import write_atomically
 from .index import FeedContent, compile_index
 from .settings import FeedsConfig
 
@@ -115,25 +114,10 @@ def _checked_state(data: Any) -> FeedState | None:
     return FeedState(**known)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def write_state(config: FeedsConfig, name: str, state: FeedState) -> None:
     """Replace ``state.json`` atomically; drop body files the state no longer names."""
     folder = _folder(config, name)
-    _write_atomically(folder / "state.json", json.dumps(state.__dict__, indent=1).encode())
+    write_atomically(folder / "state.json", json.dumps(state.__dict__, indent=1).encode())
     keep = set(state.files.values())
     for path in folder.glob("*.body"):
         if path.name not in keep:
@@ -145,7 +129,7 @@ def write_body(config: FeedsConfig, name: str, body: bytes) -> str:
     file = hashlib.sha256(body).hexdigest()[:24] + ".body"
     path = _folder(config, name) / file
     if not path.exists():
-        _write_atomically(path, body)
+        write_atomically(path, body)
     return file
 
 
