@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
 import random
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,25 @@ PG_ADMIN_ENV = "CE_TEST_PG_ADMIN_URL"
 # a long-lived host would otherwise download due feeds from their publishers.
 os.environ["COWRIE_ENRICH_FEEDS_ENABLED"] = ""
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@contextlib.contextmanager
+def pip_installed(folder: Path, name: str, forget: Callable[[], None]) -> Iterator[None]:
+    """``pip install`` the distribution in ``folder`` into this environment, then uninstall it.
+
+    ``forget`` clears what caches the entry points (called after each step).
+    """
+    install = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
+    done = subprocess.run([*install, str(folder)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    forget()
+    try:
+        yield
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "uninstall", "-q", "-y", name], capture_output=True
+        )
+        forget()
 
 
 def shared_data(name: str) -> Path:

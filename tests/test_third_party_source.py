@@ -8,7 +8,6 @@ import io
 import ipaddress
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import sqlalchemy as sa
 from cowrie_enrich_plugin.sources.plugin import discover
 from cowrie_enrich_plugin.testing import BulkWhoisServer
 
-from .conftest import global_ips, write_log
+from .conftest import global_ips, pip_installed, write_log
 from .e2e.test_processes import clean_env, cowrie_enrich, write_config
 
 EXAMPLE = Path(__file__).parent / "example_source"
@@ -27,20 +26,8 @@ EXAMPLE = Path(__file__).parent / "example_source"
 @pytest.fixture(scope="module")
 def parity_installed() -> Iterator[None]:
     """``pip install`` the example into this environment for the module's tests."""
-    install = [sys.executable, "-m", "pip", "install", "-q", "--no-deps"]
-    done = subprocess.run(
-        [*install, "--no-build-isolation", str(EXAMPLE)], capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    discover.cache_clear()
-    try:
+    with pip_installed(EXAMPLE, "cowrie-enrich-parity", discover.cache_clear):
         yield
-    finally:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "uninstall", "-q", "-y", "cowrie-enrich-parity"],
-            capture_output=True,
-        )
-        discover.cache_clear()
 
 
 def run(*args: str, config: Path) -> subprocess.CompletedProcess[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,15 +14,12 @@ import pytest
 from cowrie_enrich_plugin.feeds.catalog import installed_feeds
 from cowrie_enrich_plugin.testing import BulkWhoisServer, FeedServer, feeds_table, sample_feeds
 
-from ..conftest import shared_data
+from ..conftest import pip_installed, shared_data
 from ..e2e.test_follow import delivered, event
 from ..e2e.test_processes import cowrie_enrich, feeds_env
+from . import feeds_toml
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "example_feed"
-
-
-def _value(value: Any) -> str:
-    return json.dumps(value)
 
 
 def write_config(path: Path, whois: BulkWhoisServer, feeds: dict[str, Any], **extra: Any) -> Path:
@@ -36,16 +32,9 @@ def write_config(path: Path, whois: BulkWhoisServer, feeds: dict[str, Any], **ex
         "timeout": 5,
         "retries": 2,
         **extra,
+        "feeds": feeds,
     }
-    lines = ["[plugins]", 'enabled = ["enrich"]', "[plugins.enrich]"]
-    lines += [f"{key} = {_value(value)}" for key, value in section.items()]
-    lines.append("[plugins.enrich.feeds]")
-    lines += [f"{k} = {_value(v)}" for k, v in feeds.items() if not isinstance(v, dict)]
-    for name, table in feeds.items():
-        if isinstance(table, dict):
-            lines.append(f"[plugins.enrich.feeds.{name}]")
-            lines += [f"{k} = {_value(v)}" for k, v in table.items()]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(feeds_toml(section))
     return path
 
 
@@ -180,30 +169,8 @@ def test_a_running_follower_uses_a_changed_feed_within_its_refresh(
 @pytest.fixture
 def scanners_installed() -> Iterator[None]:
     """``pip install`` the trial feed into this environment for the test."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            str(EXAMPLE),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    installed_feeds.cache_clear()
-    try:
+    with pip_installed(EXAMPLE, "cowrie-enrich-scanners", installed_feeds.cache_clear):
         yield
-    finally:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "uninstall", "-q", "-y", "cowrie-enrich-scanners"],
-            capture_output=True,
-        )
-        installed_feeds.cache_clear()
 
 
 def test_a_third_party_feed_works_with_one_entry_point(

@@ -15,21 +15,13 @@ from cowrie_enrich_plugin.testing import BulkWhoisServer, FeedServer, feeds_tabl
 from cowrie_enrich_plugin.testing.feed_server import SAMPLE_PATHS
 
 from ..e2e.test_processes import feeds_env
+from . import feeds_toml
 
 CLI = [sys.executable, "-m", "cowrie_enrich_plugin.cli"]
 
 
 def _toml(section: dict[str, Any], db: Path) -> str:
-    lines = ["[plugins]", 'enabled = ["enrich"]', "[plugins.enrich]", f'db = "sqlite:///{db}"']
-    lines += [f"{k} = {json.dumps(v)}" for k, v in section.items() if k != "feeds"]
-    feeds = section["feeds"]
-    lines.append("[plugins.enrich.feeds]")
-    lines += [f"{k} = {json.dumps(v)}" for k, v in feeds.items() if not isinstance(v, dict)]
-    for name, table in feeds.items():
-        if isinstance(table, dict):
-            lines.append(f"[plugins.enrich.feeds.{name}]")
-            lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
-    return "\n".join(lines) + "\n"
+    return feeds_toml({"db": f"sqlite:///{db}", **section})
 
 
 @pytest.fixture
