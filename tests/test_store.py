@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import multiprocessing
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -204,6 +207,32 @@ def test_every_version_migrates_to_the_current_one(db_url: str, start: int) -> N
         columns = [c["name"] for c in sa.inspect(conn).get_columns("enrichment_record")]
         assert sorted(columns) == sorted(c.name for c in records_table.columns)
     store.close()
+
+
+def _open_at_barrier(url: str, barrier: Any) -> str:
+    """Open the store once ``barrier`` lets every process go; what happened, as text."""
+    warnings: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warnings.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger().addHandler(handler)
+    barrier.wait()
+    try:
+        open_store(url).close()
+    except StoreError as exc:
+        return str(exc)
+    return "; ".join(warnings) or "ok"
+
+
+def test_processes_creating_one_new_sqlite_store_at_once_all_open_it(tmp_path: Path) -> None:
+    """The version is read under the write lock: nobody runs a step twice, nobody waits noisily."""
+    context = multiprocessing.get_context("fork")
+    outcomes: list[str] = []
+    with context.Manager() as manager, context.Pool(4) as pool:
+        for round_ in range(40):
+            barrier = manager.Barrier(4)
+            url = f"sqlite:///{tmp_path / f'store{round_}.db'}"
+            outcomes += pool.starmap(_open_at_barrier, [(url, barrier)] * 4)
+    assert set(outcomes) == {"ok"}
 
 
 def test_database_newer_than_the_code_is_refused(db_url: str) -> None:

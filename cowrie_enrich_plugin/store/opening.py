@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import sqlite3
+import time
+from typing import Any, Final
 
 import sqlalchemy as sa
 
@@ -14,11 +16,22 @@ from .schema import SchemaTooNew, migrate, refuse_newer
 
 __all__ = ["open_store"]
 
+_WAL_ATTEMPTS: Final = 100  # 5 s
+
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # Switching a new file to WAL while another process opens it can fail at once
+    # ("database is locked"): SQLite does not call the busy handler for it.
+    for attempt in range(_WAL_ATTEMPTS):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == _WAL_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 

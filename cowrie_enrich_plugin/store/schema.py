@@ -257,23 +257,19 @@ def refuse_newer(conn: Connection) -> None:
 def migrate(engine: Engine, target: int = SCHEMA_VERSION) -> int:
     """Bring the database up to ``target``; return the version it was at.
 
-    Safe when several processes start at once: on PostgreSQL the steps run under
-    an advisory lock; on SQLite a process that loses the race sees the other's
-    work and tries again.
+    Safe when several processes start at once: the version is read and the steps
+    run under a lock held to the commit (PostgreSQL: an advisory lock; SQLite: the
+    write lock, taken before the first read), so a second process waits and then
+    finds the work done.
     """
-    for attempt in range(3):
-        try:
-            return _migrate_once(engine, target)
-        except (sa.exc.OperationalError, sa.exc.IntegrityError):
-            if engine.dialect.name != "sqlite" or attempt == 2:
-                raise
-    raise AssertionError("unreachable")
-
-
-def _migrate_once(engine: Engine, target: int) -> int:
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(7460391)"))
+        else:
+            # The sqlite3 module begins a transaction only before the first write,
+            # so without this a second process reads version 0 while the first is
+            # still creating tables, and both run step 1.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         schema_table.create(conn, checkfirst=True)
         start = current_version(conn)
         if start > SCHEMA_VERSION:
