@@ -254,24 +254,35 @@ class Collector:
             self._seen.pop(ip, None)
             self._canonical.discard(ip)
 
-    def _note_expiries(self, records: list[dict[str, Any]]) -> None:
+    def _note_expiries(self, records: list[dict[str, Any]], *, repeated: bool) -> list[str]:
         """Note when the records of remembered addresses expire (those are forgotten then).
 
-        One expired already (its refresh failed, or waits out its backoff) is forgotten
-        after ``retry_interval``, not at every sighting.
+        A fresh record is forgotten at its expiry, however soon: a sighting after that
+        refreshes it. One the engine repeats expired (its refresh failed, or waits out
+        its backoff) is forgotten after ``retry_interval``, not at every sighting. One
+        that is news and arrives expired expired on its way here, while a sighting
+        meant to refresh it may have been taken for it: its address is returned, to be
+        asked again at once.
         """
         expiring, remembered = self._expiring, self._canonical
         now = clock.wall()
         soonest = now + self.config.retry_interval
+        again: list[str] = []
         for record in records:
             expires = parse_time(record["expires_at"])
-            if expires is not None and record["ip"] in remembered:
-                # Still fresh: forgotten when it expires (a sighting after that refreshes
-                # it), however soon; expired already: after retry_interval.
-                at = expires.timestamp()
-                heapq.heappush(expiring, (at if at > now else soonest, record["ip"]))
+            ip = record["ip"]
+            if expires is None or ip not in remembered:
+                continue
+            at = expires.timestamp()
+            if at > now:
+                heapq.heappush(expiring, (at, ip))
+            elif repeated:
+                heapq.heappush(expiring, (soonest, ip))
+            else:
+                again.append(ip)
         if len(expiring) > 4 * self.config.working_set:  # a bound, whatever comes
             self._expiring = heapq.nsmallest(2 * self.config.working_set, expiring)
+        return again
 
     def _first_sight(self, raw: object, usable: list[str], skipped: list[str]) -> str | None:
         """Judge a value not seen before this run; remember it; queue a new address."""
@@ -486,7 +497,7 @@ class Collector:
         """
         if repeats:
             again = set(repeats)
-            self._note_expiries([r for r in records if r["ip"] in again])
+            self._note_expiries([r for r in records if r["ip"] in again], repeated=True)
             records = [r for r in records if r["ip"] not in again]
         delivered = self._delivered
         signed = [(r, delivery_signature(r)) for r in records]
@@ -504,7 +515,7 @@ class Collector:
             delivered[ip] = sign  # the newest last: the first to be forgotten
         ready = [record for record, _sign in news]
         if self.config.long_lived:
-            self._note_expiries(ready)
+            self._held.extend(self._note_expiries(ready, repeated=False))
         self._stats.delivered += len(ready)
         self._deliver_fn(ready)
 

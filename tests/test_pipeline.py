@@ -7,14 +7,16 @@ on, in which order, and which events are refused with which reason.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cowrie_enrich_plugin.channel import NewAddresses, ToEngine
+from cowrie_enrich_plugin.channel import NewAddresses, Records, ToEngine
 from cowrie_enrich_plugin.collect import Collector
 from cowrie_enrich_plugin.config import EnrichConfig
+from cowrie_enrich_plugin.record import format_time
 from cowrie_enrich_plugin.transport import Transport
 
 
@@ -98,3 +100,36 @@ def test_events_given_as_an_iterator_keep_their_refusals() -> None:
     refused = pipe.ingest(events)  # type: ignore[arg-type]
     assert refused is not None and [index for index, _ in refused] == [1]
     assert transport.sent == [NewAddresses(["8.8.8.8", "1.1.1.1"])]
+
+
+def _record(ip: str, expires_in: float) -> dict[str, Any]:
+    expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=expires_in)
+    return {"ip": ip, "status": "enriched", "expires_at": format_time(expires)}
+
+
+def _handed_on(transport: Recording) -> list[str]:
+    handed = [ip for m in transport.sent if isinstance(m, NewAddresses) for ip in m.ips]
+    transport.sent.clear()
+    return handed
+
+
+def test_a_long_lived_run_asks_again_for_a_record_that_expired_on_its_way() -> None:
+    """A sighting while the answer was in transit was taken for it: the host asks again.
+
+    A record the engine repeats, expired (its refresh failed), is not asked again at
+    once: the address waits ``retry_interval`` before a sighting hands it on.
+    """
+    transport = Recording()
+    collector = Collector(EnrichConfig(lifecycle="long-lived"), lambda records: None, transport)
+    collector.ingest([{"src_ip": "8.8.8.8"}, {"src_ip": "1.1.1.1"}, {"src_ip": "9.9.9.9"}])
+    collector.checkpoint()
+    assert _handed_on(transport) == ["8.8.8.8", "1.1.1.1", "9.9.9.9"]
+    fresh, in_transit, failed = (
+        _record("8.8.8.8", 3600),
+        _record("1.1.1.1", -1),
+        _record("9.9.9.9", -1),
+    )
+    transport.incoming.put(Records([fresh, in_transit, failed], None, repeats=("9.9.9.9",)))
+    collector.ingest([{"src_ip": "8.8.8.8"}, {"src_ip": "1.1.1.1"}, {"src_ip": "9.9.9.9"}])
+    collector.checkpoint()
+    assert _handed_on(transport) == ["1.1.1.1"]
