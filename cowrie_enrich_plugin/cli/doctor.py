@@ -6,8 +6,6 @@ plugin is enabled, the files), then looks at the database and the whois server.
 
 from __future__ import annotations
 
-import os
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -17,7 +15,7 @@ import click
 
 from ..config import PLUGIN_NAME, ConfigError, EnrichConfig, mask_url, plugin_enabled
 from ..dburl import scrub, sqlite_file
-from ..errors import GeoDatabaseError, StoreError
+from ..errors import StoreError
 from .options import common_options, host_config, run_command, settings
 
 __all__ = ["doctor", "run_checks"]
@@ -68,13 +66,11 @@ def run_checks(host: Callable[[], Mapping[str, Any]], config_path: str | None) -
 
 
 def _checks(config: EnrichConfig) -> Iterator[Check]:
+    from ..sources.plugin import settings_of
+
     yield _check_database(config)
-    for option, path, kind in (
-        ("geoip_city", config.geoip_city, "city"),
-        ("geoip_asn", config.geoip_asn, "asn"),
-    ):
-        yield _check_geoip(option, path, kind)
-    yield _check_whois(config)
+    for name in ("maxmind", "cymru"):  # their lines name their own keys
+        yield _check_source(name, settings_of(config, name), prefix="")
     for name, items in config.sources:
         yield _check_source(name, dict(items))
     yield from _check_feeds(config)
@@ -82,8 +78,6 @@ def _checks(config: EnrichConfig) -> Iterator[Check]:
 
 def _check_feeds(config: EnrichConfig) -> Iterator[Check]:
     """Each enabled feed: installed and fresh (WARN: records lack its labels until it is)."""
-    import time
-
     from ..feeds.installed import problems, read_state
 
     feeds = config.feeds
@@ -106,18 +100,17 @@ def _check_feeds(config: EnrichConfig) -> Iterator[Check]:
             yield "WARN", f"feeds: the last download of {name} failed: {error}"
 
 
-def _check_source(name: str, settings: dict[str, Any]) -> Check:
-    """What the source's own ``check`` says (every source is checked if it can say)."""
+def _check_source(name: str, settings: dict[str, Any], prefix: str | None = None) -> Check:
+    """What the source's own ``check`` says, after ``prefix`` (default: ``source <name>: ``)."""
     from ..sources.plugin import load
 
     plugin = load(name)
+    head = f"source {name}: " if prefix is None else prefix
     check = getattr(plugin, "check", None)
-    if check is None:
-        return "OK", f"source {name}: enabled"
+    if check is None:  # a plugin written before check was part of the interface
+        return "OK", f"{head}enabled"
     level, line = check(settings)
-    return ("FAIL" if level == "FAIL" else "WARN" if level == "WARN" else "OK"), (
-        f"source {name}: {line}"
-    )
+    return ("FAIL" if level == "FAIL" else "WARN" if level == "WARN" else "OK"), f"{head}{line}"
 
 
 def _check_database(config: EnrichConfig) -> Check:
@@ -164,41 +157,3 @@ def _check_database(config: EnrichConfig) -> Check:
             "upgrade cowrie-enrich",
         )
     return "OK", f"database: {url} (schema {version})"
-
-
-def _check_geoip(option: str, path: str | None, kind: str) -> Check:
-    from ..sources.maxmind.lookup import GeoDatabase
-
-    if not path:
-        return "OK", f"{option}: not configured (records carry no MaxMind data for it)"
-    if not os.path.exists(path):  # ingest goes on without it, as it says
-        return "WARN", (
-            f"{option}: {path} does not exist; records carry no MaxMind data for it "
-            "(download it from MaxMind or fix the path)"
-        )
-    try:
-        database = GeoDatabase(path, "city" if kind == "city" else "asn")
-    except GeoDatabaseError as exc:
-        return "FAIL", f"{option}: {exc}"
-    age = (time.time() - database.built_at.timestamp()) / 86400
-    database.close()
-    line = f"{option}: {path} ({database.database_type}, built {database.built_at:%Y-%m-%d})"
-    if age > 30:
-        return "WARN", f"{line}; older than 30 days: update it (geoipupdate)"
-    return "OK", line
-
-
-def _check_whois(config: EnrichConfig) -> Check:
-    where = f"{config.cymru_host}:{config.cymru_port}"
-    started = time.monotonic()
-    try:
-        with socket.create_connection(
-            (config.cymru_host, config.cymru_port), timeout=min(10.0, config.timeout)
-        ):
-            pass
-    except OSError as exc:
-        return "FAIL", (
-            f"whois: cannot reach {where} ({exc}); outbound TCP port {config.cymru_port} must be "
-            "open. Without it, addresses stay pending and are retried on the next run"
-        )
-    return "OK", f"whois: {where} reachable ({(time.monotonic() - started) * 1000:.0f} ms)"

@@ -1,7 +1,7 @@
 """The extra sources of a run (GreyNoise, third-party ones): opened, asked in their own batches.
 
-Each source is asked at most :attr:`~..sources.plugin.Source.concurrency` calls at
-a time and :attr:`~..sources.plugin.Source.batch_size` addresses a call, whatever
+Each source is asked at most :attr:`~..sources.plugin.NetworkSource.concurrency` calls at
+a time and :attr:`~..sources.plugin.NetworkSource.batch_size` addresses a call, whatever
 thread of the engine asks; its answers become :class:`~..record.SourcePart` values
 with the source's own TTLs. A source that raises is a bug, not the network: its
 addresses stay pending and the others' answers are kept.
@@ -18,7 +18,7 @@ from ..config import EnrichConfig
 from ..errors import ConfigError
 from ..record import PartStatus, SourcePart, utc_now
 from ..slices import slices
-from ..sources.plugin import Lookup, Source, load
+from ..sources.plugin import Lookup, NetworkSource, load
 
 __all__ = ["ExtraSources"]
 
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 class ExtraSources:
     """The run's enabled extra sources, by name."""
 
-    def __init__(self, sources: Mapping[str, Source]) -> None:
+    def __init__(self, sources: Mapping[str, NetworkSource]) -> None:
         self.sources = dict(sorted(sources.items()))
         self._slots = {
             name: threading.BoundedSemaphore(max(1, source.concurrency))
@@ -45,7 +45,7 @@ class ExtraSources:
 
         :raises ConfigError: when a source cannot be opened with its settings.
         """
-        opened: dict[str, Source] = {}
+        opened: dict[str, NetworkSource] = {}
         try:
             for name, items in config.sources:
                 try:
@@ -78,7 +78,9 @@ class ExtraSources:
                     found.setdefault(ip, {})[name] = part
         return found
 
-    def _ask_one(self, name: str, source: Source, batch: Sequence[str]) -> dict[str, SourcePart]:
+    def _ask_one(
+        self, name: str, source: NetworkSource, batch: Sequence[str]
+    ) -> dict[str, SourcePart]:
         with self._slots[name]:
             try:
                 result = source.lookup(batch)

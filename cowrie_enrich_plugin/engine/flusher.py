@@ -330,7 +330,8 @@ class Flusher:
                 self.enricher.store.queue(batch)
             except StoreError as exc:
                 self._store_failed(exc, len(batch))
-            self._emit(self._stale.get(ip) or EnrichmentRecord(ip, Status.PENDING) for ip in batch)
+            pending = self.enricher.pending_record
+            self._emit(self._stale.get(ip) or pending(ip) for ip in batch)
             with self._lock:
                 self.leftover_pending += len(batch)
             return
@@ -386,10 +387,8 @@ class Flusher:
     def _not_recorded(self, batch: list[str]) -> None:
         with self._lock:
             self.unsaved += len(batch)
-        stale = self._stale
-        self._emit(
-            stale.pop(ip) if ip in stale else EnrichmentRecord(ip, Status.PENDING) for ip in batch
-        )
+        stale, pending = self._stale, self.enricher.pending_record
+        self._emit(stale.pop(ip) if ip in stale else pending(ip) for ip in batch)
 
     def _fetch(self, batch: list[str], previous: dict[str, EnrichmentRecord]) -> None:
         """On a connection slot: ask whois, then hand persisting to the store thread."""
@@ -420,7 +419,8 @@ class Flusher:
                 logger.exception("saving a batch of %d address(es) failed", len(batch))
             with self._lock:
                 self.errors += 1
-            records = [previous.get(ip) or EnrichmentRecord(ip, Status.PENDING) for ip in batch]
+            pending = self.enricher.pending_record
+            records = [previous.get(ip) or pending(ip) for ip in batch]
         with self._lock:
             self._asking_now.difference_update(batch)
         if self.enricher.extras.names and not self._stopping.is_set():
@@ -437,8 +437,8 @@ class Flusher:
         names = self.enricher.extras.names
         if names:
             records = [with_every_part(record, names) for record in records]
-        classified = self.enricher.classified
-        dicts = [classified(record).to_dict() for record in records]
+        completed = self.enricher.completed
+        dicts = [completed(record).to_dict() for record in records]
         if not dicts:
             return
         self.enricher.count_kinds(dicts)
@@ -492,7 +492,7 @@ class Flusher:
             stored = self.enricher.store.get_records(self._foreign.ips())
         except StoreError:
             stored = {}
-        leftovers = self._foreign.leftovers(stored)
+        leftovers = self._foreign.leftovers(stored, self.enricher.pending_record)
         self.leftover_pending += sum(r.status is Status.PENDING for r in leftovers)
         self._emit(leftovers)
 

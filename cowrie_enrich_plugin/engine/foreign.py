@@ -7,9 +7,9 @@ rather than asking again, and claims it only if the lease ends unanswered.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-from ..record import EnrichmentRecord, Status
+from ..record import EnrichmentRecord
 from .steps import CacheView
 
 __all__ = ["ForeignLeases"]
@@ -49,11 +49,17 @@ class ForeignLeases:
             self._waiting.pop(ip, None)
         return view.to_fetch
 
-    def leftovers(self, stored: Mapping[str, EnrichmentRecord]) -> list[EnrichmentRecord]:
-        """At the end: the best record of each address still waited on; forgets them."""
+    def leftovers(
+        self,
+        stored: Mapping[str, EnrichmentRecord],
+        pending: Callable[[str], EnrichmentRecord],
+    ) -> list[EnrichmentRecord]:
+        """At the end: the best record of each address still waited on; forgets them.
+
+        ``pending`` makes the record of an address nobody answered.
+        """
         records = [
-            previous or stored.get(ip) or EnrichmentRecord(ip, Status.PENDING)
-            for ip, previous in self._waiting.items()
+            previous or stored.get(ip) or pending(ip) for ip, previous in self._waiting.items()
         ]
         self._waiting.clear()
         return records

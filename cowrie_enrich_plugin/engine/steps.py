@@ -1,4 +1,4 @@
-"""The enrichment steps for a set of addresses: cache, lease, whois, MaxMind merge, persist.
+"""The enrichment steps for a set of addresses: cache, lease, whois, offline merge, persist.
 
 Each step is synchronous and thread-safe; :mod:`.flusher` is the one place that
 orders them and decides when each runs.
@@ -17,22 +17,13 @@ from typing import Any
 from ..config import EnrichConfig
 from ..counters import RunCounters
 from ..errors import StoreError
-from ..feeds.classifier import Classifier, Keeper
-from ..record import (
-    Classification,
-    CymruAnswer,
-    EnrichmentRecord,
-    GeoAnswer,
-    PartStatus,
-    SourcePart,
-    Status,
-    utc_now,
-)
+from ..record import CymruAnswer, EnrichmentRecord, PartStatus, SourcePart, Status, utc_now
 from ..sources.cymru.client import BatchResult, BulkWhoisClient
-from ..sources.maxmind.lookup import GeoLookup
+from ..sources.plugin import load, settings_of
 from ..store import Store, open_store
 from ..store.parts import get_parts, save_parts
 from .extras import ExtraSources
+from .offline import OfflineSources
 
 __all__ = ["CacheView", "Enricher"]
 
@@ -63,25 +54,25 @@ class CacheView:
 
 
 class Enricher:
-    """Resolves addresses through the cache, MaxMind and Team Cymru, and stores the outcome."""
+    """Resolves addresses through the cache, the network sources and the offline ones.
+
+    The one door to the store, the sources and the offline files: the engine's loop
+    (:mod:`.flusher`) reaches them through these steps only.
+    """
 
     def __init__(
         self,
         config: EnrichConfig,
         store: Store,
-        geo: GeoLookup,
+        offline: OfflineSources,
         client: BulkWhoisClient,
         extras: ExtraSources | None = None,
-        classifier: Classifier | None = None,
     ) -> None:
         self.config = config
         self.store = store
-        self.geo = geo
+        self.offline = offline
         self.client = client
         self.extras = extras or ExtraSources({})
-        #: the offline feeds (``None``: none enabled)
-        self.classifier = classifier
-        self._keeper = Keeper(classifier) if classifier is not None and config.long_lived else None
         self._counts = RunCounters()
         #: addresses pending in the store, as of the last look (long-lived runs look)
         self.pending_now = 0
@@ -91,12 +82,12 @@ class Enricher:
 
     @classmethod
     def open(cls, config: EnrichConfig) -> Enricher:
-        """Open the GeoIP files, the store and the whois client that ``config`` names.
+        """Open the offline sources, the store and the network sources ``config`` names.
 
         :raises GeoDatabaseError: for an unusable GeoIP file.
         :raises StoreError: when the database cannot be opened.
         """
-        geo = GeoLookup(config.geoip_city, config.geoip_asn)
+        offline = OfflineSources.open(config)
         try:
             store = open_store(config.db)
             try:
@@ -105,17 +96,10 @@ class Enricher:
                 store.close()
                 raise
         except BaseException:
-            geo.close()
+            offline.close()
             raise
-        client = BulkWhoisClient(
-            config.cymru_host,
-            config.cymru_port,
-            timeout=config.timeout,
-            retries=config.retries,
-            batch_size=config.batch_size,
-        )
-        classifier = Classifier(config.feeds) if config.feeds.enabled else None
-        return cls(config, store, geo, client, extras, classifier)
+        client: BulkWhoisClient = load("cymru").open(settings_of(config, "cymru"))
+        return cls(config, store, offline, client, extras)
 
     def release_leases(self) -> None:
         """Give up this process's leases (what they hold stays queued for the next run)."""
@@ -128,12 +112,10 @@ class Enricher:
             logger.warning("could not release leases: %s", exc)
 
     def close(self) -> None:
-        """Give up this process's leases and close the store and the GeoIP files."""
-        if self._keeper is not None:
-            self._keeper.close()
+        """Give up this process's leases and close the store and the sources."""
         self.release_leases()
         self.store.close()
-        self.geo.close()
+        self.offline.close()
         self.extras.close()
 
     def __enter__(self) -> Enricher:
@@ -151,19 +133,19 @@ class Enricher:
 
     def refresh_offline(self) -> None:
         """Let the offline sources switch to files replaced since they were opened."""
-        self.geo.refresh()
-        if self.classifier is not None:
-            self.classifier.refresh()
+        self.offline.refresh()
 
-    def classify(self, ip: str) -> Classification | None:
-        """The offline feeds' ``classification`` of ``ip`` (``None``: no feed installed)."""
-        return self.classifier.classify(ip) if self.classifier is not None else None
+    def pending_record(self, ip: str) -> EnrichmentRecord:
+        """The record of an address no network source has answered yet."""
+        return self.offline.record(ip, Status.PENDING)
 
-    def classified(self, record: EnrichmentRecord) -> EnrichmentRecord:
-        """``record`` with its classification, for one that has none yet."""
-        if record.classification is not None or self.classifier is None:
-            return record
-        return record.with_classification(self.classifier.classify(record.ip))
+    def skipped_record(self, ip: str) -> EnrichmentRecord:
+        """The record of an address that is never sent anywhere."""
+        return self.offline.record(ip, Status.SKIPPED)
+
+    def completed(self, record: EnrichmentRecord) -> EnrichmentRecord:
+        """``record`` with the feeds' labels, for one built before any feed was installed."""
+        return self.offline.completed(record)
 
     def _relabel(self, records: dict[str, EnrichmentRecord]) -> None:
         """Give the records whose feeds changed since they were built today's labels, stored.
@@ -171,16 +153,7 @@ class Enricher:
         A record keeps the labels it was built with until its address is seen again;
         then it is relabelled here, from the feeds alone (no network source is asked).
         """
-        classifier = self.classifier
-        if classifier is None or classifier.index is None:
-            return
-        changed: list[EnrichmentRecord] = []
-        for ip, record in records.items():
-            now = classifier.classify(ip)
-            old = record.classification
-            if now is not None and (old is None or old.text != now.text):
-                records[ip] = record = record.with_classification(now)
-                changed.append(record)
+        changed = self.offline.relabel(records)
         if changed:
             self.store.relabel(changed)
 
@@ -221,21 +194,15 @@ class Enricher:
             self._counts.leased_elsewhere += len(theirs)
         return mine, theirs
 
-    def record_for(self, ip: str, answer: CymruAnswer, geo: GeoAnswer | None) -> EnrichmentRecord:
-        """Merge one Cymru answer and MaxMind's into a record with its TTL."""
+    def record_for(self, ip: str, answer: CymruAnswer) -> EnrichmentRecord:
+        """The record of one Cymru answer, with its TTL and the offline sections."""
         if answer.announced:
             ttl = dt.timedelta(days=self.config.ttl_days)
             status = Status.ENRICHED
         else:
             ttl = dt.timedelta(hours=self.config.negative_ttl_hours)
             status = Status.UNANNOUNCED
-        return EnrichmentRecord(
-            ip, status, answer, geo, answer.fetched_at + ttl, (), self.classify(ip)
-        )
-
-    def skipped_record(self, ip: str) -> EnrichmentRecord:
-        """The record of an address that is never sent anywhere."""
-        return EnrichmentRecord(ip, Status.SKIPPED, classification=self.classify(ip))
+        return self.offline.record(ip, status, answer, answer.fetched_at + ttl)
 
     def ask_extras(
         self, ips: Sequence[str], needs: Mapping[str, Sequence[str]]
@@ -293,26 +260,23 @@ class Enricher:
         result: BatchResult,
         previous: Mapping[str, EnrichmentRecord] | None = None,
     ) -> list[EnrichmentRecord]:
-        """Merge one batch's whois result with MaxMind, persist it, return the records.
+        """Build the records of one batch's whois result, persist them, return them.
 
         An address that stayed unanswered gets its previous (stale) record back if it
-        had one, else a ``pending`` record with its MaxMind data. The extra sources'
-        sections are merged by :meth:`save_parts`.
+        had one, else a ``pending`` record with its offline sections. The extra
+        sources' sections are merged by :meth:`save_parts`.
         """
         records: list[EnrichmentRecord] = []
         resolved: list[EnrichmentRecord] = []
         unresolved: dict[str, tuple[str, EnrichmentRecord]] = {}
         for ip in ips:
-            geo = self.geo.lookup(ip)
             answer = result.answers.get(ip)
             if answer is not None:
-                record = self.record_for(ip, answer, geo)
+                record = self.record_for(ip, answer)
                 resolved.append(record)
                 records.append(record)
                 continue
-            pending = EnrichmentRecord(
-                ip, Status.PENDING, maxmind=geo, classification=self.classify(ip)
-            )
+            pending = self.pending_record(ip)
             unresolved[ip] = (result.unresolved.get(ip, "not answered"), pending)
             old = (previous or {}).get(ip)
             if old is not None and old.status is not Status.PENDING:
@@ -330,14 +294,8 @@ class Enricher:
 
     def count_kinds(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Count delivered records by their labels' kinds (when feeds are on)."""
-        if self.classifier is None:
-            return
         with self._counts_lock:
-            kinds = self._kinds
-            for record in records:
-                section = record.get("classification")
-                for kind in (section or {}).get("kinds") or ("none",):
-                    kinds[kind] = kinds.get(kind, 0) + 1
+            self.offline.count_kinds(records, self._kinds)
 
     def counters(self) -> RunCounters:
         """The steps' and the whois client's counters so far."""

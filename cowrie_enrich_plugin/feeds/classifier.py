@@ -30,9 +30,18 @@ KEEP_EVERY: Final = 60.0
 
 
 class Classifier:
-    """The engine's feeds: thread-safe; :meth:`classify` is ``None`` while none is installed."""
+    """The feeds as an offline source: thread-safe; ``None`` while no feed is installed.
 
-    def __init__(self, config: FeedsConfig, check_every: float = CHECK_EVERY) -> None:
+    :param keep: download due feeds in the background (a long-lived host's
+        :class:`Keeper`), until :meth:`close`.
+    """
+
+    #: the record field its section fills
+    field: Final = "classification"
+
+    def __init__(
+        self, config: FeedsConfig, check_every: float = CHECK_EVERY, *, keep: bool = False
+    ) -> None:
         self.config = config
         self._check_every = check_every
         self._checked = float("-inf")
@@ -40,6 +49,7 @@ class Classifier:
         self._path: Path | None = None
         self._lock = threading.Lock()
         self.refresh(wait=True)
+        self._keeper = Keeper(self) if keep else None
 
     def refresh(self, force: bool = False, wait: bool = False) -> None:
         """Switch to the index of what is installed now, if it changed (compiled if need be).
@@ -85,6 +95,13 @@ class Classifier:
         """The address's ``classification`` (``None`` while no feed is installed)."""
         index = self._index
         return index.classify(ip) if index is not None else None
+
+    section = classify
+
+    def close(self) -> None:
+        """Stop the background downloads, if any (the index's pages go with the last reader)."""
+        if self._keeper is not None:
+            self._keeper.close()
 
 
 class Keeper:

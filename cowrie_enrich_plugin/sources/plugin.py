@@ -1,22 +1,35 @@
-"""The interface every enrichment source implements, and how sources are found.
+"""The two kinds of enrichment source, the interfaces they implement, and how they are found.
 
-A source is found through the entry-point group ``cowrie_enrich.sources``: the
-entry point's name is the source's name, its key in the record and its config
-section ``[plugins.enrich.<name>]``; it names a :class:`SourcePlugin` (usually a
-module-level instance). A source is enabled when its section is present (an empty
-one will do). Team Cymru and MaxMind register the same way; they are configured by
-the top-level keys (``cymru_host``, ``geoip_city``, ...) for compatibility, and
-their answers keep columns of their own in the store. Every other source is asked,
-cached, retried and exported by the engine through this interface alone.
+**Network sources** answer over the network, in batches: asked after the cache, leased
+across processes, cached per address with a TTL, retried, and shown ``pending`` until
+they answer. Team Cymru is the built-in one (its answer has columns of its own and
+fills the record's summary fields); every other, GreyNoise included, implements
+:class:`NetworkSource` and is asked, cached, retried and exported by the engine
+through that interface alone.
 
-A minimal source, in a package of its own::
+**Offline sources** answer from local files: asked inline whenever a record is built
+(fresh, pending or served from the cache), never pending, no network per address.
+MaxMind and the offline feeds are the built-in ones; each implements
+:class:`OfflineSource`. Offline data of your own joins as a feed (the entry-point
+group ``cowrie_enrich.feeds``, see :mod:`cowrie_enrich_plugin.feeds`).
+
+A source is found through the entry-point group ``cowrie_enrich.sources``: the entry
+point's name is the source's name, its key in the record and its config section
+``[plugins.enrich.<name>]``; it names a :class:`SourcePlugin` (usually a module-level
+instance). A source is enabled when its section is present (an empty one will do).
+Team Cymru and MaxMind register the same way; they are configured by the top-level
+keys (``cymru_host``, ``geoip_city``, ...) for compatibility.
+
+A minimal network source, in a package of its own::
 
     class Blocklist:
-        name = "blocklist"
         settings = {"path": Setting(str, "/etc/blocklist.txt")}
 
         def open(self, settings):
             return BlocklistLookup(settings["path"])
+
+        def check(self, settings):
+            return "OK", f"reads {settings['path']}"
 
     # pyproject.toml
     [project.entry-points."cowrie_enrich.sources"]
@@ -30,18 +43,25 @@ import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from ..checks import Setting
+
+if TYPE_CHECKING:
+    from ..config import EnrichConfig
 
 __all__ = [
     "BUILT_IN",
     "ENTRY_POINT_GROUP",
     "Lookup",
+    "NetworkSource",
+    "OfflineSource",
     "Setting",
     "Source",
     "SourcePlugin",
     "discover",
+    "load",
+    "settings_of",
 ]
 
 ENTRY_POINT_GROUP: Final = "cowrie_enrich.sources"
@@ -67,8 +87,8 @@ class Lookup:
 
 
 @runtime_checkable
-class Source(Protocol):
-    """An open source, in the engine: thread-safe, asked from up to ``concurrency`` threads."""
+class NetworkSource(Protocol):
+    """An open network source, in the engine: thread-safe, asked from ``concurrency`` threads."""
 
     #: how many addresses one call of :meth:`lookup` takes at most
     batch_size: int
@@ -90,14 +110,51 @@ class Source(Protocol):
         """Release connections and files."""
 
 
+#: The name network sources had before offline ones joined.
+Source = NetworkSource
+
+
+@runtime_checkable
+class OfflineSource(Protocol):
+    """An open offline source, in the engine: answers one address at once, from local files.
+
+    Thread-safe; asked for every record built, so :meth:`section` must be cheap
+    (microseconds: a memory-mapped lookup, no I/O beyond page faults).
+    """
+
+    @property
+    def field(self) -> str:
+        """The record field its section fills (``maxmind``, ``classification``)."""
+
+    def section(self, ip: str) -> Any:
+        """Its section of ``ip``'s record (``None``: nothing to say, or no data yet)."""
+
+    def refresh(self) -> None:
+        """Use files replaced since they were opened (cheap; called at every flush)."""
+
+    def close(self) -> None:
+        """Release the files."""
+
+
 class SourcePlugin(Protocol):
     """What an entry point of ``cowrie_enrich.sources`` names."""
 
     #: the keys of ``[plugins.enrich.<name>]``
     settings: Mapping[str, Setting]
 
-    def open(self, settings: Mapping[str, Any]) -> Source:
-        """Open the source with its checked settings (in the engine, not the host)."""
+    def open(self, settings: Mapping[str, Any]) -> Any:
+        """Open the source with its checked settings (in the engine, not the host).
+
+        A third-party plugin returns a :class:`NetworkSource`.
+        """
+
+    def check(self, settings: Mapping[str, Any]) -> tuple[str, str]:
+        """What ``doctor`` says of it: ``("OK" | "WARN" | "FAIL", one line)``.
+
+        Cheap and read-only (a file opened, a server reached); the line says how to
+        fix what is wrong. Plugins written before ``check`` was asked for are shown
+        as enabled.
+        """
 
 
 @functools.cache
@@ -116,3 +173,10 @@ def load(name: str) -> SourcePlugin:
     """
     plugin: SourcePlugin = discover()[name].load()
     return plugin
+
+
+def settings_of(config: EnrichConfig, name: str) -> dict[str, Any]:
+    """The checked settings of the enabled source ``name`` (a built-in's: its top-level keys)."""
+    if name in BUILT_IN:
+        return {key: getattr(config, key) for key in load(name).settings}
+    return config.source_settings(name)

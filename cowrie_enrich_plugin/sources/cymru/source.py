@@ -1,53 +1,22 @@
-"""Team Cymru as a source plugin: registered like any other, asked through the interface.
+"""Team Cymru as the built-in network source: the entry point's plugin.
 
-The engine keeps Cymru's answers in columns of their own and merges them into the
-record's summary fields, so it drives the client directly; this adapter is what
-the entry point names, for the registry, ``doctor`` and any host that wants Cymru
-through the same interface as the other sources. Its keys are the plugin's
-top-level ``cymru_*`` keys.
+Its keys are the plugin's top-level ``cymru_*`` and batch keys. The engine drives the
+client it opens (:class:`~.client.BulkWhoisClient`) itself: Cymru's answer has columns
+of its own and fills the record's summary fields, and the lease, batch and retry
+policy of the whole record hang on it.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Mapping, Sequence
+import socket
+import time
+from collections.abc import Mapping
 from typing import Any
 
 from ...checks import Setting
-from ..plugin import Lookup
+from .client import BulkWhoisClient
 
-__all__ = ["SOURCE", "CymruSource"]
-
-
-class CymruSource:
-    """:class:`~.client.BulkWhoisClient` behind the source interface."""
-
-    def __init__(self, settings: Mapping[str, Any]) -> None:
-        from .client import BulkWhoisClient
-
-        self.batch_size = int(settings["batch_size"])
-        self.concurrency = int(settings["concurrency"])
-        self.ttl = dt.timedelta(days=float(settings["ttl_days"]))
-        self.negative_ttl = dt.timedelta(hours=float(settings["negative_ttl_hours"]))
-        self._client = BulkWhoisClient(
-            str(settings["cymru_host"]),
-            int(settings["cymru_port"]),
-            timeout=float(settings["timeout"]),
-            retries=int(settings["retries"]),
-            batch_size=self.batch_size,
-        )
-
-    def lookup(self, ips: Sequence[str]) -> Lookup:
-        """One bulk batch: announced answers, ``NA`` as not found, the rest pending."""
-        result = self._client.query_batch(ips)
-        lookup = Lookup(pending=dict(result.unresolved), requests=result.attempts)
-        for ip, answer in result.answers.items():
-            target = lookup.answers if answer.announced else lookup.not_found
-            target[ip] = answer.to_dict()
-        return lookup
-
-    def close(self) -> None:
-        """Nothing stays open between batches."""
+__all__ = ["SOURCE", "CymruPlugin"]
 
 
 class CymruPlugin:
@@ -69,9 +38,34 @@ class CymruPlugin:
             "negative_ttl_hours",
         )
 
-    def open(self, settings: Mapping[str, Any]) -> CymruSource:
+    def open(self, settings: Mapping[str, Any]) -> BulkWhoisClient:
         """A client for one run."""
-        return CymruSource(settings)
+        return BulkWhoisClient(
+            str(settings["cymru_host"]),
+            int(settings["cymru_port"]),
+            timeout=float(settings["timeout"]),
+            retries=int(settings["retries"]),
+            batch_size=int(settings["batch_size"]),
+        )
+
+    def check(self, settings: Mapping[str, Any]) -> tuple[str, str]:
+        """Whether the whois server takes a connection (nothing is asked)."""
+        host, port = str(settings["cymru_host"]), int(settings["cymru_port"])
+        started = time.monotonic()
+        try:
+            with socket.create_connection(
+                (host, port), timeout=min(10.0, float(settings["timeout"]))
+            ):
+                pass
+        except OSError as exc:
+            return "FAIL", (
+                f"whois: cannot reach {host}:{port} ({exc}); outbound TCP port {port} must be "
+                "open. Without it, addresses stay pending and are retried on the next run"
+            )
+        return (
+            "OK",
+            f"whois: {host}:{port} reachable ({(time.monotonic() - started) * 1000:.0f} ms)",
+        )
 
 
 #: The instance the entry point names.

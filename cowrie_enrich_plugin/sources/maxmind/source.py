@@ -1,51 +1,46 @@
-"""MaxMind as a source plugin: registered like any other, asked through the interface.
+"""MaxMind as an offline source: the entry point's plugin, and the source the engine asks.
 
-The engine merges MaxMind's answers into every record itself (offline, no batch, no
-lease), so it drives :class:`~.lookup.GeoLookup` directly; this adapter is what the
-entry point names. Its keys are the plugin's top-level ``geoip_*`` keys.
+Its keys are the plugin's top-level ``geoip_city`` and ``geoip_asn``; its section is
+the record's ``maxmind`` (:class:`~cowrie_enrich_plugin.record.GeoAnswer`).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Mapping, Sequence
-from typing import Any
+import os
+import time
+from collections.abc import Mapping
+from typing import Any, Final
 
 from ...checks import Setting
-from ..plugin import Lookup
+from ...errors import GeoDatabaseError
+from ...record import GeoAnswer
+from .lookup import GeoDatabase, GeoLookup
 
-__all__ = ["SOURCE", "MaxMindSource"]
+__all__ = ["SOURCE", "MaxMindPlugin", "MaxMindSource"]
+
+#: A file older than this many days is worth a warning (MaxMind publishes weekly).
+_OLD_DAYS: Final = 30
 
 
 class MaxMindSource:
-    """:class:`~.lookup.GeoLookup` behind the source interface."""
+    """The configured files, as an :class:`~..plugin.OfflineSource`."""
 
-    batch_size = 10_000
-    concurrency = 4
-    #: the files change when the operator replaces them; a day is a fair freshness
-    ttl = dt.timedelta(days=1)
-    negative_ttl = dt.timedelta(days=1)
+    field = "maxmind"
 
-    def __init__(self, settings: Mapping[str, Any]) -> None:
-        from .lookup import GeoLookup
+    def __init__(self, city_path: str | None, asn_path: str | None) -> None:
+        self.geo = GeoLookup(city_path, asn_path)
 
-        self._geo = GeoLookup(settings.get("geoip_city"), settings.get("geoip_asn"))
+    def section(self, ip: str) -> GeoAnswer | None:
+        """What the files say of ``ip`` (``None``: no file configured, or not in them)."""
+        return self.geo.lookup(ip)
 
-    def lookup(self, ips: Sequence[str]) -> Lookup:
-        """Every address answered from the files, or not found in them."""
-        self._geo.refresh()
-        result = Lookup()
-        for ip in ips:
-            answer = self._geo.lookup(ip)
-            if answer is None:
-                result.not_found[ip] = {}
-            else:
-                result.answers[ip] = answer.to_dict()
-        return result
+    def refresh(self) -> None:
+        """Reopen a file replaced since it was opened (``geoipupdate``)."""
+        self.geo.refresh()
 
     def close(self) -> None:
         """Close the files."""
-        self._geo.close()
+        self.geo.close()
 
 
 class MaxMindPlugin:
@@ -59,8 +54,41 @@ class MaxMindPlugin:
         return source_rules_of("geoip_city", "geoip_asn")
 
     def open(self, settings: Mapping[str, Any]) -> MaxMindSource:
-        """The files, for one run."""
-        return MaxMindSource(settings)
+        """The files, for one run.
+
+        :raises GeoDatabaseError: for a file that is corrupt or of the wrong kind.
+        """
+        return MaxMindSource(settings.get("geoip_city"), settings.get("geoip_asn"))
+
+    def check(self, settings: Mapping[str, Any]) -> tuple[str, str]:
+        """Each configured file: there, of its kind, and not older than a month."""
+        found = [
+            _check_file(key, settings[key])
+            for key in ("geoip_city", "geoip_asn")
+            if settings.get(key)
+        ]
+        if not found:
+            return "OK", "geoip_city, geoip_asn: not configured (records carry no MaxMind data)"
+        levels = {level for level, _line in found}
+        worst = "FAIL" if "FAIL" in levels else "WARN" if "WARN" in levels else "OK"
+        return worst, "; ".join(line for _level, line in found)
+
+
+def _check_file(option: str, path: str) -> tuple[str, str]:
+    if not os.path.exists(path):  # ingest goes on without it, as it says
+        return "WARN", (
+            f"{option}: {path} does not exist; records carry no MaxMind data for it "
+            "(download it from MaxMind or fix the path)"
+        )
+    try:
+        database = GeoDatabase(path, "city" if option == "geoip_city" else "asn")
+    except GeoDatabaseError as exc:
+        return "FAIL", f"{option}: {exc}"
+    database.close()
+    line = f"{option}: {path} ({database.database_type}, built {database.built_at:%Y-%m-%d})"
+    if (time.time() - database.built_at.timestamp()) / 86400 > _OLD_DAYS:
+        return "WARN", f"{line}; older than {_OLD_DAYS} days: update it (geoipupdate)"
+    return "OK", line
 
 
 #: The instance the entry point names.

@@ -1,0 +1,96 @@
+"""The offline sources, asked inline: every record the engine builds is built here.
+
+MaxMind and the feeds (:class:`~..sources.plugin.OfflineSource`) answer from local
+files, so their sections are part of the record from the moment it is made, whatever
+made it: a whois answer, a skipped address, a pending one, a record another process
+resolved. A record served from the cache keeps the sections it was built with, except
+the feeds' labels, which :meth:`OfflineSources.relabel` brings up to date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..config import EnrichConfig
+from ..feeds.classifier import Classifier
+from ..record import CymruAnswer, EnrichmentRecord, Status
+from ..sources.plugin import OfflineSource, load, settings_of
+
+__all__ = ["OfflineSources"]
+
+
+class OfflineSources:
+    """The open offline sources of one engine, in the order their sections are filled."""
+
+    def __init__(self, sources: Sequence[OfflineSource]) -> None:
+        self.sources = tuple(sources)
+        #: the feeds, when enabled (their labels are relabelled and counted)
+        self.feeds: Classifier | None = next(
+            (s for s in self.sources if isinstance(s, Classifier)), None
+        )
+
+    @classmethod
+    def open(cls, config: EnrichConfig) -> OfflineSources:
+        """MaxMind's files and the enabled feeds, as ``config`` names them.
+
+        :raises GeoDatabaseError: for an unusable GeoIP file.
+        """
+        sources: list[OfflineSource] = [load("maxmind").open(settings_of(config, "maxmind"))]
+        if config.feeds.enabled:
+            sources.append(Classifier(config.feeds, keep=config.long_lived))
+        return cls(sources)
+
+    def record(
+        self,
+        ip: str,
+        status: Status,
+        cymru: CymruAnswer | None = None,
+        expires_at: dt.datetime | None = None,
+    ) -> EnrichmentRecord:
+        """The record of ``ip`` with every offline section: the one way records are made."""
+        sections: dict[str, Any] = {source.field: source.section(ip) for source in self.sources}
+        return EnrichmentRecord(ip, status, cymru, expires_at=expires_at, **sections)
+
+    def completed(self, record: EnrichmentRecord) -> EnrichmentRecord:
+        """``record`` with the feeds' labels, for one built before any feed was installed."""
+        if record.classification is not None or self.feeds is None:
+            return record
+        return record.with_classification(self.feeds.classify(record.ip))
+
+    def relabel(self, records: dict[str, EnrichmentRecord]) -> list[EnrichmentRecord]:
+        """Give the records whose feeds changed since they were built today's labels.
+
+        Changes ``records`` in place; returns the changed records, to be stored.
+        """
+        feeds = self.feeds
+        if feeds is None or feeds.index is None:
+            return []
+        changed: list[EnrichmentRecord] = []
+        for ip, record in records.items():
+            now = feeds.classify(ip)
+            old = record.classification
+            if now is not None and (old is None or old.text != now.text):
+                records[ip] = record = record.with_classification(now)
+                changed.append(record)
+        return changed
+
+    def count_kinds(self, records: Sequence[Mapping[str, Any]], kinds: dict[str, int]) -> None:
+        """Add delivered records to ``kinds``, by their labels' kinds (when feeds are on)."""
+        if self.feeds is None:
+            return
+        for record in records:
+            section = record.get("classification")
+            for kind in (section or {}).get("kinds") or ("none",):
+                kinds[kind] = kinds.get(kind, 0) + 1
+
+    def refresh(self) -> None:
+        """Let every source switch to files replaced since they were opened."""
+        for source in self.sources:
+            source.refresh()
+
+    def close(self) -> None:
+        """Close every source."""
+        for source in self.sources:
+            source.close()
