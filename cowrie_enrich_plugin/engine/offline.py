@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from ..config import EnrichConfig
 from ..feeds.classifier import Classifier
@@ -20,12 +20,26 @@ from ..sources.plugin import OfflineSource, load, settings_of
 
 __all__ = ["OfflineSources"]
 
+#: The record's fields that offline sources fill.
+_FIELDS: Final = ("maxmind", "classification")
+
+
+def _nothing(_ip: str) -> None:
+    return None
+
 
 class OfflineSources:
     """The open offline sources of one engine, in the order their sections are filled."""
 
     def __init__(self, sources: Sequence[OfflineSource]) -> None:
         self.sources = tuple(sources)
+        by_field = {source.field: source.section for source in self.sources}
+        unknown = set(by_field) - set(_FIELDS)
+        if unknown:
+            raise ValueError(f"no record field for offline section(s) {sorted(unknown)}")
+        # Bound once: a record is built per address, and a lookup per field is the cost.
+        self._maxmind = by_field.get("maxmind", _nothing)
+        self._classification = by_field.get("classification", _nothing)
         #: the feeds, when enabled (their labels are relabelled and counted)
         self.feeds: Classifier | None = next(
             (s for s in self.sources if isinstance(s, Classifier)), None
@@ -50,8 +64,9 @@ class OfflineSources:
         expires_at: dt.datetime | None = None,
     ) -> EnrichmentRecord:
         """The record of ``ip`` with every offline section: the one way records are made."""
-        sections: dict[str, Any] = {source.field: source.section(ip) for source in self.sources}
-        return EnrichmentRecord(ip, status, cymru, expires_at=expires_at, **sections)
+        return EnrichmentRecord(
+            ip, status, cymru, self._maxmind(ip), expires_at, (), self._classification(ip)
+        )
 
     def completed(self, record: EnrichmentRecord) -> EnrichmentRecord:
         """``record`` with the feeds' labels, for one built before any feed was installed."""
