@@ -30,6 +30,7 @@ from ..config import (
     resolve_config,
 )
 from ..errors import GeoDatabaseError, StoreError, WorkerError, configure_logging
+from ..files import beside
 
 __all__ = [
     "EX_INTERRUPTED",
@@ -39,7 +40,6 @@ __all__ = [
     "common_options",
     "host_config",
     "output_stream",
-    "process_umask",
     "run_command",
     "run_file_options",
     "settings",
@@ -262,19 +262,8 @@ def _replacing(output: str) -> Iterator[IO[str]]:
     It is kept when the block fails having written nothing; when the rename fails,
     the temporary file stays and is named.
     """
-    import tempfile
-
-    folder, name = os.path.split(os.path.abspath(output))
     try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
-        try:
-            old = os.stat(output)
-        except FileNotFoundError:
-            os.fchmod(fd, 0o666 & ~process_umask())
-        else:
-            os.fchmod(fd, stat.S_IMODE(old.st_mode))
-            with contextlib.suppress(OSError):
-                os.fchown(fd, old.st_uid, old.st_gid)
+        fd, temporary = beside(output)
     except OSError as exc:
         raise Failure(f"cannot write {output}: {exc.strerror}") from exc
     keep = False
@@ -296,11 +285,3 @@ def _replacing(output: str) -> Iterator[IO[str]]:
                 raise Failure(
                     f"cannot write {output} ({exc.strerror}); this run's records are in {temporary}"
                 ) from exc
-
-
-@functools.cache
-def process_umask() -> int:
-    """The process's umask, read once (reading it sets it for an instant)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return umask

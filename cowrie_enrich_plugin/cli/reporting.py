@@ -22,7 +22,8 @@ from typing import Any, Final
 import click
 
 from ..counters import RunCounters
-from .options import Failure, process_umask
+from ..files import process_umask, replace_whole
+from .options import Failure
 
 __all__ = ["RunFiles"]
 
@@ -111,22 +112,9 @@ class RunFiles:
 
 
 def _replace(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, whole.
+    """Replace ``path`` with ``text``, readable as any new file of the user's is.
 
-    Both files are readable as any new file of the user's is (``0666`` less the
-    umask): the node_exporter that reads the metrics file often runs as another user,
-    and neither file holds a secret.
+    (``0666`` less the umask: the node_exporter that reads the metrics file often
+    runs as another user, and neither file holds a secret.)
     """
-    import tempfile  # only a run with a status file needs it (the filter starts faster)
-
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".cowrie-enrich-", dir=folder)
-    try:
-        os.fchmod(handle, 0o666 & ~process_umask())
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    replace_whole(path, text.encode(), mode=0o666 & ~process_umask())

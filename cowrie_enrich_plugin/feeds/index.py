@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from ..files import replace_whole
 from ..record import Classification
-from .files import write_atomically
 from .formats import Entry
 
 __all__ = ["FeedContent", "Index", "compile_index"]
@@ -220,7 +220,8 @@ def compile_index(feeds: Iterable[FeedContent], path: Path) -> dict[str, Any]:
     for (name, _code), part in zip((*_SECTIONS, ("strings", "B")), parts, strict=True):
         start = layout[name][0]
         data[start : start + len(part)] = part
-    write_atomically(path, bytes(data))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    replace_whole(path, bytes(data), mode=0o644, sync=True)
     return header
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .files import write_atomically
+from ..files import replace_whole
 from .index import FeedContent, compile_index
 from .settings import FeedsConfig
 
@@ -69,6 +69,12 @@ class FeedState:
 
 def _folder(config: FeedsConfig, name: str) -> Path:
     return config.path / name
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Replace ``path`` (its folder made if need be), on disk before anyone reads it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    replace_whole(path, data, mode=0o644, sync=True)
 
 
 def read_state(config: FeedsConfig, name: str) -> FeedState:
@@ -117,7 +123,7 @@ def _checked_state(data: Any) -> FeedState | None:
 def write_state(config: FeedsConfig, name: str, state: FeedState) -> None:
     """Replace ``state.json`` atomically; drop body files the state no longer names."""
     folder = _folder(config, name)
-    write_atomically(folder / "state.json", json.dumps(state.__dict__, indent=1).encode())
+    _write(folder / "state.json", json.dumps(state.__dict__, indent=1).encode())
     keep = set(state.files.values())
     for path in folder.glob("*.body"):
         if path.name not in keep:
@@ -129,7 +135,7 @@ def write_body(config: FeedsConfig, name: str, body: bytes) -> str:
     file = hashlib.sha256(body).hexdigest()[:24] + ".body"
     path = _folder(config, name) / file
     if not path.exists():
-        write_atomically(path, body)
+        _write(path, body)
     return file
 
 
