@@ -9,19 +9,26 @@ the host's end of a process transport when the worker is gone.
 
 In process mode each message is pickled behind a 4-byte big-endian length, over
 the worker's stdin and stdout. Adding a message type touches this module and the
-one handler of its receiving side.
+one handler of its receiving side (``match`` ending in :func:`assert_never`, so mypy
+names a receiver that misses it). The worker's exit statuses and the errors that
+cross as :class:`Failed` are defined here too.
 """
 
 from __future__ import annotations
 
 import pickle
+import signal
 import struct
-from typing import IO, Any, Final, NamedTuple
+from typing import IO, Any, Final, NamedTuple, NoReturn
 
 from .config import EnrichConfig
 from .counters import RunCounters
+from .errors import ConfigError, GeoDatabaseError, StoreError, WorkerError
 
 __all__ = [
+    "EXIT_HOST_GONE",
+    "EXIT_TERMINATED",
+    "STOPPED_EXITS",
     "Done",
     "End",
     "Exited",
@@ -35,6 +42,7 @@ __all__ = [
     "Records",
     "SkippedAddresses",
     "ToEngine",
+    "assert_never",
     "encode",
     "read_message",
     "write_message",
@@ -85,10 +93,22 @@ class Records(NamedTuple):
 
 
 class Failed(NamedTuple):
-    """The engine could not start: the error's class name and message."""
+    """The engine could not start: the error's kind (its class name) and message."""
 
     kind: str
     message: str
+
+    @classmethod
+    def of(cls, exc: BaseException) -> Failed:
+        """The message for ``exc``: an operator's error by its kind, anything else a bug."""
+        if isinstance(exc, _OPERATOR_ERRORS):
+            return cls(type(exc).__name__, str(exc))
+        return cls(WorkerError.__name__, f"{type(exc).__name__}: {exc}")
+
+    def error(self) -> Exception:
+        """The exception to raise on the host's side (:class:`WorkerError` for a bug)."""
+        kind = {e.__name__: e for e in _OPERATOR_ERRORS}.get(self.kind, WorkerError)
+        return kind(self.message)
 
 
 class Done(NamedTuple):
@@ -105,6 +125,21 @@ class Exited(NamedTuple):
 
 ToEngine = Init | NewAddresses | SkippedAddresses | Flush | End
 FromEngine = Ready | Records | Failed | Done | Exited
+
+#: The errors an operator can act on: they cross by kind and are raised as themselves.
+_OPERATOR_ERRORS: Final = (ConfigError, GeoDatabaseError, StoreError)
+#: The worker's exit status when the host went away (or it was told to stop after that).
+EXIT_HOST_GONE: Final = 3
+#: The worker's exit status when it was told to terminate (SIGTERM).
+EXIT_TERMINATED: Final = 128 + signal.SIGTERM
+#: The exit statuses of a worker that went because it was told to.
+STOPPED_EXITS: Final = frozenset({-signal.SIGTERM, EXIT_TERMINATED, EXIT_HOST_GONE})
+
+
+def assert_never(message: NoReturn) -> NoReturn:
+    """The last case of a receiver's ``match``: mypy flags one that misses a message."""
+    raise AssertionError(f"no handler for {message!r}")
+
 
 _HEADER: Final = struct.Struct(">I")
 

@@ -21,6 +21,7 @@ from typing import Any, Final
 from . import clock
 from .addresses import InvalidAddress, Usable, classify, is_usable_ipv4
 from .channel import (
+    STOPPED_EXITS,
     Done,
     End,
     Exited,
@@ -31,10 +32,11 @@ from .channel import (
     Ready,
     Records,
     SkippedAddresses,
+    assert_never,
 )
 from .config import EnrichConfig
 from .counters import RunCounters
-from .errors import ConfigError, GeoDatabaseError, StoreError, WorkerError
+from .errors import ConfigError, WorkerError
 from .record import delivery_signature, parse_time
 from .transport import Transport
 
@@ -51,13 +53,6 @@ _MAX_REMEMBERED_INVALID: Final = 100_000
 Deliver = Callable[[list[dict[str, Any]]], None]
 
 
-_ERRORS: Final[dict[str, type[Exception]]] = {
-    "ConfigError": ConfigError,
-    "GeoDatabaseError": GeoDatabaseError,
-    "StoreError": StoreError,
-}
-#: Exit statuses of a worker that went because it was told to (SIGTERM, or we left).
-_STOPPED: Final = frozenset({-15, 143, 3})
 #: How long a long-lived run remembers that it has handed an address on: seen again
 #: after that, it goes to the engine again (which serves it from the store, refreshes
 #: it, or retries it). One whose delivered record expired is forgotten at its expiry.
@@ -428,33 +423,38 @@ class Collector:
     def _handle(self, messages: list[FromEngine]) -> None:
         """Act on what the engine sent: deliver records, keep counters, raise its errors."""
         for message in messages:
-            if isinstance(message, Records):
-                if message.counters is not None:
+            match message:
+                case Records():
+                    if message.counters is not None:
+                        self._remote = message.counters
+                    self._deliver(message.records, message.repeats)
+                case Done():
                     self._remote = message.counters
-                self._deliver(message.records, message.repeats)
-            elif isinstance(message, Done):
-                self._remote = message.counters
-                self._done = True
-            elif isinstance(message, Ready):
-                logger.debug("the enrichment engine is ready")
-            elif isinstance(message, Failed):
-                self._done = True
-                raise _ERRORS.get(message.kind, WorkerError)(message.message)
-            elif isinstance(message, Exited) and not self._done:
-                self._done = True
-                # A long-lived run's worker stopped by someone else (``kill``) while its
-                # host goes on is replaced like one that crashed.
-                alone = self.config.long_lived and not self._ending
-                if self._interrupted or (message.code in _STOPPED and not alone):
-                    self._interrupted = True
-                    continue
-                self._stats.errors += 1
-                if self._restart(message.code):
-                    return  # what the old worker sent after its exit is gone with it
-                raise WorkerError(
-                    f"the enrichment worker exited with status {message.code} before the end; "
-                    "what it had not resolved stays pending in the store"
-                )
+                    self._done = True
+                case Ready():
+                    logger.debug("the enrichment engine is ready")
+                case Failed():
+                    self._done = True
+                    raise message.error()
+                case Exited():
+                    if self._done:
+                        continue
+                    self._done = True
+                    # A long-lived run's worker stopped by someone else (``kill``) while
+                    # its host goes on is replaced like one that crashed.
+                    alone = self.config.long_lived and not self._ending
+                    if self._interrupted or (message.code in STOPPED_EXITS and not alone):
+                        self._interrupted = True
+                        continue
+                    self._stats.errors += 1
+                    if self._restart(message.code):
+                        return  # what the old worker sent after its exit is gone with it
+                    raise WorkerError(
+                        f"the enrichment worker exited with status {message.code} before "
+                        "the end; what it had not resolved stays pending in the store"
+                    )
+                case _:
+                    assert_never(message)
 
     def _restart(self, code: int) -> bool:
         """Start a new worker after the last one died (long-lived runs); whether it did.

@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final
 
 from .. import clock
-from ..channel import End, Flush, NewAddresses, SkippedAddresses, ToEngine
+from ..channel import End, Flush, Init, NewAddresses, SkippedAddresses, ToEngine, assert_never
 from ..counters import RunCounters
 from ..dburl import scrub
 from ..errors import StoreError
@@ -214,10 +214,15 @@ class Flusher:
 
     def _take(self, message: ToEngine | None, new: list[str], skipped: list[str]) -> None:
         """Add a message's addresses not handled yet to ``new`` or ``skipped``."""
-        if isinstance(message, NewAddresses):
-            new.extend(self._unseen(message.ips))
-        elif isinstance(message, SkippedAddresses):
-            skipped.extend(self._unseen(message.ips))
+        match message:
+            case NewAddresses():
+                new.extend(self._unseen(message.ips))
+            case SkippedAddresses():
+                skipped.extend(self._unseen(message.ips))
+            case Flush() | End() | Init() | None:  # the loop acts on these
+                pass
+            case _:
+                assert_never(message)
 
     def _drain(
         self,

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from ..channel import (
+    EXIT_HOST_GONE,
+    EXIT_TERMINATED,
     Done,
     End,
     Failed,
@@ -46,9 +48,6 @@ __all__ = ["enrich_now", "main", "open_engine", "serve"]
 _STATS_EVERY: Final = 0.5
 _INBOX_MESSAGES: Final = 64
 _GIVE_UP_SECONDS: Final = 3.0  # to release the leases when the host is gone
-#: The worker's exit status when the host went away or it was told to terminate.
-EXIT_HOST_GONE: Final = 3
-EXIT_TERMINATED: Final = 128 + signal.SIGTERM
 
 
 def open_engine(config: EnrichConfig) -> Enricher:
@@ -153,10 +152,10 @@ def main() -> int:
     try:
         engine = open_engine(init.config)
     except (ConfigError, GeoDatabaseError, StoreError) as exc:
-        send(Failed(type(exc).__name__, str(exc)))
+        send(Failed.of(exc))
         return 2
     except Exception as exc:
-        send(Failed("WorkerError", f"{type(exc).__name__}: {exc}"))
+        send(Failed.of(exc))
         return 1
     # What is loaded now (SQLAlchemy, the compiled statements) lives as long as the
     # process: out of the collector's sight, full collections stop rescanning it.
