@@ -18,6 +18,7 @@ the merged fields, and the record's ``status`` is Cymru's alone.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -30,6 +31,9 @@ from typing import Any, Final
 from .clock import utc_now
 
 __all__ = [
+    "LABEL_KEYS",
+    "RECORD_KEYS",
+    "SECTION_KEYS",
     "STATUS_TEXT",
     "Classification",
     "CymruAnswer",
@@ -316,6 +320,40 @@ class EnrichmentRecord:
         for name, part in self.parts:
             data[name] = part.to_dict()
         return data
+
+
+#: The exported record's shape, declared once: its keys in order (then one per extra
+#: source), the keys of each built-in section, and of each feed label.
+#: :meth:`EnrichmentRecord.to_dict` and the feeds' index build it; the CSV columns are
+#: derived from it; the store's rows, ``docs/records.rst`` and the ECS mapping are
+#: tested against it (``tests/test_record_shape.py``).
+RECORD_KEYS: Final = (
+    "ip",
+    "status",
+    "cymru",
+    "maxmind",
+    "expires_at",
+    "asn",
+    "as_name",
+    "country",
+    "classification",
+)
+SECTION_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
+    "cymru": ("asn", "asns", "as_name", "prefix", "cc", "registry", "allocated", "fetched_at"),
+    "maxmind": tuple(f.name for f in dataclasses.fields(GeoAnswer)),
+    "classification": ("kinds", "labels"),
+}
+LABEL_KEYS: Final = (
+    "feed",
+    "kind",
+    "provider",
+    "prefix",
+    "service",
+    "region",
+    "id",
+    "version",
+    "fetched_at",
+)
 
 
 def delivery_signature(record: Mapping[str, Any]) -> str:

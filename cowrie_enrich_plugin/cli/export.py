@@ -14,34 +14,19 @@ from collections.abc import Iterable, Sequence
 from typing import IO, Any, Final
 
 from ..ecs import to_ecs
-from ..record import EnrichmentRecord
+from ..record import SECTION_KEYS, EnrichmentRecord
 
 __all__ = ["CSV_COLUMNS", "csv_cell", "flatten", "printable", "write_csv", "write_jsonl"]
 
+#: The CSV header's columns: the record's keys, its Cymru and MaxMind sections flattened
+#: (``cymru_asn``...), and the feeds' kinds and providers (space-separated).
 CSV_COLUMNS: Final = (
     "ip",
     "status",
     "asn",
     "as_name",
     "country",
-    "cymru_asn",
-    "cymru_asns",
-    "cymru_as_name",
-    "cymru_prefix",
-    "cymru_cc",
-    "cymru_registry",
-    "cymru_allocated",
-    "cymru_fetched_at",
-    "maxmind_country_iso_code",
-    "maxmind_country_name",
-    "maxmind_city",
-    "maxmind_latitude",
-    "maxmind_longitude",
-    "maxmind_accuracy_radius",
-    "maxmind_asn",
-    "maxmind_as_org",
-    "maxmind_city_db_built_at",
-    "maxmind_asn_db_built_at",
+    *(f"{section}_{key}" for section in ("cymru", "maxmind") for key in SECTION_KEYS[section]),
     "expires_at",
     "classification_kinds",
     "classification_providers",
