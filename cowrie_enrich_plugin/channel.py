@@ -101,8 +101,9 @@ class Failed(NamedTuple):
     @classmethod
     def of(cls, exc: BaseException) -> Failed:
         """The message for ``exc``: an operator's error by its kind, anything else a bug."""
-        if isinstance(exc, _OPERATOR_ERRORS):
-            return cls(type(exc).__name__, str(exc))
+        for kind in _OPERATOR_ERRORS:
+            if isinstance(exc, kind):
+                return cls(kind.__name__, str(exc))
         return cls(WorkerError.__name__, f"{type(exc).__name__}: {exc}")
 
     def error(self) -> Exception:

@@ -108,6 +108,8 @@ class Collector:
         self._delivered: dict[str, str] = {}
         #: a long-lived run's delivered records by expiry (a heap of (expiry, ip))
         self._expiring: list[tuple[float, str]] = []
+        #: addresses asked again because their record expired on its way here
+        self._asked_again: set[str] = set()
         self._remembered_since = clock.monotonic()
         #: new addresses not handed on yet (a burst), and when the next message may go
         self._held: list[str] = []
@@ -234,6 +236,7 @@ class Collector:
             self._seen = {}
             self._canonical = set()
             self._expiring = []
+            self._asked_again = set()
             self._refusing = set()
             self._invalid_remembered = 0
             self._remembered_since = clock.monotonic()
@@ -269,11 +272,17 @@ class Collector:
             if expires is None or ip not in remembered:
                 continue
             at = expires.timestamp()
+            asked_again = self._asked_again
             if at > now:
+                asked_again.discard(ip)
                 heapq.heappush(expiring, (at, ip))
-            elif repeated:
+            elif repeated or ip in asked_again:
+                # Asked again once already: a TTL shorter than the way here would
+                # make every answer news and expired; it waits like a failed refresh.
+                asked_again.discard(ip)
                 heapq.heappush(expiring, (soonest, ip))
             else:
+                asked_again.add(ip)
                 again.append(ip)
         if len(expiring) > 4 * self.config.working_set:  # a bound, whatever comes
             self._expiring = heapq.nsmallest(2 * self.config.working_set, expiring)

@@ -51,9 +51,11 @@ def test_every_kind_of_record_has_every_offline_section(host_config: dict[str, o
             "answered": enricher.record_for(AWS_IP, answer),
         }
     for kind, record in built.items():
-        assert record.maxmind is not None and record.maxmind.country_iso_code == "DE", kind
         assert record.classification is not None, kind
         assert "cloud" in record.classification.kinds, kind
+        # the GeoIP files hold nothing for an address never sent anywhere
+        assert (record.maxmind is None) == (kind == "skipped"), kind
+        assert record.maxmind is None or record.maxmind.country_iso_code == "DE", kind
     assert built["answered"].status is Status.ENRICHED
     offline.close()
 
@@ -70,3 +72,15 @@ def test_doctor_asks_each_built_in_source_its_own_check(
     assert lines["geoip_city"] == "OK" and lines["whois"] == "OK"
     for name in ("maxmind", "cymru"):
         assert callable(load(name).check)
+
+
+def test_the_built_in_sources_load_without_installed_metadata(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A checkout on PYTHONPATH has no entry points; another package's "cymru" is not used."""
+    from cowrie_enrich_plugin.sources import plugin
+
+    monkeypatch.setattr(plugin, "discover", lambda: {})
+    assert load("cymru").settings and load("maxmind").settings
+    with pytest.raises(KeyError):
+        load("greynoise")

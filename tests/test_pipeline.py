@@ -133,3 +133,19 @@ def test_a_long_lived_run_asks_again_for_a_record_that_expired_on_its_way() -> N
     collector.ingest([{"src_ip": "8.8.8.8"}, {"src_ip": "1.1.1.1"}, {"src_ip": "9.9.9.9"}])
     collector.checkpoint()
     assert _handed_on(transport) == ["1.1.1.1"]
+
+
+def test_an_answer_that_keeps_arriving_expired_is_asked_again_only_once() -> None:
+    """A TTL shorter than the way to the host: the second expired answer waits retry_interval."""
+    transport = Recording()
+    collector = Collector(EnrichConfig(lifecycle="long-lived"), lambda records: None, transport)
+    collector.ingest([{"src_ip": "1.1.1.1"}])
+    collector.checkpoint()
+    assert _handed_on(transport) == ["1.1.1.1"]
+    # two answers, each news (another expiry), each expired on arrival
+    for ago, expected in ((20, ["1.1.1.1"]), (10, [])):
+        record = _record("1.1.1.1", -ago)
+        transport.incoming.put(Records([record], None))
+        collector.ingest([{"src_ip": "1.1.1.1"}])
+        collector.checkpoint()
+        assert _handed_on(transport) == expected

@@ -53,7 +53,11 @@ class OfflineSources:
         """
         sources: list[OfflineSource] = [load("maxmind").open(settings_of(config, "maxmind"))]
         if config.feeds.enabled:
-            sources.append(Classifier(config.feeds, keep=config.long_lived))
+            try:
+                sources.append(Classifier(config.feeds, keep=config.long_lived))
+            except BaseException:
+                sources[0].close()
+                raise
         return cls(sources)
 
     def record(
@@ -67,6 +71,14 @@ class OfflineSources:
         return EnrichmentRecord(
             ip, status, cymru, self._maxmind(ip), expires_at, (), self._classification(ip)
         )
+
+    def skipped(self, ip: str) -> EnrichmentRecord:
+        """The record of an address never sent anywhere: the feeds' labels, no MaxMind.
+
+        The GeoIP files hold nothing for addresses that are not globally routable;
+        an empty section would only carry the files' build times.
+        """
+        return EnrichmentRecord(ip, Status.SKIPPED, classification=self._classification(ip))
 
     def completed(self, record: EnrichmentRecord) -> EnrichmentRecord:
         """``record`` with the feeds' labels, for one built before any feed was installed."""

@@ -87,6 +87,7 @@ class Enricher:
         :raises GeoDatabaseError: for an unusable GeoIP file.
         :raises StoreError: when the database cannot be opened.
         """
+        client: BulkWhoisClient = load("cymru").open(settings_of(config, "cymru"))
         offline = OfflineSources.open(config)
         try:
             store = open_store(config.db)
@@ -98,7 +99,6 @@ class Enricher:
         except BaseException:
             offline.close()
             raise
-        client: BulkWhoisClient = load("cymru").open(settings_of(config, "cymru"))
         return cls(config, store, offline, client, extras)
 
     def release_leases(self) -> None:
@@ -112,11 +112,15 @@ class Enricher:
             logger.warning("could not release leases: %s", exc)
 
     def close(self) -> None:
-        """Give up this process's leases and close the store and the sources."""
-        self.release_leases()
-        self.store.close()
-        self.offline.close()
-        self.extras.close()
+        """Stop the feeds' downloads, give up this process's leases, close everything."""
+        try:
+            self.offline.close()
+            self.release_leases()
+        finally:
+            try:
+                self.store.close()
+            finally:
+                self.extras.close()
 
     def __enter__(self) -> Enricher:
         return self
@@ -141,7 +145,7 @@ class Enricher:
 
     def skipped_record(self, ip: str) -> EnrichmentRecord:
         """The record of an address that is never sent anywhere."""
-        return self.offline.record(ip, Status.SKIPPED)
+        return self.offline.skipped(ip)
 
     def completed(self, record: EnrichmentRecord) -> EnrichmentRecord:
         """``record`` with the feeds' labels, for one built before any feed was installed."""

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -166,11 +167,23 @@ def discover() -> Mapping[str, Any]:
     return found
 
 
+#: Where the built-in sources' plugins live: loaded from here whatever the installed
+#: metadata says (a checkout on ``PYTHONPATH`` has none, and another package's entry
+#: point of the same name must not replace them).
+_BUILT_IN_MODULES: Final = {
+    "cymru": "cowrie_enrich_plugin.sources.cymru.source",
+    "maxmind": "cowrie_enrich_plugin.sources.maxmind.source",
+}
+
+
 def load(name: str) -> SourcePlugin:
-    """The plugin object of the installed source ``name``.
+    """The plugin object of the source ``name`` (built in, or installed).
 
     :raises KeyError: when no installed source has that name.
     """
+    if name in _BUILT_IN_MODULES:
+        built_in: SourcePlugin = importlib.import_module(_BUILT_IN_MODULES[name]).SOURCE
+        return built_in
     plugin: SourcePlugin = discover()[name].load()
     return plugin
 

@@ -31,7 +31,10 @@ class MaxMindSource:
         self.geo = GeoLookup(city_path, asn_path)
 
     def section(self, ip: str) -> GeoAnswer | None:
-        """What the files say of ``ip`` (``None``: no file configured, or not in them)."""
+        """What the files say of ``ip`` (``None``: no file is configured).
+
+        An address not in them gets a section of nulls with the files' build times.
+        """
         return self.geo.lookup(ip)
 
     def refresh(self) -> None:
