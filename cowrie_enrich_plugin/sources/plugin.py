@@ -66,8 +66,15 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP: Final = "cowrie_enrich.sources"
+#: Where the built-in sources' plugins live: loaded from here whatever the installed
+#: metadata says (a checkout on ``PYTHONPATH`` has none, and another package's entry
+#: point of the same name must not replace them).
+_BUILT_IN_MODULES: Final = {
+    "cymru": "cowrie_enrich_plugin.sources.cymru.source",
+    "maxmind": "cowrie_enrich_plugin.sources.maxmind.source",
+}
 #: The sources whose data has columns of its own and top-level keys.
-BUILT_IN: Final = frozenset({"cymru", "maxmind"})
+BUILT_IN: Final = frozenset(_BUILT_IN_MODULES)
 
 
 @dataclass
@@ -165,15 +172,6 @@ def discover() -> Mapping[str, Any]:
     for point in entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(point.name, point)
     return found
-
-
-#: Where the built-in sources' plugins live: loaded from here whatever the installed
-#: metadata says (a checkout on ``PYTHONPATH`` has none, and another package's entry
-#: point of the same name must not replace them).
-_BUILT_IN_MODULES: Final = {
-    "cymru": "cowrie_enrich_plugin.sources.cymru.source",
-    "maxmind": "cowrie_enrich_plugin.sources.maxmind.source",
-}
 
 
 def load(name: str) -> SourcePlugin:
