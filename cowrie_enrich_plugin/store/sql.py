@@ -34,15 +34,8 @@ _TIME_COLUMNS: Final = frozenset(
     if isinstance(c.type, sa.DateTime)
 )
 _PLACEHOLDER_COLUMNS: Final = ("ip", "status", "mm_present", "updated_at")
-_QUEUE_COLUMNS: Final = (
-    "ip",
-    "attempts",
-    "last_error",
-    "queued_at",
-    "next_attempt_at",
-    "lease_owner",
-    "lease_expires_at",
-)
+#: A claim's values, in the queue's column order (the table says which they are).
+_QUEUE_COLUMNS: Final = tuple(column.name for column in pending_queue.columns)
 
 
 def ip_set(column: sa.Column[str], dialect: str) -> sa.ColumnElement[bool]:
