@@ -262,7 +262,7 @@ class Collector:
         meant to refresh it may have been taken for it: its address is returned, to be
         asked again at once.
         """
-        expiring, remembered = self._expiring, self._canonical
+        expiring, remembered, asked_again = self._expiring, self._canonical, self._asked_again
         now = clock.wall()
         soonest = now + self.config.retry_interval
         again: list[str] = []
@@ -272,7 +272,6 @@ class Collector:
             if expires is None or ip not in remembered:
                 continue
             at = expires.timestamp()
-            asked_again = self._asked_again
             if at > now:
                 asked_again.discard(ip)
                 heapq.heappush(expiring, (at, ip))
