@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from cowrie_enrich_plugin.store.leases import make_owner_id, owner_is_dead_here,
 from cowrie_enrich_plugin.testing import BulkWhoisServer
 
 from .conftest import global_ips, host_config, write_log
-from .e2e.test_processes import clean_env, cowrie_enrich
+from .e2e.test_processes import clean_env, cowrie_enrich, write_config
 
 HOST = this_host()
 
@@ -196,3 +198,85 @@ def test_ending_twice_is_harmless(server: BulkWhoisServer, tmp_path: Path) -> No
     pm.hook.cowrie_ingest_events(events=[{"src_ip": "8.8.8.8"}])
     first = pm.hook.cowrie_ingest_end()
     assert pm.hook.cowrie_ingest_end() == first
+
+
+def _in_read_only(folder: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` with ``folder`` read-only for it (root: a read-only bind mount)."""
+    if os.geteuid() == 0:
+        script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+        argv = ["unshare", "--mount", "sh", "-c", script, str(folder), *command]
+    else:
+        folder.chmod(0o555)
+        argv = list(command)
+    try:
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=60, env=clean_env(), check=False
+        )
+    finally:
+        folder.chmod(0o755)
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0 and shutil.which("unshare") is None, reason="needs unshare as root"
+)
+def test_a_store_in_a_read_only_folder_is_read_and_never_written(
+    server: BulkWhoisServer, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    db = folder / "x.db"
+    url = f"sqlite:///{db}"
+    ips = global_ips(5, seed=41)
+    config = tmp_path / "c.toml"
+    write_config(config, server, url)
+    done = subprocess.run(
+        [
+            cowrie_enrich(),
+            "ingest",
+            "-q",
+            "--config",
+            str(config),
+            str(write_log(tmp_path / "a.json", ips)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["x.db"]  # closed: no -wal, no -shm
+
+    exported = _in_read_only(folder, cowrie_enrich(), "export", "--db", url)
+    assert exported.returncode == 0, exported.stderr
+    assert sorted(json.loads(line)["ip"] for line in exported.stdout.splitlines()) == sorted(ips)
+    stats = _in_read_only(folder, cowrie_enrich(), "cache", "stats", "--db", url)
+    assert stats.returncode == 0 and "fresh: 5" in stats.stdout, stats.stdout + stats.stderr
+    doctor = _in_read_only(folder, cowrie_enrich(), "doctor", "--db", url)
+    assert "WARN  database:" in doctor.stdout and "cannot write" in doctor.stdout, doctor.stdout
+    pruned = _in_read_only(folder, cowrie_enrich(), "cache", "prune", "--db", url)
+    assert pruned.returncode == 1 and "cannot write" in pruned.stderr, pruned.stderr
+    assert "Traceback" not in pruned.stderr + doctor.stderr + stats.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["x.db"]
+
+    # A writer holds it open, its latest change only in the -wal file: read, with that change.
+    writer = sqlite3.connect(db)
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("DELETE FROM enrichment_record WHERE ip = ?", (ips[0],))
+    writer.commit()
+    assert (folder / "x.db-shm").exists()
+    exported = _in_read_only(folder, cowrie_enrich(), "export", "--db", url)
+    assert exported.returncode == 0, exported.stderr
+    assert len(exported.stdout.splitlines()) == 4
+
+    # That -wal file without its writer's -shm: refused, not read as an older state.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("x.db", "x.db-wal"):
+        (copy / name).write_bytes((folder / name).read_bytes())
+    writer.close()
+    refused = _in_read_only(copy, cowrie_enrich(), "export", "--db", f"sqlite:///{copy / 'x.db'}")
+    assert refused.returncode == 1 and "x.db-wal" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr

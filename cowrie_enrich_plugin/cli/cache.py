@@ -32,7 +32,7 @@ def stats(**opts: Any) -> None:
     from ..store.parts import count_parts
 
     config = settings(host_config(opts))
-    with open_store(config.db, create=False) as store:
+    with open_store(config.db, read_only=True) as store:
         result = store.stats()
         per_source = count_parts(store)
     click.echo(f"database: {config.as_dict()['db']} (schema version {result.schema_version})")

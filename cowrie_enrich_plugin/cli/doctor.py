@@ -117,6 +117,7 @@ def _check_database(config: EnrichConfig) -> Check:
     import sqlalchemy as sa
 
     from ..store import open_store
+    from ..store.opening import cannot_write
     from ..store.schema import SCHEMA_VERSION, current_version
 
     url = mask_url(config.db)
@@ -124,7 +125,7 @@ def _check_database(config: EnrichConfig) -> Check:
         path = sqlite_file(config.db)
         if path is not None and path.parent.is_dir() and not path.exists():
             return "OK", f"database: {path} does not exist yet (created on the first ingest)"
-        store = open_store(config.db, create=False)
+        store = open_store(config.db, read_only=True)
     except (StoreError, ConfigError) as exc:
         return "FAIL", f"database: {exc}; check the URL and that the server runs"
     try:
@@ -155,5 +156,10 @@ def _check_database(config: EnrichConfig) -> Check:
             "FAIL",
             f"database: {url} is at schema {version}, newer than this version; "
             "upgrade cowrie-enrich",
+        )
+    if path is not None and cannot_write(path):
+        return "WARN", (
+            f"database: {url} (schema {version}) is readable, but this user cannot write "
+            f"{path} or its folder: cache stats and export work, ingest does not"
         )
     return "OK", f"database: {url} (schema {version})"

@@ -92,7 +92,7 @@ def export(fmt: str, output: str, **opts: Any) -> None:
     from .export import write_csv, write_jsonl
 
     config = settings(host_config(opts))
-    with open_store(config.db, create=False) as store, output_stream(output) as stream:
+    with open_store(config.db, read_only=True) as store, output_stream(output) as stream:
         assert stream is not None
         sources = sorted({*count_parts(store), *(name for name, _ in config.sources)})
         records = with_parts(store, store.iter_records(), sources)

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Final
 
 import sqlalchemy as sa
 
-from ..dburl import check_db_location, mask_url, normalize_db_url, scrub
+from ..dburl import check_db_location, mask_url, normalize_db_url, scrub, sqlite_file
 from ..errors import ConfigError, StoreError
 from .facade import Store
 from .retry import first_line, is_interrupted, with_retries
 from .schema import SchemaTooNew, migrate, refuse_newer
 
-__all__ = ["open_store"]
+__all__ = ["cannot_write", "open_store"]
 
 _WAL_ATTEMPTS: Final = 100  # 5 s
 
@@ -36,27 +39,74 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cursor.close()
 
 
+def cannot_write(path: Path) -> bool:
+    """Whether this user cannot change the SQLite file ``path``: it, or its folder, is read-only.
+
+    WAL needs the folder as well as the file: a reader creates the ``-shm`` file beside it.
+    """
+    return not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+
+
+def _read_only_connector(path: Path, url: str) -> Callable[[], sqlite3.Connection]:
+    """Connections that read ``path`` without writing anything, even beside it.
+
+    A WAL database whose folder this user cannot write opens read-only only while a
+    writer holds its ``-shm`` file. With no ``-wal`` file (or an empty one), the main
+    file holds every committed change, so it is read as it is (``immutable``); with
+    changes still in the ``-wal`` file, that would show an old state, so it is refused.
+    """
+    uri = path.resolve().as_uri()
+
+    def connect() -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError as exc:
+            if "readonly" not in str(exc) and "unable to open" not in str(exc):
+                raise
+            wal = path.with_name(path.name + "-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                raise StoreError(
+                    f"cannot read the database {mask_url(url)!r}: its latest changes are in "
+                    f"{wal}, and this user cannot create {path.name}-shm beside it; read it "
+                    "while its writer runs, or as a user who can write its folder"
+                ) from exc
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
+
+    return connect
+
+
 def _check_version(engine: sa.Engine) -> None:
     """Connect, and refuse a schema newer than this version knows (a reader changes nothing)."""
     with engine.connect() as conn:
         refuse_newer(conn)
 
 
-def open_store(url: str, *, create: bool = True) -> Store:
+def open_store(url: str, *, create: bool = True, read_only: bool = False) -> Store:
     """Open (and create or migrate, unless ``create`` is false) the store at ``url``.
 
     Without ``create``, a SQLite file that does not exist is refused, not made.
+    ``read_only`` (which implies no ``create``) reads a SQLite file that this user
+    cannot write, or that sits in a folder this user cannot write.
 
     :raises ConfigError: when ``url`` is not a database URL.
     :raises StoreError: with advice, when the driver is missing or the database
         cannot be reached.
     """
+    create = create and not read_only
     check_db_location(url, must_exist=not create)
+    path = sqlite_file(url)
+    reader = read_only and path is not None and cannot_write(path)
     try:
         parsed = sa.engine.make_url(normalize_db_url(url))
         # A pooled PostgreSQL connection may have been dropped by the server; a
         # SQLite file's cannot be, and a ping before each transaction is wasted.
-        engine = sa.create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
+        engine = sa.create_engine(
+            parsed,
+            pool_pre_ping=parsed.get_backend_name() != "sqlite",
+            **({"creator": _read_only_connector(path, url)} if reader and path else {}),
+        )
     except sa.exc.NoSuchModuleError as exc:
         raise ConfigError(
             f"db = {mask_url(url)!r}: unknown database kind; use sqlite:/// or postgresql+psycopg://"
@@ -79,7 +129,7 @@ def open_store(url: str, *, create: bool = True) -> Store:
             f"db = {mask_url(url)!r}: unsupported database {engine.dialect.name!r}; "
             "use SQLite or PostgreSQL"
         )
-    if engine.dialect.name == "sqlite":
+    if engine.dialect.name == "sqlite" and not reader:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     store = Store(engine)
     try:
@@ -88,9 +138,13 @@ def open_store(url: str, *, create: bool = True) -> Store:
         with_retries(lambda: migrate(engine) if create else _check_version(engine), is_interrupted)
     except sa.exc.DatabaseError as exc:  # not reachable, locked, corrupt, not a database
         store.close()
-        raise StoreError(
-            f"cannot open the database {mask_url(url)!r}: {scrub(first_line(exc), url)}"
-        ) from exc
+        why = scrub(first_line(exc), url)
+        if path is not None and cannot_write(path):
+            why += f" (this user cannot write {path} or its folder)"
+        raise StoreError(f"cannot open the database {mask_url(url)!r}: {why}") from exc
+    except StoreError:
+        store.close()
+        raise
     except SchemaTooNew as exc:
         store.close()
         raise StoreError(str(exc)) from exc
