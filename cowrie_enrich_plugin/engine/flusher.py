@@ -96,7 +96,9 @@ class Flusher:
         self.skipped = 0
         self.errors = 0
         self.unsaved = 0
-        self.leftover_pending = 0
+        #: addresses delivered pending that the steps never saw fail (left to other
+        #: processes, or answered but not saved)
+        self.uncounted_pending = 0
         self._store_down_until = 0.0
         self._once = OncePerRun(enricher)
 
@@ -334,11 +336,12 @@ class Flusher:
             try:  # queued in the store: the next start asks for them
                 self.enricher.store.queue(batch)
             except StoreError as exc:
-                self._store_failed(exc, len(batch))
+                self._store_failed(exc, len(batch))  # counted as unsaved
+            else:
+                with self._lock:
+                    self.uncounted_pending += len(batch)
             pending = self.enricher.pending_record
             self._emit(self._stale.get(ip) or pending(ip) for ip in batch)
-            with self._lock:
-                self.leftover_pending += len(batch)
             return
         if self._store_paused():
             self._not_recorded(batch)
@@ -426,6 +429,8 @@ class Flusher:
                 self.errors += 1
             pending = self.enricher.pending_record
             records = [previous.get(ip) or pending(ip) for ip in batch]
+            with self._lock:  # still pending in the store: the next run asks again
+                self.uncounted_pending += sum(r.status is Status.PENDING for r in records)
         with self._lock:
             self._asking_now.difference_update(batch)
         if self.enricher.extras.names and not self._stopping.is_set():
@@ -498,7 +503,7 @@ class Flusher:
         except StoreError:
             stored = {}
         leftovers = self._foreign.leftovers(stored, self.enricher.pending_record)
-        self.leftover_pending += sum(r.status is Status.PENDING for r in leftovers)
+        self.uncounted_pending += sum(r.status is Status.PENDING for r in leftovers)
         self._emit(leftovers)
 
     def counters(self) -> RunCounters:
@@ -506,7 +511,7 @@ class Flusher:
         result = self.enricher.counters()
         with self._lock:
             result.skipped = self.skipped
-            result.pending += self.leftover_pending + self.unsaved
+            result.pending += self.uncounted_pending + self.unsaved
             result.in_flight_batches = len(self._futures)
             result.waiting_elsewhere = len(self._foreign)
             result.backlog = self._buffered + len(self._asking_now) + len(self._foreign)
