@@ -98,14 +98,13 @@ def test_upsert_replaces_and_stale_is_served(db_url: str) -> None:
     store.close()
 
 
-def test_claim_records_pending_before_sending_and_leases_exclude(db_url: str) -> None:
+def test_claim_queues_before_sending_and_leases_exclude(db_url: str) -> None:
     a = open_store(db_url)
     b = open_store(db_url)
     ips = ["11.0.0.3", "11.0.0.4", "11.0.0.5"]
     assert a.claim(ips[:2], 60, now=NOW) == set(ips[:2])
-    assert {ip: r.status for ip, r in a.get_records(ips).items()} == dict.fromkeys(
-        ips[:2], Status.PENDING
-    )
+    # durably known before whois is asked: a kill now leaves them queued
+    assert [queued(a, ip) for ip in ips] == [(0, None), (0, None), None]
     assert b.claim(ips, 60, now=NOW) == {"11.0.0.5"}  # a's leases hold
     # after the lease expires, b may take them
     later = NOW + dt.timedelta(seconds=61)

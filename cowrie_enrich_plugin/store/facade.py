@@ -195,10 +195,10 @@ class Store:
     ) -> set[str]:
         """Lease ``ips`` for this process before asking the network; return those won.
 
-        In the same transaction, an address with no record gets a ``pending`` record,
-        so that it is durably known as pending before its batch is sent. An address
-        whose lease another live process holds is not returned; one whose holder on
-        this host is gone is taken over.
+        An address fresh in the store (another process answered it since this one
+        looked) is not leased; one whose lease another live process holds is not
+        returned; one whose holder on this host is gone is taken over. Until it is
+        answered, a leased address is known by its queue row alone.
         """
         wanted = sorted(set(ips))
         if not wanted:
@@ -206,26 +206,31 @@ class Store:
         moment = naive(now or utc_now())
         assert moment is not None
         until = moment + dt.timedelta(seconds=lease_seconds)
-        at, expires, owner = self._when(moment), self._when(until), self.owner
-        sql = self._sql
+        owner, sql = self.owner, self._sql
+        params = {
+            **self._ips(wanted),
+            "at": moment,
+            "now": moment,
+            "owner": owner,
+            "expires": until,
+        }
 
         def work(conn: Connection) -> set[str]:
-            sql.claim.run(conn, [(ip, 0, None, at, at, owner, expires) for ip in wanted])
-            # The upsert took (or extended) the lease unless another live process
-            # holds it: ours are those whose owner is now this store.
-            holders = dict(conn.execute(sql.owners, self._ips(wanted)).all())
-            claimed = sorted(ip for ip, holder in holders.items() if holder == owner)
-            dead = {h for h in holders.values() if h and h != owner and owner_is_dead_here(h)}
-            if dead:
-                taken = self._overtake(conn, holders, dead, until)
-                claimed = sorted({*claimed, *taken})
-            # Another process may have answered some since our cache check and left
-            # the queue: those are not to be asked again.
-            fresh = self._fresh_among(conn, claimed, moment)
-            if fresh:
-                conn.execute(sql.delete_own, {**self._ips(sorted(fresh)), "owner": owner})
-            sql.placeholder.run(conn, [(ip, "pending", False, at) for ip in wanted])
-            return set(claimed) - fresh
+            won = {row[0] for row in conn.execute(sql.claim, params)}
+            rest = [ip for ip in wanted if ip not in won]
+            if rest:  # fresh by now, or leased elsewhere: by a live process?
+                holders = dict(conn.execute(sql.owners, self._ips(rest)).all())
+                dead = {h for h in holders.values() if h and h != owner and owner_is_dead_here(h)}
+                if dead:
+                    won.update(self._overtake(conn, holders, dead, until))
+            if won and self.dialect == "postgresql":
+                # READ COMMITTED: the claim's snapshot predates answers committed while
+                # it ran; a second look sees them. (SQLite's one writer saw them all.)
+                fresh = self._fresh_among(conn, sorted(won), moment)
+                if fresh:
+                    conn.execute(sql.delete_own, {**self._ips(sorted(fresh)), "owner": owner})
+                    won -= fresh
+            return won
 
         return self._write(work)
 
@@ -234,11 +239,13 @@ class Store:
         wanted = sorted(set(ips))
         if not wanted:
             return
-        at = self._when(naive(now or utc_now()))
-        sql = self._sql
+        moment = naive(now or utc_now())
+        params = {**self._ips(wanted), "at": moment, "now": moment, "owner": None, "expires": None}
+        at, sql = self._when(moment), self._sql
 
         def work(conn: Connection) -> None:
-            sql.claim.run(conn, [(ip, 0, None, at, at, None, None) for ip in wanted])
+            conn.execute(sql.claim, params).all()
+            # Shown as pending by export and cache stats until a later start asks.
             sql.placeholder.run(conn, [(ip, "pending", False, at) for ip in wanted])
 
         self._write(work)
@@ -413,6 +420,16 @@ class Store:
             by_status: dict[str, int] = dict(
                 conn.execute(sa.select(r.status, sa.func.count()).group_by(r.status)).all()
             )
+            # Leased and not answered yet: known by the queue alone, and pending all the same.
+            unanswered = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(pending_queue)
+                .where(~sa.exists().where(r.ip == q.ip))
+            ).scalar_one()
+            if unanswered:
+                by_status[Status.PENDING.value] = (
+                    by_status.get(Status.PENDING.value, 0) + unanswered
+                )
             fresh = conn.execute(
                 sa.select(sa.func.count()).where(r.expires_at > moment)
             ).scalar_one()

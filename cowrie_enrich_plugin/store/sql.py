@@ -34,8 +34,6 @@ _TIME_COLUMNS: Final = frozenset(
     if isinstance(c.type, sa.DateTime)
 )
 _PLACEHOLDER_COLUMNS: Final = ("ip", "status", "mm_present", "updated_at")
-#: A claim's values, in the queue's column order (the table says which they are).
-_QUEUE_COLUMNS: Final = tuple(column.name for column in pending_queue.columns)
 
 
 def ip_set(column: sa.Column[str], dialect: str) -> sa.ColumnElement[bool]:
@@ -90,6 +88,78 @@ def insert(table: sa.Table, dialect: str) -> Any:
     return sqlite.insert(table)
 
 
+def _is_fresh() -> sa.ColumnElement[bool]:
+    """A stored record that needs no asking at the time bound as ``now``."""
+    r = records_table.c
+    return sa.or_(
+        r.status == Status.SKIPPED.value,
+        sa.and_(
+            r.status != Status.PENDING.value,
+            r.expires_at > sa.bindparam("now", type_=sa.DateTime()),
+        ),
+    )
+
+
+def _bound_addresses(dialect: str) -> Any:
+    """The address set bound as ``ips`` (:func:`ip_set_value`), as rows of one column."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        unnest = sa.func.unnest(sa.bindparam("ips", type_=postgresql.ARRAY(sa.String)))
+        return unnest.table_valued("value").render_derived()
+    return sa.func.json_each(sa.bindparam("ips")).table_valued("value")
+
+
+def _claim(dialect: str) -> Any:
+    """The lease of a batch, one statement: the addresses this process now holds.
+
+    Each address not fresh in the store gets a queue row leased to ``owner`` until
+    ``expires`` (``owner`` ``NULL``: queued, not leased), or takes over the existing
+    row unless another process's lease on it runs past ``at``. ``RETURNING`` gives
+    the rows inserted or taken over: every other address is fresh already or
+    leased elsewhere.
+    """
+    q, r = pending_queue.c, records_table.c
+    given = _bound_addresses(dialect)
+    at = sa.bindparam("at", type_=sa.DateTime())
+    rows = sa.select(
+        given.c.value,
+        sa.literal(0),
+        sa.null(),
+        at,
+        at,
+        sa.bindparam("owner", type_=sa.String()),
+        sa.bindparam("expires", type_=sa.DateTime()),
+    ).where(~sa.exists().where(r.ip == given.c.value, _is_fresh()))
+    if dialect == "postgresql":  # the queue's rows are locked in address order (lock_queue)
+        rows = rows.order_by(given.c.value)
+    claim = insert(pending_queue, dialect).from_select(
+        [
+            "ip",
+            "attempts",
+            "last_error",
+            "queued_at",
+            "next_attempt_at",
+            "lease_owner",
+            "lease_expires_at",
+        ],
+        rows,
+    )
+    return claim.on_conflict_do_update(
+        index_elements=[q.ip],
+        set_={
+            "lease_owner": claim.excluded.lease_owner,
+            "lease_expires_at": claim.excluded.lease_expires_at,
+        },
+        # queued_at of the proposed row is "now": a lease that ended by then is free
+        where=sa.or_(
+            q.lease_expires_at.is_(None),
+            q.lease_expires_at <= claim.excluded.queued_at,
+            q.lease_owner == claim.excluded.lease_owner,
+        ),
+    ).returning(q.ip)
+
+
 def _all_columns(stmt: Any) -> dict[str, Any]:
     return {c.name: stmt.excluded[c.name] for c in records_table.columns if c.name != "ip"}
 
@@ -113,16 +183,7 @@ class Statements:
         # too, SQLite's planner may prefer that column and scan all the owner holds.
         self.owners = sa.select(q.ip, q.lease_owner).where(ip_set(q.ip, name))
         self.attempts = sa.select(q.ip, q.attempts).where(ip_set(q.ip, name))
-        self.fresh = sa.select(r.ip).where(
-            ip_set(r.ip, name),
-            sa.or_(
-                r.status == Status.SKIPPED.value,
-                sa.and_(
-                    r.status != Status.PENDING.value,
-                    r.expires_at > sa.bindparam("now", type_=sa.DateTime()),
-                ),
-            ),
-        )
+        self.fresh = sa.select(r.ip).where(ip_set(r.ip, name), _is_fresh())
         self.delete_queued = sa.delete(pending_queue).where(ip_set(q.ip, name))
         self.delete_own = sa.delete(pending_queue).where(
             ip_set(q.ip, name), q.lease_owner == sa.bindparam("owner")
@@ -138,21 +199,7 @@ class Statements:
         def compile_(stmt: Any, cols: Sequence[str]) -> BulkInsert:
             return BulkInsert.compile(stmt, cols, dialect)
 
-        claim = insert(pending_queue, name)
-        claim = claim.on_conflict_do_update(
-            index_elements=[q.ip],
-            set_={
-                "lease_owner": claim.excluded.lease_owner,
-                "lease_expires_at": claim.excluded.lease_expires_at,
-            },
-            # queued_at of the proposed row is "now": a lease that ended by then is free
-            where=sa.or_(
-                q.lease_expires_at.is_(None),
-                q.lease_expires_at <= claim.excluded.queued_at,
-                q.lease_owner == claim.excluded.lease_owner,
-            ),
-        )
-        self.claim = compile_(claim, _QUEUE_COLUMNS)
+        self.claim = _claim(name)
         placeholder = insert(records_table, name).on_conflict_do_nothing(index_elements=[r.ip])
         self.placeholder = compile_(placeholder, _PLACEHOLDER_COLUMNS)
         upsert = insert(records_table, name)
