@@ -296,3 +296,71 @@ def test_common_rows_take_the_fast_path_and_odd_digits_are_refused() -> None:
     for odd in ("13335²", "١٣٣٣٥"):
         assert parse_row(f"{odd} | 1.1.1.1 | 1.1.1.0/24 | AU | apnic | | CF") is None
     assert parse_row("13335 | 1.1.1.1 | 1.1.1.0/2² | AU | apnic | | CF") is None
+
+
+@st.composite
+def answer_texts(draw: st.DrawFn) -> tuple[str, set[str]]:
+    """Answers of common rows and near misses, multi-origin repeats, a banner, cuts."""
+    lines = draw(st.lists(row_lines(), min_size=1, max_size=6))
+    for index in sorted(draw(st.sets(st.integers(0, len(lines) - 1))), reverse=True):
+        line = lines[index]
+        other_as = draw(st.sampled_from(["64500", "NA", line.split("|", 1)[0]]))
+        lines.insert(index + 1, other_as + "|" + line.split("|", 1)[1] if "|" in line else line)
+    end = draw(st.sampled_from(["\n", "\r\n"]))
+    banner = draw(st.sampled_from(["", "Bulk mode; whois.cymru.com [2026-01-01]\n", "\n"]))
+    text = banner + "".join(line + end for line in lines)
+    text = text[: draw(st.integers(len(text) - 30, len(text)))]
+    ips = [line.split("|")[1].strip() for line in lines if line.count("|") >= 2]
+    asked = set(draw(st.lists(st.sampled_from(ips)))) if ips else set()
+    return text, asked
+
+
+@settings(max_examples=600, deadline=None)
+@given(answer_texts(), st.booleans())
+def test_whole_answer_fast_path_agrees_with_line_by_line_reading(
+    case: tuple[str, set[str]], clean: bool
+) -> None:
+    from cowrie_enrich_plugin.sources.cymru.protocol import _parse_lines
+
+    text, asked = case
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    fast = parse_bulk_answer(text.encode(), asked, clean_eof=clean, fetched_at=now)
+    careful = _parse_lines(text.split("\n"), asked, clean_eof=clean, fetched_at=now)
+    assert fast == careful
+
+
+def test_a_usual_answer_is_read_in_one_pass() -> None:
+    from cowrie_enrich_plugin.sources.cymru.protocol import _parse_common_answer
+
+    rows = [
+        Row(13335, "1.1.1.1", "1.1.1.0/24", "AU", "apnic", "2011-08-11", "CLOUDFLARENET, US"),
+        Row(64500, "1.1.1.1", "1.1.1.0/24", "AU", "apnic", "2011-08-11", "CLOUDFLARENET, US"),
+        Row(None, "192.0.32.9", None, None, "arin", None, None),
+        Row(15169, "8.8.8.8", "8.8.8.0/24", "US", "arin", None, "GOOGLE, US"),
+    ]
+    text = (BANNER + b"".join(render_row(r) + b"\n" for r in rows)).decode()
+    asked = {"1.1.1.1", "192.0.32.9", "8.8.8.8"}
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    found = _parse_common_answer(text, asked, now)
+    assert found is not None
+    answers, last = found
+    assert answers["1.1.1.1"].asns == (13335, 64500) and last == "8.8.8.8"
+    assert not answers["192.0.32.9"].announced and answers["192.0.32.9"].registry == "arin"
+
+
+@settings(max_examples=300, deadline=None)
+@given(answers(), st.data())
+def test_rendered_answers_read_alike_in_one_pass_and_line_by_line(
+    case: tuple[list[str], dict[str, list[Row]]], data: st.DataObject
+) -> None:
+    from cowrie_enrich_plugin.sources.cymru.protocol import _parse_lines
+
+    ips, table = case
+    payload = BANNER + b"".join(render_row(r) + b"\n" for ip in ips for r in table[ip])
+    payload = payload[: data.draw(st.integers(len(payload) // 2, len(payload)))]
+    asked = set(ips) | set(data.draw(st.lists(st.sampled_from(["9.9.9.9", "2001:db8::1"]))))
+    clean = data.draw(st.booleans())
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    fast = parse_bulk_answer(payload, asked, clean_eof=clean, fetched_at=now)
+    text = payload.decode("utf-8", errors="replace")
+    assert fast == _parse_lines(text.split("\n"), asked, clean_eof=clean, fetched_at=now)

@@ -300,6 +300,18 @@ def _merge_rows(rows: list[CymruRow], fetched_at: dt.datetime) -> CymruAnswer:
     )
 
 
+#: The rows of nearly every answer, every line of a text at once: IPv4, announced by
+#: one AS or not at all (``NA``), the country and registry possibly blank.
+_COMMON_LINES: Final = re.compile(
+    r"^ *(\d{1,10}|NA) *\| *(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}) *"
+    r"\| *(?:(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})/(\d{1,2})|NA) *\| *([A-Z]{2})? *"
+    r"\| *([a-z][a-z0-9-]{0,15})? *\| *(?:(\d{4}-\d{2}-\d{2}) *)?\|(.*)$",
+    re.ASCII | re.MULTILINE,
+)
+#: Longer AS names are left to the line-by-line reading (which bounds a line's length).
+_COMMON_NAME_LENGTH: Final = 256
+
+
 def parse_bulk_answer(
     data: bytes,
     asked: Collection[str],
@@ -315,10 +327,111 @@ def parse_bulk_answer(
         opposed to a reset, a timeout or too much data).
     :param fetched_at: the time to stamp on the answers.
     """
-    result = BulkAnswer()
     # "\n" is never part of a multi-byte sequence: decoding the whole answer at once
     # gives the same lines as decoding each.
-    pieces = data.decode("utf-8", errors="replace").split("\n")
+    text = data.decode("utf-8", errors="replace")
+    whole = text.endswith("\n") or not text
+    common = _parse_common_answer(text, asked, fetched_at)
+    if common is None:
+        return _parse_lines(text.split("\n"), asked, clean_eof=clean_eof, fetched_at=fetched_at)
+    answers, last = common
+    result = BulkAnswer(answers=answers, partial_tail=not whole)
+    # As in _parse_lines: the last row's address is whole only if the answer is.
+    if last is not None and not (clean_eof and whole and all(ip in answers for ip in asked)):
+        del answers[last]
+        result.untrusted = {last}
+    return result
+
+
+def _parse_common_answer(
+    text: str, asked: Collection[str], fetched_at: dt.datetime
+) -> tuple[dict[str, CymruAnswer], str | None] | None:
+    """An answer whose every line is a well-formed common row of an asked address.
+
+    One pass of one expression over the whole text, and the answers built from its
+    groups. Returns the answers and the address of the last row; ``None`` when any
+    line is anything else (a banner after the first line, a header, an error, a blank
+    or cut line, another row's shape, a bad value, an address not asked): then
+    :func:`_parse_lines` reads the answer line by line, and its result is the same
+    as this would have been wherever this accepts.
+    """
+    end = text.rfind("\n") + 1
+    start = 0
+    if text.startswith("Bulk mode;"):
+        start = text.find("\n") + 1
+    lines = text.count("\n", start, end)
+    rows = _COMMON_LINES.findall(text, start, end - 1 if end else 0)
+    if len(rows) != lines:
+        return None
+    answers: dict[str, CymruAnswer] = {}
+    dates: set[str] = set()
+    last: str | None = None
+    for as_text, ip_text, network, length_text, cc, registry, allocated, name in rows:
+        if ip_text not in asked or len(name) > _COMMON_NAME_LENGTH:
+            return None
+        try:  # inet_pton refuses leading zeros and parts over 255
+            address = int.from_bytes(inet_pton(AF_INET, ip_text), "big")
+            first = int.from_bytes(inet_pton(AF_INET, network), "big") if network else 0
+        except OSError:
+            return None
+        asns: tuple[int, ...] = ()
+        if as_text != "NA":
+            asn = int(as_text)
+            if not 0 < asn <= _MAX_ASN:
+                return None
+            asns = (asn,)
+        prefix = None
+        if network:
+            length = int(length_text)
+            if not _v4_network_holds(first, length, address):
+                return None
+            prefix = f"{network}/{length}"
+        if allocated and allocated not in dates:
+            try:
+                dt.date.fromisoformat(allocated)
+            except ValueError:
+                return None
+            dates.add(allocated)
+        if cc == "NA" and not asns and prefix is None:
+            cc = ""  # "NA" is Namibia, but in an all-NA row it means "not available"
+        name = name.strip()
+        answer = CymruAnswer(
+            asns,
+            None if name in ("", "NA") else name,
+            prefix,
+            cc or None,
+            registry or None,
+            allocated or None,
+            fetched_at,
+        )
+        if ip_text == last:  # one more row of a multi-origin prefix
+            answer = _merge_rows(
+                [_as_row(ip_text, answers[ip_text]), _as_row(ip_text, answer)], fetched_at
+            )
+        elif ip_text in answers:  # its rows are not together: read line by line
+            return None
+        answers[ip_text] = answer
+        last = ip_text
+    return answers, last
+
+
+def _as_row(ip: str, answer: CymruAnswer) -> CymruRow:
+    return CymruRow(
+        ip,
+        answer.asns,
+        answer.prefix,
+        answer.cc,
+        answer.registry,
+        answer.allocated,
+        answer.as_name,
+    )
+
+
+def _parse_lines(
+    pieces: list[str], asked: Collection[str], *, clean_eof: bool, fetched_at: dt.datetime
+) -> BulkAnswer:
+    """:func:`parse_bulk_answer` line by line, whatever the lines are."""
+    result = BulkAnswer()
     if pieces[-1]:
         result.partial_tail = True  # the last line has no newline: it was cut
     complete_lines = pieces[:-1]
