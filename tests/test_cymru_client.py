@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -140,3 +142,53 @@ def test_concurrency_is_bounded(server: BulkWhoisServer) -> None:
     client = client_for(server, batch_size=100)
     query(client, global_ips(800, seed=2))
     assert server.peak_connections == 2
+
+
+class _RawServer:
+    """A whois server on loopback that sends ``answer`` as ``pieces`` say, then maybe closes."""
+
+    def __init__(self, answer: bytes, piece: int, pause: float, close: bool) -> None:
+        self.answer, self.piece, self.pause, self.close = answer, piece, pause, close
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn.recv(65536)
+                for start in range(0, len(self.answer), self.piece):
+                    conn.sendall(self.answer[start : start + self.piece])
+                    time.sleep(self.pause)
+                if not self.close:
+                    time.sleep(30)
+
+
+def _answer_of(ips: list[str]) -> bytes:
+    from cowrie_enrich_plugin.testing.whois_server import Row, render_row
+
+    rows = [Row(64500, ip, f"{ip.rsplit('.', 1)[0]}.0/24", "US", "arin", None, "X") for ip in ips]
+    return b"Bulk mode; test\n" + b"".join(render_row(row) + b"\n" for row in rows)
+
+
+def test_a_server_that_drips_its_answer_is_read_whole_and_one_that_stops_is_cut() -> None:
+    ips = global_ips(40, seed=61)
+    answer = _answer_of(ips)
+    # Dripping (a row's worth every 30 ms, far below a read's wake size): slow, not silent.
+    drip = _RawServer(answer, piece=60, pause=0.03, close=True)
+    client = BulkWhoisClient("127.0.0.1", drip.port, timeout=20, idle_timeout=0.5, retries=1)
+    result = client.query_batch(ips)
+    assert set(result.answers) == set(ips) and result.attempts == 1
+    # Half the answer, then nothing, the connection left open: cut after the idle time.
+    stops = _RawServer(answer[: len(answer) // 2], piece=60, pause=0.0, close=False)
+    client = BulkWhoisClient("127.0.0.1", stops.port, timeout=20, idle_timeout=0.5, retries=1)
+    started = time.monotonic()
+    result = client.query_batch(ips)
+    assert time.monotonic() - started < 3
+    assert "WhoisTimeout" in result.unresolved[ips[-1]]
+    assert 0 < len(result.answers) < len(ips) // 2  # the rows proven whole are kept
