@@ -256,6 +256,18 @@ class EnrichmentRecord:
             return self
         return self._with(self.parts, classification)
 
+    def with_maxmind(self, maxmind: GeoAnswer | None) -> EnrichmentRecord:
+        """The same record with MaxMind's section set."""
+        return EnrichmentRecord(
+            self.ip,
+            self.status,
+            self.cymru,
+            maxmind,
+            self.expires_at,
+            self.parts,
+            self.classification,
+        )
+
     def _with(
         self,
         parts: tuple[tuple[str, SourcePart], ...],

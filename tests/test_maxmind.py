@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from cowrie_enrich_plugin.record import CymruAnswer, EnrichmentRecord, GeoAnswer
 from cowrie_enrich_plugin.sources.maxmind.lookup import GeoDatabase, GeoDatabaseError, GeoLookup
 
 from .conftest import shared_data
-from .mmdb import write_asn, write_city, write_mmdb
+from .mmdb import CITY_NETWORKS, write_asn, write_city, write_mmdb
 
 
 def test_every_field_from_written_databases(tmp_path: Path) -> None:
@@ -202,3 +203,75 @@ def test_lookup_command_offline_with_maxmind_test_databases(tmp_path: Path) -> N
     assert london["maxmind"]["latitude"] is not None
     assert telstra["maxmind"]["asn"] == 1221 and telstra["asn"] == 1221
     assert "Telstra" in telstra["as_name"]
+
+
+def test_maxmind_added_later_reaches_cached_records_and_removed_erases_nothing(
+    tmp_path: Path,
+) -> None:
+    """Files added after a first run: every cached record gets its section when its
+    address is seen again (``lookup``, ``ingest``), stored; a run without the files
+    (``cache retry``, ``ingest``) keeps what an earlier run found. A file replaced by
+    a newer build makes the section again."""
+    from cowrie_enrich_plugin.testing import BulkWhoisServer
+
+    from .conftest import write_log
+
+    city, asn = write_city(tmp_path / "city.mmdb"), write_asn(tmp_path / "asn.mmdb")
+    geo = ["--geoip-city", str(city), "--geoip-asn", str(asn)]
+    ips = ["81.2.69.142", "1.128.0.1", "5.6.7.8"]
+    log = write_log(tmp_path / "cowrie.json", ips)
+    db = ["--db", f"sqlite:///{tmp_path / 's.db'}"]
+
+    def run(server: BulkWhoisServer, *args: str) -> list[dict[str, object]]:
+        out = tmp_path / "out.jsonl"
+        where = ["--cymru", f"{server.address[0]}:{server.address[1]}", *db]
+        to_file = ["--output", str(out)] if args[0] == "ingest" else []
+        result = CliRunner().invoke(main, [*args, *where, *to_file])
+        assert result.exit_code in (0, 75), result.output
+        text = out.read_text() if to_file else result.stdout
+        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+    def exported() -> dict[str, dict[str, object]]:
+        result = CliRunner().invoke(main, ["export", *db])
+        return {r["ip"]: r for r in map(json.loads, result.stdout.splitlines())}
+
+    with BulkWhoisServer() as server:
+        first = run(server, "ingest", str(log))
+        assert {r["ip"]: r["maxmind"] for r in first} == dict.fromkeys(ips)
+        again = run(server, "ingest", str(log), *geo)
+        assert {r["ip"]: r["maxmind"]["country_iso_code"] for r in again} == {  # type: ignore[index]
+            "81.2.69.142": "GB",
+            "1.128.0.1": None,
+            "5.6.7.8": "DE",
+        }
+        assert exported()["1.128.0.1"]["maxmind"]["asn"] == 1221  # type: ignore[index]
+        assert len(server.asked()) == len(ips)  # from the cache: whois not asked again
+        # Without the files: served as stored, and a whois answer erases nothing.
+        assert all(r["maxmind"] for r in run(server, "ingest", str(log)))
+    # whois down: pending, with its MaxMind section stored
+    env = {"COWRIE_ENRICH_RETRIES": "1", "COWRIE_ENRICH_TIMEOUT": "2"}
+    result = CliRunner().invoke(
+        main, ["lookup", "5.6.9.9", *geo, *db, "--cymru", "127.0.0.1:1"], env=env
+    )
+    assert result.exit_code == 75, result.output
+    assert exported()["5.6.9.9"]["maxmind"]["country_iso_code"] == "DE"  # type: ignore[index]
+    with BulkWhoisServer() as server:
+        result = CliRunner().invoke(
+            main, ["cache", "retry", *db, "--cymru", f"{server.address[0]}:{server.address[1]}"]
+        )
+        assert result.exit_code == 0, result.output
+        stored = exported()
+        assert stored["5.6.9.9"]["status"] == "enriched"
+        assert stored["5.6.9.9"]["maxmind"]["country_iso_code"] == "DE"  # type: ignore[index]
+        # A newer build of the city file: the section is made again from it.
+        os.utime(city, None)
+        newer = dict(CITY_NETWORKS)
+        newer["81.2.69.0/24"] = {
+            **CITY_NETWORKS["81.2.69.0/24"],
+            "city": {"names": {"en": "Camden"}},
+        }
+        time.sleep(1.1)  # a build time is in whole seconds
+        write_city(city, newer)
+        later = run(server, "lookup", "81.2.69.142", *geo)
+        assert later[0]["maxmind"]["city"] == "Camden"  # type: ignore[index]
+        assert exported()["81.2.69.142"]["maxmind"]["city"] == "Camden"  # type: ignore[index]

@@ -3,8 +3,11 @@
 MaxMind and the feeds (:class:`~..sources.plugin.OfflineSource`) answer from local
 files, so their sections are part of the record from the moment it is made, whatever
 made it: a whois answer, a skipped address, a pending one, a record another process
-resolved. A record served from the cache keeps the sections it was built with, except
-the feeds' labels, which :meth:`OfflineSources.relabel` brings up to date.
+resolved. A record served from the cache is brought up to date by
+:meth:`OfflineSources.relabel` when its sections were made from other data than the
+sources hold now: other (or no) MaxMind files, other feeds. A source that is not
+configured now erases nothing: a record rebuilt without MaxMind files keeps the
+section an earlier run found.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any, Final
 from ..config import EnrichConfig
 from ..feeds.classifier import Classifier
 from ..record import CymruAnswer, EnrichmentRecord, Status
+from ..sources.maxmind.source import MaxMindSource
 from ..sources.plugin import OfflineSource, load, settings_of
 
 __all__ = ["OfflineSources"]
@@ -40,6 +44,9 @@ class OfflineSources:
         # Bound once: a record is built per address, and a lookup per field is the cost.
         self._maxmind = by_field.get("maxmind", _nothing)
         self._classification = by_field.get("classification", _nothing)
+        self._geo: MaxMindSource | None = next(
+            (s for s in self.sources if isinstance(s, MaxMindSource)), None
+        )
         #: the feeds, when enabled (their labels are relabelled and counted)
         self.feeds: Classifier | None = next(
             (s for s in self.sources if isinstance(s, Classifier)), None
@@ -66,11 +73,17 @@ class OfflineSources:
         status: Status,
         cymru: CymruAnswer | None = None,
         expires_at: dt.datetime | None = None,
+        previous: EnrichmentRecord | None = None,
     ) -> EnrichmentRecord:
-        """The record of ``ip`` with every offline section: the one way records are made."""
-        return EnrichmentRecord(
-            ip, status, cymru, self._maxmind(ip), expires_at, (), self._classification(ip)
-        )
+        """The record of ``ip`` with every offline section: the one way records are made.
+
+        ``previous``, the address's stored record: its MaxMind section is kept when no
+        MaxMind file is configured now.
+        """
+        geo = self._maxmind(ip)
+        if geo is None and previous is not None:
+            geo = previous.maxmind
+        return EnrichmentRecord(ip, status, cymru, geo, expires_at, (), self._classification(ip))
 
     def skipped(self, ip: str) -> EnrichmentRecord:
         """The record of an address never sent anywhere: the feeds' labels, no MaxMind.
@@ -87,21 +100,26 @@ class OfflineSources:
         return record.with_classification(self.feeds.classify(record.ip))
 
     def relabel(self, records: dict[str, EnrichmentRecord]) -> list[EnrichmentRecord]:
-        """Give the records whose feeds changed since they were built today's labels.
+        """Bring records made from other offline data than today's up to date.
 
-        Changes ``records`` in place; returns the changed records, to be stored.
+        MaxMind's section is made again when the files open now are not those it was
+        made from (or it has none: files added since); the feeds' labels when the feeds
+        changed. Changes ``records`` in place; returns the changed records, to be stored.
         """
+        changed: dict[str, EnrichmentRecord] = {}
+        geo = self._geo
+        if geo is not None and geo.geo.enabled:
+            for ip, record in records.items():
+                if record.status is not Status.SKIPPED and geo.outdated(record.maxmind):
+                    records[ip] = changed[ip] = record.with_maxmind(geo.section(ip))
         feeds = self.feeds
-        if feeds is None or feeds.index is None:
-            return []
-        changed: list[EnrichmentRecord] = []
-        for ip, record in records.items():
-            now = feeds.classify(ip)
-            old = record.classification
-            if now is not None and (old is None or old.text != now.text):
-                records[ip] = record = record.with_classification(now)
-                changed.append(record)
-        return changed
+        if feeds is not None and feeds.index is not None:
+            for ip, record in records.items():
+                now = feeds.classify(ip)
+                old = record.classification
+                if now is not None and (old is None or old.text != now.text):
+                    records[ip] = changed[ip] = record.with_classification(now)
+        return list(changed.values())
 
     def count_kinds(self, records: Sequence[Mapping[str, Any]], kinds: dict[str, int]) -> None:
         """Add delivered records to ``kinds``, by their labels' kinds (when feeds are on)."""

@@ -198,15 +198,20 @@ class Enricher:
             self._counts.leased_elsewhere += len(theirs)
         return mine, theirs
 
-    def record_for(self, ip: str, answer: CymruAnswer) -> EnrichmentRecord:
-        """The record of one Cymru answer, with its TTL and the offline sections."""
+    def record_for(
+        self, ip: str, answer: CymruAnswer, previous: EnrichmentRecord | None = None
+    ) -> EnrichmentRecord:
+        """The record of one Cymru answer, with its TTL and the offline sections.
+
+        ``previous``: the address's stored record (see :meth:`OfflineSources.record`).
+        """
         if answer.announced:
             ttl = dt.timedelta(days=self.config.ttl_days)
             status = Status.ENRICHED
         else:
             ttl = dt.timedelta(hours=self.config.negative_ttl_hours)
             status = Status.UNANNOUNCED
-        return self.offline.record(ip, status, answer, answer.fetched_at + ttl)
+        return self.offline.record(ip, status, answer, answer.fetched_at + ttl, previous)
 
     def ask_extras(
         self, ips: Sequence[str], needs: Mapping[str, Sequence[str]]
@@ -276,13 +281,13 @@ class Enricher:
         for ip in ips:
             answer = result.answers.get(ip)
             if answer is not None:
-                record = self.record_for(ip, answer)
+                record = self.record_for(ip, answer, (previous or {}).get(ip))
                 resolved.append(record)
                 records.append(record)
                 continue
-            pending = self.pending_record(ip)
-            unresolved[ip] = (result.unresolved.get(ip, "not answered"), pending)
             old = (previous or {}).get(ip)
+            pending = self.offline.record(ip, Status.PENDING, previous=old)
+            unresolved[ip] = (result.unresolved.get(ip, "not answered"), pending)
             if old is not None and old.status is not Status.PENDING:
                 records.append(old)
             else:

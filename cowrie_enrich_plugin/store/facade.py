@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -28,7 +28,7 @@ from ..errors import StoreError
 from ..record import EnrichmentRecord, GeoAnswer, Status, utc_now
 from .leases import forget_owner, make_owner_id, owner_is_dead_here, remember_owner
 from .retry import first_line, with_retries
-from .rows import aware, naive, record_values, row_record
+from .rows import RECORD_COLUMNS, aware, naive, record_values, row_record
 from .schema import SCHEMA_VERSION, pending_queue, records_table
 from .sql import Statements, ip_set, ip_set_value, time_converter
 
@@ -36,6 +36,12 @@ __all__ = ["Store", "StoreStats"]
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
+
+#: The columns the offline sources fill: MaxMind's, and the feeds' labels.
+_OFFLINE_COLUMNS: Final = (
+    *(name for name in RECORD_COLUMNS if name.startswith("mm_")),
+    "classification",
+)
 
 
 @dataclass(frozen=True)
@@ -383,18 +389,18 @@ class Store:
             )
 
     def relabel(self, records: Sequence[EnrichmentRecord]) -> None:
-        """Store new feed labels of records otherwise unchanged (in address order)."""
+        """Store the offline sections (MaxMind, feed labels) of records otherwise unchanged."""
         r = records_table.c
         stmt = (
             sa.update(records_table)
             .where(r.ip == sa.bindparam("key"))
-            .values(classification=sa.bindparam("labels"))
+            .values({name: sa.bindparam(f"new_{name}") for name in _OFFLINE_COLUMNS})
         )
-        rows = [
-            {"key": record.ip, "labels": record.classification.text}
-            for record in sorted(records, key=lambda r: r.ip)
-            if record.classification is not None
-        ]
+        rows = []
+        for record in sorted(records, key=lambda r: r.ip):
+            # The statement's own types convert the times (naive UTC).
+            values = dict(zip(RECORD_COLUMNS, record_values(record, None, naive), strict=True))
+            rows.append({"key": record.ip, **{f"new_{n}": values[n] for n in _OFFLINE_COLUMNS}})
         if rows:
             self._write(lambda conn: conn.execute(stmt, rows))
 

@@ -37,6 +37,20 @@ class MaxMindSource:
         """
         return self.geo.lookup(ip)
 
+    def outdated(self, section: GeoAnswer | None) -> bool:
+        """Whether ``section`` was not made from the files open now (or by none at all).
+
+        With no file configured, nothing is outdated: a section made earlier is kept.
+        """
+        geo = self.geo
+        if not geo.enabled:
+            return False
+        if section is None:
+            return True
+        city = geo.city.built_at if geo.city is not None else None
+        asn = geo.asn.built_at if geo.asn is not None else None
+        return section.city_db_built_at != city or section.asn_db_built_at != asn
+
     def refresh(self) -> None:
         """Reopen a file replaced since it was opened (``geoipupdate``)."""
         self.geo.refresh()
