@@ -364,3 +364,16 @@ def test_rendered_answers_read_alike_in_one_pass_and_line_by_line(
     fast = parse_bulk_answer(payload, asked, clean_eof=clean, fetched_at=now)
     text = payload.decode("utf-8", errors="replace")
     assert fast == _parse_lines(text.split("\n"), asked, clean_eof=clean, fetched_at=now)
+
+
+def test_long_padded_lines_are_junk_in_one_pass_too_and_cost_no_more_than_their_length() -> None:
+    from cowrie_enrich_plugin.sources.cymru.protocol import _parse_lines
+
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    padded = "13335 | 1.1.1.1 | 1.1.1.0/24 | AU" + " " * 5000 + "| apnic | | CF\n"
+    # A quadratic expression would take minutes over 400,000 spaces that fail late.
+    hostile = "13335 | 1.1.1.1 | 1.1.1.0/24 |" + " " * 400_000 + "x\n"
+    for text in (padded, hostile, padded * 3):
+        fast = parse_bulk_answer(text.encode(), {"1.1.1.1"}, clean_eof=True, fetched_at=now)
+        assert fast == _parse_lines(text.split("\n"), {"1.1.1.1"}, clean_eof=True, fetched_at=now)
+        assert not fast.answers and fast.garbage

@@ -246,6 +246,10 @@ def test_maxmind_added_later_reaches_cached_records_and_removed_erases_nothing(
         }
         assert exported()["1.128.0.1"]["maxmind"]["asn"] == 1221  # type: ignore[index]
         assert len(server.asked()) == len(ips)  # from the cache: whois not asked again
+        # With one file only: what the other gave stays.
+        only_city = run(server, "lookup", "1.128.0.1", "81.2.69.142", "--geoip-city", str(city))
+        assert [r["maxmind"]["asn"] for r in only_city] == [1221, 20712]  # type: ignore[index]
+        assert exported()["1.128.0.1"]["maxmind"]["asn"] == 1221  # type: ignore[index]
         # Without the files: served as stored, and a whois answer erases nothing.
         assert all(r["maxmind"] for r in run(server, "ingest", str(log)))
     # whois down: pending, with its MaxMind section stored

@@ -142,6 +142,23 @@ def test_pending_never_overwrites_an_answer(db_url: str) -> None:
     store.close()
 
 
+def test_a_dead_holders_lease_on_an_address_answered_since_is_not_taken(db_url: str) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    gone = open_store(db_url)
+    gone.owner = f"{this_host()}/{int(dead.stdout)}/deadbeef"
+    assert gone.claim(["11.0.0.10"], 3600) == {"11.0.0.10"}
+    with open_store(db_url) as other:  # answered (here: skipped) while the lease stood
+        other.put_records([EnrichmentRecord("11.0.0.10", Status.SKIPPED)])
+    with open_store(db_url) as alive:
+        assert alive.claim(["11.0.0.10"], 60) == set()
+    gone.close()
+
+
 def test_prune_and_stats(db_url: str) -> None:
     store = open_store(db_url)
     store.put_records(

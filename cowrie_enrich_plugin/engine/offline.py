@@ -6,8 +6,8 @@ made it: a whois answer, a skipped address, a pending one, a record another proc
 resolved. A record served from the cache is brought up to date by
 :meth:`OfflineSources.relabel` when its sections were made from other data than the
 sources hold now: other (or no) MaxMind files, other feeds. A source that is not
-configured now erases nothing: a record rebuilt without MaxMind files keeps the
-section an earlier run found.
+configured now erases nothing: a record rebuilt without a MaxMind file keeps what
+that file gave an earlier run.
 """
 
 from __future__ import annotations
@@ -77,12 +77,13 @@ class OfflineSources:
     ) -> EnrichmentRecord:
         """The record of ``ip`` with every offline section: the one way records are made.
 
-        ``previous``, the address's stored record: its MaxMind section is kept when no
-        MaxMind file is configured now.
+        ``previous``, the address's stored record: what its MaxMind section holds from
+        a file not configured now is kept.
         """
-        geo = self._maxmind(ip)
-        if geo is None and previous is not None:
-            geo = previous.maxmind
+        if previous is not None and previous.maxmind is not None and self._geo is not None:
+            geo = self._geo.renewed(ip, previous.maxmind)
+        else:
+            geo = self._maxmind(ip)
         return EnrichmentRecord(ip, status, cymru, geo, expires_at, (), self._classification(ip))
 
     def skipped(self, ip: str) -> EnrichmentRecord:
@@ -111,7 +112,7 @@ class OfflineSources:
         if geo is not None and geo.geo.enabled:
             for ip, record in records.items():
                 if record.status is not Status.SKIPPED and geo.outdated(record.maxmind):
-                    records[ip] = changed[ip] = record.with_maxmind(geo.section(ip))
+                    records[ip] = changed[ip] = record.with_maxmind(geo.renewed(ip, record.maxmind))
         feeds = self.feeds
         if feeds is not None and feeds.index is not None:
             for ip, record in records.items():

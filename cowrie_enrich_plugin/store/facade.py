@@ -223,16 +223,20 @@ class Store:
 
         def work(conn: Connection) -> set[str]:
             won = {row[0] for row in conn.execute(sql.claim, params)}
+            # Looked at again for answers stored meanwhile: on PostgreSQL all (READ
+            # COMMITTED: the claim's snapshot predates answers committed while it ran),
+            # on SQLite (one writer: the claim saw them all) those taken over.
+            again = set(won) if self.dialect == "postgresql" else set()
             rest = [ip for ip in wanted if ip not in won]
             if rest:  # fresh by now, or leased elsewhere: by a live process?
                 holders = dict(conn.execute(sql.owners, self._ips(rest)).all())
                 dead = {h for h in holders.values() if h and h != owner and owner_is_dead_here(h)}
                 if dead:
-                    won.update(self._overtake(conn, holders, dead, until))
-            if won and self.dialect == "postgresql":
-                # READ COMMITTED: the claim's snapshot predates answers committed while
-                # it ran; a second look sees them. (SQLite's one writer saw them all.)
-                fresh = self._fresh_among(conn, sorted(won), moment)
+                    taken = self._overtake(conn, holders, dead, until)
+                    won.update(taken)
+                    again.update(taken)
+            if again:
+                fresh = self._fresh_among(conn, sorted(again), moment)
                 if fresh:
                     conn.execute(sql.delete_own, {**self._ips(sorted(fresh)), "owner": owner})
                     won -= fresh

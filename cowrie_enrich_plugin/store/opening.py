@@ -54,6 +54,8 @@ def _read_only_connector(path: Path, url: str) -> Callable[[], sqlite3.Connectio
     writer holds its ``-shm`` file. With no ``-wal`` file (or an empty one), the main
     file holds every committed change, so it is read as it is (``immutable``); with
     changes still in the ``-wal`` file, that would show an old state, so it is refused.
+    A writer that starts during one transaction of such a read can still change the
+    file under it (reported as a damaged file); the next transaction sees the writer.
     """
     uri = path.resolve().as_uri()
 
@@ -105,7 +107,13 @@ def open_store(url: str, *, create: bool = True, read_only: bool = False) -> Sto
         engine = sa.create_engine(
             parsed,
             pool_pre_ping=parsed.get_backend_name() != "sqlite",
-            **({"creator": _read_only_connector(path, url)} if reader and path else {}),
+            # A connection per transaction: each chooses anew between reading beside a
+            # writer that started meanwhile (its -shm) and reading the file as it is.
+            **(
+                {"creator": _read_only_connector(path, url), "poolclass": sa.pool.NullPool}
+                if reader and path
+                else {}
+            ),
         )
     except sa.exc.NoSuchModuleError as exc:
         raise ConfigError(

@@ -6,6 +6,7 @@ the record's ``maxmind`` (:class:`~cowrie_enrich_plugin.record.GeoAnswer`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Mapping
@@ -20,6 +21,17 @@ __all__ = ["SOURCE", "MaxMindPlugin", "MaxMindSource"]
 
 #: A file older than this many days is worth a warning (MaxMind publishes weekly).
 _OLD_DAYS: Final = 30
+#: The parts of a section each file gives.
+_CITY_FIELDS: Final = (
+    "country_iso_code",
+    "country_name",
+    "city",
+    "latitude",
+    "longitude",
+    "accuracy_radius",
+    "city_db_built_at",
+)
+_ASN_FIELDS: Final = ("asn", "as_org", "asn_db_built_at")
 
 
 class MaxMindSource:
@@ -38,18 +50,37 @@ class MaxMindSource:
         return self.geo.lookup(ip)
 
     def outdated(self, section: GeoAnswer | None) -> bool:
-        """Whether ``section`` was not made from the files open now (or by none at all).
+        """Whether a file open now did not make its part of ``section`` (or it has none).
 
-        With no file configured, nothing is outdated: a section made earlier is kept.
+        A file not configured now outdates nothing: what it gave earlier is kept.
         """
         geo = self.geo
         if not geo.enabled:
             return False
         if section is None:
             return True
-        city = geo.city.built_at if geo.city is not None else None
-        asn = geo.asn.built_at if geo.asn is not None else None
-        return section.city_db_built_at != city or section.asn_db_built_at != asn
+        city, asn = geo.city, geo.asn
+        return (city is not None and section.city_db_built_at != city.built_at) or (
+            asn is not None and section.asn_db_built_at != asn.built_at
+        )
+
+    def renewed(self, ip: str, old: GeoAnswer | None) -> GeoAnswer | None:
+        """``ip``'s section from the files open now, and from ``old`` what no open file gives.
+
+        With only the city file open, the ASN part ``old`` had (from an earlier run with
+        the ASN file) stays, and the other way round.
+        """
+        new = self.geo.lookup(ip)
+        if old is None or new is None:
+            return new if new is not None else old
+        if self.geo.city is None and old.city_db_built_at is not None:
+            new = dataclasses.replace(
+                new,
+                **{name: getattr(old, name) for name in _CITY_FIELDS},
+            )
+        if self.geo.asn is None and old.asn_db_built_at is not None:
+            new = dataclasses.replace(new, **{name: getattr(old, name) for name in _ASN_FIELDS})
+        return new
 
     def refresh(self) -> None:
         """Reopen a file replaced since it was opened (``geoipupdate``)."""
