@@ -116,16 +116,20 @@ def test_claim_queues_before_sending_and_leases_exclude(db_url: str) -> None:
     b.close()
 
 
-def test_leases_of_a_dead_process_on_this_host_are_taken_over(db_url: str) -> None:
+def _dead_owner() -> str:
+    """A lease owner on this host whose process has exited."""
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         capture_output=True,
         text=True,
         check=True,
     )
-    pid = int(dead.stdout)
+    return f"{this_host()}/{int(dead.stdout)}/deadbeef"
+
+
+def test_leases_of_a_dead_process_on_this_host_are_taken_over(db_url: str) -> None:
     gone = open_store(db_url)
-    gone.owner = f"{this_host()}/{pid}/deadbeef"
+    gone.owner = _dead_owner()
     assert gone.claim(["11.0.0.6"], 3600) == {"11.0.0.6"}
     alive = open_store(db_url)
     assert alive.claim(["11.0.0.6"], 60) == {"11.0.0.6"}
@@ -143,14 +147,8 @@ def test_pending_never_overwrites_an_answer(db_url: str) -> None:
 
 
 def test_a_dead_holders_lease_on_an_address_answered_since_is_not_taken(db_url: str) -> None:
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
     gone = open_store(db_url)
-    gone.owner = f"{this_host()}/{int(dead.stdout)}/deadbeef"
+    gone.owner = _dead_owner()
     assert gone.claim(["11.0.0.10"], 3600) == {"11.0.0.10"}
     with open_store(db_url) as other:  # answered (here: skipped) while the lease stood
         other.put_records([EnrichmentRecord("11.0.0.10", Status.SKIPPED)])
@@ -311,13 +309,7 @@ def test_what_a_run_delivered_is_news_once_and_gone_runs_are_dropped(db_url: str
     assert news(run, signed) == set()  # delivered as they are
     assert news(run, [("11.0.1.2", "enriched|2026-12-02T00:00:00Z|")]) == {"11.0.1.2"}
     assert news(other, signed) == {"11.0.1.1", "11.0.1.2"}  # each run its own
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    gone.owner = f"{this_host()}/{int(dead.stdout)}/deadbeef"
+    gone.owner = _dead_owner()
     assert news(gone, signed) == {"11.0.1.1", "11.0.1.2"}
     assert drop_gone_runs(run) == 1
     with run.engine.connect() as conn:

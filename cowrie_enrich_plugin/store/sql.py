@@ -34,6 +34,8 @@ _TIME_COLUMNS: Final = frozenset(
     if isinstance(c.type, sa.DateTime)
 )
 _PLACEHOLDER_COLUMNS: Final = ("ip", "status", "mm_present", "updated_at")
+#: A claim's values, in the queue's column order (the table says which they are).
+_QUEUE_COLUMNS: Final = [column.name for column in pending_queue.columns]
 
 
 def ip_set(column: sa.Column[str], dialect: str) -> sa.ColumnElement[bool]:
@@ -133,18 +135,7 @@ def _claim(dialect: str) -> Any:
     ).where(~sa.exists().where(r.ip == given.c.value, _is_fresh()))
     if dialect == "postgresql":  # the queue's rows are locked in address order (lock_queue)
         rows = rows.order_by(given.c.value)
-    claim = insert(pending_queue, dialect).from_select(
-        [
-            "ip",
-            "attempts",
-            "last_error",
-            "queued_at",
-            "next_attempt_at",
-            "lease_owner",
-            "lease_expires_at",
-        ],
-        rows,
-    )
+    claim = insert(pending_queue, dialect).from_select(_QUEUE_COLUMNS, rows)
     return claim.on_conflict_do_update(
         index_elements=[q.ip],
         set_={
