@@ -21,7 +21,7 @@ import signal
 import struct
 from typing import IO, Any, Final, NamedTuple, NoReturn
 
-from .config import EnrichConfig
+from .settings import EnrichConfig
 from .counters import RunCounters
 from .errors import ConfigError, GeoDatabaseError, StoreError, WorkerError
 

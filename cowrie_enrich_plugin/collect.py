@@ -34,7 +34,7 @@ from .channel import (
     SkippedAddresses,
     assert_never,
 )
-from .config import EnrichConfig
+from .settings import EnrichConfig
 from .counters import RunCounters
 from .errors import ConfigError, WorkerError
 from .record import delivery_signature, parse_time

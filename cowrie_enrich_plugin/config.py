@@ -1,20 +1,18 @@
-"""The ``[plugins.enrich]`` section: defaults, validation, environment and command-line overrides.
+"""Where a run's settings come from: the host's TOML section, the environment, flags.
 
 Precedence, lowest first: defaults, the host's TOML section, environment variables
 ``COWRIE_ENRICH_<KEY>``, and the host's command-line flags (which the reference host
 passes in ``config["cli"]["enrich"]``). Every key is checked at start: an unknown
 key, a wrong type or a value out of range raises :class:`ConfigError` naming the key
-and what is allowed.
+and what is allowed. What each key accepts is declared in :mod:`.settings`; the
+settings of other installed sources are their plugins' (:mod:`.sources.plugin`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import ipaddress
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
@@ -22,14 +20,15 @@ from .checks import Setting, check_value, value_from_text
 from .clock import CLOCK_FILE_VARIABLE
 from .dburl import mask_url
 from .errors import ConfigError
+from .feeds.catalog import installed_feeds
 from .feeds.settings import ENV_KEYS as FEEDS_ENV_KEYS
-from .feeds.settings import FeedsConfig, feeds_config
-from .sources.cymru import MAX_BATCH_SIZE
+from .feeds.settings import feeds_config
+from .settings import DEFAULTS, LIVE_FLUSH_INTERVAL, RULES, EnrichConfig, check_setting
+from .sources.plugin import BUILT_IN, discover, load
 
 __all__ = [
     "DEFAULTS",
     "ENV_PREFIX",
-    "MAX_BACKOFF_SECONDS",
     "PLUGIN_NAME",
     "ConfigError",
     "EnrichConfig",
@@ -40,151 +39,12 @@ __all__ = [
     "plugin_section",
     "resolve_config",
     "section_from_strings",
-    "source_rules_of",
 ]
 
 ENV_PREFIX: Final = "COWRIE_ENRICH_"
 #: Environment variables with the prefix that are not configuration keys.
 _RESERVED_ENV: Final = frozenset({"COWRIE_ENRICH_CONFIG", CLOCK_FILE_VARIABLE})
 PLUGIN_NAME: Final = "enrich"
-#: ``flush_interval`` of a long-lived run when none is configured.
-LIVE_FLUSH_INTERVAL: Final = 30.0
-#: The longest pause between two attempts of a whois batch (see the client's backoff).
-MAX_BACKOFF_SECONDS: Final = 30.0
-
-
-@dataclass(frozen=True)
-class EnrichConfig:
-    """The validated settings of the enrichment plugin (``docs/configuration.rst``)."""
-
-    db: str = "sqlite:///cowrie-enrich.db"
-    cymru_host: str = "whois.cymru.com"
-    cymru_port: int = 43
-    batch_size: int = MAX_BATCH_SIZE
-    concurrency: int = 2
-    timeout: float = 30.0
-    retries: int = 4
-    flush_interval: float = 5.0
-    ttl_days: float = 30.0
-    negative_ttl_hours: float = 24.0
-    geoip_city: str | None = None
-    geoip_asn: str | None = None
-    #: Where the network and database work runs: a worker process beside the host
-    #: (default; keeps the host's own thread free) or a thread of the host's process.
-    worker: str = "process"
-    #: The longest ``cowrie_ingest_end`` waits, in seconds, in any run.
-    shutdown_timeout: float = 10.0
-    #: ``batch``: a run that ends (each address delivered once); ``long-lived``: a host
-    #: that runs for weeks (pending addresses retried in the background and delivered
-    #: again, expired records refreshed when seen again, memory bounded).
-    lifecycle: str = "batch"
-    #: Addresses a long-lived run's host side remembers; the store holds the rest (the
-    #: engine keeps only what is in flight).
-    working_set: int = 100_000
-    #: A long-lived run delivers each record once, and again only when it changes, even
-    #: after its address left the working set; ``true`` delivers it again whenever its
-    #: address comes back after that (for hosts that keep no records of their own, such
-    #: as the ``enrich`` filter, which adds the record to every event).
-    redeliver: bool = False
-    #: A long-lived run's first background retry of a pending address, in seconds;
-    #: each further failure doubles it, up to 16 times.
-    retry_interval: float = 300.0
-    #: ``host:port`` of a Prometheus ``/metrics`` endpoint for long-lived runs (empty: off).
-    metrics_listen: str | None = None
-    #: The enabled sources besides Cymru and MaxMind: (name, ((key, value), ...)).
-    #: (Not in the repr: a source's settings may hold an API key.)
-    sources: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = field(default=(), repr=False)
-    #: The offline feeds (``[plugins.enrich.feeds]``); none unless configured.
-    feeds: FeedsConfig = field(default_factory=FeedsConfig)
-
-    def source_settings(self, name: str) -> dict[str, Any]:
-        """The checked settings of the enabled source ``name``."""
-        return dict(dict(self.sources)[name])
-
-    @property
-    def long_lived(self) -> bool:
-        """Whether the host runs for weeks (see ``lifecycle``)."""
-        return self.lifecycle == "long-lived"
-
-    @property
-    def longest_batch_seconds(self) -> float:
-        """The longest one whois batch can take: every attempt times out, with backoff."""
-        return (self.timeout + MAX_BACKOFF_SECONDS) * self.retries
-
-    def as_dict(self) -> dict[str, Any]:
-        """The settings as a plain mapping (the database URL's password masked)."""
-        values = {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if f.name not in ("sources", "feeds")
-        }
-        values["db"] = mask_url(self.db)
-        values["feeds"] = {
-            "enabled": list(self.feeds.enabled),
-            "dir": self.feeds.dir,
-            **{
-                name: {k: mask_url(str(v)) for k, v in items} for name, items in self.feeds.settings
-            },
-        }
-        for name, items in self.sources:
-            rules = _source_rules(name)
-            values[name] = {
-                key: "***" if rules[key].secret and value else value for key, value in items
-            }
-        return values
-
-
-DEFAULTS: Final = EnrichConfig()
-
-
-_RULES: Final[Mapping[str, Setting]] = {
-    "db": Setting(str),
-    "cymru_host": Setting(str),
-    "cymru_port": Setting(int, low=1, high=65535),
-    "batch_size": Setting(int, low=1, high=MAX_BATCH_SIZE),
-    "concurrency": Setting(int, low=1, high=8),
-    "timeout": Setting(float, low=0, high=600, low_open=True),
-    "retries": Setting(int, low=1, high=20),
-    "flush_interval": Setting(float, low=0, high=3600, low_open=True),
-    "ttl_days": Setting(float, low=0, high=3650, low_open=True),
-    "negative_ttl_hours": Setting(float, low=0, high=87600, low_open=True),
-    "geoip_city": Setting(str, optional=True),
-    "geoip_asn": Setting(str, optional=True),
-    "worker": Setting(str, choices=("process", "thread")),
-    "shutdown_timeout": Setting(float, low=0, high=3600, low_open=True),
-    "lifecycle": Setting(str, choices=("batch", "long-lived")),
-    "working_set": Setting(int, low=1000, high=100_000_000),
-    "retry_interval": Setting(float, low=0, high=86_400, low_open=True),
-    "redeliver": Setting(bool),
-    "metrics_listen": Setting(str, optional=True),
-}
-
-
-def _check(key: str, value: object, where: str) -> Any:
-    value = check_value(key, _RULES[key], value, where)
-    if key == "metrics_listen" and value is not None:
-        host, sep, port = str(value).rpartition(":")
-        if (
-            not sep
-            or not port.isdigit()
-            or not 0 < int(port) < 65536
-            or not _bare_host(host.strip("[]") or "127.0.0.1")
-        ):
-            raise ConfigError(f"{where}: metrics_listen = {value!r} must be HOST:PORT")
-    if key == "cymru_host" and not _bare_host(str(value)):
-        raise ConfigError(f"{where}: cymru_host = {value!r} must be a bare host name or address")
-    return value
-
-
-def _bare_host(text: str) -> bool:
-    """A host name, an IPv4 address or an IPv6 address (unbracketed): no port, no path."""
-    if ":" in text:
-        try:
-            ipaddress.IPv6Address(text)
-        except ValueError:
-            return False
-        return True
-    return not any(c.isspace() or c in "/@[]" for c in text)
 
 
 #: The command-line flag that sets each key, where it is not ``--key``.
@@ -193,7 +53,7 @@ _FLAGS: Final = {"cymru_host": "--cymru", "cymru_port": "--cymru"}
 
 def _from_text(key: str, text: str, where: str) -> Any:
     """Convert an environment variable's text to the key's type, then check it."""
-    return _check(key, value_from_text(key, _RULES[key], text, where), where)
+    return check_setting(key, value_from_text(key, RULES[key], text, where), where)
 
 
 def resolve_config(
@@ -219,11 +79,11 @@ def resolve_config(
         if isinstance(value, Mapping):
             sections[_source_name(key, source)] = dict(value)
             continue
-        if key not in _RULES:
+        if key not in RULES:
             raise ConfigError(
-                f"{source}: unknown key {key!r}; known keys: {', '.join(sorted(_RULES))}"
+                f"{source}: unknown key {key!r}; known keys: {', '.join(sorted(RULES))}"
             )
-        values[key] = _check(key, value, source)
+        values[key] = check_setting(key, value, source)
     env = os.environ if environ is None else environ
     for name, text in env.items():
         if not name.startswith(ENV_PREFIX) or name in _RESERVED_ENV:
@@ -231,16 +91,19 @@ def resolve_config(
         key = name[len(ENV_PREFIX) :].lower()
         if key.startswith("feeds_") and key[len("feeds_") :] in FEEDS_ENV_KEYS:
             continue  # the feeds section reads its own
-        if key in _RULES:
+        if key in RULES:
             values[key] = _from_text(key, text, f"environment variable {name}")
         elif not _is_source_key(key):
             raise ConfigError(
                 f"environment variable {name} names no setting; known: "
-                + ", ".join(ENV_PREFIX + k.upper() for k in sorted(_RULES))
+                + ", ".join(ENV_PREFIX + k.upper() for k in sorted(RULES))
             )
     values["sources"] = tuple(
         (name, tuple(sorted(_source_config(name, given, env, source).items())))
         for name, given in sorted(sections.items())
+    )
+    values["secret_settings"] = frozenset(
+        (name, key) for name in sections for key, rule in _source_rules(name).items() if rule.secret
     )
     where = f"{source[:-1]}.feeds]" if source.endswith("]") else f"{source}.feeds"
     values["feeds"] = feeds_config(feeds_section, env, where)
@@ -248,7 +111,7 @@ def resolve_config(
         if value is None:
             continue
         flag = _FLAGS.get(key, "--" + key.replace("_", "-"))
-        values[key] = _check(key, value, f"option {flag}")
+        values[key] = check_setting(key, value, f"option {flag}")
     if values.get("lifecycle") == "long-lived" and "flush_interval" not in values:
         # A live trickle of new addresses would otherwise make a connection every few
         # seconds, the pattern Team Cymru null-routes; 30 s batches them politely.
@@ -256,21 +119,12 @@ def resolve_config(
     return EnrichConfig(**values)
 
 
-def source_rules_of(*keys: str) -> dict[str, Setting]:
-    """The rules of some top-level keys, with their defaults (the built-in sources')."""
-    return {key: dataclasses.replace(_RULES[key], default=getattr(DEFAULTS, key)) for key in keys}
-
-
 def _source_rules(name: str) -> Mapping[str, Setting]:
-    from .sources.plugin import load
-
     return load(name).settings
 
 
 def _source_name(key: str, where: str) -> str:
     """The name of an installed source that ``[plugins.enrich.<key>]`` configures."""
-    from .sources.plugin import BUILT_IN, discover
-
     installed = sorted(set(discover()) - BUILT_IN)
     if key in BUILT_IN or key not in installed:
         raise ConfigError(
@@ -285,8 +139,6 @@ def _is_source_key(key: str) -> bool:
 
     :raises ConfigError: when it names an installed source but no setting of it.
     """
-    from .sources.plugin import BUILT_IN, discover
-
     for name in set(discover()) - BUILT_IN:
         if key.startswith(name + "_"):
             rules = _source_rules(name)
@@ -330,12 +182,10 @@ def section_from_strings(items: Mapping[str, str], where: str) -> dict[str, Any]
 
     :raises ConfigError: naming the key, as :func:`resolve_config` does.
     """
-    from .sources.plugin import BUILT_IN, discover
-
     extras = sorted(set(discover()) - BUILT_IN, key=len, reverse=True)
     section: dict[str, Any] = {}
     for key, text in items.items():
-        if key in _RULES:
+        if key in RULES:
             section[key] = _from_text(key, text, where)
             continue
         if key.startswith("feeds_"):
@@ -343,7 +193,7 @@ def section_from_strings(items: Mapping[str, str], where: str) -> dict[str, Any]
             continue
         name = next((n for n in extras if key.startswith(n + "_")), None)
         if name is None:
-            known = sorted(_RULES) + [f"{n}_<key>" for n in extras]
+            known = sorted(RULES) + [f"{n}_<key>" for n in extras]
             raise ConfigError(f"{where}: unknown key {key!r}; known keys: {', '.join(known)}")
         setting = key[len(name) + 1 :]
         rules = _source_rules(name)
@@ -363,8 +213,6 @@ def _feeds_key(feeds: dict[str, Any], key: str, text: str) -> None:
     ``feeds_dir``, ``feeds_enabled`` (comma-separated), ``feeds_refresh``, or
     ``feeds_<feed>_<key>``.
     """
-    from .feeds.catalog import installed_feeds
-
     if key == "enabled":
         feeds[key] = [name.strip() for name in text.split(",") if name.strip()]
     elif key in ("dir", "refresh"):

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from .channel import End, Exited, FrameDecoder, FromEngine, Init, ToEngine, encode
-from .config import EnrichConfig
+from .settings import EnrichConfig
 from .errors import WorkerError
 from .worker_start import discard_early, spawn, take_early, worker_command
 

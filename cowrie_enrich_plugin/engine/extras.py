@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 
-from ..config import EnrichConfig
+from ..settings import EnrichConfig
 from ..errors import ConfigError
 from ..record import PartStatus, SourcePart, utc_now
 from ..slices import slices

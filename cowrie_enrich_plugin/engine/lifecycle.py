@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from .. import clock
-from ..config import EnrichConfig
+from ..settings import EnrichConfig
 from ..record import delivery_signature
 from ..store.deliveries import drop_gone_runs, news
 from ..store.parts import due_pending_parts

@@ -16,7 +16,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from ..config import EnrichConfig
+from ..settings import EnrichConfig
 from ..feeds.classifier import Classifier
 from ..record import CymruAnswer, EnrichmentRecord, Status
 from ..sources.maxmind.source import MaxMindSource

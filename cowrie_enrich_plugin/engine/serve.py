@@ -38,7 +38,7 @@ from ..channel import (
     read_message,
     write_message,
 )
-from ..config import EnrichConfig
+from ..settings import EnrichConfig
 from ..errors import ConfigError, GeoDatabaseError, StoreError, configure_logging
 from .flusher import Flusher
 from .steps import Enricher

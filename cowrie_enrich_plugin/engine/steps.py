@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import EnrichConfig
+from ..settings import EnrichConfig
 from ..counters import RunCounters
 from ..errors import StoreError
 from ..record import CymruAnswer, EnrichmentRecord, PartStatus, SourcePart, Status, utc_now

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 from ..checks import Setting
 
 if TYPE_CHECKING:
-    from ..config import EnrichConfig
+    from ..settings import EnrichConfig
 
 __all__ = [
     "BUILT_IN",

@@ -2,8 +2,11 @@
 
 from typing import Final
 
-__all__ = ["MAX_BATCH_SIZE"]
+__all__ = ["MAX_BACKOFF_SECONDS", "MAX_BATCH_SIZE"]
 
 #: Team Cymru's limit for one bulk request, and ours (here, where the settings read it
 #: without loading the protocol).
 MAX_BATCH_SIZE: Final = 500
+#: The longest pause between two attempts of a whois batch (the client's backoff; the
+#: settings' longest batch reads it too).
+MAX_BACKOFF_SECONDS: Final = 30.0

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import tenacity
 
 from ... import clock
-from ...config import MAX_BACKOFF_SECONDS
 from ...counters import WhoisCounters
 from ...record import CymruAnswer, utc_now
+from . import MAX_BACKOFF_SECONDS
 from .protocol import MAX_BATCH_SIZE, build_bulk_request, parse_bulk_answer
 
 __all__ = [

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...checks import Setting
+from ...settings import rules_of
 from .client import BulkWhoisClient
 
 __all__ = ["SOURCE", "CymruPlugin"]
@@ -25,9 +26,7 @@ class CymruPlugin:
     @property
     def settings(self) -> Mapping[str, Setting]:
         """The top-level keys Cymru reads."""
-        from ...config import source_rules_of
-
-        return source_rules_of(
+        return rules_of(
             "cymru_host",
             "cymru_port",
             "batch_size",

@@ -15,6 +15,7 @@ from typing import Any, Final
 from ...checks import Setting
 from ...errors import GeoDatabaseError
 from ...record import GeoAnswer
+from ...settings import rules_of
 from .lookup import GeoDatabase, GeoLookup
 
 __all__ = ["SOURCE", "MaxMindPlugin", "MaxMindSource"]
@@ -97,9 +98,7 @@ class MaxMindPlugin:
     @property
     def settings(self) -> Mapping[str, Setting]:
         """The top-level keys MaxMind reads."""
-        from ...config import source_rules_of
-
-        return source_rules_of("geoip_city", "geoip_asn")
+        return rules_of("geoip_city", "geoip_asn")
 
     def open(self, settings: Mapping[str, Any]) -> MaxMindSource:
         """The files, for one run.
