@@ -14,9 +14,9 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 
-from ..settings import EnrichConfig
 from ..errors import ConfigError
 from ..record import PartStatus, SourcePart, utc_now
+from ..settings import EnrichConfig
 from ..slices import slices
 from ..sources.plugin import Lookup, NetworkSource, load
 

@@ -1,14 +1,12 @@
-"""The flusher: the one order of the enrichment steps, and when each batch goes.
+"""The flusher: the one order of the enrichment steps.
 
-It reads the host's messages (:mod:`..channel`) from an inbox, looks new
-addresses up in the cache in bulk, and
-sends what is unknown or stale in batches: when a batch is full, when
-``flush_interval`` has passed since the oldest waiting address arrived, at a flush
-(checkpoint) and at the end. Before a batch is sent its addresses are leased and
-recorded ``pending`` in the store, so a kill at any point loses nothing. Up to
-``concurrency`` batches are in flight; persisting a batch's outcome happens on a
-separate thread, so a connection slot never waits for the database. Records go out
-through ``emit`` as dicts, ready to deliver.
+It reads the host's messages (:mod:`..channel`) from an inbox, looks new addresses
+up in the cache in bulk, and sends what is unknown or stale to whois in batches,
+when :mod:`.policy` says. Before a batch is sent its addresses are leased and
+recorded ``pending`` in the store, so a kill at any point loses nothing. Batches out
+are :mod:`.inflight`'s; a database that failed closes :mod:`.gate` for a while.
+Records go out through ``emit`` as dicts, ready to deliver. Everything it does to
+the store and the sources goes through :class:`.steps.Enricher`.
 """
 
 from __future__ import annotations
@@ -16,33 +14,32 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Final
+from typing import Final
 
 from .. import clock
 from ..channel import End, Flush, Init, NewAddresses, SkippedAddresses, ToEngine, assert_never
 from ..counters import RunCounters
-from ..dburl import scrub
 from ..errors import StoreError
-from ..record import EnrichmentRecord, Status
-from ..slices import slices
-from ..sources.cymru.client import BatchResult
-from ..store.parts import due_pending_parts
+from ..record import Status
+from .emission import Emission, Emit
 from .foreign import ForeignLeases
-from .lifecycle import BackgroundRetries, Handled, OncePerRun, due_retries
-from .sections import ExtraAsking, Sections, with_every_part
+from .gate import StoreGate
+from .inflight import Batches
+from .lifecycle import BackgroundRetries, Handled, due_retries
+from .policy import BatchPolicy
+from .sections import ExtraAsking, Sections
+from .sender import WhoisSender
 from .steps import Enricher
 
 __all__ = ["Flusher"]
 
 logger = logging.getLogger(__name__)
 
+#: How often the end looks again at addresses other processes hold, seconds.
 _FOREIGN_POLL: Final = 0.5
-_STORE_PAUSE: Final = 30.0  # after the database failed every retry, skip it this long
-#: records ready, and which of them this long-lived run delivered as they are
-Emit = Callable[[list[dict[str, Any]], tuple[str, ...]], None]
+#: The longest the loop waits for a message before it looks at the time again.
+_TURN: Final = 0.5
 
 
 class Flusher:
@@ -66,47 +63,49 @@ class Flusher:
     ) -> None:
         self.enricher = enricher
         self.config = enricher.config
-        self._emit_dicts = emit
         self._stopping = stopping or threading.Event()
         self._resume_pending = resume_pending
         self._foreign = ForeignLeases()
         self._on_idle: Callable[[], None] | None = None
         #: addresses taken on and not in a batch yet (the loop's buffers)
         self._buffered = 0
-        self._stale: dict[str, EnrichmentRecord] = {}
         self._sections = Sections()
         self._handled = Handled(self.config)
         self._retries = BackgroundRetries(self.config)
-        concurrency = self.config.concurrency
-        self._in_flight = threading.BoundedSemaphore(max(2, 2 * concurrency))
-        self._futures: set[Future[None]] = set()
-        #: addresses in a whois batch of this engine now (never claimed twice at once)
-        self._asking_now: set[str] = set()
         self._lock = threading.Lock()
-        self._network = ThreadPoolExecutor(concurrency, thread_name_prefix="cymru")
-        self._persist = ThreadPoolExecutor(1, thread_name_prefix="cowrie-enrich-store")
+        self._batches = Batches(self.config.concurrency)
+        self._gate = StoreGate(self.config.db)
+        self._emit = Emission(enricher, emit, self._gate)
         self._asking = ExtraAsking(
             enricher,
             self._sections,
-            self._track,
+            self._batches.track,
             self._emit,
-            lambda exc: self._store_failed(exc, 0),
+            self._gate.failed,
             early=self.config.long_lived,
         )
+        self._sender = WhoisSender(
+            enricher,
+            self._batches,
+            self._gate,
+            self._emit,
+            self._asking,
+            self._foreign,
+            self._stopping,
+        )
+        self._stale = self._sender.stale
+        self._send = self._sender.send
         self.skipped = 0
-        self.errors = 0
-        self.unsaved = 0
-        #: addresses delivered pending that the steps never saw fail (left to other
-        #: processes, or answered but not saved)
-        self.uncounted_pending = 0
-        self._store_down_until = 0.0
-        self._once = OncePerRun(enricher)
 
     @property
     def in_flight(self) -> int:
         """Batches sent and not yet persisted."""
-        with self._lock:
-            return len(self._futures)
+        return len(self._batches)
+
+    @property
+    def unsaved(self) -> int:
+        """Addresses that went out pending without being recorded."""
+        return self._gate.unsaved
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -116,43 +115,33 @@ class Flusher:
         ``on_idle`` is called (throttled by the caller) at every turn of the loop, and
         while it waits for a connection slot.
         """
-        self._on_idle = on_idle
+        self._on_idle = self._sender.on_idle = on_idle
         try:
             self._loop(inbox)
         except Exception:
             logger.exception("the enrichment flusher failed; unsent addresses stay pending")
-            self.errors += 1
+            self._sender.count(errors=1)
         finally:
-            self._wait_for_batches()
-            self._network.shutdown(wait=True)
-            self._persist.shutdown(wait=True)
+            self._batches.wait()
+            self._batches.shutdown()
             self._asking.shutdown()
 
     def _loop(self, inbox: queue.Queue[ToEngine]) -> None:
-        interval = self.config.flush_interval
         size = self.config.batch_size
+        policy = BatchPolicy(size, self.config.flush_interval, prompt=self.config.long_lived)
         new: list[str] = []
-        try:
-            self._once.start()
-        except StoreError as exc:
-            self._store_failed(exc, 0)
+        self._emit.start()
         if self._resume_pending:  # what earlier runs left pending is retried in this one
             try:
-                store, names = self.enricher.store, self.enricher.extras.names
-                earlier = store.due_pending() + due_pending_parts(store, names)
-                new = self._unseen(earlier)
+                new = self._unseen(self.enricher.due_pending())
             except StoreError as exc:
-                self._store_failed(exc, 0)
+                self._gate.failed(exc)
         skipped: list[str] = []
         to_fetch: list[str] = []
-        oldest: float | None = None
         while True:
-            timeout = (
-                interval if oldest is None else max(0.0, oldest + interval - clock.monotonic())
-            )
             message: ToEngine | None
             try:
-                message = inbox.get(timeout=min(timeout, 0.5))
+                message = inbox.get(timeout=min(policy.wait(clock.monotonic()), _TURN))
             except queue.Empty:
                 message = None
             # Throttled by the caller; called on every turn, so a busy inbox cannot starve it.
@@ -176,38 +165,29 @@ class Flusher:
                     break
                 self._take(message, new, skipped)
             end = isinstance(message, End) or self._stopping.is_set()
-            force = end or isinstance(message, Flush)
-            if oldest is None and (new or skipped):
-                oldest = clock.monotonic()
-            due = oldest is not None and clock.monotonic() - oldest >= interval
-            # A long-lived host waits for nothing it can have now: the cache is looked
-            # at at once, and only what must go to the network waits for a batch.
-            prompt = self.config.long_lived and bool(new or skipped)
-            if (
-                prompt
-                or len(new) >= size
-                or len(skipped) >= size
-                or ((force or due) and (new or skipped))
-            ):
+            turn = policy.turn(
+                clock.monotonic(),
+                new=len(new),
+                skipped=len(skipped),
+                force=end or isinstance(message, Flush),
+            )
+            if turn.look:
                 to_fetch.extend(self._handle_new(new, skipped))
                 new, skipped = [], []
-            if len(to_fetch) >= size:
-                whole = len(to_fetch) - len(to_fetch) % size
+            whole = policy.whole(len(to_fetch))
+            if whole:
                 self._buffered = len(to_fetch)
                 self._send(to_fetch[:whole])
                 to_fetch = to_fetch[whole:]
-            if force or due or len(self._sections.partial) >= size:
+            if policy.partial_due(turn, len(self._sections.partial)):
                 self._send_partial()
-            if force or due:
+            if turn.flush:
                 to_fetch.extend(self._poll_foreign())
                 if to_fetch:
                     self._send(to_fetch)
                     to_fetch = []
             self._buffered = len(new) + len(skipped) + len(to_fetch)
-            if not new and not skipped and not to_fetch:
-                oldest = None
-            elif due or force:
-                oldest = clock.monotonic()
+            policy.settle(clock.monotonic(), turn, waiting=bool(new or skipped or to_fetch))
             if end:
                 self._finish_foreign()
                 return
@@ -244,20 +224,15 @@ class Flusher:
 
     def _due_in_background(self) -> list[str]:
         """In a long-lived run, now and then: the pending addresses whose retry is due."""
-        if not self._retries.due() or self._store_paused():
+        if not self._retries.due() or self._gate.paused():
             return []
         try:
             due = due_retries(self.enricher)
         except StoreError as exc:
-            self._store_failed(exc, 0)
+            self._gate.failed(exc)
             return []
-        busy = self._busy_among(due)
+        busy = self._batches.busy_among(due)
         return [ip for ip in due if ip not in self._foreign and ip not in busy]
-
-    def _busy_among(self, ips: Iterable[str]) -> set[str]:
-        """Those of ``ips`` in this engine's whois batches now."""
-        with self._lock:
-            return self._asking_now.intersection(ips)
 
     def _unseen(self, ips: Iterable[str]) -> list[str]:
         return self._handled.first_time(ips)
@@ -267,20 +242,20 @@ class Flusher:
         if skipped:
             records = [self.enricher.skipped_record(ip) for ip in skipped]
             try:
-                self.enricher.store.put_records(records)
+                self.enricher.save_skipped(records)
             except StoreError as exc:
-                self._store_failed(exc, len(records))
+                self._gate.failed(exc, len(records))
             self._emit(records)
             self.skipped += len(records)
         if not new:
             return []
         self.enricher.refresh_offline()
-        if self._store_paused():
+        if self._gate.paused():
             return new
         try:
             view = self.enricher.look_in_cache(new)
         except StoreError as exc:
-            self._store_failed(exc, 0)
+            self._gate.failed(exc)
             return new
         self._emit(view.fresh.values())
         self._stale.update(view.stale)
@@ -296,13 +271,13 @@ class Flusher:
         One whose batch is out has its answer on the way; one whose retry waits out
         its backoff is asked by the background (its stored record goes out now).
         """
-        busy = self._busy_among(stale)
+        busy = self._batches.busy_among(stale)
         for ip in busy:
             del self._stale[ip]
         try:
-            waiting = self.enricher.store.backing_off([ip for ip in stale if ip not in busy])
+            waiting = self.enricher.backing_off([ip for ip in stale if ip not in busy])
         except StoreError as exc:
-            self._store_failed(exc, 0)
+            self._gate.failed(exc)
             waiting = set()
         self._emit(self._stale.pop(ip) for ip in sorted(waiting))
         self._sections.take(waiting)  # nothing is kept for what is not asked now
@@ -311,176 +286,16 @@ class Flusher:
     def _send_partial(self) -> None:
         self._asking.partial(self.config.batch_size, self._stopping.is_set())
 
-    def _track(self, future: Future[None]) -> None:
-        with self._lock:
-            self._futures.add(future)
-        future.add_done_callback(self._forget)
-
-    def _send(self, ips: list[str]) -> None:
-        """Send ``ips`` in batches of at most ``batch_size``, whatever their origin.
-
-        Addresses taken over from an exited process, or coming back from another
-        process's lease, go out like any others.
-        """
-        for batch in slices(list(dict.fromkeys(ips)), self.config.batch_size):
-            self._send_batch(list(batch))
-
-    def _send_batch(self, batch: list[str]) -> None:
-        """Lease a batch, then hand it to a connection slot (blocking while too many are out).
-
-        When the database cannot record the batch as pending, it is not sent: its
-        addresses are reported pending, unsaved, and are collected again next run.
-        Once the host is going away, nothing more is sent (it stays queued).
-        """
-        if self._stopping.is_set():
-            try:  # queued in the store: the next start asks for them
-                self.enricher.store.queue(batch)
-            except StoreError as exc:
-                self._store_failed(exc, len(batch))  # counted as unsaved
-            else:
-                with self._lock:
-                    self.uncounted_pending += len(batch)
-            pending = self.enricher.pending_record
-            self._emit(self._stale.get(ip) or pending(ip) for ip in batch)
-            return
-        if self._store_paused():
-            self._not_recorded(batch)
-            return
-        # One of this engine's batches holds some already: their answer is on the way
-        # (the loop's thread alone adds to ``_asking_now``: no one else can in between).
-        out = self._busy_among(batch)
-        if out:
-            batch = [ip for ip in batch if ip not in out]
-            for ip in out:
-                self._stale.pop(ip, None)
-            if not batch:
-                return
-        try:
-            mine, theirs = self.enricher.claim(batch)
-        except StoreError as exc:
-            self._store_failed(exc, 0)
-            self._not_recorded(batch)
-            return
-        for ip in theirs:
-            self._foreign.add(ip, self._stale.get(ip))
-        if not mine:
-            return
-        with self._lock:
-            self._asking_now.update(mine)
-        previous = {ip: self._stale.pop(ip) for ip in mine if ip in self._stale}
-        while not self._in_flight.acquire(timeout=0.5):  # the host hears how it goes
-            if self._on_idle is not None:
-                self._on_idle()
-        future = self._network.submit(self._fetch, mine, previous)
-        with self._lock:
-            self._futures.add(future)
-        future.add_done_callback(self._forget)
-
-    def _store_paused(self) -> bool:
-        return time.monotonic() < self._store_down_until
-
-    def _store_failed(self, exc: Exception, unsaved: int) -> None:
-        with self._lock:
-            self.unsaved += unsaved
-            first = not self._store_paused()
-            self._store_down_until = time.monotonic() + _STORE_PAUSE
-        if first:
-            logger.error(
-                "the database failed (%s); for %.0fs no batch is sent, and addresses that "
-                "cannot be recorded are collected again on the next run",
-                scrub(str(exc), self.config.db),
-                _STORE_PAUSE,
-            )
-
-    def _not_recorded(self, batch: list[str]) -> None:
-        with self._lock:
-            self.unsaved += len(batch)
-        stale, pending = self._stale, self.enricher.pending_record
-        self._emit(stale.pop(ip) if ip in stale else pending(ip) for ip in batch)
-
-    def _fetch(self, batch: list[str], previous: dict[str, EnrichmentRecord]) -> None:
-        """On a connection slot: ask whois, then hand persisting to the store thread."""
-        try:
-            try:
-                result = self.enricher.client.query_batch(batch)  # network trouble is inside
-            except Exception as exc:  # a bug, not the network: the batch stays pending
-                logger.exception("a whois batch of %d address(es) failed", len(batch))
-                result = BatchResult(unresolved=dict.fromkeys(batch, f"internal error: {exc}"))
-            done = self._persist.submit(self._store, batch, previous, result)
-            with self._lock:
-                self._futures.add(done)
-            done.add_done_callback(self._forget)
-        finally:
-            self._in_flight.release()
-
-    def _store(
-        self, batch: list[str], previous: dict[str, EnrichmentRecord], result: BatchResult
-    ) -> None:
-        """Persist whois's answer (the lease ends here); the extra sources follow on their own."""
-        try:
-            records = self.enricher.finish_batch(batch, result, previous)
-        except Exception as exc:
-            # Leased and recorded pending before it was sent: the next run retries it.
-            if isinstance(exc, StoreError):
-                self._store_failed(exc, 0)
-            else:
-                logger.exception("saving a batch of %d address(es) failed", len(batch))
-            with self._lock:
-                self.errors += 1
-            pending = self.enricher.pending_record
-            records = [previous.get(ip) or pending(ip) for ip in batch]
-            with self._lock:  # still pending in the store: the next run asks again
-                self.uncounted_pending += sum(r.status is Status.PENDING for r in records)
-        with self._lock:
-            self._asking_now.difference_update(batch)
-        if self.enricher.extras.names and not self._stopping.is_set():
-            self._asking.submit(records)
-        else:
-            self._emit(records)
-
-    def _forget(self, future: Future[None]) -> None:
-        with self._lock:
-            self._futures.discard(future)
-
-    def _emit(self, records: Iterable[EnrichmentRecord]) -> None:
-        """Hand records on; an extra source's section that is missing is marked pending."""
-        names = self.enricher.extras.names
-        if names:
-            records = [with_every_part(record, names) for record in records]
-        completed = self.enricher.completed
-        dicts = [completed(record).to_dict() for record in records]
-        if not dicts:
-            return
-        self.enricher.count_kinds(dicts)
-        repeats: tuple[str, ...] = ()
-        if self._once.active and not self._store_paused():  # else a repeat, not a loss
-            try:
-                repeats = self._once.repeats(dicts)
-            except StoreError as exc:
-                self._store_failed(exc, 0)
-        self._emit_dicts(dicts, repeats)
-
-    def _wait_for_batches(self) -> None:
-        while True:
-            with self._lock:
-                pending = list(self._futures)
-            if not pending:
-                return
-            for future in pending:
-                future.exception()
-                with self._lock:
-                    self._futures.discard(future)
-
     # -- addresses leased by another process -------------------------------------------
 
     def _poll_foreign(self) -> list[str]:
         """Emit foreign-leased addresses that got resolved; return those to claim again."""
-        if not self._foreign or self._store_paused():
+        if not self._foreign or self._gate.paused():
             return []
         try:
             view = self.enricher.look_in_cache(self._foreign.ips())
         except StoreError as exc:
-            self._store_failed(exc, 0)
+            self._gate.failed(exc)
             return []
         self._emit(view.fresh.values())
         self._sections.remember(view)
@@ -488,33 +303,34 @@ class Flusher:
 
     def _finish_foreign(self) -> None:
         """At the end, wait (bounded by the lease time) for other processes' leases."""
-        deadline = time.monotonic() + self.enricher.lease_seconds
-        while self._foreign and time.monotonic() < deadline and not self._stopping.is_set():
-            time.sleep(_FOREIGN_POLL)
+        deadline = clock.monotonic() + self.enricher.lease_seconds
+        while self._foreign and clock.monotonic() < deadline and not self._stopping.is_set():
+            clock.sleep(_FOREIGN_POLL)
             retry = self._poll_foreign()
             if retry:
                 self._send(retry)
             self._send_partial()
-            self._wait_for_batches()
+            self._batches.wait()
         if not self._foreign:
             return
         try:
-            stored = self.enricher.store.get_records(self._foreign.ips())
+            stored = self.enricher.stored(self._foreign.ips())
         except StoreError:
             stored = {}
         leftovers = self._foreign.leftovers(stored, self.enricher.pending_record)
-        self.uncounted_pending += sum(r.status is Status.PENDING for r in leftovers)
+        self._sender.count(pending=sum(r.status is Status.PENDING for r in leftovers))
         self._emit(leftovers)
 
     def counters(self) -> RunCounters:
         """The run's counters as the engine knows them (steps, whois client, this loop)."""
         result = self.enricher.counters()
+        unsaved = self.unsaved
         with self._lock:
             result.skipped = self.skipped
-            result.pending += self.uncounted_pending + self.unsaved
-            result.in_flight_batches = len(self._futures)
+            result.pending += self._sender.uncounted_pending + unsaved
+            result.in_flight_batches = len(self._batches)
             result.waiting_elsewhere = len(self._foreign)
-            result.backlog = self._buffered + len(self._asking_now) + len(self._foreign)
-            result.errors = self.errors
-            result.unsaved = self.unsaved
+            result.backlog = self._buffered + self._batches.asking + len(self._foreign)
+            result.errors = self._sender.errors
+            result.unsaved = unsaved
         return result

@@ -14,10 +14,8 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from .. import clock
-from ..settings import EnrichConfig
 from ..record import delivery_signature
-from ..store.deliveries import drop_gone_runs, news
-from ..store.parts import due_pending_parts
+from ..settings import EnrichConfig
 from .steps import Enricher
 
 __all__ = ["BackgroundRetries", "Handled", "OncePerRun", "due_retries"]
@@ -73,7 +71,7 @@ class OncePerRun:
 
     def __init__(self, enricher: Enricher) -> None:
         config = enricher.config
-        self.store = enricher.store
+        self._enricher = enricher
         self.active = config.long_lived and not config.redeliver
 
     def start(self) -> None:
@@ -82,7 +80,7 @@ class OncePerRun:
         :raises StoreError: when the database fails.
         """
         if self.active:
-            drop_gone_runs(self.store)
+            self._enricher.forget_gone_runs()
 
     def repeats(self, records: list[dict[str, Any]]) -> tuple[str, ...]:
         """The addresses of ``records`` this run has delivered as they are; noted now.
@@ -92,7 +90,7 @@ class OncePerRun:
         if not self.active or not records:
             return ()
         signed = [(r["ip"], delivery_signature(r)) for r in records]
-        fresh = news(self.store, signed)
+        fresh = self._enricher.not_delivered(signed)
         return tuple(ip for ip, _sign in signed if ip not in fresh)
 
 
@@ -104,7 +102,6 @@ def due_retries(enricher: Enricher) -> list[str]:
     :raises StoreError: when the database fails.
     """
     limit = max(1, enricher.config.working_set // 10)
-    store, names = enricher.store, enricher.extras.names
-    due = store.due_pending(limit=limit) + due_pending_parts(store, names, limit)
-    enricher.pending_now = store.pending_count()
-    return list(dict.fromkeys(due))
+    due = enricher.due_pending(limit)
+    enricher.count_pending()
+    return due

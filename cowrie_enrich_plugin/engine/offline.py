@@ -16,9 +16,9 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from ..settings import EnrichConfig
 from ..feeds.classifier import Classifier
 from ..record import CymruAnswer, EnrichmentRecord, Status
+from ..settings import EnrichConfig
 from ..sources.maxmind.source import MaxMindSource
 from ..sources.plugin import OfflineSource, load, settings_of
 

@@ -38,8 +38,8 @@ from ..channel import (
     read_message,
     write_message,
 )
-from ..settings import EnrichConfig
 from ..errors import ConfigError, GeoDatabaseError, StoreError, configure_logging
+from ..settings import EnrichConfig
 from .flusher import Flusher
 from .steps import Enricher
 
@@ -100,7 +100,7 @@ def serve(
     finally:
         engine.release_leases()
         with contextlib.suppress(StoreError):  # the gauge keeps its last value
-            engine.pending_now = engine.store.pending_count()
+            engine.count_pending()
         send(Done(flusher.counters()))
         engine.close()
 

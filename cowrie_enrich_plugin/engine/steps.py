@@ -14,14 +14,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..settings import EnrichConfig
 from ..counters import RunCounters
 from ..errors import StoreError
 from ..record import CymruAnswer, EnrichmentRecord, PartStatus, SourcePart, Status, utc_now
+from ..settings import EnrichConfig
 from ..sources.cymru.client import BatchResult, BulkWhoisClient
 from ..sources.plugin import load, settings_of
 from ..store import Store, open_store
-from ..store.parts import get_parts, save_parts
+from ..store.deliveries import drop_gone_runs, news
+from ..store.parts import due_pending_parts, get_parts, save_parts
 from .extras import ExtraSources
 from .offline import OfflineSources
 
@@ -197,6 +198,46 @@ class Enricher:
         with self._counts_lock:
             self._counts.leased_elsewhere += len(theirs)
         return mine, theirs
+
+    def ask_whois(self, ips: Sequence[str]) -> BatchResult:
+        """Ask whois about one leased batch (network trouble is in the result, not raised)."""
+        return self.client.query_batch(ips)
+
+    def queue(self, ips: Sequence[str]) -> None:
+        """Record ``ips`` pending without asking anyone: the next run asks for them."""
+        self.store.queue(ips)
+
+    def save_skipped(self, records: Sequence[EnrichmentRecord]) -> None:
+        """Persist the records of addresses that are never sent anywhere."""
+        self.store.put_records(records)
+
+    def stored(self, ips: Sequence[str]) -> dict[str, EnrichmentRecord]:
+        """The stored records of ``ips``, fresh or not (absent ones left out)."""
+        return self.store.get_records(ips)
+
+    def backing_off(self, ips: Sequence[str]) -> set[str]:
+        """Those of ``ips`` whose retry waits out its backoff."""
+        return self.store.backing_off(ips)
+
+    def due_pending(self, limit: int = 100_000) -> list[str]:
+        """The pending addresses (whois or an extra source) whose retry is due, distinct."""
+        store, names = self.store, self.extras.names
+        return list(
+            dict.fromkeys(store.due_pending(limit=limit) + due_pending_parts(store, names, limit))
+        )
+
+    def forget_gone_runs(self) -> None:
+        """Drop what runs that are gone delivered (:mod:`..store.deliveries`)."""
+        drop_gone_runs(self.store)
+
+    def not_delivered(self, signed: Sequence[tuple[str, str]]) -> set[str]:
+        """The addresses of ``signed`` (ip, signature) this run has not delivered so; noted now."""
+        return news(self.store, signed)
+
+    def count_pending(self) -> int:
+        """Addresses pending in the store now (kept as :attr:`pending_now`, a gauge)."""
+        self.pending_now = self.store.pending_count()
+        return self.pending_now
 
     def record_for(
         self, ip: str, answer: CymruAnswer, previous: EnrichmentRecord | None = None

@@ -1,0 +1,161 @@
+"""Sending whois batches: lease, ask on a connection slot, persist, hand the records on.
+
+:class:`WhoisSender` does to one batch what :mod:`.flusher` decided to send: it
+leases the addresses (those another process holds are waited for, see
+:mod:`.foreign`), asks whois on one of :mod:`.inflight`'s connection slots and
+persists the answer on the store thread, then hands the records to the extra
+sources or out. A batch the database cannot record is not sent; once the host is
+going away, nothing more is sent (it is queued for the next run).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from ..errors import StoreError
+from ..record import EnrichmentRecord, Status
+from ..slices import slices
+from ..sources.cymru.client import BatchResult
+from .emission import Emission
+from .foreign import ForeignLeases
+from .gate import StoreGate
+from .inflight import Batches
+from .sections import ExtraAsking
+from .steps import Enricher
+
+__all__ = ["WhoisSender"]
+
+logger = logging.getLogger(__name__)
+
+
+class WhoisSender:
+    """Sends one engine's whois batches.
+
+    :param stopping: once set, nothing more is sent (it is queued instead).
+    """
+
+    def __init__(
+        self,
+        enricher: Enricher,
+        batches: Batches,
+        gate: StoreGate,
+        emit: Emission,
+        asking: ExtraAsking,
+        foreign: ForeignLeases,
+        stopping: threading.Event,
+    ) -> None:
+        self._enricher = enricher
+        self._batches = batches
+        self._gate = gate
+        self._emit = emit
+        self._asking = asking
+        self._foreign = foreign
+        self._stopping = stopping
+        #: the stored (stale) records of addresses to ask again: served if unanswered
+        self.stale: dict[str, EnrichmentRecord] = {}
+        #: called now and then while every connection slot is taken
+        self.on_idle: Callable[[], None] | None = None
+        self._lock = threading.Lock()
+        self.errors = 0
+        #: addresses delivered pending that the steps never saw fail (left to other
+        #: processes, or answered but not saved)
+        self.uncounted_pending = 0
+
+    def count(self, *, errors: int = 0, pending: int = 0) -> None:
+        """Add to the run's errors and to the pending records the steps did not count."""
+        with self._lock:
+            self.errors += errors
+            self.uncounted_pending += pending
+
+    def send(self, ips: list[str]) -> None:
+        """Send ``ips`` in batches of at most ``batch_size``, whatever their origin.
+
+        Addresses taken over from an exited process, or coming back from another
+        process's lease, go out like any others.
+        """
+        for batch in slices(list(dict.fromkeys(ips)), self._enricher.config.batch_size):
+            self._send_batch(list(batch))
+
+    def _send_batch(self, batch: list[str]) -> None:
+        """Lease a batch, then hand it to a connection slot (blocking while too many are out).
+
+        When the database cannot record the batch as pending, it is not sent: its
+        addresses are reported pending, unsaved, and are collected again next run.
+        Once the host is going away, nothing more is sent (it stays queued).
+        """
+        if self._stopping.is_set():
+            try:  # queued in the store: the next start asks for them
+                self._enricher.queue(batch)
+            except StoreError as exc:
+                self._gate.failed(exc, len(batch))  # counted as unsaved
+            else:
+                self.count(pending=len(batch))
+            pending = self._enricher.pending_record
+            self._emit(self.stale.get(ip) or pending(ip) for ip in batch)
+            return
+        if self._gate.paused():
+            self._not_recorded(batch)
+            return
+        # One of this engine's batches holds some already: their answer is on the way
+        # (the loop's thread alone adds to the batches: no one else can in between).
+        out = self._batches.busy_among(batch)
+        if out:
+            batch = [ip for ip in batch if ip not in out]
+            for ip in out:
+                self.stale.pop(ip, None)
+            if not batch:
+                return
+        try:
+            mine, theirs = self._enricher.claim(batch)
+        except StoreError as exc:
+            self._gate.failed(exc)
+            self._not_recorded(batch)
+            return
+        for ip in theirs:
+            self._foreign.add(ip, self.stale.get(ip))
+        if not mine:
+            return
+        previous = {ip: self.stale.pop(ip) for ip in mine if ip in self.stale}
+        self._batches.ask(
+            mine,
+            lambda: self._fetch(mine),
+            lambda result: self._store(mine, previous, result),
+            self.on_idle,  # the host hears how it goes while every slot is taken
+        )
+
+    def _not_recorded(self, batch: list[str]) -> None:
+        self._gate.not_recorded(len(batch))
+        stale, pending = self.stale, self._enricher.pending_record
+        self._emit(stale.pop(ip) if ip in stale else pending(ip) for ip in batch)
+
+    def _fetch(self, batch: list[str]) -> BatchResult:
+        """On a connection slot: ask whois (the store thread persists the result)."""
+        try:
+            return self._enricher.ask_whois(batch)  # network trouble is in the result
+        except Exception as exc:  # a bug, not the network: the batch stays pending
+            logger.exception("a whois batch of %d address(es) failed", len(batch))
+            return BatchResult(unresolved=dict.fromkeys(batch, f"internal error: {exc}"))
+
+    def _store(
+        self, batch: list[str], previous: dict[str, EnrichmentRecord], result: BatchResult
+    ) -> None:
+        """Persist whois's answer (the lease ends here); the extra sources follow on their own."""
+        try:
+            records = self._enricher.finish_batch(batch, result, previous)
+        except Exception as exc:
+            # Leased and recorded pending before it was sent: the next run retries it.
+            if isinstance(exc, StoreError):
+                self._gate.failed(exc)
+            else:
+                logger.exception("saving a batch of %d address(es) failed", len(batch))
+            pending = self._enricher.pending_record
+            records = [previous.get(ip) or pending(ip) for ip in batch]
+            # Still pending in the store: the next run asks again.
+            self.count(errors=1, pending=sum(r.status is Status.PENDING for r in records))
+        self._batches.answered(batch)
+        if self._enricher.extras.names and not self._stopping.is_set():
+            self._asking.submit(records)
+        else:
+            self._emit(records)
