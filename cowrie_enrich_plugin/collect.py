@@ -1,25 +1,21 @@
 """The host's side of a run: collect addresses cheaply, hand them on, deliver what comes back.
 
-On the host's thread, :meth:`Collector.ingest` costs a dictionary lookup per event;
-an address seen for the first time is validated here (so that a refused ``src_ip``
-can be named by file and line) and handed to the engine through the transport it
-was given (:mod:`.transport`). Records come back and are delivered from inside the
-host's own calls, on its thread, each address once.
+On the host's thread, :meth:`Collector.ingest` costs a dictionary lookup per event
+(:mod:`.sightings` judges and remembers each value); a new address is handed to the
+engine through the transport it was given (:mod:`.transport`). Records come back
+and are delivered from inside the host's own calls, on its thread, each address once.
 """
 
 from __future__ import annotations
 
 import contextlib
-import heapq
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from itertools import repeat
 from typing import Any, Final
 
 from . import clock
-from .addresses import InvalidAddress, Usable, classify, is_usable_ipv4
 from .channel import (
     STOPPED_EXITS,
     Done,
@@ -34,36 +30,24 @@ from .channel import (
     SkippedAddresses,
     assert_never,
 )
-from .settings import EnrichConfig
 from .counters import RunCounters
-from .errors import ConfigError, WorkerError
-from .record import delivery_signature, parse_time
+from .errors import WorkerError
+from .record import delivery_signature
+from .settings import EnrichConfig
+from .sightings import REMEMBER_SECONDS, Expiries, Refused, Sightings
 from .transport import Transport
+from .worker_start import Restarts
 
 __all__ = ["Collector"]
 
 logger = logging.getLogger(__name__)
 
-_MISSING: Final = object()
-#: ``dict.get`` unbound: raises TypeError for anything but a dict, so the fast path
-#: of :meth:`Collector.ingest` falls back to the careful one.
-_DICT_GET: Final[Callable[[Any, str, object], object]] = dict.get
-_MAX_REMEMBERED_INVALID: Final = 100_000
-
 Deliver = Callable[[list[dict[str, Any]]], None]
 
-
-#: How long a long-lived run remembers that it has handed an address on: seen again
-#: after that, it goes to the engine again (which serves it from the store, refreshes
-#: it, or retries it). One whose delivered record expired is forgotten at its expiry.
-_RECHECK_SECONDS: Final = 3600.0
 #: New addresses go to the engine at once, then, while they keep coming, at most once
 #: in this many seconds (at the host's next call): a burst (a log read at full speed)
 #: is a few messages, not one per chunk, each a pipe write and a wake-up of the worker.
 _SEND_EVERY: Final = 0.02
-#: A long-lived run starts at most this many new workers in this many seconds.
-_MAX_RESTARTS: Final = 5
-_RESTART_WINDOW: Final = 600.0
 #: How long a batch run's :meth:`Collector.finish` waits for work that shows no sign of moving.
 _QUIET_SECONDS: Final = 10.0
 #: The longest :meth:`Collector.finish` sleeps on the pipe before it looks at its counters
@@ -92,24 +76,16 @@ class Collector:
         self.config = config
         self.transport = transport
         self._reopen = reopen
-        #: when the last workers were started again (a few a window, then give up)
-        self._restarts: list[float] = []
+        self._restarts = Restarts()
         #: what the engines of earlier workers of this run counted
         self._earlier = RunCounters()
         self._counting = threading.Lock()
         self._deliver_fn = deliver
-        self._seen: dict[object, str | None] = {}
-        self._canonical: set[str] = set()
-        self._invalid_remembered = 0
-        #: the remembered values that are refused (a chunk holding none needs no scan)
-        self._refusing: set[object] = set()
+        self._sightings = Sightings()
         #: what was delivered per address: in a long-lived run a changed record
         #: (pending resolved, expired refreshed) is delivered again
         self._delivered: dict[str, str] = {}
-        #: a long-lived run's delivered records by expiry (a heap of (expiry, ip))
-        self._expiring: list[tuple[float, str]] = []
-        #: addresses asked again because their record expired on its way here
-        self._asked_again: set[str] = set()
+        self._expiries = Expiries(config.retry_interval, config.working_set)
         self._remembered_since = clock.monotonic()
         #: new addresses not handed on yet (a burst), and when the next message may go
         self._held: list[str] = []
@@ -123,84 +99,33 @@ class Collector:
         self._interrupted = False
         self._metrics: Any = None
         if config.metrics_listen and config.long_lived:
-            from .metrics import serve_metrics
+            from .metrics import serve_run_metrics  # prometheus_client: only when asked
 
-            try:
-                self._metrics = serve_metrics(config.metrics_listen, self.stats)
-            except OSError as exc:
-                raise ConfigError(
-                    f"metrics_listen = {config.metrics_listen!r}: cannot listen there "
-                    f"({exc.strerror or exc})"
-                ) from exc
+            self._metrics = serve_run_metrics(config.metrics_listen, self.stats)
 
     # -- the host's thread ----------------------------------------------------------
 
-    def ingest(self, events: Sequence[Mapping[str, Any]]) -> list[tuple[int, str]] | None:
-        """Collect the source addresses of ``events``; return the refused ones (index, why).
-
-        The common case runs in C: every ``src_ip`` pulled with ``dict.get``, the
-        distinct values of the chunk looked up in the run's memory at once. Events
-        that are not dicts and values that cannot be hashed take the careful path.
-        """
+    def ingest(self, events: Sequence[Mapping[str, Any]]) -> Refused:
+        """Collect the source addresses of ``events``; return the refused ones (index, why)."""
         if not isinstance(events, list | tuple):  # read twice when some are refused
             events = list(events)
         if self.config.long_lived:
             self._forget()
-        try:
-            distinct = dict.fromkeys(map(_DICT_GET, events, repeat("src_ip"), repeat(_MISSING)))
-        except TypeError:
-            return self._ingest_each(events)
-        seen = self._seen
-        usable: list[str] = []
-        skipped: list[str] = []
-        verdicts: dict[object, str] = {}
-        for raw in distinct:
-            if raw in seen:
-                continue
-            reason = self._first_sight(raw, usable, skipped)
-            if reason is not None:
-                verdicts[raw] = reason
-        if not self._refusing.isdisjoint(distinct):
-            for raw in self._refusing.intersection(distinct):
-                verdicts[raw] = str(seen[raw])
-        refused = None
-        if verdicts:  # rare: only now is each event's value needed again, by index
-            raws = map(_DICT_GET, events, repeat("src_ip"), repeat(_MISSING))
-            refused = [(i, verdicts[raw]) for i, raw in enumerate(raws) if raw in verdicts]
-        self._collected(len(events), refused, usable, skipped)
-        return refused
-
-    def _ingest_each(self, events: Sequence[Mapping[str, Any]]) -> list[tuple[int, str]] | None:
-        """:meth:`ingest`, one event at a time (for events that are not all plain dicts)."""
-        seen = self._seen
-        refused: list[tuple[int, str]] | None = None
-        usable: list[str] = []
-        skipped: list[str] = []
-        for index, event in enumerate(events):
-            try:
-                raw = event.get("src_ip", _MISSING)
-            except AttributeError:
-                verdict: str | None = "event is not an object"
-            else:
-                try:
-                    verdict = seen[raw]
-                except (KeyError, TypeError):  # first sight, or an unhashable value
-                    verdict = self._first_sight(raw, usable, skipped)
-            if verdict is not None:
-                if refused is None:
-                    refused = []
-                refused.append((index, verdict))
+        refused, usable, skipped = self._sightings.take(events)
         self._collected(len(events), refused, usable, skipped)
         return refused
 
     def _collected(
         self,
         events: int,
-        refused: list[tuple[int, str]] | None,
+        refused: Refused,
         usable: list[str],
         skipped: list[str],
     ) -> None:
         """Count a chunk, hand its new addresses on, and deliver what is ready."""
+        if usable or skipped:
+            delivered = self._delivered
+            self._awaited += sum(ip not in delivered for ip in (*usable, *skipped))
         self._stats.events += events
         if refused:
             self._stats.bad_src_ip += len(refused)
@@ -231,92 +156,18 @@ class Collector:
         Memory stays bounded by configuration; an address seen again afterwards is
         handed on again, and the engine serves it from the store or refreshes it.
         """
-        full = len(self._seen) > self.config.working_set
-        if full or clock.monotonic() - self._remembered_since > _RECHECK_SECONDS:
-            self._seen = {}
-            self._canonical = set()
-            self._expiring = []
-            self._asked_again = set()
-            self._refusing = set()
-            self._invalid_remembered = 0
+        full = len(self._sightings) > self.config.working_set
+        if full or clock.monotonic() - self._remembered_since > REMEMBER_SECONDS:
+            self._sightings = Sightings()
+            self._expiries = Expiries(self.config.retry_interval, self.config.working_set)
             self._remembered_since = clock.monotonic()
         while len(self._delivered) > self.config.working_set:
             del self._delivered[next(iter(self._delivered))]
 
     def _forget_expired(self) -> None:
         """Forget the addresses whose delivered record expired: seen again, it is refreshed."""
-        expiring = self._expiring
-        now = clock.wall() if expiring else 0.0
-        while expiring and expiring[0][0] <= now:
-            _expiry, ip = heapq.heappop(expiring)
-            self._seen.pop(ip, None)
-            self._canonical.discard(ip)
-
-    def _note_expiries(self, records: list[dict[str, Any]], *, repeated: bool) -> list[str]:
-        """Note when the records of remembered addresses expire (those are forgotten then).
-
-        A fresh record is forgotten at its expiry, however soon: a sighting after that
-        refreshes it. One the engine repeats expired (its refresh failed, or waits out
-        its backoff) is forgotten after ``retry_interval``, not at every sighting. One
-        that is news and arrives expired expired on its way here, while a sighting
-        meant to refresh it may have been taken for it: its address is returned, to be
-        asked again at once.
-        """
-        expiring, remembered, asked_again = self._expiring, self._canonical, self._asked_again
-        now = clock.wall()
-        soonest = now + self.config.retry_interval
-        again: list[str] = []
-        for record in records:
-            expires = parse_time(record["expires_at"])
-            ip = record["ip"]
-            if expires is None or ip not in remembered:
-                continue
-            at = expires.timestamp()
-            if at > now:
-                asked_again.discard(ip)
-                heapq.heappush(expiring, (at, ip))
-            elif repeated or ip in asked_again:
-                # Asked again once already: a TTL shorter than the way here would
-                # make every answer news and expired; it waits like a failed refresh.
-                asked_again.discard(ip)
-                heapq.heappush(expiring, (soonest, ip))
-            else:
-                asked_again.add(ip)
-                again.append(ip)
-        if len(expiring) > 4 * self.config.working_set:  # a bound, whatever comes
-            self._expiring = heapq.nsmallest(2 * self.config.working_set, expiring)
-        return again
-
-    def _first_sight(self, raw: object, usable: list[str], skipped: list[str]) -> str | None:
-        """Judge a value not seen before this run; remember it; queue a new address."""
-        if is_usable_ipv4(raw):  # the common case, without building a verdict object
-            self._seen[raw] = None
-            if raw not in self._canonical:
-                self._canonical.add(raw)
-                usable.append(raw)
-                self._awaited += raw not in self._delivered
-            return None
-        if raw is _MISSING:
-            reason: str | None = "event has no src_ip"
-        else:
-            verdict = classify(raw)
-            if isinstance(verdict, InvalidAddress):
-                reason = verdict.reason
-            else:
-                reason = None
-                if verdict.ip not in self._canonical:
-                    self._canonical.add(verdict.ip)
-                    (usable if isinstance(verdict, Usable) else skipped).append(verdict.ip)
-                    self._awaited += verdict.ip not in self._delivered
-        try:
-            if reason is None or self._invalid_remembered < _MAX_REMEMBERED_INVALID:
-                self._seen[raw] = reason
-                if reason is not None:
-                    self._refusing.add(raw)
-                    self._invalid_remembered += 1
-        except TypeError:
-            pass  # an unhashable value (a list, an object) cannot be remembered
-        return reason
+        for ip in self._expiries.expired():
+            self._sightings.forget(ip)
 
     def checkpoint(self) -> None:
         """Ask for a flush of partly filled batches; deliver what is ready. Does not wait."""
@@ -423,8 +274,9 @@ class Collector:
             self._done = True
             transport.close()
             if self._metrics is not None:
-                self._metrics.shutdown()
-                self._metrics.server_close()
+                from .metrics import stop_serving
+
+                stop_serving(self._metrics)
                 self._metrics = None
         return self.stats()
 
@@ -468,17 +320,12 @@ class Collector:
         """Start a new worker after the last one died (long-lived runs); whether it did.
 
         The addresses handed on and not answered are handed to the new one (what the
-        dead worker had leased is taken over: its process is gone). At most
-        ``_MAX_RESTARTS`` in ``_RESTART_WINDOW`` seconds: a worker that cannot live
-        ends the run after all.
+        dead worker had leased is taken over: its process is gone); a few a window.
         """
-        now = time.monotonic()
-        self._restarts = [t for t in self._restarts if now - t < _RESTART_WINDOW]
         if self._reopen is None or not self.config.long_lived or self._ending:
             return False
-        if len(self._restarts) >= _MAX_RESTARTS:
+        if not self._restarts.take():  # a worker that cannot live ends the run after all
             return False
-        self._restarts.append(now)
         logger.warning("the enrichment worker exited with status %s; starting a new one", code)
         with contextlib.suppress(Exception):
             self.transport.close(0.0)
@@ -488,11 +335,9 @@ class Collector:
             self._earlier = self._earlier + self._remote.counted()
             self._remote = RunCounters()
         self._stats.worker_restarts += 1
-        unanswered = [ip for ip in self._canonical if ip not in self._delivered]
-        usable = [ip for ip in unanswered if isinstance(classify(ip), Usable)]
+        usable, skipped = self._sightings.unanswered(self._delivered)
         self._held = usable + self._held
         self._send_held()
-        skipped = [ip for ip in unanswered if not isinstance(classify(ip), Usable)]
         if skipped:  # never sent anywhere: the new engine only records them
             self.transport.send(SkippedAddresses(skipped))
         return True
@@ -505,7 +350,9 @@ class Collector:
         """
         if repeats:
             again = set(repeats)
-            self._note_expiries([r for r in records if r["ip"] in again], repeated=True)
+            self._expiries.note(
+                [r for r in records if r["ip"] in again], self._sightings.addresses, repeated=True
+            )
             records = [r for r in records if r["ip"] not in again]
         delivered = self._delivered
         signed = [(r, delivery_signature(r)) for r in records]
@@ -515,7 +362,7 @@ class Collector:
             news = [(r, sign) for r, sign in signed if r["ip"] not in delivered]
         if not news:
             return
-        canonical = self._canonical
+        canonical = self._sightings.addresses
         for record, sign in news:
             ip = record["ip"]
             if delivered.pop(ip, None) is None and ip in canonical:
@@ -523,7 +370,7 @@ class Collector:
             delivered[ip] = sign  # the newest last: the first to be forgotten
         ready = [record for record, _sign in news]
         if self.config.long_lived:
-            self._held.extend(self._note_expiries(ready, repeated=False))
+            self._held.extend(self._expiries.note(ready, canonical, repeated=False))
         self._stats.delivered += len(ready)
         self._deliver_fn(ready)
 

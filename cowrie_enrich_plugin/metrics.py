@@ -25,6 +25,7 @@ from prometheus_client.core import (
 )
 
 from .counters import BATCH_SECONDS_BUCKETS, RunCounters
+from .errors import ConfigError
 
 __all__ = ["PREFIX", "metrics_text", "registry_for", "serve_metrics"]
 
@@ -194,6 +195,25 @@ def serve_metrics(listen: str, snapshot: Callable[[], RunCounters]) -> Any:
     server = _MetricsServer((host.strip("[]") or "127.0.0.1", int(port)), registry_for(snapshot))
     threading.Thread(target=server.serve_forever, name="cowrie-enrich-metrics", daemon=True).start()
     return server
+
+
+def serve_run_metrics(listen: str, snapshot: Callable[[], RunCounters]) -> Any:
+    """:func:`serve_metrics` for a run's ``metrics_listen`` (stop it with :func:`stop_serving`).
+
+    :raises ConfigError: naming the setting, when the address cannot be bound.
+    """
+    try:
+        return serve_metrics(listen, snapshot)
+    except OSError as exc:
+        raise ConfigError(
+            f"metrics_listen = {listen!r}: cannot listen there ({exc.strerror or exc})"
+        ) from exc
+
+
+def stop_serving(server: Any) -> None:
+    """Stop a server :func:`serve_metrics` started, and close its socket."""
+    server.shutdown()
+    server.server_close()
 
 
 def metrics_text(stats: RunCounters) -> str:

@@ -15,10 +15,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from typing import Final
 
-__all__ = ["discard_early", "spawn", "start_early", "take_early", "worker_command"]
+__all__ = ["Restarts", "discard_early", "spawn", "start_early", "take_early", "worker_command"]
 
 #: How the worker starts: isolated (``-I``: no current directory, no environment paths),
 #: then given the host's own ``sys.path`` (less the current directory), so that it runs
@@ -98,3 +99,26 @@ def _let_go(proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.close()
         proc.stdout.close()
+
+
+class Restarts:
+    """How many new workers a long-lived run may still start: a few a window, then none.
+
+    A worker that keeps dying ends the run after all, rather than being replaced for
+    ever. The window is on the system's clock: it is about processes, not the
+    simulated day.
+    """
+
+    def __init__(self, most: int = 5, window: float = 600.0) -> None:
+        self._most = most
+        self._window = window
+        self._times: list[float] = []
+
+    def take(self) -> bool:
+        """Whether one more may start now (and count it if so)."""
+        now = time.monotonic()
+        self._times = [t for t in self._times if now - t < self._window]
+        if len(self._times) >= self._most:
+            return False
+        self._times.append(now)
+        return True

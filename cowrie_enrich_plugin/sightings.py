@@ -1,0 +1,212 @@
+"""What the host side remembers of the addresses it saw, and when it forgets them.
+
+:class:`Sightings` judges each ``src_ip`` value the first time a run sees it (so that
+a refused one can be named by file and line) and remembers the verdict: the common
+case of an event is then one dictionary lookup, done in C for a whole chunk.
+:class:`Expiries` tells a long-lived run when the records it delivered expire: their
+addresses are forgotten then, so that a sighting after that refreshes them.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Container, Mapping, Sequence
+from itertools import repeat
+from typing import Any, Final
+
+from . import clock
+from .addresses import InvalidAddress, Usable, classify, is_usable_ipv4
+from .record import parse_time
+
+__all__ = ["REMEMBER_SECONDS", "Expiries", "Refused", "Sightings", "Taken"]
+
+_MISSING: Final = object()
+#: ``dict.get`` unbound: raises TypeError for anything but a dict, so the fast path
+#: of :meth:`Sightings.take` falls back to the careful one.
+_DICT_GET: Final[Callable[[Any, str, object], object]] = dict.get
+#: How long a long-lived run remembers that it has handed an address on: seen again
+#: after that, it goes to the engine again (which serves it from the store, refreshes
+#: it, or retries it). One whose delivered record expired is forgotten at its expiry.
+REMEMBER_SECONDS: Final = 3600.0
+#: Refused values remembered at most (each is judged again once past this).
+_MAX_REMEMBERED_INVALID: Final = 100_000
+
+#: The events refused in a chunk: (index, why), or ``None`` when none is.
+Refused = list[tuple[int, str]] | None
+#: What a chunk held: the refused events, the new usable addresses, the new skipped ones.
+Taken = tuple[Refused, list[str], list[str]]
+
+
+class Sightings:
+    """The ``src_ip`` values one run has seen, their verdicts, and the addresses they name."""
+
+    def __init__(self) -> None:
+        self._seen: dict[object, str | None] = {}
+        #: the addresses (canonical text) handed on
+        self.addresses: set[str] = set()
+        self._invalid_remembered = 0
+        #: the remembered values that are refused (a chunk holding none needs no scan)
+        self._refusing: set[object] = set()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def take(self, events: Sequence[Mapping[str, Any]]) -> Taken:
+        """Look at a chunk: (refused events, new usable addresses, new skipped ones).
+
+        The common case runs in C: every ``src_ip`` pulled with ``dict.get``, the
+        distinct values of the chunk looked up in the run's memory at once. Events
+        that are not dicts and values that cannot be hashed take the careful path.
+        """
+        try:
+            distinct = dict.fromkeys(map(_DICT_GET, events, repeat("src_ip"), repeat(_MISSING)))
+        except TypeError:
+            return self._take_each(events)
+        seen = self._seen
+        usable: list[str] = []
+        skipped: list[str] = []
+        verdicts: dict[object, str] = {}
+        for raw in distinct:
+            if raw in seen:
+                continue
+            reason = self._first_sight(raw, usable, skipped)
+            if reason is not None:
+                verdicts[raw] = reason
+        if not self._refusing.isdisjoint(distinct):
+            for raw in self._refusing.intersection(distinct):
+                verdicts[raw] = str(seen[raw])
+        refused = None
+        if verdicts:  # rare: only now is each event's value needed again, by index
+            raws = map(_DICT_GET, events, repeat("src_ip"), repeat(_MISSING))
+            refused = [(i, verdicts[raw]) for i, raw in enumerate(raws) if raw in verdicts]
+        return refused, usable, skipped
+
+    def _take_each(
+        self, events: Sequence[Mapping[str, Any]]
+    ) -> tuple[Refused, list[str], list[str]]:
+        """:meth:`take`, one event at a time (for events that are not all plain dicts)."""
+        seen = self._seen
+        refused: Refused = None
+        usable: list[str] = []
+        skipped: list[str] = []
+        for index, event in enumerate(events):
+            try:
+                raw = event.get("src_ip", _MISSING)
+            except AttributeError:
+                verdict: str | None = "event is not an object"
+            else:
+                try:
+                    verdict = seen[raw]
+                except (KeyError, TypeError):  # first sight, or an unhashable value
+                    verdict = self._first_sight(raw, usable, skipped)
+            if verdict is not None:
+                if refused is None:
+                    refused = []
+                refused.append((index, verdict))
+        return refused, usable, skipped
+
+    def _first_sight(self, raw: object, usable: list[str], skipped: list[str]) -> str | None:
+        """Judge a value not seen before this run; remember it; note a new address."""
+        if is_usable_ipv4(raw):  # the common case, without building a verdict object
+            self._seen[raw] = None
+            if raw not in self.addresses:
+                self.addresses.add(raw)
+                usable.append(raw)
+            return None
+        if raw is _MISSING:
+            reason: str | None = "event has no src_ip"
+        else:
+            verdict = classify(raw)
+            if isinstance(verdict, InvalidAddress):
+                reason = verdict.reason
+            else:
+                reason = None
+                if verdict.ip not in self.addresses:
+                    self.addresses.add(verdict.ip)
+                    (usable if isinstance(verdict, Usable) else skipped).append(verdict.ip)
+        try:
+            if reason is None or self._invalid_remembered < _MAX_REMEMBERED_INVALID:
+                self._seen[raw] = reason
+                if reason is not None:
+                    self._refusing.add(raw)
+                    self._invalid_remembered += 1
+        except TypeError:
+            pass  # an unhashable value (a list, an object) cannot be remembered
+        return reason
+
+    def unanswered(self, delivered: Container[str]) -> tuple[list[str], list[str]]:
+        """The addresses handed on whose record is not ``delivered``: (usable, skipped)."""
+        usable: list[str] = []
+        skipped: list[str] = []
+        for ip in self.addresses:
+            if ip not in delivered:
+                (usable if isinstance(classify(ip), Usable) else skipped).append(ip)
+        return usable, skipped
+
+    def forget(self, ip: str) -> None:
+        """Forget ``ip``: seen again, it is handed on again."""
+        self._seen.pop(ip, None)
+        self.addresses.discard(ip)
+
+
+class Expiries:
+    """When the records a long-lived run delivered expire (their addresses are forgotten then).
+
+    :param retry_interval: how long a record that arrives expired waits, when its
+        address is not to be asked again at once.
+    :param bound: about how many expiries are kept, whatever comes.
+    """
+
+    def __init__(self, retry_interval: float, bound: int) -> None:
+        self._retry_interval = retry_interval
+        self._bound = bound
+        #: (expiry, ip), a heap
+        self._heap: list[tuple[float, str]] = []
+        #: addresses asked again because their record expired on its way here
+        self._asked_again: set[str] = set()
+
+    def expired(self) -> list[str]:
+        """The addresses whose time has come, removed."""
+        heap = self._heap
+        now = clock.wall() if heap else 0.0
+        due: list[str] = []
+        while heap and heap[0][0] <= now:
+            due.append(heapq.heappop(heap)[1])
+        return due
+
+    def note(
+        self, records: list[dict[str, Any]], remembered: Container[str], *, repeated: bool
+    ) -> list[str]:
+        """Note when the records of ``remembered`` addresses expire.
+
+        A fresh record is forgotten at its expiry, however soon: a sighting after that
+        refreshes it. One the engine repeats expired (its refresh failed, or waits out
+        its backoff) is forgotten after ``retry_interval``, not at every sighting. One
+        that is news and arrives expired expired on its way here, while a sighting
+        meant to refresh it may have been taken for it: its address is returned, to be
+        asked again at once.
+        """
+        heap, asked_again = self._heap, self._asked_again
+        now = clock.wall()
+        soonest = now + self._retry_interval
+        again: list[str] = []
+        for record in records:
+            expires = parse_time(record["expires_at"])
+            ip = record["ip"]
+            if expires is None or ip not in remembered:
+                continue
+            at = expires.timestamp()
+            if at > now:
+                asked_again.discard(ip)
+                heapq.heappush(heap, (at, ip))
+            elif repeated or ip in asked_again:
+                # Asked again once already: a TTL shorter than the way here would
+                # make every answer news and expired; it waits like a failed refresh.
+                asked_again.discard(ip)
+                heapq.heappush(heap, (soonest, ip))
+            else:
+                asked_again.add(ip)
+                again.append(ip)
+        if len(heap) > 4 * self._bound:
+            self._heap = heapq.nsmallest(2 * self._bound, heap)
+        return again
