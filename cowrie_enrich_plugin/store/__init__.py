@@ -7,7 +7,8 @@ database errors pass.
 """
 
 from ..errors import StoreError
-from .facade import Store, StoreStats
+from .census import StoreStats
+from .facade import Store
 from .opening import open_store
 from .schema import SCHEMA_VERSION
 

@@ -17,7 +17,6 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
@@ -25,11 +24,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import StoreError
-from ..record import EnrichmentRecord, GeoAnswer, Status, utc_now
+from ..record import EnrichmentRecord, Status, utc_now
+from .census import StoreStats, census
 from .leases import forget_owner, make_owner_id, owner_is_dead_here, remember_owner
 from .retry import first_line, with_retries
-from .rows import RECORD_COLUMNS, aware, naive, record_values, row_record
-from .schema import SCHEMA_VERSION, pending_queue, records_table
+from .rows import RECORD_COLUMNS, naive, record_values, row_record
+from .schema import pending_queue, records_table
 from .sql import Statements, ip_set, ip_set_value, time_converter
 
 __all__ = ["Store", "StoreStats"]
@@ -42,20 +42,6 @@ _OFFLINE_COLUMNS: Final = (
     *(name for name in RECORD_COLUMNS if name.startswith("mm_")),
     "classification",
 )
-
-
-@dataclass(frozen=True)
-class StoreStats:
-    """Counts by status and age, for ``cowrie-enrich cache stats``."""
-
-    by_status: Mapping[str, int]
-    fresh: int
-    expired: int
-    queued: int
-    leased: int
-    oldest_fetch: dt.datetime | None
-    newest_fetch: dt.datetime | None
-    schema_version: int
 
 
 class Store:
@@ -231,8 +217,13 @@ class Store:
             if rest:  # fresh by now, or leased elsewhere: by a live process?
                 holders = dict(conn.execute(sql.owners, self._ips(rest)).all())
                 dead = {h for h in holders.values() if h and h != owner and owner_is_dead_here(h)}
-                if dead:
-                    taken = self._overtake(conn, holders, dead, until)
+                if dead:  # processes on this host that are gone
+                    held = sorted(ip for ip, holder in holders.items() if holder in dead)
+                    taken = sql.overtake(conn, held, dead, owner, until)
+                    if taken:
+                        logger.info(
+                            "took over %d address(es) leased by exited processes", len(taken)
+                        )
                     won.update(taken)
                     again.update(taken)
             if again:
@@ -266,28 +257,6 @@ class Store:
         rows = conn.execute(self._sql.fresh, {**self._ips(ips), "now": moment})
         return {row[0] for row in rows}
 
-    def _overtake(
-        self,
-        conn: Connection,
-        holders: Mapping[str, str | None],
-        dead: set[str],
-        until: dt.datetime,
-    ) -> list[str]:
-        """Take over the leases of ``dead`` owners (processes on this host that are gone)."""
-        q = pending_queue.c
-        held = sorted(ip for ip, holder in holders.items() if holder in dead)
-        self._sql.lock_queue(conn, held)
-        stmt = (
-            sa.update(pending_queue)
-            .where(ip_set(q.ip, self.dialect), q.lease_owner.in_(sorted(dead)))
-            .values(lease_owner=self.owner, lease_expires_at=until)
-            .returning(q.ip)
-        )
-        taken = [row[0] for row in conn.execute(stmt, self._ips(held))]
-        if taken:
-            logger.info("took over %d address(es) leased by exited processes", len(taken))
-        return taken
-
     def release(self) -> None:
         """Give up every lease this process holds (its addresses stay queued)."""
         stmt = (
@@ -307,7 +276,7 @@ class Store:
     def save(
         self,
         resolved: Sequence[EnrichmentRecord],
-        unresolved: Mapping[str, tuple[str, GeoAnswer | EnrichmentRecord | None]] | None = None,
+        unresolved: Mapping[str, tuple[str, EnrichmentRecord | None]] | None = None,
         *,
         retry_delay: float = 0.0,
         backoff: float = 0.0,
@@ -316,13 +285,12 @@ class Store:
         """Persist one batch's outcome in one transaction.
 
         ``resolved`` records replace what was stored and leave the queue.
-        ``unresolved`` addresses (ip -> (last error, MaxMind answer or the whole
-        pending record, offline sections and all)) stay queued
-        with one more attempt, due again after ``retry_delay`` seconds (0: on the
-        next flush or run) plus ``backoff`` doubled for each earlier failure (up to 16
-        times), and their lease released; their record becomes
-        ``pending`` (with its MaxMind data) unless an older answer is stored, which
-        is served, stale, until a refresh succeeds.
+        ``unresolved`` addresses (ip -> (last error, the pending record, offline
+        sections and all; ``None``: a bare one)) stay queued with one more attempt,
+        due again after ``retry_delay`` seconds (0: on the next flush or run) plus
+        ``backoff`` doubled for each earlier failure (up to 16 times), and their lease
+        released; their record becomes that pending one unless an older answer is
+        stored, which is served, stale, until a refresh succeeds.
         """
         moment = naive(now or utc_now())
         assert moment is not None
@@ -342,7 +310,7 @@ class Store:
             if failed and backoff:
                 tries = dict(conn.execute(sql.attempts, self._ips(sorted(failed))).all())
             groups: dict[tuple[str, float], list[str]] = {}
-            for ip, (error, _geo) in failed.items():
+            for ip, (error, _pending) in failed.items():
                 delay = retry_delay + backoff * 2 ** min(tries.get(ip, 0), 4)
                 groups.setdefault((error[:500], delay), []).append(ip)
             for (error, delay), ips in groups.items():
@@ -362,15 +330,9 @@ class Store:
                 (
                     ip,
                     True,
-                    record_values(
-                        geo
-                        if isinstance(geo, EnrichmentRecord)
-                        else EnrichmentRecord(ip, Status.PENDING, maxmind=geo),
-                        now_value,
-                        when,
-                    ),
+                    record_values(pending or EnrichmentRecord(ip, Status.PENDING), now_value, when),
                 )
-                for ip, (_error, geo) in failed.items()
+                for ip, (_error, pending) in failed.items()
             ]
             rows.sort(key=lambda row: row[0])
             sql.upsert.run(conn, [values for _ip, pending, values in rows if not pending])
@@ -424,49 +386,8 @@ class Store:
     def stats(self, now: dt.datetime | None = None) -> StoreStats:
         """Counts by status and age."""
         moment = naive(now or utc_now())
-        r, q = records_table.c, pending_queue.c
-
-        def work(conn: Connection) -> StoreStats:
-            by_status: dict[str, int] = dict(
-                conn.execute(sa.select(r.status, sa.func.count()).group_by(r.status)).all()
-            )
-            # Leased and not answered yet: known by the queue alone, and pending all the same.
-            unanswered = conn.execute(
-                sa.select(sa.func.count())
-                .select_from(pending_queue)
-                .where(~sa.exists().where(r.ip == q.ip))
-            ).scalar_one()
-            if unanswered:
-                by_status[Status.PENDING.value] = (
-                    by_status.get(Status.PENDING.value, 0) + unanswered
-                )
-            fresh = conn.execute(
-                sa.select(sa.func.count()).where(r.expires_at > moment)
-            ).scalar_one()
-            expired = conn.execute(
-                sa.select(sa.func.count()).where(r.expires_at <= moment)
-            ).scalar_one()
-            queued = conn.execute(
-                sa.select(sa.func.count()).select_from(pending_queue)
-            ).scalar_one()
-            leased = conn.execute(
-                sa.select(sa.func.count()).where(q.lease_expires_at > moment)
-            ).scalar_one()
-            oldest, newest = conn.execute(
-                sa.select(sa.func.min(r.cymru_fetched_at), sa.func.max(r.cymru_fetched_at))
-            ).one()
-            return StoreStats(
-                by_status={str(k): int(v) for k, v in by_status.items()},
-                fresh=int(fresh),
-                expired=int(expired),
-                queued=int(queued),
-                leased=int(leased),
-                oldest_fetch=aware(oldest),
-                newest_fetch=aware(newest),
-                schema_version=SCHEMA_VERSION,
-            )
-
-        return self._run(work)
+        assert moment is not None
+        return self._run(functools.partial(census, now=moment))
 
 
 def _fetch_mappings(query: sa.Select[Any], conn: Connection) -> list[Mapping[str, Any]]:

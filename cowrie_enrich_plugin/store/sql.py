@@ -218,3 +218,22 @@ class Statements:
         """On PostgreSQL, lock the queue rows ``owner`` holds, in address order."""
         if self.dialect == "postgresql":
             conn.execute(self.lock_owned, {"owner": owner}).all()
+
+    def overtake(
+        self,
+        conn: Connection,
+        held: Sequence[str],
+        dead: Iterable[str],
+        owner: str,
+        until: dt.datetime,
+    ) -> list[str]:
+        """Give ``owner`` (until ``until``) the leases on ``held`` whose holder is ``dead``."""
+        self.lock_queue(conn, held)
+        q = pending_queue.c
+        stmt = (
+            sa.update(pending_queue)
+            .where(ip_set(q.ip, self.dialect), q.lease_owner.in_(sorted(dead)))
+            .values(lease_owner=owner, lease_expires_at=until)
+            .returning(q.ip)
+        )
+        return [row[0] for row in conn.execute(stmt, {"ips": ip_set_value(held, self.dialect)})]
