@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import sqlalchemy as sa  # noqa: E402
-from run import global_ips  # noqa: E402
+from workloads import global_ips  # noqa: E402
 
 from cowrie_enrich_plugin.store.schema import metadata  # noqa: E402
 from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults  # noqa: E402

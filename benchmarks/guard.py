@@ -44,7 +44,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import ROOT, Server, _bulk, global_ips, write_events  # noqa: E402
+from workloads import ROOT, Server, bulk, global_ips, write_events  # noqa: E402
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -96,7 +96,7 @@ def whois_alone(hostport: str, ips: list[str], concurrency: int = 2) -> float:
                 if not batches:
                     return
                 batch = batches.pop()
-            _bulk(hostport, batch)
+            bulk(hostport, batch)
 
     started = time.perf_counter()
     threads = [threading.Thread(target=work) for _ in range(concurrency)]

@@ -36,9 +36,7 @@ import gzip
 import json
 import math
 import os
-import random
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,137 +45,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-CACHE = ROOT / "benchmarks" / ".cache"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tables import INGEST_RATIOS, ingest_ratios, print_table
+from workloads import ROOT, Server, bulk, workload
+
 PROFILES = {"default": (0.05, 0.002), "cymru": (0.1, 0.01)}
 NAIVE_SAMPLE = 200
-
-
-# -- workloads ----------------------------------------------------------------------
-
-
-def global_ips(count: int, seed: int) -> list[str]:
-    sys.path.insert(0, str(ROOT))
-    from cowrie_enrich_plugin.addresses import Usable, classify
-
-    rng = random.Random(seed)
-    found: dict[str, None] = {}
-    while len(found) < count:
-        verdict = classify(".".join(str(rng.randint(1, 223)) for _ in range(4)))
-        if isinstance(verdict, Usable):
-            found[verdict.ip] = None
-    return list(found)
-
-
-def write_events(path: Path, ips: list[str], events: int, skew: float | None, seed: int) -> None:
-    """Cowrie-like events; with ``skew`` a Zipf-like few IPs produce most events."""
-    rng = random.Random(seed)
-    weights = [1.0 / (rank + 1) ** skew for rank in range(len(ips))] if skew else None
-    chosen = rng.choices(ips, weights=weights, k=events - len(ips)) + ips  # every IP at least once
-    rng.shuffle(chosen)
-    kinds = (
-        "cowrie.session.connect",
-        "cowrie.login.failed",
-        "cowrie.command.input",
-        "cowrie.session.closed",
-    )
-    with gzip.open(path, "wt", compresslevel=1) as handle:
-        for n, ip in enumerate(chosen):
-            handle.write(
-                json.dumps(
-                    {
-                        "eventid": kinds[n % 4],
-                        "src_ip": ip,
-                        "src_port": 40000 + n % 20000,
-                        "session": f"{n:012x}",
-                        "timestamp": "2026-11-28T20:00:00.000000Z",
-                        "sensor": "bench",
-                        "message": f"event {n}",
-                    }
-                )
-                + "\n"
-            )
-
-
-def workload(name: str) -> tuple[list[Path], list[str]] | None:
-    CACHE.mkdir(parents=True, exist_ok=True)
-    if name == "ips10k":
-        ips = global_ips(10_000, seed=10)
-        path = CACHE / "ips10k.json.gz"
-        if not path.exists():
-            write_events(path, ips, len(ips), None, 10)
-        return [path], ips
-    if name == "real":
-        folder = SHARED / "cowrie-logs-2018"
-        if not folder.is_dir():
-            return None
-        files = sorted(folder.glob("cowrie.json.*"))
-        ips: dict[str, None] = {}
-        for file in files:
-            with gzip.open(file, "rt") as handle:
-                for line in handle:
-                    ips[json.loads(line)["src_ip"]] = None
-        return files, list(ips)
-    if name == "corpus1m":
-        ips = global_ips(50_000, seed=50)
-        path = CACHE / "corpus-1m.json.gz"
-        if not path.exists():
-            write_events(path, ips, 1_000_000, 1.1, 50)
-        return [path], ips
-    raise ValueError(name)
-
-
-# -- the server ---------------------------------------------------------------------------
-
-
-class Server:
-    """The benchmarks' whois server in a child process, with its stdin control channel."""
-
-    def __init__(self, per_batch: float, per_ip: float, streaming: bool = True) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "benchmarks" / "bench_server.py"),
-                "--latency-per-batch",
-                str(per_batch),
-                "--latency-per-ip",
-                str(per_ip),
-                *(["--streaming"] if streaming else []),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        assert self.proc.stdout is not None and self.proc.stdin is not None
-        self.hostport = self.proc.stdout.readline().split()[1]
-
-    def command(self, word: str) -> str:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(word + "\n")
-        self.proc.stdin.flush()
-        return self.proc.stdout.readline().strip()
-
-    def stats(self) -> dict[str, int]:
-        return json.loads(self.command("stats"))
-
-    def close(self) -> None:
-        self.command("quit") if self.proc.poll() is None else None
-        self.proc.wait(timeout=10)
-
-
-# -- scenarios (each runs in a child process) ----------------------------------------------
-
-
-def _bulk(hostport: str, ips: list[str]) -> int:
-    host, port = hostport.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=120) as sock:
-        sock.sendall(("begin\nverbose\n" + "\n".join(ips) + "\nend\n").encode())
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    return data.count(b"\n")
 
 
 def scenario(name: str, hostport: str, work: str, db: str) -> dict[str, Any]:
@@ -189,12 +62,12 @@ def scenario(name: str, hostport: str, work: str, db: str) -> dict[str, Any]:
     if name == "naive":
         sample = ips[:NAIVE_SAMPLE]
         for ip in sample:
-            _bulk(hostport, [ip])
+            bulk(hostport, [ip])
         extra["scaled_from"] = len(sample)
         extra["scale"] = len(ips) / len(sample)
     elif name == "seq500":
         for start in range(0, len(ips), 500):
-            _bulk(hostport, ips[start : start + 500])
+            bulk(hostport, ips[start : start + 500])
     elif name == "cymruwhois":
         import cymruwhois
 
@@ -355,11 +228,6 @@ def _median_row(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 #: Each ingest ratio reported: (scenario, the scenario it is divided by).
-INGEST_RATIOS = {
-    "on_over_off": ("ingest-on", "ingest-off"),
-    "floor_over_off": ("host-floor", "ingest-off"),
-    "collect_over_read": ("collect-only", "read-only"),
-}
 
 
 def ingest_rounds(server: Server, work: str, ips: list[str], runs: int) -> list[dict[str, Any]]:
@@ -385,7 +253,7 @@ def ingest_rounds(server: Server, work: str, ips: list[str], runs: int) -> list[
     except ImportError:
         names.remove("bare-orjson")
     for start in range(0, len(ips), 500):
-        _bulk(server.hostport, ips[start : start + 500])
+        bulk(server.hostport, ips[start : start + 500])
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for _ in range(runs):
         for name in names:
@@ -481,55 +349,6 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0
-
-
-def print_table(report: dict[str, Any]) -> None:
-    rows = report["rows"]
-    ours = {r["workload"]: r for r in rows if r["scenario"] in ("ours-cold", "ingest-on")}
-    print(
-        f"profile {report['profile']}: {report['cost']['per_batch'] * 1000:.0f} ms per batch + "
-        f"{report['cost']['per_ip'] * 1000:.0f} ms per IP; lower bound for 10k cold at concurrency 2: "
-        f"{report['lower_bound_10k']:.1f} s"
-    )
-    print(
-        f"{'workload':<12} {'scenario':<12} {'wall s':>8} {'x ours':>7} {'loop s':>7} {'conns':>6} {'IPs sent':>9} {'peak RSS MB':>11} {'events/s':>10}"
-    )
-    for r in rows:
-        base = ours.get(r["workload"])
-        ratio = r["wall"] / base["wall"] if base else float("nan")
-        rate = r.get("events", 0) / r["wall"] if r.get("events") else 0
-        loop = f"{r['loop']:7.2f}" if "loop" in r else f"{'':7}"
-        print(
-            f"{r['workload']:<12} {r['scenario']:<12} {r['wall']:8.2f} {ratio:7.2f} {loop} {r['connections']:6d} "
-            f"{r['ips_sent']:9d} {r['peak_rss_mb']:11.0f} {rate:10,.0f}"
-        )
-    for work, ratio in ingest_ratios(rows).items():
-
-        def shown(key: str, ratio: dict[str, float] = ratio) -> str:
-            rounds = ratio.get(key + "_rounds")
-            each = f" (rounds' median {rounds:.2f}x)" if rounds is not None else ""
-            return f"{ratio[key]:.2f}x{each}" if key in ratio else "n/a"
-
-        print(
-            f"{work}: plugin on / off = {shown('on_over_off')}; with a worker that costs "
-            f"nothing (host-floor / off) = {shown('floor_over_off')}; collecting alone "
-            f"(collect-only / read-only) = {shown('collect_over_read')}"
-        )
-
-
-def ingest_ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per ingest workload, each of :data:`INGEST_RATIOS`: of the medians, and of the rounds."""
-    by_key = {(r["workload"], r["scenario"]): r for r in rows}
-    ratios: dict[str, dict[str, float]] = {}
-    for work in dict.fromkeys(r["workload"] for r in rows):
-        for key, (top, base) in INGEST_RATIOS.items():
-            if (work, top) not in by_key or (work, base) not in by_key:
-                continue
-            found = ratios.setdefault(work, {})
-            found[key] = by_key[work, top]["wall"] / by_key[work, base]["wall"]
-            if by_key[work, top].get("round_ratios"):
-                found[key + "_rounds"] = statistics.median(by_key[work, top]["round_ratios"])
-    return ratios
 
 
 if __name__ == "__main__":

@@ -21,9 +21,9 @@ import signal
 import struct
 from typing import IO, Any, Final, NamedTuple, NoReturn
 
-from .settings import EnrichConfig
 from .counters import RunCounters
 from .errors import ConfigError, GeoDatabaseError, StoreError, WorkerError
+from .settings import EnrichConfig
 
 __all__ = [
     "EXIT_HOST_GONE",

@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from typing import Final
 
 from .channel import End, Exited, FrameDecoder, FromEngine, Init, ToEngine, encode
-from .settings import EnrichConfig
 from .errors import WorkerError
+from .settings import EnrichConfig
 from .worker_start import discard_early, spawn, take_early, worker_command
 
 __all__ = [

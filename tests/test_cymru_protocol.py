@@ -280,14 +280,14 @@ def row_lines(draw: st.DrawFn) -> str:
 @settings(max_examples=500, deadline=None)
 @given(row_lines())
 def test_common_row_fast_path_agrees_with_the_careful_parser(line: str) -> None:
-    from cowrie_enrich_plugin.sources.cymru.protocol import _parse_any_row, _parse_common_row
+    from cowrie_enrich_plugin.sources.cymru.rows import _parse_any_row, _parse_common_row
 
     fast = _parse_common_row(line)
     assert fast is None or fast == _parse_any_row(line)
 
 
 def test_common_rows_take_the_fast_path_and_odd_digits_are_refused() -> None:
-    from cowrie_enrich_plugin.sources.cymru.protocol import _parse_common_row
+    from cowrie_enrich_plugin.sources.cymru.rows import _parse_common_row
 
     line = render_row(Row(13335, "1.1.1.1", "1.1.1.0/24", "AU", "apnic", "2011-08-11", "CF"))
     assert _parse_common_row(line.decode()) == parse_row(line.decode())

@@ -21,7 +21,7 @@ import json
 import os
 import select
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from io import BytesIO
@@ -31,27 +31,21 @@ from typing import IO, Any, Final
 
 import pluggy
 
-from ..addresses import InvalidAddress, classify
 from ..counters import RunCounters
 from ..ecs import NAMESPACE, to_ecs
 from ..hookspecs import hookimpl
+from .lines import MAX_WAITING, Batch, Waiting, all_end_with_brace, parse_batch
 from .logreader import json_loads
 from .reference import SignalState, end_run, live_stats, stopping_on_signals
 
 __all__ = ["MAX_WAITING", "StreamSummary", "enrich_stream"]
 
-#: Lines that may wait for records at once.
-MAX_WAITING: Final = 200_000
 #: Bytes per read: of 64, 128 and 256 KiB, 128 was the fastest here (fewer turns of the
 #: loop, lines still in the cache when written).
 _READ_BYTES: Final = 1 << 17
 _IDLE: Final = 0.05
 _MAX_LINE: Final = 4 * 1024 * 1024
-_SRC_IP: Final = repeat("src_ip")
-#: ``dict.get`` unbound: TypeError for anything but a dict (a line that is not an object)
-_DICT_GET: Final[Callable[[Any, str], object]] = dict.get
 _WITHOUT_BRACE: Final = itemgetter(slice(None, -2))  # a line less its "}\n"
-_BEFORE_NEWLINE: Final = itemgetter(-2)
 _KEY: Final = "enrich"  # the member the native format adds
 
 
@@ -106,51 +100,6 @@ class _Records:
         return self.render({"ip": ip, "status": "pending"})
 
 
-class _Batch:
-    """Lines read together, each with its address (``None``: it passes through untouched).
-
-    ``keyed``: the lines (native format) whose event has an ``enrich`` member
-    already. ``plain``: every line ends with ``}`` and none is keyed, so an event can
-    take its record in place of its closing brace. ``start``: the lines before it
-    are written.
-    """
-
-    __slots__ = ("arrived", "ips", "keyed", "lines", "plain", "start")
-
-    def __init__(self, lines: list[bytes], ips: list[str | None], arrived: float, plain: bool):
-        self.lines = lines
-        self.ips = ips
-        self.arrived = arrived
-        self.plain = plain
-        self.keyed: set[int] | None = None  # None: the event's text decides (ecs)
-        self.start = 0
-
-
-class _Waiting:
-    """The lines not written yet, oldest first, in the batches they were read in."""
-
-    __slots__ = ("batches", "count")
-
-    def __init__(self) -> None:
-        self.batches: deque[_Batch] = deque()
-        self.count = 0
-
-    def __len__(self) -> int:
-        return self.count
-
-    def add(self, batch: _Batch) -> None:
-        if batch.lines:
-            self.batches.append(batch)
-            self.count += len(batch.lines)
-
-    def head(self) -> tuple[str | None, float] | None:
-        """The oldest line's address and arrival (``None``: nothing waits)."""
-        if not self.batches:
-            return None
-        batch = self.batches[0]
-        return batch.ips[batch.start], batch.arrived
-
-
 def enrich_stream(
     source: IO[bytes],
     sink: IO[bytes],
@@ -167,7 +116,7 @@ def enrich_stream(
     pm.register(records, name="enrich-filter")
     summary = StreamSummary()
     keys = (b'"' + NAMESPACE.encode() + b'"', b'"source"') if fmt == "ecs" else (b'"enrich"',)
-    waiting = _Waiting()
+    waiting = Waiting()
     hook = pm.hook
     try:
         with stopping_on_signals(pm, cut=False) as stop:
@@ -193,7 +142,7 @@ def _run(
     pm: pluggy.PluginManager,
     records: _Records,
     summary: StreamSummary,
-    waiting: _Waiting,
+    waiting: Waiting,
     keys: tuple[bytes, ...],
     hold: float,
     progress: Callable[[StreamSummary, RunCounters], None] | None,
@@ -228,14 +177,15 @@ def _run(
             lines.append(b"\n")
         now = time.monotonic()
         if runaway and lines:  # the end of a runaway line: through as it is, not parsed
-            waiting.add(_Batch([lines.pop(0)], [None], now, False))
+            waiting.add(Batch([lines.pop(0)], [None], now, False))
             summary.lines += 1
             runaway = False
         piece = b""
         if len(partial) > _MAX_LINE:  # a runaway line goes through as it is, in pieces
             piece, partial, runaway = partial, b"", True
         summary.lines += len(lines)
-        batch, events, positions = _parse(lines, canonical, summary, now)
+        batch, events, positions, missing = parse_batch(lines, canonical, now)
+        summary.no_address += missing
         # An event with a member of those added already is rebuilt, not appended to:
         # judged on the parsed event, so that a name written with escapes counts too.
         batch.keyed = set()
@@ -245,10 +195,10 @@ def _run(
             keyed = [i for i, event in enumerate(events) if not event.keys().isdisjoint(names)]
             batch.keyed = {positions[i] for i in keyed} if positions else set(keyed)
         if len(keys) == 1:
-            batch.plain = not batch.keyed and _all_end_with_brace(lines)
+            batch.plain = not batch.keyed and all_end_with_brace(lines)
         waiting.add(batch)
         if piece:
-            waiting.add(_Batch([piece], [None], now, False))
+            waiting.add(Batch([piece], [None], now, False))
         # An empty chunk still lets the plugin deliver what became ready.
         for refused in hook.cowrie_ingest_events(events=events):
             for index, _reason in refused or ():
@@ -276,92 +226,11 @@ def _run(
             progress(summary, live_stats(pm))
 
 
-def _all_end_with_brace(lines: list[bytes]) -> bool:
-    """Whether every line ends with ``}`` and its newline (only the last can lack one)."""
-    try:
-        return bytes(map(_BEFORE_NEWLINE, lines)) == b"}" * len(lines) and lines[-1][-1:] == b"\n"
-    except IndexError:  # a line of one byte, or none at all
-        return False
-
-
-def _parse(
-    lines: list[bytes], canonical: dict[str, str | None], summary: StreamSummary, now: float
-) -> tuple[_Batch, list[dict[str, Any]], list[int] | None]:
-    """The batch of ``lines``, the events to hand the plugins, and each one's line.
-
-    Positions are ``None`` when every line is an event handed on (the common case,
-    done a whole batch at a time in C); a batch holding a line that is not a JSON
-    object or a ``src_ip`` that cannot be hashed is read line by line.
-    """
-    try:
-        parsed = list(map(json_loads, lines))
-        values = list(map(_DICT_GET, parsed, _SRC_IP))  # TypeError: not all objects
-        ips = list(map(canonical.get, values))  # type: ignore[arg-type]  # TypeError: unhashable
-    except (ValueError, TypeError, RecursionError):
-        return _parse_each(lines, canonical, summary, now)
-    if None in ips:  # first sight of an address, or events without a usable one
-        # Only those places are looked at (a new address is a line or two of a read).
-        missing = 0
-        index = -1
-        for _ in range(ips.count(None)):
-            index = ips.index(None, index + 1)
-            ips[index] = ip = _address(values[index], canonical)
-            missing += ip is None
-        if missing:
-            summary.no_address += missing
-            kept = [i for i, ip in enumerate(ips) if ip is not None]
-            return _Batch(lines, ips, now, False), [parsed[i] for i in kept], kept
-    return _Batch(lines, ips, now, False), parsed, None
-
-
-def _parse_each(
-    lines: list[bytes], canonical: dict[str, str | None], summary: StreamSummary, now: float
-) -> tuple[_Batch, list[dict[str, Any]], list[int] | None]:
-    """:func:`_parse`, one line at a time."""
-    ips: list[str | None] = []
-    events: list[dict[str, Any]] = []
-    positions: list[int] = []
-    remember = canonical.get
-    for line in lines:
-        try:
-            event = json_loads(line)
-        except (ValueError, RecursionError):  # the latter: deep nesting, stdlib parser
-            ips.append(None)
-            continue
-        ip = None
-        if type(event) is dict:
-            value = event.get("src_ip")
-            ip = remember(value) if type(value) is str else None
-            if ip is None:
-                ip = _address(value, canonical)
-            if ip is None:
-                summary.no_address += 1
-            else:
-                events.append(event)
-                positions.append(len(ips))
-        ips.append(ip)
-    return _Batch(lines, ips, now, False), events, positions
-
-
-def _address(value: object, canonical: dict[str, str | None]) -> str | None:
-    """The canonical address a ``src_ip`` value names (``None``: none); remembered."""
-    if not isinstance(value, str):
-        return None
-    if value in canonical:
-        return canonical[value]
-    verdict = classify(value)
-    ip = None if isinstance(verdict, InvalidAddress) else verdict.ip
-    if len(canonical) >= MAX_WAITING:
-        canonical.clear()
-    canonical[value] = ip
-    return ip
-
-
 def _emit(
     sink: IO[bytes],
     records: _Records,
     summary: StreamSummary,
-    waiting: _Waiting,
+    waiting: Waiting,
     keys: tuple[bytes, ...],
     now: float,
     hold: float,
@@ -423,7 +292,7 @@ def _emit(
     summary.pending += pending
 
 
-def _written(waiting: _Waiting, batch: _Batch, upto: int) -> None:
+def _written(waiting: Waiting, batch: Batch, upto: int) -> None:
     """The lines of ``batch`` before ``upto`` are written."""
     waiting.count -= upto - batch.start
     if upto == len(batch.lines):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import sqlalchemy as sa
+import tenacity
 
 from ..dburl import check_db_location, mask_url, normalize_db_url, scrub, sqlite_file
 from ..errors import ConfigError, StoreError
@@ -27,14 +28,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     # Switching a new file to WAL while another process opens it can fail at once
     # ("database is locked"): SQLite does not call the busy handler for it.
-    for attempt in range(_WAL_ATTEMPTS):
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            break
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == _WAL_ATTEMPTS - 1:
-                raise
-            time.sleep(0.05)
+    tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(_WAL_ATTEMPTS),
+        wait=tenacity.wait_fixed(0.05),
+        retry=tenacity.retry_if_exception(
+            lambda exc: isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+        ),
+        sleep=time.sleep,
+        reraise=True,
+    )(cursor.execute, "PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Final, TypeVar
 
 import sqlalchemy as sa
+import tenacity
 
 __all__ = ["TRANSIENT_ATTEMPTS", "first_line", "is_interrupted", "is_transient", "with_retries"]
 
@@ -60,16 +61,25 @@ def with_retries(
 ) -> _T:
     """Run ``step``, again after each ``transient`` database error, backing off (about 25 s).
 
+    The pauses are real time, not the package's clock: the database is across a
+    socket, and a simulated day must not outrun its outage.
+
     :raises sqlalchemy.exc.DBAPIError: a lasting or not transient error.
     """
-    delay = 0.2
-    for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
-        try:
-            return step()
-        except sa.exc.DBAPIError as exc:
-            if attempt == TRANSIENT_ATTEMPTS or not transient(exc):
-                raise
-            logger.warning("database hiccup (%s); retrying in %.1fs", first_line(exc), delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
-    raise AssertionError("unreachable")
+
+    def hiccup(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        why = first_line(exc) if exc is not None else "?"
+        logger.warning("database hiccup (%s); retrying in %.1fs", why, state.upcoming_sleep)
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(TRANSIENT_ATTEMPTS),
+        wait=tenacity.wait_exponential(multiplier=0.2, max=5.0),
+        retry=tenacity.retry_if_exception(
+            lambda exc: isinstance(exc, sa.exc.DBAPIError) and transient(exc)
+        ),
+        before_sleep=hiccup,
+        sleep=time.sleep,
+        reraise=True,
+    )
+    return retrying(step)

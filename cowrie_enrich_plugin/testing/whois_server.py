@@ -27,10 +27,11 @@ import struct
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from .whois_data import Row, canonical, expected_cymru, render_row, synthetic_rows
+from .whois_faults import GARBAGE, HEADER_LINE, Faults, WhoisRequest
 
 __all__ = [
     "BulkWhoisServer",
@@ -41,57 +42,6 @@ __all__ = [
     "render_row",
     "synthetic_rows",
 ]
-
-
-@dataclass
-class Faults:
-    """What the server does wrong. Rates are probabilities per request (per address for errors).
-
-    :ivar latency_per_batch: seconds before answering each request.
-    :ivar latency_per_ip: extra seconds per address in the request.
-    :ivar reset_rate: cut the answer mid-line and reset the connection (RST).
-    :ivar truncate_rate: cut the answer mid-line and close the connection cleanly.
-    :ivar garbage_rate: per gap between two addresses' rows, insert a garbage line.
-    :ivar hang_rate: accept the request and never answer (until the client gives up).
-    :ivar error_rate: per address, answer ``Error: ...`` instead of its rows.
-    :ivar refuse: refuse every connection (the listening socket is closed).
-    :ivar header: send the column header line.
-    """
-
-    latency_per_batch: float = 0.0
-    latency_per_ip: float = 0.0
-    reset_rate: float = 0.0
-    truncate_rate: float = 0.0
-    garbage_rate: float = 0.0
-    hang_rate: float = 0.0
-    error_rate: float = 0.0
-    refuse: bool = False
-    header: bool = True
-
-
-@dataclass
-class WhoisRequest:
-    """What one connection asked, and how its answer went."""
-
-    raw_lines: list[bytes] = field(default_factory=list)
-    ips: list[str] = field(default_factory=list)
-    not_addresses: list[bytes] = field(default_factory=list)
-    disturbed: set[str] = field(default_factory=set)
-    fault: str | None = None
-
-
-_GARBAGE = (
-    b"%%% garbled %%%",
-    b"| | | |",
-    b"12345 | not-an-ip | 1.2.3.0/24 | US | arin | 2001-01-01 | X",
-    b"\x00\xff\xfe binary noise",
-    b"AS | IP | oops",
-)
-
-
-_HEADER_LINE = (
-    b"AS      | IP               | BGP Prefix          | CC | Registry | Allocated  | AS Name"
-)
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -335,7 +285,7 @@ class BulkWhoisServer:
         now = time.strftime("%Y-%m-%d %H:%M:%S +0000", time.gmtime())
         lines: list[bytes] = [f"Bulk mode; whois.cymru.com [{now}]".encode()]
         if faults.header:
-            lines.append(_HEADER_LINE)
+            lines.append(HEADER_LINE)
         owners: list[str | None] = [None] * len(lines)  # which address each line belongs to
         kinds: list[str] = ["meta"] * len(lines)
         for number in range(1, len(request.not_addresses) + 1):
@@ -344,7 +294,7 @@ class BulkWhoisServer:
             kinds.append("error")
         for index, ip in enumerate(request.ips):
             if index and dice.random() < faults.garbage_rate:
-                lines.append(dice.choice(_GARBAGE))
+                lines.append(dice.choice(GARBAGE))
                 owners.append(None)
                 kinds.append("garbage")
             rendered = self.rendered_rows(ip)

@@ -25,13 +25,13 @@ import tenacity
 from ... import clock
 from ...counters import WhoisCounters
 from ...record import CymruAnswer, utc_now
+from ..pacing import Breaker
 from . import MAX_BACKOFF_SECONDS
 from .protocol import MAX_BATCH_SIZE, build_bulk_request, parse_bulk_answer
 
 __all__ = [
     "BatchResult",
     "BulkWhoisClient",
-    "CircuitOpen",
     "WhoisAnswerIncomplete",
     "WhoisConnectError",
     "WhoisError",
@@ -63,10 +63,6 @@ class WhoisTimeout(WhoisError):
 
 class WhoisAnswerIncomplete(WhoisError):
     """The answer was cut short or left addresses unanswered."""
-
-
-class CircuitOpen(Exception):
-    """Several consecutive batches failed; the client stopped asking for now."""
 
 
 @dataclass
@@ -123,8 +119,7 @@ class BulkWhoisClient:
         self.breaker_cooldown = breaker_cooldown
         self.stats = WhoisCounters()
         self._lock = threading.Lock()
-        self._consecutive_failures = 0
-        self._open_until = 0.0
+        self._breaker = Breaker(f"whois at {host}:{port}", breaker_threshold, breaker_cooldown)
         self._retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.retries),
             wait=tenacity.wait_exponential(multiplier=wait_initial, max=wait_max)
@@ -149,10 +144,9 @@ class BulkWhoisClient:
             return result
         if len(remaining) > self.batch_size:
             raise ValueError(f"{len(remaining)} addresses exceed the batch size {self.batch_size}")
-        try:
-            self._check_circuit()
-        except CircuitOpen as exc:
-            result.unresolved = dict.fromkeys(remaining, str(exc))
+        if not self._breaker.allow():
+            why = f"whois circuit open after {self.breaker_threshold} consecutive failed batches"
+            result.unresolved = dict.fromkeys(remaining, why)
             return result
 
         def attempt() -> None:
@@ -170,9 +164,12 @@ class BulkWhoisClient:
                 result.attempts,
                 exc,
             )
-            self._record_failure()
+            self._breaker.failed()
+            with self._lock:
+                self.stats.failed_batches += 1
+                self.stats.circuit_opened = self._breaker.opened
         else:
-            self._record_success()
+            self._breaker.answered()
         with self._lock:
             self.stats.batches += 1
             self.stats.observe(time.monotonic() - started)
@@ -186,11 +183,7 @@ class BulkWhoisClient:
     @property
     def circuit_is_open(self) -> bool:
         """Whether the breaker stops batches now (a gauge for the metrics)."""
-        with self._lock:
-            return (
-                self._consecutive_failures >= self.breaker_threshold
-                and clock.monotonic() < self._open_until
-            )
+        return self._breaker.is_open
 
     def _attempt(self, remaining: list[str], result: BatchResult) -> None:
         """Send one request for ``remaining``; keep what was answered; raise if short."""
@@ -276,38 +269,6 @@ class BulkWhoisClient:
             exc,
             state.upcoming_sleep,
         )
-
-    def _check_circuit(self) -> None:
-        with self._lock:
-            if self._consecutive_failures < self.breaker_threshold:
-                return
-            if clock.monotonic() >= self._open_until:
-                # Half-open: let this batch try; a failure re-opens the circuit.
-                self._open_until = clock.monotonic() + self.breaker_cooldown
-                return
-        raise CircuitOpen(
-            f"whois circuit open after {self.breaker_threshold} consecutive failed batches"
-        )
-
-    def _record_failure(self) -> None:
-        with self._lock:
-            self.stats.failed_batches += 1
-            self._consecutive_failures += 1
-            if self._consecutive_failures == self.breaker_threshold:
-                self._open_until = clock.monotonic() + self.breaker_cooldown
-                self.stats.circuit_opened += 1
-                logger.error(
-                    "%d consecutive whois batches failed against %s:%d; not asking again "
-                    "for %.0fs (their addresses stay pending)",
-                    self.breaker_threshold,
-                    self.host,
-                    self.port,
-                    self.breaker_cooldown,
-                )
-
-    def _record_success(self) -> None:
-        with self._lock:
-            self._consecutive_failures = 0
 
 
 def _wake_on(sock: socket.socket, size: int) -> None:

@@ -30,9 +30,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
+import tenacity
 
 from ... import clock
 from ...addresses import Usable, classify
+from ..pacing import Breaker, DailyQuota, RateLimit
 from ..plugin import Lookup
 
 __all__ = ["DailyQuota", "GreyNoiseClient", "RateLimit"]
@@ -52,103 +54,6 @@ _BREAKER_LONGEST: Final = 3600.0
 #: 429s with ``Retry-After`` one request waits out before it gives up.
 _MOST_WAITS: Final = 10
 _COMMUNITY_FIELDS: Final = ("noise", "riot", "classification", "name", "link", "last_seen")
-
-
-class RateLimit:
-    """At most one request every ``1 / per_second`` seconds, across threads."""
-
-    def __init__(self, per_second: float) -> None:
-        self.interval = 1.0 / per_second
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def wait(self, longest: float = _LONGEST_WAIT) -> bool:
-        """Sleep until this request may go; ``False`` (no sleep) when that is over ``longest``."""
-        with self._lock:
-            now = clock.monotonic()
-            start = max(now, self._next)
-            if start - now > longest:
-                return False
-            self._next = start + self.interval
-        if start > now:
-            clock.sleep(start - now)
-        return True
-
-    def hold_off(self, seconds: float) -> None:
-        """No request for ``seconds`` (the server asked us to wait)."""
-        with self._lock:
-            self._next = max(self._next, clock.monotonic() + seconds)
-
-
-class Breaker:
-    """Stops asking a server that keeps failing: open after a run of failures, for a cooldown.
-
-    The cooldown doubles each time the server fails again right after one, up to an hour.
-    """
-
-    def __init__(self, failures: int = _BREAKER_FAILURES) -> None:
-        self.failures = failures
-        self._in_a_row = 0
-        self._cooldown = _BREAKER_COOLDOWN
-        self._open_until = 0.0
-        self.opened = 0
-        self._lock = threading.Lock()
-
-    def closed(self) -> bool:
-        """Whether a request may go now."""
-        with self._lock:
-            return clock.monotonic() >= self._open_until
-
-    def failed(self) -> None:
-        """Count a failed request; open when too many came in a row."""
-        with self._lock:
-            self._in_a_row += 1
-            if self._in_a_row >= self.failures:
-                self._open_until = clock.monotonic() + self._cooldown
-                logger.warning(
-                    "GreyNoise keeps failing; not asked for %.0fs (its sections stay pending)",
-                    self._cooldown,
-                )
-                self._cooldown = min(self._cooldown * 2, _BREAKER_LONGEST)
-                self._in_a_row = 0
-                self.opened += 1
-
-    def answered(self) -> None:
-        """A request was answered: the run of failures ends."""
-        with self._lock:
-            self._in_a_row = 0
-            self._cooldown = _BREAKER_COOLDOWN
-
-
-class DailyQuota:
-    """Requests a UTC day: a client-side limit (0: none), and the server's word that it is spent."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._day = clock.utc_now().date()
-        self._used = 0
-        self._spent = False
-        self._lock = threading.Lock()
-
-    def take(self) -> bool:
-        """Count one request; ``False`` when the day's allowance is gone (do not ask)."""
-        with self._lock:
-            today = clock.utc_now().date()
-            if today != self._day:
-                self._day, self._used, self._spent = today, 0, False
-            if self._spent or (self.limit and self._used >= self.limit):
-                return False
-            self._used += 1
-            return True
-
-    def spend(self) -> None:
-        """The server said the day's allowance is spent: ask no more today."""
-        with self._lock:
-            if not self._spent:
-                logger.warning(
-                    "GreyNoise: the daily quota is spent; the rest stays pending until tomorrow"
-                )
-            self._spent = True
 
 
 class _Stop(Exception):
@@ -183,8 +88,8 @@ class GreyNoiseClient:
         self.batch_size = bulk_size if offering == "enterprise" else 10
         self.concurrency = concurrency
         self.rate = RateLimit(rate_per_second)
-        self.quota = DailyQuota(daily_quota)
-        self.breaker = Breaker()
+        self.quota = DailyQuota(daily_quota, "GreyNoise")
+        self.breaker = Breaker("GreyNoise", _BREAKER_FAILURES, _BREAKER_COOLDOWN, _BREAKER_LONGEST)
         headers = {"Accept": "application/json", "User-Agent": "cowrie-enrich"}
         if api_key:
             headers["key"] = api_key
@@ -222,11 +127,26 @@ class GreyNoiseClient:
         """One request under the rate limit and the quota, retried as the module says.
 
         :raises _Stop: when asking must stop for now.
+        :raises _Failed: when every attempt failed.
         """
-        problem = "not asked"
-        failures = waits = 0
-        while failures < self.retries and waits < _MOST_WAITS:
-            if not self.breaker.closed():
+        waits = [0]  # 429s waited out, over every attempt of this request
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.retries),
+            wait=tenacity.wait_exponential(multiplier=0.2, max=5.0),
+            # A breaker that opened on this failure: the next attempt would only stop.
+            retry=tenacity.retry_if_exception_type(_Failed)
+            & tenacity.retry_if_exception(lambda _exc: not self.breaker.is_open),
+            sleep=clock.sleep,
+            reraise=True,
+        )
+        return retrying(self._attempt, result, waits, method, url, kwargs)
+
+    def _attempt(
+        self, result: Lookup, waits: list[int], method: str, url: str, kwargs: dict[str, Any]
+    ) -> _Answer:
+        """One attempt: a request, and the waits a 429 asks for (which are not failures)."""
+        while waits[0] < _MOST_WAITS:
+            if not self.breaker.allow():
                 raise _Stop("GreyNoise keeps failing; asked again later")
             if not self.rate.wait(max(_LONGEST_WAIT, self.rate.interval)):
                 raise _Stop("GreyNoise asked to wait; asked again later")
@@ -236,33 +156,29 @@ class GreyNoiseClient:
             try:
                 response = self._send(method, url, **kwargs)
             except (httpx.HTTPError, _TooBig, _TooSlow) as exc:
-                problem = str(exc) if isinstance(exc, _TooBig | _TooSlow) else type(exc).__name__
-            else:
-                if response.status_code == 429:
-                    wait = _retry_after(response)
-                    if _says_quota(response):
-                        self.quota.spend()
-                        raise _Stop("GreyNoise daily quota spent; asked again tomorrow")
-                    if wait is None:  # a limit that does not say how long: back off
-                        wait = min(2.0 ** (waits + 1), _LONGEST_WAIT)
-                    if wait > _LONGEST_WAIT:
-                        self.rate.hold_off(wait)
-                        raise _Stop(f"GreyNoise asked to wait {wait:.0f}s")
-                    self.rate.hold_off(wait)
-                    problem = "429 Too Many Requests"
-                    waits += 1
-                    continue  # a wait asked for is not a failure: the limiter holds it
-                if response.status_code in (401, 403):
-                    raise _Stop(f"GreyNoise refused the key ({response.status_code})")
-                if response.status_code < 500:
-                    self.breaker.answered()
-                    return response
-                problem = f"server error {response.status_code}"
-            failures += 1
+                self.breaker.failed()
+                why = str(exc) if isinstance(exc, _TooBig | _TooSlow) else type(exc).__name__
+                raise _Failed(why) from exc
+            if response.status_code == 429:
+                wait = _retry_after(response)
+                if _says_quota(response):
+                    self.quota.spend()
+                    raise _Stop("GreyNoise daily quota spent; asked again tomorrow")
+                if wait is None:  # a limit that does not say how long: back off
+                    wait = min(2.0 ** (waits[0] + 1), _LONGEST_WAIT)
+                self.rate.hold_off(wait)
+                if wait > _LONGEST_WAIT:
+                    raise _Stop(f"GreyNoise asked to wait {wait:.0f}s")
+                waits[0] += 1
+                continue  # a wait asked for is not a failure: the limiter holds it
+            if response.status_code in (401, 403):
+                raise _Stop(f"GreyNoise refused the key ({response.status_code})")
+            if response.status_code < 500:
+                self.breaker.answered()
+                return response
             self.breaker.failed()
-            if failures < self.retries and self.breaker.closed():
-                clock.sleep(min(0.2 * 2 ** (failures - 1), 5.0))
-        raise _Failed(problem)
+            raise _Failed(f"server error {response.status_code}")
+        raise _Failed("429 Too Many Requests")
 
     def _send(self, method: str, url: str, **kwargs: Any) -> _Answer:
         """One request, answered whole within ``timeout`` seconds, or :class:`_TooSlow`.

@@ -1,0 +1,147 @@
+"""Pacing a network source: a request rate, a circuit breaker, a daily quota.
+
+Tools any :class:`.plugin.NetworkSource` may use, all thread-safe and all on the
+package's clock (:mod:`..clock`), so that a simulated day paces them as it paces the
+rest. The Cymru client and the GreyNoise client share them; retries with backoff
+are tenacity's (:mod:`tenacity`) in both.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from .. import clock
+
+__all__ = ["Breaker", "DailyQuota", "RateLimit"]
+
+logger = logging.getLogger(__name__)
+
+
+class RateLimit:
+    """At most one request every ``1 / per_second`` seconds, across threads."""
+
+    def __init__(self, per_second: float) -> None:
+        self.interval = 1.0 / per_second
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self, longest: float) -> bool:
+        """Sleep until this request may go; ``False`` (no sleep) when that is over ``longest``."""
+        with self._lock:
+            now = clock.monotonic()
+            start = max(now, self._next)
+            if start - now > longest:
+                return False
+            self._next = start + self.interval
+        if start > now:
+            clock.sleep(start - now)
+        return True
+
+    def hold_off(self, seconds: float) -> None:
+        """No request for ``seconds`` (the server asked us to wait)."""
+        with self._lock:
+            self._next = max(self._next, clock.monotonic() + seconds)
+
+
+class Breaker:
+    """Stops asking a server that keeps failing, for a cooldown; then lets one request try.
+
+    After ``threshold`` failures in a row the breaker opens: nothing is asked for
+    ``cooldown`` seconds. Then it is half-open: one request may go (the others still
+    wait); an answer closes it, a failure opens it again for twice as long, up to
+    ``longest``. On the package's clock.
+
+    :param what: names the server in the log (``"GreyNoise"``, ``"whois at host:43"``).
+    """
+
+    def __init__(
+        self,
+        what: str,
+        threshold: int,
+        cooldown: float,
+        longest: float | None = None,
+    ) -> None:
+        self.what = what
+        self.threshold = threshold
+        self._first_cooldown = self._cooldown = cooldown
+        self._longest = cooldown if longest is None else longest
+        self._in_a_row = 0
+        self._open_until = 0.0
+        #: how many times it opened
+        self.opened = 0
+        self._lock = threading.Lock()
+
+    def allow(self) -> bool:
+        """Whether a request may go now (when half-open, only the first that asks)."""
+        with self._lock:
+            if self._in_a_row < self.threshold:
+                return True
+            now = clock.monotonic()
+            if now < self._open_until:
+                return False
+            self._open_until = now + self._cooldown  # the others wait for this one
+            return True
+
+    @property
+    def is_open(self) -> bool:
+        """Whether requests are stopped now (a gauge)."""
+        with self._lock:
+            return self._in_a_row >= self.threshold and clock.monotonic() < self._open_until
+
+    def failed(self) -> None:
+        """Count a failed request; open when too many came in a row, or the trial failed."""
+        with self._lock:
+            self._in_a_row += 1
+            if self._in_a_row < self.threshold:
+                return
+            if self._in_a_row > self.threshold:  # the half-open trial failed
+                self._cooldown = min(self._cooldown * 2, self._longest)
+            self._open_until = clock.monotonic() + self._cooldown
+            self.opened += 1
+            cooldown, in_a_row = self._cooldown, self._in_a_row
+        logger.warning(
+            "%s failed %d time(s) in a row; not asked for %.0fs (what it owes stays pending)",
+            self.what,
+            in_a_row,
+            cooldown,
+        )
+
+    def answered(self) -> None:
+        """A request was answered: the run of failures ends."""
+        with self._lock:
+            self._in_a_row = 0
+            self._cooldown = self._first_cooldown
+
+
+class DailyQuota:
+    """Requests a UTC day: a client-side limit (0: none), and the server's word that it is spent."""
+
+    def __init__(self, limit: int, what: str = "the source") -> None:
+        self.limit = limit
+        self.what = what
+        self._day = clock.utc_now().date()
+        self._used = 0
+        self._spent = False
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        """Count one request; ``False`` when the day's allowance is gone (do not ask)."""
+        with self._lock:
+            today = clock.utc_now().date()
+            if today != self._day:
+                self._day, self._used, self._spent = today, 0, False
+            if self._spent or (self.limit and self._used >= self.limit):
+                return False
+            self._used += 1
+            return True
+
+    def spend(self) -> None:
+        """The server said the day's allowance is spent: ask no more today."""
+        with self._lock:
+            if not self._spent:
+                logger.warning(
+                    "%s: the daily quota is spent; the rest stays pending until tomorrow",
+                    self.what,
+                )
+            self._spent = True
