@@ -35,16 +35,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import cowrie.core.output
-import pluggy
 from cowrie.core.config import CowrieConfig
 from twisted.internet import task
 from twisted.logger import Logger
 
-from . import hookspecs
 from .config import PLUGIN_NAME, section_from_strings
 from .ecs import to_ecs
-from .hookspecs import PROJECT_NAME, hookimpl
-from .plugin import EnrichPlugin
+from .hookspecs import hookimpl
+from .hosts.kit import end_run, make_plugin_manager
 
 __all__ = ["RESULT_EVENT", "Output"]
 
@@ -73,10 +71,10 @@ class Output(cowrie.core.output.Output):  # type: ignore[misc]
         section.setdefault("lifecycle", "long-lived")
         self.host_config = {"plugins": {PLUGIN_NAME: section}}
         self.first_seen: OrderedDict[str, tuple[object, object]] = OrderedDict()
-        self.pm = pluggy.PluginManager(PROJECT_NAME)
-        self.pm.add_hookspecs(hookspecs)
-        self.pm.register(EnrichPlugin(), name=PLUGIN_NAME)
-        self.pm.register(_Results(self), name="cowrie")
+        # This package's plugin alone: Cowrie's process loads no one else's entry points.
+        self.pm = make_plugin_manager(
+            self.host_config, own={"cowrie": _Results(self)}, entry_points=False
+        )
         self.pm.hook.cowrie_ingest_start(config=self.host_config, pluginmanager=self.pm)
         self.loop = task.LoopingCall(self._poll)
         self.loop.start(_POLL_SECONDS, now=False)
@@ -107,7 +105,7 @@ class Output(cowrie.core.output.Output):  # type: ignore[misc]
             self.loop.stop()
         try:
             self.pm.hook.cowrie_ingest_interrupted()
-            self.pm.hook.cowrie_ingest_end()
+            end_run(self.pm)
         except Exception:
             self._log.failure("enrich: ending failed; unanswered addresses stay pending")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cowrie_enrich_plugin.hosts.follow import FollowedFile
+from cowrie_enrich_plugin.hosts.tail import FollowedFile
 
 
 def _texts(followed: FollowedFile) -> list[bytes]:

@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from cowrie_enrich_plugin.cli.export import CSV_COLUMNS, flatten
+from cowrie_enrich_plugin.cli.writers import CSV_COLUMNS, flatten
 from cowrie_enrich_plugin.ecs import ECS_FIELDS
 from cowrie_enrich_plugin.feeds.formats import Entry
 from cowrie_enrich_plugin.feeds.index import FeedContent, Index, compile_index

@@ -13,7 +13,6 @@ import click
 from ..config import PLUGIN_NAME, EnrichConfig, plugin_enabled
 from ..counters import RunCounters
 from ..hosts.reference import IngestSummary, make_plugin_manager, run_ingest
-from .export import printable
 from .options import (
     EX_INTERRUPTED,
     EX_TEMPFAIL,
@@ -27,6 +26,7 @@ from .options import (
 )
 from .progress import TerminalProgress
 from .reporting import RunFiles
+from .writers import printable
 
 __all__ = ["ingest"]
 
@@ -95,7 +95,7 @@ def ingest(
     pm = make_plugin_manager(config)
     files = RunFiles("ingest", status_file, metrics_file)
     if follow:
-        from ..hosts.live import follow as follow_file
+        from ..hosts.follow import follow as follow_file
 
         with output_stream(output, append=True) as stream:
             summary = follow_file(

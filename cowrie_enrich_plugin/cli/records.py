@@ -10,7 +10,6 @@ import click
 
 from ..addresses import InvalidAddress, NonGlobal, Usable, classify
 from ..ecs import to_ecs
-from .export import printable
 from .options import (
     EX_TEMPFAIL,
     ConfigFailure,
@@ -20,6 +19,7 @@ from .options import (
     run_command,
     settings,
 )
+from .writers import printable
 
 __all__ = ["export", "lookup"]
 
@@ -89,7 +89,7 @@ def export(fmt: str, output: str, **opts: Any) -> None:
     """
     from ..store import open_store
     from ..store.parts import count_parts, with_parts
-    from .export import write_csv, write_jsonl
+    from .writers import write_csv, write_jsonl
 
     config = settings(host_config(opts))
     with open_store(config.db, read_only=True) as store, output_stream(output) as stream:

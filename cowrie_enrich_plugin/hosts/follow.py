@@ -1,153 +1,120 @@
-"""Following a growing ``cowrie.json`` across rotation, as ``tail -F`` does, line by line.
+"""The reference host as a long-lived host: ``cowrie-enrich ingest --follow PATH``.
 
-Cowrie rotates its log daily by renaming ``cowrie.json`` and creating a new one. The
-follower keeps the file it has open until the path names another file; then it
-reads what is left of the old one to its end, and only then opens the new one from
-its start: no line is lost or read twice. A file truncated in place (logrotate's
-``copytruncate``) is read again from its start, also when the writer has already
-written past the old end by the time the follower looks: the last bytes it read are
-compared with what the file now holds there. A line is handed on only once its
-newline has been written; a last line without one is handed on when its file is
-rotated away. A path that cannot be opened for now (a folder in its place, no
-permission) is said once and tried again; the follower does not stop.
+It follows one growing ``cowrie.json`` across rotation (:mod:`.tail`), hands each
+new line's event to the plugins as it is written, lets them deliver whenever records
+are ready (a delivery is an upsert by ``ip``: a pending record that resolves comes
+again), and runs until SIGINT or SIGTERM; then the plugins have ``shutdown_timeout``
+seconds to finish, and what is unanswered stays pending for the next start.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import IO, Final
+import time
+from collections.abc import Mapping
+from typing import IO, Any, Final
 
-__all__ = ["FollowedFile", "Line"]
+import pluggy
 
-logger = logging.getLogger(__name__)
+from .kit import RecordSink, end_run, live_stats, stopping_on_signals
+from .logreader import LogProblem, parse_event
+from .reference import CHECKPOINT_SECONDS, IngestSummary, Progress
+from .tail import FollowedFile, Line
 
-_READ_BYTES: Final = 1 << 20
-#: How many of the last bytes read are kept to recognise the file when it is looked at again.
-_TAIL_BYTES: Final = 256
+__all__ = ["follow"]
 
-
-@dataclass(frozen=True, slots=True)
-class Line:
-    """One complete line of the followed file, with its number in the file it came from."""
-
-    path: str
-    number: int
-    text: bytes
+_IDLE_SECONDS: Final = 0.2
+_CHUNK: Final = 2000
+#: Problems kept for the summary (the counts are kept for all).
+_PROBLEMS_KEPT: Final = 100
 
 
-class FollowedFile:
-    """The lines written to ``path`` from now on (and those already there)."""
+def follow(
+    path: str,
+    host_config: Mapping[str, Any],
+    *,
+    pm: pluggy.PluginManager,
+    output: IO[str] | None = None,
+    progress: Progress | None = None,
+) -> IngestSummary:
+    """Follow ``path`` until a signal; return what the run did.
 
-    def __init__(self, path: str, max_line: int = 4 * 1024 * 1024) -> None:
-        self.path = path
-        self.max_line = max_line
-        self.rotations = 0
-        self._handle: IO[bytes] | None = None
-        self._inode: tuple[int, int] | None = None
-        self._partial = b""
-        self._number = 0
-        self._label = path
-        #: the last bytes read, and where they end: still there unless truncated
-        self._tail = b""
-        #: why the path could not be opened last time (said once)
-        self._refused: str | None = None
+    ``host_config`` should ask the plugins for the long-lived lifecycle.
+    """
+    started = time.monotonic()
+    sink = RecordSink(output)
+    pm.register(sink, name="reference-host")
+    summary = IngestSummary()
+    followed = FollowedFile(path)
+    hook = pm.hook
+    try:
+        with stopping_on_signals(pm) as stop:
+            try:
+                hook.cowrie_ingest_start(config=host_config, pluginmanager=pm)
+                _loop(followed, pm, summary, sink, output, progress)
+            except KeyboardInterrupt:
+                pass  # the way a follower is stopped
+            finally:
+                stop.ending = True
+                summary.read_seconds = time.monotonic() - started
+                summary.plugin = end_run(pm)
+    except KeyboardInterrupt:
+        pass  # a second signal while ending
+    finally:
+        followed.close()
+        pm.unregister(sink)
+    sink.fill(summary, started)
+    return summary
 
-    def close(self) -> None:
-        """Close the file."""
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
 
-    def read(self) -> Iterator[Line]:
-        """Every complete line written since the last call (none when nothing new)."""
-        if self._handle is None and not self._open():
-            return
-        if self._truncated():
-            self._restart()
-        yield from self._drain()
-        current = self._path_identity()
-        if current is not None and current != self._inode:
-            # Rotated: what the writer put in the old file before the rename is read
-            # first, the last unterminated line too, then the new file from its start.
-            yield from self._drain()
-            if self._partial:
-                yield self._line(self._partial)
-                self._partial = b""
-            self.close()
-            self.rotations += 1
-            self._label = f"{self.path} (before rotation {self.rotations})"
-            if self._open():
-                yield from self._drain()
-        elif current is not None and self._truncated():
-            self._restart()
+def _loop(
+    followed: FollowedFile,
+    pm: pluggy.PluginManager,
+    summary: IngestSummary,
+    sink: RecordSink,
+    output: IO[str] | None,
+    progress: Progress | None,
+) -> None:
+    hook = pm.hook
+    next_checkpoint = time.monotonic() + CHECKPOINT_SECONDS
+    while True:
+        events: list[dict[str, Any]] = []
+        lines: list[Line] = []
+        for line in followed.read():
+            summary.lines += 1
+            event = parse_event(line.text)
+            if isinstance(event, str):
+                _problem(summary, LogProblem(line.path, line.number, event))
+                continue
+            events.append(event)
+            lines.append(line)
+            if len(events) >= _CHUNK:
+                _hand_on(hook, events, lines, summary)
+                events, lines = [], []
+        # An empty chunk still lets the plugins deliver what became ready.
+        _hand_on(hook, events, lines, summary)
+        if output is not None:
+            output.flush()
+        if time.monotonic() >= next_checkpoint:
+            hook.cowrie_ingest_checkpoint()
+            next_checkpoint = time.monotonic() + CHECKPOINT_SECONDS
+        if progress is not None:
+            summary.delivered = sink.count
+            progress(summary, live_stats(pm))
+        if not lines and not any(hook.cowrie_ingest_idle(seconds=_IDLE_SECONDS)):
+            time.sleep(_IDLE_SECONDS)
 
-    def _truncated(self) -> bool:
-        """Whether the open file no longer holds, before the read position, what was read."""
-        if self._handle is None or not self._tail:
-            return False
-        handle = self._handle
-        end = handle.tell()
-        try:
-            if os.fstat(handle.fileno()).st_size < end:
-                return True
-            return os.pread(handle.fileno(), len(self._tail), end - len(self._tail)) != self._tail
-        except OSError:
-            return False
 
-    def _restart(self) -> None:
-        """Read the file again from its start (it was truncated in place)."""
-        assert self._handle is not None
-        self._handle.seek(0)
-        self._partial = b""
-        self._tail = b""
-        self._number = 0
+def _hand_on(
+    hook: Any, events: list[dict[str, Any]], lines: list[Line], summary: IngestSummary
+) -> None:
+    for refused in hook.cowrie_ingest_events(events=events):
+        for index, reason in refused or ():
+            line = lines[index]
+            _problem(summary, LogProblem(line.path, line.number, reason))
+    summary.events += len(events)
 
-    def _open(self) -> bool:
-        try:
-            handle = open(self.path, "rb")  # noqa: SIM115 - kept open while followed
-        except FileNotFoundError:
-            return False
-        except OSError as exc:  # a folder in its place, no permission: wait and see
-            why = exc.strerror or str(exc)
-            if why != self._refused:
-                logger.warning("cannot read %s (%s); trying again", self.path, why)
-                self._refused = why
-            return False
-        self._refused = None
-        stat = os.fstat(handle.fileno())
-        self._handle = handle
-        self._inode = (stat.st_dev, stat.st_ino)
-        self._number = 0
-        self._tail = b""
-        self._label = self.path
-        return True
 
-    def _path_identity(self) -> tuple[int, int] | None:
-        try:
-            stat = os.stat(self.path)
-        except OSError:  # between the rename and the new file: keep reading the old one
-            return None
-        return (stat.st_dev, stat.st_ino)
-
-    def _drain(self) -> Iterator[Line]:
-        assert self._handle is not None
-        while True:
-            data = self._handle.read(_READ_BYTES)
-            if not data:
-                return
-            self._tail = (self._tail + data)[-_TAIL_BYTES:]
-            data = self._partial + data
-            lines = data.split(b"\n")
-            self._partial = lines.pop()
-            if len(self._partial) > self.max_line:  # a runaway line: hand it on as it is
-                lines.append(self._partial)
-                self._partial = b""
-            for text in lines:
-                yield self._line(text)
-
-    def _line(self, text: bytes) -> Line:
-        self._number += 1
-        return Line(self._label, self._number, text)
+def _problem(summary: IngestSummary, problem: LogProblem) -> None:
+    summary.bad_lines += 1
+    if len(summary.problems) < _PROBLEMS_KEPT:
+        summary.problems.append(problem)

@@ -9,22 +9,24 @@ implements ``cowrie_enrichment_ready`` itself.
 from __future__ import annotations
 
 import contextlib
-import json
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import IO, Any, Final
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import IO, Any
 
 import pluggy
 
-from .. import hookspecs
-from ..config import PLUGIN_NAME, plugin_enabled
 from ..counters import RunCounters
-from ..hookspecs import PROJECT_NAME, hookimpl
-from .discovery import load_entry_points
-from .logreader import LogProblem, LogReader
+from .kit import (
+    IngestSummary,
+    RecordSink,
+    SignalState,
+    end_run,
+    live_stats,
+    make_plugin_manager,
+    stopping_on_signals,
+)
+from .logreader import LogReader
 
 __all__ = [
     "IngestSummary",
@@ -40,118 +42,7 @@ __all__ = [
 CHECKPOINT_SECONDS = 10.0
 
 
-def make_plugin_manager(host_config: Mapping[str, Any]) -> pluggy.PluginManager:
-    """A plugin manager with the specs added and the enabled entry-point plugins loaded."""
-    pm = pluggy.PluginManager(PROJECT_NAME)
-    pm.add_hookspecs(hookspecs)
-    if not plugin_enabled(host_config):
-        pm.set_blocked(PLUGIN_NAME)
-    load_entry_points(pm, PROJECT_NAME)
-    pm.check_pending()
-    return pm
-
-
-class RecordSink:
-    """The host's own ``cowrie_enrichment_ready``: counts records and writes them as JSON lines."""
-
-    def __init__(self, output: IO[str] | None = None) -> None:
-        self.output = output
-        self.count = 0
-        self.by_status: dict[str, int] = {}
-
-    def fill(self, summary: IngestSummary, started: float) -> None:
-        """Put what was delivered, and the run's length, in ``summary``."""
-        summary.delivered = self.count
-        summary.by_status = dict(self.by_status)
-        summary.seconds = time.monotonic() - started
-
-    @hookimpl
-    def cowrie_enrichment_ready(self, records: Sequence[Mapping[str, Any]]) -> None:
-        """Count and (optionally) write the records."""
-        self.count += len(records)
-        for record in records:
-            status = str(record["status"])
-            self.by_status[status] = self.by_status.get(status, 0) + 1
-        if self.output is not None:
-            self.output.write("".join(json.dumps(record) + "\n" for record in records))
-
-
-@dataclass
-class IngestSummary:
-    """What one ingest run did."""
-
-    events: int = 0
-    lines: int = 0
-    bad_lines: int = 0
-    bad_files: int = 0
-    problems: list[LogProblem] = field(default_factory=list)
-    #: the enrichment plugin's counters (zero when it is not loaded)
-    plugin: RunCounters = field(default_factory=RunCounters)
-    delivered: int = 0
-    by_status: dict[str, int] = field(default_factory=dict)
-    #: from start to the last event handed to the plugins (the ingest loop itself)
-    read_seconds: float = 0.0
-    #: the whole run, including ``cowrie_ingest_end`` waiting for the last batches
-    seconds: float = 0.0
-    #: the run was cut short by SIGINT or SIGTERM
-    interrupted: bool = False
-    #: what the reader skipped in folders (not a log, unreadable), with why
-    skipped_paths: list[str] = field(default_factory=list)
-
-    @property
-    def pending(self) -> int:
-        """Addresses left pending (the network source failed for them, or the run stopped)."""
-        return self.plugin.pending
-
-
 Progress = Callable[[IngestSummary, RunCounters], None]
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised on the host's thread as Ctrl-C's ``KeyboardInterrupt`` is."""
-
-
-#: The signals that stop a run: Ctrl-C, a service manager's stop, and a closing
-#: terminal (or ``systemctl reload`` without an ``ExecReload``), which would otherwise
-#: kill the process with nothing flushed.
-STOPPING_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-@dataclass
-class SignalState:
-    """Whether a stopping signal came, and whether the run is already ending."""
-
-    came: bool = False
-    ending: bool = False
-
-
-@contextlib.contextmanager
-def stopping_on_signals(pm: pluggy.PluginManager, *, cut: bool = True) -> Iterator[SignalState]:
-    """While inside, SIGINT, SIGTERM and SIGHUP stop the run: the plugins are told at once.
-
-    With ``cut``, reading is cut short with :class:`KeyboardInterrupt`; without, the
-    host watches :attr:`SignalState.came` itself (a filter that must not lose a line
-    half-written). A signal that comes once the run is ending (``cowrie_ingest_end``)
-    only tells the plugins to hurry. Signals are handled only on the main thread.
-    """
-    state = SignalState()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        state.came = True
-        pm.hook.cowrie_ingest_interrupted()
-        if cut and not state.ending:
-            state.ending = True  # a second signal does not cut the end short again
-            raise KeyboardInterrupt() if signum == signal.SIGINT else Interrupted()
-
-    if threading.current_thread() is not threading.main_thread():
-        yield state
-        return
-    previous = {sig: signal.signal(sig, on_signal) for sig in STOPPING_SIGNALS}
-    try:
-        yield state
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def run_ingest(
@@ -231,11 +122,7 @@ def _ingest(
         stop.ending = True  # a signal from now on only tells the plugins to hurry
         summary.read_seconds = time.monotonic() - started
         with _progress_while(progress, progress_every, summary, sink, manager):
-            try:
-                if read_all and not stop.came:
-                    hook.cowrie_ingest_finish()
-            finally:
-                summary.plugin = end_run(manager)
+            summary.plugin = end_run(manager, finish=read_all and not stop.came)
 
 
 @contextlib.contextmanager
@@ -264,21 +151,3 @@ def _progress_while(
     finally:
         stop.set()
         thread.join()
-
-
-def end_run(pm: pluggy.PluginManager) -> RunCounters:
-    """Call ``cowrie_ingest_end``; the plugins' counters, added up."""
-    return _added_up(pm.hook.cowrie_ingest_end())
-
-
-def live_stats(pm: pluggy.PluginManager) -> RunCounters:
-    """The plugins' counters mid-run, through the progress hook."""
-    return _added_up(pm.hook.cowrie_ingest_progress())
-
-
-def _added_up(results: Iterable[object]) -> RunCounters:
-    total = RunCounters()
-    for stats in results:
-        if isinstance(stats, Mapping):
-            total = total + RunCounters.from_mapping(stats)
-    return total

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cowrie_enrich_plugin.hosts.follow import FollowedFile
+from cowrie_enrich_plugin.hosts.tail import FollowedFile
 from cowrie_enrich_plugin.testing import BulkWhoisServer
 
 from ..conftest import global_ips
