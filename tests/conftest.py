@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import gzip
-import json
+import inspect
 import os
-import random
-import subprocess
-import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,34 +19,6 @@ PG_ADMIN_ENV = "CE_TEST_PG_ADMIN_URL"
 # Feeds off for every test (and every process a test starts) unless it turns them on:
 # a long-lived host would otherwise download due feeds from their publishers.
 os.environ["COWRIE_ENRICH_FEEDS_ENABLED"] = ""
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-@contextlib.contextmanager
-def pip_installed(folder: Path, name: str, forget: Callable[[], None]) -> Iterator[None]:
-    """``pip install`` the distribution in ``folder`` into this environment, then uninstall it.
-
-    ``forget`` clears what caches the entry points (called after each step).
-    """
-    install = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
-    done = subprocess.run([*install, str(folder)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
-    forget()
-    try:
-        yield
-    finally:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "uninstall", "-q", "-y", name], capture_output=True
-        )
-        forget()
-
-
-def shared_data(name: str) -> Path:
-    """A folder of ../shared/data, or skip the test when it is not there."""
-    path = SHARED_DATA / name
-    if not path.is_dir():
-        pytest.skip(f"{path} is not present")
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -113,59 +79,16 @@ def server() -> Iterator[BulkWhoisServer]:
         yield whois
 
 
-def host_config(server: BulkWhoisServer, db_url: str, **extra: Any) -> dict[str, Any]:
-    """A host configuration pointing the plugin at ``server`` and ``db_url``."""
-    host, port = server.address
-    section: dict[str, Any] = {
-        "db": db_url,
-        "cymru_host": host,
-        "cymru_port": port,
-        "flush_interval": 0.2,
-        "timeout": 5,
-        "retries": 3,
-    }
-    section.update(extra)
-    return {"plugins": {"enabled": ["enrich"], "enrich": section}}
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``postgres`` every test that needs PostgreSQL, so ``-m postgres`` selects them all.
 
-
-def global_ips(count: int, seed: int = 7, v6_share: float = 0.0) -> list[str]:
-    """Distinct globally routable addresses, deterministic for a seed."""
-    from cowrie_enrich_plugin.addresses import Usable, classify
-
-    rng = random.Random(seed)
-    found: dict[str, None] = {}
-    while len(found) < count:
-        if rng.random() < v6_share:
-            text = f"2a0{rng.randint(0, 9)}:{rng.randint(0, 0xFFFF):x}:{rng.randint(0, 0xFFFF):x}::{rng.randint(1, 0xFFFF):x}"
-        else:
-            text = ".".join(str(rng.randint(1, 254)) for _ in range(4))
-        verdict = classify(text)
-        if isinstance(verdict, Usable):
-            found[verdict.ip] = None
-    return list(found)
-
-
-def write_log(
-    path: Path, ips: list[str], events_per_ip: int = 3, extra_lines: list[str] | None = None
-) -> Path:
-    """Write a Cowrie-like log (gzip when the name ends in .gz) with events for ``ips``."""
-    lines = []
-    for n, ip in enumerate(ips):
-        for k in range(events_per_ip):
-            lines.append(
-                json.dumps(
-                    {
-                        "eventid": "cowrie.session.connect" if k == 0 else "cowrie.login.failed",
-                        "src_ip": ip,
-                        "session": f"{n:08x}",
-                        "timestamp": "2026-11-28T20:00:00.000000Z",
-                    }
-                )
-            )
-    lines.extend(extra_lines or [])
-    data = ("\n".join(lines) + "\n").encode()
-    if path.name.endswith(".gz"):
-        path.write_bytes(gzip.compress(data))
-    else:
-        path.write_bytes(data)
-    return path
+    Those asking for ``pg_url`` or ``pg_database`` themselves, and the PostgreSQL case
+    of every test parametrized over the backends (``db_url`` or a parameter of their own).
+    """
+    for item in items:
+        function = getattr(item, "function", None)
+        asked = set(inspect.signature(function).parameters) if function is not None else set()
+        callspec = getattr(item, "callspec", None)
+        params = [str(value) for value in callspec.params.values()] if callspec else []
+        if asked & {"pg_url", "pg_database"} or "postgresql" in params:
+            item.add_marker(pytest.mark.postgres)

@@ -16,7 +16,7 @@ from cowrie_enrich_plugin.hosts.reference import make_plugin_manager, run_ingest
 from cowrie_enrich_plugin.plugin import EnrichPlugin
 from cowrie_enrich_plugin.transport import ProcessTransport
 
-from .conftest import global_ips, write_log
+from .helpers import global_ips, write_log
 
 FLOOR_WORKER = Path(__file__).resolve().parents[1] / "benchmarks" / "floor_worker.py"
 

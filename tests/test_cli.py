@@ -16,8 +16,7 @@ from cowrie_enrich_plugin.cli import main
 from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults
 from cowrie_enrich_plugin.testing.whois_server import Row
 
-from .conftest import global_ips, write_log
-from .e2e.test_processes import clean_env, cowrie_enrich
+from .helpers import clean_env, cowrie_enrich, global_ips, write_log
 from .mmdb import write_asn, write_city
 from .test_logreader import hostile_log
 

@@ -14,7 +14,7 @@ from cowrie_enrich_plugin.sources.cymru.client import BatchResult, BulkWhoisClie
 from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults
 from cowrie_enrich_plugin.testing.whois_server import WhoisRequest
 
-from .conftest import global_ips
+from .helpers import global_ips
 
 
 def query(client: BulkWhoisClient, ips: list[str], concurrency: int = 2) -> list[BatchResult]:

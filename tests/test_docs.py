@@ -8,8 +8,8 @@ from pathlib import Path
 
 from cowrie_enrich_plugin.testing import BulkWhoisServer
 
-from .conftest import global_ips, host_config, write_log
 from .docs_example import run_example_host
+from .helpers import global_ips, host_config, write_log
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -106,7 +106,7 @@ def test_every_exported_record_validates(tmp_path: Path) -> None:
     from cowrie_enrich_plugin.cli import main
     from cowrie_enrich_plugin.testing import BulkWhoisServer
 
-    from .conftest import global_ips, write_log
+    from .helpers import global_ips, write_log
     from .mmdb import write_asn, write_city
 
     ips = [*global_ips(300, seed=601, v6_share=0.2), "81.2.69.142", "10.0.0.1"]

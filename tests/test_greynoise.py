@@ -15,8 +15,7 @@ from cowrie_enrich_plugin.sources.greynoise import SOURCE
 from cowrie_enrich_plugin.sources.greynoise.client import GreyNoiseClient
 from cowrie_enrich_plugin.testing import GreyNoiseServer, HttpFaults, expected_greynoise
 
-from .conftest import global_ips, write_log
-from .e2e.test_processes import clean_env, cowrie_enrich, write_config
+from .helpers import clean_env, cowrie_enrich, global_ips, write_config, write_log
 
 FIELDS = ("noise", "riot", "classification", "name", "link", "last_seen")
 

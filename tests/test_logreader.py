@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from cowrie_enrich_plugin.hosts.logreader import LogReader, expand_paths, json_loads
 
-from .conftest import shared_data
+from .helpers import shared_data
 
 
 def events_of(reader: LogReader) -> list[dict[str, object]]:

@@ -16,7 +16,7 @@ from cowrie_enrich_plugin.cli import main
 from cowrie_enrich_plugin.record import CymruAnswer, EnrichmentRecord, GeoAnswer, Status, utc_now
 from cowrie_enrich_plugin.sources.maxmind.lookup import GeoDatabase, GeoDatabaseError, GeoLookup
 
-from .conftest import shared_data
+from .helpers import shared_data
 from .mmdb import CITY_NETWORKS, write_asn, write_city, write_mmdb
 
 
@@ -214,7 +214,7 @@ def test_maxmind_added_later_reaches_cached_records_and_removed_erases_nothing(
     a newer build makes the section again."""
     from cowrie_enrich_plugin.testing import BulkWhoisServer
 
-    from .conftest import write_log
+    from .helpers import write_log
 
     city, asn = write_city(tmp_path / "city.mmdb"), write_asn(tmp_path / "asn.mmdb")
     geo = ["--geoip-city", str(city), "--geoip-asn", str(asn)]

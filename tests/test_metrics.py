@@ -17,8 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults
 
-from .conftest import global_ips, write_log
-from .e2e.test_processes import clean_env, cowrie_enrich
+from .helpers import clean_env, cowrie_enrich, global_ips, write_log
 
 
 def samples(text: str) -> dict[str, float]:

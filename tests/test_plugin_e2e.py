@@ -18,7 +18,7 @@ from cowrie_enrich_plugin.plugin import EnrichPlugin
 from cowrie_enrich_plugin.record import parse_time
 from cowrie_enrich_plugin.testing import BulkWhoisServer
 
-from .conftest import global_ips, host_config, write_log
+from .helpers import global_ips, host_config, write_log
 from .mmdb import write_asn, write_city
 
 

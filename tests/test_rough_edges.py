@@ -23,8 +23,7 @@ from cowrie_enrich_plugin.hosts.reference import make_plugin_manager
 from cowrie_enrich_plugin.store.leases import make_owner_id, owner_is_dead_here, this_host
 from cowrie_enrich_plugin.testing import BulkWhoisServer
 
-from .conftest import global_ips, host_config, write_log
-from .e2e.test_processes import clean_env, cowrie_enrich, write_config
+from .helpers import clean_env, cowrie_enrich, global_ips, host_config, write_config, write_log
 
 HOST = this_host()
 

@@ -25,7 +25,7 @@ from cowrie_enrich_plugin.store.schema import (
     records_table,
 )
 
-from .conftest import global_ips
+from .helpers import global_ips
 
 NOW = dt.datetime(2026, 11, 28, 20, 0, tzinfo=dt.timezone.utc)
 

@@ -11,7 +11,7 @@ from cowrie_enrich_plugin.store import open_store, sql
 from cowrie_enrich_plugin.store.bulk import BulkInsert, parameter_limit
 from cowrie_enrich_plugin.store.schema import pending_queue
 
-from .conftest import global_ips
+from .helpers import global_ips
 
 COLUMNS = ("ip", "attempts", "last_error")
 

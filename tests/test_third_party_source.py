@@ -17,8 +17,7 @@ import sqlalchemy as sa
 from cowrie_enrich_plugin.sources.plugin import discover
 from cowrie_enrich_plugin.testing import BulkWhoisServer
 
-from .conftest import global_ips, pip_installed, write_log
-from .e2e.test_processes import clean_env, cowrie_enrich, write_config
+from .helpers import clean_env, cowrie_enrich, global_ips, pip_installed, write_config, write_log
 
 EXAMPLE = Path(__file__).parent / "example_source"
 

@@ -28,7 +28,7 @@ from cowrie_enrich_plugin.config import EnrichConfig
 from cowrie_enrich_plugin.testing import BulkWhoisServer
 from cowrie_enrich_plugin.transport import ProcessTransport, Transport
 
-from .conftest import global_ips
+from .helpers import global_ips
 
 
 def _finish(transport: ProcessTransport, timeout: float = 30.0) -> list[FromEngine]:

@@ -24,7 +24,7 @@ import pytest
 
 from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults
 
-from ..conftest import global_ips
+from ..helpers import global_ips
 
 pytestmark = [
     pytest.mark.slow,

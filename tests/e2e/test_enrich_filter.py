@@ -17,8 +17,7 @@ import sqlalchemy as sa
 
 from cowrie_enrich_plugin.testing import BulkWhoisServer
 
-from ..conftest import global_ips, shared_data, write_log
-from .test_processes import clean_env, cowrie_enrich
+from ..helpers import clean_env, cowrie_enrich, global_ips, shared_data, write_log
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,7 @@ import pytest
 from cowrie_enrich_plugin.hosts.tail import FollowedFile
 from cowrie_enrich_plugin.testing import BulkWhoisServer
 
-from ..conftest import global_ips
-from .test_processes import clean_env, cowrie_enrich, write_config
+from ..helpers import clean_env, cowrie_enrich, global_ips, write_config
 
 pytestmark = pytest.mark.slow
 

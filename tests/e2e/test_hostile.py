@@ -22,9 +22,16 @@ import sqlalchemy as sa
 
 from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults
 
-from ..conftest import global_ips, host_config, write_log
+from ..helpers import (
+    assert_complete,
+    clean_env,
+    cowrie_enrich,
+    global_ips,
+    host_config,
+    write_config,
+    write_log,
+)
 from ..test_cymru_client import assert_reasked_only_after_disturbance
-from .test_processes import assert_complete, clean_env, cowrie_enrich, write_config
 
 pytestmark = pytest.mark.slow
 

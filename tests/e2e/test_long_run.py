@@ -29,8 +29,7 @@ import pytest
 
 from cowrie_enrich_plugin.testing import BulkWhoisServer, SimulatedClock
 
-from ..conftest import global_ips
-from .test_processes import cowrie_enrich, write_config
+from ..helpers import cowrie_enrich, global_ips, write_config
 
 pytestmark = pytest.mark.slow
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,62 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from cowrie_enrich_plugin.store import open_store
 from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults
 
-from ..conftest import global_ips, host_config, write_log
+from ..helpers import assert_complete, clean_env, cowrie_enrich, global_ips, write_config, write_log
 
 pytestmark = pytest.mark.slow
-
-
-def cowrie_enrich() -> str:
-    script = Path(sys.executable).parent / "cowrie-enrich"
-    return str(script) if script.exists() else shutil.which("cowrie-enrich") or "cowrie-enrich"
-
-
-def write_config(path: Path, server: BulkWhoisServer, db_url: str, **extra: object) -> Path:
-    """The same host config as ``host_config``, as a TOML file."""
-    section = host_config(server, db_url, **extra)["plugins"]["enrich"]
-    lines = ["[plugins]", 'enabled = ["enrich"]', "[plugins.enrich]"]
-    lines += [
-        f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value!r}"
-        for key, value in section.items()
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def clean_env() -> dict[str, str]:
-    """The environment without the package's variables, and with the feeds off.
-
-    With feeds on (the default) a long-lived host downloads due feeds from their
-    publishers on its own; the suite never reaches them. Feeds tests use
-    :func:`feeds_env`.
-    """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COWRIE_ENRICH_")}
-    env["COWRIE_ENRICH_FEEDS_ENABLED"] = ""
-    return env
-
-
-def feeds_env() -> dict[str, str]:
-    """:func:`clean_env` with the feeds as the configuration says."""
-    env = clean_env()
-    del env["COWRIE_ENRICH_FEEDS_ENABLED"]
-    return env
-
-
-def assert_complete(db_url: str, server: BulkWhoisServer, ips: list[str]) -> None:
-    store = open_store(db_url)
-    records = store.get_records(ips)
-    store.close()
-    assert set(records) == set(ips)
-    for ip in ips:
-        record = records[ip].to_dict()
-        assert record["status"] in ("enriched", "unannounced"), record
-        expected = server.expected(ip)
-        assert expected is not None
-        for key, value in expected.items():
-            assert record["cymru"][key] == value
 
 
 def test_sigkill_mid_run_then_rerun_completes(tmp_path: Path) -> None:

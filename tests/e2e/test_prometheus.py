@@ -15,8 +15,7 @@ import pytest
 
 from cowrie_enrich_plugin.testing import BulkWhoisServer
 
-from ..conftest import global_ips, write_log
-from .test_processes import clean_env, cowrie_enrich
+from ..helpers import clean_env, cowrie_enrich, global_ips, write_log
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 

@@ -18,8 +18,7 @@ import pytest
 
 from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults
 
-from ..conftest import global_ips, write_log
-from .test_processes import assert_complete, clean_env, cowrie_enrich, write_config
+from ..helpers import assert_complete, clean_env, cowrie_enrich, global_ips, write_config, write_log
 
 pytestmark = pytest.mark.slow
 

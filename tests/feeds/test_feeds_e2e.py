@@ -14,9 +14,8 @@ import pytest
 from cowrie_enrich_plugin.feeds.catalog import installed_feeds
 from cowrie_enrich_plugin.testing import BulkWhoisServer, FeedServer, feeds_table, sample_feeds
 
-from ..conftest import pip_installed, shared_data
 from ..e2e.test_follow import delivered, event
-from ..e2e.test_processes import cowrie_enrich, feeds_env
+from ..helpers import cowrie_enrich, feeds_env, pip_installed, shared_data
 from . import feeds_toml
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "example_feed"

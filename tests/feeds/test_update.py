@@ -14,7 +14,7 @@ import pytest
 from cowrie_enrich_plugin.testing import BulkWhoisServer, FeedServer, feeds_table, sample_feeds
 from cowrie_enrich_plugin.testing.feed_server import SAMPLE_PATHS
 
-from ..e2e.test_processes import feeds_env
+from ..helpers import feeds_env
 from . import feeds_toml
 
 CLI = [sys.executable, "-m", "cowrie_enrich_plugin.cli"]

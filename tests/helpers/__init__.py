@@ -1,0 +1,29 @@
+"""The suite's helpers: data it writes (:mod:`.data`), processes it starts (:mod:`.processes`).
+
+Test modules import them from here, never from ``conftest.py`` or from another test
+module; ``conftest.py`` holds only fixtures and hooks.
+"""
+
+from .data import SHARED_DATA, global_ips, host_config, shared_data, write_log
+from .processes import (
+    assert_complete,
+    clean_env,
+    cowrie_enrich,
+    feeds_env,
+    pip_installed,
+    write_config,
+)
+
+__all__ = [
+    "SHARED_DATA",
+    "assert_complete",
+    "clean_env",
+    "cowrie_enrich",
+    "feeds_env",
+    "global_ips",
+    "host_config",
+    "pip_installed",
+    "shared_data",
+    "write_config",
+    "write_log",
+]

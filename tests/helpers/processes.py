@@ -1,0 +1,95 @@
+"""Running the installed command as a user would: its path, a config file, a clean environment."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from cowrie_enrich_plugin.store import open_store
+from cowrie_enrich_plugin.testing import BulkWhoisServer
+
+from .data import host_config
+
+__all__ = [
+    "assert_complete",
+    "clean_env",
+    "cowrie_enrich",
+    "feeds_env",
+    "pip_installed",
+    "write_config",
+]
+
+
+def cowrie_enrich() -> str:
+    """The installed ``cowrie-enrich`` command beside this interpreter (or on PATH)."""
+    script = Path(sys.executable).parent / "cowrie-enrich"
+    return str(script) if script.exists() else shutil.which("cowrie-enrich") or "cowrie-enrich"
+
+
+def write_config(path: Path, server: BulkWhoisServer, db_url: str, **extra: object) -> Path:
+    """The same host config as ``host_config``, as a TOML file."""
+    section = host_config(server, db_url, **extra)["plugins"]["enrich"]
+    lines = ["[plugins]", 'enabled = ["enrich"]', "[plugins.enrich]"]
+    lines += [
+        f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value!r}"
+        for key, value in section.items()
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without the package's variables, and with the feeds off.
+
+    With feeds on (the default) a long-lived host downloads due feeds from their
+    publishers on its own; the suite never reaches them. Feeds tests use
+    :func:`feeds_env`.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COWRIE_ENRICH_")}
+    env["COWRIE_ENRICH_FEEDS_ENABLED"] = ""
+    return env
+
+
+def feeds_env() -> dict[str, str]:
+    """:func:`clean_env` with the feeds as the configuration says."""
+    env = clean_env()
+    del env["COWRIE_ENRICH_FEEDS_ENABLED"]
+    return env
+
+
+def assert_complete(db_url: str, server: BulkWhoisServer, ips: list[str]) -> None:
+    store = open_store(db_url)
+    records = store.get_records(ips)
+    store.close()
+    assert set(records) == set(ips)
+    for ip in ips:
+        record = records[ip].to_dict()
+        assert record["status"] in ("enriched", "unannounced"), record
+        expected = server.expected(ip)
+        assert expected is not None
+        for key, value in expected.items():
+            assert record["cymru"][key] == value
+
+
+@contextlib.contextmanager
+def pip_installed(folder: Path, name: str, forget: Callable[[], None]) -> Iterator[None]:
+    """``pip install`` the distribution in ``folder`` into this environment, then uninstall it.
+
+    ``forget`` clears what caches the entry points (called after each step).
+    """
+    install = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
+    done = subprocess.run([*install, str(folder)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    forget()
+    try:
+        yield
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "uninstall", "-q", "-y", name], capture_output=True
+        )
+        forget()
