@@ -313,7 +313,7 @@ class EnrichmentRecord:
         return self.expires_at > now
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the exported record (DESIGN.md), JSON-ready."""
+        """Return the exported record (``docs/records.rst``), JSON-ready."""
         cymru, geo = self.cymru, self.maxmind
         asn, as_name = self._merged_as()
         data = {

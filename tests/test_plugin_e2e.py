@@ -40,7 +40,7 @@ class Host:
 
 
 def raw_plugin_manager() -> pluggy.PluginManager:
-    """Exactly what DESIGN.md tells a host to do, nothing from our host module."""
+    """Exactly what docs/hooks.rst tells a host to do, nothing from our host module."""
     pm = pluggy.PluginManager("cowrieprocessor")
     pm.add_hookspecs(hookspecs)
     pm.load_setuptools_entrypoints("cowrieprocessor")

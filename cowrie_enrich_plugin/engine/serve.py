@@ -74,14 +74,14 @@ class _Throttle:
 
 
 def serve(
-    engine: Enricher,
+    enricher: Enricher,
     inbox: queue.Queue[ToEngine],
     send: Callable[[FromEngine], None],
     stopping: threading.Event | None = None,
 ) -> None:
     """Say :class:`Ready`, run the flusher over ``inbox`` until :class:`End`, say :class:`Done`.
 
-    The engine is closed on the way out, after :class:`Done` (everything is persisted
+    The enricher is closed on the way out, after :class:`Done` (everything is persisted
     and the leases given up: the host may go on while the files are closed).
     """
     throttle = _Throttle()
@@ -93,20 +93,20 @@ def serve(
         if throttle.due():
             send(Records([], flusher.counters()))
 
-    flusher = Flusher(engine, emit, stopping)
+    flusher = Flusher(enricher, emit, stopping)
     send(Ready())
     try:
         flusher.run(inbox, on_idle=idle)
     finally:
-        engine.release_leases()
+        enricher.release_leases()
         with contextlib.suppress(StoreError):  # the gauge keeps its last value
-            engine.count_pending()
+            enricher.count_pending()
         send(Done(flusher.counters()))
-        engine.close()
+        enricher.close()
 
 
 def enrich_now(
-    engine: Enricher, usable: Iterable[str], skipped: Iterable[str] = ()
+    enricher: Enricher, usable: Iterable[str], skipped: Iterable[str] = ()
 ) -> list[dict[str, Any]]:
     """Enrich addresses now, cache first, on this thread: the records, in no set order.
 
@@ -118,7 +118,7 @@ def enrich_now(
     inbox.put(SkippedAddresses(list(skipped)))
     inbox.put(End())
     found: list[dict[str, Any]] = []
-    Flusher(engine, lambda records, _: found.extend(records), resume_pending=False).run(inbox)
+    Flusher(enricher, lambda records, _: found.extend(records), resume_pending=False).run(inbox)
     return found
 
 
@@ -150,7 +150,7 @@ def main() -> int:
             host_gone.set()
 
     try:
-        engine = open_engine(init.config)
+        enricher = open_engine(init.config)
     except (ConfigError, GeoDatabaseError, StoreError) as exc:
         send(Failed.of(exc))
         return 2
@@ -179,7 +179,7 @@ def main() -> int:
             inbox.put(End(), timeout=1)
         time.sleep(_GIVE_UP_SECONDS)
         if not done.is_set():
-            releasing = threading.Thread(target=engine.release_leases, daemon=True)
+            releasing = threading.Thread(target=enricher.release_leases, daemon=True)
             releasing.start()
             releasing.join(1.0)
             os._exit(status)
@@ -206,7 +206,7 @@ def main() -> int:
             done.set()
         send(message)
 
-    serve(engine, inbox, send_final, stopping)
+    serve(enricher, inbox, send_final, stopping)
     # The reader thread is still blocked on stdin; an interpreter that finalised now
     # would abort on its buffer's lock. Everything is sent and closed: leave at once.
     with contextlib.suppress(OSError):
