@@ -227,9 +227,6 @@ def _median_row(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-#: Each ingest ratio reported: (scenario, the scenario it is divided by).
-
-
 def ingest_rounds(server: Server, work: str, ips: list[str], runs: int) -> list[dict[str, Any]]:
     """The ingest scenarios of one workload, interleaved: ``runs`` rounds of each in turn.
 

@@ -7,6 +7,7 @@ from typing import Any
 
 __all__ = ["INGEST_RATIOS", "ingest_ratios", "print_table"]
 
+#: Each ingest ratio reported: (scenario, the scenario it is divided by).
 INGEST_RATIOS = {
     "on_over_off": ("ingest-on", "ingest-off"),
     "floor_over_off": ("host-floor", "ingest-off"),

@@ -23,12 +23,14 @@ from .errors import ConfigError
 from .feeds.catalog import installed_feeds
 from .feeds.settings import ENV_KEYS as FEEDS_ENV_KEYS
 from .feeds.settings import feeds_config
-from .settings import DEFAULTS, LIVE_FLUSH_INTERVAL, RULES, EnrichConfig, check_setting
+from .settings import DEFAULTS, LIVE_FLUSH_INTERVAL, RULES, EnrichConfig, check_setting, rules_of
+from .sources.cymru import MAX_BACKOFF_SECONDS
 from .sources.plugin import BUILT_IN, discover, load
 
 __all__ = [
     "DEFAULTS",
     "ENV_PREFIX",
+    "MAX_BACKOFF_SECONDS",
     "PLUGIN_NAME",
     "ConfigError",
     "EnrichConfig",
@@ -39,12 +41,15 @@ __all__ = [
     "plugin_section",
     "resolve_config",
     "section_from_strings",
+    "source_rules_of",
 ]
 
 ENV_PREFIX: Final = "COWRIE_ENRICH_"
 #: Environment variables with the prefix that are not configuration keys.
 _RESERVED_ENV: Final = frozenset({"COWRIE_ENRICH_CONFIG", CLOCK_FILE_VARIABLE})
 PLUGIN_NAME: Final = "enrich"
+#: The name this had before :mod:`.settings` declared the rules (kept for sources).
+source_rules_of: Final = rules_of
 
 
 #: The command-line flag that sets each key, where it is not ``--key``.
@@ -102,8 +107,11 @@ def resolve_config(
         (name, tuple(sorted(_source_config(name, given, env, source).items())))
         for name, given in sorted(sections.items())
     )
-    values["secret_settings"] = frozenset(
-        (name, key) for name in sections for key, rule in _source_rules(name).items() if rule.secret
+    values["public_settings"] = frozenset(
+        (name, key)
+        for name in sections
+        for key, rule in _source_rules(name).items()
+        if not rule.secret
     )
     where = f"{source[:-1]}.feeds]" if source.endswith("]") else f"{source}.feeds"
     values["feeds"] = feeds_config(feeds_section, env, where)

@@ -69,8 +69,9 @@ class EnrichConfig:
     sources: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = field(default=(), repr=False)
     #: The offline feeds (``[plugins.enrich.feeds]``); none unless configured.
     feeds: FeedsConfig = field(default_factory=FeedsConfig)
-    #: The (source, key) pairs of :attr:`sources` that hold a secret (never shown).
-    secret_settings: frozenset[tuple[str, str]] = field(
+    #: The (source, key) pairs of :attr:`sources` known to hold no secret: only those
+    #: are shown (a config built without :func:`.config.resolve_config` shows none).
+    public_settings: frozenset[tuple[str, str]] = field(
         default=frozenset(), repr=False, compare=False
     )
 
@@ -103,10 +104,10 @@ class EnrichConfig:
                 name: {k: mask_url(str(v)) for k, v in items} for name, items in self.feeds.settings
             },
         }
-        values.pop("secret_settings")
+        values.pop("public_settings")
         for name, items in self.sources:
             values[name] = {
-                key: "***" if (name, key) in self.secret_settings and value else value
+                key: value if (name, key) in self.public_settings or not value else "***"
                 for key, value in items
             }
         return values

@@ -395,3 +395,30 @@ def test_an_infinite_retry_after_holds_asking_back_a_day_at_most() -> None:
         gn_client.close()
     slow = RateLimit(1 / 120)  # slower than a minute a request: still one at a time
     assert slow.wait(max(60.0, slow.interval)) and not slow.wait(60.0)
+
+
+def test_a_rate_limited_trial_closes_the_breaker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After an outage, the first request answered 429 shows a live server: asking resumes."""
+    from cowrie_enrich_plugin import clock
+
+    now = [1000.0]
+
+    def advance(seconds: float) -> None:
+        now[0] += seconds
+
+    monkeypatch.setattr(clock, "monotonic", lambda: now[0])
+    monkeypatch.setattr(clock, "sleep", advance)
+    with GreyNoiseServer(faults=HttpFaults(error_rate=1.0)) as gn:
+        gn_client = client(gn, retries=1, rate_per_second=100.0)
+        gn_client.lookup(global_ips(5, seed=235))  # five 503s in a row: open
+        assert gn_client.breaker.is_open
+        advance(61.0)
+        gn.faults = HttpFaults(too_many_rate=1.0, retry_after=1.0)
+        limited = gn_client.lookup(global_ips(1, seed=236))  # the trial meets 429s
+        assert "429" in next(iter(limited.pending.values()))
+        gn.faults = HttpFaults()
+        ips = global_ips(3, seed=237)
+        answered = gn_client.lookup(ips)  # at once: not held back another cooldown
+        assert set(answered.answers) | set(answered.not_found) == set(ips)
+        assert not gn_client.breaker.is_open
+        gn_client.close()

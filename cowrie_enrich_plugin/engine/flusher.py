@@ -72,7 +72,6 @@ class Flusher:
         self._sections = Sections()
         self._handled = Handled(self.config)
         self._retries = BackgroundRetries(self.config)
-        self._lock = threading.Lock()
         self._batches = Batches(self.config.concurrency)
         self._gate = StoreGate(self.config.db)
         self._emit = Emission(enricher, emit, self._gate)
@@ -324,13 +323,14 @@ class Flusher:
     def counters(self) -> RunCounters:
         """The run's counters as the engine knows them (steps, whois client, this loop)."""
         result = self.enricher.counters()
+        # Each part reads its own counts under its own lock.
         unsaved = self.unsaved
-        with self._lock:
-            result.skipped = self.skipped
-            result.pending += self._sender.uncounted_pending + unsaved
-            result.in_flight_batches = len(self._batches)
-            result.waiting_elsewhere = len(self._foreign)
-            result.backlog = self._buffered + self._batches.asking + len(self._foreign)
-            result.errors = self._sender.errors
-            result.unsaved = unsaved
+        errors, uncounted = self._sender.counts()
+        result.skipped = self.skipped
+        result.pending += uncounted + unsaved
+        result.in_flight_batches = len(self._batches)
+        result.waiting_elsewhere = len(self._foreign)
+        result.backlog = self._buffered + self._batches.asking + len(self._foreign)
+        result.errors = errors
+        result.unsaved = unsaved
         return result

@@ -63,6 +63,11 @@ class WhoisSender:
         #: processes, or answered but not saved)
         self.uncounted_pending = 0
 
+    def counts(self) -> tuple[int, int]:
+        """(errors, pending records the steps did not count), read together."""
+        with self._lock:
+            return self.errors, self.uncounted_pending
+
     def count(self, *, errors: int = 0, pending: int = 0) -> None:
         """Add to the run's errors and to the pending records the steps did not count."""
         with self._lock:

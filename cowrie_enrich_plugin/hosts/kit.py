@@ -6,11 +6,17 @@ The reference batch host (:mod:`.reference`), the follower (:mod:`.follow`), the
 and little else:
 
     pm = make_plugin_manager(host_config, own={"my-host": MySink()})
-    with stopping_on_signals(pm):
-        pm.hook.cowrie_ingest_start(config=host_config, pluginmanager=pm)
-        for chunk in chunks:
-            pm.hook.cowrie_ingest_events(events=chunk)
-    counters = end_run(pm, finish=True)  # a batch host: every answer the network gives
+    read_all = False
+    with stopping_on_signals(pm) as stop:
+        try:
+            pm.hook.cowrie_ingest_start(config=host_config, pluginmanager=pm)
+            for chunk in chunks:
+                pm.hook.cowrie_ingest_events(events=chunk)
+            read_all = True
+        finally:
+            stop.ending = True  # a signal now only hurries the end
+            # Always end; a batch host that read everything first takes every answer.
+            counters = end_run(pm, finish=read_all and not stop.came)
 """
 
 from __future__ import annotations

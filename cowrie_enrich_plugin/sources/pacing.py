@@ -2,8 +2,8 @@
 
 Tools any :class:`.plugin.NetworkSource` may use, all thread-safe and all on the
 package's clock (:mod:`..clock`), so that a simulated day paces them as it paces the
-rest. The Cymru client and the GreyNoise client share them; retries with backoff
-are tenacity's (:mod:`tenacity`) in both.
+rest. The whois client uses the breaker; the GreyNoise client all three. Retries
+with backoff are tenacity's in both.
 """
 
 from __future__ import annotations
@@ -48,11 +48,14 @@ class Breaker:
     """Stops asking a server that keeps failing, for a cooldown; then lets one request try.
 
     After ``threshold`` failures in a row the breaker opens: nothing is asked for
-    ``cooldown`` seconds. Then it is half-open: one request may go (the others still
-    wait); an answer closes it, a failure opens it again for twice as long, up to
-    ``longest``. On the package's clock.
+    ``cooldown`` seconds. Then it is half-open: one request, the trial, may go (the
+    others still wait, and another trial may go a cooldown later if this one never
+    reports); an answer closes the breaker, the trial's failure opens it again for
+    twice as long, up to ``longest``. Failures of requests sent before it opened
+    change nothing. On the package's clock.
 
     :param what: names the server in the log (``"GreyNoise"``, ``"whois at host:43"``).
+    :param level: the log level of its opening.
     """
 
     def __init__(
@@ -61,55 +64,72 @@ class Breaker:
         threshold: int,
         cooldown: float,
         longest: float | None = None,
+        level: int = logging.WARNING,
     ) -> None:
         self.what = what
         self.threshold = threshold
+        self._level = level
         self._first_cooldown = self._cooldown = cooldown
         self._longest = cooldown if longest is None else longest
         self._in_a_row = 0
+        self._open = False
         self._open_until = 0.0
-        #: how many times it opened
+        #: the thread whose request is the half-open trial (``None``: no trial out)
+        self._trial: int | None = None
+        #: how many times it opened (a trial that failed keeps it open: not counted)
         self.opened = 0
         self._lock = threading.Lock()
 
     def allow(self) -> bool:
-        """Whether a request may go now (when half-open, only the first that asks)."""
+        """Whether a request may go now (when half-open, only the trial)."""
         with self._lock:
-            if self._in_a_row < self.threshold:
+            if not self._open:
                 return True
             now = clock.monotonic()
             if now < self._open_until:
                 return False
-            self._open_until = now + self._cooldown  # the others wait for this one
+            self._open_until = now + self._cooldown  # the others wait for the trial
+            self._trial = threading.get_ident()
             return True
 
     @property
     def is_open(self) -> bool:
         """Whether requests are stopped now (a gauge)."""
         with self._lock:
-            return self._in_a_row >= self.threshold and clock.monotonic() < self._open_until
+            return self._open and clock.monotonic() < self._open_until
 
     def failed(self) -> None:
-        """Count a failed request; open when too many came in a row, or the trial failed."""
+        """Count a failed request (on the thread that sent it)."""
         with self._lock:
-            self._in_a_row += 1
-            if self._in_a_row < self.threshold:
-                return
-            if self._in_a_row > self.threshold:  # the half-open trial failed
+            if self._open:
+                if self._trial != threading.get_ident():
+                    return  # sent before it opened: already counted in
+                self._trial = None
                 self._cooldown = min(self._cooldown * 2, self._longest)
-            self._open_until = clock.monotonic() + self._cooldown
-            self.opened += 1
-            cooldown, in_a_row = self._cooldown, self._in_a_row
-        logger.warning(
-            "%s failed %d time(s) in a row; not asked for %.0fs (what it owes stays pending)",
+                self._open_until = clock.monotonic() + self._cooldown
+                level, what = logging.INFO, "still fails"
+            else:
+                self._in_a_row += 1
+                if self._in_a_row < self.threshold:
+                    return
+                self._open = True
+                self._open_until = clock.monotonic() + self._cooldown
+                self.opened += 1
+                level, what = self._level, f"failed {self._in_a_row} time(s) in a row"
+            cooldown = self._cooldown
+        logger.log(
+            level,
+            "%s %s; not asked for %.0fs (what it owes stays pending)",
             self.what,
-            in_a_row,
+            what,
             cooldown,
         )
 
     def answered(self) -> None:
-        """A request was answered: the run of failures ends."""
+        """A request was answered (the server is alive): the breaker closes."""
         with self._lock:
+            self._open = False
+            self._trial = None
             self._in_a_row = 0
             self._cooldown = self._first_cooldown
 

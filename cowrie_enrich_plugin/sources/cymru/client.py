@@ -119,7 +119,9 @@ class BulkWhoisClient:
         self.breaker_cooldown = breaker_cooldown
         self.stats = WhoisCounters()
         self._lock = threading.Lock()
-        self._breaker = Breaker(f"whois at {host}:{port}", breaker_threshold, breaker_cooldown)
+        self._breaker = Breaker(
+            f"whois at {host}:{port}", breaker_threshold, breaker_cooldown, level=logging.ERROR
+        )
         self._retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.retries),
             wait=tenacity.wait_exponential(multiplier=wait_initial, max=wait_max)

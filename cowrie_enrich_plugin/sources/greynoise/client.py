@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import json
-import logging
 import math
 import threading
 import time
@@ -38,8 +37,6 @@ from ..pacing import Breaker, DailyQuota, RateLimit
 from ..plugin import Lookup
 
 __all__ = ["DailyQuota", "GreyNoiseClient", "RateLimit"]
-
-logger = logging.getLogger(__name__)
 
 #: The longest ``Retry-After`` waited out inside one lookup; longer, the rest is pending.
 _LONGEST_WAIT: Final = 60.0
@@ -133,21 +130,27 @@ class GreyNoiseClient:
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.retries),
             wait=tenacity.wait_exponential(multiplier=0.2, max=5.0),
-            # A breaker that opened on this failure: the next attempt would only stop.
-            retry=tenacity.retry_if_exception_type(_Failed)
-            & tenacity.retry_if_exception(lambda _exc: not self.breaker.is_open),
+            # Not once the 429s are waited out, nor once the breaker opened.
+            retry=tenacity.retry_if_exception(
+                lambda exc: type(exc) is _Failed and not self.breaker.is_open
+            ),
             sleep=clock.sleep,
             reraise=True,
         )
-        return retrying(self._attempt, result, waits, method, url, kwargs)
+        try:
+            return retrying(self._attempt, result, waits, method, url, kwargs)
+        except _Failed as exc:
+            if self.breaker.is_open:
+                raise _Stop("GreyNoise keeps failing; asked again later") from exc
+            raise
 
     def _attempt(
         self, result: Lookup, waits: list[int], method: str, url: str, kwargs: dict[str, Any]
     ) -> _Answer:
         """One attempt: a request, and the waits a 429 asks for (which are not failures)."""
+        if not self.breaker.allow():
+            raise _Stop("GreyNoise keeps failing; asked again later")
         while waits[0] < _MOST_WAITS:
-            if not self.breaker.allow():
-                raise _Stop("GreyNoise keeps failing; asked again later")
             if not self.rate.wait(max(_LONGEST_WAIT, self.rate.interval)):
                 raise _Stop("GreyNoise asked to wait; asked again later")
             if not self.quota.take():
@@ -159,6 +162,11 @@ class GreyNoiseClient:
                 self.breaker.failed()
                 why = str(exc) if isinstance(exc, _TooBig | _TooSlow) else type(exc).__name__
                 raise _Failed(why) from exc
+            if response.status_code < 500:
+                self.breaker.answered()  # a 429 or a 401 too: the server is alive
+            else:
+                self.breaker.failed()
+                raise _Failed(f"server error {response.status_code}")
             if response.status_code == 429:
                 wait = _retry_after(response)
                 if _says_quota(response):
@@ -173,12 +181,8 @@ class GreyNoiseClient:
                 continue  # a wait asked for is not a failure: the limiter holds it
             if response.status_code in (401, 403):
                 raise _Stop(f"GreyNoise refused the key ({response.status_code})")
-            if response.status_code < 500:
-                self.breaker.answered()
-                return response
-            self.breaker.failed()
-            raise _Failed(f"server error {response.status_code}")
-        raise _Failed("429 Too Many Requests")
+            return response
+        raise _WaitedOut("429 Too Many Requests")
 
     def _send(self, method: str, url: str, **kwargs: Any) -> _Answer:
         """One request, answered whole within ``timeout`` seconds, or :class:`_TooSlow`.
@@ -283,6 +287,10 @@ class _Answer:
 
 class _Failed(Exception):
     """Every attempt of one request failed."""
+
+
+class _WaitedOut(_Failed):
+    """Every wait a 429 asked for was waited out: not retried (the waits were the retries)."""
 
 
 class _TooBig(Exception):
