@@ -19,7 +19,9 @@ second and come back as ``cowrie.enrich.result`` events with the ``session`` and
 ``src_ip`` of the first event of that address, the record under ``enrich``. A
 pending record that later resolves, or an expired one refreshed, comes back once
 more. At shutdown it waits at most ``shutdown_timeout`` seconds; what is unanswered
-stays pending in the store and is resolved after the next start.
+stays pending in the store and is resolved after the next start. A setting it
+cannot start with (a typo, a missing extra, a database it cannot open) is one error
+line in ``cowrie.log`` naming it, and Cowrie runs on without this output.
 
 Works with Cowrie 3.x, which gives output plugins ``dispatch``. Cowrie 2.x has no
 ``dispatch``: there this plugin would have to emit its events with
@@ -41,6 +43,7 @@ from twisted.logger import Logger
 
 from .config import PLUGIN_NAME, section_from_strings
 from .ecs import to_ecs
+from .errors import ConfigError, GeoDatabaseError, StoreError, WorkerError
 from .hookspecs import hookimpl
 from .hosts.kit import end_run, make_plugin_manager
 
@@ -59,8 +62,25 @@ class Output(cowrie.core.output.Output):  # type: ignore[misc]
 
     _log = Logger()
 
+    #: ``None`` until started, and for good when it could not start
+    pm: Any = None
+
     def start(self) -> None:
-        """Read ``[output_enrich]``, start the plugin's engine and the poll loop."""
+        """Read ``[output_enrich]``, start the plugin's engine and the poll loop.
+
+        What the operator must mend is said in one line; Cowrie runs on without it.
+        """
+        try:
+            self._start()
+        except (ConfigError, GeoDatabaseError, StoreError, WorkerError) as exc:
+            self.pm = None
+            self._log.error(
+                "enrich: not started: {why}; Cowrie runs on without enrichment until "
+                "[output_enrich] is mended and Cowrie restarted",
+                why=str(exc),
+            )
+
+    def _start(self) -> None:
         items = {
             key: value
             for key, value in CowrieConfig.items(SECTION, raw=True)
@@ -72,15 +92,18 @@ class Output(cowrie.core.output.Output):  # type: ignore[misc]
         self.host_config = {"plugins": {PLUGIN_NAME: section}}
         self.first_seen: OrderedDict[str, tuple[object, object]] = OrderedDict()
         # This package's plugin alone: Cowrie's process loads no one else's entry points.
-        self.pm = make_plugin_manager(
+        pm = make_plugin_manager(
             self.host_config, own={"cowrie": _Results(self)}, entry_points=False
         )
-        self.pm.hook.cowrie_ingest_start(config=self.host_config, pluginmanager=self.pm)
+        pm.hook.cowrie_ingest_start(config=self.host_config, pluginmanager=pm)
+        self.pm = pm
         self.loop = task.LoopingCall(self._poll)
         self.loop.start(_POLL_SECONDS, now=False)
 
     def write(self, event: dict[str, Any]) -> None:
         """Hand the event's address on (cheap: no network, no database here)."""
+        if self.pm is None:
+            return
         if str(event.get("eventid", "")).startswith("cowrie.enrich."):
             return  # our own results are not enriched again
         ip = event.get("src_ip")
@@ -101,6 +124,8 @@ class Output(cowrie.core.output.Output):  # type: ignore[misc]
 
     def stop(self) -> None:
         """Stop within ``shutdown_timeout``; what is unanswered stays pending."""
+        if self.pm is None:
+            return
         if self.loop.running:
             self.loop.stop()
         try:

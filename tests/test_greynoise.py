@@ -422,3 +422,91 @@ def test_a_rate_limited_trial_closes_the_breaker(monkeypatch: pytest.MonkeyPatch
         assert set(answered.answers) | set(answered.not_found) == set(ips)
         assert not gn_client.breaker.is_open
         gn_client.close()
+
+
+def test_a_refused_key_is_said_once_counted_and_not_asked_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ips = global_ips(6, seed=210)
+    with GreyNoiseServer(faults=HttpFaults(required_key="the-right-one")) as server:
+        gn = client(server, api_key="a-wrong-one", rate_per_second=500.0)
+        with caplog.at_level("ERROR"):
+            first = gn.lookup(ips[:3])
+            again = gn.lookup(ips[3:])
+        gn.close()
+        assert len(server.requests) == 1  # the first refusal holds every later request back
+    assert first.refusal == again.refusal == "GreyNoise refused the key (401)"
+    assert set(first.pending) | set(again.pending) == set(ips)
+    said = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(said) == 1 and "COWRIE_ENRICH_GREYNOISE_API_KEY" in said[0]
+    assert "a-wrong-one" not in said[0]
+
+
+def test_a_refused_key_fails_the_run_and_the_doctor(server: Any, tmp_path: Path) -> None:
+    ips = global_ips(5, seed=211)
+    log = write_log(tmp_path / "cowrie.json", ips)
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    key = "GN-WRONG-51c2"
+    with GreyNoiseServer(faults=HttpFaults(required_key="GN-RIGHT")) as gn:
+        config = _greynoise_config(tmp_path, server, gn, db, rate_per_second=500.0)
+        env = {**clean_env(), "COWRIE_ENRICH_GREYNOISE_API_KEY": key}
+        runs = [
+            subprocess.run(
+                [cowrie_enrich(), *command, "--config", str(config)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            for command in (["ingest", str(log)], ["doctor"])
+        ]
+    ingest, doctor = runs
+    assert ingest.returncode == 1, ingest.stdout + ingest.stderr
+    assert "GreyNoise refused the key (401)" in ingest.stderr
+    assert "greynoise: 1 request(s), 5 section(s) left pending" in ingest.stdout + ingest.stderr
+    assert doctor.returncode != 0
+    assert "FAIL  source greynoise" in doctor.stdout and "refused the key (401)" in doctor.stdout
+    for run in runs:
+        assert key not in run.stdout + run.stderr
+
+
+def test_ipv6_addresses_are_not_sent_to_the_community_api() -> None:
+    v6 = "2a00:1450:4001:81b::200e"
+    with GreyNoiseServer() as server:
+        gn = client(server, rate_per_second=500.0)
+        result = gn.lookup([v6, "8.8.8.8"])
+        gn.close()
+        assert [r.ips for r in server.requests] == [["8.8.8.8"]]
+    assert result.not_found[v6] == dict.fromkeys(FIELDS)  # says nothing, asked again never
+    assert v6 not in result.pending
+    with GreyNoiseServer() as server:  # the enterprise API takes both families
+        gn = client(server, offering="enterprise", api_key="k", rate_per_second=500.0)
+        gn.lookup([v6])
+        gn.close()
+        assert [r.ips for r in server.requests] == [[v6]]
+
+
+def test_greynoise_without_its_extra_says_what_to_install(server: Any, tmp_path: Path) -> None:
+    blocker = tmp_path / "site"
+    (blocker / "httpx").mkdir(parents=True)  # first on the path, in the worker too
+    (blocker / "httpx" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'httpx'\", name='httpx')\n"
+    )
+    log = write_log(tmp_path / "cowrie.json", global_ips(3, seed=212))
+    with GreyNoiseServer() as gn:
+        config = _greynoise_config(tmp_path, server, gn, f"sqlite:///{tmp_path / 'x.db'}")
+        env = {**clean_env(), "PYTHONPATH": str(blocker)}
+        ingest, doctor = (
+            subprocess.run(
+                [cowrie_enrich(), *command, "--config", str(config)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            for command in (["ingest", str(log)], ["doctor"])
+        )
+    hint = "pip install 'cowrie-enrich-plugin[greynoise]'"
+    assert ingest.returncode == 2 and hint in ingest.stderr, ingest.stderr
+    assert "Traceback" not in ingest.stderr
+    assert doctor.returncode != 0 and hint in doctor.stdout, doctor.stdout

@@ -176,6 +176,8 @@ def _report(summary: IngestSummary, *, err: bool, live: bool = False) -> int:
         f"{stats.skipped} skipped (not global), {pending} pending; "
         f"{summary.delivered} records delivered"
     )
+    for name, requests, left in stats.sources:
+        echo(f"{name}: {requests} request(s), {left} section(s) left pending")
     if summary.problems:
         echo(f"{summary.bad_lines} bad line(s), {summary.bad_files} unreadable file(s):")
         for problem in summary.problems[:10]:
@@ -188,8 +190,9 @@ def _report(summary: IngestSummary, *, err: bool, live: bool = False) -> int:
             echo(f"  {printable(line)}")
     if stats.unsaved:
         echo(
-            f"{stats.unsaved} IP(s) could not be recorded because the database failed; "
-            "they will be collected again from the logs on the next run"
+            f"{stats.unsaved} IP(s) could not be recorded (or their recording was not "
+            "confirmed) because the database failed; they will be collected again from "
+            "the logs on the next run"
         )
     if live:  # its failures were retried: what counts is what is pending now
         if pending:

@@ -37,6 +37,8 @@ class ExtraSources:
         self._lock = threading.Lock()
         self.requests = 0
         self.pending = 0
+        #: sources that said they need the operator (each counted once a run)
+        self.refused: set[str] = set()
         self._by_source: dict[str, tuple[int, int]] = {name: (0, 0) for name in self.sources}
 
     @classmethod
@@ -101,11 +103,19 @@ class ExtraSources:
                 parts[ip] = SourcePart(PartStatus.PENDING, error=why)
         left = sum(p.status is PartStatus.PENDING for p in parts.values())
         with self._lock:
+            if result.refusal is not None:
+                self.refused.add(name)
             self.requests += result.requests
             self.pending += left
             requests, pending = self._by_source[name]
             self._by_source[name] = (requests + result.requests, pending + left)
         return parts
+
+    @property
+    def errors(self) -> int:
+        """How many sources refused to work until the operator mends something."""
+        with self._lock:
+            return len(self.refused)
 
     def per_source(self) -> tuple[tuple[str, int, int], ...]:
         """(name, requests, sections left pending) for each source."""

@@ -331,6 +331,6 @@ class Flusher:
         result.in_flight_batches = len(self._batches)
         result.waiting_elsewhere = len(self._foreign)
         result.backlog = self._buffered + self._batches.asking + len(self._foreign)
-        result.errors = errors
+        result.errors += errors  # the sources' refusals are the steps'
         result.unsaved = unsaved
         return result

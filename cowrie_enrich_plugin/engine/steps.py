@@ -357,5 +357,6 @@ class Enricher:
         result.source_requests = self.extras.requests
         result.source_pending = self.extras.pending
         result.sources = self.extras.per_source()
+        result.errors += self.extras.errors
         result.pending_now = self.pending_now
         return result

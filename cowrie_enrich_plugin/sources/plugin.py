@@ -92,6 +92,9 @@ class Lookup:
     pending: dict[str, str] = field(default_factory=dict)
     #: requests made, for the counters
     requests: int = 0
+    #: a failure only the operator can mend (a refused key), once the source says it
+    #: first; the run counts it among its errors (a batch run exits 1)
+    refusal: str | None = None
 
 
 @runtime_checkable

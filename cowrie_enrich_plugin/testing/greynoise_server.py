@@ -1,6 +1,6 @@
 """A GreyNoise-like HTTP server on loopback, for tests of hosts that enable GreyNoise.
 
-It answers ``GET /v3/community/{ip}`` and ``POST /v3/ip?quick=true`` from a
+It answers ``GET /v3/community/{ip}``, ``POST /v3/ip?quick=true`` and ``GET /ping`` from a
 deterministic table (each address is noise, a benign service, or not observed,
 decided by its hash), keeps a log of every request with its time and outcome, and
 misbehaves on demand (:class:`HttpFaults`): 429 with ``Retry-After``, 5xx, slow
@@ -85,8 +85,15 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: the server keeps its own log."""
 
     def do_GET(self) -> None:
-        """The community lookup."""
+        """The community lookup, and ``/ping`` (which tries the key)."""
         parts = urlsplit(self.path)
+        if parts.path == "/ping":
+            required = self.server.owner.faults.required_key
+            if required is not None and self.headers.get("key") != required:
+                self._send(401, {"message": "unauthorized"}, [])
+            else:
+                self._send(200, {"message": "pong", "offering": "community"}, [])
+            return
         if not parts.path.startswith("/v3/community/"):
             self._send(404, {"message": "no such endpoint"}, [])
             return

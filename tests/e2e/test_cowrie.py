@@ -316,3 +316,23 @@ def test_a_hanging_whois_server_neither_blocks_cowrie_nor_its_stop(
             assert resolved >= set(ips), honeypot.diagnostics()
         finally:
             honeypot.stop()
+
+
+def test_a_setting_it_cannot_start_with_is_one_line_and_cowrie_runs_on(
+    cowrie_venv: Path, whois: BulkWhoisServer, state_dir: Path
+) -> None:
+    honeypot = Cowrie(cowrie_venv, state_dir, whois, batch_size=0)  # out of range
+    honeypot.start()
+    try:
+        honeypot.knock(global_ips(1, seed=403)[0])
+        time.sleep(1.5)
+        log = (state_dir / "var" / "log" / "cowrie" / "cowrie.log").read_text()
+        said = [line for line in log.splitlines() if "enrich" in line]
+        assert any("enrich: not started: " in line and "batch_size" in line for line in said), log
+        ours = [line for line in log.splitlines() if "cowrie_enrich_plugin" in line]
+        assert len(ours) == 1 and "not started" in ours[0], log  # no traceback of ours
+        assert "Failed to load output engine" not in log
+        assert honeypot.events("cowrie.session.connect")  # Cowrie runs on
+        assert not honeypot.events("cowrie.enrich.result")
+    finally:
+        honeypot.stop()

@@ -280,7 +280,13 @@ def test_database_down_for_good_loses_nothing_collected(
         with open_store(pg_url, create=False) as store:
             stored_pending = store.stats().by_status.get("pending", 0)
         assert stored_pending > 0
-        assert stats.pending == stored_pending + stats.unsaved
+        # Every address the summary calls pending is pending in the store or counted
+        # unsaved. The two overlap by at most one batch: the lease whose COMMIT reached
+        # the server while its acknowledgement was lost with the connection (leases are
+        # taken one at a time, on the engine's loop), which the run cannot tell apart
+        # from one that never arrived.
+        overlap = stored_pending + stats.unsaved - stats.pending
+        assert 0 <= overlap <= 100, (stored_pending, stats.unsaved, stats.pending)
         assert stats.pending + stats.resolved == len(ips)
         asked_first = set(server.asked())
         assert len(asked_first) < len(ips)  # batches that could not be recorded were not sent

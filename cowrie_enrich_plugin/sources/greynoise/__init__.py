@@ -21,6 +21,12 @@ from ...checks import Setting
 
 __all__ = ["SETTINGS", "SOURCE", "GreyNoisePlugin"]
 
+#: What to run when the HTTP client is missing.
+INSTALL_HINT: Final = (
+    "GreyNoise needs httpx, which is not installed: "
+    "pip install 'cowrie-enrich-plugin[greynoise]' (or remove [plugins.enrich.greynoise])"
+)
+
 #: The largest bulk request the enterprise API takes.
 MAX_BULK: Final = 10_000
 
@@ -48,13 +54,18 @@ class GreyNoisePlugin:
     def open(self, settings: Mapping[str, Any]) -> Any:
         """The client (``httpx`` is imported here, in the engine).
 
-        :raises ValueError: for an ``api_url`` or ``api_key`` that cannot be used.
+        :raises ValueError: for an ``api_url`` or ``api_key`` that cannot be used, or
+            when httpx (the ``greynoise`` extra) is not installed.
         """
-        from .client import GreyNoiseClient
-
         problem = _problem(settings)
         if problem:
             raise ValueError(problem)
+        try:
+            from .client import GreyNoiseClient
+        except ModuleNotFoundError as exc:
+            if exc.name != "httpx":
+                raise
+            raise ValueError(INSTALL_HINT) from None
 
         return GreyNoiseClient(
             api_url=str(settings["api_url"]),
@@ -71,10 +82,17 @@ class GreyNoisePlugin:
         )
 
     def check(self, settings: Mapping[str, Any]) -> tuple[str, str]:
-        """(OK/FAIL, line) for ``doctor``: the offering, the key (masked), reachability."""
+        """(OK/FAIL, line) for ``doctor``: the extra, the settings, reachability, the key.
+
+        A key is tried with GreyNoise's ``GET /ping``, which costs no lookup.
+        """
         problem = _problem(settings)
         if problem:
             return "FAIL", problem
+        try:
+            import httpx  # noqa: F401 - the check is whether it imports
+        except ImportError:
+            return "FAIL", INSTALL_HINT
         url = urlsplit(str(settings["api_url"]))
         key = "a key (***)" if settings["api_key"] else "no key"
         port = url.port or (443 if url.scheme == "https" else 80)
@@ -86,7 +104,31 @@ class GreyNoisePlugin:
                 pass
         except OSError as exc:
             return "FAIL", f"{what}: cannot reach it ({exc}); addresses stay pending"
+        if settings["api_key"]:
+            refused = _key_refused(str(settings["api_url"]), str(settings["api_key"]))
+            if refused:
+                return "FAIL", (
+                    f"{what}: {refused}; set a valid api_key in [plugins.enrich.greynoise] "
+                    "or COWRIE_ENRICH_GREYNOISE_API_KEY"
+                )
         return "OK", f"{what}, reachable"
+
+
+def _key_refused(api_url: str, api_key: str) -> str | None:
+    """Why GreyNoise refuses ``api_key`` (never quoting it), or ``None`` if it does not."""
+    import httpx
+
+    try:
+        response = httpx.get(
+            api_url.rstrip("/") + "/ping",
+            headers={"key": api_key, "User-Agent": "cowrie-enrich"},
+            timeout=10,
+        )
+    except httpx.HTTPError as exc:
+        return f"the key could not be tried ({type(exc).__name__})"
+    if response.status_code in (401, 403):
+        return f"GreyNoise refused the key ({response.status_code})"
+    return None
 
 
 def _problem(settings: Mapping[str, Any]) -> str | None:

@@ -7,7 +7,11 @@ a longer one, or a 429 that says the day's allowance is spent, or the client-sid
 ``daily_quota``, stops asking (until then, or the next UTC day) and leaves the rest
 pending instead of sleeping. Other failures (5xx, timeouts, a body that is not the
 JSON expected) are retried with backoff, ``retries`` attempts in all; what is still
-unanswered stays pending. A sick GreyNoise costs its own sections only, and only
+unanswered stays pending. A refused key (401, 403) is logged as an error and counted
+among the run's errors; nothing more is asked for :data:`_REFUSED_HOLD` seconds, since
+only the operator can mend it. The community API answers for IPv4 only: an IPv6
+address is never sent to it, and its section says nothing (``not_found``, every field
+``null``) without spending a request. A sick GreyNoise costs its own sections only, and only
 for a bounded time: every request ends within ``timeout`` seconds in all (a server
 that drips its answer a byte at a time included), a body over :data:`MAX_BODY` bytes
 is refused unread, and after :data:`_BREAKER_FAILURES` failed requests in a row
@@ -21,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import json
+import logging
 import math
 import threading
 import time
@@ -38,6 +43,8 @@ from ..plugin import Lookup
 
 __all__ = ["DailyQuota", "GreyNoiseClient", "RateLimit"]
 
+logger = logging.getLogger(__name__)
+
 #: The longest ``Retry-After`` waited out inside one lookup; longer, the rest is pending.
 _LONGEST_WAIT: Final = 60.0
 #: The longest a ``Retry-After`` holds every request back.
@@ -48,6 +55,8 @@ MAX_BODY: Final = 32 * 1024 * 1024
 _BREAKER_FAILURES: Final = 5
 _BREAKER_COOLDOWN: Final = 60.0
 _BREAKER_LONGEST: Final = 3600.0
+#: Seconds nothing is asked after the key was refused (then one request tries again).
+_REFUSED_HOLD: Final = 3600.0
 #: 429s with ``Retry-After`` one request waits out before it gives up.
 _MOST_WAITS: Final = 10
 _COMMUNITY_FIELDS: Final = ("noise", "riot", "classification", "name", "link", "last_seen")
@@ -87,6 +96,9 @@ class GreyNoiseClient:
         self.rate = RateLimit(rate_per_second)
         self.quota = DailyQuota(daily_quota, "GreyNoise")
         self.breaker = Breaker("GreyNoise", _BREAKER_FAILURES, _BREAKER_COOLDOWN, _BREAKER_LONGEST)
+        self._refused_lock = threading.Lock()
+        self._refused_until = float("-inf")
+        self._refused_why = ""
         headers = {"Accept": "application/json", "User-Agent": "cowrie-enrich"}
         if api_key:
             headers["key"] = api_key
@@ -102,11 +114,14 @@ class GreyNoiseClient:
         usable = []
         for ip in ips:
             verdict = classify(ip)
-            if isinstance(verdict, Usable) and verdict.ip == ip:
-                usable.append(ip)
-            else:
+            if not isinstance(verdict, Usable) or verdict.ip != ip:
                 result.pending[ip] = "not a canonical global address; never sent"
+            elif self.offering == "community" and ":" in ip:
+                result.not_found[ip] = dict.fromkeys(_COMMUNITY_FIELDS)
+            else:
+                usable.append(ip)
         try:
+            self._check_refused(result)
             if self.offering == "enterprise":
                 self._bulk(usable, result)
             else:
@@ -180,9 +195,34 @@ class GreyNoiseClient:
                 waits[0] += 1
                 continue  # a wait asked for is not a failure: the limiter holds it
             if response.status_code in (401, 403):
-                raise _Stop(f"GreyNoise refused the key ({response.status_code})")
+                result.refusal = self._refuse(response.status_code)
+                raise _Stop(result.refusal)
             return response
         raise _WaitedOut("429 Too Many Requests")
+
+    def _check_refused(self, result: Lookup) -> None:
+        """Raise :class:`_Stop` while a refused key holds every request back."""
+        with self._refused_lock:
+            if clock.monotonic() < self._refused_until:
+                result.refusal = self._refused_why
+                raise _Stop(self._refused_why)
+
+    def _refuse(self, status: int) -> str:
+        """The key was refused: hold requests back, say so once; the pending reason."""
+        why = f"GreyNoise refused the key ({status})"
+        with self._refused_lock:
+            first = clock.monotonic() >= self._refused_until
+            self._refused_until = clock.monotonic() + _REFUSED_HOLD
+            self._refused_why = why
+        if first:
+            logger.error(
+                "%s: no GreyNoise request for %.0f minutes, its sections stay pending; "
+                "check api_key in [plugins.enrich.greynoise] or COWRIE_ENRICH_GREYNOISE_API_KEY "
+                "(cowrie-enrich doctor tries the key)",
+                why,
+                _REFUSED_HOLD / 60,
+            )
+        return why
 
     def _send(self, method: str, url: str, **kwargs: Any) -> _Answer:
         """One request, answered whole within ``timeout`` seconds, or :class:`_TooSlow`.
