@@ -11,9 +11,7 @@ settings of other installed sources are their plugins' (:mod:`.sources.plugin`).
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Final
 
 from .checks import Setting, check_value, value_from_text
@@ -23,7 +21,16 @@ from .errors import ConfigError
 from .feeds.catalog import installed_feeds
 from .feeds.settings import ENV_KEYS as FEEDS_ENV_KEYS
 from .feeds.settings import feeds_config
-from .settings import DEFAULTS, LIVE_FLUSH_INTERVAL, RULES, EnrichConfig, check_setting, rules_of
+from .host_file import load_host_config
+from .settings import (
+    DEFAULTS,
+    LIVE_FLUSH_INTERVAL,
+    PLUGIN_NAME,
+    RULES,
+    EnrichConfig,
+    check_setting,
+    rules_of,
+)
 from .sources.cymru import MAX_BACKOFF_SECONDS
 from .sources.plugin import BUILT_IN, discover, load
 
@@ -47,7 +54,6 @@ __all__ = [
 ENV_PREFIX: Final = "COWRIE_ENRICH_"
 #: Environment variables with the prefix that are not configuration keys.
 _RESERVED_ENV: Final = frozenset({"COWRIE_ENRICH_CONFIG", CLOCK_FILE_VARIABLE})
-PLUGIN_NAME: Final = "enrich"
 #: The name this had before :mod:`.settings` declared the rules (kept for sources).
 source_rules_of: Final = rules_of
 
@@ -248,30 +254,6 @@ def _number(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def load_host_config(path: str | os.PathLike[str] | None) -> dict[str, Any]:
-    """Read a host's TOML configuration file (``None``: an empty configuration).
-
-    :raises ConfigError: when the file is missing or is not valid TOML (with the line).
-    """
-    if path is None:
-        return {}
-    if sys.version_info >= (3, 11):  # here, not at import: most runs read no file
-        import tomllib
-    else:  # pragma: no cover - exercised on 3.10 only
-        import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
-    file = Path(path)
-    try:
-        with file.open("rb") as handle:
-            loaded: dict[str, Any] = tomllib.load(handle)
-            return loaded
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file {file} does not exist") from exc
-    except OSError as exc:
-        raise ConfigError(f"config file {file} cannot be read: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {file} is not valid TOML: {exc}") from exc
 
 
 def plugin_enabled(host_config: Mapping[str, Any], name: str = PLUGIN_NAME) -> bool:

@@ -20,6 +20,9 @@ from .errors import ConfigError
 from .feeds.settings import FeedsConfig
 from .sources.cymru import MAX_BACKOFF_SECONDS, MAX_BATCH_SIZE
 
+#: The plugin's name: its entry point and its section, ``[plugins.enrich]``.
+PLUGIN_NAME: Final = "enrich"
+
 __all__ = ["DEFAULTS", "LIVE_FLUSH_INTERVAL", "RULES", "EnrichConfig", "check_setting", "rules_of"]
 
 #: ``flush_interval`` of a long-lived run when none is configured.

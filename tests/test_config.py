@@ -103,3 +103,43 @@ def test_host_config_file(tmp_path: Path) -> None:
         load_host_config(tmp_path / "missing.toml")
     with pytest.raises(ConfigError, match="list of plugin names"):
         plugin_enabled({"plugins": {"enabled": "enrich"}})
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (
+            '[plugins.enrihc]\ndb = "x"\n',
+            r"\[plugins.enrihc\] names no installed plugin; did you mean 'enrich'",
+        ),
+        (
+            "[plugin.enrich]\nbatch_size = 10\n",
+            r"\[plugin\] at the top level is not read; did you mean \[plugins.enrich\]",
+        ),
+        (
+            'db = "sqlite:///x.db"\n[plugins.enrich]\n',
+            r"db = \.\.\. at the top level is not read; settings of the enrichment go under \[plugins.enrich\]",
+        ),
+        (
+            '[plugins]\nenabled = ["enrch"]\n',
+            r"\[plugins\] enabled = \['enrch'\] names no installed plugin; did you mean 'enrich'",
+        ),
+        ('[plugins]\ndb = "x"\n', r"\[plugins\] db is not read"),
+    ],
+)
+def test_a_setting_where_nothing_reads_it_is_refused(tmp_path: Path, text: str, said: str) -> None:
+    path = tmp_path / "host.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"host.toml: {said}"):
+        load_host_config(path)
+
+
+def test_a_plugin_not_installed_here_is_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "host.toml"
+    path.write_text('[plugins]\nenabled = ["enrich", "geo"]\n[plugins.geo]\nx = 1\n')
+    with caplog.at_level("WARNING"):
+        assert load_host_config(path)["plugins"]["geo"] == {"x": 1}
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2 and all("names no installed plugin" in line for line in said)
