@@ -279,3 +279,27 @@ def test_a_store_in_a_read_only_folder_is_read_and_never_written(
     refused = _in_read_only(copy, cowrie_enrich(), "export", "--db", f"sqlite:///{copy / 'x.db'}")
     assert refused.returncode == 1 and "x.db-wal" in refused.stderr, refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_database_without_a_store_is_named_not_read_as_empty(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A mistyped --db that names an existing, empty database: the readers and
+    ``cache retry`` say it holds no store and exit 1, creating nothing; doctor says
+    the first ingest creates it."""
+    import sqlalchemy as sa
+
+    if kind == "postgresql":
+        url = request.getfixturevalue("pg_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'other.db'}"
+        sa.create_engine(url).connect().close()  # an empty file
+    for command in (["cache", "stats"], ["export"], ["cache", "prune"], ["cache", "retry"]):
+        result = run(*command, "--db", url, "--cymru", "127.0.0.1:9")
+        output = result.output  # type: ignore[attr-defined]
+        assert result.exit_code == 1, (command, output)  # type: ignore[attr-defined]
+        assert "holds no cowrie-enrich store" in output and "does not exist" not in output
+    assert sa.inspect(sa.create_engine(url)).get_table_names() == []  # nothing created
+    doctor = run("doctor", "--db", url, "--cymru", "127.0.0.1:9").output  # type: ignore[attr-defined]
+    assert "OK    database:" in doctor and "empty (created on the first ingest)" in doctor

@@ -88,7 +88,7 @@ def retry(**opts: Any) -> None:
     """
     from ..engine.serve import enrich_now, open_engine
 
-    with open_engine(settings(host_config(opts))) as engine:
+    with open_engine(settings(host_config(opts)), create=False) as engine:
         ips = engine.store.due_pending()
         records = enrich_now(engine, ips) if ips else []
     pending = sum(record["status"] == "pending" for record in records)

@@ -117,7 +117,7 @@ def _check_database(config: EnrichConfig) -> Check:
     import sqlalchemy as sa
 
     from ..store import open_store
-    from ..store.opening import cannot_write
+    from ..store.opening import EmptyDatabase, cannot_write
     from ..store.schema import SCHEMA_VERSION, current_version
 
     url = mask_url(config.db)
@@ -126,6 +126,8 @@ def _check_database(config: EnrichConfig) -> Check:
         if path is not None and path.parent.is_dir() and not path.exists():
             return "OK", f"database: {path} does not exist yet (created on the first ingest)"
         store = open_store(config.db, read_only=True)
+    except EmptyDatabase:
+        return "OK", f"database: {url} reachable, empty (created on the first ingest)"
     except (StoreError, ConfigError) as exc:
         return "FAIL", f"database: {exc}; check the URL and that the server runs"
     try:
@@ -144,8 +146,6 @@ def _check_database(config: EnrichConfig) -> Check:
         return "FAIL", f"database: {url}: {scrub(said, config.db)}"
     finally:
         store.close()
-    if version == 0:
-        return "OK", f"database: {url} reachable, empty (created on the first ingest)"
     if version < SCHEMA_VERSION:
         return (
             "OK",

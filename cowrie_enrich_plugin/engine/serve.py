@@ -50,13 +50,15 @@ _INBOX_MESSAGES: Final = 64
 _GIVE_UP_SECONDS: Final = 3.0  # to release the leases when the host is gone
 
 
-def open_engine(config: EnrichConfig) -> Enricher:
+def open_engine(config: EnrichConfig, *, create: bool = True) -> Enricher:
     """Open the store, the GeoIP files and the whois client that ``config`` names.
+
+    Without ``create``, a database that holds no store is refused, not made.
 
     :raises GeoDatabaseError: for an unusable GeoIP file.
     :raises StoreError: when the database cannot be opened.
     """
-    return Enricher.open(config)
+    return Enricher.open(config, create=create)
 
 
 class _Throttle:

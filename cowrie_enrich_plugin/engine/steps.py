@@ -82,8 +82,10 @@ class Enricher:
         self._released = False
 
     @classmethod
-    def open(cls, config: EnrichConfig) -> Enricher:
+    def open(cls, config: EnrichConfig, *, create: bool = True) -> Enricher:
         """Open the offline sources, the store and the network sources ``config`` names.
+
+        Without ``create``, a database that holds no store is refused, not made.
 
         :raises GeoDatabaseError: for an unusable GeoIP file.
         :raises StoreError: when the database cannot be opened.
@@ -91,7 +93,7 @@ class Enricher:
         client: BulkWhoisClient = load("cymru").open(settings_of(config, "cymru"))
         offline = OfflineSources.open(config)
         try:
-            store = open_store(config.db)
+            store = open_store(config.db, create=create)
             try:
                 extras = ExtraSources.open(config)
             except BaseException:

@@ -16,9 +16,9 @@ from ..dburl import check_db_location, mask_url, normalize_db_url, scrub, sqlite
 from ..errors import ConfigError, StoreError
 from .facade import Store
 from .retry import first_line, is_interrupted, with_retries
-from .schema import SchemaTooNew, migrate, refuse_newer
+from .schema import SchemaTooNew, current_version, migrate, refuse_newer
 
-__all__ = ["cannot_write", "open_store"]
+__all__ = ["EmptyDatabase", "cannot_write", "open_store"]
 
 _WAL_ATTEMPTS: Final = 100  # 5 s
 
@@ -81,9 +81,23 @@ def _read_only_connector(path: Path, url: str) -> Callable[[], sqlite3.Connectio
     return connect
 
 
-def _check_version(engine: sa.Engine) -> None:
-    """Connect, and refuse a schema newer than this version knows (a reader changes nothing)."""
+class EmptyDatabase(StoreError):
+    """The database holds no store (opened without creating one)."""
+
+
+def _check_version(engine: sa.Engine, url: str) -> None:
+    """Connect; refuse a database without a store, or of a newer schema than this knows.
+
+    A reader changes nothing.
+
+    :raises StoreError: for an empty database (a mistyped ``db`` would look like success).
+    """
     with engine.connect() as conn:
+        if current_version(conn) == 0:
+            raise EmptyDatabase(
+                f"the database {mask_url(url)!r} holds no cowrie-enrich store: check db "
+                "(--db), or run `cowrie-enrich ingest` once to create it"
+            )
         refuse_newer(conn)
 
 
@@ -145,7 +159,9 @@ def open_store(url: str, *, create: bool = True, read_only: bool = False) -> Sto
     try:
         # A database that answered and then dropped the migration is retried; one
         # that does not answer at all is reported at once.
-        with_retries(lambda: migrate(engine) if create else _check_version(engine), is_interrupted)
+        with_retries(
+            lambda: migrate(engine) if create else _check_version(engine, url), is_interrupted
+        )
     except sa.exc.DatabaseError as exc:  # not reachable, locked, corrupt, not a database
         store.close()
         why = scrub(first_line(exc), url)
