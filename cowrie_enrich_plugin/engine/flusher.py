@@ -223,13 +223,23 @@ class Flusher:
 
     def _due_in_background(self) -> list[str]:
         """In a long-lived run, now and then: the pending addresses whose retry is due."""
-        if not self._retries.due() or self._gate.paused():
+        timer = self._retries.due()
+        recovered = self._sender.recovered.is_set()
+        if not (timer or recovered) or self._gate.paused():
             return []
+        self._sender.recovered.clear()
         try:
-            due = due_retries(self.enricher)
+            due, limit = due_retries(self.enricher)
+            # Nothing due while whois fails: one batch of the queue probes it, so that
+            # its return is noticed without new addresses (then all of it is due).
+            probe = not due and timer and self._sender.failing
+            if probe and self.enricher.end_whois_backoff(self.config.batch_size):
+                due, limit = due_retries(self.enricher)
         except StoreError as exc:
             self._gate.failed(exc)
             return []
+        if recovered and len(due) >= limit:
+            self._sender.recovered.set()  # more of the queue is due: the next turn takes it
         busy = self._batches.busy_among(due)
         return [ip for ip in due if ip not in self._foreign and ip not in busy]
 

@@ -94,14 +94,15 @@ class OncePerRun:
         return tuple(ip for ip, _sign in signed if ip not in fresh)
 
 
-def due_retries(enricher: Enricher) -> list[str]:
-    """The pending addresses (Cymru or an extra source) whose retry is due, distinct.
+def due_retries(enricher: Enricher) -> tuple[list[str], int]:
+    """The pending addresses whose retry is due (whois or an extra source), and the limit.
 
-    Also refreshes the engine's gauge of addresses pending now.
+    At most a tenth of the working set is taken in one look. Also refreshes the
+    engine's gauge of addresses pending now.
 
     :raises StoreError: when the database fails.
     """
     limit = max(1, enricher.config.working_set // 10)
     due = enricher.due_pending(limit)
     enricher.count_pending()
-    return due
+    return due, limit

@@ -58,6 +58,11 @@ class WhoisSender:
         #: called now and then while every connection slot is taken
         self.on_idle: Callable[[], None] | None = None
         self._lock = threading.Lock()
+        # Whether whois's last batch failed. A long-lived run starts as if it had: its
+        # first answer also ends the backoffs an earlier run left.
+        self._failing = enricher.config.long_lived
+        #: set when whois answered again after failing: the queue is due now
+        self.recovered = threading.Event()
         self.errors = 0
         #: addresses delivered pending that the steps never saw fail (left to other
         #: processes, or answered but not saved)
@@ -143,10 +148,39 @@ class WhoisSender:
             logger.exception("a whois batch of %d address(es) failed", len(batch))
             return BatchResult(unresolved=dict.fromkeys(batch, f"internal error: {exc}"))
 
+    @property
+    def failing(self) -> bool:
+        """Whether whois's last batch failed (nothing answered)."""
+        with self._lock:
+            return self._failing
+
+    def _note_whois(self, result: BatchResult) -> None:
+        """Whois answered or failed; its first answer after failing ends every backoff.
+
+        The per-address backoff spares whois while it keeps failing; once it answers
+        again, the queue it left is due at once (asked in full batches, at the usual
+        concurrency) rather than each address waiting out its own backoff.
+        """
+        with self._lock:
+            recovered = self._failing and bool(result.answers)
+            if result.answers or result.unresolved:
+                self._failing = not result.answers
+        if not recovered or not self._enricher.config.long_lived:
+            return
+        try:
+            waited = self._enricher.end_whois_backoff()
+        except StoreError as exc:
+            self._gate.failed(exc)
+            return
+        if waited:
+            logger.warning("whois answers again: %d queued address(es) are asked now", waited)
+        self.recovered.set()
+
     def _store(
         self, batch: list[str], previous: dict[str, EnrichmentRecord], result: BatchResult
     ) -> None:
         """Persist whois's answer (the lease ends here); the extra sources follow on their own."""
+        self._note_whois(result)
         try:
             records = self._enricher.finish_batch(batch, result, previous)
         except Exception as exc:

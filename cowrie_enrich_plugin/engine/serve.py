@@ -141,14 +141,18 @@ def main() -> int:
     configure_logging(init.log_level)
     lock = threading.Lock()
     host_gone = threading.Event()
+    # A host that closes our input to stop us may still read what we send (the last
+    # records, the final counters): only a write that fails ends the sending.
+    unread = threading.Event()
 
     def send(message: FromEngine) -> None:
-        if host_gone.is_set():
+        if unread.is_set():
             return
         try:
             with lock:
                 write_message(stdout, message)
         except OSError:  # BrokenPipeError included: nobody reads any more
+            unread.set()
             host_gone.set()
 
     try:

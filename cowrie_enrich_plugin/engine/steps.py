@@ -21,6 +21,7 @@ from ..settings import EnrichConfig
 from ..sources.cymru.client import BatchResult, BulkWhoisClient
 from ..sources.plugin import load, settings_of
 from ..store import Store, open_store
+from ..store.backlog import end_backoff
 from ..store.deliveries import drop_gone_runs, news
 from ..store.parts import due_pending_parts, get_parts, save_parts
 from .extras import ExtraSources
@@ -220,6 +221,10 @@ class Enricher:
     def backing_off(self, ips: Sequence[str]) -> set[str]:
         """Those of ``ips`` whose retry waits out its backoff."""
         return self.store.backing_off(ips)
+
+    def end_whois_backoff(self, limit: int | None = None) -> int:
+        """Make addresses queued for whois due now (all, or the ``limit`` due soonest)."""
+        return end_backoff(self.store, limit)
 
     def due_pending(self, limit: int = 100_000) -> list[str]:
         """The pending addresses (whois or an extra source) whose retry is due, distinct."""

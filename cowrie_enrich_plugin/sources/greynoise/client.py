@@ -40,6 +40,7 @@ from ... import clock
 from ...addresses import Usable, classify
 from ..pacing import Breaker, DailyQuota, RateLimit
 from ..plugin import Lookup
+from .answers import COMMUNITY_FIELDS, not_observed, quick, typed
 
 __all__ = ["DailyQuota", "GreyNoiseClient", "RateLimit"]
 
@@ -59,7 +60,6 @@ _BREAKER_LONGEST: Final = 3600.0
 _REFUSED_HOLD: Final = 3600.0
 #: 429s with ``Retry-After`` one request waits out before it gives up.
 _MOST_WAITS: Final = 10
-_COMMUNITY_FIELDS: Final = ("noise", "riot", "classification", "name", "link", "last_seen")
 
 
 class _Stop(Exception):
@@ -117,7 +117,7 @@ class GreyNoiseClient:
             if not isinstance(verdict, Usable) or verdict.ip != ip:
                 result.pending[ip] = "not a canonical global address; never sent"
             elif self.offering == "community" and ":" in ip:
-                result.not_found[ip] = dict.fromkeys(_COMMUNITY_FIELDS)
+                result.not_found[ip] = dict.fromkeys(COMMUNITY_FIELDS)
             else:
                 usable.append(ip)
         try:
@@ -275,9 +275,9 @@ class GreyNoiseClient:
             result.pending[ip] = str(exc)
             return
         if response.status_code == 404:
-            result.not_found[ip] = _not_observed()
+            result.not_found[ip] = not_observed()
         elif response.status_code == 200 and isinstance(body, dict):
-            result.answers[ip] = _typed({key: body.get(key) for key in _COMMUNITY_FIELDS})
+            result.answers[ip] = typed({key: body.get(key) for key in COMMUNITY_FIELDS})
         else:
             result.pending[ip] = f"unexpected answer {response.status_code}"
 
@@ -299,14 +299,14 @@ class GreyNoiseClient:
         data = body.get("data")
         for item in data if isinstance(data, list) else ():
             if isinstance(item, dict) and isinstance(item.get("ip"), str) and item["ip"] in asked:
-                result.answers[item["ip"]] = _typed(_quick(item))
+                result.answers[item["ip"]] = typed(quick(item))
         metadata = body.get("request_metadata")
         not_found = body.get("ips_not_found") or (
             metadata.get("ips_not_found") if isinstance(metadata, dict) else None
         )
         for ip in not_found if isinstance(not_found, list) else ():
             if isinstance(ip, str) and ip in asked and ip not in result.answers:
-                result.not_found[ip] = _not_observed()
+                result.not_found[ip] = not_observed()
         for ip in ips:
             if ip not in result.answers and ip not in result.not_found:
                 result.pending[ip] = "not in the answer"
@@ -372,57 +372,3 @@ def _retry_after(response: _Answer) -> float | None:
 def _says_quota(response: _Answer) -> bool:
     text = response.text.lower()
     return "daily" in text or "quota" in text
-
-
-def _not_observed() -> dict[str, Any]:
-    return {
-        "noise": False,
-        "riot": False,
-        "classification": None,
-        "name": None,
-        "link": None,
-        "last_seen": None,
-    }
-
-
-#: The type each stored field must have (anything else is stored as ``null``).
-_TYPES: Final[dict[str, type]] = {
-    "noise": bool,
-    "riot": bool,
-    "classification": str,
-    "name": str,
-    "link": str,
-    "last_seen": str,
-    "trust_level": str,
-}
-
-
-def _typed(answer: dict[str, Any]) -> dict[str, Any]:
-    """``answer`` with every field of the wrong type (or an overlong string) made ``None``."""
-    typed: dict[str, Any] = {}
-    for key, value in answer.items():
-        kind = _TYPES.get(key)
-        good = kind is not None and type(value) is kind
-        if good and kind is str and len(value) > 1000:
-            good = False
-        typed[key] = value if good else None
-    return typed
-
-
-def _quick(item: dict[str, Any]) -> dict[str, Any]:
-    """An enterprise quick-check profile in the community answer's shape."""
-    scanner = item.get("internet_scanner_intelligence")
-    business = item.get("business_service_intelligence")
-    scanner = scanner if isinstance(scanner, dict) else {}
-    business = business if isinstance(business, dict) else {}
-    riot = bool(business.get("found"))
-    return {
-        "noise": bool(scanner.get("found")),
-        "riot": riot,
-        # as the community API says it: a known business service is "benign"
-        "classification": scanner.get("classification") or ("benign" if riot else None),
-        "name": business.get("name") or scanner.get("actor") or None,
-        "link": f"https://viz.greynoise.io/ip/{item['ip']}",
-        "last_seen": scanner.get("last_seen") or None,
-        "trust_level": business.get("trust_level") or None,
-    }
