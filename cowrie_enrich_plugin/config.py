@@ -11,7 +11,7 @@ settings of other installed sources are their plugins' (:mod:`.sources.plugin`).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from .checks import Setting, check_value, value_from_text
@@ -188,11 +188,14 @@ def _source_config(
     return values
 
 
-def section_from_strings(items: Mapping[str, str], where: str) -> dict[str, Any]:
+def section_from_strings(
+    items: Mapping[str, str], where: str, host_keys: Sequence[str] = ()
+) -> dict[str, Any]:
     """A section written as strings (``cowrie.cfg``'s ``[output_enrich]``), typed.
 
     Each key is converted and checked as in ``[plugins.enrich]``; a source's keys
-    come as ``<source>_<key>`` and become its section.
+    come as ``<source>_<key>`` and become its section. ``host_keys``: the keys the
+    host reads itself (left out of ``items``), named with the others in a refusal.
 
     :raises ConfigError: naming the key, as :func:`resolve_config` does.
     """
@@ -207,7 +210,7 @@ def section_from_strings(items: Mapping[str, str], where: str) -> dict[str, Any]
             continue
         name = next((n for n in extras if key.startswith(n + "_")), None)
         if name is None:
-            known = sorted(RULES) + [f"{n}_<key>" for n in extras]
+            known = sorted([*RULES, *host_keys]) + [f"{n}_<key>" for n in extras]
             raise ConfigError(f"{where}: unknown key {key!r}; known keys: {', '.join(known)}")
         setting = key[len(name) + 1 :]
         rules = _source_rules(name)

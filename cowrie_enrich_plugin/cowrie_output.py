@@ -9,7 +9,7 @@ cowrie-install`` writes it and says where), and a section in ``cowrie.cfg``::
     enabled = true
     db = sqlite:////var/lib/cowrie/enrich.db
     greynoise_api_key = ...        # a source's keys as <source>_<key>
-    result_format = ecs            # "enrich" in ECS names (default: native)
+    result_format = ecs            # ECS fields (source.*) in the event (default: native)
 
 The keys are those of ``[plugins.enrich]``, written as Cowrie's strings and
 converted and checked the same way. The plugin is a long-lived host of the hooks:
@@ -53,6 +53,8 @@ RESULT_EVENT: Final = "cowrie.enrich.result"
 SECTION: Final = "output_enrich"
 #: How often ready records are collected from the worker, in seconds.
 _POLL_SECONDS: Final = 1.0
+#: The keys of ``[output_enrich]`` that are Cowrie's or this host's, not the plugin's.
+_HOST_KEYS: Final = ("enabled", "result_format")
 #: Sessions remembered (the first event of each address) for attributing results.
 _REMEMBERED: Final = 100_000
 
@@ -84,10 +86,16 @@ class Output(cowrie.core.output.Output):  # type: ignore[misc]
         items = {
             key: value
             for key, value in CowrieConfig.items(SECTION, raw=True)
-            if key not in ("enabled", "result_format") and CowrieConfig.has_option(SECTION, key)
+            if key not in _HOST_KEYS and CowrieConfig.has_option(SECTION, key)
         }
-        self.ecs = CowrieConfig.get(SECTION, "result_format", fallback="native").strip() == "ecs"
-        section = section_from_strings(items, f"[{SECTION}]")
+        result_format = CowrieConfig.get(SECTION, "result_format", fallback="native").strip()
+        if result_format not in ("native", "ecs"):
+            raise ConfigError(
+                f"[{SECTION}]: result_format = {result_format!r} is not allowed; "
+                "result_format must be native or ecs"
+            )
+        self.ecs = result_format == "ecs"
+        section = section_from_strings(items, f"[{SECTION}]", _HOST_KEYS)
         section.setdefault("lifecycle", "long-lived")
         self.host_config = {"plugins": {PLUGIN_NAME: section}}
         self.first_seen: OrderedDict[str, tuple[object, object]] = OrderedDict()
@@ -139,11 +147,14 @@ class Output(cowrie.core.output.Output):  # type: ignore[misc]
         ip = str(record["ip"])
         session, src_ip = self.first_seen.get(ip, (None, ip))
         asn, country = record.get("asn"), record.get("country")
+        # ECS's fields go where dashboards look for them (source.*, and the package's
+        # own namespace), the native record under "enrich".
+        fields = to_ecs(record) if self.ecs else {"enrich": dict(record)}
         self.dispatch(
             eventid=RESULT_EVENT,
             session=session,
             src_ip=src_ip,
-            enrich=to_ecs(record) if self.ecs else dict(record),
+            **fields,
             message=(
                 f"enrich: {ip} {record['status']}"
                 + (f" AS{asn}" if asn is not None else "")

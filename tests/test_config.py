@@ -143,3 +143,14 @@ def test_a_plugin_not_installed_here_is_a_warning(
         assert load_host_config(path)["plugins"]["geo"] == {"x": 1}
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 2 and all("names no installed plugin" in line for line in said)
+
+
+def test_cowrie_section_names_the_host_keys_among_the_known() -> None:
+    from cowrie_enrich_plugin.config import section_from_strings
+
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'resultformat'; known keys: .*result_format"
+    ):
+        section_from_strings(
+            {"resultformat": "ecs"}, "[output_enrich]", ("enabled", "result_format")
+        )

@@ -336,3 +336,22 @@ def test_a_setting_it_cannot_start_with_is_one_line_and_cowrie_runs_on(
         assert not honeypot.events("cowrie.enrich.result")
     finally:
         honeypot.stop()
+
+
+def test_ecs_results_put_source_where_dashboards_look(
+    cowrie_venv: Path, whois: BulkWhoisServer, state_dir: Path
+) -> None:
+    honeypot = Cowrie(cowrie_venv, state_dir, whois, result_format="ecs")
+    honeypot.start()
+    try:
+        ip = global_ips(1, seed=404)[0]
+        honeypot.knock(ip)
+        results = honeypot.wait_for_results({ip}, within=2 + 5)
+    finally:
+        honeypot.stop()
+    (event,) = results[ip]
+    expected = whois.expected(ip)
+    assert expected is not None
+    assert event["source"]["ip"] == ip, event  # not under enrich.source
+    assert event["source"]["as"]["number"] == expected["asn"]
+    assert event["cowrie_enrich"]["status"] == "enriched" and "enrich" not in event
