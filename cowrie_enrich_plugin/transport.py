@@ -95,7 +95,7 @@ class ThreadTransport(Transport):
         super().__init__()
         from .engine.serve import open_engine, serve
 
-        engine = open_engine(config)
+        self.engine = engine = open_engine(config)
         self.inbox: queue.Queue[ToEngine] = queue.Queue(maxsize=INBOX_MESSAGES)
         self.stopping = threading.Event()
         self.thread = threading.Thread(
@@ -118,6 +118,7 @@ class ThreadTransport(Transport):
     def abandon(self, timeout: float) -> list[FromEngine]:
         """Tell the engine to stop asking the network; wait at most ``timeout``."""
         self.stopping.set()
+        self.engine.stop_asking()
         with contextlib.suppress(queue.Full):
             self.inbox.put_nowait(End())
         self.thread.join(timeout)

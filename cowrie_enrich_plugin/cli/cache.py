@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..record import Status
-from .options import EX_TEMPFAIL, common_options, host_config, run_command, settings
+from .options import EX_INTERRUPTED, EX_TEMPFAIL, common_options, host_config, run_command, settings
 
 __all__ = ["cache"]
 
@@ -86,12 +86,17 @@ def retry(**opts: Any) -> None:
     Example:
       cowrie-enrich cache retry --config /etc/cowrie-enrich.toml
     """
-    from ..engine.serve import enrich_now, open_engine
+    from ..engine.serve import open_engine
+    from .asking import ask_now
 
     with open_engine(settings(host_config(opts)), create=False) as engine:
         ips = engine.store.due_pending()
-        records = enrich_now(engine, ips) if ips else []
+        records, interrupted = ask_now(engine, ips) if ips else ([], False)
     pending = sum(record["status"] == "pending" for record in records)
+    if interrupted:
+        left = len(ips) - (len(records) - pending)
+        click.echo(f"interrupted: {left} address(es) pending, run again to finish", err=True)
+        sys.exit(EX_INTERRUPTED)
     click.echo(
         f"{len(ips)} queued address(es) retried; {len(records) - pending} resolved, "
         f"{pending} still pending"

@@ -11,6 +11,7 @@ import click
 from ..addresses import InvalidAddress, NonGlobal, Usable, classify
 from ..ecs import to_ecs
 from .options import (
+    EX_INTERRUPTED,
     EX_TEMPFAIL,
     ConfigFailure,
     common_options,
@@ -50,14 +51,20 @@ def lookup(ips: tuple[str, ...], fmt: str, **opts: Any) -> None:
             usable.append(verdict.ip)
         elif isinstance(verdict, NonGlobal):
             skipped.append(verdict.ip)
-    from ..engine.serve import enrich_now, open_engine
+    from ..engine.serve import open_engine
+    from .asking import ask_now
 
     with open_engine(settings(host_config(opts))) as engine:
-        found = {record["ip"]: record for record in enrich_now(engine, usable, skipped)}
-    records = [found[ip] for ip in dict.fromkeys(order)]
+        got, interrupted = ask_now(engine, usable, skipped)
+    found = {record["ip"]: record for record in got}
+    records = [found[ip] for ip in dict.fromkeys(order) if ip in found]
     for record in records:
         click.echo(json.dumps(to_ecs(record) if fmt == "ecs" else record))
     pending = sum(record["status"] == "pending" for record in records)
+    if interrupted:
+        left = pending + len(set(order) - set(found))
+        click.echo(f"interrupted: {left} address(es) pending, run again to finish", err=True)
+        sys.exit(EX_INTERRUPTED)
     if pending:
         click.echo(f"{pending} address(es) pending: the whois server did not answer", err=True)
         sys.exit(EX_TEMPFAIL)

@@ -147,6 +147,7 @@ class Flusher:
             if self._on_idle is not None:
                 self._on_idle()
             if self._stopping.is_set():  # what the host sent is recorded, not dropped
+                self.enricher.stop_asking()  # and the batches out end now, pending
                 new, skipped = self._drain(inbox, message, new, skipped)
                 message = End()
             if self.config.long_lived:

@@ -108,19 +108,24 @@ def serve(
 
 
 def enrich_now(
-    enricher: Enricher, usable: Iterable[str], skipped: Iterable[str] = ()
+    enricher: Enricher,
+    usable: Iterable[str],
+    skipped: Iterable[str] = (),
+    stopping: threading.Event | None = None,
 ) -> list[dict[str, Any]]:
     """Enrich addresses now, cache first, on this thread: the records, in no set order.
 
     The same path as a host's run (``lookup`` and ``cache retry`` use it), without
-    the pending addresses of earlier runs.
+    the pending addresses of earlier runs. Once ``stopping`` is set (and
+    :meth:`Enricher.stop_asking` called), it ends promptly, the rest pending.
     """
     inbox: queue.Queue[ToEngine] = queue.Queue()
     inbox.put(NewAddresses(list(usable)))
     inbox.put(SkippedAddresses(list(skipped)))
     inbox.put(End())
     found: list[dict[str, Any]] = []
-    Flusher(enricher, lambda records, _: found.extend(records), resume_pending=False).run(inbox)
+    emit = lambda records, _: found.extend(records)  # noqa: E731
+    Flusher(enricher, emit, stopping, resume_pending=False).run(inbox)
     return found
 
 
@@ -181,6 +186,7 @@ def main() -> int:
         if done.is_set() or stopping.is_set():
             return
         stopping.set()
+        enricher.stop_asking()  # even while the loop waits for a connection slot
         with contextlib.suppress(queue.Full):
             inbox.put(End(), timeout=1)
         time.sleep(_GIVE_UP_SECONDS)

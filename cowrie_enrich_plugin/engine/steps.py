@@ -222,6 +222,10 @@ class Enricher:
         """Those of ``ips`` whose retry waits out its backoff."""
         return self.store.backing_off(ips)
 
+    def stop_asking(self) -> None:
+        """The run is stopping: whois's batches end now; what they asked stays pending."""
+        self.client.stop()
+
     def end_whois_backoff(self, limit: int | None = None) -> int:
         """Make addresses queued for whois due now (all, or the ``limit`` due soonest)."""
         return end_backoff(self.store, limit)

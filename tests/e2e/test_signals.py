@@ -143,3 +143,51 @@ def test_a_worker_whose_host_is_killed_stops_by_itself(tmp_path: Path) -> None:
         assert wait_group_gone(proc.pid, 5), "the orphaned worker went on"
         server.reset_log()
         rerun_completes(log, config, server, db_url, ips)
+
+
+@pytest.mark.parametrize("command", ["lookup", "cache retry"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_lookup_and_cache_retry_stop_on_a_signal_while_whois_hangs(
+    tmp_path: Path, command: str, sig: signal.Signals
+) -> None:
+    ips = global_ips(3, seed=95)
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    with BulkWhoisServer(faults=Faults(hang_rate=1.0)) as server:
+        # A hanging whois holds a batch 30 s per attempt, 4 attempts: not waited for.
+        config = write_config(tmp_path / "h.toml", server, db, timeout=30, retries=4)
+        if command == "cache retry":  # queue them: a run whois does not answer
+            with BulkWhoisServer() as down:
+                down.set_refusing(True)
+                queued = write_config(tmp_path / "q.toml", down, db, retries=1)
+                subprocess.run(
+                    [
+                        cowrie_enrich(),
+                        "ingest",
+                        str(write_log(tmp_path / "c.json", ips)),
+                        "--config",
+                        str(queued),
+                    ],
+                    env=clean_env(),
+                    capture_output=True,
+                    timeout=60,
+                )
+            args = ["cache", "retry"]
+        else:
+            args = ["lookup", *ips]
+        proc = subprocess.Popen(
+            [cowrie_enrich(), *args, "--config", str(config)],
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        wait_for_requests(server, 1, proc)
+        stopped = time.monotonic()
+        os.killpg(proc.pid, sig)
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - stopped
+    assert proc.returncode == 130, (out, err)
+    assert took < 10 + 2, took  # shutdown_timeout, and the interpreter's exit
+    assert "interrupted: 3 address(es) pending, run again to finish" in err, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err

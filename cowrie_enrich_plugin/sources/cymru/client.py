@@ -7,6 +7,8 @@ each retry asks only for the addresses still unanswered. After the last attempt
 the remaining addresses are reported back as unresolved, never guessed. After
 several consecutive batches have given up, the circuit breaker opens: further
 batches fail at once, without touching the network, until a cool-down passes.
+:meth:`BulkWhoisClient.stop` ends every batch at once (a run that is stopping):
+their connections are shut, nothing is retried, and what they asked stays pending.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ _ANSWER_BYTES_PER_IP = 8 * 1024
 # more CPU on the reads than on the rows. It is woken when this much has arrived, or
 # the server closed, or a wait ran out with less (then whatever arrived is read).
 _WAKE_BYTES = 32 * 1024
+#: How often a backoff looks whether the run stopped, in seconds.
+_STOP_POLL = 0.1
+#: Why addresses stay pending when the run stopped while they were asked.
+_STOPPED = "the run stopped before whois answered"
 
 
 class WhoisError(Exception):
@@ -122,15 +128,35 @@ class BulkWhoisClient:
         self._breaker = Breaker(
             f"whois at {host}:{port}", breaker_threshold, breaker_cooldown, level=logging.ERROR
         )
+        self._stopped = threading.Event()
+        self._open: set[socket.socket] = set()
         self._retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.retries),
+            stop=tenacity.stop_any(
+                tenacity.stop_after_attempt(self.retries),
+                tenacity.stop_when_event_set(self._stopped),
+            ),
             wait=tenacity.wait_exponential(multiplier=wait_initial, max=wait_max)
             + tenacity.wait_random(0, wait_initial),
             retry=tenacity.retry_if_exception_type(WhoisError),
             before_sleep=self._before_sleep,
-            sleep=clock.sleep,
+            sleep=self._sleep,
             reraise=True,
         )
+
+    def stop(self) -> None:
+        """End every batch now and leave what it asked unanswered (the run is stopping)."""
+        self._stopped.set()
+        with self._lock:
+            sockets = list(self._open)
+        for sock in sockets:  # a blocked recv returns at once
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _sleep(self, seconds: float) -> None:
+        """A backoff on the package's clock, cut short by :meth:`stop`."""
+        until = clock.monotonic() + seconds
+        while not self._stopped.is_set() and (left := until - clock.monotonic()) > 0:
+            clock.sleep(min(left, _STOP_POLL))
 
     # -- one batch -------------------------------------------------------------
 
@@ -146,6 +172,9 @@ class BulkWhoisClient:
             return result
         if len(remaining) > self.batch_size:
             raise ValueError(f"{len(remaining)} addresses exceed the batch size {self.batch_size}")
+        if self._stopped.is_set():
+            result.unresolved = dict.fromkeys(remaining, _STOPPED)
+            return result
         if not self._breaker.allow():
             why = f"whois circuit open after {self.breaker_threshold} consecutive failed batches"
             result.unresolved = dict.fromkeys(remaining, why)
@@ -159,6 +188,9 @@ class BulkWhoisClient:
         try:
             self._retrying.copy()(attempt)
         except WhoisError as exc:
+            if self._stopped.is_set():  # not whois's failure: the breaker is left alone
+                result.unresolved = dict.fromkeys(remaining, _STOPPED)
+                return result
             result.unresolved = dict.fromkeys(remaining, f"{type(exc).__name__}: {exc}")
             logger.warning(
                 "whois gave up on %d address(es) after %d attempt(s) (%s); they stay pending",
@@ -225,39 +257,55 @@ class BulkWhoisClient:
             raise WhoisConnectError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
         with self._lock:
             self.stats.connections += 1
+            self._open.add(sock)
+        try:
+            if self._stopped.is_set():  # stopped while it connected
+                return b"", False, WhoisConnectError(_STOPPED)
+            data, clean, problem = self._read_answer(sock, request, deadline, limit)
+        finally:
+            with self._lock:
+                self._open.discard(sock)
+            sock.close()
+        if self._stopped.is_set():  # its connection was shut: the answer is not whole
+            return data, False, WhoisConnectError(_STOPPED)
+        return data, clean, problem
+
+    def _read_answer(
+        self, sock: socket.socket, request: bytes, deadline: float, limit: int
+    ) -> tuple[bytes, bool, WhoisError | None]:
+        """Send the request, read to EOF within the deadline and ``limit`` bytes."""
         chunks: list[bytes] = []
         size = 0
-        with sock:
-            try:
-                sock.settimeout(self.idle_timeout)
-                sock.sendall(request)
-                _wake_on(sock, _WAKE_BYTES)
-                while True:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return b"".join(chunks), False, WhoisTimeout("answer took too long")
-                    sock.settimeout(min(self.idle_timeout, left))
-                    try:
-                        chunk = sock.recv(65536)
-                    except TimeoutError:
-                        # Silent, or sending less than the wake size: read what came
-                        # (none: BlockingIOError, silent).
-                        sock.settimeout(0.0)
-                        chunk = sock.recv(65536)
-                    if not chunk:
-                        return b"".join(chunks), True, None
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    if size > limit:
-                        return (
-                            b"".join(chunks),
-                            False,
-                            WhoisAnswerIncomplete(f"answer exceeded {limit} bytes; cut"),
-                        )
-            except (TimeoutError, BlockingIOError):
-                return b"".join(chunks), False, WhoisTimeout("server went silent")
-            except OSError as exc:
-                return b"".join(chunks), False, WhoisConnectError(f"connection failed: {exc}")
+        try:
+            sock.settimeout(self.idle_timeout)
+            sock.sendall(request)
+            _wake_on(sock, _WAKE_BYTES)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return b"".join(chunks), False, WhoisTimeout("answer took too long")
+                sock.settimeout(min(self.idle_timeout, left))
+                try:
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    # Silent, or sending less than the wake size: read what came
+                    # (none: BlockingIOError, silent).
+                    sock.settimeout(0.0)
+                    chunk = sock.recv(65536)
+                if not chunk:
+                    return b"".join(chunks), True, None
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    return (
+                        b"".join(chunks),
+                        False,
+                        WhoisAnswerIncomplete(f"answer exceeded {limit} bytes; cut"),
+                    )
+        except (TimeoutError, BlockingIOError):
+            return b"".join(chunks), False, WhoisTimeout("server went silent")
+        except OSError as exc:
+            return b"".join(chunks), False, WhoisConnectError(f"connection failed: {exc}")
 
     # -- retry bookkeeping and the circuit breaker -------------------------------
 
