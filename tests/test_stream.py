@@ -244,3 +244,41 @@ def test_a_line_too_deep_to_rebuild_goes_through_as_it_is() -> None:
     assert len(lines) == 2 == summary.lines
     assert json.loads(lines[1])["enrich"]["ip"] == "8.8.4.4"
     assert lines[0] == deep or json.loads(lines[0])["enrich"]["ip"] == "8.8.8.8"
+
+
+class _Down(_Answering):
+    """Whois down: every address gets a pending record at once."""
+
+    @hookimpl
+    def cowrie_ingest_events(self, events: Sequence[Mapping[str, Any]]) -> Any:
+        records = [{"ip": classify(e["src_ip"]).ip, "status": "pending"} for e in events]  # type: ignore[union-attr]
+        assert self.pm is not None
+        self.pm.hook.cowrie_enrichment_ready(records=records)
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_events_with_a_pending_record_are_counted_pending_not_enriched(plain: bool) -> None:
+    """With whois down the summary said most events were enriched: all went out pending."""
+    ips = [f"198.51.{n // 250}.{n % 250 + 1}" for n in range(600)]
+    events = [{"eventid": "cowrie.session.connect", "src_ip": ip} for ip in ips * 3]
+    lines = [json.dumps(e).encode() + (b"" if plain else b" ") for e in events]
+    pm = pluggy.PluginManager(PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    pm.register(_Down(set(), set()), name="down")
+    source_r, source_w = os.pipe()
+    sink_r, sink_w = os.pipe()
+    writer = threading.Thread(
+        target=lambda: (os.write(source_w, b"\n".join(lines) + b"\n"), os.close(source_w))
+    )
+    got: list[bytes] = []
+    reader = threading.Thread(
+        target=lambda: got.append(b"".join(iter(lambda: os.read(sink_r, 1 << 20), b"")))
+    )
+    writer.start()
+    reader.start()
+    with os.fdopen(source_r, "rb", buffering=0) as source, os.fdopen(sink_w, "wb") as sink:
+        summary = enrich_stream(source, sink, {}, pm=pm, hold=0.05)
+    writer.join()
+    reader.join()
+    assert summary.pending == len(events) and summary.enriched == 0, summary
+    assert all(json.loads(line)["enrich"]["status"] == "pending" for line in got[0].splitlines())

@@ -54,7 +54,9 @@ class StreamSummary:
     """What a filter run did."""
 
     lines: int = 0
+    #: events that went out with a final record (enriched, unannounced, skipped)
     enriched: int = 0
+    #: events that went out with no record yet, or a pending one
     pending: int = 0
     passed_through: int = 0
     no_address: int = 0
@@ -71,20 +73,28 @@ class _Records:
         self.fragments: OrderedDict[str, bytes] = OrderedDict()
         #: native format: what replaces an event's closing brace (``,"enrich":{...}}\n``)
         self.tails: dict[str, bytes] = {}
+        #: addresses whose kept record is a pending one (their events go out pending)
+        self.unanswered: set[str] = set()
 
     @hookimpl
     def cowrie_enrichment_ready(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Keep each record (an upsert), rendered once for every event that follows."""
         fragments, tails, native = self.fragments, self.tails, self.fmt != "ecs"
+        unanswered = self.unanswered
         for record in records:
             ip = str(record["ip"])
             fragments.pop(ip, None)
             fragments[ip] = fragment = self.render(record)
             if native:
                 tails[ip] = b"," + fragment + b"}\n"
+            if record["status"] == "pending":
+                unanswered.add(ip)
+            else:
+                unanswered.discard(ip)
         while len(fragments) > self.limit:
             ip, _fragment = fragments.popitem(last=False)
             tails.pop(ip, None)
+            unanswered.discard(ip)
 
     def render(self, record: Mapping[str, Any]) -> bytes:
         """The members to add to an event, as JSON text (without braces)."""
@@ -239,7 +249,7 @@ def _emit(
     keep: int = 0,
 ) -> None:
     """Write the lines at the head that may go: in order, each once."""
-    fragments, tails = records.fragments, records.tails
+    fragments, tails, unanswered = records.fragments, records.tails, records.unanswered
     batches = waiting.batches
     enriched = passed = pending = 0
     while batches and waiting.count > keep:
@@ -254,7 +264,9 @@ def _emit(
                 parts[::2] = map(_WITHOUT_BRACE, lines[start:end] if some is not ips else lines)
                 parts[1::2] = added
                 sink.write(b"".join(parts))  # type: ignore[arg-type]
-                enriched += len(added)
+                late = sum(map(unanswered.__contains__, some)) if unanswered else 0
+                enriched += len(added) - late
+                pending += late
                 _written(waiting, batch, end)
                 continue
         out: list[bytes] = []
@@ -271,6 +283,8 @@ def _emit(
                     if not final and now - arrived < hold:
                         break
                     fragment = records.pending(ip)
+                    pending += 1
+                elif ip in unanswered:
                     pending += 1
                 else:
                     enriched += 1
