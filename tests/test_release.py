@@ -8,11 +8,8 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "cowrie_enrich_plugin"
-
 
 
 def test_the_sdist_and_the_wheel_hold_every_module_and_pass_twine(tmp_path: Path) -> None:
