@@ -29,7 +29,7 @@ def ask_now(
     """The records of the addresses (in no set order), and whether a signal stopped it."""
     from ..engine.serve import enrich_now
 
-    stopping = threading.Event()
+    stopping, finished = threading.Event(), threading.Event()
     found: list[list[dict[str, Any]]] = []
     failed: list[BaseException] = []
 
@@ -38,10 +38,13 @@ def ask_now(
             found.append(enrich_now(enricher, usable, skipped, stopping))
         except BaseException as exc:  # raised on the main thread
             failed.append(exc)
+        finally:
+            finished.set()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stopping.set()
-        enricher.stop_asking()
+        if not finished.is_set():  # a signal after the work is done stops nothing
+            stopping.set()
+            enricher.stop_asking()
 
     thread = threading.Thread(target=work, name="cowrie-enrich-now", daemon=True)
     previous = {sig: signal.signal(sig, on_signal) for sig in STOPPING_SIGNALS}
