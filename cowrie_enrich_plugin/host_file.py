@@ -4,13 +4,12 @@ The file holds ``[plugins]`` (``enabled``: the plugins the host loads) and one
 ``[plugins.<name>]`` table per plugin; nothing else is read. A setting written where
 nothing reads it would be silently ignored (a top-level ``db = ...``, a misspelt
 ``[plugins.enrihc]``, ``enabled = ["enrch"]``, which turns enrichment off), so such a
-file is refused with the table or name it meant, and a table or name that is merely
-unknown (a plugin not installed here) is a warning.
+file is refused with the table or name it meant; a table or name that is merely
+unknown (another host's, a plugin not installed here) is a warning.
 """
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import sys
@@ -21,7 +20,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .hookspecs import PROJECT_NAME
-from .settings import PLUGIN_NAME
+from .settings import PLUGIN_NAME, RULES
 
 __all__ = ["check_layout", "load_host_config"]
 
@@ -55,7 +54,11 @@ def load_host_config(path: str | os.PathLike[str] | None) -> dict[str, Any]:
 
 
 def check_layout(loaded: Mapping[str, Any], file: Path, installed: Iterable[str]) -> None:
-    """Refuse what is written where nothing reads it; warn of unknown plugin names.
+    """Refuse what surely meant the enrichment's settings; warn of what nothing here reads.
+
+    A file another host shares may hold tables of its own: those are warned of, not
+    refused. Refused: an enrichment setting outside ``[plugins.enrich]`` and a table
+    or plugin name one typo away from one that is read.
 
     :param installed: the plugins a host could load (this one's included).
     :raises ConfigError: naming the file, what is misplaced and what it likely meant.
@@ -65,12 +68,17 @@ def check_layout(loaded: Mapping[str, Any], file: Path, installed: Iterable[str]
         if key == "plugins":
             continue
         where = f"[{key}]" if isinstance(value, Mapping) else f"{key} = ..."
-        hint = (
-            f"did you mean [plugins.{PLUGIN_NAME}]?"
-            if _close(key, ["plugins", PLUGIN_NAME])
-            else f"settings of the enrichment go under [plugins.{PLUGIN_NAME}]"
-        )
-        raise ConfigError(f"config file {file}: {where} at the top level is not read; {hint}")
+        if key in RULES:
+            raise ConfigError(
+                f"config file {file}: {where} at the top level is not read; "
+                f"settings of the enrichment go under [plugins.{PLUGIN_NAME}]"
+            )
+        if _typo(key, ("plugins", PLUGIN_NAME)):
+            raise ConfigError(
+                f"config file {file}: {where} at the top level is not read; "
+                f"did you mean [plugins.{PLUGIN_NAME}]?"
+            )
+        logger.warning("config file %s: %s at the top level is not read here", file, where)
     plugins = loaded.get("plugins", {})
     if not isinstance(plugins, Mapping):
         raise ConfigError(f"config file {file}: plugins must be a table, [plugins]")
@@ -78,10 +86,13 @@ def check_layout(loaded: Mapping[str, Any], file: Path, installed: Iterable[str]
         if key == "enabled" or key in known:
             continue
         if not isinstance(value, Mapping):
-            raise ConfigError(
-                f"config file {file}: [plugins] {key} is not read; [plugins] holds only "
-                f"enabled, and one table per plugin (did you mean [plugins.{PLUGIN_NAME}]?)"
-            )
+            if key in RULES:
+                raise ConfigError(
+                    f"config file {file}: [plugins] {key} is not read; "
+                    f"settings of the enrichment go under [plugins.{PLUGIN_NAME}]"
+                )
+            logger.warning("config file %s: [plugins] %s is not read here", file, key)
+            continue
         _unknown(file, f"[plugins.{key}]", key, known)
     enabled = plugins.get("enabled")
     if isinstance(enabled, list):
@@ -91,8 +102,8 @@ def check_layout(loaded: Mapping[str, Any], file: Path, installed: Iterable[str]
 
 
 def _unknown(file: Path, where: str, name: str, known: list[str]) -> None:
-    """A plugin name no installed plugin has: an error when it misspells one."""
-    close = _close(name, known)
+    """A plugin name no installed plugin has: an error when it is one typo from one."""
+    close = _typo(name, known)
     if close:
         raise ConfigError(
             f"config file {file}: {where} names no installed plugin; did you mean {close!r}?"
@@ -105,9 +116,28 @@ def _unknown(file: Path, where: str, name: str, known: list[str]) -> None:
     )
 
 
-def _close(name: str, candidates: list[str]) -> str | None:
-    found = difflib.get_close_matches(name.lower(), candidates, n=1, cutoff=0.7)
-    return found[0] if found else None
+def _typo(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate ``name`` misspells, if any: another case, or one edit away.
+
+    One edit: a letter added, dropped or changed, or two neighbours swapped.
+    """
+    typed = name.lower()
+    return next((c for c in candidates if name != c and (typed == c or _one_edit(typed, c))), None)
+
+
+def _one_edit(a: str, b: str) -> bool:
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+        return len(diff) == 1 or (
+            len(diff) == 2
+            and diff[1] == diff[0] + 1
+            and a[diff[0]] == b[diff[1]]
+            and a[diff[1]] == b[diff[0]]
+        )
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
 
 
 def _installed_plugins() -> list[str]:

@@ -125,6 +125,10 @@ def test_host_config_file(tmp_path: Path) -> None:
             r"\[plugins\] enabled = \['enrch'\] names no installed plugin; did you mean 'enrich'",
         ),
         ('[plugins]\ndb = "x"\n', r"\[plugins\] db is not read"),
+        (
+            "[plugins.Enrich]\nbatch_size = 10\n",
+            r"\[plugins.Enrich\] names no installed plugin; did you mean 'enrich'",
+        ),
     ],
 )
 def test_a_setting_where_nothing_reads_it_is_refused(tmp_path: Path, text: str, said: str) -> None:
@@ -138,11 +142,16 @@ def test_a_plugin_not_installed_here_is_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "host.toml"
-    path.write_text('[plugins]\nenabled = ["enrich", "geo"]\n[plugins.geo]\nx = 1\n')
-    with caplog.at_level("WARNING"):
+    path.write_text(
+        '[database]\nurl = "x"\n[plugins]\nenabled = ["enrich", "geo"]\n'
+        "[plugins.geo]\nx = 1\n[plugins.enricher]\ny = 2\n"
+    )
+    with caplog.at_level("WARNING"):  # another host's tables, plugins not installed here
         assert load_host_config(path)["plugins"]["geo"] == {"x": 1}
     said = [r.getMessage() for r in caplog.records]
-    assert len(said) == 2 and all("names no installed plugin" in line for line in said)
+    assert len(said) == 4, said
+    assert "[database] at the top level is not read here" in said[0]
+    assert all("names no installed plugin" in line for line in said[1:])
 
 
 def test_cowrie_section_names_the_host_keys_among_the_known() -> None:

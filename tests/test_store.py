@@ -317,3 +317,21 @@ def test_what_a_run_delivered_is_news_once_and_gone_runs_are_dropped(db_url: str
         assert {row[0] for row in conn.execute(runs)} == {run.owner, other.owner}
     for store in (run, other, gone):
         store.close()
+
+
+def test_commands_that_write_to_an_existing_store_upgrade_an_older_one(tmp_path: Path) -> None:
+    """cache retry and cache prune never create a store, but upgrade one of an older
+    schema (cache retry failed on a version-5 store: no such column ...classification)."""
+    from click.testing import CliRunner
+
+    from cowrie_enrich_plugin.cli import main
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    migrate(engine, target=SCHEMA_VERSION - 1)
+    engine.dispose()
+    for command in (["cache", "retry"], ["cache", "prune"]):
+        done = CliRunner().invoke(main, [*command, "--db", url, "--cymru", "127.0.0.1:9"])
+        assert done.exit_code == 0, (command, done.output)
+    with sa.create_engine(url).connect() as conn:
+        assert current_version(conn) == SCHEMA_VERSION

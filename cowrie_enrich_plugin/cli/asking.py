@@ -2,16 +2,21 @@
 
 The engine runs on a thread of its own while the main thread waits; Ctrl-C, SIGTERM
 or SIGHUP stops it asking (whois's connections are shut at once) and the command
-ends within ``shutdown_timeout`` with what it has: every address it was given has a
-record, those not answered ``pending`` (asked again by the next run or ``cache
-retry``).
+ends within ``shutdown_timeout`` with what it has: the records made so far (those
+not answered ``pending``, asked again by the next run or ``cache retry``). An engine
+still busy then (another source's request that waits out a rate limit) is left
+behind: the command says so and leaves at once (:func:`leave`), as a killed run
+would, which loses nothing.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -20,22 +25,32 @@ from ..hosts.kit import STOPPING_SIGNALS
 if TYPE_CHECKING:
     from ..engine.steps import Enricher
 
-__all__ = ["ask_now"]
+__all__ = ["Asked", "ask_now", "leave"]
 
 
-def ask_now(
-    enricher: Enricher, usable: Iterable[str], skipped: Iterable[str] = ()
-) -> tuple[list[dict[str, Any]], bool]:
-    """The records of the addresses (in no set order), and whether a signal stopped it."""
+@dataclass
+class Asked:
+    """What :func:`ask_now` got."""
+
+    #: the records, in no set order (with ``interrupted``, those made so far)
+    records: list[dict[str, Any]]
+    #: a signal stopped it
+    interrupted: bool
+    #: the engine was still busy when the command had to end: do not close it, leave
+    abandoned: bool
+
+
+def ask_now(enricher: Enricher, usable: Iterable[str], skipped: Iterable[str] = ()) -> Asked:
+    """Enrich the addresses now; a signal stops it within ``shutdown_timeout``."""
     from ..engine.serve import enrich_now
 
     stopping, finished = threading.Event(), threading.Event()
-    found: list[list[dict[str, Any]]] = []
+    found: list[dict[str, Any]] = []
     failed: list[BaseException] = []
 
     def work() -> None:
         try:
-            found.append(enrich_now(enricher, usable, skipped, stopping))
+            enrich_now(enricher, usable, skipped, stopping, found)
         except BaseException as exc:  # raised on the main thread
             failed.append(exc)
         finally:
@@ -58,4 +73,11 @@ def ask_now(
             signal.signal(sig, handler)
     if failed:
         raise failed[0]
-    return (found[0] if found else []), stopping.is_set()
+    return Asked(list(found), stopping.is_set(), thread.is_alive())
+
+
+def leave(code: int) -> None:
+    """End the process now, its output flushed, without waiting for the engine's threads."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

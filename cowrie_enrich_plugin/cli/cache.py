@@ -70,7 +70,7 @@ def prune(**opts: Any) -> None:
     from ..store import open_store
     from ..store.deliveries import drop_gone_runs
 
-    with open_store(settings(host_config(opts)).db, create=False) as store:
+    with open_store(settings(host_config(opts)).db, create=False, upgrade=True) as store:
         removed = store.prune()
         runs = drop_gone_runs(store)
     click.echo(f"{removed} expired record(s) removed; the deliveries of {runs} gone run(s)")
@@ -87,16 +87,19 @@ def retry(**opts: Any) -> None:
       cowrie-enrich cache retry --config /etc/cowrie-enrich.toml
     """
     from ..engine.serve import open_engine
-    from .asking import ask_now
+    from .asking import Asked, ask_now, leave
 
     with open_engine(settings(host_config(opts)), create=False) as engine:
         ips = engine.store.due_pending()
-        records, interrupted = ask_now(engine, ips) if ips else ([], False)
-    pending = sum(record["status"] == "pending" for record in records)
-    if interrupted:
-        left = len(ips) - (len(records) - pending)
-        click.echo(f"interrupted: {left} address(es) pending, run again to finish", err=True)
-        sys.exit(EX_INTERRUPTED)
+        asked = ask_now(engine, ips) if ips else Asked([], False, False)
+        records = asked.records
+        pending = sum(record["status"] == "pending" for record in records)
+        if asked.interrupted:
+            left = len(ips) - (len(records) - pending)
+            click.echo(f"interrupted: {left} address(es) pending, run again to finish", err=True)
+            if asked.abandoned:
+                leave(EX_INTERRUPTED)
+            sys.exit(EX_INTERRUPTED)
     click.echo(
         f"{len(ips)} queued address(es) retried; {len(records) - pending} resolved, "
         f"{pending} still pending"

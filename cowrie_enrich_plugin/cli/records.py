@@ -52,19 +52,21 @@ def lookup(ips: tuple[str, ...], fmt: str, **opts: Any) -> None:
         elif isinstance(verdict, NonGlobal):
             skipped.append(verdict.ip)
     from ..engine.serve import open_engine
-    from .asking import ask_now
+    from .asking import ask_now, leave
 
     with open_engine(settings(host_config(opts))) as engine:
-        got, interrupted = ask_now(engine, usable, skipped)
-    found = {record["ip"]: record for record in got}
-    records = [found[ip] for ip in dict.fromkeys(order) if ip in found]
-    for record in records:
-        click.echo(json.dumps(to_ecs(record) if fmt == "ecs" else record))
-    pending = sum(record["status"] == "pending" for record in records)
-    if interrupted:
-        left = pending + len(set(order) - set(found))
-        click.echo(f"interrupted: {left} address(es) pending, run again to finish", err=True)
-        sys.exit(EX_INTERRUPTED)
+        asked = ask_now(engine, usable, skipped)
+        found = {record["ip"]: record for record in asked.records}
+        records = [found[ip] for ip in dict.fromkeys(order) if ip in found]
+        for record in records:
+            click.echo(json.dumps(to_ecs(record) if fmt == "ecs" else record))
+        pending = sum(record["status"] == "pending" for record in records)
+        if asked.interrupted:
+            left = pending + len(set(order) - set(found))
+            click.echo(f"interrupted: {left} address(es) pending, run again to finish", err=True)
+            if asked.abandoned:
+                leave(EX_INTERRUPTED)
+            sys.exit(EX_INTERRUPTED)
     if pending:
         click.echo(f"{pending} address(es) pending: the whois server did not answer", err=True)
         sys.exit(EX_TEMPFAIL)

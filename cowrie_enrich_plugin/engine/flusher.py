@@ -228,12 +228,15 @@ class Flusher:
         recovered = self._sender.recovered.is_set()
         if not (timer or recovered) or self._gate.paused():
             return []
-        self._sender.recovered.clear()
+        if recovered:  # cleared only when seen: one set meanwhile is not lost
+            self._sender.recovered.clear()
         try:
             due, limit = due_retries(self.enricher)
             # Nothing due while whois fails: one batch of the queue probes it, so that
-            # its return is noticed without new addresses (then all of it is due).
+            # its return is noticed without new addresses (then all of it is due); not
+            # while the breaker holds every batch back, which would only fail it.
             probe = not due and timer and self._sender.failing
+            probe = probe and not self.enricher.whois_held_back()
             if probe and self.enricher.end_whois_backoff(self.config.batch_size):
                 due, limit = due_retries(self.enricher)
         except StoreError as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Final
 
 from ..errors import StoreError
 from ..record import EnrichmentRecord, Status
@@ -28,6 +29,10 @@ from .steps import Enricher
 __all__ = ["WhoisSender"]
 
 logger = logging.getLogger(__name__)
+
+#: Failed batches in a row from which whois is taken to be down (its first answer
+#: after that makes the whole queue due).
+_FAILING: Final = 2
 
 
 class WhoisSender:
@@ -58,9 +63,10 @@ class WhoisSender:
         #: called now and then while every connection slot is taken
         self.on_idle: Callable[[], None] | None = None
         self._lock = threading.Lock()
-        # Whether whois's last batch failed. A long-lived run starts as if it had: its
-        # first answer also ends the backoffs an earlier run left.
-        self._failing = enricher.config.long_lived
+        # Failed batches in a row; whois "fails" from _FAILING of them on (one batch
+        # timing out now and then is not an outage). A long-lived run starts as if it
+        # failed: its first answer also ends the backoffs an earlier run left.
+        self._failed_in_a_row = _FAILING if enricher.config.long_lived else 0
         #: set when whois answered again after failing: the queue is due now
         self.recovered = threading.Event()
         self.errors = 0
@@ -150,9 +156,9 @@ class WhoisSender:
 
     @property
     def failing(self) -> bool:
-        """Whether whois's last batch failed (nothing answered)."""
+        """Whether whois fails: its last batches answered nothing."""
         with self._lock:
-            return self._failing
+            return self._failed_in_a_row >= _FAILING
 
     def _note_whois(self, result: BatchResult) -> None:
         """Whois answered or failed; its first answer after failing ends every backoff.
@@ -162,9 +168,11 @@ class WhoisSender:
         concurrency) rather than each address waiting out its own backoff.
         """
         with self._lock:
-            recovered = self._failing and bool(result.answers)
-            if result.answers or result.unresolved:
-                self._failing = not result.answers
+            recovered = self._failed_in_a_row >= _FAILING and bool(result.answers)
+            if result.answers:
+                self._failed_in_a_row = 0
+            elif result.unresolved:
+                self._failed_in_a_row += 1
         if not recovered or not self._enricher.config.long_lived:
             return
         try:

@@ -112,21 +112,23 @@ def enrich_now(
     usable: Iterable[str],
     skipped: Iterable[str] = (),
     stopping: threading.Event | None = None,
+    found: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Enrich addresses now, cache first, on this thread: the records, in no set order.
 
     The same path as a host's run (``lookup`` and ``cache retry`` use it), without
     the pending addresses of earlier runs. Once ``stopping`` is set (and
-    :meth:`Enricher.stop_asking` called), it ends promptly, the rest pending.
+    :meth:`Enricher.stop_asking` called), it ends promptly, the rest pending. The
+    records are added to ``found`` as they come (when given), and returned.
     """
     inbox: queue.Queue[ToEngine] = queue.Queue()
     inbox.put(NewAddresses(list(usable)))
     inbox.put(SkippedAddresses(list(skipped)))
     inbox.put(End())
-    found: list[dict[str, Any]] = []
-    emit = lambda records, _: found.extend(records)  # noqa: E731
+    got: list[dict[str, Any]] = [] if found is None else found
+    emit = lambda records, _: got.extend(records)  # noqa: E731
     Flusher(enricher, emit, stopping, resume_pending=False).run(inbox)
-    return found
+    return got
 
 
 # -- the worker process -------------------------------------------------------------------
@@ -214,9 +216,9 @@ def main() -> int:
     threading.Thread(target=receive, name="receive", daemon=True).start()
 
     def send_final(message: FromEngine) -> None:
-        if isinstance(message, Done):
-            done.set()
         send(message)
+        if isinstance(message, Done):  # sent: a host that stopped reading cannot hold it
+            done.set()
 
     serve(enricher, inbox, send_final, stopping)
     # The reader thread is still blocked on stdin; an interpreter that finalised now

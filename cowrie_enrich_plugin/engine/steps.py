@@ -86,7 +86,8 @@ class Enricher:
     def open(cls, config: EnrichConfig, *, create: bool = True) -> Enricher:
         """Open the offline sources, the store and the network sources ``config`` names.
 
-        Without ``create``, a database that holds no store is refused, not made.
+        Without ``create``, a database that holds no store is refused, not made (an
+        older store is upgraded).
 
         :raises GeoDatabaseError: for an unusable GeoIP file.
         :raises StoreError: when the database cannot be opened.
@@ -94,7 +95,7 @@ class Enricher:
         client: BulkWhoisClient = load("cymru").open(settings_of(config, "cymru"))
         offline = OfflineSources.open(config)
         try:
-            store = open_store(config.db, create=create)
+            store = open_store(config.db, create=create, upgrade=True)
             try:
                 extras = ExtraSources.open(config)
             except BaseException:
@@ -225,6 +226,10 @@ class Enricher:
     def stop_asking(self) -> None:
         """The run is stopping: whois's batches end now; what they asked stays pending."""
         self.client.stop()
+
+    def whois_held_back(self) -> bool:
+        """Whether whois's circuit breaker holds batches back now."""
+        return self.client.circuit_is_open
 
     def end_whois_backoff(self, limit: int | None = None) -> int:
         """Make addresses queued for whois due now (all, or the ``limit`` due soonest)."""

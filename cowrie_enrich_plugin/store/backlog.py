@@ -26,14 +26,10 @@ def end_backoff(store: Store, limit: int | None = None, now: dt.datetime | None 
     """
     moment = naive(now or utc_now())
     q = pending_queue.c
-    waiting = q.next_attempt_at > moment
+    free = sa.or_(q.lease_expires_at.is_(None), q.lease_expires_at <= moment)
+    waiting = sa.and_(q.next_attempt_at > moment, free)
     if limit is not None:
-        soonest = (
-            sa.select(q.ip)
-            .where(waiting, sa.or_(q.lease_expires_at.is_(None), q.lease_expires_at <= moment))
-            .order_by(q.next_attempt_at)
-            .limit(limit)
-        )
+        soonest = sa.select(q.ip).where(waiting).order_by(q.next_attempt_at).limit(limit)
         waiting = sa.and_(waiting, q.ip.in_(soonest.scalar_subquery()))
     update = sa.update(pending_queue).where(waiting).values(next_attempt_at=None)
     return store.write(lambda conn: int(conn.execute(update).rowcount or 0))

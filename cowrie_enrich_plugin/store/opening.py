@@ -101,10 +101,14 @@ def _check_version(engine: sa.Engine, url: str) -> None:
         refuse_newer(conn)
 
 
-def open_store(url: str, *, create: bool = True, read_only: bool = False) -> Store:
+def open_store(
+    url: str, *, create: bool = True, read_only: bool = False, upgrade: bool = False
+) -> Store:
     """Open (and create or migrate, unless ``create`` is false) the store at ``url``.
 
-    Without ``create``, a SQLite file that does not exist is refused, not made.
+    Without ``create``, a SQLite file that does not exist, or a database that holds
+    no store, is refused, not made; with ``upgrade`` too, a store of an older
+    schema is migrated (a command that writes to a store it must not create).
     ``read_only`` (which implies no ``create``) reads a SQLite file that this user
     cannot write, or that sits in a folder this user cannot write.
 
@@ -159,9 +163,13 @@ def open_store(url: str, *, create: bool = True, read_only: bool = False) -> Sto
     try:
         # A database that answered and then dropped the migration is retried; one
         # that does not answer at all is reported at once.
-        with_retries(
-            lambda: migrate(engine) if create else _check_version(engine, url), is_interrupted
-        )
+        def prepare() -> None:
+            if not create:
+                _check_version(engine, url)
+            if create or upgrade:
+                migrate(engine)
+
+        with_retries(prepare, is_interrupted)
     except sa.exc.DatabaseError as exc:  # not reachable, locked, corrupt, not a database
         store.close()
         why = scrub(first_line(exc), url)

@@ -146,11 +146,10 @@ class BulkWhoisClient:
     def stop(self) -> None:
         """End every batch now and leave what it asked unanswered (the run is stopping)."""
         self._stopped.set()
-        with self._lock:
-            sockets = list(self._open)
-        for sock in sockets:  # a blocked recv returns at once
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        with self._lock:  # under the lock: the owner closes a socket only after it left
+            for sock in self._open:  # a blocked recv returns at once
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def _sleep(self, seconds: float) -> None:
         """A backoff on the package's clock, cut short by :meth:`stop`."""
