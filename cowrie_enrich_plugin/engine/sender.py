@@ -171,7 +171,7 @@ class WhoisSender:
             recovered = self._failed_in_a_row >= _FAILING and bool(result.answers)
             if result.answers:
                 self._failed_in_a_row = 0
-            elif result.unresolved:
+            elif result.unresolved and not result.stopped:
                 self._failed_in_a_row += 1
         if not recovered or not self._enricher.config.long_lived:
             return

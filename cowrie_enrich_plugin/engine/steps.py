@@ -350,8 +350,11 @@ class Enricher:
             else:
                 records.append(pending)
         # A long-lived run retries in the background, backing off; a batch run leaves
-        # them for the next run.
+        # them for the next run, as does a run that stopped asking (whois did not fail:
+        # the next start asks at once).
         backoff = self.config.retry_interval if self.config.long_lived else 0.0
+        if result.stopped:
+            backoff = 0.0
         self.store.save(resolved, unresolved, backoff=backoff)
         with self._counts_lock:
             self._counts.resolved += len(resolved)

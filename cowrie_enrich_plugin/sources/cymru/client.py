@@ -78,6 +78,8 @@ class BatchResult:
     answers: dict[str, CymruAnswer] = field(default_factory=dict)
     unresolved: dict[str, str] = field(default_factory=dict)
     attempts: int = 0
+    #: cut short by :meth:`BulkWhoisClient.stop`: not whois's failure (no backoff)
+    stopped: bool = False
 
 
 class BulkWhoisClient:
@@ -173,6 +175,7 @@ class BulkWhoisClient:
             raise ValueError(f"{len(remaining)} addresses exceed the batch size {self.batch_size}")
         if self._stopped.is_set():
             result.unresolved = dict.fromkeys(remaining, _STOPPED)
+            result.stopped = True
             return result
         if not self._breaker.allow():
             why = f"whois circuit open after {self.breaker_threshold} consecutive failed batches"
@@ -189,6 +192,7 @@ class BulkWhoisClient:
         except WhoisError as exc:
             if self._stopped.is_set():  # not whois's failure: the breaker is left alone
                 result.unresolved = dict.fromkeys(remaining, _STOPPED)
+                result.stopped = True
                 return result
             result.unresolved = dict.fromkeys(remaining, f"{type(exc).__name__}: {exc}")
             logger.warning(
