@@ -442,6 +442,22 @@ def test_a_refused_key_is_said_once_counted_and_not_asked_again(
     assert "a-wrong-one" not in said[0]
 
 
+def _ingest_and_doctor(
+    log: Path, config: Path, env: dict[str, str]
+) -> list[subprocess.CompletedProcess[str]]:
+    """``ingest`` of ``log``, then ``doctor``, with ``config`` and ``env``."""
+    return [
+        subprocess.run(
+            [cowrie_enrich(), *command, "--config", str(config)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        for command in (["ingest", str(log)], ["doctor"])
+    ]
+
+
 def test_a_refused_key_fails_the_run_and_the_doctor(server: Any, tmp_path: Path) -> None:
     ips = global_ips(5, seed=211)
     log = write_log(tmp_path / "cowrie.json", ips)
@@ -450,17 +466,7 @@ def test_a_refused_key_fails_the_run_and_the_doctor(server: Any, tmp_path: Path)
     with GreyNoiseServer(faults=HttpFaults(required_key="GN-RIGHT")) as gn:
         config = _greynoise_config(tmp_path, server, gn, db, rate_per_second=500.0)
         env = {**clean_env(), "COWRIE_ENRICH_GREYNOISE_API_KEY": key}
-        runs = [
-            subprocess.run(
-                [cowrie_enrich(), *command, "--config", str(config)],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            for command in (["ingest", str(log)], ["doctor"])
-        ]
-    ingest, doctor = runs
+        ingest, doctor = runs = _ingest_and_doctor(log, config, env)
     assert ingest.returncode == 1, ingest.stdout + ingest.stderr
     assert "GreyNoise refused the key (401)" in ingest.stderr
     assert "greynoise: 1 request(s), 5 section(s) left pending" in ingest.stdout + ingest.stderr
@@ -496,16 +502,7 @@ def test_greynoise_without_its_extra_says_what_to_install(server: Any, tmp_path:
     with GreyNoiseServer() as gn:
         config = _greynoise_config(tmp_path, server, gn, f"sqlite:///{tmp_path / 'x.db'}")
         env = {**clean_env(), "PYTHONPATH": str(blocker)}
-        ingest, doctor = (
-            subprocess.run(
-                [cowrie_enrich(), *command, "--config", str(config)],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            for command in (["ingest", str(log)], ["doctor"])
-        )
+        ingest, doctor = _ingest_and_doctor(log, config, env)
     hint = "pip install 'cowrie-enrich-plugin[greynoise]'"
     assert ingest.returncode == 2 and hint in ingest.stderr, ingest.stderr
     assert "Traceback" not in ingest.stderr

@@ -5,8 +5,8 @@ or SIGHUP stops it asking (whois's connections are shut at once) and the command
 ends within ``shutdown_timeout`` with what it has: the records made so far (those
 not answered ``pending``, asked again by the next run or ``cache retry``). An engine
 still busy then (another source's request that waits out a rate limit) is left
-behind: the command says so and leaves at once (:func:`leave`), as a killed run
-would, which loses nothing.
+behind: the command says so and leaves at once (:func:`end_interrupted`), as a
+killed run would, which loses nothing.
 """
 
 from __future__ import annotations
@@ -18,14 +18,17 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
 
 from ..hosts.kit import STOPPING_SIGNALS
+from .options import EX_INTERRUPTED
 
 if TYPE_CHECKING:
     from ..engine.steps import Enricher
 
-__all__ = ["Asked", "ask_now", "leave"]
+__all__ = ["Asked", "ask_now", "end_interrupted"]
 
 
 @dataclass
@@ -76,8 +79,15 @@ def ask_now(enricher: Enricher, usable: Iterable[str], skipped: Iterable[str] = 
     return Asked(list(found), stopping.is_set(), thread.is_alive())
 
 
-def leave(code: int) -> None:
-    """End the process now, its output flushed, without waiting for the engine's threads."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+def end_interrupted(asked: Asked, pending: int) -> NoReturn:
+    """Say how many addresses a stopped command leaves pending, and exit 130.
+
+    An engine still busy is not waited for: the process leaves at once, its output
+    flushed, without closing it.
+    """
+    click.echo(f"interrupted: {pending} address(es) pending, run again to finish", err=True)
+    if asked.abandoned:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EX_INTERRUPTED)
+    sys.exit(EX_INTERRUPTED)

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..record import Status
-from .options import EX_INTERRUPTED, EX_TEMPFAIL, common_options, host_config, run_command, settings
+from .options import EX_TEMPFAIL, common_options, host_config, run_command, settings
 
 __all__ = ["cache"]
 
@@ -87,7 +87,7 @@ def retry(**opts: Any) -> None:
       cowrie-enrich cache retry --config /etc/cowrie-enrich.toml
     """
     from ..engine.serve import open_engine
-    from .asking import Asked, ask_now, leave
+    from .asking import Asked, ask_now, end_interrupted
 
     with open_engine(settings(host_config(opts)), create=False) as engine:
         ips = engine.store.due_pending()
@@ -95,11 +95,7 @@ def retry(**opts: Any) -> None:
         records = asked.records
         pending = sum(record["status"] == "pending" for record in records)
         if asked.interrupted:
-            left = len(ips) - (len(records) - pending)
-            click.echo(f"interrupted: {left} address(es) pending, run again to finish", err=True)
-            if asked.abandoned:
-                leave(EX_INTERRUPTED)
-            sys.exit(EX_INTERRUPTED)
+            end_interrupted(asked, len(ips) - (len(records) - pending))
     click.echo(
         f"{len(ips)} queued address(es) retried; {len(records) - pending} resolved, "
         f"{pending} still pending"

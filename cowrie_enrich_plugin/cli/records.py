@@ -11,7 +11,6 @@ import click
 from ..addresses import InvalidAddress, NonGlobal, Usable, classify
 from ..ecs import to_ecs
 from .options import (
-    EX_INTERRUPTED,
     EX_TEMPFAIL,
     ConfigFailure,
     common_options,
@@ -52,7 +51,7 @@ def lookup(ips: tuple[str, ...], fmt: str, **opts: Any) -> None:
         elif isinstance(verdict, NonGlobal):
             skipped.append(verdict.ip)
     from ..engine.serve import open_engine
-    from .asking import ask_now, leave
+    from .asking import ask_now, end_interrupted
 
     with open_engine(settings(host_config(opts))) as engine:
         asked = ask_now(engine, usable, skipped)
@@ -62,11 +61,7 @@ def lookup(ips: tuple[str, ...], fmt: str, **opts: Any) -> None:
             click.echo(json.dumps(to_ecs(record) if fmt == "ecs" else record))
         pending = sum(record["status"] == "pending" for record in records)
         if asked.interrupted:
-            left = pending + len(set(order) - set(found))
-            click.echo(f"interrupted: {left} address(es) pending, run again to finish", err=True)
-            if asked.abandoned:
-                leave(EX_INTERRUPTED)
-            sys.exit(EX_INTERRUPTED)
+            end_interrupted(asked, pending + len(set(order) - set(found)))
     if pending:
         click.echo(f"{pending} address(es) pending: the whois server did not answer", err=True)
         sys.exit(EX_TEMPFAIL)
