@@ -199,7 +199,9 @@ def test_ending_twice_is_harmless(server: BulkWhoisServer, tmp_path: Path) -> No
     assert pm.hook.cowrie_ingest_end() == first
 
 
-def _in_read_only(folder: Path, *command: str) -> subprocess.CompletedProcess[str]:
+def _in_read_only(
+    folder: Path, *command: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``command`` with ``folder`` read-only for it (root: a read-only bind mount)."""
     if os.geteuid() == 0:
         script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
@@ -209,10 +211,54 @@ def _in_read_only(folder: Path, *command: str) -> subprocess.CompletedProcess[st
         argv = list(command)
     try:
         return subprocess.run(
-            argv, capture_output=True, text=True, timeout=60, env=clean_env(), check=False
+            argv, capture_output=True, text=True, timeout=60, env=env or clean_env(), check=False
         )
     finally:
         folder.chmod(0o755)
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0 and shutil.which("unshare") is None, reason="needs unshare as root"
+)
+def test_the_doctor_fails_on_a_file_the_run_could_not_write(tmp_path: Path) -> None:
+    """The textfile folder a cron user cannot write is found before the run, not after it."""
+    locked, fine = tmp_path / "textfile", tmp_path / "out"
+    locked.mkdir()
+    fine.mkdir()
+    env = {
+        **clean_env(),
+        "COWRIE_ENRICH_FEEDS_ENABLED": "tor",
+        "COWRIE_ENRICH_FEEDS_DIR": str(locked / "feeds"),
+    }
+    url = f"sqlite:///{fine / 'x.db'}"
+    doctor = _in_read_only(
+        locked,
+        cowrie_enrich(),
+        "doctor",
+        "--db",
+        url,
+        "--metrics-file",
+        str(locked / "enrich.prom"),
+        "--status-file",
+        str(tmp_path / "missing" / "status.json"),
+        "--output",
+        str(fine / "records.jsonl"),
+        env=env,
+    )
+    lines = doctor.stdout.splitlines()
+    assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+    assert "Traceback" not in doctor.stderr
+    metrics = [line for line in lines if str(locked / "enrich.prom") in line]
+    assert len(metrics) == 1 and metrics[0].startswith("FAIL  output: cannot write"), lines
+    assert "chown" in metrics[0], metrics
+    status = [line for line in lines if "status.json" in line]
+    assert len(status) == 1 and status[0].startswith("FAIL"), lines
+    assert f"mkdir -p {tmp_path / 'missing'}" in status[0], status
+    assert f"OK    output: {fine / 'records.jsonl'} can be written" in lines, lines
+    feeds = [line for line in lines if line.startswith("WARN  feeds: this user cannot write")]
+    assert len(feeds) == 1 and str(locked) in feeds[0], lines
+    assert sorted(p.name for p in fine.iterdir()) == []  # the check leaves nothing behind
+    assert list(locked.iterdir()) == []
 
 
 @pytest.mark.skipif(

@@ -1,14 +1,16 @@
 """``cowrie-enrich doctor``: each check says OK, WARN or FAIL, and how to fix what is wrong.
 
 It applies exactly the checks ``ingest`` applies at start (the settings, whether the
-plugin is enabled, the files), then looks at the database and the whois server.
+plugin is enabled, the files), then looks at the database, the sources, the feeds and
+the files a run would write (``--output``, ``--status-file``, ``--metrics-file``).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 import click
@@ -16,7 +18,7 @@ import click
 from ..config import PLUGIN_NAME, ConfigError, EnrichConfig, mask_url, plugin_enabled
 from ..dburl import scrub, sqlite_file
 from ..errors import StoreError
-from .options import common_options, host_config, run_command, settings
+from .options import common_options, host_config, run_command, run_file_options, settings
 
 __all__ = ["doctor", "run_checks"]
 
@@ -26,26 +28,46 @@ Check = tuple[Level, str]
 
 @click.command()
 @common_options
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="A file ingest will write its records to: check that it can.",
+)
+@run_file_options
 @run_command
 def doctor(**opts: Any) -> None:
-    """Check the config, the database, the GeoIP files and the whois server.
+    """Check the config, the database, the sources, the feeds and the files a run writes.
 
     Each line says OK, WARN or FAIL with what to do. Exit code 0 when nothing failed.
+    Give the --output, --status-file and --metrics-file the real runs use (a cron job's
+    metrics file in node_exporter's folder, say) to check that this user can write them.
 
     \b
     Example:
-      cowrie-enrich doctor --config /etc/cowrie-enrich.toml
+      cowrie-enrich doctor --config /etc/cowrie-enrich.toml \\
+          --metrics-file /var/lib/node_exporter/textfile/cowrie_enrich.prom
     """
+    outputs = [opts.get(key) for key in ("output", "status_file", "metrics_file")]
     failures = 0
-    for level, line in run_checks(lambda: host_config(opts), opts.get("config_path")):
+    checks = run_checks(
+        lambda: host_config(opts), opts.get("config_path"), [o for o in outputs if o]
+    )
+    for level, line in checks:
         click.echo(f"{level:<6}{line}")
         failures += level == "FAIL"
     if failures:
         sys.exit(1)
 
 
-def run_checks(host: Callable[[], Mapping[str, Any]], config_path: str | None) -> Iterator[Check]:
-    """Run every check in order; stop after the config check when the config is unusable."""
+def run_checks(
+    host: Callable[[], Mapping[str, Any]],
+    config_path: str | None,
+    outputs: Iterable[str] = (),
+) -> Iterator[Check]:
+    """Run every check in order; stop after the config check when the config is unusable.
+
+    ``outputs``: files a run will write, each checked for whether this user can.
+    """
     try:
         config = host()
         enabled = plugin_enabled(config)
@@ -63,6 +85,47 @@ def run_checks(host: Callable[[], Mapping[str, Any]], config_path: str | None) -
             ),
         )
     yield from _checks(checked)
+    for path in outputs:
+        yield _check_output(path)
+
+
+def _check_output(path: str) -> Check:
+    """Whether this user can replace ``path``: a new file beside it, renamed over it."""
+    target = os.path.abspath(path)
+    folder = os.path.dirname(target)
+    if os.path.isdir(target):
+        return "FAIL", f"output: {path} is a folder; give a file name inside it"
+    if not os.path.isdir(folder):
+        return "FAIL", f"output: cannot write {path}: {folder} does not exist; `mkdir -p {folder}`"
+    from ..files import beside
+
+    try:
+        fd, temporary = beside(target)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        return "FAIL", (
+            f"output: cannot write {path} ({reason}): choose a folder this user can write, "
+            f"or let it (`sudo chown {_user()} {folder}`, or a group it belongs to)"
+        )
+    os.close(fd)
+    os.unlink(temporary)
+    return "OK", f"output: {path} can be written"
+
+
+def _nearest_folder(path: str) -> str:
+    """``path`` or its nearest existing ancestor (where a missing folder would be made)."""
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
 
 
 def _checks(config: EnrichConfig) -> Iterator[Check]:
@@ -93,6 +156,13 @@ def _check_feeds(config: EnrichConfig) -> Iterator[Check]:
         yield (
             "OK",
             f"feeds: {len(states)} installed and current in {feeds.dir} ({entries:,} entries)",
+        )
+    folder = _nearest_folder(str(feeds.path.absolute()))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        yield "WARN", (
+            f"feeds: this user cannot write {folder}: `feeds update` (and a long-lived host's "
+            f"own refresh) cannot install new versions; run them as the owner, or "
+            f"`sudo chown {_user()} {folder}`"
         )
     for name in feeds.enabled:
         error = read_state(feeds, name).last_error
