@@ -34,8 +34,10 @@ _early: tuple[tuple[str, ...], subprocess.Popen[bytes]] | None = None
 
 def worker_command() -> tuple[str, ...]:
     """The worker's command after the interpreter."""
-    here = {"", ".", os.getcwd()}
-    paths = [path for path in sys.path if path not in here]
+    # ``python -m``/``-c`` put the current directory first; a PYTHONPATH entry that
+    # happens to name it too is the user's choice, and kept.
+    first = {"", ".", os.getcwd()}
+    paths = [p for i, p in enumerate(sys.path) if p not in {"", "."} and (i or p not in first)]
     return ("-I", "-c", _BOOT, json.dumps(paths))
 
 

@@ -113,6 +113,24 @@ def test_a_worker_started_early_and_not_wanted_goes() -> None:
     assert worker_start.take_early(worker_start.worker_command()) is None
 
 
+def test_the_worker_keeps_a_pythonpath_that_names_the_current_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``cd checkout && PYTHONPATH=. python -m ...`` runs the checkout's code in the worker too.
+
+    Only the current folder that ``-m`` or ``-c`` put first is dropped (a worker must
+    not import whatever sits where the host was started).
+    """
+    from cowrie_enrich_plugin import worker_start
+
+    here = str(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [here, here, "", "/opt/lib", "."])
+    assert json.loads(worker_start.worker_command()[-1]) == [here, "/opt/lib"]
+    monkeypatch.setattr(sys, "path", ["/venv/bin", "/opt/lib"])
+    assert json.loads(worker_start.worker_command()[-1]) == ["/venv/bin", "/opt/lib"]
+
+
 #: A stand-in worker: on a flush it writes a record per address it was handed, in many
 #: small messages, far more than a pipe holds, blocking while the host does not read.
 _FLOODING_WORKER = """
