@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -13,7 +14,13 @@ import pytest
 
 from cowrie_enrich_plugin.sources.greynoise import SOURCE
 from cowrie_enrich_plugin.sources.greynoise.client import GreyNoiseClient
-from cowrie_enrich_plugin.testing import GreyNoiseServer, HttpFaults, expected_greynoise
+from cowrie_enrich_plugin.testing import (
+    BulkWhoisServer,
+    Faults,
+    GreyNoiseServer,
+    HttpFaults,
+    expected_greynoise,
+)
 
 from .helpers import clean_env, cowrie_enrich, global_ips, write_config, write_log
 
@@ -102,6 +109,79 @@ def test_enterprise_bulk_requests_carry_many_addresses() -> None:
         assert all(r.method == "POST" and r.had_key for r in server.requests)
     for ip in ips:
         assert_right(ip, found[ip])
+
+
+def test_a_bulk_size_above_whois_batches_fills_each_request(tmp_path: Path) -> None:
+    """``bulk_size = 1000`` with whois's 500-address batches: requests of 1000, not 500.
+
+    Whois takes its time, so that every address has reached the engine before the first
+    answer (a whois idle with nothing waiting asks GreyNoise for what it has).
+    """
+    ips = global_ips(2300, seed=212)
+    log = write_log(tmp_path / "cowrie.json", ips)
+    db = f"sqlite:///{tmp_path / 'bulk.db'}"
+    with (
+        BulkWhoisServer(faults=Faults(latency_per_batch=0.3)) as server,
+        GreyNoiseServer(faults=HttpFaults(required_key="k-bulk")) as gn,
+    ):
+        config = _greynoise_config(
+            tmp_path, server, gn, db, offering="enterprise", bulk_size=1000, rate_per_second=50.0
+        )
+        env = {**clean_env(), "COWRIE_ENRICH_GREYNOISE_API_KEY": "k-bulk"}
+        out = tmp_path / "records.jsonl"
+        command = [cowrie_enrich(), "ingest", str(log), "--config", str(config)]
+        done = subprocess.run(
+            [*command, "--output", str(out)], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert sorted(len(r.ips) for r in gn.requests) == [300, 1000, 1000]
+    records = {r["ip"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert sorted(records) == sorted(ips)
+    for ip, record in records.items():
+        assert_right(ip, record["greynoise"])
+
+
+def test_a_trickle_is_asked_of_greynoise_once_whois_is_idle(server: Any, tmp_path: Path) -> None:
+    """A long-lived host does not hold 30 addresses back until a bulk of 1000 fills up."""
+    import os
+    import signal
+
+    from .e2e.test_follow import delivered, event, start_follower
+
+    ips = global_ips(30, seed=213)
+    live = tmp_path / "cowrie.json"
+    live.write_text("")
+    out = tmp_path / "records.jsonl"
+    db = f"sqlite:///{tmp_path / 'trickle.db'}"
+    with GreyNoiseServer(faults=HttpFaults(required_key="k-trickle")) as gn:
+        config = _greynoise_config(
+            tmp_path, server, gn, db, offering="enterprise", bulk_size=1000, api_key="k-trickle"
+        )
+        # the interval is far off (whois's partial batch goes at the host's next flush,
+        # within 10 s): only whois being idle can send GreyNoise's request this soon
+        text = re.sub(r"(?m)^flush_interval = .*$", "", config.read_text())
+        config.write_text(
+            text.replace("[plugins.enrich]", "[plugins.enrich]\nflush_interval = 600")
+        )
+        proc = start_follower(live, config, "--output", str(out))
+        try:
+            live.write_text("".join(event(ip, n) + "\n" for n, ip in enumerate(ips)))
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                records = delivered(out)
+                if len(records) == len(ips) and not any(
+                    r["greynoise"]["pending"]  # type: ignore[index]
+                    for r in records.values()
+                ):
+                    break
+                time.sleep(0.2)
+        finally:
+            os.kill(proc.pid, signal.SIGTERM)
+            stdout, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 0, stdout + stderr
+        assert [len(r.ips) for r in gn.requests] == [len(ips)]
+    for ip, record in delivered(out).items():
+        assert_right(ip, record["greynoise"])  # type: ignore[arg-type]
 
 
 def test_only_canonical_global_addresses_are_sent() -> None:

@@ -159,10 +159,13 @@ def _check_feeds(config: EnrichConfig) -> Iterator[Check]:
         )
     folder = _nearest_folder(str(feeds.path.absolute()))
     if not os.access(folder, os.W_OK | os.X_OK):
-        yield "WARN", (
-            f"feeds: this user cannot write {folder}: `feeds update` (and a long-lived host's "
-            f"own refresh) cannot install new versions; run them as the owner, or "
-            f"`sudo chown {_user()} {folder}`"
+        yield (
+            "WARN",
+            (
+                f"feeds: this user cannot write {folder}: `feeds update` (and a long-lived host's "
+                f"own refresh) cannot install new versions; run them as the owner, or "
+                f"`sudo chown {_user()} {folder}`"
+            ),
         )
     for name in feeds.enabled:
         error = read_state(feeds, name).last_error

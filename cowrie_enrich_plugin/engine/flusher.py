@@ -122,6 +122,9 @@ class Flusher:
             self._sender.count(errors=1)
         finally:
             self._batches.wait()
+            # what the last batches gathered for the extra sources
+            self._asking.flush(self._stopping.is_set())
+            self._batches.wait()
             self._batches.shutdown()
             self._asking.shutdown()
 
@@ -187,6 +190,8 @@ class Flusher:
                     self._send(to_fetch)
                     to_fetch = []
             self._buffered = len(new) + len(skipped) + len(to_fetch)
+            if self._extras_due(turn.flush):
+                self._asking.flush(self._stopping.is_set())
             policy.settle(clock.monotonic(), turn, waiting=bool(new or skipped or to_fetch))
             if end:
                 self._finish_foreign()
@@ -296,8 +301,20 @@ class Flusher:
         self._sections.take(waiting)  # nothing is kept for what is not asked now
         return busy | waiting
 
+    def _extras_due(self, flush: bool) -> bool:
+        """Whether what waits for the extra sources is asked now, in less than full bulks.
+
+        While whois batches are on their way, more records come to fill the extra
+        sources' larger requests; once whois is idle (a trickle, the end of a run),
+        nothing would, and at a flush moment or after ``flush_interval`` nothing waits.
+        """
+        if not len(self._asking):
+            return False
+        idle = not self._buffered and not self._batches.asking
+        return flush or idle or self._asking.due(clock.monotonic(), self.config.flush_interval)
+
     def _send_partial(self) -> None:
-        self._asking.partial(self.config.batch_size, self._stopping.is_set())
+        self._asking.partial(self._stopping.is_set())
 
     # -- addresses leased by another process -------------------------------------------
 
@@ -323,6 +340,7 @@ class Flusher:
             if retry:
                 self._send(retry)
             self._send_partial()
+            self._asking.flush(self._stopping.is_set())
             self._batches.wait()
         if not self._foreign:
             return
@@ -344,7 +362,9 @@ class Flusher:
         result.pending += uncounted + unsaved
         result.in_flight_batches = len(self._batches)
         result.waiting_elsewhere = len(self._foreign)
-        result.backlog = self._buffered + self._batches.asking + len(self._foreign)
+        result.backlog = (
+            self._buffered + self._batches.asking + len(self._foreign) + len(self._asking)
+        )
         result.errors += errors  # the sources' refusals are the steps'
         result.unsaved = unsaved
         return result

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from .. import clock
 from ..errors import StoreError
 from ..record import EnrichmentRecord, PartStatus, SourcePart, Status
 from ..slices import slices
@@ -76,6 +77,10 @@ def with_every_part(record: EnrichmentRecord, names: tuple[str, ...]) -> Enrichm
 class ExtraAsking:
     """The extra sources asked beside the flusher.
 
+    Records gather until the largest batch an extra source takes (GreyNoise's
+    ``bulk_size`` may pass whois's 500), or until :meth:`flush`: the flusher's flush
+    moments, ``flush_interval`` after the oldest arrived, and the end.
+
     :param track: called with each future, so that the flusher waits for it at the end.
     :param emit: called (on these threads) with the merged records.
     :param failed: called with a database error.
@@ -100,28 +105,71 @@ class ExtraAsking:
         self.early = early
         self.sections = sections
         self._track, self._emit, self._failed = track, emit, failed
-        concurrency = sum(source.concurrency for source in enricher.extras.sources.values())
+        sources = enricher.extras.sources.values()
+        #: how many records one ask takes: the largest batch of any extra source
+        self.gather = max((max(1, source.batch_size) for source in sources), default=1)
+        concurrency = sum(source.concurrency for source in sources)
         self._pool = ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="sources")
+        self._lock = threading.Lock()
+        #: each with whether it was handed on already (early)
+        self._waiting: list[tuple[EnrichmentRecord, bool]] = []
+        #: when the oldest waiting record arrived (``clock.monotonic``)
+        self._since: float | None = None
 
-    def partial(self, batch_size: int, stopping: bool) -> None:
-        """Ask for the addresses whose Cymru answer is fresh (when stopping, emit them as is)."""
+    def __len__(self) -> int:
+        """Records gathered and not asked yet."""
+        with self._lock:
+            return len(self._waiting)
+
+    def partial(self, stopping: bool) -> None:
+        """Gather the addresses whose Cymru answer is fresh (when stopping, emit them as is)."""
         waiting = list(self.sections.take_partial().values())
         if stopping:
             if waiting:
                 self._emit(waiting)
             return
-        for part in slices(waiting, batch_size):
-            self.submit(list(part))
+        self._gather(waiting, early=False)  # not handed on yet: they go once, when asked
 
     def submit(self, records: list[EnrichmentRecord]) -> None:
-        """Ask for what ``records`` lack, on the pool (handing them on first, when early)."""
+        """Gather ``records`` to ask for what they lack (handing them on first, when early)."""
         if self.early:
             self._emit(records)
-        self._track(self._pool.submit(self._ask, records))
+        self._gather(records, early=self.early)
+
+    def due(self, now: float, interval: float) -> bool:
+        """Whether the oldest gathered record has waited ``interval`` seconds."""
+        with self._lock:
+            return self._since is not None and now - self._since >= interval
+
+    def flush(self, stopping: bool = False) -> None:
+        """Ask for everything gathered now (when stopping, hand it on as it is)."""
+        with self._lock:
+            taken, self._waiting, self._since = self._waiting, [], None
+        if stopping:
+            unsent = [record for record, emitted in taken if not emitted]
+            if unsent:
+                self._emit(unsent)
+            return
+        for part in slices(taken, self.gather):
+            self._track(self._pool.submit(self._ask, [record for record, _e in part]))
 
     def shutdown(self) -> None:
         """Wait for the pool's threads."""
         self._pool.shutdown(wait=True)
+
+    def _gather(self, records: list[EnrichmentRecord], *, early: bool) -> None:
+        full: list[list[EnrichmentRecord]] = []
+        with self._lock:
+            if self._since is None and records:
+                self._since = clock.monotonic()
+            self._waiting.extend((record, early) for record in records)
+            while len(self._waiting) >= self.gather:
+                full.append([record for record, _e in self._waiting[: self.gather]])
+                del self._waiting[: self.gather]
+            if not self._waiting:
+                self._since = None
+        for records_ in full:
+            self._track(self._pool.submit(self._ask, records_))
 
     def _ask(self, records: list[EnrichmentRecord]) -> None:
         try:
