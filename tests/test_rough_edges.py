@@ -220,6 +220,46 @@ def _in_read_only(
 @pytest.mark.skipif(
     os.geteuid() == 0 and shutil.which("unshare") is None, reason="needs unshare as root"
 )
+def test_a_database_this_user_cannot_read_is_named_with_the_mend(
+    server: BulkWhoisServer, tmp_path: Path
+) -> None:
+    """Not "cannot write": the file cannot be read, and the doctor says by whom it can."""
+    db = tmp_path / "x.db"
+    url = f"sqlite:///{db}"
+    ips = global_ips(3, seed=42)
+    write_config(config := tmp_path / "c.toml", server, url)
+    log = write_log(tmp_path / "a.json", ips)
+    args = ["ingest", "-q", "--config", str(config), str(log)]
+    first = subprocess.run(
+        [cowrie_enrich(), *args], capture_output=True, text=True, env=clean_env()
+    )
+    assert first.returncode == 0, first.stderr
+    db.chmod(0)
+    # root reads anything; in a user namespace of its own it is only the file's owner
+    prefix = ["unshare", "--user"] if os.geteuid() == 0 else []
+    try:
+        doctor, stats = (
+            subprocess.run(
+                [*prefix, cowrie_enrich(), *command, "--db", url],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=clean_env(),
+            )
+            for command in (["doctor", "--cymru", server.hostport], ["cache", "stats"])
+        )
+    finally:
+        db.chmod(0o644)
+    said = [line for line in doctor.stdout.splitlines() if line.startswith("FAIL  database:")]
+    assert doctor.returncode == 1 and len(said) == 1, doctor.stdout + doctor.stderr
+    assert f"cannot read {db}" in said[0] and "chmod g+r" in said[0], said
+    assert stats.returncode == 1 and f"cannot read {db}" in stats.stderr, stats.stderr
+    assert "Traceback" not in doctor.stderr + stats.stderr
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0 and shutil.which("unshare") is None, reason="needs unshare as root"
+)
 def test_the_doctor_fails_on_a_file_the_run_could_not_write(tmp_path: Path) -> None:
     """The textfile folder a cron user cannot write is found before the run, not after it."""
     locked, fine = tmp_path / "textfile", tmp_path / "out"

@@ -49,6 +49,26 @@ def cannot_write(path: Path) -> bool:
     return not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
 
 
+def _access_hint(path: Path) -> str:
+    """What keeps this user from ``path``, with what mends it ("" when nothing does)."""
+    if path.exists() and not os.access(path, os.R_OK):
+        owner = _owner(path)
+        return (
+            f" (this user cannot read {path}: run as {owner}, who owns it, or let this "
+            f"user read it: `sudo chmod g+r {path}` with this user in its group)"
+        )
+    if cannot_write(path):
+        return f" (this user cannot write {path} or its folder)"
+    return ""
+
+
+def _owner(path: Path) -> str:
+    try:
+        return path.owner()
+    except (KeyError, OSError):  # no name for the uid (a container, another namespace)
+        return f"uid {path.stat().st_uid}"
+
+
 def _read_only_connector(path: Path, url: str) -> Callable[[], sqlite3.Connection]:
     """Connections that read ``path`` without writing anything, even beside it.
 
@@ -173,8 +193,8 @@ def open_store(
     except sa.exc.DatabaseError as exc:  # not reachable, locked, corrupt, not a database
         store.close()
         why = scrub(first_line(exc), url)
-        if path is not None and cannot_write(path):
-            why += f" (this user cannot write {path} or its folder)"
+        if path is not None:
+            why += _access_hint(path)
         raise StoreError(f"cannot open the database {mask_url(url)!r}: {why}") from exc
     except StoreError:
         store.close()
