@@ -72,6 +72,7 @@ class Collector:
         deliver: Deliver,
         transport: Transport,
         reopen: Callable[[], Transport] | None = None,
+        others: Callable[[], RunCounters] | None = None,
     ) -> None:
         self.config = config
         self.transport = transport
@@ -101,7 +102,8 @@ class Collector:
         if config.metrics_listen and config.long_lived:
             from .metrics import serve_run_metrics  # prometheus_client: only when asked
 
-            self._metrics = serve_run_metrics(config.metrics_listen, self.stats)
+            snapshot = self.stats if others is None else (lambda: self.stats() + others())
+            self._metrics = serve_run_metrics(config.metrics_listen, snapshot)
 
     # -- the host's thread ----------------------------------------------------------
 

@@ -53,7 +53,9 @@ __all__ = [
 
 ENV_PREFIX: Final = "COWRIE_ENRICH_"
 #: Environment variables with the prefix that are not configuration keys.
-_RESERVED_ENV: Final = frozenset({"COWRIE_ENRICH_CONFIG", CLOCK_FILE_VARIABLE})
+_RESERVED_ENV: Final = frozenset(
+    {"COWRIE_ENRICH_CONFIG", CLOCK_FILE_VARIABLE, "COWRIE_ENRICH_AMQP_URL"}  # consume's broker
+)
 #: The name this had before :mod:`.settings` declared the rules (kept for sources).
 source_rules_of: Final = rules_of
 

@@ -9,11 +9,11 @@ added field by field. ``cowrie_ingest_end`` returns :meth:`RunCounters.to_dict`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Final
 
-__all__ = ["BATCH_SECONDS_BUCKETS", "GAUGES", "RunCounters", "WhoisCounters"]
+__all__ = ["BATCH_SECONDS_BUCKETS", "GAUGES", "RunCounters", "WhoisCounters", "added_up"]
 
 
 #: Upper bounds, in seconds, of the whois batch duration histogram's buckets (+Inf last).
@@ -26,6 +26,7 @@ GAUGES: Final = (
     "outstanding",
     "waiting_elsewhere",
     "backlog",
+    "broker_in_hand",
 )
 
 
@@ -110,6 +111,13 @@ class RunCounters:
     #: gauge: addresses the engine has taken on and not settled (buffered, in a batch,
     #: or waited for), those of earlier runs it retries included
     backlog: int = 0
+    #: ``consume``: messages taken from the broker, published enriched, and taken again
+    #: after another consumer's (or connection's) end
+    broker_consumed: int = 0
+    broker_published: int = 0
+    broker_redelivered: int = 0
+    #: gauge: ``consume``'s messages taken and not acknowledged yet
+    broker_in_hand: int = 0
 
     def counted(self) -> RunCounters:
         """These counters with the gauges at zero (what a gone worker still adds up to)."""
@@ -181,3 +189,12 @@ class RunCounters:
             else:
                 found[key] = kind(value)
         return cls(**found)
+
+
+def added_up(results: Iterable[object]) -> RunCounters:
+    """The counters of several plugins' ``cowrie_ingest_progress`` or ``_end`` answers."""
+    total = RunCounters()
+    for counts in results:
+        if isinstance(counts, Mapping):
+            total = total + RunCounters.from_mapping(counts)
+    return total

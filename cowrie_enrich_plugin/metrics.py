@@ -50,6 +50,9 @@ _COUNTERS: Final = (
     ("errors", "Internal errors.", "errors"),
     ("worker_restarts", "New workers started after a worker died.", "worker_restarts"),
     ("unsaved", "Addresses the database could not record.", "unsaved"),
+    ("broker_consumed", "Messages consume took from the broker.", "broker_consumed"),
+    ("broker_published", "Enriched messages the broker confirmed.", "broker_published"),
+    ("broker_redelivered", "Messages taken again after a consumer's end.", "broker_redelivered"),
 )
 
 
@@ -90,6 +93,11 @@ class _RunCollector:
             f"{PREFIX}_pending",
             "Addresses pending in the store now (as of the engine's last look).",
             value=stats.pending_now,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_broker_in_hand",
+            "Messages consume took and has not acknowledged yet.",
+            value=stats.broker_in_hand,
         )
         yield GaugeMetricFamily(
             f"{PREFIX}_in_flight_batches",

@@ -16,6 +16,7 @@ import pluggy
 
 from .collect import Collector
 from .config import EnrichConfig, cli_flags, plugin_section, resolve_config
+from .counters import added_up
 from .dburl import check_db_location
 from .hookspecs import hookimpl
 from .transport import Transport, open_transport
@@ -75,10 +76,16 @@ class EnrichPlugin:
         def deliver(records: list[dict[str, Any]]) -> None:
             hook.cowrie_enrichment_ready(records=records)
 
+        progress = pluginmanager.subset_hook_caller("cowrie_ingest_progress", [self])
+
         transport = self._open_transport(settings)
         try:
             self._run = Collector(
-                settings, deliver, transport, reopen=lambda: self._open_transport(settings)
+                settings,
+                deliver,
+                transport,
+                reopen=lambda: self._open_transport(settings),
+                others=lambda: added_up(progress()),
             )
         except BaseException:
             transport.abandon(1.0)

@@ -20,6 +20,7 @@ __all__ = ["main"]
 _COMMANDS: Final = {
     "ingest": (".ingest", "ingest"),
     "enrich": (".enrich", "enrich"),
+    "consume": (".consume", "consume"),
     "lookup": (".records", "lookup"),
     "export": (".records", "export"),
     "cache": (".cache", "cache"),

@@ -26,7 +26,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
@@ -34,7 +34,7 @@ import pluggy
 
 from .. import hookspecs
 from ..config import PLUGIN_NAME, plugin_enabled
-from ..counters import RunCounters
+from ..counters import RunCounters, added_up
 from ..hookspecs import PROJECT_NAME, hookimpl
 from .discovery import load_entry_points
 from .logreader import LogProblem
@@ -191,18 +191,10 @@ def end_run(pm: pluggy.PluginManager, *, finish: bool = False) -> RunCounters:
         if finish:
             pm.hook.cowrie_ingest_finish()
     finally:
-        counters = _added_up(pm.hook.cowrie_ingest_end())
+        counters = added_up(pm.hook.cowrie_ingest_end())
     return counters
 
 
 def live_stats(pm: pluggy.PluginManager) -> RunCounters:
     """The plugins' counters mid-run, through the progress hook."""
-    return _added_up(pm.hook.cowrie_ingest_progress())
-
-
-def _added_up(results: Iterable[object]) -> RunCounters:
-    total = RunCounters()
-    for stats in results:
-        if isinstance(stats, Mapping):
-            total = total + RunCounters.from_mapping(stats)
-    return total
+    return added_up(pm.hook.cowrie_ingest_progress())
