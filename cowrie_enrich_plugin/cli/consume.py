@@ -140,9 +140,11 @@ def consume(
     all_out = link.stop(checked.shutdown_timeout + 5)
     counters = (summary.plugin or RunCounters()) + link.counters()
     files.finish("done" if all_out else "interrupted", _facts(link), counters)
+    counts = link.counters()
     click.echo(
-        f"{link.consumed} message(s) consumed ({link.redelivered} redelivered), "
-        f"{link.published} published enriched; {summary.enriched} events enriched, "
+        f"{counts.broker_consumed} message(s) consumed ({counts.broker_redelivered} "
+        f"redelivered), {counts.broker_published} published enriched; "
+        f"{summary.enriched} events enriched, "
         f"{summary.pending} went out pending",
         err=True,
     )

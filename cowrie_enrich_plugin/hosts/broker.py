@@ -81,6 +81,74 @@ class _Delivery:
     raw: bytes | None
 
 
+class _Confirms:
+    """One connection's publications waiting for the broker's confirm, in order.
+
+    The broker numbers a channel's publications from 1 and confirms them (each, or
+    all up to one with ``multiple``), possibly out of order across queues; an input is
+    acknowledged once its output and every earlier one are confirmed.
+    """
+
+    def __init__(self) -> None:
+        self.selected = False
+        self._next = 1
+        #: (publication number, the input's delivery tag), in order
+        self.waiting: deque[tuple[int, int]] = deque()
+        self._done: set[int] = set()
+        self._upto = 0
+        self.confirmed = 0
+        self.refused = False
+
+    def on_select(self, _frame: Any) -> None:
+        """The channel is in confirm mode."""
+        self.selected = True
+
+    def sent(self, tag: int) -> None:
+        """A publication of the input ``tag`` went out."""
+        self.waiting.append((self._next, tag))
+        self._next += 1
+
+    def on_confirm(self, frame: Any) -> None:
+        """Basic.Ack or Basic.Nack for one publication or all up to one."""
+        import pika.spec
+
+        method = frame.method
+        if isinstance(method, pika.spec.Basic.Nack):
+            self.refused = True
+        elif method.multiple:
+            self._upto = max(self._upto, method.delivery_tag)
+        else:
+            self._done.add(method.delivery_tag)
+
+    def settled(self) -> int | None:
+        """The input tag up to which all may be acknowledged now (``None``: none new).
+
+        :raises pika.exceptions.NackError: when the broker refused a publication (the
+            connection is dropped: everything in hand is redelivered).
+        """
+        import pika.exceptions
+
+        if self.refused:
+            raise pika.exceptions.NackError([])
+        last = None
+        waiting, done = self.waiting, self._done
+        while waiting and (waiting[0][0] <= self._upto or waiting[0][0] in done):
+            number, last = waiting.popleft()
+            done.discard(number)
+            self.confirmed += 1
+        return last
+
+
+@dataclass
+class _Out:
+    """Where one connection publishes."""
+
+    generation: int
+    channel: Any
+    properties: Any
+    confirms: _Confirms
+
+
 class BrokerLink:
     """The AMQP side of a ``consume`` run, on a thread of its own.
 
@@ -107,6 +175,8 @@ class BrokerLink:
         self._generation = 0
         self._filter_ended = False
         self._connected = False
+        #: the current connection's publications (one set a connection)
+        self._confirms = _Confirms()
         self.consumed = self.published = self.redelivered = 0
         #: why the link gave up (a refusal no retry mends), for the command to say
         self.failure: str | None = None
@@ -127,11 +197,12 @@ class BrokerLink:
     def counters(self) -> RunCounters:
         """Consumed, published, redelivered, and the messages in hand now."""
         with self._lock:
+            confirms = self._confirms
             return RunCounters(
                 broker_consumed=self.consumed,
-                broker_published=self.published,
+                broker_published=self.published + confirms.confirmed,
                 broker_redelivered=self.redelivered,
-                broker_in_hand=len(self._in_hand),
+                broker_in_hand=len(self._in_hand) + len(confirms.waiting),
             )
 
     # -- the command's thread ----------------------------------------------------------
@@ -149,7 +220,7 @@ class BrokerLink:
         self._stopping.set()
         self._thread.join(timeout)
         with self._lock:
-            return not self._thread.is_alive() and not self._in_hand
+            return not self._thread.is_alive() and not self._in_hand and not self._confirms.waiting
 
     # -- the link's thread -------------------------------------------------------------
 
@@ -168,6 +239,9 @@ class BrokerLink:
                     return
                 except (pika.exceptions.AMQPError, OSError) as exc:
                     self._generation += 1  # what the lost connection held is redelivered
+                    with self._lock:  # what it published counts; its waiting ones are lost
+                        self.published += self._confirms.confirmed
+                        self._confirms = _Confirms()
                     if self._connected:
                         wait = 1.0
                     logger.warning(
@@ -197,7 +271,12 @@ class BrokerLink:
             consuming = connection.channel()
             consuming.basic_qos(prefetch_count=self.settings.prefetch)
             publishing = connection.channel()
-            publishing.confirm_delivery()
+            confirms = _Confirms()
+            # pika's blocking channel waits for each confirm (a round trip a message,
+            # about 1,200 a second here); its own channel underneath takes a callback.
+            publishing._impl.confirm_delivery(confirms.on_confirm, confirms.on_select)
+            while not confirms.selected:
+                connection.process_data_events(time_limit=_TURN)
             self._declare(consuming, publishing)
             self._connected = True
             logger.info("broker %s: consuming %s", self.settings.shown, self.settings.queue)
@@ -208,12 +287,18 @@ class BrokerLink:
                 self._take(generation, method, body)
 
             tag: str | None = consuming.basic_consume(self.settings.queue, on_message)
-            while not self._filter_ended:
+            with self._lock:
+                self._confirms = confirms
+            out = _Out(generation, publishing._impl, persistent, confirms)
+            while not (self._filter_ended and not confirms.waiting):
                 connection.process_data_events(time_limit=_TURN)
                 if tag is not None and self._stopping.is_set():
                     consuming.basic_cancel(tag)
                     tag = None
-                self._exchange_lines((generation, consuming, publishing, persistent))
+                self._exchange_lines(out)
+                last = confirms.settled()
+                if last is not None:
+                    consuming.basic_ack(last, multiple=True)
         finally:
             with contextlib.suppress(Exception):
                 connection.close()  # what is not acknowledged goes back to the queue
@@ -270,7 +355,7 @@ class BrokerLink:
             self.redelivered += bool(method.redelivered)
         self._unwritten += line + b"\n"
 
-    def _exchange_lines(self, publish_to: tuple[int, Any, Any, Any] | None) -> None:
+    def _exchange_lines(self, publish_to: _Out | None) -> None:
         """Feed the filter what it takes; publish and acknowledge what it gave back."""
         if self._unwritten and not self._stopping.is_set():
             try:
@@ -296,35 +381,30 @@ class BrokerLink:
         if publish_to is None:  # no connection: these inputs are redelivered
             self._drop(len(lines))
         else:
-            self._publish(lines, *publish_to)
+            self._publish(lines, publish_to)
 
     def _drop(self, count: int) -> None:
         with self._lock:
             for _ in range(count):
                 self._in_hand.popleft()
 
-    def _publish(
-        self, lines: list[bytes], generation: int, consuming: Any, publishing: Any, props: Any
-    ) -> None:
-        last: int | None = None
+    def _publish(self, lines: list[bytes], out: _Out) -> None:
+        """Publish (without waiting: the confirms come to :class:`_Confirms`)."""
         for done, line in enumerate(lines):
             with self._lock:
                 delivery = self._in_hand[0]
-            if delivery.generation == generation:
+            if delivery.generation == out.generation:
                 body = delivery.raw if delivery.raw is not None else line
-                try:  # returns once the broker confirmed it
-                    publishing.basic_publish(
-                        self.settings.output_exchange, delivery.routing_key, body, props
+                try:
+                    out.channel.basic_publish(
+                        self.settings.output_exchange, delivery.routing_key, body, out.properties
                     )
                 except BaseException:
                     self._drop(len(lines) - done)  # their lines are read: redelivered
                     raise
-                last = delivery.tag
+                out.confirms.sent(delivery.tag)
             with self._lock:
                 self._in_hand.popleft()
-                self.published += delivery.generation == generation
-        if last is not None:
-            consuming.basic_ack(last, multiple=True)
 
     def _why(self, exc: BaseException) -> str:
         """An AMQP error in a few words, any piece of the URL's password masked."""
