@@ -16,13 +16,16 @@ of the processes overlap. ``tests/e2e/test_processes.py`` runs a few rounds of i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +37,7 @@ import sqlalchemy as sa  # noqa: E402
 from workloads import global_ips  # noqa: E402
 
 from cowrie_enrich_plugin.store.schema import metadata  # noqa: E402
-from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults  # noqa: E402
+from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults, SimulatedClock  # noqa: E402
 
 
 @dataclass
@@ -62,9 +65,18 @@ def _empty(db_url: str) -> None:
 
 
 def run_round(
-    db_url: str, server: BulkWhoisServer, folder: Path, ips: list[str], processes: int
+    db_url: str,
+    server: BulkWhoisServer,
+    folder: Path,
+    ips: list[str],
+    processes: int,
+    offsets: Sequence[float] = (),
 ) -> Round:
-    """Start ``processes`` ingests of the same log together; wait; count what went wrong."""
+    """Start ``processes`` ingests of the same log together; wait; count what went wrong.
+
+    ``offsets``: each process's clock, that many seconds off the real one (a simulated
+    clock that runs at the real pace), as sensors whose clocks disagree.
+    """
     _empty(db_url)
     server.reset_log()
     log = folder / "cowrie.json"
@@ -77,18 +89,19 @@ def run_round(
         "flush_interval = 0.2\ntimeout = 10\nretries = 3\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("COWRIE_ENRICH_")}
-    started = time.monotonic()
-    procs = [
-        subprocess.Popen(
-            [_cowrie_enrich(), "ingest", str(log), "--config", str(config)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(processes)
-    ]
-    outputs = [proc.communicate(timeout=600) for proc in procs]
+    with _skewed(folder, offsets) as clocks:
+        started = time.monotonic()
+        procs = [
+            subprocess.Popen(
+                [_cowrie_enrich(), "ingest", str(log), "--config", str(config)],
+                env={**env, **clocks[n].environment()} if n < len(clocks) else env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for n in range(processes)
+        ]
+        outputs = [proc.communicate(timeout=600) for proc in procs]
     seconds = time.monotonic() - started
     errors = "".join(err for _out, err in outputs)
     asked = server.asked()
@@ -107,6 +120,31 @@ def run_round(
         failed_runs=sum(1 for proc in procs if proc.returncode != 0),
         incomplete=len(ips) - int(done),
     )
+
+
+@contextlib.contextmanager
+def _skewed(folder: Path, offsets: Sequence[float]) -> Iterator[list[SimulatedClock]]:
+    """A clock for each offset, kept at the real time plus that offset while inside."""
+    clocks = [
+        SimulatedClock(folder / f"clock-{n}", time.time() + offset)
+        for n, offset in enumerate(offsets)
+    ]
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.wait(0.005):
+            for clock, offset in zip(clocks, offsets, strict=True):
+                clock.set(time.time() + offset)
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        yield clocks
+    finally:
+        done.set()
+        ticker.join()
+        for clock in clocks:
+            clock.close()
 
 
 def main() -> int:

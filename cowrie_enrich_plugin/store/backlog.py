@@ -11,7 +11,6 @@ import datetime as dt
 
 import sqlalchemy as sa
 
-from ..record import utc_now
 from .facade import Store
 from .rows import naive
 from .schema import pending_queue
@@ -24,7 +23,7 @@ def end_backoff(store: Store, limit: int | None = None, now: dt.datetime | None 
 
     Addresses another process holds the lease of are left to it.
     """
-    moment = naive(now or utc_now())
+    moment = naive(now or store.now())
     q = pending_queue.c
     free = sa.or_(q.lease_expires_at.is_(None), q.lease_expires_at <= moment)
     waiting = sa.and_(q.next_attempt_at > moment, free)

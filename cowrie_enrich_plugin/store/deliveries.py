@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..record import utc_now
 from .leases import owner_is_dead_here
 from .rows import naive
 from .schema import delivered_table
@@ -43,7 +42,7 @@ def news(store: Store, signed: Sequence[tuple[str, str]]) -> set[str]:
     d = delivered_table.c
     run = store.owner
     query = sa.select(d.ip, d.signature).where(d.run == run, ip_set(d.ip, store.dialect))
-    moment = naive(utc_now())
+    moment = naive(store.now())
 
     def work(conn: Connection) -> set[str]:
         rows = conn.execute(query, {"ips": ip_set_value(wanted, store.dialect)})
@@ -71,7 +70,7 @@ def drop_gone_runs(store: Store) -> int:
     nothing for :data:`_SILENT_RUN`.
     """
     d = delivered_table.c
-    silent_since = naive(utc_now() - _SILENT_RUN)
+    silent_since = naive(store.now() - _SILENT_RUN)
     runs = sa.select(d.run, sa.func.max(d.at)).group_by(d.run)
 
     def work(conn: Connection) -> int:

@@ -24,8 +24,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import StoreError
-from ..record import EnrichmentRecord, Status, utc_now
+from ..record import EnrichmentRecord, Status
 from .census import StoreStats, census
+from .dbclock import DatabaseClock
 from .leases import forget_owner, make_owner_id, owner_is_dead_here, remember_owner
 from .retry import first_line, with_retries
 from .rows import RECORD_COLUMNS, naive, record_values, row_record
@@ -62,6 +63,7 @@ class Store:
         )
         sa.event.listen(engine, "before_cursor_execute", self._count_statement)
         self._sql = Statements(engine.dialect)
+        self.now = DatabaseClock(engine).now  # the time every lease and backoff is read by
 
     def _count_statement(self, *_args: object, **_kwargs: object) -> None:
         self.statements += 1
@@ -152,7 +154,7 @@ class Store:
 
     def due_pending(self, now: dt.datetime | None = None, limit: int = 100_000) -> list[str]:
         """Addresses in the queue whose next attempt is due and whose lease is free."""
-        moment = naive(now or utc_now())
+        moment = naive(now or self.now())
         q = pending_queue.c
         query = (
             sa.select(q.ip)
@@ -167,7 +169,7 @@ class Store:
         """The addresses of ``ips`` queued with their next attempt still to come."""
         if not ips:
             return set()
-        moment = naive(now or utc_now())
+        moment = naive(now or self.now())
         q = pending_queue.c
         query = sa.select(q.ip).where(ip_set(q.ip, self.dialect), q.next_attempt_at > moment)
         return self._run(lambda conn: {row[0] for row in conn.execute(query, self._ips(ips))})
@@ -195,7 +197,7 @@ class Store:
         wanted = sorted(set(ips))
         if not wanted:
             return set()
-        moment = naive(now or utc_now())
+        moment = naive(now or self.now())
         assert moment is not None
         until = moment + dt.timedelta(seconds=lease_seconds)
         owner, sql = self.owner, self._sql
@@ -240,7 +242,7 @@ class Store:
         wanted = sorted(set(ips))
         if not wanted:
             return
-        moment = naive(now or utc_now())
+        moment = naive(now or self.now())
         params = {**self._ips(wanted), "at": moment, "now": moment, "owner": None, "expires": None}
         at, sql = self._when(moment), self._sql
 
@@ -292,7 +294,7 @@ class Store:
         released; their record becomes that pending one unless an older answer is
         stored, which is served, stale, until a refresh succeeds.
         """
-        moment = naive(now or utc_now())
+        moment = naive(now or self.now())
         assert moment is not None
         records = sorted(resolved, key=lambda r: r.ip)
         failed = dict(sorted((unresolved or {}).items()))
@@ -342,7 +344,7 @@ class Store:
 
     def put_records(self, records: Sequence[EnrichmentRecord]) -> None:
         """Upsert records that need no queue bookkeeping (skipped addresses)."""
-        moment = naive(utc_now())
+        moment = naive(self.now())
         assert moment is not None
         ordered = sorted(records, key=lambda r: r.ip)
         when = self._when
@@ -374,7 +376,7 @@ class Store:
 
     def prune(self, now: dt.datetime | None = None) -> int:
         """Delete expired records that are not queued; return how many."""
-        moment = naive(now or utc_now())
+        moment = naive(now or self.now())
         r = records_table.c
         stmt = (
             sa.delete(records_table)
@@ -385,7 +387,7 @@ class Store:
 
     def stats(self, now: dt.datetime | None = None) -> StoreStats:
         """Counts by status and age."""
-        moment = naive(now or utc_now())
+        moment = naive(now or self.now())
         assert moment is not None
         return self._run(functools.partial(census, now=moment))
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..record import EnrichmentRecord, PartStatus, SourcePart, utc_now
+from ..record import EnrichmentRecord, PartStatus, SourcePart
 from .rows import aware, naive
 from .schema import source_answers
 from .sql import insert, ip_set, ip_set_value
@@ -64,7 +64,7 @@ def save_parts(
     """Persist (ip, source, part) rows in one transaction, in (ip, source) order."""
     if not parts:
         return
-    moment = naive(now or utc_now())
+    moment = naive(now or store.now())
     a = source_answers.c
     ordered = sorted(parts, key=lambda p: (p[0], p[1]))
     answered = [
@@ -139,7 +139,7 @@ def due_pending_parts(store: Store, sources: Sequence[str], limit: int = 100_000
 
 def count_parts(store: Store, now: dt.datetime | None = None) -> dict[str, dict[str, int]]:
     """Per source: rows by status, and how many answers are fresh."""
-    moment = naive(now or utc_now())
+    moment = naive(now or store.now())
     a = source_answers.c
 
     def work(conn: Connection) -> dict[str, dict[str, int]]:

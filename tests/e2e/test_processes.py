@@ -105,11 +105,19 @@ def test_two_processes_share_one_postgresql(tmp_path: Path, pg_url: str) -> None
     assert tuple(rows) == (len(ips), len(ips)) and queued == 0
 
 
-@pytest.mark.parametrize(("processes", "rounds"), [(2, 3), (8, 1)])
+@pytest.mark.parametrize(
+    ("processes", "rounds", "offsets"),
+    [(2, 3, ()), (8, 1, ()), (8, 1, (-600, 600, -400, 400, -200, 200, 0, 550))],
+    ids=["2x3", "8x1", "8-skewed-600s"],
+)
 def test_concurrent_sensors_on_postgresql_never_deadlock(
-    tmp_path: Path, pg_url: str, processes: int, rounds: int
+    tmp_path: Path, pg_url: str, processes: int, rounds: int, offsets: tuple[float, ...]
 ) -> None:
-    """A few rounds of ``benchmarks/concurrent_ingest.py`` (which runs 20 by default)."""
+    """A few rounds of ``benchmarks/concurrent_ingest.py`` (which runs 20 by default).
+
+    Skewed: sensors whose clocks are up to 600 s off each other's, and the leases
+    (timed by the database's clock) still keep every address asked once.
+    """
     bench = Path(__file__).resolve().parents[2] / "benchmarks" / "concurrent_ingest.py"
     if not bench.exists():
         pytest.skip("benchmarks/ is not in this tree")
@@ -123,6 +131,6 @@ def test_concurrent_sensors_on_postgresql_never_deadlock(
     ips = global_ips(1500, seed=34)
     with BulkWhoisServer(faults=Faults(latency_per_batch=0.15, latency_per_ip=0.0005)) as server:
         for _ in range(rounds):
-            result = module.run_round(pg_url, server, tmp_path, ips, processes)
+            result = module.run_round(pg_url, server, tmp_path, ips, processes, offsets)
             assert (result.deadlocks, result.hiccups, result.asked_twice) == (0, 0, 0), result
             assert (result.failed_runs, result.incomplete) == (0, 0), result
