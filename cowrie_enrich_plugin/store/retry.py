@@ -2,9 +2,10 @@
 
 The drivers give no portable code for "the server dropped this transaction", so the
 errors are told apart by their message: a database that answered and then dropped or
-refused one transaction (locked, connection lost, deadlock, serialization failure) is
-*interrupted*; one that does not answer at all (yet) is *unreachable*. Both are
-*transient*: worth the same transaction again after a pause.
+refused one transaction (locked, connection lost, deadlock, serialization failure) or
+is full for now (too many connections) is *interrupted*; one that does not answer at
+all (yet) is *unreachable*. Both are *transient*: worth the same transaction again
+after a pause.
 """
 
 from __future__ import annotations
@@ -35,6 +36,18 @@ _INTERRUPTED: Final = (
     "the connection is lost",
 )
 _UNREACHABLE: Final = ("could not connect", "connection refused")
+#: The server answered: full or starting for now (PostgreSQL's max_connections, a
+#: role's CONNECTION LIMIT, a pooler's own limit, a restart). A fleet's busy minute is
+#: waited out like an interrupted transaction, at open too.
+_BUSY: Final = (
+    "too many clients",
+    "too many connections",
+    "remaining connection slots are reserved",
+    "no more connections allowed",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+)
 
 
 def first_line(exc: BaseException) -> str:
@@ -47,7 +60,7 @@ def first_line(exc: BaseException) -> str:
 def is_interrupted(exc: sa.exc.DBAPIError) -> bool:
     """Whether the database answered, then dropped or refused this transaction."""
     text = str(exc.orig).lower()
-    return exc.connection_invalidated or any(word in text for word in _INTERRUPTED)
+    return exc.connection_invalidated or any(word in text for word in (*_INTERRUPTED, *_BUSY))
 
 
 def is_transient(exc: sa.exc.DBAPIError) -> bool:

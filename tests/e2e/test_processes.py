@@ -134,3 +134,46 @@ def test_concurrent_sensors_on_postgresql_never_deadlock(
             result = module.run_round(pg_url, server, tmp_path, ips, processes, offsets)
             assert (result.deadlocks, result.hiccups, result.asked_twice) == (0, 0, 0), result
             assert (result.failed_runs, result.incomplete) == (0, 0), result
+
+
+def test_a_full_server_is_waited_for_not_failed(tmp_path: Path, pg_url: str) -> None:
+    """ "too many connections" (every slot taken for a moment) is retried, not fatal."""
+    import threading
+    import uuid
+
+    import psycopg
+
+    admin = pg_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    role = f"ce_limited_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 4")
+        conn.execute(f"GRANT ALL ON SCHEMA public TO {role}")
+    user_url = admin.replace("://postgres@", f"://{role}@", 1)
+    assert user_url != admin, "the admin URL names another user"
+    held = [psycopg.connect(user_url) for _ in range(4)]  # every slot the role has
+    release = threading.Timer(3.0, lambda: [c.close() for c in held])
+    ips = global_ips(300, seed=35)
+    try:
+        with BulkWhoisServer() as server:
+            config = write_config(tmp_path / "host.toml", server, user_url)
+            release.start()
+            log = write_log(tmp_path / "a.json", ips)
+            done = subprocess.run(
+                [cowrie_enrich(), "ingest", str(log), "--config", str(config)],
+                env=clean_env(),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "too many connections" in done.stderr  # said as a hiccup, then waited out
+        assert "Traceback" not in done.stderr
+    finally:
+        release.cancel()
+        for conn in held:
+            conn.close()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA public CASCADE")
+            conn.execute("CREATE SCHEMA public")
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
