@@ -19,6 +19,7 @@ from .options import (
     ConfigFailure,
     Failure,
     common_options,
+    filter_options,
     host_config,
     run_command,
     run_file_options,
@@ -50,27 +51,13 @@ INSTALL_HINT = "pip install 'cowrie-enrich-plugin[broker]'"
     show_default=True,
     help="Where enriched events go (durable topic, routing key = eventid).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["native", "ecs"]),
-    default="native",
-    show_default=True,
-    help='native adds "enrich": <record>; ecs adds source.* objects and "cowrie_enrich".',
-)
+@filter_options
 @click.option(
     "--prefetch",
     type=click.IntRange(1, 65535),
     default=2000,
     show_default=True,
     help="Messages in hand at most (unacknowledged).",
-)
-@click.option(
-    "--hold",
-    type=click.FloatRange(0, 3600),
-    default=5.0,
-    show_default=True,
-    help="Seconds an event of a new address waits for its record before going out pending.",
 )
 @run_file_options
 @run_command

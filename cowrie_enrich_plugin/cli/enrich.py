@@ -13,6 +13,7 @@ from ..hosts.stream import StreamSummary, enrich_stream
 from .options import (
     EX_INTERRUPTED,
     common_options,
+    filter_options,
     host_config,
     run_command,
     run_file_options,
@@ -25,21 +26,7 @@ __all__ = ["enrich"]
 
 @click.command()
 @common_options
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["native", "ecs"]),
-    default="native",
-    show_default=True,
-    help='native adds "enrich": <record>; ecs adds source.* objects and "cowrie_enrich".',
-)
-@click.option(
-    "--hold",
-    type=click.FloatRange(0, 3600),
-    default=5.0,
-    show_default=True,
-    help="Seconds an event of a new address waits for its record before going out pending.",
-)
+@filter_options
 @run_file_options
 @run_command
 def enrich(

@@ -118,6 +118,30 @@ def common_options(func: _F) -> _F:
     return func
 
 
+def filter_options(func: _F) -> _F:
+    """``--format`` and ``--hold``: how the enrich filter and ``consume`` add records."""
+    options = [
+        click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(["native", "ecs"]),
+            default="native",
+            show_default=True,
+            help='native adds "enrich": <record>; ecs adds source.* objects and "cowrie_enrich".',
+        ),
+        click.option(
+            "--hold",
+            type=click.FloatRange(0, 3600),
+            default=5.0,
+            show_default=True,
+            help="Seconds an event of a new address waits for its record before going out pending.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def run_file_options(func: _F) -> _F:
     """``--status-file`` and ``--metrics-file`` (see :mod:`.reporting`)."""
     options = [
