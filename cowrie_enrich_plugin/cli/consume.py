@@ -82,7 +82,8 @@ def consume(
     [output_rmq]; each event is published to --output-exchange as the enrich filter
     enriches it, and its input acknowledged once the broker confirmed it (at least
     once). Run several replicas on one queue and one PostgreSQL cache. SIGINT or
-    SIGTERM: stop taking messages, send what is in hand, exit 0.
+    SIGTERM: stop taking messages, publish what the filter has read, exit 0 (the rest
+    goes back to the queue).
 
     \b
     Example:
@@ -118,28 +119,30 @@ def consume(
             fmt=fmt,
             hold=hold,
             working_set=checked.working_set,
-            progress=lambda _s, stats: files.update(_facts(link), stats + link.counters()),
+            # the link's counts are in ``stats``: it answers the progress hook too
+            progress=lambda _s, stats: files.update(_facts(link), stats),
         )
     finally:
         with contextlib.suppress(OSError):  # the link reads the rest, then the end
             sink.close()
         source.close()
-    all_out = link.stop(checked.shutdown_timeout + 5)
-    counters = (summary.plugin or RunCounters()) + link.counters()
-    files.finish("done" if all_out else "interrupted", _facts(link), counters)
+    ended = link.stop(checked.shutdown_timeout + 5)
     counts = link.counters()
+    # the end hook adds up the engine's counters; the link's are its own
+    final = (summary.plugin or RunCounters()) + counts
+    files.finish("done" if ended else "interrupted", _facts(link), final)
     click.echo(
         f"{counts.broker_consumed} message(s) consumed ({counts.broker_redelivered} "
         f"redelivered), {counts.broker_published} published enriched; "
-        f"{summary.enriched} events enriched, "
-        f"{summary.pending} went out pending",
+        f"{summary.enriched} events enriched, {summary.pending} went out pending",
         err=True,
     )
     if link.failure is not None:
         raise Failure(link.failure)
-    if not all_out:
+    if not ended:
         click.echo(
-            "warning: some messages were not published; the broker gives them to the next consumer",
+            "warning: the broker did not confirm everything in time; what it did not "
+            "confirm goes to the next consumer",
             err=True,
         )
 

@@ -128,7 +128,9 @@ class ExtraAsking:
             if waiting:
                 self._emit(waiting)
             return
-        self._gather(waiting, early=False)  # not handed on yet: they go once, when asked
+        if self.early:  # whois's part now; the extra sources' when they answer
+            self._emit(waiting)
+        self._gather(waiting, early=self.early)
 
     def submit(self, records: list[EnrichmentRecord]) -> None:
         """Gather ``records`` to ask for what they lack (handing them on first, when early)."""

@@ -98,6 +98,8 @@ class _Confirms:
         self._upto = 0
         self.confirmed = 0
         self.refused = False
+        self.returned = False
+        self.cancelled = False
 
     def on_select(self, _frame: Any) -> None:
         """The channel is in confirm mode."""
@@ -120,6 +122,14 @@ class _Confirms:
         else:
             self._done.add(method.delivery_tag)
 
+    def on_return(self, *_args: Any) -> None:
+        """A publication no queue took (its confirm follows): its input is not acked."""
+        self.returned = True
+
+    def on_cancel(self, _frame: Any) -> None:
+        """The broker ended the consumer (its queue deleted)."""
+        self.cancelled = True
+
     def settled(self) -> int | None:
         """The input tag up to which all may be acknowledged now (``None``: none new).
 
@@ -130,6 +140,11 @@ class _Confirms:
 
         if self.refused:
             raise pika.exceptions.NackError([])
+        if self.returned:
+            raise pika.exceptions.AMQPChannelError(
+                "the output exchange routes to no queue: bind one (the events wait in the "
+                "input queue meanwhile)"
+            )
         last = None
         waiting, done = self.waiting, self._done
         while waiting and (waiting[0][0] <= self._upto or waiting[0][0] in done):
@@ -175,18 +190,20 @@ class BrokerLink:
         self._generation = 0
         self._filter_ended = False
         self._connected = False
+        self._ever_connected = False
         #: the current connection's publications (one set a connection)
         self._confirms = _Confirms()
         self.consumed = self.published = self.redelivered = 0
         #: why the link gave up (a refusal no retry mends), for the command to say
         self.failure: str | None = None
-        self._thread = threading.Thread(target=self._run, name="cowrie-enrich-broker")
+        # A daemon: a broker that never answers cannot keep the process from ending.
+        self._thread = threading.Thread(target=self._run, name="cowrie-enrich-broker", daemon=True)
 
     # -- the run's plugin manager ------------------------------------------------------
 
     @hookimpl
     def cowrie_ingest_interrupted(self) -> None:
-        """A signal: take no more messages (those in hand still go out)."""
+        """A signal: take no more messages (those the filter has read still go out)."""
         self._stopping.set()
 
     @hookimpl
@@ -212,15 +229,15 @@ class BrokerLink:
         self._thread.start()
 
     def stop(self, timeout: float) -> bool:
-        """Take no more; publish what the filter gave back; return whether all went out.
+        """Take no more; publish what the filter gave back; return whether the link ended.
 
         Call after the filter has ended (its output closed). Inputs not acknowledged
-        go back to the queue when the connection closes.
+        (taken and not read by the filter, or published and not confirmed) go back to
+        the queue when the connection closes.
         """
         self._stopping.set()
         self._thread.join(timeout)
-        with self._lock:
-            return not self._thread.is_alive() and not self._in_hand and not self._confirms.waiting
+        return not self._thread.is_alive()
 
     # -- the link's thread -------------------------------------------------------------
 
@@ -260,7 +277,24 @@ class BrokerLink:
                     time.sleep(_TURN)
                 wait = min(wait * 2, _MAX_BACKOFF)
         finally:
-            self._close_pipes()
+            with contextlib.suppress(OSError):
+                os.close(self._to_filter)  # the filter's input ends
+            self._drain_filter()
+            with contextlib.suppress(OSError):
+                os.close(self._from_filter)
+
+    def _drain_filter(self) -> None:
+        """Read the filter's output to its end (what is in hand goes back to the queue)."""
+        deadline = time.monotonic() + 120
+        while not self._filter_ended and time.monotonic() < deadline:
+            ready, _, _ = select.select([self._from_filter], [], [], _TURN)
+            if ready:
+                try:
+                    self._filter_ended = not os.read(self._from_filter, _READ)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    return
 
     def _serve(self) -> None:
         """One connection: consume, feed, publish and acknowledge until the filter ends."""
@@ -275,10 +309,11 @@ class BrokerLink:
             # pika's blocking channel waits for each confirm (a round trip a message,
             # about 1,200 a second here); its own channel underneath takes a callback.
             publishing._impl.confirm_delivery(confirms.on_confirm, confirms.on_select)
+            publishing._impl.add_on_return_callback(confirms.on_return)
             while not confirms.selected:
                 connection.process_data_events(time_limit=_TURN)
             self._declare(consuming, publishing)
-            self._connected = True
+            self._connected = self._ever_connected = True
             logger.info("broker %s: consuming %s", self.settings.shown, self.settings.queue)
             generation = self._generation
             persistent = pika.BasicProperties(content_type="application/json", delivery_mode=2)
@@ -287,11 +322,14 @@ class BrokerLink:
                 self._take(generation, method, body)
 
             tag: str | None = consuming.basic_consume(self.settings.queue, on_message)
+            consuming._impl.add_on_cancel_callback(confirms.on_cancel)
             with self._lock:
                 self._confirms = confirms
             out = _Out(generation, publishing._impl, persistent, confirms)
             while not (self._filter_ended and not confirms.waiting):
                 connection.process_data_events(time_limit=_TURN)
+                if not (consuming.is_open and publishing.is_open) or confirms.cancelled:
+                    raise pika.exceptions.AMQPChannelError("the broker closed a channel")
                 if tag is not None and self._stopping.is_set():
                     consuming.basic_cancel(tag)
                     tag = None
@@ -310,14 +348,21 @@ class BrokerLink:
         try:
             parameters = pika.URLParameters(self.settings.url)
         except Exception as exc:  # pika says ValueError and others for a malformed URL
-            raise BrokerError(f"{self.settings.shown}: not a usable AMQP URL ({exc})") from None
-        parameters.heartbeat = parameters.heartbeat or 30
+            raise BrokerError(
+                f"{self.settings.shown}: not a usable AMQP URL ({self._why(exc)})"
+            ) from None
+        if parameters.heartbeat is None:
+            parameters.heartbeat = 30
+        # a broker that blocks publishers (a memory or disk alarm) is left, not waited on
+        parameters.blocked_connection_timeout = 60
         try:
             return pika.BlockingConnection(parameters)
         except (
             pika.exceptions.ProbableAuthenticationError,
             pika.exceptions.ProbableAccessDeniedError,
         ) as exc:
+            if self._ever_connected:  # pika says so of a handshake cut by a restarting broker
+                raise
             raise BrokerError(
                 f"{self.settings.shown} refused the credentials or the vhost ({self._why(exc)})"
             ) from None
@@ -397,7 +442,11 @@ class BrokerLink:
                 body = delivery.raw if delivery.raw is not None else line
                 try:
                     out.channel.basic_publish(
-                        self.settings.output_exchange, delivery.routing_key, body, out.properties
+                        self.settings.output_exchange,
+                        delivery.routing_key,
+                        body,
+                        out.properties,
+                        mandatory=True,  # an output no queue takes comes back: not acked
                     )
                 except BaseException:
                     self._drop(len(lines) - done)  # their lines are read: redelivered
@@ -410,8 +459,3 @@ class BrokerLink:
         """An AMQP error in a few words, any piece of the URL's password masked."""
         text = str(exc).strip() or type(exc).__name__
         return scrub(text.splitlines()[0][:200], self.settings.url)
-
-    def _close_pipes(self) -> None:
-        for fd in (self._to_filter, self._from_filter):
-            with contextlib.suppress(OSError):
-                os.close(fd)

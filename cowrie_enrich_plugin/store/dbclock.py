@@ -3,8 +3,8 @@
 Sensors sharing one PostgreSQL compare each other's leases. Timed by each sensor's
 own clock, a lease taken by a sensor whose clock is behind looks expired to one
 whose clock is ahead, and both ask whois (±300 s of skew asked 3,091 addresses of
-12,000 twice). So every time the store writes or compares (leases, backoffs, the
-record's freshness when it is stored) is the database server's: this process's clock
+12,000 twice). So every time the store writes or compares (leases and backoffs;
+a record's own times are the answering sensor's) is the database server's: this process's clock
 plus the offset measured with ``SELECT now()``, measured again every few minutes (an
 NTP step on either side). SQLite is on this host: its offset is zero.
 """
@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 #: How often the offset is measured again (seconds on the package's clock).
 _REMEASURE: Final = 300.0
+#: After a failed measurement (a full server, say), the next try (seconds).
+_RETRY: Final = 10.0
 #: An offset smaller than this is noise (the round trip's own uncertainty): zero.
 _NOISE: Final = dt.timedelta(milliseconds=50)
 
@@ -60,7 +62,8 @@ class DatabaseClock:
                     theirs = conn.execute(sa.text("SELECT now()")).scalar_one()
                     after = clock.utc_now()
             except sa.exc.SQLAlchemyError:  # the next statement says what is wrong
-                return  # and the offset is measured again in a few minutes
+                self._measured_at = at - _REMEASURE + _RETRY  # soon: skew matters now
+                return
             offset = theirs - (before + (after - before) / 2)
             self.offset = offset if abs(offset) > _NOISE else dt.timedelta(0)
             if abs(offset) > dt.timedelta(seconds=5):

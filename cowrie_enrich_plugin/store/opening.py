@@ -51,7 +51,7 @@ def cannot_write(path: Path) -> bool:
 
 def _access_hint(path: Path) -> str:
     """What keeps this user from ``path``, with what mends it ("" when nothing does)."""
-    if path.exists() and not os.access(path, os.R_OK):
+    if os.path.exists(path) and not os.access(path, os.R_OK):  # never raises
         owner = _owner(path)
         return (
             f" (this user cannot read {path}: run as {owner}, who owns it, or let this "

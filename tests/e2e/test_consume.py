@@ -119,6 +119,35 @@ def test_events_come_out_enriched_and_acknowledged(server: BulkWhoisServer, tmp_
     forget(url, queues)
 
 
+def test_an_output_no_queue_takes_is_not_acknowledged(
+    server: BulkWhoisServer, tmp_path: Path
+) -> None:
+    """Until a queue is bound to the output exchange, the events wait in the input queue."""
+    url = amqp_url()
+    queues = names()
+    config = write_config(tmp_path / "c.toml", server, f"sqlite:///{tmp_path / 'c.db'}")
+    proc = start_consumer(url, config, queues)
+    try:
+        wait_for_queue(url, queues["queue"], [proc])
+        events = [
+            {"eventid": "cowrie.session.connect", "src_ip": ip, "n": n}
+            for n, ip in enumerate(global_ips(20, seed=903))
+        ]
+        publisher = CowriePublisher(url, queues["exchange"], events)
+        publisher.start()
+        publisher.join(60)
+        time.sleep(3)  # published, returned, not acknowledged: again and again
+        declare_output_queue(url, queues["output_exchange"], queues["out_queue"])
+        out = read_all(url, queues["out_queue"], len(events), timeout=90)
+    finally:
+        code, said = stop(proc)
+    assert code == 0, said
+    assert "routes to no queue" in said, said
+    assert {e["n"] for e in out} == set(range(len(events)))
+    assert ready_messages(url, queues["queue"]) == 0
+    forget(url, queues)
+
+
 def test_refused_credentials_are_one_line_without_the_password(tmp_path: Path) -> None:
     url = amqp_url()
     wrong = url.replace("guest:guest@", "guest:hunter2-secret@")
