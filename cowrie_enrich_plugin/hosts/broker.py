@@ -32,6 +32,7 @@ from typing import Any, Final
 from ..counters import RunCounters
 from ..dburl import mask_url, scrub
 from ..hookspecs import hookimpl
+from .confirms import Confirms, Outlet
 
 __all__ = ["BrokerError", "BrokerLink", "BrokerSettings"]
 
@@ -81,89 +82,6 @@ class _Delivery:
     raw: bytes | None
 
 
-class _Confirms:
-    """One connection's publications waiting for the broker's confirm, in order.
-
-    The broker numbers a channel's publications from 1 and confirms them (each, or
-    all up to one with ``multiple``), possibly out of order across queues; an input is
-    acknowledged once its output and every earlier one are confirmed.
-    """
-
-    def __init__(self) -> None:
-        self.selected = False
-        self._next = 1
-        #: (publication number, the input's delivery tag), in order
-        self.waiting: deque[tuple[int, int]] = deque()
-        self._done: set[int] = set()
-        self._upto = 0
-        self.confirmed = 0
-        self.refused = False
-        self.returned = False
-        self.cancelled = False
-
-    def on_select(self, _frame: Any) -> None:
-        """The channel is in confirm mode."""
-        self.selected = True
-
-    def sent(self, tag: int) -> None:
-        """A publication of the input ``tag`` went out."""
-        self.waiting.append((self._next, tag))
-        self._next += 1
-
-    def on_confirm(self, frame: Any) -> None:
-        """Basic.Ack or Basic.Nack for one publication or all up to one."""
-        import pika.spec
-
-        method = frame.method
-        if isinstance(method, pika.spec.Basic.Nack):
-            self.refused = True
-        elif method.multiple:
-            self._upto = max(self._upto, method.delivery_tag)
-        else:
-            self._done.add(method.delivery_tag)
-
-    def on_return(self, *_args: Any) -> None:
-        """A publication no queue took (its confirm follows): its input is not acked."""
-        self.returned = True
-
-    def on_cancel(self, _frame: Any) -> None:
-        """The broker ended the consumer (its queue deleted)."""
-        self.cancelled = True
-
-    def settled(self) -> int | None:
-        """The input tag up to which all may be acknowledged now (``None``: none new).
-
-        :raises pika.exceptions.NackError: when the broker refused a publication (the
-            connection is dropped: everything in hand is redelivered).
-        """
-        import pika.exceptions
-
-        if self.refused:
-            raise pika.exceptions.NackError([])
-        if self.returned:
-            raise pika.exceptions.AMQPChannelError(
-                "the output exchange routes to no queue: bind one (the events wait in the "
-                "input queue meanwhile)"
-            )
-        last = None
-        waiting, done = self.waiting, self._done
-        while waiting and (waiting[0][0] <= self._upto or waiting[0][0] in done):
-            number, last = waiting.popleft()
-            done.discard(number)
-            self.confirmed += 1
-        return last
-
-
-@dataclass
-class _Out:
-    """Where one connection publishes."""
-
-    generation: int
-    channel: Any
-    properties: Any
-    confirms: _Confirms
-
-
 class BrokerLink:
     """The AMQP side of a ``consume`` run, on a thread of its own.
 
@@ -192,7 +110,7 @@ class BrokerLink:
         self._connected = False
         self._ever_connected = False
         #: the current connection's publications (one set a connection)
-        self._confirms = _Confirms()
+        self._confirms = Confirms()
         self.consumed = self.published = self.redelivered = 0
         #: why the link gave up (a refusal no retry mends), for the command to say
         self.failure: str | None = None
@@ -258,7 +176,7 @@ class BrokerLink:
                     self._generation += 1  # what the lost connection held is redelivered
                     with self._lock:  # what it published counts; its waiting ones are lost
                         self.published += self._confirms.confirmed
-                        self._confirms = _Confirms()
+                        self._confirms = Confirms()
                     if self._connected:
                         wait = 1.0
                     logger.warning(
@@ -305,7 +223,7 @@ class BrokerLink:
             consuming = connection.channel()
             consuming.basic_qos(prefetch_count=self.settings.prefetch)
             publishing = connection.channel()
-            confirms = _Confirms()
+            confirms = Confirms()
             # pika's blocking channel waits for each confirm (a round trip a message,
             # about 1,200 a second here); its own channel underneath takes a callback.
             publishing._impl.confirm_delivery(confirms.on_confirm, confirms.on_select)
@@ -325,7 +243,7 @@ class BrokerLink:
             consuming._impl.add_on_cancel_callback(confirms.on_cancel)
             with self._lock:
                 self._confirms = confirms
-            out = _Out(generation, publishing._impl, persistent, confirms)
+            out = Outlet(generation, publishing._impl, persistent, confirms)
             while not (self._filter_ended and not confirms.waiting):
                 connection.process_data_events(time_limit=_TURN)
                 if not (consuming.is_open and publishing.is_open) or confirms.cancelled:
@@ -400,7 +318,7 @@ class BrokerLink:
             self.redelivered += bool(method.redelivered)
         self._unwritten += line + b"\n"
 
-    def _exchange_lines(self, publish_to: _Out | None) -> None:
+    def _exchange_lines(self, publish_to: Outlet | None) -> None:
         """Feed the filter what it takes; publish and acknowledge what it gave back."""
         if self._unwritten and not self._stopping.is_set():
             try:
@@ -433,8 +351,8 @@ class BrokerLink:
             for _ in range(count):
                 self._in_hand.popleft()
 
-    def _publish(self, lines: list[bytes], out: _Out) -> None:
-        """Publish (without waiting: the confirms come to :class:`_Confirms`)."""
+    def _publish(self, lines: list[bytes], out: Outlet) -> None:
+        """Publish (without waiting: the confirms come to :class:`Confirms`)."""
         for done, line in enumerate(lines):
             with self._lock:
                 delivery = self._in_hand[0]
