@@ -95,12 +95,12 @@ def _check_output(path: str) -> Check:
         return "OK", "output: standard output"
     target = os.path.abspath(path)
     folder = os.path.dirname(target)
+    if os.path.isdir(target):
+        return "FAIL", f"output: {path} is a folder; give a file name inside it"
     if os.path.exists(target) and not os.path.isfile(target):  # /dev/null: written in place
         if os.access(target, os.W_OK):
             return "OK", f"output: {path} can be written"
         return "FAIL", f"output: cannot write {path}: run as a user who may"
-    if os.path.isdir(target):
-        return "FAIL", f"output: {path} is a folder; give a file name inside it"
     if not os.path.isdir(folder):
         return "FAIL", f"output: cannot write {path}: {folder} does not exist; `mkdir -p {folder}`"
     from ..files import beside

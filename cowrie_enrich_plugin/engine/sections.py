@@ -111,8 +111,8 @@ class ExtraAsking:
         concurrency = sum(source.concurrency for source in sources)
         self._pool = ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="sources")
         self._lock = threading.Lock()
-        #: each with whether it was handed on already (early)
-        self._waiting: list[tuple[EnrichmentRecord, bool]] = []
+        #: handed on already when ``early``
+        self._waiting: list[EnrichmentRecord] = []
         #: when the oldest waiting record arrived (``clock.monotonic``)
         self._since: float | None = None
 
@@ -128,15 +128,13 @@ class ExtraAsking:
             if waiting:
                 self._emit(waiting)
             return
-        if self.early:  # whois's part now; the extra sources' when they answer
-            self._emit(waiting)
-        self._gather(waiting, early=self.early)
+        self.submit(waiting)
 
     def submit(self, records: list[EnrichmentRecord]) -> None:
         """Gather ``records`` to ask for what they lack (handing them on first, when early)."""
-        if self.early:
+        if self.early:  # whois's part now; the extra sources' when they answer
             self._emit(records)
-        self._gather(records, early=self.early)
+        self._gather(records)
 
     def due(self, now: float, interval: float) -> bool:
         """Whether the oldest gathered record has waited ``interval`` seconds."""
@@ -148,25 +146,24 @@ class ExtraAsking:
         with self._lock:
             taken, self._waiting, self._since = self._waiting, [], None
         if stopping:
-            unsent = [record for record, emitted in taken if not emitted]
-            if unsent:
-                self._emit(unsent)
+            if taken and not self.early:  # not handed on yet
+                self._emit(taken)
             return
         for part in slices(taken, self.gather):
-            self._track(self._pool.submit(self._ask, [record for record, _e in part]))
+            self._track(self._pool.submit(self._ask, list(part)))
 
     def shutdown(self) -> None:
         """Wait for the pool's threads."""
         self._pool.shutdown(wait=True)
 
-    def _gather(self, records: list[EnrichmentRecord], *, early: bool) -> None:
+    def _gather(self, records: list[EnrichmentRecord]) -> None:
         full: list[list[EnrichmentRecord]] = []
         with self._lock:
             if self._since is None and records:
                 self._since = clock.monotonic()
-            self._waiting.extend((record, early) for record in records)
+            self._waiting.extend(records)
             while len(self._waiting) >= self.gather:
-                full.append([record for record, _e in self._waiting[: self.gather]])
+                full.append(self._waiting[: self.gather])
                 del self._waiting[: self.gather]
             if not self._waiting:
                 self._since = None
