@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT.parent / "shared" / "data" / "cowrie-logs-2018"
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.enrich_filter import _command  # noqa: E402
+from benchmarks.enrich_filter import _command, filter_rate  # noqa: E402
 from cowrie_enrich_plugin.testing import BulkWhoisServer  # noqa: E402
 
 URL = os.environ.get("CE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -70,7 +70,7 @@ def main() -> int:
         stdin.write_bytes(b"\n".join(lines) + b"\n")
         rates: dict[str, list[float]] = {"filter": [], "consume-1": [], "consume-3": []}
         for _ in range(options.rounds):
-            rates["filter"].append(_filter(stdin, flags, env, len(lines)))
+            rates["filter"].append(filter_rate(stdin, flags, len(lines), env))
             for replicas in (1, 3):
                 rate = _consume(pika, lines, flags, env, replicas)
                 rates[f"consume-{replicas}"].append(rate)
@@ -86,20 +86,6 @@ def main() -> int:
     report["filter"]["ratio_to_filter"] = 1.0
     print(json.dumps({"events": len(lines), "rounds": options.rounds, **report}, indent=1))
     return 0
-
-
-def _filter(stdin: Path, flags: list[str], env: dict[str, str], count: int) -> float:
-    with stdin.open("rb") as source:
-        start = time.perf_counter()
-        subprocess.run(
-            [_command(), "enrich", *flags],
-            stdin=source,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            check=True,
-            env=env,
-        )
-    return count / (time.perf_counter() - start)
 
 
 def _consume(pika: Any, lines: list[bytes], flags: list[str], env: dict[str, str], n: int) -> float:

@@ -66,6 +66,23 @@ def main() -> int:
     return 0
 
 
+def filter_rate(
+    events_file: Path, flags: list[str], count: int, env: dict[str, str] | None = None
+) -> float:
+    """Events per second of one ``cowrie-enrich enrich`` over ``events_file``, start included."""
+    with events_file.open("rb") as source:
+        started = time.perf_counter()
+        subprocess.run(
+            [_command(), "enrich", *flags],
+            stdin=source,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=True,
+            env=env,
+        )
+    return count / (time.perf_counter() - started)
+
+
 def _rounds(plain: Path, flags: list[str], rounds: int) -> dict[str, object]:
     events = sum(1 for _ in plain.open("rb"))
     reader = f"from {LogReader.__module__} import LogReader; LogReader([{str(plain)!r}]).__iter__"
@@ -81,16 +98,7 @@ def _rounds(plain: Path, flags: list[str], rounds: int) -> dict[str, object]:
             check=True,
         )
         reader_rates.append(events / (time.perf_counter() - started))
-        with plain.open("rb") as source:
-            started = time.perf_counter()
-            subprocess.run(
-                [_command(), "enrich", *flags],
-                stdin=source,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                check=True,
-            )
-            filter_rates.append(events / (time.perf_counter() - started))
+        filter_rates.append(filter_rate(plain, flags, events))
     ratios = [f / r for f, r in zip(filter_rates, reader_rates, strict=True)]
     return {
         "events": events,
