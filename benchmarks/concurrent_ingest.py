@@ -36,8 +36,15 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import sqlalchemy as sa  # noqa: E402
 from workloads import global_ips  # noqa: E402
 
-from cowrie_enrich_plugin.store.schema import metadata  # noqa: E402
-from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults, SimulatedClock  # noqa: E402
+from cowrie_enrich_plugin.store.rows import row_record  # noqa: E402
+from cowrie_enrich_plugin.store.schema import metadata, records_table  # noqa: E402
+from cowrie_enrich_plugin.testing import (  # noqa: E402
+    BulkWhoisServer,
+    Faults,
+    SimulatedClock,
+    expected_cymru,
+    synthetic_rows,
+)
 
 
 @dataclass
@@ -51,6 +58,7 @@ class Round:
     asked_twice: int
     failed_runs: int
     incomplete: int
+    wrong: int
 
 
 def _cowrie_enrich() -> str:
@@ -71,11 +79,13 @@ def run_round(
     ips: list[str],
     processes: int,
     offsets: Sequence[float] = (),
+    sensor_url: str = "",
 ) -> Round:
     """Start ``processes`` ingests of the same log together; wait; count what went wrong.
 
     ``offsets``: each process's clock, that many seconds off the real one (a simulated
     clock that runs at the real pace), as sensors whose clocks disagree.
+    ``sensor_url``: the URL the processes are given, when not ``db_url`` (a pooler's).
     """
     _empty(db_url)
     server.reset_log()
@@ -85,7 +95,7 @@ def run_round(
     config = folder / "host.toml"
     config.write_text(
         "[plugins.enrich]\n"
-        f'db = "{db_url}"\ncymru_host = "{host}"\ncymru_port = {port}\n'
+        f'db = "{sensor_url or db_url}"\ncymru_host = "{host}"\ncymru_port = {port}\n'
         "flush_interval = 0.2\ntimeout = 10\nretries = 3\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("COWRIE_ENRICH_")}
@@ -107,10 +117,15 @@ def run_round(
     asked = server.asked()
     engine = sa.create_engine(db_url)
     with engine.connect() as conn:
-        done = conn.execute(
-            sa.text("SELECT count(*) FROM enrichment_record WHERE status <> 'pending'")
-        ).scalar_one()
+        records = [row_record(row) for row in conn.execute(sa.select(records_table)).mappings()]
     engine.dispose()
+    done = [record for record in records if record.status != "pending"]
+    wrong = sum(
+        1
+        for record in done
+        if record.cymru is None
+        or record.cymru.asn != expected_cymru(synthetic_rows(record.ip))["asn"]
+    )
     return Round(
         processes=processes,
         seconds=round(seconds, 2),
@@ -118,7 +133,8 @@ def run_round(
         hiccups=errors.count("database hiccup"),
         asked_twice=sum(1 for count in asked.values() if count > 1),
         failed_runs=sum(1 for proc in procs if proc.returncode != 0),
-        incomplete=len(ips) - int(done),
+        incomplete=len(ips) - len(done),
+        wrong=wrong,
     )
 
 
@@ -169,7 +185,7 @@ def main() -> int:
             print(f"round {number + 1}: {result}", flush=True)
     total = {
         key: sum(getattr(r, key) for r in rounds)
-        for key in ("deadlocks", "hiccups", "asked_twice", "failed_runs", "incomplete")
+        for key in ("deadlocks", "hiccups", "asked_twice", "failed_runs", "incomplete", "wrong")
     }
     print(f"{options.rounds} rounds of {options.processes} processes: {total}")
     return 0 if not any(total.values()) else 1

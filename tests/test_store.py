@@ -335,3 +335,19 @@ def test_commands_that_write_to_an_existing_store_upgrade_an_older_one(tmp_path:
         assert done.exit_code == 0, (command, done.output)
     with sa.create_engine(url).connect() as conn:
         assert current_version(conn) == SCHEMA_VERSION
+
+
+def test_prepared_statements_can_be_turned_off_in_the_url(pg_url: str) -> None:
+    """``?prepare_threshold=none`` (for pgbouncer) reaches psycopg as None; a bad value is refused."""
+    store = open_store(pg_url + "?prepare_threshold=none")
+    try:
+        with store.engine.connect() as conn:
+            for _ in range(10):  # psycopg would prepare after 5
+                conn.execute(sa.text("SELECT 1")).all()
+            assert conn.connection.dbapi_connection.prepare_threshold is None  # type: ignore[union-attr]
+            prepared = conn.execute(sa.text("SELECT count(*) FROM pg_prepared_statements"))
+            assert prepared.scalar_one() == 0
+    finally:
+        store.close()
+    with pytest.raises(ConfigError, match="prepare_threshold='soon'"):
+        open_store("postgresql://u:secret@127.0.0.1:1/db?prepare_threshold=soon")

@@ -101,6 +101,32 @@ def _read_only_connector(path: Path, url: str) -> Callable[[], sqlite3.Connectio
     return connect
 
 
+def _driver_options(parsed: sa.URL, url: str) -> tuple[sa.URL, dict[str, Any]]:
+    """``parsed`` without what the URL says to psycopg itself rather than to the server.
+
+    ``?prepare_threshold=none`` turns off psycopg's server-side prepared statements,
+    which a pooler in transaction mode (pgbouncer before 1.21) cannot keep: a
+    statement prepared on one server connection is missing, or already there, on the
+    next. Passed on as written, the value reaches psycopg as a string and fails.
+
+    :raises ConfigError: for a value that is neither ``none`` nor a whole number.
+    """
+    value = parsed.query.get("prepare_threshold")
+    if value is None or parsed.get_backend_name() != "postgresql":
+        return parsed, {}
+    text = value if isinstance(value, str) else value[-1]
+    if text.lower() in ("none", "off", ""):
+        threshold: int | None = None
+    elif text.isdigit():
+        threshold = int(text)
+    else:
+        raise ConfigError(
+            f"db = {mask_url(url)!r}: prepare_threshold={text!r} is neither none (no "
+            "prepared statements, for pgbouncer in transaction mode) nor a number"
+        )
+    return parsed.difference_update_query(["prepare_threshold"]), {"prepare_threshold": threshold}
+
+
 class EmptyDatabase(StoreError):
     """The database holds no store (opened without creating one)."""
 
@@ -141,12 +167,13 @@ def open_store(
     path = sqlite_file(url)
     reader = read_only and path is not None and cannot_write(path)
     try:
-        parsed = sa.engine.make_url(normalize_db_url(url))
+        parsed, connect_args = _driver_options(sa.engine.make_url(normalize_db_url(url)), url)
         # A pooled PostgreSQL connection may have been dropped by the server; a
         # SQLite file's cannot be, and a ping before each transaction is wasted.
         engine = sa.create_engine(
             parsed,
             pool_pre_ping=parsed.get_backend_name() != "sqlite",
+            connect_args=connect_args,
             # A connection per transaction: each chooses anew between reading beside a
             # writer that started meanwhile (its -shm) and reading the file as it is.
             **(
@@ -155,6 +182,8 @@ def open_store(
                 else {}
             ),
         )
+    except ConfigError:
+        raise
     except sa.exc.NoSuchModuleError as exc:
         raise ConfigError(
             f"db = {mask_url(url)!r}: unknown database kind; use sqlite:/// or postgresql+psycopg://"

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,6 +119,37 @@ def test_concurrent_sensors_on_postgresql_never_deadlock(
     Skewed: sensors whose clocks are up to 600 s off each other's, and the leases
     (timed by the database's clock) still keep every address asked once.
     """
+    module = _concurrent_ingest()
+    ips = global_ips(1500, seed=34)
+    with BulkWhoisServer(faults=Faults(latency_per_batch=0.15, latency_per_ip=0.0005)) as server:
+        for _ in range(rounds):
+            result = module.run_round(pg_url, server, tmp_path, ips, processes, offsets)
+            assert (result.deadlocks, result.hiccups, result.asked_twice) == (0, 0, 0), result
+            assert (result.failed_runs, result.incomplete, result.wrong) == (0, 0, 0), result
+
+
+def test_sixteen_sensors_through_pgbouncer_in_transaction_mode(tmp_path: Path, pg_url: str) -> None:
+    """``?prepare_threshold=none``, as docs/fleet.rst says, and every sensor gets through.
+
+    Sixteen sensors share eight server connections; a statement psycopg prepared on
+    one of them would be missing (or already there) on the next.
+    """
+    from ..helpers.pgbouncer import pgbouncer
+
+    module = _concurrent_ingest()
+    ips = global_ips(1500, seed=36)
+    with (
+        pgbouncer(pg_url, tmp_path / "pgbouncer") as pooled,
+        BulkWhoisServer(faults=Faults(latency_per_batch=0.15, latency_per_ip=0.0005)) as server,
+    ):
+        sensor_url = pooled + "?prepare_threshold=none"
+        result = module.run_round(pg_url, server, tmp_path, ips, 16, sensor_url=sensor_url)
+    assert (result.deadlocks, result.hiccups, result.asked_twice) == (0, 0, 0), result
+    assert (result.failed_runs, result.incomplete, result.wrong) == (0, 0, 0), result
+
+
+def _concurrent_ingest() -> Any:
+    """``benchmarks/concurrent_ingest.py``, imported (skips where the tree has no benchmarks)."""
     bench = Path(__file__).resolve().parents[2] / "benchmarks" / "concurrent_ingest.py"
     if not bench.exists():
         pytest.skip("benchmarks/ is not in this tree")
@@ -128,12 +160,7 @@ def test_concurrent_sensors_on_postgresql_never_deadlock(
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
-    ips = global_ips(1500, seed=34)
-    with BulkWhoisServer(faults=Faults(latency_per_batch=0.15, latency_per_ip=0.0005)) as server:
-        for _ in range(rounds):
-            result = module.run_round(pg_url, server, tmp_path, ips, processes, offsets)
-            assert (result.deadlocks, result.hiccups, result.asked_twice) == (0, 0, 0), result
-            assert (result.failed_runs, result.incomplete) == (0, 0), result
+    return module
 
 
 def test_a_full_server_is_waited_for_not_failed(tmp_path: Path, pg_url: str) -> None:
