@@ -95,6 +95,8 @@ class RunCounters:
     source_pending: int = 0
     #: per extra source: (name, requests, sections left pending)
     sources: tuple[tuple[str, int, int], ...] = ()
+    #: extra sources whose daily quota is spent (they ask no more until it resets)
+    quota_spent: tuple[str, ...] = ()
     #: records delivered per kind of the feeds' labels (``none``: no feed lists it)
     kinds: tuple[tuple[str, int], ...] = ()
     #: whois batches per duration bucket (``BATCH_SECONDS_BUCKETS``, then +Inf), and the sum
@@ -122,7 +124,7 @@ class RunCounters:
     def counted(self) -> RunCounters:
         """These counters with the gauges at zero (what a gone worker still adds up to)."""
         zeros: dict[str, Any] = dict.fromkeys(GAUGES, 0)
-        return replace(self, **zeros)
+        return replace(self, **zeros, quota_spent=())
 
     def __add__(self, other: RunCounters) -> RunCounters:
         values: dict[str, Any] = {}
@@ -134,6 +136,8 @@ class RunCounters:
                     before = merged.get(name, (0, 0))
                     merged[name] = (before[0] + requests, before[1] + pending)
                 values[f.name] = tuple((n, r, p) for n, (r, p) in sorted(merged.items()))
+            elif f.name == "quota_spent":
+                values[f.name] = tuple(sorted({*mine, *theirs}))
             elif f.name == "kinds":
                 total: dict[str, int] = {}
                 for kind, count in (*mine, *theirs):
@@ -167,6 +171,7 @@ class RunCounters:
         data = asdict(self)
         data["sources"] = [list(item) for item in self.sources]
         data["kinds"] = [list(item) for item in self.kinds]
+        data["quota_spent"] = list(self.quota_spent)
         data["whois_batch_seconds"] = list(self.whois_batch_seconds)
         return data
 
@@ -184,6 +189,8 @@ class RunCounters:
                 found[key] = tuple((str(n), int(r), int(p)) for n, r, p in value)
             elif key == "kinds":
                 found[key] = tuple((str(k), int(c)) for k, c in value)
+            elif key == "quota_spent":
+                found[key] = tuple(str(name) for name in value)
             elif kind is tuple:
                 found[key] = tuple(int(v) for v in value)
             else:

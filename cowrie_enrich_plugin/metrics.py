@@ -112,11 +112,18 @@ class _RunCollector:
         )
         requests.add_metric(["cymru"], stats.whois_connections)
         left.add_metric(["cymru"], stats.pending)
+        spent = GaugeMetricFamily(
+            f"{PREFIX}_source_quota_spent",
+            "1 while a source's daily quota is spent (its sections stay pending until it resets).",
+            labels=["source"],
+        )
         for name, asked, pending in stats.sources:
             requests.add_metric([name], asked)
             left.add_metric([name], pending)
+            spent.add_metric([name], int(name in stats.quota_spent))
         yield requests
         yield left
+        yield spent
         kinds = CounterMetricFamily(
             f"{PREFIX}_classified",
             "Records delivered, by the kind of the offline feeds' labels (none: no feed "

@@ -587,3 +587,41 @@ def test_greynoise_without_its_extra_says_what_to_install(server: Any, tmp_path:
     assert ingest.returncode == 2 and hint in ingest.stderr, ingest.stderr
     assert "Traceback" not in ingest.stderr
     assert doctor.returncode != 0 and hint in doctor.stdout, doctor.stdout
+
+
+def _sensors(command: list[str], count: int) -> list[subprocess.CompletedProcess[str]]:
+    """``count`` processes of ``command`` started together; their ends."""
+    procs = [
+        subprocess.Popen(
+            command, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(count)
+    ]
+    ends = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        ends.append(subprocess.CompletedProcess(command, proc.returncode, out, err))
+    return ends
+
+
+@pytest.mark.parametrize("sensors", [1, pytest.param(8, marks=pytest.mark.slow)])
+def test_the_daily_quota_is_one_for_every_process_on_the_database(
+    server: Any, tmp_path: Path, pg_url: str, sensors: int
+) -> None:
+    """``daily_quota = 100``, counted in the store: ``sensors`` processes at once, then a
+    rerun the same day, make 100 requests in all; the spent quota is said and exits 75."""
+    ips = [ip for ip in global_ips(400, seed=251) if ":" not in ip][:300]
+    log = write_log(tmp_path / "cowrie.json", ips)
+    with GreyNoiseServer() as gn:
+        config = _greynoise_config(
+            tmp_path, server, gn, pg_url, rate_per_second=500.0, daily_quota=100
+        )
+        command = [cowrie_enrich(), "ingest", str(log), "--config", str(config)]
+        first = _sensors(command, sensors)
+        assert len(gn.requests) == 100, [e.stderr for e in first]
+        again = _sensors(command, 1)
+        assert len(gn.requests) == 100
+    for end in (*first, *again):
+        assert end.returncode == 75, end.stdout + end.stderr
+        assert "its daily quota is spent" in end.stdout + end.stderr, end.stdout + end.stderr
+        assert "Traceback" not in end.stderr

@@ -196,7 +196,7 @@ def test_migration_from_version_one(db_url: str) -> None:
     engine.dispose()
     store = open_store(db_url)  # migrates to the current version
     with store.engine.connect() as conn:
-        assert current_version(conn) == SCHEMA_VERSION == 6
+        assert current_version(conn) == SCHEMA_VERSION == 7
         assert sa.inspect(conn).has_table("source_answer")  # version 4
         columns = {c["name"] for c in sa.inspect(conn).get_columns("enrichment_record")}
         assert "classification" in columns  # version 6
@@ -209,7 +209,7 @@ def test_migration_from_version_one(db_url: str) -> None:
     store.close()
 
 
-@pytest.mark.parametrize("start", range(7))
+@pytest.mark.parametrize("start", range(8))
 def test_every_version_migrates_to_the_current_one(db_url: str, start: int) -> None:
     """Each step is self-contained: from any version (0: empty), the current schema builds."""
     engine = sa.create_engine(db_url)
@@ -259,6 +259,47 @@ def test_database_newer_than_the_code_is_refused(db_url: str) -> None:
     # nor does a command that only reads or prunes touch it (#23 item 12)
     with pytest.raises(StoreError, match="newer"):
         open_store(db_url, create=False)
+
+
+def test_code_one_version_behind_works_on_after_a_step_that_only_adds(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rolling upgrade: the newer sensors migrated; this code, one behind, goes on
+    while the new version says it works with this one, and refuses it otherwise."""
+    ahead = SCHEMA_VERSION + 1
+    store = open_store(db_url)
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO cowrie_enrich_schema (version, works_with) VALUES (:v, :w)"),
+            {"v": ahead, "w": SCHEMA_VERSION},
+        )
+    store.close()
+    with caplog.at_level(logging.WARNING):
+        store = open_store(db_url)
+    assert f"schema version {ahead}, newer" in caplog.text and "upgrade it soon" in caplog.text
+    record = EnrichmentRecord(ip="11.0.9.1", status=Status.PENDING)
+    store.put_records([record])
+    assert store.get_records(["11.0.9.1"])["11.0.9.1"].status is Status.PENDING
+    with store.engine.begin() as conn:
+        assert current_version(conn) == ahead  # nothing was migrated back or forth
+        conn.execute(
+            sa.text("UPDATE cowrie_enrich_schema SET works_with = :v WHERE version = :v"),
+            {"v": ahead},
+        )
+    store.close()
+    with pytest.raises(StoreError, match="newer"):
+        open_store(db_url)
+
+
+def test_a_fresh_database_records_what_each_version_works_with(db_url: str) -> None:
+    store = open_store(db_url)
+    with store.engine.connect() as conn:
+        rows = dict(
+            conn.execute(sa.text("SELECT version, works_with FROM cowrie_enrich_schema")).all()
+        )
+    store.close()
+    # step 7 only adds a table (and this column): code at version 6 would work with it
+    assert rows[7] == 6 and rows[6] is None
 
 
 def test_unreachable_database_is_advice_not_a_traceback(tmp_path: Path) -> None:

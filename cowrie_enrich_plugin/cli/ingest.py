@@ -177,7 +177,13 @@ def _report(summary: IngestSummary, *, err: bool, live: bool = False) -> int:
         f"{summary.delivered} records delivered"
     )
     for name, requests, left in stats.sources:
-        echo(f"{name}: {requests} request(s), {left} section(s) left pending")
+        spent = (
+            "; its daily quota is spent (counted by every process on this database): "
+            "its sections stay pending until the next UTC day"
+            if name in stats.quota_spent
+            else ""
+        )
+        echo(f"{name}: {requests} request(s), {left} section(s) left pending{spent}")
     if summary.problems:
         echo(f"{summary.bad_lines} bad line(s), {summary.bad_files} unreadable file(s):")
         for problem in summary.problems[:10]:
@@ -207,5 +213,7 @@ def _report(summary: IngestSummary, *, err: bool, live: bool = False) -> int:
         return 1
     if summary.pending:
         echo(f"{summary.pending} IP(s) still pending: {_why_pending(stats)}; run again later")
+        return EX_TEMPFAIL
+    if stats.quota_spent:  # their sections are pending, though every whois answer is in
         return EX_TEMPFAIL
     return 0

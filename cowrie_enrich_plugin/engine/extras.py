@@ -19,6 +19,8 @@ from ..record import PartStatus, SourcePart, utc_now
 from ..settings import EnrichConfig
 from ..slices import slices
 from ..sources.plugin import Lookup, NetworkSource, load
+from ..store.facade import Store
+from ..store.quota import QuotaLedger
 
 __all__ = ["ExtraSources"]
 
@@ -39,11 +41,13 @@ class ExtraSources:
         self.pending = 0
         #: sources that said they need the operator (each counted once a run)
         self.refused: set[str] = set()
+        #: sources that ask no more today (their quota is spent), with why
+        self.exhausted: dict[str, str] = {}
         self._by_source: dict[str, tuple[int, int]] = {name: (0, 0) for name in self.sources}
 
     @classmethod
-    def open(cls, config: EnrichConfig) -> ExtraSources:
-        """Open every source ``config`` enables.
+    def open(cls, config: EnrichConfig, store: Store | None = None) -> ExtraSources:
+        """Open every source ``config`` enables; those that can count their quota in ``store``.
 
         :raises ConfigError: when a source cannot be opened with its settings.
         """
@@ -54,6 +58,9 @@ class ExtraSources:
                     opened[name] = load(name).open(dict(items))
                 except (ValueError, ImportError) as exc:
                     raise ConfigError(f"[plugins.enrich.{name}]: {exc}") from exc
+                count_in = getattr(opened[name], "count_in", None)
+                if store is not None and callable(count_in):
+                    count_in(QuotaLedger(store, name))
         except BaseException:
             for source in opened.values():
                 source.close()
@@ -105,6 +112,10 @@ class ExtraSources:
         with self._lock:
             if result.refusal is not None:
                 self.refused.add(name)
+            if result.exhausted is not None:
+                self.exhausted[name] = result.exhausted
+            elif result.requests:
+                self.exhausted.pop(name, None)
             self.requests += result.requests
             self.pending += left
             requests, pending = self._by_source[name]
@@ -116,6 +127,11 @@ class ExtraSources:
         """How many sources refused to work until the operator mends something."""
         with self._lock:
             return len(self.refused)
+
+    def spent(self) -> tuple[str, ...]:
+        """The sources whose daily quota is spent, as of their last call."""
+        with self._lock:
+            return tuple(sorted(self.exhausted))
 
     def per_source(self) -> tuple[tuple[str, int, int], ...]:
         """(name, requests, sections left pending) for each source."""

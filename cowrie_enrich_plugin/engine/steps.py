@@ -97,7 +97,7 @@ class Enricher:
         try:
             store = open_store(config.db, create=create, upgrade=True)
             try:
-                extras = ExtraSources.open(config)
+                extras = ExtraSources.open(config, store)
             except BaseException:
                 store.close()
                 raise
@@ -376,6 +376,7 @@ class Enricher:
         result.source_requests = self.extras.requests
         result.source_pending = self.extras.pending
         result.sources = self.extras.per_source()
+        result.quota_spent = self.extras.spent()
         result.errors += self.extras.errors
         result.pending_now = self.pending_now
         return result

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Final, Protocol
 
 from .. import clock
+from ..errors import StoreError
 
-__all__ = ["Breaker", "DailyQuota", "RateLimit"]
+__all__ = ["Breaker", "DailyQuota", "Ledger", "RateLimit"]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds a quota spent in a shared ledger waits before it asks the ledger again.
+_RECHECK: Final = 60.0
 
 
 class RateLimit:
@@ -134,8 +139,25 @@ class Breaker:
             self._cooldown = self._first_cooldown
 
 
+class Ledger(Protocol):
+    """Where a quota is counted beyond this process (the store's: ``store.quota``)."""
+
+    def take(self, limit: int) -> bool:
+        """Count one request unless ``limit`` (0: none) is reached or the day is spent."""
+
+    def spend(self) -> None:
+        """Mark today spent."""
+
+
 class DailyQuota:
-    """Requests a UTC day: a client-side limit (0: none), and the server's word that it is spent."""
+    """Requests a UTC day: a client-side limit (0: none), and the server's word that it is spent.
+
+    Counted in this process, or, once :meth:`share` gave it a ledger, by every process
+    on that ledger (the store's: a fleet on one database shares one quota, across
+    restarts). While the ledger cannot be reached, this process's own count holds.
+    Once the day is spent, the ledger is asked again at most every
+    :data:`_RECHECK` seconds (its day may begin before this process's does).
+    """
 
     def __init__(self, limit: int, what: str = "the source") -> None:
         self.limit = limit
@@ -143,7 +165,20 @@ class DailyQuota:
         self._day = clock.utc_now().date()
         self._used = 0
         self._spent = False
+        self._recheck_at = float("inf")
+        self._ledger: Ledger | None = None
+        self._ledger_down = False
         self._lock = threading.Lock()
+
+    def share(self, ledger: Ledger) -> None:
+        """Count in ``ledger`` from now on."""
+        self._ledger = ledger
+
+    @property
+    def spent(self) -> bool:
+        """Whether no request may go today (as of the last request tried)."""
+        with self._lock:
+            return self._spent and clock.utc_now().date() == self._day
 
     def take(self) -> bool:
         """Count one request; ``False`` when the day's allowance is gone (do not ask)."""
@@ -151,10 +186,41 @@ class DailyQuota:
             today = clock.utc_now().date()
             if today != self._day:
                 self._day, self._used, self._spent = today, 0, False
-            if self._spent or (self.limit and self._used >= self.limit):
+            if self._spent and clock.monotonic() < self._recheck_at:
                 return False
+            if not self._allowed():
+                if not self._spent:
+                    logger.warning(
+                        "%s: the daily quota (%s) is spent; its sections stay pending until "
+                        "the next UTC day",
+                        self.what,
+                        f"{self.limit} requests" if self.limit else "the server's",
+                    )
+                self._spent = True
+                self._recheck_at = clock.monotonic() + _RECHECK if self._ledger else float("inf")
+                return False
+            self._spent = False
             self._used += 1
             return True
+
+    def _allowed(self) -> bool:
+        local = not self.limit or self._used < self.limit
+        if self._ledger is None:
+            return local
+        try:
+            allowed = self._ledger.take(self.limit)
+        except StoreError as exc:
+            if not self._ledger_down:
+                logger.warning(
+                    "%s: the requests of the day cannot be counted in the database (%s); "
+                    "this process counts its own until it can",
+                    self.what,
+                    exc,
+                )
+            self._ledger_down = True
+            return local
+        self._ledger_down = False
+        return allowed
 
     def spend(self) -> None:
         """The server said the day's allowance is spent: ask no more today."""
@@ -165,3 +231,10 @@ class DailyQuota:
                     self.what,
                 )
             self._spent = True
+            self._recheck_at = clock.monotonic() + _RECHECK if self._ledger else float("inf")
+            ledger = self._ledger
+        if ledger is not None:
+            try:
+                ledger.spend()
+            except StoreError as exc:
+                logger.warning("%s: could not record the spent quota: %s", self.what, exc)

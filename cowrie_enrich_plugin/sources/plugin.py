@@ -95,6 +95,9 @@ class Lookup:
     #: a failure only the operator can mend (a refused key), once the source says it
     #: first; the run counts it among its errors (a batch run exits 1)
     refusal: str | None = None
+    #: why the source asks no more today (its daily quota is spent); reported, and the
+    #: sections stay pending until the quota resets
+    exhausted: str | None = None
 
 
 @runtime_checkable
@@ -119,6 +122,11 @@ class NetworkSource(Protocol):
 
     def close(self) -> None:
         """Release connections and files."""
+
+    # Optional: ``count_in(ledger)``. A source that has it is handed the store's ledger of
+    # its requests a day (``ledger.take(limit) -> bool``, ``ledger.spend()``, see
+    # :class:`~.pacing.DailyQuota`), so that its quota is one for every process on the
+    # database. Not a member of the protocol: sources written before it stay sources.
 
 
 #: The name network sources had before offline ones joined.

@@ -16,6 +16,19 @@ above that version. Add a step by appending to ``_STEPS``; never edit an old one
 - version 5: what each long-lived run has delivered (``delivered``, see
   :mod:`.deliveries`).
 - version 6: the offline feeds' labels on each record (``classification``, JSON).
+- version 7: the network sources' requests a day, counted fleet-wide
+  (``source_quota``); and, in the schema table, the oldest code that works with the
+  database (``works_with``).
+
+**Rolling upgrades.** A step that only adds (a table, or a nullable column older
+code never reads) leaves the database usable by code one step or more behind: each
+version's row records ``works_with``, the oldest schema version whose code still
+reads and writes it correctly, and code that knows an older version than the
+database's goes on working when its own is at least that (it logs a warning). A
+step that changes or removes what older code uses sets ``works_with`` to its own
+version. Steps 1 to 6 predate the column: code before version 7 refuses any newer
+database. Step 7 is additive (``works_with`` = 6, but version-6 code cannot read
+the column, so it is the first step after which code at version 7 can run behind).
 
 Each step is self-contained: it names the columns it creates, so a column added to
 a table later (by a later step) never makes an earlier step create it too.
@@ -23,6 +36,7 @@ a table later (by a later step) never makes an earlier step create it too.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Final
 
@@ -40,7 +54,10 @@ __all__ = [
     "records_table",
     "schema_table",
     "source_answers",
+    "source_quota",
 ]
+
+logger = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 
@@ -111,10 +128,23 @@ delivered_table = sa.Table(
     sa.Column("at", _TIME, nullable=False),
 )
 
+#: Per network source and UTC day (``YYYY-MM-DD``): requests made by every process
+#: on this database, and whether the source said the day's allowance is spent.
+source_quota = sa.Table(
+    "source_quota",
+    metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("requests", sa.Integer, nullable=False),
+    sa.Column("spent", sa.Boolean, nullable=False),
+    sa.Column("updated_at", _TIME, nullable=False),
+)
+
 schema_table = sa.Table(
     "cowrie_enrich_schema",
     metadata,
     sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("works_with", sa.Integer),
 )
 
 
@@ -216,13 +246,23 @@ def _step_6(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE enrichment_record ADD COLUMN classification TEXT"))
 
 
-_STEPS: Final[tuple[Callable[[Connection], None], ...]] = (
-    _step_1,
-    _step_2,
-    _step_3,
-    _step_4,
-    _step_5,
-    _step_6,
+def _step_7(conn: Connection) -> None:
+    """Add the fleet-wide request counts, and the oldest code each version works with."""
+    _as_of(
+        source_quota, sa.MetaData(), ("source", "day", "requests", "spent", "updated_at")
+    ).create(conn)
+    conn.execute(sa.text("ALTER TABLE cowrie_enrich_schema ADD COLUMN works_with INTEGER"))
+
+
+#: Each step, and whether it only adds (see the module: code one version behind works on).
+_STEPS: Final[tuple[tuple[Callable[[Connection], None], bool], ...]] = (
+    (_step_1, False),
+    (_step_2, False),
+    (_step_3, False),
+    (_step_4, False),
+    (_step_5, False),
+    (_step_6, False),
+    (_step_7, True),
 )
 
 #: The schema version this code reads and writes.
@@ -241,17 +281,39 @@ class SchemaTooNew(Exception):
     """The database was written by a newer cowrie-enrich."""
 
 
+def works_with(conn: Connection, version: int) -> int:
+    """The oldest schema version whose code works with a database at ``version``."""
+    if version < 7:  # the column came with version 7
+        return version
+    found = conn.execute(
+        sa.select(schema_table.c.works_with).where(schema_table.c.version == version)
+    ).scalar()
+    return int(found) if found is not None else version
+
+
 def refuse_newer(conn: Connection) -> None:
-    """Refuse a database of a newer schema than this version knows (nothing is changed).
+    """Refuse a database of a newer schema than this code can use (nothing is changed).
+
+    A newer database whose steps since this code's version only added is used, with
+    a warning (see the module's "Rolling upgrades").
 
     :raises SchemaTooNew: naming both versions.
     """
     start = current_version(conn)
-    if start > SCHEMA_VERSION:
-        raise SchemaTooNew(
-            f"the database is at schema version {start}, newer than this cowrie-enrich "
-            f"understands ({SCHEMA_VERSION}); upgrade cowrie-enrich"
+    if start <= SCHEMA_VERSION:
+        return
+    if works_with(conn, start) <= SCHEMA_VERSION:
+        logger.warning(
+            "the database is at schema version %d, newer than this cowrie-enrich's (%d); "
+            "the change allows this version to go on, but upgrade it soon",
+            start,
+            SCHEMA_VERSION,
         )
+        return
+    raise SchemaTooNew(
+        f"the database is at schema version {start}, newer than this cowrie-enrich "
+        f"understands ({SCHEMA_VERSION}); upgrade cowrie-enrich"
+    )
 
 
 def migrate(engine: Engine, target: int = SCHEMA_VERSION) -> int:
@@ -270,11 +332,18 @@ def migrate(engine: Engine, target: int = SCHEMA_VERSION) -> int:
             # so without this a second process reads version 0 while the first is
             # still creating tables, and both run step 1.
             conn.exec_driver_sql("BEGIN IMMEDIATE")
-        schema_table.create(conn, checkfirst=True)
+        # As version 1 made it: step 7 adds its second column.
+        _as_of(schema_table, sa.MetaData(), ("version",)).create(conn, checkfirst=True)
         start = current_version(conn)
         if start > SCHEMA_VERSION:
             refuse_newer(conn)
+        oldest = works_with(conn, start) if start else 0
         for version in range(start + 1, target + 1):
-            _STEPS[version - 1](conn)
-            conn.execute(sa.insert(schema_table).values(version=version))
+            step, additive = _STEPS[version - 1]
+            step(conn)
+            oldest = oldest if additive else version
+            row: dict[str, int] = {"version": version}
+            if version >= 7:
+                row["works_with"] = oldest
+            conn.execute(sa.insert(_as_of(schema_table, sa.MetaData(), tuple(row))).values(row))
         return start

@@ -5,7 +5,9 @@ waits its turn under :class:`RateLimit` (never faster than ``rate_per_second``, 
 any window). A 429 with ``Retry-After`` up to a minute is waited out and asked again;
 a longer one, or a 429 that says the day's allowance is spent, or the client-side
 ``daily_quota``, stops asking (until then, or the next UTC day) and leaves the rest
-pending instead of sleeping. Other failures (5xx, timeouts, a body that is not the
+pending instead of sleeping. Given the store's ledger (:meth:`GreyNoiseClient.count_in`),
+the quota and the server's "spent" count for every process on the database, across
+restarts. Other failures (5xx, timeouts, a body that is not the
 JSON expected) are retried with backoff, ``retries`` attempts in all; what is still
 unanswered stays pending. A refused key (401, 403) is logged as an error and counted
 among the run's errors; nothing more is asked for :data:`_REFUSED_HOLD` seconds, since
@@ -38,7 +40,7 @@ import tenacity
 
 from ... import clock
 from ...addresses import Usable, classify
-from ..pacing import Breaker, DailyQuota, RateLimit
+from ..pacing import Breaker, DailyQuota, Ledger, RateLimit
 from ..plugin import Lookup
 from .answers import COMMUNITY_FIELDS, not_observed, quick, typed
 
@@ -60,6 +62,8 @@ _BREAKER_LONGEST: Final = 3600.0
 _REFUSED_HOLD: Final = 3600.0
 #: 429s with ``Retry-After`` one request waits out before it gives up.
 _MOST_WAITS: Final = 10
+#: Why a section stays pending once the day's quota is spent.
+_SPENT: Final = "GreyNoise daily quota spent; asked again the next UTC day"
 
 
 class _Stop(Exception):
@@ -107,6 +111,10 @@ class GreyNoiseClient:
     def close(self) -> None:
         """Close the connections."""
         self._http.close()
+
+    def count_in(self, ledger: Ledger) -> None:
+        """Count the daily quota in ``ledger`` (the store's: shared by every process on it)."""
+        self.quota.share(ledger)
 
     def lookup(self, ips: Sequence[str]) -> Lookup:
         """Ask about ``ips`` (canonical, global only: anything else is never sent)."""
@@ -169,7 +177,8 @@ class GreyNoiseClient:
             if not self.rate.wait(max(_LONGEST_WAIT, self.rate.interval)):
                 raise _Stop("GreyNoise asked to wait; asked again later")
             if not self.quota.take():
-                raise _Stop("GreyNoise daily quota spent; asked again tomorrow")
+                result.exhausted = _SPENT
+                raise _Stop(_SPENT)
             result.requests += 1
             try:
                 response = self._send(method, url, **kwargs)
@@ -186,7 +195,8 @@ class GreyNoiseClient:
                 wait = _retry_after(response)
                 if _says_quota(response):
                     self.quota.spend()
-                    raise _Stop("GreyNoise daily quota spent; asked again tomorrow")
+                    result.exhausted = _SPENT
+                    raise _Stop(_SPENT)
                 if wait is None:  # a limit that does not say how long: back off
                     wait = min(2.0 ** (waits[0] + 1), _LONGEST_WAIT)
                 self.rate.hold_off(wait)
