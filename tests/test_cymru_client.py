@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -192,3 +195,45 @@ def test_a_server_that_drips_its_answer_is_read_whole_and_one_that_stops_is_cut(
     assert time.monotonic() - started < 3
     assert "WhoisTimeout" in result.unresolved[ips[-1]]
     assert 0 < len(result.answers) < len(ips) // 2  # the rows proven whole are kept
+
+
+def test_a_batch_the_open_breaker_held_back_is_not_an_attempt(tmp_path: Path) -> None:
+    """Whois refuses; three failed batches open the breaker; the batches it then holds
+    back count no attempt and wait no backoff, only until the breaker may close."""
+    import sqlalchemy as sa
+
+    from cowrie_enrich_plugin.cli.options import settings
+    from cowrie_enrich_plugin.engine.steps import Enricher
+    from cowrie_enrich_plugin.store.schema import pending_queue
+
+    with socket.socket() as sock:  # a port nothing listens on: every connection refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    section = {
+        "db": f"sqlite:///{tmp_path / 'c.db'}",
+        "cymru_host": "127.0.0.1",
+        "cymru_port": port,
+        "retries": 1,
+        "timeout": 1.0,
+        "retry_interval": 300.0,
+    }
+    config = dataclasses.replace(
+        settings({"plugins": {"enabled": ["enrich"], "enrich": section}}), lifecycle="long-lived"
+    )
+    ips = global_ips(10, seed=61)
+    with Enricher.open(config) as enricher:
+        for round_ in range(8):
+            mine, _theirs = enricher.claim(ips)
+            assert mine == ips, round_
+            result = enricher.ask_whois(ips)
+            assert (result.held_for > 0) == (round_ >= 3), (round_, result)
+            enricher.finish_batch(ips, result)
+        with enricher.store.engine.connect() as conn:
+            q = pending_queue.c
+            rows = conn.execute(sa.select(q.attempts, q.next_attempt_at, q.last_error)).all()
+        now = enricher.store.now().replace(tzinfo=None)
+    assert len(rows) == 10
+    for attempts, next_attempt, error in rows:
+        assert attempts == 3 and "circuit open" in error
+        # due once the breaker lets a trial through (60 s), not after 300 s x 2**attempts
+        assert next_attempt - now <= dt.timedelta(seconds=61)

@@ -355,7 +355,10 @@ class Enricher:
         backoff = self.config.retry_interval if self.config.long_lived else 0.0
         if result.stopped:
             backoff = 0.0
-        self.store.save(resolved, unresolved, backoff=backoff)
+        if result.held_for:  # the breaker held them back: not an attempt, due once it may close
+            self.store.save(resolved, unresolved, retry_delay=result.held_for, attempted=False)
+        else:
+            self.store.save(resolved, unresolved, backoff=backoff)
         with self._counts_lock:
             self._counts.resolved += len(resolved)
             self._counts.pending += len(unresolved)

@@ -17,7 +17,7 @@ import pluggy
 
 from .kit import RecordSink, end_run, live_stats, stopping_on_signals
 from .logreader import LogProblem, parse_event
-from .reference import CHECKPOINT_SECONDS, IngestSummary, Progress
+from .reference import IngestSummary, Progress
 from .tail import FollowedFile, Line
 
 __all__ = ["follow"]
@@ -75,7 +75,9 @@ def _loop(
     progress: Progress | None,
 ) -> None:
     hook = pm.hook
-    next_checkpoint = time.monotonic() + CHECKPOINT_SECONDS
+    # No checkpoint on a timer: this host commits nothing of its own, and a forced
+    # flush every few seconds would send a trickle in small batches, whatever
+    # flush_interval says (the engine sends a partial batch once it has waited that long).
     while True:
         events: list[dict[str, Any]] = []
         lines: list[Line] = []
@@ -94,9 +96,6 @@ def _loop(
         _hand_on(hook, events, lines, summary)
         if output is not None:
             output.flush()
-        if time.monotonic() >= next_checkpoint:
-            hook.cowrie_ingest_checkpoint()
-            next_checkpoint = time.monotonic() + CHECKPOINT_SECONDS
         if progress is not None:
             summary.delivered = sink.count
             progress(summary, live_stats(pm))

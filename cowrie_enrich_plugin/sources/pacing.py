@@ -97,6 +97,11 @@ class Breaker:
             self._trial = threading.get_ident()
             return True
 
+    def closed_in(self) -> float:
+        """Seconds until a request may go again (0: now)."""
+        with self._lock:
+            return max(0.0, self._open_until - clock.monotonic()) if self._open else 0.0
+
     @property
     def is_open(self) -> bool:
         """Whether requests are stopped now (a gauge)."""

@@ -282,6 +282,7 @@ class Store:
         *,
         retry_delay: float = 0.0,
         backoff: float = 0.0,
+        attempted: bool = True,
         now: dt.datetime | None = None,
     ) -> None:
         """Persist one batch's outcome in one transaction.
@@ -292,7 +293,8 @@ class Store:
         due again after ``retry_delay`` seconds (0: on the next flush or run) plus
         ``backoff`` doubled for each earlier failure (up to 16 times), and their lease
         released; their record becomes that pending one unless an older answer is
-        stored, which is served, stale, until a refresh succeeds.
+        stored, which is served, stale, until a refresh succeeds. Not ``attempted``
+        (held back before asking): no attempt is counted, no backoff added.
         """
         moment = naive(now or self.now())
         assert moment is not None
@@ -320,7 +322,7 @@ class Store:
                     sa.update(pending_queue)
                     .where(ip_set(q.ip, self.dialect))
                     .values(
-                        attempts=q.attempts + 1,
+                        attempts=q.attempts + int(attempted),
                         last_error=error,
                         next_attempt_at=moment + dt.timedelta(seconds=delay),
                         lease_owner=None,

@@ -212,3 +212,34 @@ def test_a_restarted_follower_keeps_what_it_wrote_before(
         stdout, stderr = proc.communicate(timeout=30)
         assert proc.returncode == 0, stderr
     assert set(delivered(out)) == set(ips), stdout + stderr
+
+
+def test_a_trickle_waits_flush_interval_not_the_hosts_own_rhythm(tmp_path: Path) -> None:
+    """An address every 2 s, ``flush_interval = 25``: nothing is asked of whois until the
+    first has waited 25 s, then one batch holds them all (the host's 10 s commits used to
+    flush a partial batch each time)."""
+    live = tmp_path / "cowrie.json"
+    live.write_text("")
+    ips = global_ips(12, seed=91)
+    with BulkWhoisServer() as server:
+        config = write_config(tmp_path / "host.toml", server, f"sqlite:///{tmp_path / 'c.db'}")
+        config.write_text(
+            config.read_text().replace("flush_interval = 0.2", "flush_interval = 25.0")
+        )
+        follower = start_follower(live, config, "--output", str(tmp_path / "out.jsonl"))
+        try:
+            time.sleep(2)  # started, following
+            first = time.monotonic()
+            with live.open("a") as log:
+                for n, ip in enumerate(ips):
+                    log.write(event(ip, n) + "\n")
+                    log.flush()
+                    time.sleep(2)
+            assert not server.requests, "a partial batch went before flush_interval"
+            deadline = first + 40
+            while len(delivered(tmp_path / "out.jsonl")) < len(ips) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert len(server.requests) == 1 and sorted(server.requests[0].ips) == sorted(ips)
+        finally:
+            os.killpg(follower.pid, signal.SIGTERM)
+            follower.communicate(timeout=30)

@@ -80,6 +80,9 @@ class BatchResult:
     attempts: int = 0
     #: cut short by :meth:`BulkWhoisClient.stop`: not whois's failure (no backoff)
     stopped: bool = False
+    #: seconds the open circuit breaker holds batches back, when it held this one
+    #: back before any attempt (not whois's failure, nor an attempt: 0.0 otherwise)
+    held_for: float = 0.0
 
 
 class BulkWhoisClient:
@@ -180,6 +183,7 @@ class BulkWhoisClient:
         if not self._breaker.allow():
             why = f"whois circuit open after {self.breaker_threshold} consecutive failed batches"
             result.unresolved = dict.fromkeys(remaining, why)
+            result.held_for = max(self._breaker.closed_in(), 1.0)
             return result
 
         def attempt() -> None:
