@@ -204,3 +204,50 @@ def test_a_full_server_is_waited_for_not_failed(tmp_path: Path, pg_url: str) -> 
             conn.execute("CREATE SCHEMA public")
             conn.execute(f"DROP OWNED BY {role}")
             conn.execute(f"DROP ROLE {role}")
+
+
+def test_a_batch_run_whose_worker_dies_ends_at_once_though_others_hold_leases(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Another sensor, alive, holds leases on half the addresses for 10 minutes; this
+    run's worker is killed: the run ends within seconds, exit 1, one line of advice."""
+    import os
+
+    from cowrie_enrich_plugin.store import open_store
+
+    ips = global_ips(3000, seed=37)
+    log = write_log(tmp_path / "a.json", ips)
+    with BulkWhoisServer(faults=Faults(latency_per_batch=1.0)) as server:
+        config = write_config(tmp_path / "host.toml", server, pg_url)
+        other = open_store(pg_url)
+        try:
+            other.claim(ips[:1500], 600)
+            proc = subprocess.Popen(
+                [cowrie_enrich(), "ingest", str(log), "--config", str(config)],
+                env=clean_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
+            deadline = time.monotonic() + 30
+            while not server.requests and time.monotonic() < deadline:
+                time.sleep(0.05)
+            workers = subprocess.run(
+                ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+            ).stdout.split()
+            assert workers, "no worker process"
+            killed = time.monotonic()
+            for pid in workers:
+                os.kill(int(pid), signal.SIGKILL)
+            try:
+                out, err = proc.communicate(timeout=60)
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+            took = time.monotonic() - killed
+        finally:
+            other.close()
+    assert proc.returncode == 1, out + err
+    assert took < 20, took  # not the other sensor's lease time
+    assert "worker exited" in err and "Traceback" not in err
