@@ -13,7 +13,7 @@ from ..record import Status
 from .rows import aware
 from .schema import SCHEMA_VERSION, pending_queue, records_table
 
-__all__ = ["StoreStats", "census", "expired_records"]
+__all__ = ["StoreStats", "census"]
 
 
 @dataclass(frozen=True)
@@ -63,14 +63,4 @@ def census(conn: Connection, now: dt.datetime) -> StoreStats:
         oldest_fetch=aware(oldest),
         newest_fetch=aware(newest),
         schema_version=SCHEMA_VERSION,
-    )
-
-
-def expired_records(moment: dt.datetime | None) -> sa.Delete:
-    """The records expired at ``moment`` that are not queued for a refresh, to delete."""
-    r = records_table.c
-    return (
-        sa.delete(records_table)
-        .where(r.expires_at.is_not(None), r.expires_at <= moment)
-        .where(~sa.exists().where(pending_queue.c.ip == r.ip))
     )

@@ -25,10 +25,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..errors import StoreError
 from ..record import EnrichmentRecord, Status
-from .census import StoreStats, census, expired_records
+from .census import StoreStats, census
 from .dbclock import DatabaseClock
 from .leases import forget_owner, make_owner_id, owner_is_dead_here, remember_owner
-from .liveness import gone_elsewhere, marked_owner
 from .retry import first_line, with_retries
 from .rows import RECORD_COLUMNS, naive, record_values, row_record
 from .schema import pending_queue, records_table
@@ -52,9 +51,9 @@ class Store:
     A context manager: leaving it closes the engine.
     """
 
-    def __init__(self, engine: Engine, owner: str | None = None, *, sessions: bool = False) -> None:
+    def __init__(self, engine: Engine, owner: str | None = None) -> None:
         self.engine = engine
-        self.owner, self._lock = marked_owner(engine, owner or make_owner_id(), sessions)
+        self.owner = owner or make_owner_id()
         remember_owner(self.owner)
         self.statements = 0
         self.dialect: str = engine.dialect.name
@@ -72,8 +71,6 @@ class Store:
     def close(self) -> None:
         """Release every pooled connection; leases left behind become take-over-able here."""
         forget_owner(self.owner)
-        if self._lock is not None:
-            self._lock.close()
         self.engine.dispose()
 
     def __enter__(self) -> Store:
@@ -222,8 +219,6 @@ class Store:
             if rest:  # fresh by now, or leased elsewhere: by a live process?
                 holders = dict(conn.execute(sql.owners, self._ips(rest)).all())
                 dead = {h for h in holders.values() if h and h != owner and owner_is_dead_here(h)}
-                if self._lock is not None:  # holders elsewhere whose session is gone
-                    dead |= gone_elsewhere(conn, {*holders.values()} - {owner, None} - dead)
                 if dead:  # processes on this host that are gone
                     held = sorted(ip for ip, holder in holders.items() if holder in dead)
                     taken = sql.overtake(conn, held, dead, owner, until)
@@ -383,7 +378,13 @@ class Store:
 
     def prune(self, now: dt.datetime | None = None) -> int:
         """Delete expired records that are not queued; return how many."""
-        stmt = expired_records(naive(now or self.now()))
+        moment = naive(now or self.now())
+        r = records_table.c
+        stmt = (
+            sa.delete(records_table)
+            .where(r.expires_at.is_not(None), r.expires_at <= moment)
+            .where(~sa.exists().where(pending_queue.c.ip == r.ip))
+        )
         return int(self._write(lambda conn: conn.execute(stmt).rowcount))
 
     def stats(self, now: dt.datetime | None = None) -> StoreStats:

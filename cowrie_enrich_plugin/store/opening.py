@@ -208,12 +208,7 @@ def open_store(
         )
     if engine.dialect.name == "sqlite" and not reader:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
-    # A session lock tells other hosts this process runs (.liveness): not behind a
-    # pooler in transaction mode, where a session is no one client's.
-    pooled = connect_args.get("prepare_threshold", 0) is None
-    store = Store(
-        engine, sessions=engine.dialect.name == "postgresql" and not pooled and not reader
-    )
+    store = Store(engine)
     try:
         # A database that answered and then dropped the migration is retried; one
         # that does not answer at all is reported at once.
