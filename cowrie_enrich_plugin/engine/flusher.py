@@ -192,7 +192,10 @@ class Flusher:
             self._buffered = len(new) + len(skipped) + len(to_fetch)
             if self._extras_due(turn.flush):
                 self._asking.flush(self._stopping.is_set())
-            policy.settle(clock.monotonic(), turn, waiting=bool(new or skipped or to_fetch))
+            # Addresses another process is answering wait too: each flush looks for their
+            # answers, every flush_interval, whether or not new addresses arrive.
+            waiting = bool(new or skipped or to_fetch or self._foreign)
+            policy.settle(clock.monotonic(), turn, waiting=waiting)
             if end:
                 self._finish_foreign()
                 return
@@ -231,7 +234,9 @@ class Flusher:
         """In a long-lived run, now and then: the pending addresses whose retry is due."""
         timer = self._retries.due()
         recovered = self._sender.recovered.is_set()
-        if not (timer or recovered) or self._gate.paused():
+        # While the breaker holds whois back, the queue waits: asked, it would only be
+        # held back again (and rewritten), on every sensor, for the whole outage.
+        if not (timer or recovered) or self._gate.paused() or self.enricher.whois_held_back():
             return []
         if recovered:  # cleared only when seen: one set meanwhile is not lost
             self._sender.recovered.clear()

@@ -173,6 +173,8 @@ class DailyQuota:
         self._recheck_at = float("inf")
         self._ledger: Ledger | None = None
         self._ledger_down = False
+        self._ledger_retry_at = float("-inf")
+        self._server_spent = False
         self._lock = threading.Lock()
 
     def share(self, ledger: Ledger) -> None:
@@ -191,6 +193,7 @@ class DailyQuota:
             today = clock.utc_now().date()
             if today != self._day:
                 self._day, self._used, self._spent = today, 0, False
+                self._server_spent = False
             if self._spent and clock.monotonic() < self._recheck_at:
                 return False
             if not self._allowed():
@@ -209,12 +212,14 @@ class DailyQuota:
             return True
 
     def _allowed(self) -> bool:
-        local = not self.limit or self._used < self.limit
-        if self._ledger is None:
+        local = not self._server_spent and (not self.limit or self._used < self.limit)
+        # A ledger that failed is left alone a while: each try may take seconds of retries.
+        if self._ledger is None or clock.monotonic() < self._ledger_retry_at:
             return local
         try:
             allowed = self._ledger.take(self.limit)
         except StoreError as exc:
+            self._ledger_retry_at = clock.monotonic() + _RECHECK
             if not self._ledger_down:
                 logger.warning(
                     "%s: the requests of the day cannot be counted in the database (%s); "
@@ -235,7 +240,7 @@ class DailyQuota:
                     "%s: the daily quota is spent; the rest stays pending until tomorrow",
                     self.what,
                 )
-            self._spent = True
+            self._spent = self._server_spent = True
             self._recheck_at = clock.monotonic() + _RECHECK if self._ledger else float("inf")
             ledger = self._ledger
         if ledger is not None:

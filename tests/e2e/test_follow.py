@@ -243,3 +243,46 @@ def test_a_trickle_waits_flush_interval_not_the_hosts_own_rhythm(tmp_path: Path)
         finally:
             os.killpg(follower.pid, signal.SIGTERM)
             follower.communicate(timeout=30)
+
+
+def test_an_answer_another_sensor_gives_reaches_a_quiet_follower(tmp_path: Path) -> None:
+    """Another sensor holds the lease of the one address in the log and then answers it:
+    the follower, with no new line to read, delivers that answer within a few flushes."""
+    import datetime as dt
+
+    from cowrie_enrich_plugin.record import CymruAnswer, EnrichmentRecord, Status, utc_now
+    from cowrie_enrich_plugin.store import open_store
+
+    live = tmp_path / "cowrie.json"
+    live.write_text("")
+    out = tmp_path / "out.jsonl"
+    db = f"sqlite:///{tmp_path / 'shared.db'}"
+    ip = global_ips(1, seed=92)[0]
+    other = open_store(db)  # the other sensor: alive, holding the lease for ten minutes
+    try:
+        assert other.claim([ip], 600) == {ip}
+        with BulkWhoisServer() as server:
+            config = write_config(tmp_path / "host.toml", server, db, flush_interval=1.0)
+            follower = start_follower(live, config, "--output", str(out))
+            try:
+                live.write_text(event(ip, 0) + "\n")
+                time.sleep(4)  # read, found leased elsewhere; the log stays quiet from here on
+                now = utc_now()
+                answer = CymruAnswer((64500,), "EXAMPLE, US", "1.0.0.0/8", "US", "arin", "", now)
+                other.save(
+                    [
+                        EnrichmentRecord(
+                            ip, Status.ENRICHED, answer, None, now + dt.timedelta(days=1)
+                        )
+                    ]
+                )
+                deadline = time.monotonic() + 15
+                while delivered(out).get(ip, {}).get("status") != "enriched":
+                    assert time.monotonic() < deadline, delivered(out)
+                    time.sleep(0.1)
+                assert not server.requests  # asked by the other sensor only
+            finally:
+                os.killpg(follower.pid, signal.SIGTERM)
+                follower.communicate(timeout=30)
+    finally:
+        other.close()
