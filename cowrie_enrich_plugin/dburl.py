@@ -24,6 +24,8 @@ def mask_url(url: str) -> str:
     masked too. The password is all between the user's ``:`` and the last ``@``: it
     may hold ``/``, ``#``, ``?`` or ``@`` itself (more is masked than needed, never less).
     """
+    # libpq takes a password as a query parameter too (``?password=...``).
+    url = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url

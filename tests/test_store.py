@@ -390,5 +390,6 @@ def test_prepared_statements_can_be_turned_off_in_the_url(pg_url: str) -> None:
             assert prepared.scalar_one() == 0
     finally:
         store.close()
-    with pytest.raises(ConfigError, match="prepare_threshold='soon'"):
-        open_store("postgresql://u:secret@127.0.0.1:1/db?prepare_threshold=soon")
+    with pytest.raises(ConfigError, match="prepare_threshold='soon'") as refused:
+        open_store("postgresql://u:secret@127.0.0.1:1/db?password=hunter2&prepare_threshold=soon")
+    assert "secret" not in str(refused.value) and "hunter2" not in str(refused.value)
