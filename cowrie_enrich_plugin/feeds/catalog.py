@@ -31,6 +31,7 @@ from .formats import (
     read_spamhaus,
     read_tor,
 )
+from .links import Linked
 
 __all__ = ["BUILT_IN", "ENTRY_POINT_GROUP", "Feed", "installed_feeds"]
 
@@ -45,6 +46,8 @@ class Feed:
     ``urls`` maps each URL key (``url``, ``url_v4``, ...) to its default; keys in
     ``optional`` may be set to ``""`` in the config to leave that part out.
     ``min_refresh`` is the shortest interval the publisher allows between downloads.
+    ``linked`` names, for a URL key whose default is ``""``, the page its file is found
+    on when the config does not set it (:mod:`.links`).
     """
 
     name: str
@@ -57,6 +60,7 @@ class Feed:
     optional: frozenset[str] = field(default_factory=frozenset)
     #: the publisher's terms and the attribution it asks for, in one line
     terms: str = ""
+    linked: Mapping[str, Linked] = field(default_factory=dict)
 
 
 def _geofeed(name: str, provider: str, url: str, terms: str) -> Feed:
@@ -87,16 +91,19 @@ BUILT_IN: Final[Mapping[str, Feed]] = {
             "azure",
             "cloud",
             "azure",
-            {
-                # Microsoft publishes the file weekly under a new name (linked from
-                # https://www.microsoft.com/download/details.aspx?id=56519): set ``url``
-                # to the current file or a mirror of it.
-                "url": "https://download.microsoft.com/download/7/1/D/"
-                "71D86715-5596-4529-9B13-DA13A5DE5B63/ServiceTags_Public.json"
-            },
+            # Published weekly under a new name, ServiceTags_Public_YYYYMMDD.json, linked
+            # from its download page; ``url`` (a mirror) replaces the page.
+            {"url": "", "page": "https://www.microsoft.com/en-us/download/details.aspx?id=56519"},
             read_azure,
             refresh=7 * _DAY,
             terms="Microsoft Azure Service Tags, under the Microsoft Download Center's terms.",
+            linked={
+                "url": Linked(
+                    "page",
+                    r"ServiceTags_Public_(\d{8})\.json",
+                    frozenset({"download.microsoft.com"}),
+                )
+            },
         ),
         Feed(
             "oracle",
@@ -139,7 +146,7 @@ BUILT_IN: Final[Mapping[str, Feed]] = {
             "hetzner",
             "hetzner",
             # the geofeed its RIPE inetnum objects name (RFC 9632 ``geofeed:``)
-            "https://geofeed.hetzner.com/geofeed.csv",
+            "https://www.hetzner.com/geofeed.csv",
             "Hetzner's RFC 8805 geofeed, public.",
         ),
         Feed(

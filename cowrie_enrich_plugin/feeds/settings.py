@@ -74,14 +74,15 @@ def _feed_settings(
         if key == "refresh":
             values[key] = check_value(key, _REFRESH, value, where)
         elif key in feed.urls:
-            if value == "" and key in feed.optional:
-                values[key] = ""
+            if value == "" and (key in feed.optional or key in feed.linked):
+                values[key] = ""  # left out, or (linked) found on its page
                 continue
             if not isinstance(value, str) or not value or value != value.strip():
                 shown = mask_url(value) if isinstance(value, str) else repr(value)
                 raise ConfigError(
                     f"{where}: {key} = {shown!r} is not allowed; {key} must be a URL"
                     + (" (or empty to leave it out)" if key in feed.optional else "")
+                    + (" (or empty to find it on the page)" if key in feed.linked else "")
                 )
             values[key] = value
         else:

@@ -22,6 +22,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Final
 
 from ..dburl import mask_url, scrub
+from .catalog import Feed
 from .formats import FeedFormatError, digest
 from .installed import (
     FeedState,
@@ -32,6 +33,7 @@ from .installed import (
     write_body,
     write_state,
 )
+from .links import newest_link
 from .settings import FeedsConfig
 
 __all__ = ["Outcome", "due_feeds", "update_feeds"]
@@ -122,6 +124,37 @@ def _fetch_unmasked(url: str, validators: Mapping[str, str]) -> tuple[bytes | No
         raise _Failed(f"{mask_url(url)}: {reason}") from None
 
 
+def _locate(
+    feed: Feed, given: Mapping[str, str], state: FeedState
+) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """The URLs to download, by key, and the validators of the pages read to find them.
+
+    A linked file the config does not set is found on its page, asked conditionally:
+    while the page is not modified, the file it linked last time is still the one.
+    """
+    urls = dict(given)
+    pages: dict[str, dict[str, str]] = {}
+    for key, linked in feed.linked.items():
+        page = urls.pop(linked.page, None)
+        if key in urls:  # set in the config: the page is not needed
+            continue
+        if page is None:
+            raise _Failed(f"neither {key} nor {linked.page} is set")
+        last = state.urls.get(key) if state.urls.get(linked.page) == mask_url(page) else None
+        # a masked link (a mirror's password) cannot be asked again as it was
+        reusable = last is not None and mask_url(last) == last
+        known = state.validators.get(linked.page, {}) if reusable else {}
+        body, pages[linked.page] = _fetch(page, known)
+        if body is None and last is not None:
+            urls[key] = last
+            continue
+        try:
+            urls[key] = newest_link(page, body or b"", linked)
+        except FeedFormatError as exc:
+            raise _Failed(f"{mask_url(page)}: {exc}") from None
+    return urls, pages
+
+
 def _now_text() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -129,8 +162,7 @@ def _now_text() -> str:
 def _update_one(config: FeedsConfig, name: str, now: float) -> Outcome:
     feed = config.feed(name)
     state = read_state(config, name)
-    # as shown and kept in state.json: a mirror's password is never written anywhere
-    urls = {key: mask_url(url) for key, url in config.urls(name).items()}
+    given = config.urls(name)
     if state.installed and state.checked_at and now - state.checked_at < feed.min_refresh:
         minutes = (now - state.checked_at) / 60
         return Outcome(
@@ -141,15 +173,18 @@ def _update_one(config: FeedsConfig, name: str, now: float) -> Outcome:
         )
     state.last_attempt = now
     try:
+        wanted, pages = _locate(feed, given, state)
+        # as shown and kept in state.json: a mirror's password is never written anywhere
+        urls = {key: mask_url(url) for key, url in {**given, **wanted}.items()}
         same_urls = state.installed and state.urls == urls
         try:
             old = bodies_of(config, name, state) if same_urls else {}
         except OSError:  # a body file lost: download everything again, unconditionally
             old = {}
         bodies: dict[str, bytes] = {}
-        validators: dict[str, dict[str, str]] = {}
+        validators: dict[str, dict[str, str]] = dict(pages)
         changed = False
-        for key, url in config.urls(name).items():
+        for key, url in wanted.items():
             known = state.validators.get(key, {}) if key in old else {}
             body, validators[key] = _fetch(url, known)
             if body is None:

@@ -32,7 +32,7 @@ __all__ = ["SAMPLE_PATHS", "FeedServer", "feeds_table", "sample_feeds"]
 SAMPLE_PATHS: Final[Mapping[str, Mapping[str, str]]] = {
     "aws": {"url": "/aws/ip-ranges.json"},
     "google": {"url": "/google/cloud.json"},
-    "azure": {"url": "/azure/ServiceTags_Public.json"},
+    "azure": {"page": "/azure/details.aspx"},
     "oracle": {"url": "/oracle/public_ip_ranges.json"},
     "cloudflare": {"url_v4": "/cloudflare/ips-v4", "url_v6": "/cloudflare/ips-v6"},
     "digitalocean": {"url": "/digitalocean/google.csv"},
@@ -53,6 +53,21 @@ def _spamhaus(rows: list[tuple[str, str, str]], stamp: int) -> bytes:
     lines = [json.dumps({"cidr": c, "sblid": s, "rir": r}) for c, s, r in rows]
     meta = {"type": "metadata", "timestamp": stamp, "size": 0, "records": len(rows)}
     return ("\n".join([*lines, json.dumps(meta)]) + "\n").encode()
+
+
+def _azure_page(version: int) -> bytes:
+    """Microsoft's download page, as far as the update reads it: links to the current file.
+
+    A link to the file on a host that is neither Microsoft's nor this server is there
+    too, newer, as a trap: it must not be followed.
+    """
+    name = f"ServiceTags_Public_{20261200 + version}.json"
+    return (
+        "<html><body><h1>Azure IP Ranges and Service Tags</h1>"
+        f'<a href="/azure/{name}" class="download">Download</a>'
+        '<script>{"url":"https:\\/\\/elsewhere.example\\/ServiceTags_Public_29991231.json"}'
+        "</script></body></html>"
+    ).encode()
 
 
 def _geofeed(*rows: str) -> bytes:
@@ -113,7 +128,8 @@ def sample_feeds(version: int = 1) -> dict[str, bytes]:
                 ],
             }
         ),
-        "/azure/ServiceTags_Public.json": _json(
+        "/azure/details.aspx": _azure_page(v),
+        f"/azure/ServiceTags_Public_{20261200 + v}.json": _json(
             {
                 "changeNumber": 300 + v,
                 "cloud": "Public",

@@ -65,7 +65,9 @@ def test_update_installs_every_feed_then_downloads_nothing(served: tuple[FeedSer
     assert _state(config, "aws")["version"] == "1764892801"  # its syncToken
     assert _state(config, "azure")["version"] == "301"  # its changeNumber
     bodies = server.count(200)
-    assert bodies == sum(len(keys) for keys in SAMPLE_PATHS.values())
+    # each URL once, and the Azure file its download page links
+    assert bodies == sum(len(keys) for keys in SAMPLE_PATHS.values()) + 1
+    assert ("GET", "/azure/ServiceTags_Public_20261201.json", 200) in server.requests
     second = _run(config, "update")
     assert second.returncode == 0, second.stderr
     assert server.count(200) == bodies, "the second update downloaded a body again"
@@ -82,7 +84,8 @@ def test_update_installs_every_feed_then_downloads_nothing(served: tuple[FeedSer
         ("aws", "/aws/ip-ranges.json", "html", None),
         ("google", "/google/cloud.json", "empty", None),
         ("oracle", "/oracle/public_ip_ranges.json", None, b'{"regions": [{"region": "x", "cid'),
-        ("azure", "/azure/ServiceTags_Public.json", "truncate", None),
+        ("azure", "/azure/ServiceTags_Public_20261202.json", "truncate", None),
+        ("azure", "/azure/details.aspx", None, b"<html>Sorry, this download is gone</html>"),
         ("firehol_level1", "/firehol/firehol_level1.netset", "500", None),
         ("cloudflare", "/cloudflare/ips-v6", "short", None),
         ("vultr", "/vultr/geofeed.csv", None, b"# nothing but a comment\n"),
@@ -214,3 +217,37 @@ def test_the_optional_onionoo_part_can_be_left_out(served: tuple[FeedServer, Pat
 
     config = resolve_config({"feeds": {"tor": {"onionoo_url": ""}}}, {})
     assert list(config.feeds.urls("tor")) == ["url"]
+
+
+def test_the_weekly_azure_file_is_found_on_its_page(
+    served: tuple[FeedServer, Path], tmp_path: Path
+) -> None:
+    """Microsoft renames the file each week; the page says which is current."""
+    server, config = served
+    assert _run(config, "update", "--feed", "azure").returncode == 0
+    assert _state(config, "azure")["urls"]["url"].endswith("/ServiceTags_Public_20261201.json")
+    # the page unchanged: neither it nor the file is downloaded again
+    before = server.count(200)
+    assert _run(config, "update", "--feed", "azure").returncode == 0
+    assert server.count(200) == before
+    # next week's file, linked from the page: installed, and used by the next run
+    server.put_all(sample_feeds(2))
+    result = _run(config, "update", "--feed", "azure")
+    assert "azure: installed 302" in result.stdout, result.stderr
+    assert _state(config, "azure")["urls"]["url"].endswith("/ServiceTags_Public_20261202.json")
+    assert not any("elsewhere" in path for _m, path, _s in server.requests)
+    looked = _run(config, "40.72.0.1", command="lookup")  # in version 2 only
+    (label,) = json.loads(looked.stdout.splitlines()[0])["classification"]["labels"]
+    assert (label["feed"], label["version"]) == ("azure", "302")
+    # a mirror set as ``url`` replaces the page, which is then not asked
+    mirror = tmp_path / "mirror.toml"
+    text = config.read_text().replace(
+        f'page = "{server.url("/azure/details.aspx")}"',
+        f'url = "{server.url("/azure/ServiceTags_Public_20261201.json")}"',
+    )
+    assert text != config.read_text()
+    mirror.write_text(text)
+    pages = sum(1 for _m, path, _s in server.requests if path == "/azure/details.aspx")
+    result = _run(mirror, "update", "--feed", "azure")
+    assert "azure: installed 301" in result.stdout, result.stderr
+    assert sum(1 for _m, path, _s in server.requests if path == "/azure/details.aspx") == pages
