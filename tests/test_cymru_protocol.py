@@ -315,7 +315,7 @@ def answer_texts(draw: st.DrawFn) -> tuple[str, set[str]]:
     return text, asked
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(answer_texts(), st.booleans())
 def test_whole_answer_fast_path_agrees_with_line_by_line_reading(
     case: tuple[str, set[str]], clean: bool

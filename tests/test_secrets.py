@@ -11,6 +11,7 @@ files and the exports are searched for both.
 from __future__ import annotations
 
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -61,15 +62,18 @@ def test_no_secret_in_any_output_file_or_export(
         # the failure modes
         missing_driver = url.replace("postgresql+psycopg://", "postgresql+psycopg2://", 1)
         refusing = sa.engine.make_url(url).set(port=1).render_as_string(hide_password=False)
-        for db in (missing_driver, refusing):
-            for args in (("ingest", str(log)), ("cache", "stats"), ("export",), ("doctor",)):
-                run(*args, db=db)
         bad = tmp_path / "bad.toml"
         bad.write_text(
             config.read_text().replace("[plugins.enrich]", "[plugins.enrich]\nbatch_size = 0")
         )
-        run("ingest", str(log), cfg=bad)
-        run("doctor", cfg=bad)
+        # each failure on its own: run side by side (they write no file and no table)
+        with ThreadPoolExecutor(4) as pool:
+            for db in (missing_driver, refusing):
+                for args in (("ingest", str(log)), ("cache", "stats"), ("export",), ("doctor",)):
+                    pool.submit(run, *args, db=db)
+            pool.submit(run, "ingest", str(log), cfg=bad)
+            pool.submit(run, "doctor", cfg=bad)
+        assert len(outputs) == 21
         server.set_refusing(True)
         run("ingest", str(log), "--status-file", str(status), "--metrics-file", str(metrics))
         run("cache", "retry")
