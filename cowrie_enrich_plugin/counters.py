@@ -89,13 +89,13 @@ class RunCounters:
     worker_restarts: int = 0
     #: addresses the database could not record (collected again on the next run)
     unsaved: int = 0
-    #: requests the extra sources (GreyNoise, third-party) made
+    #: requests the network sources (GreyNoise, third-party) made
     source_requests: int = 0
-    #: extra sources' sections left pending (asked again later)
+    #: network sources' sections left pending (asked again later)
     source_pending: int = 0
-    #: per extra source: (name, requests, sections left pending)
+    #: per network source: (name, requests, sections left pending)
     sources: tuple[tuple[str, int, int], ...] = ()
-    #: extra sources whose daily quota is spent (they ask no more until it resets)
+    #: network sources whose daily quota is spent (they ask no more until it resets)
     quota_spent: tuple[str, ...] = ()
     #: records delivered per kind of the feeds' labels (``none``: no feed lists it)
     kinds: tuple[tuple[str, int], ...] = ()

@@ -12,7 +12,7 @@ exactly as that source said it:
 Nothing is invented: a value no source gave is ``None``.
 
 Every other source (GreyNoise, third-party ones) adds a section of its own under its
-name, kept exactly as it answered (:class:`SourcePart`); they do not take part in
+name, kept exactly as it answered (:class:`SourceSection`); they do not take part in
 the merged fields, and the record's ``status`` is Cymru's alone.
 """
 
@@ -39,8 +39,8 @@ __all__ = [
     "CymruAnswer",
     "EnrichmentRecord",
     "GeoAnswer",
-    "PartStatus",
-    "SourcePart",
+    "SectionStatus",
+    "SourceSection",
     "Status",
     "delivery_signature",
     "format_time",
@@ -159,8 +159,8 @@ class GeoAnswer:
         }
 
 
-class PartStatus(str, Enum):
-    """What one extra source said about an address."""
+class SectionStatus(str, Enum):
+    """What one network source said about an address."""
 
     ANSWERED = "answered"
     NOT_FOUND = "not_found"
@@ -168,10 +168,10 @@ class PartStatus(str, Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class SourcePart:
-    """One extra source's section of a record, with its own freshness."""
+class SourceSection:
+    """One network source's section of a record, with its own freshness."""
 
-    status: PartStatus
+    status: SectionStatus
     data: dict[str, Any] | None = None
     fetched_at: dt.datetime | None = None
     expires_at: dt.datetime | None = None
@@ -180,14 +180,14 @@ class SourcePart:
     def is_fresh(self, now: dt.datetime) -> bool:
         """Whether the source need not be asked again now."""
         return (
-            self.status is not PartStatus.PENDING
+            self.status is not SectionStatus.PENDING
             and self.expires_at is not None
             and self.expires_at > now
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The source's section: its answer and when it was fetched, or ``pending``."""
-        if self.status is PartStatus.PENDING:
+        if self.status is SectionStatus.PENDING:
             return {"pending": True, "fetched_at": None}
         return {**(self.data or {}), "pending": False, "fetched_at": format_time(self.fetched_at)}
 
@@ -239,22 +239,22 @@ class EnrichmentRecord:
     cymru: CymruAnswer | None = None
     maxmind: GeoAnswer | None = None
     expires_at: dt.datetime | None = None
-    #: the extra sources' sections, by source name, in name order
-    parts: tuple[tuple[str, SourcePart], ...] = ()
+    #: the network sources' sections, by source name, in name order
+    sections: tuple[tuple[str, SourceSection], ...] = ()
     #: the offline feeds' labels (``None``: no feed installed)
     classification: Classification | None = None
 
-    def with_parts(self, parts: dict[str, SourcePart]) -> EnrichmentRecord:
-        """The same record with the extra sources' sections set (in name order)."""
-        if not parts and not self.parts:
+    def with_sections(self, sections: dict[str, SourceSection]) -> EnrichmentRecord:
+        """The same record with the network sources' sections set (in name order)."""
+        if not sections and not self.sections:
             return self
-        return self._with(tuple(sorted(parts.items())), self.classification)
+        return self._with(tuple(sorted(sections.items())), self.classification)
 
     def with_classification(self, classification: Classification | None) -> EnrichmentRecord:
         """The same record with the feeds' labels set."""
         if classification is self.classification:
             return self
-        return self._with(self.parts, classification)
+        return self._with(self.sections, classification)
 
     def with_maxmind(self, maxmind: GeoAnswer | None) -> EnrichmentRecord:
         """The same record with MaxMind's section set."""
@@ -264,18 +264,24 @@ class EnrichmentRecord:
             self.cymru,
             maxmind,
             self.expires_at,
-            self.parts,
+            self.sections,
             self.classification,
         )
 
     def _with(
         self,
-        parts: tuple[tuple[str, SourcePart], ...],
+        sections: tuple[tuple[str, SourceSection], ...],
         classification: Classification | None,
     ) -> EnrichmentRecord:
         # positional, not ``dataclasses.replace`` (slower): this runs for delivered records
         return EnrichmentRecord(
-            self.ip, self.status, self.cymru, self.maxmind, self.expires_at, parts, classification
+            self.ip,
+            self.status,
+            self.cymru,
+            self.maxmind,
+            self.expires_at,
+            sections,
+            classification,
         )
 
     @property
@@ -329,12 +335,12 @@ class EnrichmentRecord:
                 self.classification.to_dict() if self.classification is not None else None
             ),
         }
-        for name, part in self.parts:
-            data[name] = part.to_dict()
+        for name, section in self.sections:
+            data[name] = section.to_dict()
         return data
 
 
-#: The exported record's shape, declared once: its keys in order (then one per extra
+#: The exported record's shape, declared once: its keys in order (then one per network
 #: source), the keys of each built-in section, and of each feed label.
 #: :meth:`EnrichmentRecord.to_dict` and the feeds' index build it; the CSV columns are
 #: derived from it; the store's rows, ``docs/records.rst`` and the ECS mapping are

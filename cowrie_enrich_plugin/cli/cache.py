@@ -29,12 +29,12 @@ def stats(**opts: Any) -> None:
       cowrie-enrich cache stats --db postgresql+psycopg://enrich@db/enrich
     """
     from ..store import open_store
-    from ..store.parts import count_parts
+    from ..store.source_sections import count_sections
 
     config = settings(host_config(opts))
     with open_store(config.db, read_only=True) as store:
         result = store.stats()
-        per_source = count_parts(store)
+        per_source = count_sections(store)
     click.echo(f"database: {config.as_dict()['db']} (schema version {result.schema_version})")
     for status in Status:
         click.echo(f"{status.value:>12}: {result.by_status.get(status.value, 0)}")

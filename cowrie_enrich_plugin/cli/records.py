@@ -92,14 +92,14 @@ def export(fmt: str, output: str, **opts: Any) -> None:
       cowrie-enrich export --format csv --output ips.csv
     """
     from ..store import open_store
-    from ..store.parts import count_parts, with_parts
+    from ..store.source_sections import count_sections, with_sections
     from .writers import write_csv, write_jsonl
 
     config = settings(host_config(opts))
     with open_store(config.db, read_only=True) as store, output_stream(output) as stream:
         assert stream is not None
-        sources = sorted({*count_parts(store), *(name for name, _ in config.sources)})
-        records = with_parts(store, store.iter_records(), sources)
+        sources = sorted({*count_sections(store), *(name for name, _ in config.sources)})
+        records = with_sections(store, store.iter_records(), sources)
         if fmt == "csv":
             count = write_csv(records, stream, sources)
         else:

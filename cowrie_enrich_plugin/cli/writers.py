@@ -87,7 +87,7 @@ def write_csv(
 ) -> int:
     """Write records as CSV with a header row; return how many.
 
-    Each extra source adds one column under its name: its section as JSON (empty
+    Each network source adds one column under its name: its section as JSON (empty
     when the address was never asked, as for skipped addresses).
     """
     writer = csv.writer(stream)
@@ -95,10 +95,12 @@ def write_csv(
     count = 0
     for record in records:
         flat = flatten(record)
-        parts = dict(record.parts)
+        sections = dict(record.sections)
         row = [csv_cell(flat[column]) for column in CSV_COLUMNS]
         row += [
-            csv_cell(json.dumps(parts[name].to_dict(), sort_keys=True)) if name in parts else ""
+            csv_cell(json.dumps(sections[name].to_dict(), sort_keys=True))
+            if name in sections
+            else ""
             for name in sources
         ]
         writer.writerow(row)

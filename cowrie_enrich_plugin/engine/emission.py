@@ -1,6 +1,6 @@
 """How the engine hands records on: every section accounted for, kinds counted, repeats named.
 
-Each record leaves as a dict, with a ``pending`` mark for an extra source's section
+Each record leaves as a dict, with a ``pending`` mark for a network source's section
 it lacks and the feeds' labels of a record built before any feed was installed. A
 long-lived run that delivers each record once also learns, from the store, which of
 them it delivered before as they are (:class:`.lifecycle.OncePerRun`); when the
@@ -17,7 +17,7 @@ from ..errors import StoreError
 from ..record import EnrichmentRecord
 from .gate import StoreGate
 from .lifecycle import OncePerRun
-from .sections import with_every_part
+from .sections import with_every_section
 from .steps import Enricher
 
 __all__ = ["Emission", "Emit"]
@@ -46,10 +46,10 @@ class Emission:
             self._gate.failed(exc)
 
     def __call__(self, records: Iterable[EnrichmentRecord]) -> None:
-        """Hand ``records`` on; an extra source's section that is missing is marked pending."""
-        names = self._enricher.extras.names
+        """Hand ``records`` on; a network source's section that is missing is marked pending."""
+        names = self._enricher.network.names
         if names:
-            records = [with_every_part(record, names) for record in records]
+            records = [with_every_section(record, names) for record in records]
         completed = self._enricher.completed
         dicts = [completed(record).to_dict() for record in records]
         if not dicts:

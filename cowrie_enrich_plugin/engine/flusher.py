@@ -28,7 +28,7 @@ from .gate import StoreGate
 from .inflight import Batches
 from .lifecycle import BackgroundRetries, Handled, due_retries
 from .policy import BatchPolicy
-from .sections import ExtraAsking, Sections
+from .sections import NetworkAsking, Sections
 from .sender import WhoisSender
 from .steps import Enricher
 
@@ -75,7 +75,7 @@ class Flusher:
         self._batches = Batches(self.config.concurrency)
         self._gate = StoreGate(self.config.db)
         self._emit = Emission(enricher, emit, self._gate)
-        self._asking = ExtraAsking(
+        self._asking = NetworkAsking(
             enricher,
             self._sections,
             self._batches.track,
@@ -122,7 +122,7 @@ class Flusher:
             self._sender.count(errors=1)
         finally:
             self._batches.wait()
-            # what the last batches gathered for the extra sources
+            # what the last batches gathered for the network sources
             self._asking.flush(self._stopping.is_set())
             self._batches.wait()
             self._batches.shutdown()
@@ -307,9 +307,9 @@ class Flusher:
         return busy | waiting
 
     def _extras_due(self, flush: bool) -> bool:
-        """Whether what waits for the extra sources is asked now, in less than full bulks.
+        """Whether what waits for the network sources is asked now, in less than full bulks.
 
-        While whois batches are on their way, more records come to fill the extra
+        While whois batches are on their way, more records come to fill the network
         sources' larger requests; once whois is idle (a trickle, the end of a run),
         nothing would, and at a flush moment or after ``flush_interval`` nothing waits.
         """

@@ -41,7 +41,7 @@ class ForeignLeases:
     def settle(self, view: CacheView) -> list[str]:
         """Forget what the store now answers, or what is free again; return the latter.
 
-        Answered addresses (fresh, or fresh but owing an extra source) are done here;
+        Answered addresses (fresh, or fresh but owing a network source) are done here;
         those no longer leased go back to whois (a claim still held elsewhere will
         bring them back).
         """

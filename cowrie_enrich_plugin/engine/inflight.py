@@ -3,7 +3,7 @@
 A batch is asked on one of ``concurrency`` network threads and persisted on the one
 store thread, so a connection slot never waits for the database. At most twice
 ``concurrency`` batches are out at once (asked or waiting to be saved); a loop that
-sends one more waits for a slot. Every future handed here (the extra sources' too)
+sends one more waits for a slot. Every future handed here (the network sources' too)
 is waited for at the end.
 """
 
@@ -37,7 +37,7 @@ class Batches:
         self._persist = ThreadPoolExecutor(1, thread_name_prefix="cowrie-enrich-store")
 
     def __len__(self) -> int:
-        """Futures not done yet (batches asked or being saved, extra sources' work)."""
+        """Futures not done yet (batches asked or being saved, network sources' work)."""
         with self._lock:
             return len(self._futures)
 

@@ -95,7 +95,7 @@ class OncePerRun:
 
 
 def due_retries(enricher: Enricher) -> tuple[list[str], int]:
-    """The pending addresses whose retry is due (whois or an extra source), and the limit.
+    """The pending addresses whose retry is due (whois or a network source), and the limit.
 
     At most a tenth of the working set is taken in one look. Also refreshes the
     engine's gauge of addresses pending now.

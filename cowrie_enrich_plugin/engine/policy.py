@@ -9,7 +9,7 @@ reads no clock, so every rule can be tested by handing it times. The rules:
   that runs for weeks waits for nothing it can have now);
 - what the cache cannot answer goes to whois in whole batches as soon as there are
   any, and the rest at the same moments as above (interval, flush, end);
-- the extra sources' partial batches go at those moments too, or when a whole batch
+- the network sources' partial batches go at those moments too, or when a whole batch
   of them is waiting.
 """
 
@@ -69,7 +69,7 @@ class BatchPolicy:
         return count - count % self.size
 
     def partial_due(self, turn: Turn, partial: int) -> bool:
-        """Whether the extra sources' waiting addresses (``partial``) go now."""
+        """Whether the network sources' waiting addresses (``partial``) go now."""
         return turn.flush or partial >= self.size
 
     def settle(self, now: float, turn: Turn, *, waiting: bool) -> None:

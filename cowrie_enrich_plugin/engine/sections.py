@@ -1,8 +1,8 @@
-"""The extra sources' side of the engine: what each address in flight still lacks, and asking.
+"""The network sources' side of the engine: what each address in flight still lacks, and asking.
 
-The flusher looks an address up in the store once; the extra sources' fresh stored
+The flusher looks an address up in the store once; the network sources' fresh stored
 sections and the sources it lacks are kept in :class:`Sections` until the address
-is asked, then taken. :class:`ExtraAsking` asks on threads of its own, after whois's
+is asked, then taken. :class:`NetworkAsking` asks on threads of its own, after whois's
 answer is saved (whois's connection slots and leases never wait for it), persists
 the sections and hands the merged records on.
 """
@@ -16,23 +16,23 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from .. import clock
 from ..errors import StoreError
-from ..record import EnrichmentRecord, PartStatus, SourcePart, Status
+from ..record import EnrichmentRecord, SectionStatus, SourceSection, Status
 from ..slices import slices
 from .steps import CacheView, Enricher
 
-__all__ = ["ExtraAsking", "Sections", "with_every_part"]
+__all__ = ["NetworkAsking", "Sections", "with_every_section"]
 
 logger = logging.getLogger(__name__)
 
 
 class Sections:
-    """The extra sources' state of the addresses between the cache and their answers."""
+    """The network sources' state of the addresses between the cache and their answers."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._parts: dict[str, dict[str, SourcePart]] = {}
+        self._sections: dict[str, dict[str, SourceSection]] = {}
         self._needs: dict[str, tuple[str, ...]] = {}
-        #: addresses whose Cymru answer is fresh but an extra source must be asked
+        #: addresses whose Cymru answer is fresh but a network source must be asked
         self.partial: dict[str, EnrichmentRecord] = {}
 
     def remember(self, view: CacheView) -> None:
@@ -44,50 +44,50 @@ class Sections:
         going = [*view.to_fetch, *view.partial]
         with self._lock:
             for ip in going:
-                if ip in view.parts:
-                    self._parts[ip] = view.parts[ip]
+                if ip in view.sections:
+                    self._sections[ip] = view.sections[ip]
                 if ip in view.needs:
                     self._needs[ip] = view.needs[ip]
         self.partial.update(view.partial)
 
     def take(
         self, ips: Iterable[str]
-    ) -> tuple[dict[str, tuple[str, ...]], dict[str, dict[str, SourcePart]]]:
+    ) -> tuple[dict[str, tuple[str, ...]], dict[str, dict[str, SourceSection]]]:
         """(what each address lacks, its fresh stored sections), taken for one batch."""
         with self._lock:
             needs = {ip: self._needs.pop(ip) for ip in ips if ip in self._needs}
-            cached = {ip: self._parts.pop(ip) for ip in ips if ip in self._parts}
+            cached = {ip: self._sections.pop(ip) for ip in ips if ip in self._sections}
         return needs, cached
 
     def take_partial(self) -> dict[str, EnrichmentRecord]:
-        """The addresses waiting for the extra sources alone, taken."""
+        """The addresses waiting for the network sources alone, taken."""
         waiting, self.partial = self.partial, {}
         return waiting
 
 
-def with_every_part(record: EnrichmentRecord, names: tuple[str, ...]) -> EnrichmentRecord:
+def with_every_section(record: EnrichmentRecord, names: tuple[str, ...]) -> EnrichmentRecord:
     """``record`` with a section for each of ``names``: a missing one is marked pending."""
-    have = dict(record.parts)
+    have = dict(record.sections)
     if record.status is Status.SKIPPED or all(name in have for name in names):
         return record
-    pending = SourcePart(PartStatus.PENDING, error="not asked")
-    return record.with_parts({name: have.get(name, pending) for name in names})
+    pending = SourceSection(SectionStatus.PENDING, error="not asked")
+    return record.with_sections({name: have.get(name, pending) for name in names})
 
 
-class ExtraAsking:
-    """The extra sources asked beside the flusher.
+class NetworkAsking:
+    """The network sources asked beside the flusher.
 
-    Records gather until the largest batch an extra source takes (GreyNoise's
+    Records gather until the largest batch a network source takes (GreyNoise's
     ``bulk_size`` may pass whois's 500), or until :meth:`flush`: the flusher's flush
     moments, ``flush_interval`` after the oldest arrived, and the end.
 
     :param track: called with each future, so that the flusher waits for it at the end.
     :param emit: called (on these threads) with the merged records.
     :param failed: called with a database error.
-    :param early: hand each record on before the extra sources are asked too (their
+    :param early: hand each record on before the network sources are asked too (their
         sections pending), and again once they answered: a long-lived host then gets
-        whois's and the offline sources' part as fast as without them, and a slow or
-        sick extra source costs its own section only. A batch run (each address
+        whois's and the offline sources' sections as fast as without them, and a slow or
+        sick network source costs its own section only. A batch run (each address
         delivered once) waits for the whole record.
     """
 
@@ -105,8 +105,8 @@ class ExtraAsking:
         self.early = early
         self.sections = sections
         self._track, self._emit, self._failed = track, emit, failed
-        sources = enricher.extras.sources.values()
-        #: how many records one ask takes: the largest batch of any extra source
+        sources = enricher.network.sources.values()
+        #: how many records one ask takes: the largest batch of any network source
         self.gather = max((max(1, source.batch_size) for source in sources), default=1)
         concurrency = sum(source.concurrency for source in sources)
         self._pool = ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="sources")
@@ -132,7 +132,7 @@ class ExtraAsking:
 
     def submit(self, records: list[EnrichmentRecord]) -> None:
         """Gather ``records`` to ask for what they lack (handing them on first, when early)."""
-        if self.early:  # whois's part now; the extra sources' when they answer
+        if self.early:  # whois's section now; the network sources' when they answer
             self._emit(records)
         self._gather(records)
 
@@ -149,8 +149,8 @@ class ExtraAsking:
             if taken and not self.early:  # not handed on yet
                 self._emit(taken)
             return
-        for part in slices(taken, self.gather):
-            self._track(self._pool.submit(self._ask, list(part)))
+        for chunk in slices(taken, self.gather):
+            self._track(self._pool.submit(self._ask, list(chunk)))
 
     def shutdown(self) -> None:
         """Wait for the pool's threads."""
@@ -175,11 +175,11 @@ class ExtraAsking:
             ips = [record.ip for record in records]
             needs, cached = self.sections.take(ips)
             asked = self.enricher.ask_extras(ips, needs)
-            merged = self.enricher.save_parts(records, asked, cached)
+            merged = self.enricher.save_sections(records, asked, cached)
         except Exception as exc:
             if isinstance(exc, StoreError):
                 self._failed(exc)
             else:
-                logger.exception("asking the extra sources failed")
+                logger.exception("asking the network sources failed")
             merged = records
         self._emit(merged)

@@ -3,7 +3,7 @@
 :class:`WhoisSender` does to one batch what :mod:`.flusher` decided to send: it
 leases the addresses (those another process holds are waited for, see
 :mod:`.foreign`), asks whois on one of :mod:`.inflight`'s connection slots and
-persists the answer on the store thread, then hands the records to the extra
+persists the answer on the store thread, then hands the records to the network
 sources or out. A batch the database cannot record is not sent; once the host is
 going away, nothing more is sent (it is queued for the next run).
 """
@@ -23,7 +23,7 @@ from .emission import Emission
 from .foreign import ForeignLeases
 from .gate import StoreGate
 from .inflight import Batches
-from .sections import ExtraAsking
+from .sections import NetworkAsking
 from .steps import Enricher
 
 __all__ = ["WhoisSender"]
@@ -47,7 +47,7 @@ class WhoisSender:
         batches: Batches,
         gate: StoreGate,
         emit: Emission,
-        asking: ExtraAsking,
+        asking: NetworkAsking,
         foreign: ForeignLeases,
         stopping: threading.Event,
     ) -> None:
@@ -187,7 +187,7 @@ class WhoisSender:
     def _store(
         self, batch: list[str], previous: dict[str, EnrichmentRecord], result: BatchResult
     ) -> None:
-        """Persist whois's answer (the lease ends here); the extra sources follow on their own."""
+        """Persist whois's answer (the lease ends here); the network sources follow on their own."""
         self._note_whois(result)
         try:
             records = self._enricher.finish_batch(batch, result, previous)
@@ -202,7 +202,7 @@ class WhoisSender:
             # Still pending in the store: the next run asks again.
             self.count(errors=1, pending=sum(r.status is Status.PENDING for r in records))
         self._batches.answered(batch)
-        if self._enricher.extras.names and not self._stopping.is_set():
+        if self._enricher.network.names and not self._stopping.is_set():
             self._asking.submit(records)
         else:
             self._emit(records)

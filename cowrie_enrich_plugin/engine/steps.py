@@ -16,15 +16,15 @@ from typing import Any
 
 from ..counters import RunCounters
 from ..errors import StoreError
-from ..record import CymruAnswer, EnrichmentRecord, PartStatus, SourcePart, Status, utc_now
+from ..record import CymruAnswer, EnrichmentRecord, SectionStatus, SourceSection, Status, utc_now
 from ..settings import EnrichConfig
 from ..sources.cymru.client import BatchResult, BulkWhoisClient
 from ..sources.plugin import load, settings_of
 from ..store import Store, open_store
 from ..store.backlog import end_backoff
 from ..store.deliveries import drop_gone_runs, news
-from ..store.parts import due_pending_parts, get_parts, save_parts
-from .extras import ExtraSources
+from ..store.source_sections import due_pending_sections, get_sections, save_sections
+from .network import NetworkSources
 from .offline import OfflineSources
 
 __all__ = ["CacheView", "Enricher"]
@@ -37,8 +37,8 @@ class CacheView:
     """What the store knows about a set of addresses.
 
     ``fresh`` records need nothing; ``partial`` ones have a fresh Cymru answer but
-    an extra source to ask (``needs``); ``stale`` and ``unknown`` addresses need
-    whois (and the extra sources in ``needs``). ``parts`` holds the extra sources'
+    a network source to ask (``needs``); ``stale`` and ``unknown`` addresses need
+    whois (and the network sources in ``needs``). ``sections`` holds the network sources'
     fresh sections already stored.
     """
 
@@ -46,7 +46,7 @@ class CacheView:
     partial: dict[str, EnrichmentRecord] = field(default_factory=dict)
     stale: dict[str, EnrichmentRecord] = field(default_factory=dict)
     unknown: list[str] = field(default_factory=list)
-    parts: dict[str, dict[str, SourcePart]] = field(default_factory=dict)
+    sections: dict[str, dict[str, SourceSection]] = field(default_factory=dict)
     needs: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
@@ -68,13 +68,13 @@ class Enricher:
         store: Store,
         offline: OfflineSources,
         client: BulkWhoisClient,
-        extras: ExtraSources | None = None,
+        network: NetworkSources | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.offline = offline
         self.client = client
-        self.extras = extras or ExtraSources({})
+        self.network = network or NetworkSources({})
         self._counts = RunCounters()
         #: addresses pending in the store, as of the last look (long-lived runs look)
         self.pending_now = 0
@@ -97,14 +97,14 @@ class Enricher:
         try:
             store = open_store(config.db, create=create, upgrade=True)
             try:
-                extras = ExtraSources.open(config, store)
+                network = NetworkSources.open(config, store)
             except BaseException:
                 store.close()
                 raise
         except BaseException:
             offline.close()
             raise
-        return cls(config, store, offline, client, extras)
+        return cls(config, store, offline, client, network)
 
     def release_leases(self) -> None:
         """Give up this process's leases (what they hold stays queued for the next run)."""
@@ -125,7 +125,7 @@ class Enricher:
             try:
                 self.store.close()
             finally:
-                self.extras.close()
+                self.network.close()
 
     def __enter__(self) -> Enricher:
         return self
@@ -170,13 +170,13 @@ class Enricher:
         """Split ``ips`` into fresh records, stale ones (pending included) and unknown."""
         moment = now or utc_now()
         stored = self.store.get_records(ips)
-        names = self.extras.names
-        parts = get_parts(self.store, ips, names) if names else {}
+        names = self.network.names
+        answered = get_sections(self.store, ips, names) if names else {}
         view = CacheView()
         for ip in ips:
             if names:
-                have = parts.get(ip, {})
-                view.parts[ip] = fresh = {n: p for n, p in have.items() if p.is_fresh(moment)}
+                have = answered.get(ip, {})
+                view.sections[ip] = fresh = {n: p for n, p in have.items() if p.is_fresh(moment)}
                 view.needs[ip] = tuple(n for n in names if n not in fresh)
             record = stored.get(ip)
             if record is None:
@@ -186,7 +186,7 @@ class Enricher:
             elif record.status is not Status.SKIPPED and view.needs.get(ip):
                 view.partial[ip] = record
             else:
-                view.fresh[ip] = record.with_parts(view.parts.get(ip, {}))
+                view.fresh[ip] = record.with_sections(view.sections.get(ip, {}))
         self._relabel(view.fresh)
         self._relabel(view.partial)
         with self._counts_lock:
@@ -236,10 +236,12 @@ class Enricher:
         return end_backoff(self.store, limit)
 
     def due_pending(self, limit: int = 100_000) -> list[str]:
-        """The pending addresses (whois or an extra source) whose retry is due, distinct."""
-        store, names = self.store, self.extras.names
+        """The pending addresses (whois or a network source) whose retry is due, distinct."""
+        store, names = self.store, self.network.names
         return list(
-            dict.fromkeys(store.due_pending(limit=limit) + due_pending_parts(store, names, limit))
+            dict.fromkeys(
+                store.due_pending(limit=limit) + due_pending_sections(store, names, limit)
+            )
         )
 
     def forget_gone_runs(self) -> None:
@@ -272,52 +274,54 @@ class Enricher:
 
     def ask_extras(
         self, ips: Sequence[str], needs: Mapping[str, Sequence[str]]
-    ) -> dict[str, dict[str, SourcePart]]:
-        """Ask the extra sources what ``needs`` says each address lacks (all, if unsaid)."""
-        names = self.extras.names
+    ) -> dict[str, dict[str, SourceSection]]:
+        """Ask the network sources what ``needs`` says each address lacks (all, if unsaid)."""
+        names = self.network.names
         if not names:
             return {}
         by_source: dict[str, list[str]] = {name: [] for name in names}
         for ip in ips:
             for name in needs.get(ip, names):
                 by_source[name].append(ip)
-        return self.extras.ask({n: found for n, found in by_source.items() if found})
+        return self.network.ask({n: found for n, found in by_source.items() if found})
 
-    def save_parts(
+    def save_sections(
         self,
         records: Sequence[EnrichmentRecord],
-        asked: Mapping[str, Mapping[str, SourcePart]],
-        cached: Mapping[str, Mapping[str, SourcePart]],
+        asked: Mapping[str, Mapping[str, SourceSection]],
+        cached: Mapping[str, Mapping[str, SourceSection]],
     ) -> list[EnrichmentRecord]:
-        """Persist what the extra sources said; the records with every section merged.
+        """Persist what the network sources said; the records with every section merged.
 
         A pending section does not hide an older stored answer: that one is served,
         stale, until a refresh succeeds.
         """
-        if not self.extras.names:
+        if not self.network.names:
             return list(records)
-        rows = [(ip, name, part) for ip, found in asked.items() for name, part in found.items()]
-        save_parts(self.store, rows)
-        stale = self._stored_answers([r for r in rows if r[2].status is PartStatus.PENDING])
+        rows = [
+            (ip, name, section) for ip, found in asked.items() for name, section in found.items()
+        ]
+        save_sections(self.store, rows)
+        stale = self._stored_answers([r for r in rows if r[2].status is SectionStatus.PENDING])
         merged: list[EnrichmentRecord] = []
         for record in records:
             sections = {**cached.get(record.ip, {})}
-            for name, part in asked.get(record.ip, {}).items():
-                sections[name] = stale.get((record.ip, name), part)
-            merged.append(record.with_parts(sections))
+            for name, section in asked.get(record.ip, {}).items():
+                sections[name] = stale.get((record.ip, name), section)
+            merged.append(record.with_sections(sections))
         return merged
 
     def _stored_answers(
-        self, pending: Sequence[tuple[str, str, SourcePart]]
-    ) -> dict[tuple[str, str], SourcePart]:
+        self, pending: Sequence[tuple[str, str, SourceSection]]
+    ) -> dict[tuple[str, str], SourceSection]:
         if not pending:
             return {}
-        stored = get_parts(self.store, {ip for ip, _n, _p in pending}, self.extras.names)
+        stored = get_sections(self.store, {ip for ip, _n, _p in pending}, self.network.names)
         return {
-            (ip, name): part
+            (ip, name): section
             for ip, found in stored.items()
-            for name, part in found.items()
-            if part.status is not PartStatus.PENDING
+            for name, section in found.items()
+            if section.status is not SectionStatus.PENDING
         }
 
     def finish_batch(
@@ -329,8 +333,8 @@ class Enricher:
         """Build the records of one batch's whois result, persist them, return them.
 
         An address that stayed unanswered gets its previous (stale) record back if it
-        had one, else a ``pending`` record with its offline sections. The extra
-        sources' sections are merged by :meth:`save_parts`.
+        had one, else a ``pending`` record with its offline sections. The network
+        sources' sections are merged by :meth:`save_sections`.
         """
         records: list[EnrichmentRecord] = []
         resolved: list[EnrichmentRecord] = []
@@ -376,10 +380,10 @@ class Enricher:
             result.kinds = tuple(sorted(self._kinds.items()))
         result.add_whois(self.client.snapshot())
         result.circuit_open = int(self.client.circuit_is_open)
-        result.source_requests = self.extras.requests
-        result.source_pending = self.extras.pending
-        result.sources = self.extras.per_source()
-        result.quota_spent = self.extras.spent()
-        result.errors += self.extras.errors
+        result.source_requests = self.network.requests
+        result.source_pending = self.network.pending
+        result.sources = self.network.per_source()
+        result.quota_spent = self.network.spent()
+        result.errors += self.network.errors
         result.pending_now = self.pending_now
         return result

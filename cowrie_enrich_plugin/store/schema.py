@@ -12,7 +12,7 @@ above that version. Add a step by appending to ``_STEPS``; never edit an old one
   path; the indexes on status, expiry, next attempt and lease owner cost each of
   those writes and served only maintenance commands (``cache stats``, ``prune``)
   and start and end of a run, which scan a table as fast.
-- version 4: the extra sources' answers (``source_answer``).
+- version 4: the network sources' answers (``source_answer``).
 - version 5: what each long-lived run has delivered (``delivered``, see
   :mod:`.deliveries`).
 - version 6: the offline feeds' labels on each record (``classification``, JSON).
@@ -232,7 +232,7 @@ def _step_3(conn: Connection) -> None:
 
 
 def _step_4(conn: Connection) -> None:
-    """Add the extra sources' answers."""
+    """Add the network sources' answers."""
     _as_of(source_answers, sa.MetaData(), _V4_ANSWER_COLUMNS).create(conn)
 
 

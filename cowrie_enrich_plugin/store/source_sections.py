@@ -1,4 +1,4 @@
-"""The extra sources' answers in the store: one ``source_answer`` row per address and source.
+"""The network sources' answers in the store: one ``source_answer`` row per address and source.
 
 An answer is kept as the source gave it (JSON) with its own fetch and expiry times.
 A failed lookup leaves a ``pending`` row with its attempts and last error, unless an
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..record import EnrichmentRecord, PartStatus, SourcePart
+from ..record import EnrichmentRecord, SectionStatus, SourceSection
 from .rows import aware, naive
 from .schema import source_answers
 from .sql import insert, ip_set, ip_set_value
@@ -23,12 +23,18 @@ from .sql import insert, ip_set, ip_set_value
 if TYPE_CHECKING:
     from .facade import Store
 
-__all__ = ["count_parts", "due_pending_parts", "get_parts", "save_parts", "with_parts"]
+__all__ = [
+    "count_sections",
+    "due_pending_sections",
+    "get_sections",
+    "save_sections",
+    "with_sections",
+]
 
 
-def _part(row: Mapping[Any, Any]) -> SourcePart:
-    return SourcePart(
-        status=PartStatus(row["status"]),
+def _section(row: Mapping[Any, Any]) -> SourceSection:
+    return SourceSection(
+        status=SectionStatus(row["status"]),
         data=json.loads(row["data"]) if row["data"] else None,
         fetched_at=aware(row["fetched_at"]),
         expires_at=aware(row["expires_at"]),
@@ -36,9 +42,9 @@ def _part(row: Mapping[Any, Any]) -> SourcePart:
     )
 
 
-def get_parts(
+def get_sections(
     store: Store, ips: Iterable[str], sources: Sequence[str]
-) -> dict[str, dict[str, SourcePart]]:
+) -> dict[str, dict[str, SourceSection]]:
     """The stored sections of ``sources`` for ``ips``: {ip: {source: part}}."""
     wanted = sorted(set(ips))
     if not wanted or not sources:
@@ -48,18 +54,18 @@ def get_parts(
         ip_set(a.ip, store.dialect), a.source.in_(sorted(sources))
     )
 
-    def work(conn: Connection) -> dict[str, dict[str, SourcePart]]:
-        found: dict[str, dict[str, SourcePart]] = {}
+    def work(conn: Connection) -> dict[str, dict[str, SourceSection]]:
+        found: dict[str, dict[str, SourceSection]] = {}
         rows = conn.execute(query, {"ips": ip_set_value(wanted, store.dialect)}).mappings()
         for row in rows:
-            found.setdefault(row["ip"], {})[row["source"]] = _part(row)
+            found.setdefault(row["ip"], {})[row["source"]] = _section(row)
         return found
 
     return store.run(work)
 
 
-def save_parts(
-    store: Store, parts: Sequence[tuple[str, str, SourcePart]], now: dt.datetime | None = None
+def save_sections(
+    store: Store, parts: Sequence[tuple[str, str, SourceSection]], now: dt.datetime | None = None
 ) -> None:
     """Persist (ip, source, part) rows in one transaction, in (ip, source) order."""
     if not parts:
@@ -80,13 +86,13 @@ def save_parts(
             "updated_at": moment,
         }
         for ip, name, part in ordered
-        if part.status is not PartStatus.PENDING
+        if part.status is not SectionStatus.PENDING
     ]
     failed = [
         {
             "ip": ip,
             "source": name,
-            "status": PartStatus.PENDING.value,
+            "status": SectionStatus.PENDING.value,
             "data": None,
             "fetched_at": None,
             "expires_at": None,
@@ -95,7 +101,7 @@ def save_parts(
             "updated_at": moment,
         }
         for ip, name, part in ordered
-        if part.status is PartStatus.PENDING
+        if part.status is SectionStatus.PENDING
     ]
 
     def work(conn: Connection) -> None:
@@ -122,14 +128,14 @@ def save_parts(
     store.write(work)
 
 
-def due_pending_parts(store: Store, sources: Sequence[str], limit: int = 100_000) -> list[str]:
+def due_pending_sections(store: Store, sources: Sequence[str], limit: int = 100_000) -> list[str]:
     """Addresses whose section of one of ``sources`` is pending (asked again in this run)."""
     if not sources:
         return []
     a = source_answers.c
     query = (
         sa.select(a.ip)
-        .where(a.status == PartStatus.PENDING.value, a.source.in_(sorted(sources)))
+        .where(a.status == SectionStatus.PENDING.value, a.source.in_(sorted(sources)))
         .group_by(a.ip)
         .order_by(a.ip)
         .limit(limit)
@@ -137,7 +143,7 @@ def due_pending_parts(store: Store, sources: Sequence[str], limit: int = 100_000
     return store.run(lambda conn: [row[0] for row in conn.execute(query)])
 
 
-def count_parts(store: Store, now: dt.datetime | None = None) -> dict[str, dict[str, int]]:
+def count_sections(store: Store, now: dt.datetime | None = None) -> dict[str, dict[str, int]]:
     """Per source: rows by status, and how many answers are fresh."""
     moment = naive(now or store.now())
     a = source_answers.c
@@ -155,7 +161,7 @@ def count_parts(store: Store, now: dt.datetime | None = None) -> dict[str, dict[
     return store.run(work)
 
 
-def with_parts(
+def with_sections(
     store: Store, records: Iterable[EnrichmentRecord], sources: Sequence[str], page: int = 2000
 ) -> Iterator[EnrichmentRecord]:
     """``records`` with their stored sections of ``sources``, read a page at a time."""
@@ -176,11 +182,11 @@ def _attach(
 ) -> list[EnrichmentRecord]:
     if not records:
         return []
-    found = get_parts(store, [r.ip for r in records], sources)
-    missing = SourcePart(PartStatus.PENDING, error="not asked yet")
+    found = get_sections(store, [r.ip for r in records], sources)
+    missing = SourceSection(SectionStatus.PENDING, error="not asked yet")
     return [
         r
         if r.status.value == "skipped"
-        else r.with_parts({name: found.get(r.ip, {}).get(name, missing) for name in sources})
+        else r.with_sections({name: found.get(r.ip, {}).get(name, missing) for name in sources})
         for r in records
     ]

@@ -1,8 +1,8 @@
-"""The extra sources of a run (GreyNoise, third-party ones): opened, asked in their own batches.
+"""The network sources of a run (GreyNoise, third-party ones): opened, asked in their own batches.
 
 Each source is asked at most :attr:`~..sources.plugin.NetworkSource.concurrency` calls at
 a time and :attr:`~..sources.plugin.NetworkSource.batch_size` addresses a call, whatever
-thread of the engine asks; its answers become :class:`~..record.SourcePart` values
+thread of the engine asks; its answers become :class:`~..record.SourceSection` values
 with the source's own TTLs. A source that raises is a bug, not the network: its
 addresses stay pending and the others' answers are kept.
 """
@@ -15,20 +15,20 @@ import threading
 from collections.abc import Mapping, Sequence
 
 from ..errors import ConfigError
-from ..record import PartStatus, SourcePart, utc_now
+from ..record import SectionStatus, SourceSection, utc_now
 from ..settings import EnrichConfig
 from ..slices import slices
 from ..sources.plugin import Lookup, NetworkSource, load
 from ..store.facade import Store
 from ..store.quota import QuotaLedger
 
-__all__ = ["ExtraSources"]
+__all__ = ["NetworkSources"]
 
 logger = logging.getLogger(__name__)
 
 
-class ExtraSources:
-    """The run's enabled extra sources, by name."""
+class NetworkSources:
+    """The run's enabled network sources, by name."""
 
     def __init__(self, sources: Mapping[str, NetworkSource]) -> None:
         self.sources = dict(sorted(sources.items()))
@@ -46,7 +46,7 @@ class ExtraSources:
         self._by_source: dict[str, tuple[int, int]] = {name: (0, 0) for name in self.sources}
 
     @classmethod
-    def open(cls, config: EnrichConfig, store: Store | None = None) -> ExtraSources:
+    def open(cls, config: EnrichConfig, store: Store | None = None) -> NetworkSources:
         """Open every source ``config`` enables; those that can count their quota in ``store``.
 
         :raises ConfigError: when a source cannot be opened with its settings.
@@ -77,19 +77,19 @@ class ExtraSources:
         for source in self.sources.values():
             source.close()
 
-    def ask(self, needs: Mapping[str, Sequence[str]]) -> dict[str, dict[str, SourcePart]]:
-        """Ask each source about its addresses: {ip: {source: part}}, pending ones included."""
-        found: dict[str, dict[str, SourcePart]] = {}
+    def ask(self, needs: Mapping[str, Sequence[str]]) -> dict[str, dict[str, SourceSection]]:
+        """Ask each source about its addresses: {ip: {source: section}}, pending ones included."""
+        found: dict[str, dict[str, SourceSection]] = {}
         for name, ips in needs.items():
             source = self.sources[name]
             for batch in slices(list(dict.fromkeys(ips)), max(1, source.batch_size)):
-                for ip, part in self._ask_one(name, source, batch).items():
-                    found.setdefault(ip, {})[name] = part
+                for ip, section in self._ask_one(name, source, batch).items():
+                    found.setdefault(ip, {})[name] = section
         return found
 
     def _ask_one(
         self, name: str, source: NetworkSource, batch: Sequence[str]
-    ) -> dict[str, SourcePart]:
+    ) -> dict[str, SourceSection]:
         with self._slots[name]:
             try:
                 result = source.lookup(batch)
@@ -97,18 +97,20 @@ class ExtraSources:
                 logger.exception("the %s source failed on %d address(es)", name, len(batch))
                 result = Lookup(pending=dict.fromkeys(batch, f"internal error: {exc}"))
         now = utc_now()
-        parts: dict[str, SourcePart] = {}
+        sections: dict[str, SourceSection] = {}
         for ip in batch:
             if ip in result.answers:
-                parts[ip] = _answered(result.answers[ip], PartStatus.ANSWERED, now, source.ttl)
+                sections[ip] = _answered(
+                    result.answers[ip], SectionStatus.ANSWERED, now, source.ttl
+                )
             elif ip in result.not_found:
-                parts[ip] = _answered(
-                    result.not_found[ip], PartStatus.NOT_FOUND, now, source.negative_ttl
+                sections[ip] = _answered(
+                    result.not_found[ip], SectionStatus.NOT_FOUND, now, source.negative_ttl
                 )
             else:
                 why = result.pending.get(ip, "not answered")
-                parts[ip] = SourcePart(PartStatus.PENDING, error=why)
-        left = sum(p.status is PartStatus.PENDING for p in parts.values())
+                sections[ip] = SourceSection(SectionStatus.PENDING, error=why)
+        left = sum(p.status is SectionStatus.PENDING for p in sections.values())
         with self._lock:
             if result.refusal is not None:
                 self.refused.add(name)
@@ -120,7 +122,7 @@ class ExtraSources:
             self.pending += left
             requests, pending = self._by_source[name]
             self._by_source[name] = (requests + result.requests, pending + left)
-        return parts
+        return sections
 
     @property
     def errors(self) -> int:
@@ -140,6 +142,6 @@ class ExtraSources:
 
 
 def _answered(
-    data: Mapping[str, object], status: PartStatus, now: dt.datetime, ttl: dt.timedelta
-) -> SourcePart:
-    return SourcePart(status, dict(data), now, now + ttl)
+    data: Mapping[str, object], status: SectionStatus, now: dt.datetime, ttl: dt.timedelta
+) -> SourceSection:
+    return SourceSection(status, dict(data), now, now + ttl)
