@@ -279,6 +279,7 @@ class Index:
         #: each feed's ``kind``, ``provider``, ``version``, ``fetched_at`` and ``entries``
         self.feeds: dict[str, dict[str, Any]] = header["feeds"]
         self._cache: dict[int, Classification] = {}
+        self._labels: dict[int, dict[str, Any]] = {}
         self._decoded: dict[int, str] = {}
 
     def set_of(self, ip: str) -> int:
@@ -314,34 +315,40 @@ class Index:
         return found
 
     def _classification(self, set_id: int) -> Classification:
-        fields, offsets, strings = self._label_fields, self._string_offsets, self._strings
+        labels = self._labels
+        members = self._set_members
         found = []
-        kinds = set()
         for n in range(self._set_offsets[set_id], self._set_offsets[set_id + 1]):
-            at = self._set_members[n] * 5
-            name, kind, provider, version, fetched_at = self._feed_parts[fields[at]]
-            # string 0 is "none"; the others are UTF-8 slices of the strings section.
-            # Services and regions repeat: kept once decoded; prefixes and ids do not.
-            first, second, third, fourth = fields[at + 1 : at + 5]
-            prefix = str(strings[offsets[first] : offsets[first + 1]], "utf-8")
-            service = self._common(second)
-            region = self._common(third)
-            ident = str(strings[offsets[fourth] : offsets[fourth + 1]], "utf-8") if fourth else None
-            found.append(
-                {
-                    "feed": name,
-                    "kind": kind,
-                    "provider": provider,
-                    "prefix": prefix,
-                    "service": service,
-                    "region": region,
-                    "id": ident,
-                    "version": version,
-                    "fetched_at": fetched_at,
-                }
-            )
-            kinds.add(kind)
-        return Classification(tuple(sorted(kinds)), tuple(found))
+            # A label is in every set of the prefixes nested in its own (a cloud region's
+            # /12 in thousands): made once, shared like the sets' classifications.
+            label = labels.get(members[n])
+            if label is None:
+                label = self._label(members[n])
+                if len(labels) >= _CACHED_SETS:
+                    labels.clear()
+                labels[members[n]] = label
+            found.append(label)
+        return Classification(tuple(sorted({label["kind"] for label in found})), tuple(found))
+
+    def _label(self, member: int) -> dict[str, Any]:
+        """Label ``member`` of the labels section, as the record shows it."""
+        fields, offsets, strings = self._label_fields, self._string_offsets, self._strings
+        at = member * 5
+        name, kind, provider, version, fetched_at = self._feed_parts[fields[at]]
+        # string 0 is "none"; the others are UTF-8 slices of the strings section.
+        # Services and regions repeat: kept once decoded; prefixes and ids do not.
+        first, second, third, fourth = fields[at + 1 : at + 5]
+        return {
+            "feed": name,
+            "kind": kind,
+            "provider": provider,
+            "prefix": str(strings[offsets[first] : offsets[first + 1]], "utf-8"),
+            "service": self._common(second),
+            "region": self._common(third),
+            "id": str(strings[offsets[fourth] : offsets[fourth + 1]], "utf-8") if fourth else None,
+            "version": version,
+            "fetched_at": fetched_at,
+        }
 
     def close(self) -> None:
         """Unmap the file (classifications already handed out stay valid)."""

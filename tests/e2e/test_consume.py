@@ -143,7 +143,7 @@ def test_an_output_no_queue_takes_is_not_acknowledged(
         code, said = stop(proc)
     assert code == 0, said
     assert "routes to no queue" in said, said
-    assert {e["n"] for e in out} == set(range(len(events)))
+    assert {e["n"] for e in out} == set(range(len(events))), said[-3000:]
     assert ready_messages(url, queues["queue"]) == 0
     forget(url, queues)
 
