@@ -624,3 +624,26 @@ def test_the_daily_quota_is_one_for_every_process_on_the_database(
         assert end.returncode == 75, end.stdout + end.stderr
         assert "its daily quota is spent" in end.stdout + end.stderr, end.stdout + end.stderr
         assert "Traceback" not in end.stderr
+
+
+def test_a_spent_quota_is_reported_whatever_order_calls_side_by_side_end_in() -> None:
+    """A call that began before the quota ran out and ends after it asked, and says
+    nothing of the quota: the run still reports the quota spent (it said it was not)."""
+    from cowrie_enrich_plugin.engine.network import NetworkSources
+    from cowrie_enrich_plugin.sources.plugin import Lookup
+
+    ips = global_ips(12, seed=214)
+    with GreyNoiseServer(faults=HttpFaults(daily_quota=5)) as server:
+        gn = client(server, rate_per_second=500.0)
+        real_lookup = gn.lookup
+        late: list[Lookup] = []
+        gn.lookup = lambda batch: late.pop() if late else real_lookup(batch)  # type: ignore[method-assign]
+        sources = NetworkSources({"greynoise": gn})
+        try:
+            sources.ask({"greynoise": ips[:10]})
+            assert gn.quota_spent() and sources.spent() == ("greynoise",)
+            late.append(Lookup(answers={ips[10]: {"ip": ips[10]}}, requests=1))
+            sources.ask({"greynoise": ips[10:11]})
+            assert sources.spent() == ("greynoise",)
+        finally:
+            sources.close()

@@ -41,8 +41,8 @@ class NetworkSources:
         self.pending = 0
         #: sources that said they need the operator (each counted once a run)
         self.refused: set[str] = set()
-        #: sources that ask no more today (their quota is spent), with why
-        self.exhausted: dict[str, str] = {}
+        #: sources whose last call said they ask no more today (their quota is spent)
+        self.exhausted: set[str] = set()
         self._by_source: dict[str, tuple[int, int]] = {name: (0, 0) for name in self.sources}
 
     @classmethod
@@ -115,9 +115,9 @@ class NetworkSources:
             if result.refusal is not None:
                 self.refused.add(name)
             if result.exhausted is not None:
-                self.exhausted[name] = result.exhausted
+                self.exhausted.add(name)
             elif result.requests:
-                self.exhausted.pop(name, None)
+                self.exhausted.discard(name)
             self.requests += result.requests
             self.pending += left
             requests, pending = self._by_source[name]
@@ -131,9 +131,16 @@ class NetworkSources:
             return len(self.refused)
 
     def spent(self) -> tuple[str, ...]:
-        """The sources whose daily quota is spent, as of their last call."""
+        """The sources whose daily quota is spent: as each says (``quota_spent()``), else
+        as of its last call (calls side by side may end in either order)."""
         with self._lock:
-            return tuple(sorted(self.exhausted))
+            flagged = set(self.exhausted)
+        found = []
+        for name, source in self.sources.items():
+            says = getattr(source, "quota_spent", None)
+            if (says() if callable(says) else name in flagged) is True:
+                found.append(name)
+        return tuple(found)
 
     def per_source(self) -> tuple[tuple[str, int, int], ...]:
         """(name, requests, sections left pending) for each source."""

@@ -127,6 +127,8 @@ class NetworkSource(Protocol):
     # its requests a day (``ledger.take(limit) -> bool``, ``ledger.spend()``, see
     # :class:`~.pacing.DailyQuota`), so that its quota is one for every process on the
     # database. Not a member of the protocol: sources written before it stay sources.
+    # Optional: ``quota_spent() -> bool``, whether the day's quota is spent now; without
+    # it, the engine goes by what the source's last call said (``Lookup.exhausted``).
 
 
 #: The name network sources had before offline ones joined.

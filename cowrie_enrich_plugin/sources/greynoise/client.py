@@ -116,6 +116,10 @@ class GreyNoiseClient:
         """Count the daily quota in ``ledger`` (the store's: shared by every process on it)."""
         self.quota.share(ledger)
 
+    def quota_spent(self) -> bool:
+        """Whether the day's quota is spent (this process's view, or the fleet's ledger)."""
+        return self.quota.spent
+
     def lookup(self, ips: Sequence[str]) -> Lookup:
         """Ask about ``ips`` (canonical, global only: anything else is never sent)."""
         result = Lookup()
