@@ -131,8 +131,11 @@ class NetworkSources:
             return len(self.refused)
 
     def spent(self) -> tuple[str, ...]:
-        """The sources whose daily quota is spent: as each says (``quota_spent()``), else
-        as of its last call (calls side by side may end in either order)."""
+        """The sources whose daily quota is spent.
+
+        As each says (``quota_spent()``), else as of its last call (calls side by side
+        may end in either order).
+        """
         with self._lock:
             flagged = set(self.exhausted)
         found = []
