@@ -647,3 +647,21 @@ def test_a_spent_quota_is_reported_whatever_order_calls_side_by_side_end_in() ->
             assert sources.spent() == ("greynoise",)
         finally:
             sources.close()
+
+
+def test_sections_a_failing_greynoise_left_pending_make_a_batch_run_exit_75(
+    server: Any, tmp_path: Path
+) -> None:
+    """Whois answered everything, GreyNoise nothing: the addresses are not done."""
+    ips = global_ips(6, seed=215)
+    log = write_log(tmp_path / "cowrie.json", ips)
+    db = f"sqlite:///{tmp_path / 'fail.db'}"
+    with GreyNoiseServer(faults=HttpFaults(error_rate=1.0)) as gn:
+        config = _greynoise_config(tmp_path, server, gn, db, rate_per_second=500.0, retries=1)
+        command = [cowrie_enrich(), "ingest", str(log), "--config", str(config)]
+        done = subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=120)
+        assert gn.requests
+    said = done.stdout + done.stderr
+    assert done.returncode == 75, said
+    assert "0 pending" in said and "section(s) of network sources still pending" in said, said
+    assert "Traceback" not in said

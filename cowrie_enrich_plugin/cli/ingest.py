@@ -214,6 +214,11 @@ def _report(summary: IngestSummary, *, err: bool, live: bool = False) -> int:
     if summary.pending:
         echo(f"{summary.pending} IP(s) still pending: {_why_pending(stats)}; run again later")
         return EX_TEMPFAIL
-    if stats.quota_spent:  # their sections are pending, though every whois answer is in
+    # Every whois answer is in, but a network source left sections pending (its quota
+    # spent, or it failed): the addresses are not done, as when whois failed.
+    left = sum(left for _name, _requests, left in stats.sources)
+    if stats.quota_spent or left:
+        if left and not stats.quota_spent:
+            echo(f"{left} section(s) of network sources still pending; run again later")
         return EX_TEMPFAIL
     return 0
