@@ -103,7 +103,10 @@ def status(**opts: Any) -> None:
     for name in config.enabled:
         feed = config.feed(name)
         state = read_state(config, name)
-        sources = " ".join(mask_url(url) for url in config.urls(name).values())
+        # what the installed version came from (a page and the file it linked), else
+        # what the config names
+        used = state.urls if state.installed and state.urls else config.urls(name)
+        sources = " ".join(mask_url(url) for url in used.values())
         if not state.installed:
             shown = "MISSING  (not installed: run cowrie-enrich feeds update)"
         else:

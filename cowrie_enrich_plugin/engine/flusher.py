@@ -190,7 +190,7 @@ class Flusher:
                     self._send(to_fetch)
                     to_fetch = []
             self._buffered = len(new) + len(skipped) + len(to_fetch)
-            if self._extras_due(turn.flush):
+            if self._network_due(turn.flush):
                 self._asking.flush(self._stopping.is_set())
             # Addresses another process is answering wait too: each flush looks for their
             # answers, every flush_interval, whether or not new addresses arrive.
@@ -306,7 +306,7 @@ class Flusher:
         self._sections.take(waiting)  # nothing is kept for what is not asked now
         return busy | waiting
 
-    def _extras_due(self, flush: bool) -> bool:
+    def _network_due(self, flush: bool) -> bool:
         """Whether what waits for the network sources is asked now, in less than full bulks.
 
         While whois batches are on their way, more records come to fill the network

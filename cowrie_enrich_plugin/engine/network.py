@@ -141,7 +141,13 @@ class NetworkSources:
         found = []
         for name, source in self.sources.items():
             says = getattr(source, "quota_spent", None)
-            if (says() if callable(says) else name in flagged) is True:
+            spent = name in flagged
+            if callable(says):
+                try:
+                    spent = bool(says())
+                except Exception:  # a third-party source's bug: its last call says
+                    logger.exception("the %s source failed to say whether its quota is spent", name)
+            if spent:
                 found.append(name)
         return tuple(found)
 

@@ -174,7 +174,7 @@ class NetworkAsking:
         try:
             ips = [record.ip for record in records]
             needs, cached = self.sections.take(ips)
-            asked = self.enricher.ask_extras(ips, needs)
+            asked = self.enricher.ask_network(ips, needs)
             merged = self.enricher.save_sections(records, asked, cached)
         except Exception as exc:
             if isinstance(exc, StoreError):

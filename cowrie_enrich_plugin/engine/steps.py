@@ -272,7 +272,7 @@ class Enricher:
             status = Status.UNANNOUNCED
         return self.offline.record(ip, status, answer, answer.fetched_at + ttl, previous)
 
-    def ask_extras(
+    def ask_network(
         self, ips: Sequence[str], needs: Mapping[str, Sequence[str]]
     ) -> dict[str, dict[str, SourceSection]]:
         """Ask the network sources what ``needs`` says each address lacks (all, if unsaid)."""

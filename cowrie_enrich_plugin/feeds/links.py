@@ -4,7 +4,8 @@ Microsoft publishes the Azure Service Tags weekly as ``ServiceTags_Public_YYYYMM
 and links the current file from its download page; there is no fixed URL. The update
 reads the page, takes the newest link whose name matches, and downloads that. Only a
 link to one of the publisher's hosts, or to the page's own host (a mirror serving both),
-is followed: a page that names some other host is not a reason to download from it.
+is taken: a page that names some other host is not a reason to download from it. (An
+HTTP redirect of the page or the file is followed as for every feed.)
 """
 
 from __future__ import annotations
@@ -38,20 +39,32 @@ def newest_link(page_url: str, body: bytes, linked: Linked) -> str:
     :raises FeedFormatError: the page names no such file on an allowed host.
     """
     text = body.decode("utf-8", errors="replace").replace("\\/", "/")  # JSON inside HTML
-    # a link's text ends at a quote, whitespace or markup; it may be relative
-    pattern = re.compile(r"""[^"'\s<>()\\]*?(""" + linked.name + ")")
-    allowed = {*linked.hosts, urllib.parse.urlsplit(page_url).hostname}
-    found: dict[str, str] = {}
+    # A link's text ends at a quote, whitespace or markup; it is absolute, or relative
+    # with a folder (a bare name is the page's text about the file, not a link to it).
+    pattern = re.compile(r"""[^"'\s<>()\\=]*/(""" + linked.name + ")")
+    page = urllib.parse.urlsplit(page_url)
+    found: dict[str, tuple[int, str]] = {}
     for match in pattern.finditer(text):
-        url = urllib.parse.urljoin(page_url, match.group(0))
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme in ("http", "https") and parts.hostname in allowed:
-            version = match.group(2)
-            if version not in found or url < found[version]:  # stable among equals
-                found[version] = url
+        try:
+            url = urllib.parse.urljoin(page_url, match.group(0))
+            parts = urllib.parse.urlsplit(url)
+            host = parts.hostname
+        except ValueError:  # not a URL after all (a stray bracket): not a link
+            continue
+        # The publisher's hosts first, then the page's own (a mirror); never plain HTTP
+        # from a page read over HTTPS.
+        rank = 0 if host in linked.hosts else 1 if host == page.hostname else None
+        if rank is None or parts.scheme not in ("http", "https"):
+            continue
+        if parts.scheme == "http" and page.scheme == "https":
+            continue
+        version = match.group(2)
+        if version not in found or (rank, url) < found[version]:
+            found[version] = (rank, url)
     if not found:
+        allowed = {*linked.hosts, page.hostname}
         raise FeedFormatError(
             f"{linked.page}: the page links no file named like {linked.name!r} on "
             f"{', '.join(sorted(str(h) for h in allowed))}"
         )
-    return found[max(found)]
+    return found[max(found)][1]

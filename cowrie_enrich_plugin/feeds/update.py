@@ -136,14 +136,16 @@ def _locate(
     pages: dict[str, dict[str, str]] = {}
     for key, linked in feed.linked.items():
         page = urls.pop(linked.page, None)
-        if key in urls:  # set in the config: the page is not needed
+        if key in urls:  # set in the config: the page is neither needed nor recorded
             continue
         if page is None:
             raise _Failed(f"neither {key} nor {linked.page} is set")
         last = state.urls.get(key) if state.urls.get(linked.page) == mask_url(page) else None
-        # a masked link (a mirror's password) cannot be asked again as it was
-        reusable = last is not None and mask_url(last) == last
-        known = state.validators.get(linked.page, {}) if reusable else {}
+        # state.json keeps links masked: one that carried a password cannot be asked again
+        # as it is (the page is read whole instead)
+        if last is not None and urllib.parse.urlsplit(last).password is not None:
+            last = None
+        known = state.validators.get(linked.page, {}) if last is not None else {}
         body, pages[linked.page] = _fetch(page, known)
         if body is None and last is not None:
             urls[key] = last
@@ -174,8 +176,10 @@ def _update_one(config: FeedsConfig, name: str, now: float) -> Outcome:
     state.last_attempt = now
     try:
         wanted, pages = _locate(feed, given, state)
-        # as shown and kept in state.json: a mirror's password is never written anywhere
-        urls = {key: mask_url(url) for key, url in {**given, **wanted}.items()}
+        # as shown and kept in state.json: a mirror's password is never written anywhere;
+        # a page is kept with the file it linked
+        used = {k: u for k, u in given.items() if k in wanted or k in pages}
+        urls = {key: mask_url(url) for key, url in {**used, **wanted}.items()}
         same_urls = state.installed and state.urls == urls
         try:
             old = bodies_of(config, name, state) if same_urls else {}

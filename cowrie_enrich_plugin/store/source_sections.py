@@ -45,7 +45,7 @@ def _section(row: Mapping[Any, Any]) -> SourceSection:
 def get_sections(
     store: Store, ips: Iterable[str], sources: Sequence[str]
 ) -> dict[str, dict[str, SourceSection]]:
-    """The stored sections of ``sources`` for ``ips``: {ip: {source: part}}."""
+    """The stored sections of ``sources`` for ``ips``: {ip: {source: section}}."""
     wanted = sorted(set(ips))
     if not wanted or not sources:
         return {}
@@ -65,28 +65,28 @@ def get_sections(
 
 
 def save_sections(
-    store: Store, parts: Sequence[tuple[str, str, SourceSection]], now: dt.datetime | None = None
+    store: Store, rows: Sequence[tuple[str, str, SourceSection]], now: dt.datetime | None = None
 ) -> None:
-    """Persist (ip, source, part) rows in one transaction, in (ip, source) order."""
-    if not parts:
+    """Persist (ip, source, section) rows in one transaction, in (ip, source) order."""
+    if not rows:
         return
     moment = naive(now or store.now())
     a = source_answers.c
-    ordered = sorted(parts, key=lambda p: (p[0], p[1]))
+    ordered = sorted(rows, key=lambda p: (p[0], p[1]))
     answered = [
         {
             "ip": ip,
             "source": name,
-            "status": part.status.value,
-            "data": json.dumps(part.data, sort_keys=True) if part.data is not None else None,
-            "fetched_at": naive(part.fetched_at),
-            "expires_at": naive(part.expires_at),
+            "status": section.status.value,
+            "data": json.dumps(section.data, sort_keys=True) if section.data is not None else None,
+            "fetched_at": naive(section.fetched_at),
+            "expires_at": naive(section.expires_at),
             "attempts": 0,
             "last_error": None,
             "updated_at": moment,
         }
-        for ip, name, part in ordered
-        if part.status is not SectionStatus.PENDING
+        for ip, name, section in ordered
+        if section.status is not SectionStatus.PENDING
     ]
     failed = [
         {
@@ -97,11 +97,11 @@ def save_sections(
             "fetched_at": None,
             "expires_at": None,
             "attempts": 1,
-            "last_error": (part.error or "not answered")[:500],
+            "last_error": (section.error or "not answered")[:500],
             "updated_at": moment,
         }
-        for ip, name, part in ordered
-        if part.status is SectionStatus.PENDING
+        for ip, name, section in ordered
+        if section.status is SectionStatus.PENDING
     ]
 
     def work(conn: Connection) -> None:

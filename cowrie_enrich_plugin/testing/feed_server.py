@@ -255,6 +255,8 @@ class FeedServer:
         self._faults: dict[str, str] = {}
         #: (method, path, status) of every request, in order
         self.requests: list[tuple[str, str, int]] = []
+        #: the ``Authorization`` header of every request (``None``: none), in order
+        self.authorizations: list[str | None] = []
         self.put_all(files or {})
         server = self
 
@@ -314,6 +316,7 @@ class FeedServer:
         status, body, headers = self._response(handler, found, fault)
         with self._lock:
             self.requests.append(("GET", path, status))
+            self.authorizations.append(handler.headers.get("Authorization"))
         handler.send_response(status)
         for name, value in headers.items():
             handler.send_header(name, value)

@@ -42,3 +42,21 @@ def test_a_relative_link_is_on_the_pages_own_host() -> None:
 def test_a_page_without_the_link_names_what_was_looked_for(body: bytes) -> None:
     with pytest.raises(FeedFormatError, match="ServiceTags_Public_"):
         newest_link(PAGE, body, AZURE)
+
+
+def test_a_mirror_page_names_the_file_and_links_it() -> None:
+    """A bare name is text about the file; a stray bracket, plain HTTP from an HTTPS page
+    and another host are not links to follow."""
+    mirror = "https://mirror.example/azure/"
+    body = (
+        b'{"name":"ServiceTags_Public_20261130.json"}'
+        b'<a href="http://[x/ServiceTags_Public_20261130.json">broken</a>'
+        b'<a href="http://mirror.example/ServiceTags_Public_20261130.json">plain</a>'
+        b'<a href="/azure/files/ServiceTags_Public_20261130.json">file</a>'
+    )
+    assert newest_link(mirror, body, AZURE) == (
+        "https://mirror.example/azure/files/ServiceTags_Public_20261130.json"
+    )
+    # the publisher's own host wins over the page's among links to one version
+    both = body + f'<a href="{FILE}ServiceTags_Public_20261130.json">'.encode()
+    assert newest_link(mirror, both, AZURE) == FILE + "ServiceTags_Public_20261130.json"

@@ -251,3 +251,22 @@ def test_the_weekly_azure_file_is_found_on_its_page(
     result = _run(mirror, "update", "--feed", "azure")
     assert "azure: installed 301" in result.stdout, result.stderr
     assert sum(1 for _m, path, _s in server.requests if path == "/azure/details.aspx") == pages
+
+
+def test_a_mirror_page_behind_a_password_is_read_with_it_and_never_with_the_mask(
+    served: tuple[FeedServer, Path],
+) -> None:
+    """state.json keeps the linked file's URL masked; the next update asks with the password."""
+    import base64
+
+    server, config = served
+    page = server.url("/azure/details.aspx")
+    with_password = page.replace("http://", "http://mirror:s3cret-pw@", 1)
+    config.write_text(config.read_text().replace(f'page = "{page}"', f'page = "{with_password}"'))
+    for _ in range(2):
+        result = _run(config, "update", "--feed", "azure")
+        assert result.returncode == 0, result.stdout + result.stderr
+    state = (config.parent / "feeds" / "azure" / "state.json").read_text()
+    assert "s3cret-pw" not in state and "mirror:***@" in state
+    right = "Basic " + base64.b64encode(b"mirror:s3cret-pw").decode()
+    assert server.authorizations and set(server.authorizations) == {right}
