@@ -22,7 +22,7 @@ from cowrie_enrich_plugin.testing import (
     expected_greynoise,
 )
 
-from .helpers import clean_env, cowrie_enrich, global_ips, write_config, write_log
+from .helpers import clean_env, cowrie_enrich, global_ips, run_ingest, write_config, write_log
 
 FIELDS = ("noise", "riot", "classification", "name", "link", "last_seen")
 
@@ -277,13 +277,7 @@ def test_the_api_key_appears_nowhere(server: Any, tmp_path: Path) -> None:
             config.read_text().replace("rate_per_second = 200.0", "rate_per_second = -1")
             + f'api_key = "{key}"\n'
         )
-        refused = subprocess.run(
-            [cowrie_enrich(), "ingest", str(log), "--config", str(bad)],
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        refused = run_ingest(log, bad, timeout=60)
         outputs.append(refused.stdout + refused.stderr)
     assert "greynoise" in outputs[0] and "OK    source greynoise" in outputs[5]
     for text in outputs:

@@ -15,7 +15,7 @@ import pytest
 from cowrie_enrich_plugin.hosts.tail import FollowedFile
 from cowrie_enrich_plugin.testing import BulkWhoisServer
 
-from ..helpers import clean_env, cowrie_enrich, global_ips, write_config
+from ..helpers import clean_env, cowrie_enrich, global_ips, run_ingest, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -178,13 +178,7 @@ def test_a_batch_run_waits_for_batches_queued_behind_slow_ones(
     config = write_config(
         tmp_path / "host.toml", server, db, batch_size=50, concurrency=1, timeout=30
     )
-    done = subprocess.run(
-        [cowrie_enrich(), "ingest", str(log), "--config", str(config)],
-        capture_output=True,
-        text=True,
-        env=clean_env(),
-        timeout=120,
-    )
+    done = run_ingest(log, config)
     assert done.returncode == 0, done.stderr
     assert "150 resolved by whois" in done.stderr + done.stdout, done.stderr
 

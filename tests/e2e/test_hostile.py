@@ -28,6 +28,7 @@ from ..helpers import (
     cowrie_enrich,
     global_ips,
     host_config,
+    run_ingest,
     write_config,
     write_log,
 )
@@ -37,13 +38,7 @@ pytestmark = pytest.mark.slow
 
 
 def ingest(config: Path, log: Path, out: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [cowrie_enrich(), "ingest", str(log), "--config", str(config), "--output", str(out)],
-        env={**clean_env(), **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_ingest(log, config, "--output", str(out), timeout=300, env={**clean_env(), **env})
 
 
 def delivered(out: Path) -> list[dict[str, Any]]:

@@ -13,7 +13,15 @@ import pytest
 
 from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults
 
-from ..helpers import assert_complete, clean_env, cowrie_enrich, global_ips, write_config, write_log
+from ..helpers import (
+    assert_complete,
+    clean_env,
+    cowrie_enrich,
+    global_ips,
+    run_ingest,
+    write_config,
+    write_log,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -42,13 +50,7 @@ def test_sigkill_mid_run_then_rerun_completes(tmp_path: Path) -> None:
 
         server.faults = Faults()
         server.reset_log()
-        done = subprocess.run(
-            [cowrie_enrich(), "ingest", str(log), "--config", str(config)],
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = run_ingest(log, config)
         assert done.returncode == 0, done.stdout + done.stderr
         assert_complete(db_url, server, ips)
         # the rerun took over the dead run's leases at once (same host, pid gone)
@@ -185,13 +187,7 @@ def test_a_full_server_is_waited_for_not_failed(tmp_path: Path, pg_url: str) -> 
             config = write_config(tmp_path / "host.toml", server, user_url)
             release.start()
             log = write_log(tmp_path / "a.json", ips)
-            done = subprocess.run(
-                [cowrie_enrich(), "ingest", str(log), "--config", str(config)],
-                env=clean_env(),
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
+            done = run_ingest(log, config)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "too many connections" in done.stderr  # said as a hiccup, then waited out
         assert "Traceback" not in done.stderr

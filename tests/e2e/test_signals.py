@@ -18,7 +18,15 @@ import pytest
 
 from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults
 
-from ..helpers import assert_complete, clean_env, cowrie_enrich, global_ips, write_config, write_log
+from ..helpers import (
+    assert_complete,
+    clean_env,
+    cowrie_enrich,
+    global_ips,
+    run_ingest,
+    write_config,
+    write_log,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -62,13 +70,7 @@ def rerun_completes(
     log: Path, config: Path, server: BulkWhoisServer, db_url: str, ips: list[str], *extra: str
 ) -> None:
     server.faults = Faults()
-    done = subprocess.run(
-        [cowrie_enrich(), "ingest", str(log), "--config", str(config), *extra],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    done = run_ingest(log, config, *extra, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     assert "Fatal Python error" not in done.stderr  # the worker leaves cleanly

@@ -11,6 +11,7 @@ from .processes import (
     cowrie_enrich,
     feeds_env,
     pip_installed,
+    run_ingest,
     write_config,
 )
 
@@ -23,6 +24,7 @@ __all__ = [
     "global_ips",
     "host_config",
     "pip_installed",
+    "run_ingest",
     "shared_data",
     "write_config",
     "write_log",

@@ -43,6 +43,19 @@ def write_config(path: Path, server: BulkWhoisServer, db_url: str, **extra: obje
     return path
 
 
+def run_ingest(
+    log: Path, config: Path, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """A batch ``cowrie-enrich ingest`` of ``log`` run to its end, its output captured."""
+    return subprocess.run(
+        [cowrie_enrich(), "ingest", str(log), "--config", str(config), *args],
+        env=clean_env() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def clean_env() -> dict[str, str]:
     """The environment without the package's variables, and with the feeds off.
 
