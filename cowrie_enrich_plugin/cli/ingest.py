@@ -216,9 +216,11 @@ def _report(summary: IngestSummary, *, err: bool, live: bool = False) -> int:
         return EX_TEMPFAIL
     # Every whois answer is in, but a network source left sections pending (its quota
     # spent, or it failed): the addresses are not done, as when whois failed.
-    left = sum(left for _name, _requests, left in stats.sources)
-    if stats.quota_spent or left:
-        if left and not stats.quota_spent:
-            echo(f"{left} section(s) of network sources still pending; run again later")
+    if stats.quota_spent or stats.source_pending:
+        if not stats.quota_spent:
+            echo(
+                f"{stats.source_pending} section(s) of network sources still pending; "
+                "run again later"
+            )
         return EX_TEMPFAIL
     return 0
