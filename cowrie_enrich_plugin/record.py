@@ -211,8 +211,12 @@ class Classification:
         """The section as JSON, as stored."""
         if not self._text:
             data = {"kinds": list(self.kinds), "labels": list(self.labels)}
-            self._text.append(json.dumps(data, separators=(",", ":"), ensure_ascii=False))
+            self._text.append(_compact_json(data))
         return self._text[0]
+
+    def same_labels(self, other: Classification) -> bool:
+        """Whether ``other`` says the same (a stored section against a new one, unencoded)."""
+        return self is other or (self.kinds == other.kinds and self.labels == other.labels)
 
     @classmethod
     def from_text(cls, text: str) -> Classification:
@@ -221,7 +225,13 @@ class Classification:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``classification`` section of the exported record."""
+        if not self.labels:  # most addresses: no feed lists them
+            return {"kinds": [], "labels": []}
         return {"kinds": list(self.kinds), "labels": [dict(label) for label in self.labels]}
+
+
+#: one encoder for every section (``json.dumps`` with options makes one per call)
+_compact_json: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 @functools.lru_cache(maxsize=4096)

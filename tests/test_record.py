@@ -8,6 +8,7 @@ import itertools
 import pytest
 
 from cowrie_enrich_plugin.record import (
+    Classification,
     CymruAnswer,
     EnrichmentRecord,
     GeoAnswer,
@@ -87,3 +88,27 @@ def test_parse_time_reads_exactly_what_its_format_says(text: str) -> None:
     except ValueError:
         got = "refused"
     assert got == strptime(text)
+
+
+def test_a_stored_classification_says_the_same_as_the_live_one_until_a_label_changes() -> None:
+    label = {
+        "feed": "aws",
+        "kind": "cloud",
+        "provider": "aws",
+        "prefix": "18.2.0.0/16",
+        "service": "EC2",
+        "region": "eu-west-1",
+        "id": None,
+        "version": "1764892802",
+        "fetched_at": "2026-12-05T00:00:00Z",
+    }
+    live = Classification(("cloud",), (label,))
+    stored = Classification.from_text(live.text)
+    assert stored is not live and stored.same_labels(live) and live.same_labels(stored)
+    renewed = Classification(("cloud",), ({**label, "version": "1764979202"},))
+    assert not stored.same_labels(renewed)  # same prefix, a newer version: relabelled
+    assert not stored.same_labels(Classification((), ()))
+    assert Classification((), ()).to_dict() == {"kinds": [], "labels": []}
+    exported = live.to_dict()
+    exported["labels"][0]["region"] = "changed by a hook"
+    assert label["region"] == "eu-west-1"  # a consumer's copy, not the shared label

@@ -118,7 +118,7 @@ class OfflineSources:
             for ip, record in records.items():
                 now = feeds.classify(ip)
                 old = record.classification
-                if now is not None and (old is None or old.text != now.text):
+                if now is not None and (old is None or not old.same_labels(now)):
                     records[ip] = changed[ip] = record.with_classification(now)
         return list(changed.values())
 
