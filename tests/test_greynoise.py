@@ -659,3 +659,36 @@ def test_sections_a_failing_greynoise_left_pending_make_a_batch_run_exit_75(
     assert done.returncode == 75, said
     assert "0 pending" in said and "section(s) of network sources still pending" in said, said
     assert "Traceback" not in said
+
+
+def test_a_spent_quota_leaves_the_pending_rows_alone_until_the_day_turns(
+    server: Any, tmp_path: Path
+) -> None:
+    """A rerun the same day asks nothing and rewrites none of the sections left pending."""
+    import sqlite3
+
+    ips = [ip for ip in global_ips(40, seed=216) if ":" not in ip][:20]
+    db_path = tmp_path / "quota.db"
+    with GreyNoiseServer() as gn:
+        config = _greynoise_config(
+            tmp_path, server, gn, f"sqlite:///{db_path}", rate_per_second=500.0, daily_quota=5
+        )
+        first = run_ingest(write_log(tmp_path / "first.json", ips), config)
+        assert first.returncode == 75 and len(gn.requests) == 5, first.stdout + first.stderr
+
+        def pending_rows() -> list[tuple[Any, ...]]:
+            with sqlite3.connect(db_path) as conn:
+                return conn.execute(
+                    "SELECT ip, attempts, updated_at FROM source_answer"
+                    " WHERE status = 'pending' ORDER BY ip"
+                ).fetchall()
+
+        before = pending_rows()
+        assert len(before) == 15
+        other = global_ips(41, seed=216)[-1]
+        again = run_ingest(write_log(tmp_path / "again.json", [other]), config)
+        said = again.stdout + again.stderr
+        assert again.returncode == 75 and "its daily quota is spent" in said, said
+        assert len(gn.requests) == 5
+    after = [row for row in pending_rows() if row[0] != other]
+    assert after == before

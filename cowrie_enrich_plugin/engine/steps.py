@@ -236,8 +236,13 @@ class Enricher:
         return end_backoff(self.store, limit)
 
     def due_pending(self, limit: int = 100_000) -> list[str]:
-        """The pending addresses (whois or a network source) whose retry is due, distinct."""
-        store, names = self.store, self.network.names
+        """The pending addresses (whois or a network source) whose retry is due, distinct.
+
+        A source whose daily quota is spent has none due: asked, it would only leave
+        them pending again, rewriting each row, on every run until the day turns.
+        """
+        store, spent = self.store, set(self.network.spent())
+        names = tuple(name for name in self.network.names if name not in spent)
         return list(
             dict.fromkeys(
                 store.due_pending(limit=limit) + due_pending_sections(store, names, limit)
