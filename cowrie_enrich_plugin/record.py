@@ -210,12 +210,11 @@ class Classification:
     def text(self) -> str:
         """The section as JSON, as stored."""
         if not self._text:
-            data = {"kinds": list(self.kinds), "labels": list(self.labels)}
-            self._text.append(_compact_json(data))
+            self._text.append(_compact_json({"kinds": self.kinds, "labels": self.labels}))
         return self._text[0]
 
     def same_labels(self, other: Classification) -> bool:
-        """Whether ``other`` says the same (a stored section against a new one, unencoded)."""
+        """Whether ``other`` says the same (compared as values: no JSON made)."""
         return self is other or (self.kinds == other.kinds and self.labels == other.labels)
 
     @classmethod
@@ -230,7 +229,6 @@ class Classification:
         return {"kinds": list(self.kinds), "labels": [dict(label) for label in self.labels]}
 
 
-#: one encoder for every section (``json.dumps`` with options makes one per call)
 _compact_json: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
@@ -67,6 +68,10 @@ class EnrichConfig:
     retry_interval: float = 300.0
     #: ``host:port`` of a Prometheus ``/metrics`` endpoint for long-lived runs (empty: off).
     metrics_listen: str | None = None
+    #: This sensor's name among those sharing the database (empty: the host's name): its
+    #: output holds its own input's addresses, and the records it delivered pending are
+    #: owed to it finished, across restarts.
+    sensor: str = ""
     #: The enabled sources besides Cymru and MaxMind: (name, ((key, value), ...)).
     #: (Not in the repr: a source's settings may hold an API key.)
     sources: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = field(default=(), repr=False)
@@ -86,6 +91,11 @@ class EnrichConfig:
     def long_lived(self) -> bool:
         """Whether the host runs for weeks (see ``lifecycle``)."""
         return self.lifecycle == "long-lived"
+
+    @property
+    def sensor_name(self) -> str:
+        """``sensor``, or this host's name."""
+        return self.sensor or socket.gethostname()
 
     @property
     def longest_batch_seconds(self) -> float:
@@ -139,6 +149,7 @@ RULES: Final[Mapping[str, Setting]] = {
     "retry_interval": Setting(float, low=0, high=86_400, low_open=True),
     "redeliver": Setting(bool),
     "metrics_listen": Setting(str, optional=True),
+    "sensor": Setting(str),
 }
 
 

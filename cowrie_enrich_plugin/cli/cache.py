@@ -61,7 +61,8 @@ def stats(**opts: Any) -> None:
 def prune(**opts: Any) -> None:
     """Delete expired records (those queued for a refresh are kept); forget gone runs.
 
-    What long-lived runs that no longer run delivered is dropped too.
+    What long-lived runs that no longer run delivered is dropped too, and what
+    sensors that have not run for 30 days are owed.
 
     \b
     Example:
@@ -69,11 +70,16 @@ def prune(**opts: Any) -> None:
     """
     from ..store import open_store
     from ..store.deliveries import drop_gone_runs
+    from ..store.owed import drop_unclaimed
 
     with open_store(settings(host_config(opts)).db, create=False, upgrade=True) as store:
         removed = store.prune()
         runs = drop_gone_runs(store)
-    click.echo(f"{removed} expired record(s) removed; the deliveries of {runs} gone run(s)")
+        owed = drop_unclaimed(store)
+    click.echo(
+        f"{removed} expired record(s) removed; the deliveries of {runs} gone run(s);"
+        f" {owed} record(s) owed to gone sensors"
+    )
 
 
 @cache.command()

@@ -17,6 +17,7 @@ from ..errors import StoreError
 from ..record import EnrichmentRecord
 from .gate import StoreGate
 from .lifecycle import OncePerRun
+from .own_output import OwnOutput
 from .sections import with_every_section
 from .steps import Enricher
 
@@ -32,8 +33,9 @@ class Emission:
     :param emit: called (from any of the engine's threads) with the dicts.
     """
 
-    def __init__(self, enricher: Enricher, emit: Emit, gate: StoreGate) -> None:
+    def __init__(self, enricher: Enricher, emit: Emit, gate: StoreGate, own: OwnOutput) -> None:
         self._enricher = enricher
+        self._own = own
         self._emit = emit
         self._gate = gate
         self._once = OncePerRun(enricher)
@@ -51,9 +53,10 @@ class Emission:
         if names:
             records = [with_every_section(record, names) for record in records]
         completed = self._enricher.completed
-        dicts = [completed(record).to_dict() for record in records]
+        dicts = [completed(record).to_dict() for record in self._own.sift(list(records))]
         if not dicts:
             return
+        self._own.delivered(dicts)
         self._enricher.count_kinds(dicts)
         repeats: tuple[str, ...] = ()
         if self._once.active and not self._gate.paused():  # else a repeat, not a loss

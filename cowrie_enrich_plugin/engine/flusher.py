@@ -27,6 +27,7 @@ from .foreign import ForeignLeases
 from .gate import StoreGate
 from .inflight import Batches
 from .lifecycle import BackgroundRetries, Handled, due_retries
+from .own_output import OwnOutput
 from .policy import BatchPolicy
 from .sections import NetworkAsking, Sections
 from .sender import WhoisSender
@@ -74,7 +75,8 @@ class Flusher:
         self._retries = BackgroundRetries(self.config)
         self._batches = Batches(self.config.concurrency)
         self._gate = StoreGate(self.config.db)
-        self._emit = Emission(enricher, emit, self._gate)
+        self._own = OwnOutput(enricher, self._gate.failed, active=resume_pending)
+        self._emit = Emission(enricher, emit, self._gate, self._own)
         self._asking = NetworkAsking(
             enricher,
             self._sections,
@@ -135,7 +137,9 @@ class Flusher:
         self._emit.start()
         if self._resume_pending:  # what earlier runs left pending is retried in this one
             try:
-                new = self._unseen(self.enricher.due_pending())
+                resumed = self.enricher.due_pending() + self._own.finished_owed()
+                self._own.resumed(resumed)
+                new = self._unseen(resumed)
             except StoreError as exc:
                 self._gate.failed(exc)
         skipped: list[str] = []
@@ -206,9 +210,9 @@ class Flusher:
         """Add a message's addresses not handled yet to ``new`` or ``skipped``."""
         match message:
             case NewAddresses():
-                new.extend(self._unseen(message.ips))
+                new.extend(self._unseen(message.ips) + self._own.from_host(message.ips))
             case SkippedAddresses():
-                skipped.extend(self._unseen(message.ips))
+                skipped.extend(self._unseen(message.ips) + self._own.from_host(message.ips))
             case Flush() | End() | Init() | None:  # the loop acts on these
                 pass
             case _:
@@ -255,7 +259,9 @@ class Flusher:
         if recovered and len(due) >= limit:
             self._sender.recovered.set()  # more of the queue is due: the next turn takes it
         busy = self._batches.busy_among(due)
-        return [ip for ip in due if ip not in self._foreign and ip not in busy]
+        due = [ip for ip in due if ip not in self._foreign and ip not in busy]
+        self._own.resumed(due)
+        return due
 
     def _unseen(self, ips: Iterable[str]) -> list[str]:
         return self._handled.first_time(ips)

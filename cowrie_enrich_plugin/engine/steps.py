@@ -23,6 +23,7 @@ from ..sources.plugin import load, settings_of
 from ..store import Store, open_store
 from ..store.backlog import end_backoff
 from ..store.deliveries import drop_gone_runs, news
+from ..store.owed import OwedRows
 from ..store.source_sections import due_pending_sections, get_sections, save_sections
 from .network import NetworkSources
 from .offline import OfflineSources
@@ -248,6 +249,10 @@ class Enricher:
                 store.due_pending(limit=limit) + due_pending_sections(store, names, limit)
             )
         )
+
+    def owed_rows(self) -> OwedRows:
+        """What this sensor owes its output (:mod:`..store.owed`)."""
+        return OwedRows(self.store, self.config.sensor_name)
 
     def forget_gone_runs(self) -> None:
         """Drop what runs that are gone delivered (:mod:`..store.deliveries`)."""

@@ -19,6 +19,7 @@ above that version. Add a step by appending to ``_STEPS``; never edit an old one
 - version 7: the network sources' requests a day, counted fleet-wide
   (``source_quota``); and, in the schema table, the oldest code that works with the
   database (``works_with``).
+- version 8: the records each sensor owes its output (``owed``, see :mod:`.owed`).
 
 **Rolling upgrades.** A step that only adds (a table, or a nullable column older
 code never reads) leaves the database usable by code one step or more behind: each
@@ -50,6 +51,7 @@ __all__ = [
     "delivered_table",
     "metadata",
     "migrate",
+    "owed_table",
     "pending_queue",
     "records_table",
     "schema_table",
@@ -138,6 +140,16 @@ source_quota = sa.Table(
     sa.Column("requests", sa.Integer, nullable=False),
     sa.Column("spent", sa.Boolean, nullable=False),
     sa.Column("updated_at", _TIME, nullable=False),
+)
+
+#: Per sensor (:attr:`~..settings.EnrichConfig.sensor_name`) and address: a record this
+#: sensor delivered unfinished and owes its output finished (:mod:`.owed`).
+owed_table = sa.Table(
+    "owed",
+    metadata,
+    sa.Column("sensor", sa.String(160), primary_key=True),
+    sa.Column("ip", sa.String(45), primary_key=True),
+    sa.Column("at", _TIME, nullable=False),
 )
 
 schema_table = sa.Table(
@@ -254,6 +266,11 @@ def _step_7(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE cowrie_enrich_schema ADD COLUMN works_with INTEGER"))
 
 
+def _step_8(conn: Connection) -> None:
+    """Add what each sensor owes its output."""
+    _as_of(owed_table, sa.MetaData(), ("sensor", "ip", "at")).create(conn)
+
+
 #: Each step, and whether it only adds (see the module: code one version behind works on).
 _STEPS: Final[tuple[tuple[Callable[[Connection], None], bool], ...]] = (
     (_step_1, False),
@@ -263,6 +280,7 @@ _STEPS: Final[tuple[tuple[Callable[[Connection], None], bool], ...]] = (
     (_step_5, False),
     (_step_6, False),
     (_step_7, True),
+    (_step_8, True),
 )
 
 #: The schema version this code reads and writes.

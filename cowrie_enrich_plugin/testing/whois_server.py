@@ -101,7 +101,9 @@ class BulkWhoisServer:
     def start(self) -> BulkWhoisServer:
         """Start listening (in a background thread) and return ``self``."""
         self._stop.clear()
-        self._listen()
+        self._listen()  # a port of its own even when refusing: set_refusing(False) opens it
+        if self.faults.refuse:
+            self._close_listener()
         return self
 
     def _listen(self) -> None:
