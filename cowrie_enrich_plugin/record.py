@@ -224,7 +224,7 @@ class Classification:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``classification`` section of the exported record."""
-        if not self.labels:  # most addresses: no feed lists them
+        if not self.labels and not self.kinds:  # most addresses: no feed lists them
             return {"kinds": [], "labels": []}
         return {"kinds": list(self.kinds), "labels": [dict(label) for label in self.labels]}
 

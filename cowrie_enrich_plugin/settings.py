@@ -168,6 +168,8 @@ def check_setting(key: str, value: object, where: str) -> Any:
             or not _bare_host(host.strip("[]") or "127.0.0.1")
         ):
             raise ConfigError(f"{where}: metrics_listen = {value!r} must be HOST:PORT")
+    if key == "sensor" and len(str(value)) > 160:  # the store's column
+        raise ConfigError(f"{where}: sensor must be at most 160 characters")
     if key == "cymru_host" and not _bare_host(str(value)):
         raise ConfigError(f"{where}: cymru_host = {value!r} must be a bare host name or address")
     return value

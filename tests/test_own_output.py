@@ -86,3 +86,42 @@ def test_what_a_gone_sensor_is_owed_is_pruned_after_thirty_days(db_url: str) -> 
         assert a.finished() == ["192.0.2.1", "192.0.2.2"]  # not queued: finished
         a.settle(["192.0.2.1"])
         assert a.all() == {"192.0.2.2"}
+
+
+def test_a_long_lived_run_withholds_only_what_another_sensor_is_owed(tmp_path: Path) -> None:
+    """Records come out twice in a long-lived run (early, then with every network
+    source's section): a withheld address stays withheld, the host's own never is."""
+    from types import SimpleNamespace
+
+    from cowrie_enrich_plugin.engine.own_output import OwnOutput
+    from cowrie_enrich_plugin.record import EnrichmentRecord, Status
+    from cowrie_enrich_plugin.settings import EnrichConfig
+    from cowrie_enrich_plugin.store import open_store
+    from cowrie_enrich_plugin.store.owed import OwedRows
+
+    mine, theirs, nobodys, earlier = "192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"
+    with open_store(f"sqlite:///{tmp_path / 'owed.db'}") as store:
+        OwedRows(store, "b").owe([theirs])
+        OwedRows(store, "a").owe([earlier])
+        enricher = SimpleNamespace(
+            config=EnrichConfig(lifecycle="long-lived"),
+            network=SimpleNamespace(names=()),
+            owed_rows=lambda: OwedRows(store, "a"),
+        )
+        failures: list[Exception] = []
+        own = OwnOutput(enricher, failures.append, lambda: False)  # type: ignore[arg-type]
+        assert own.from_host([mine]) == []
+        own.resumed()  # the background retries took the queue, the host's address too
+
+        def out(*ips: str) -> list[str]:
+            records = [EnrichmentRecord(ip, Status.ENRICHED) for ip in ips]
+            return [r.ip for r in own.sift(records)]
+
+        assert out(mine, theirs, nobodys, earlier) == [mine, nobodys, earlier]
+        assert out(mine, theirs) == [mine]  # the second delivery of a withheld one too
+        assert own.from_host([theirs]) == [theirs]  # the host saw it: looked at again
+        assert out(theirs) == [theirs]
+        own.owe([{"ip": nobodys, "status": "pending"}])
+        own.settle([{"ip": earlier, "status": "enriched"}])
+        assert OwedRows(store, "a").all() == {nobodys}
+        assert failures == []

@@ -62,7 +62,7 @@ def prune(**opts: Any) -> None:
     """Delete expired records (those queued for a refresh are kept); forget gone runs.
 
     What long-lived runs that no longer run delivered is dropped too, and what
-    sensors that have not run for 30 days are owed.
+    sensors no run of which looked for in 30 days are owed.
 
     \b
     Example:

@@ -56,7 +56,7 @@ class Emission:
         dicts = [completed(record).to_dict() for record in self._own.sift(list(records))]
         if not dicts:
             return
-        self._own.delivered(dicts)
+        self._own.owe(dicts)  # before they go out: a kill between leaves them owed
         self._enricher.count_kinds(dicts)
         repeats: tuple[str, ...] = ()
         if self._once.active and not self._gate.paused():  # else a repeat, not a loss
@@ -65,3 +65,4 @@ class Emission:
             except StoreError as exc:
                 self._gate.failed(exc)
         self._emit(dicts, repeats)
+        self._own.settle(dicts)

@@ -75,7 +75,7 @@ class Flusher:
         self._retries = BackgroundRetries(self.config)
         self._batches = Batches(self.config.concurrency)
         self._gate = StoreGate(self.config.db)
-        self._own = OwnOutput(enricher, self._gate.failed, active=resume_pending)
+        self._own = OwnOutput(enricher, self._gate.failed, self._gate.paused, active=resume_pending)
         self._emit = Emission(enricher, emit, self._gate, self._own)
         self._asking = NetworkAsking(
             enricher,
@@ -137,9 +137,8 @@ class Flusher:
         self._emit.start()
         if self._resume_pending:  # what earlier runs left pending is retried in this one
             try:
-                resumed = self.enricher.due_pending() + self._own.finished_owed()
-                self._own.resumed(resumed)
-                new = self._unseen(resumed)
+                self._own.resumed()
+                new = self._unseen(self.enricher.due_pending() + self._own.finished_owed())
             except StoreError as exc:
                 self._gate.failed(exc)
         skipped: list[str] = []
@@ -259,9 +258,10 @@ class Flusher:
         if recovered and len(due) >= limit:
             self._sender.recovered.set()  # more of the queue is due: the next turn takes it
         busy = self._batches.busy_among(due)
-        due = [ip for ip in due if ip not in self._foreign and ip not in busy]
-        self._own.resumed(due)
-        return due
+        self._own.resumed()
+        if timer:  # and what this sensor is owed that another one finished meanwhile
+            due = list(dict.fromkeys(due + self._own.finished_owed()))
+        return [ip for ip in due if ip not in self._foreign and ip not in busy]
 
     def _unseen(self, ips: Iterable[str]) -> list[str]:
         return self._handled.first_time(ips)

@@ -1,11 +1,12 @@
 """Which records go out to this sensor's host: its own input's, and those it is owed.
 
 A run resumes the whole queue of the database (a dead sensor's addresses still get
-asked), but the host's output holds only what it sent or is owed: a record this
-sensor delivered unfinished (pending, or a network source's section pending) is owed
-to it finished, whichever sensor finishes it, in this run or a later one
-(:mod:`..store.owed`). The records of the other resumed addresses are stored and
-withheld; if the host sends such an address afterwards, it is looked at again.
+asked), but the host's output holds what it sent in this run, and what this sensor
+delivered unfinished before (pending, or a network source's section pending): that is
+owed to it finished, whichever sensor finishes it (:mod:`..store.owed`). A resumed
+address another sensor is owed is stored and withheld; one nobody is owed (queued by
+``lookup``, or before sensors were told apart) goes out as before. If the host sends
+a withheld address afterwards, it is looked at again.
 """
 
 from __future__ import annotations
@@ -25,109 +26,161 @@ __all__ = ["OwnOutput"]
 class OwnOutput:
     """One run's view of what its host is owed. Thread-safe.
 
-    :param failed: told of a database failure (the records still go out; at worst a
-        finished record a later run is owed is not marked, or is delivered twice).
+    :param failed: told of a database failure; the records still go out (at worst a
+        finished record is delivered twice, or one owed is not marked as such).
+    :param paused: whether the database is left alone now (the store gate).
     :param active: ``False`` for a run that resumes nothing (the ``enrich`` filter's
         per-event records): every record goes out and nothing is owed.
     """
 
     def __init__(
-        self, enricher: Enricher, failed: Callable[[Exception], None], *, active: bool = True
+        self,
+        enricher: Enricher,
+        failed: Callable[[Exception], None],
+        paused: Callable[[], bool],
+        *,
+        active: bool = True,
     ) -> None:
         self._active = active
-        # a long-lived run's memory stays bounded: the oldest withheld are forgotten
         config = enricher.config
+        # a long-lived run's memory stays bounded: the oldest addresses are forgotten
+        # (a record it delivered pending is owed in the store, so it still comes out)
         self._most = config.working_set if config.long_lived else sys.maxsize
         self._rows = enricher.owed_rows()
         self._names = enricher.network.names
         self._failed = failed
+        self._paused = paused
         self._lock = threading.Lock()
-        #: taken from the queue (or the owed list), not sent by the host, not out yet
-        self._resumed: set[str] = set()
-        #: of those, the ones whose record was withheld (oldest first)
+        self._resumed = False
+        #: what the host sent in this run (oldest first)
+        self._hosts: dict[str, None] = {}
+        #: resumed addresses whose record was withheld (oldest first)
         self._withheld: dict[str, None] = {}
         #: what this sensor is owed (read from the store once, kept up to date here)
         self._owed: set[str] | None = None
 
     def finished_owed(self) -> list[str]:
-        """Owed addresses that are no longer queued: finished here or by another sensor."""
+        """Owed addresses nothing waits on any more: finished here or by another sensor."""
+        if not self._active or self._paused():
+            return []
         try:
             return self._rows.finished()
         except StoreError as exc:
             self._failed(exc)
             return []
 
-    def resumed(self, ips: Iterable[str]) -> None:
-        """``ips`` were taken from the queue, not from the host."""
-        with self._lock:
-            self._resumed.update(ips)
-            if len(self._resumed) > self._most:  # taken, then leased elsewhere: never out
-                self._resumed.clear()
+    def resumed(self) -> None:
+        """Addresses were taken from the queue, not from the host: sift from now on."""
+        self._resumed = True
 
     def from_host(self, ips: Sequence[str]) -> list[str]:
-        """The host sent ``ips``: theirs now. Those whose record was withheld, to look at again."""
-        if not self._resumed and not self._withheld:  # the usual case: nothing resumed
+        """The host sent ``ips``. Those whose record was withheld, to look at again."""
+        if not self._active:
             return []
         with self._lock:
+            hosts = self._hosts
+            hosts.update(dict.fromkeys(ips))
+            while len(hosts) > self._most:
+                del hosts[next(iter(hosts))]
+            if not self._withheld:
+                return []
             again = [ip for ip in ips if ip in self._withheld]
-            self._resumed.difference_update(ips)
             for ip in again:
                 del self._withheld[ip]
         return again
 
     def sift(self, records: list[EnrichmentRecord]) -> list[EnrichmentRecord]:
         """The records that go out; the others' addresses are noted as withheld."""
-        if not self._resumed:
+        if not self._resumed or not self._active:
+            return records
+        with self._lock:
+            foreign = [r.ip for r in records if r.ip not in self._hosts]
+        if not foreign:
             return records
         owed = self._owed_now()
-        kept = []
+        elsewhere = self._owed_elsewhere([ip for ip in foreign if ip not in owed])
+        if not elsewhere:
+            return records
         with self._lock:
-            for record in records:
-                ip = record.ip
-                if ip in self._resumed:
-                    self._resumed.discard(ip)
-                    if ip not in owed:
-                        self._withheld[ip] = None
-                        if len(self._withheld) > self._most:
-                            del self._withheld[next(iter(self._withheld))]
-                        continue
-                kept.append(record)
-        return kept
+            for ip in elsewhere:
+                self._withheld[ip] = None
+            while len(self._withheld) > self._most:
+                del self._withheld[next(iter(self._withheld))]
+        return [r for r in records if r.ip not in elsewhere]
 
-    def delivered(self, dicts: Sequence[Mapping[str, Any]]) -> None:
-        """Note what went out: unfinished records are owed, finished owed ones settled."""
+    def owe(self, dicts: Sequence[Mapping[str, Any]]) -> None:
+        """Before they go out: unfinished records are owed to this sensor finished."""
         if not self._active:
             return
         names = self._names
-        unfinished = [
-            d["ip"]
-            for d in dicts
-            if d["status"] == "pending" or any(_pending(d.get(name)) for name in names)
-        ]
-        if not unfinished and self._owed is not None and not self._owed:
+        if names:
+            unfinished = {
+                d["ip"]
+                for d in dicts
+                if d["status"] == "pending" or any(_pending(d.get(name)) for name in names)
+            }
+        else:
+            unfinished = {d["ip"] for d in dicts if d["status"] == "pending"}
+        if not unfinished:
             return
         owed = self._owed_now()
-        with self._lock:  # emission runs on several threads
-            due = set(unfinished) - owed
-            settled = {d["ip"] for d in dicts if d["ip"] in owed} - set(unfinished)
+        due = unfinished - owed
+        if due and not self._paused():
             try:
-                if due:
-                    self._rows.owe(due)
-                    owed |= due
-                if settled:
-                    self._rows.settle(settled)
-                    owed -= settled
+                self._rows.owe(due)
             except StoreError as exc:
                 self._failed(exc)
+                return
+            with self._lock:
+                owed.update(due)
+
+    def settle(self, dicts: Sequence[Mapping[str, Any]]) -> None:
+        """After they went out: finished records of owed addresses are owed no more."""
+        if not self._active or (self._owed is not None and not self._owed):
+            return
+        owed = self._owed_now()
+        names = self._names
+        settled = {
+            d["ip"]
+            for d in dicts
+            if d["ip"] in owed
+            and d["status"] != "pending"
+            and not any(_pending(d.get(name)) for name in names)
+        }
+        if settled and not self._paused():
+            try:
+                self._rows.settle(settled)
+            except StoreError as exc:
+                self._failed(exc)
+                return
+            with self._lock:
+                owed.difference_update(settled)
 
     def _owed_now(self) -> set[str]:
-        if self._owed is None:
-            try:
-                self._owed = self._rows.all()
-            except StoreError as exc:
-                self._failed(exc)
-                return set()
-        return self._owed
+        with self._lock:
+            if self._owed is not None:
+                return self._owed
+        if self._paused():
+            return set()  # read when the database is back
+        try:
+            found = self._rows.all()
+        except StoreError as exc:
+            self._failed(exc)
+            return set()
+        with self._lock:
+            if self._owed is None:
+                self._owed = found
+            return self._owed
+
+    def _owed_elsewhere(self, ips: Iterable[str]) -> set[str]:
+        wanted = list(ips)
+        if not wanted or self._paused():
+            return set()
+        try:
+            return self._rows.owed_elsewhere(wanted)
+        except StoreError as exc:
+            self._failed(exc)
+            return set()
 
 
 def _pending(section: object) -> bool:

@@ -190,38 +190,30 @@ class DailyQuota:
         self._ledger_down = False
         self._ledger_retry_at = float("-inf")
         self._server_spent = False
-        self._look_again = float("-inf")
         self._lock = threading.Lock()
 
     def share(self, ledger: Ledger) -> None:
-        """Count in ``ledger`` from now on."""
+        """Count in ``ledger`` from now on, starting from what it says of today.
+
+        A process that starts on a spent day knows it before it asks anything, so
+        that a rerun leaves what is pending alone until the day turns.
+        """
         self._ledger = ledger
+        try:
+            today = ledger.today()
+        except StoreError:
+            return  # the first request's take() tells
+        if today.spent or (self.limit and today.requests >= self.limit):
+            with self._lock:
+                self._day = clock.utc_now().date()
+                self._spent = True
+                self._recheck_at = clock.monotonic() + _RECHECK
 
     @property
     def spent(self) -> bool:
         """Whether no request may go today (as of the last request tried)."""
         with self._lock:
             return self._spent and clock.utc_now().date() == self._day
-
-    def spent_today(self) -> bool:
-        """Whether no request may go today, as the ledger says now (nothing is counted).
-
-        Unlike :attr:`spent`, known before this process asks anything: a run that starts
-        on a spent day leaves what is pending alone.
-        """
-        if self.spent or self._ledger is None or clock.monotonic() < self._look_again:
-            return self.spent
-        self._look_again = clock.monotonic() + _RECHECK  # asked with every stats message
-        try:
-            today = self._ledger.today()
-        except StoreError:
-            return False  # the next request's take() tells
-        gone = today.spent or bool(self.limit and today.requests >= self.limit)
-        if gone:
-            with self._lock:
-                self._spent = True
-                self._recheck_at = clock.monotonic() + _RECHECK
-        return gone
 
     def take(self) -> bool:
         """Count one request; ``False`` when the day's allowance is gone (do not ask)."""

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["OwedRows", "drop_unclaimed"]
 
-#: An owed record no run of its sensor came for in this long: the sensor is gone.
+#: Owed records no run of their sensor looked at in this long: the sensor is gone.
 UNCLAIMED: Final = dt.timedelta(days=30)
 
 
@@ -46,17 +46,30 @@ class OwedRows:
     def finished(self) -> list[str]:
         """The owed addresses nothing waits on: finished, by this sensor or another.
 
+        Marks this sensor's rows as claimed now (see :func:`drop_unclaimed`).
         Not queued for whois, no network source's section pending (those come back
         when their retry is due, and a spent quota leaves them alone).
         """
         o, q, a = owed_table.c, pending_queue.c, source_answers.c
-        waiting = sa.select(a.ip).where(a.status == SectionStatus.PENDING.value)
-        query = (
-            sa.select(o.ip)
-            .where(o.sensor == self.sensor, o.ip.not_in(sa.select(q.ip)), o.ip.not_in(waiting))
-            .order_by(o.ip)
-        )
-        return self._store.run(lambda conn: [row[0] for row in conn.execute(query)])
+        queued = sa.exists().where(q.ip == o.ip)
+        waiting = sa.exists().where(a.ip == o.ip, a.status == SectionStatus.PENDING.value)
+        query = sa.select(o.ip).where(o.sensor == self.sensor, ~queued, ~waiting).order_by(o.ip)
+        # the sensor runs: what it is owed is not a gone sensor's (drop_unclaimed)
+        touch = sa.update(owed_table).where(o.sensor == self.sensor)
+        moment = naive(self._store.now())
+
+        def work(conn: Connection) -> list[str]:
+            conn.execute(touch.values(at=moment))
+            return [row[0] for row in conn.execute(query)]
+
+        return self._store.write(work)
+
+    def owed_elsewhere(self, ips: Iterable[str]) -> set[str]:
+        """The addresses of ``ips`` another sensor is owed."""
+        o = owed_table.c
+        query = sa.select(o.ip).where(o.sensor != self.sensor, ip_set(o.ip, self._store.dialect))
+        value = {"ips": ip_set_value(sorted(set(ips)), self._store.dialect)}
+        return self._store.run(lambda conn: {row[0] for row in conn.execute(query, value)})
 
     def owe(self, ips: Iterable[str]) -> None:
         """Note that this sensor delivered ``ips`` unfinished."""

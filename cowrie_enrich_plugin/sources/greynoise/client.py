@@ -118,7 +118,7 @@ class GreyNoiseClient:
 
     def quota_spent(self) -> bool:
         """Whether the day's quota is spent (this process's view, or the fleet's ledger)."""
-        return self.quota.spent_today()
+        return self.quota.spent
 
     def lookup(self, ips: Sequence[str]) -> Lookup:
         """Ask about ``ips`` (canonical, global only: anything else is never sent)."""
