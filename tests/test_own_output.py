@@ -111,7 +111,6 @@ def test_a_long_lived_run_withholds_only_what_another_sensor_is_owed(tmp_path: P
         failures: list[Exception] = []
         own = OwnOutput(enricher, failures.append, lambda: False)  # type: ignore[arg-type]
         assert own.from_host([mine]) == []
-        own.resumed()  # the background retries took the queue, the host's address too
 
         def out(*ips: str) -> list[str]:
             records = [EnrichmentRecord(ip, Status.ENRICHED) for ip in ips]

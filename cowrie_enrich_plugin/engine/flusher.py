@@ -137,7 +137,6 @@ class Flusher:
         self._emit.start()
         if self._resume_pending:  # what earlier runs left pending is retried in this one
             try:
-                self._own.resumed()
                 new = self._unseen(self.enricher.due_pending() + self._own.finished_owed())
             except StoreError as exc:
                 self._gate.failed(exc)
@@ -258,7 +257,6 @@ class Flusher:
         if recovered and len(due) >= limit:
             self._sender.recovered.set()  # more of the queue is due: the next turn takes it
         busy = self._batches.busy_among(due)
-        self._own.resumed()
         if timer:  # and what this sensor is owed that another one finished meanwhile
             due = list(dict.fromkeys(due + self._own.finished_owed()))
         return [ip for ip in due if ip not in self._foreign and ip not in busy]

@@ -51,7 +51,6 @@ class OwnOutput:
         self._failed = failed
         self._paused = paused
         self._lock = threading.Lock()
-        self._resumed = False
         #: what the host sent in this run (oldest first)
         self._hosts: dict[str, None] = {}
         #: resumed addresses whose record was withheld (oldest first)
@@ -68,10 +67,6 @@ class OwnOutput:
         except StoreError as exc:
             self._failed(exc)
             return []
-
-    def resumed(self) -> None:
-        """Addresses were taken from the queue, not from the host: sift from now on."""
-        self._resumed = True
 
     def from_host(self, ips: Sequence[str]) -> list[str]:
         """The host sent ``ips``. Those whose record was withheld, to look at again."""
@@ -91,7 +86,7 @@ class OwnOutput:
 
     def sift(self, records: list[EnrichmentRecord]) -> list[EnrichmentRecord]:
         """The records that go out; the others' addresses are noted as withheld."""
-        if not self._resumed or not self._active:
+        if not self._active:
             return records
         with self._lock:
             foreign = [r.ip for r in records if r.ip not in self._hosts]
@@ -113,14 +108,7 @@ class OwnOutput:
         if not self._active:
             return
         names = self._names
-        if names:
-            unfinished = {
-                d["ip"]
-                for d in dicts
-                if d["status"] == "pending" or any(_pending(d.get(name)) for name in names)
-            }
-        else:
-            unfinished = {d["ip"] for d in dicts if d["status"] == "pending"}
+        unfinished = {d["ip"] for d in dicts if _unfinished(d, names)}
         if not unfinished:
             return
         owed = self._owed_now()
@@ -140,13 +128,7 @@ class OwnOutput:
             return
         owed = self._owed_now()
         names = self._names
-        settled = {
-            d["ip"]
-            for d in dicts
-            if d["ip"] in owed
-            and d["status"] != "pending"
-            and not any(_pending(d.get(name)) for name in names)
-        }
+        settled = {d["ip"] for d in dicts if d["ip"] in owed and not _unfinished(d, names)}
         if settled and not self._paused():
             try:
                 self._rows.settle(settled)
@@ -181,6 +163,13 @@ class OwnOutput:
         except StoreError as exc:
             self._failed(exc)
             return set()
+
+
+def _unfinished(record: Mapping[str, Any], names: tuple[str, ...]) -> bool:
+    """Pending for whois, or for one of the network sources ``names``."""
+    return record["status"] == "pending" or (
+        bool(names) and any(_pending(record.get(name)) for name in names)
+    )
 
 
 def _pending(section: object) -> bool:
