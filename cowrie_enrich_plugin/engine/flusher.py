@@ -256,9 +256,9 @@ class Flusher:
             return []
         if recovered and len(due) >= limit:
             self._sender.recovered.set()  # more of the queue is due: the next turn takes it
-        busy = self._batches.busy_among(due)
         if timer:  # and what this sensor is owed that another one finished meanwhile
             due = list(dict.fromkeys(due + self._own.finished_owed()))
+        busy = self._batches.busy_among(due)
         return [ip for ip in due if ip not in self._foreign and ip not in busy]
 
     def _unseen(self, ips: Iterable[str]) -> list[str]:
