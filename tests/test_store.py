@@ -224,6 +224,35 @@ def test_every_version_migrates_to_the_current_one(db_url: str, start: int) -> N
     store.close()
 
 
+_NEW_RECORD_COLUMN = """
+import importlib, sys
+import sqlalchemy as sa
+from cowrie_enrich_plugin.store import rows, schema
+declared, before = rows.record_columns, schema.SCHEMA_VERSION
+rows.record_columns = lambda: (*declared(), sa.Column("trial", sa.Text, info={"since": before + 1}))
+schema = importlib.reload(schema)
+engine = sa.create_engine(sys.argv[1])
+assert schema.migrate(engine) == before
+with engine.connect() as conn:
+    columns = [c["name"] for c in sa.inspect(conn).get_columns("enrichment_record")]
+    same = schema.works_with(conn, before + 1) == schema.works_with(conn, before)
+    print(schema.SCHEMA_VERSION, same, columns[-1])
+"""
+
+
+def test_a_new_record_column_is_declared_once_and_migrating_adds_it(tmp_path: Path) -> None:
+    """A column :mod:`.rows` declares with the next version is that version: it only adds."""
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    open_store(url).close()  # a database of this code's version, then the trial's
+    result = subprocess.run(
+        [sys.executable, "-c", _NEW_RECORD_COLUMN, url], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(SCHEMA_VERSION + 1), "True", "trial"]
+    store = open_store(url)  # this code, one version behind, works on
+    store.close()
+
+
 def _open_at_barrier(url: str, barrier: Any) -> str:
     """Open the store once ``barrier`` lets every process go; what happened, as text."""
     warnings: list[str] = []

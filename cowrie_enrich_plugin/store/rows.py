@@ -1,4 +1,8 @@
-"""How a record becomes a row of ``enrichment_record`` and back.
+"""The record's table, ``enrichment_record``: its columns, and a record as a row and back.
+
+A new field of a built-in section is a column here: its declaration (with the next
+schema version: migrating adds it, see :mod:`.schema`), its value in
+:func:`record_values` and its place in :func:`row_record`.
 
 Times are stored as naive UTC (both backends then compare them alike) and come back
 aware; SQLite hands them back as text, parsed once per distinct value.
@@ -11,6 +15,8 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+import sqlalchemy as sa
+
 from ..record import (
     STATUS_TEXT,
     Classification,
@@ -19,16 +25,66 @@ from ..record import (
     GeoAnswer,
     Status,
 )
-from .schema import records_table
 
 #: How a time goes to the driver: naive UTC, as a ``datetime`` or as SQLite's text.
 TimeValue = Callable[[dt.datetime | None], Any]
 
-__all__ = ["RECORD_COLUMNS", "TimeValue", "aware", "naive", "record_values", "row_record"]
+__all__ = [
+    "RECORD_COLUMNS",
+    "STORED_TIME",
+    "TimeValue",
+    "aware",
+    "naive",
+    "record_columns",
+    "record_values",
+    "row_record",
+]
+
+#: How every table stores a time: always UTC, naive so both backends compare alike.
+STORED_TIME: Final = sa.DateTime(timezone=False)
+
+
+def record_columns() -> tuple[sa.Column[Any], ...]:
+    """The columns of ``enrichment_record``, in table order.
+
+    Each names the schema version that added it (``info["since"]``). New each call:
+    a column belongs to one table. A new column must be nullable (the table has rows
+    when it is added).
+    """
+
+    def column(name: str, kind: Any, since: int = 1, **options: Any) -> sa.Column[Any]:
+        return sa.Column(name, kind, info={"since": since}, **options)
+
+    return (
+        column("ip", sa.String(45), primary_key=True),
+        column("status", sa.String(16), nullable=False),
+        column("cymru_asns", sa.Text),
+        column("cymru_as_name", sa.Text),
+        column("cymru_prefix", sa.String(64)),
+        column("cymru_cc", sa.String(8)),
+        column("cymru_registry", sa.String(16)),
+        column("cymru_allocated", sa.String(10)),
+        column("cymru_fetched_at", STORED_TIME),
+        column("mm_present", sa.Boolean, nullable=False, default=False),
+        column("mm_country_iso_code", sa.String(8)),
+        column("mm_country_name", sa.Text),
+        column("mm_city", sa.Text),
+        column("mm_latitude", sa.Float),
+        column("mm_longitude", sa.Float),
+        column("mm_accuracy_radius", sa.Integer),
+        column("mm_asn", sa.BigInteger),
+        column("mm_as_org", sa.Text),
+        column("mm_city_db_built_at", STORED_TIME, since=2),
+        column("mm_asn_db_built_at", STORED_TIME, since=2),
+        column("expires_at", STORED_TIME),
+        column("updated_at", STORED_TIME, nullable=False),
+        column("classification", sa.Text, since=6),
+    )
+
 
 #: The columns of ``enrichment_record``, in table order: :func:`record_values` gives
 #: its values in this order (``tests/test_record.py`` reads a row back through it).
-RECORD_COLUMNS: Final = tuple(column.name for column in records_table.columns)
+RECORD_COLUMNS: Final = tuple(column.name for column in record_columns())
 _NO_CYMRU: Final = (None,) * 7
 _NO_GEO: Final = (False,) + (None,) * 10
 

@@ -2,7 +2,10 @@
 
 The ``cowrie_enrich_schema`` table holds one row: the version the database is
 at. :func:`migrate` applies, in order and each in its own transaction, every step
-above that version. Add a step by appending to ``_STEPS``; never edit an old one.
+above that version: the record's columns that came with it (declared in :mod:`.rows`,
+each with its version), then its step in ``_STEPS``. A new record column names the
+next version in :mod:`.rows` and needs nothing here; anything else is a new step.
+Never edit an old one.
 
 - version 1: records, pending queue, indexes.
 - version 2: MaxMind database build times on each record
@@ -44,6 +47,8 @@ from typing import Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from .rows import STORED_TIME, record_columns
+
 __all__ = [
     "SCHEMA_VERSION",
     "SchemaTooNew",
@@ -63,35 +68,10 @@ logger = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 
-_TIME = sa.DateTime(timezone=False)  # always UTC; naive so both backends compare alike
+_TIME: Final = STORED_TIME
 
-records_table = sa.Table(
-    "enrichment_record",
-    metadata,
-    sa.Column("ip", sa.String(45), primary_key=True),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("cymru_asns", sa.Text),
-    sa.Column("cymru_as_name", sa.Text),
-    sa.Column("cymru_prefix", sa.String(64)),
-    sa.Column("cymru_cc", sa.String(8)),
-    sa.Column("cymru_registry", sa.String(16)),
-    sa.Column("cymru_allocated", sa.String(10)),
-    sa.Column("cymru_fetched_at", _TIME),
-    sa.Column("mm_present", sa.Boolean, nullable=False, default=False),
-    sa.Column("mm_country_iso_code", sa.String(8)),
-    sa.Column("mm_country_name", sa.Text),
-    sa.Column("mm_city", sa.Text),
-    sa.Column("mm_latitude", sa.Float),
-    sa.Column("mm_longitude", sa.Float),
-    sa.Column("mm_accuracy_radius", sa.Integer),
-    sa.Column("mm_asn", sa.BigInteger),
-    sa.Column("mm_as_org", sa.Text),
-    sa.Column("mm_city_db_built_at", _TIME),
-    sa.Column("mm_asn_db_built_at", _TIME),
-    sa.Column("expires_at", _TIME),
-    sa.Column("updated_at", _TIME, nullable=False),
-    sa.Column("classification", sa.Text),
-)
+#: The record's columns are declared with how a record is stored (:mod:`.rows`).
+records_table = sa.Table("enrichment_record", metadata, *record_columns())
 
 pending_queue = sa.Table(
     "pending_queue",
@@ -174,28 +154,6 @@ def _as_of(table: sa.Table, metadata: sa.MetaData, columns: tuple[str, ...]) -> 
     return sa.Table(table.name, metadata, *(table.c[name]._copy() for name in columns))
 
 
-_V1_RECORD_COLUMNS: Final = (
-    "ip",
-    "status",
-    "cymru_asns",
-    "cymru_as_name",
-    "cymru_prefix",
-    "cymru_cc",
-    "cymru_registry",
-    "cymru_allocated",
-    "cymru_fetched_at",
-    "mm_present",
-    "mm_country_iso_code",
-    "mm_country_name",
-    "mm_city",
-    "mm_latitude",
-    "mm_longitude",
-    "mm_accuracy_radius",
-    "mm_asn",
-    "mm_as_org",
-    "expires_at",
-    "updated_at",
-)
 _V1_QUEUE_COLUMNS: Final = (
     "ip",
     "attempts",
@@ -223,18 +181,12 @@ def _step_1(conn: Connection) -> None:
     """Create the version-1 tables and indexes."""
     v1 = sa.MetaData()
     tables = {
-        records_table.name: _as_of(records_table, v1, _V1_RECORD_COLUMNS),
+        records_table.name: _as_of(records_table, v1, _record_columns_since(1)),
         pending_queue.name: _as_of(pending_queue, v1, _V1_QUEUE_COLUMNS),
     }
     for name, table, column in _V1_INDEXES:
         sa.Index(name, tables[table].c[column])
     v1.create_all(conn)
-
-
-def _step_2(conn: Connection) -> None:
-    """Add the MaxMind database build times."""
-    for column in ("mm_city_db_built_at", "mm_asn_db_built_at"):
-        conn.execute(sa.text(f"ALTER TABLE enrichment_record ADD COLUMN {column} TIMESTAMP"))
 
 
 def _step_3(conn: Connection) -> None:
@@ -253,11 +205,6 @@ def _step_5(conn: Connection) -> None:
     _as_of(delivered_table, sa.MetaData(), _V5_DELIVERED_COLUMNS).create(conn)
 
 
-def _step_6(conn: Connection) -> None:
-    """Add the offline feeds' labels."""
-    conn.execute(sa.text("ALTER TABLE enrichment_record ADD COLUMN classification TEXT"))
-
-
 def _step_7(conn: Connection) -> None:
     """Add the fleet-wide request counts, and the oldest code each version works with."""
     _as_of(
@@ -271,20 +218,34 @@ def _step_8(conn: Connection) -> None:
     _as_of(owed_table, sa.MetaData(), ("sensor", "ip", "at")).create(conn)
 
 
-#: Each step, and whether it only adds (see the module: code one version behind works on).
-_STEPS: Final[tuple[tuple[Callable[[Connection], None], bool], ...]] = (
-    (_step_1, False),
-    (_step_2, False),
-    (_step_3, False),
-    (_step_4, False),
-    (_step_5, False),
-    (_step_6, False),
-    (_step_7, True),
-    (_step_8, True),
-)
+def _record_columns_since(version: int) -> tuple[str, ...]:
+    """The record's columns that ``version`` added (:func:`.rows.record_columns`)."""
+    return tuple(c.name for c in records_table.columns if c.info["since"] == version)
 
-#: The schema version this code reads and writes.
-SCHEMA_VERSION: Final = len(_STEPS)
+
+def _add_record_columns(conn: Connection, version: int) -> None:
+    """Add the record's columns that came with ``version`` (each nullable: rows exist)."""
+    for name in _record_columns_since(version):
+        column = sa.schema.CreateColumn(records_table.c[name]).compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE {records_table.name} ADD COLUMN {column}"))
+
+
+#: Each version's step beyond the record's own new columns (``None``: only those), and
+#: whether the version only adds (see the module: code one version behind works on).
+_STEPS: Final[dict[int, tuple[Callable[[Connection], None] | None, bool]]] = {
+    1: (_step_1, False),
+    2: (None, False),
+    3: (_step_3, False),
+    4: (_step_4, False),
+    5: (_step_5, False),
+    6: (None, False),
+    7: (_step_7, True),
+    8: (_step_8, True),
+}
+
+#: The schema version this code reads and writes: the last step's, or the last record
+#: column's (a version that only adds record columns needs no step).
+SCHEMA_VERSION: Final = max(*_STEPS, *(c.info["since"] for c in records_table.columns))
 
 
 def current_version(conn: Connection) -> int:
@@ -357,8 +318,11 @@ def migrate(engine: Engine, target: int = SCHEMA_VERSION) -> int:
             refuse_newer(conn)
         oldest = works_with(conn, start) if start else 0
         for version in range(start + 1, target + 1):
-            step, additive = _STEPS[version - 1]
-            step(conn)
+            step, additive = _STEPS.get(version, (None, True))
+            if step is not None:
+                step(conn)
+            if version > 1:  # step 1 creates the table with its columns
+                _add_record_columns(conn, version)
             oldest = oldest if additive else version
             row: dict[str, int] = {"version": version}
             if version >= 7:
