@@ -102,6 +102,11 @@ class EnrichConfig:
         """The longest one whois batch can take: every attempt times out, with backoff."""
         return (self.timeout + MAX_BACKOFF_SECONDS) * self.retries
 
+    @property
+    def lease_seconds(self) -> float:
+        """How long a lease holds (whois's batch, a network source's call), with margin."""
+        return self.longest_batch_seconds + 30.0
+
     def as_dict(self) -> dict[str, Any]:
         """The settings as a plain mapping (the database URL's password masked)."""
         values = {

@@ -196,7 +196,7 @@ def test_migration_from_version_one(db_url: str) -> None:
     engine.dispose()
     store = open_store(db_url)  # migrates to the current version
     with store.engine.connect() as conn:
-        assert current_version(conn) == SCHEMA_VERSION == 8
+        assert current_version(conn) == SCHEMA_VERSION == 9
         assert sa.inspect(conn).has_table("owed")  # version 8
         assert sa.inspect(conn).has_table("source_answer")  # version 4
         columns = {c["name"] for c in sa.inspect(conn).get_columns("enrichment_record")}
@@ -210,7 +210,7 @@ def test_migration_from_version_one(db_url: str) -> None:
     store.close()
 
 
-@pytest.mark.parametrize("start", range(9))
+@pytest.mark.parametrize("start", range(10))
 def test_every_version_migrates_to_the_current_one(db_url: str, start: int) -> None:
     """Each step is self-contained: from any version (0: empty), the current schema builds."""
     engine = sa.create_engine(db_url)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from ..record import EnrichmentRecord
-from .steps import CacheView
+from .cache_view import CacheView
 
 __all__ = ["ForeignLeases"]
 

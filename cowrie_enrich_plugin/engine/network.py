@@ -5,6 +5,10 @@ a time and :attr:`~..sources.plugin.NetworkSource.batch_size` addresses a call, 
 thread of the engine asks; its answers become :class:`~..record.SourceSection` values
 with the source's own TTLs. A source that raises is a bug, not the network: its
 addresses stay pending and the others' answers are kept.
+
+Each call first leases its addresses' sections in the store (when there is one): an
+address another process is asking the source about is left to it, its section
+:data:`ASKED_ELSEWHERE` here (never saved: the other process saves its answer).
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Final
 
 from ..errors import ConfigError
 from ..record import SectionStatus, SourceSection, utc_now
@@ -21,17 +26,27 @@ from ..slices import slices
 from ..sources.plugin import Lookup, NetworkSource, load
 from ..store.facade import Store
 from ..store.quota import QuotaLedger
+from ..store.source_sections import claim_sections
 
-__all__ = ["NetworkSources"]
+__all__ = ["ASKED_ELSEWHERE", "NetworkSources"]
 
 logger = logging.getLogger(__name__)
+
+#: The section of an address whose source another process is asking now.
+ASKED_ELSEWHERE: Final = SourceSection(
+    SectionStatus.PENDING, error="another process is asking this source"
+)
+
+#: Leases (source, addresses) for this process; returns the addresses won.
+Claim = Callable[[str, Sequence[str]], set[str]]
 
 
 class NetworkSources:
     """The run's enabled network sources, by name."""
 
-    def __init__(self, sources: Mapping[str, NetworkSource]) -> None:
+    def __init__(self, sources: Mapping[str, NetworkSource], claim: Claim | None = None) -> None:
         self.sources = dict(sorted(sources.items()))
+        self._claim = claim
         self._slots = {
             name: threading.BoundedSemaphore(max(1, source.concurrency))
             for name, source in self.sources.items()
@@ -65,7 +80,10 @@ class NetworkSources:
             for source in opened.values():
                 source.close()
             raise
-        return cls(opened)
+        if store is None:
+            return cls(opened)
+        lease = config.lease_seconds
+        return cls(opened, lambda name, ips: claim_sections(store, name, ips, lease))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -90,16 +108,20 @@ class NetworkSources:
     def _ask_one(
         self, name: str, source: NetworkSource, batch: Sequence[str]
     ) -> dict[str, SourceSection]:
-        with self._slots[name]:
+        with self._slots[name]:  # leased once a slot is free: the lease times the call
+            won = set(batch) if self._claim is None else self._claim(name, batch)
+            asking = [ip for ip in batch if ip in won]
             try:
-                result = source.lookup(batch)
+                result = source.lookup(asking) if asking else Lookup()
             except Exception as exc:
-                logger.exception("the %s source failed on %d address(es)", name, len(batch))
-                result = Lookup(pending=dict.fromkeys(batch, f"internal error: {exc}"))
+                logger.exception("the %s source failed on %d address(es)", name, len(asking))
+                result = Lookup(pending=dict.fromkeys(asking, f"internal error: {exc}"))
         now = utc_now()
         sections: dict[str, SourceSection] = {}
         for ip in batch:
-            if ip in result.answers:
+            if ip not in won:
+                sections[ip] = ASKED_ELSEWHERE
+            elif ip in result.answers:
                 sections[ip] = _answered(
                     result.answers[ip], SectionStatus.ANSWERED, now, source.ttl
                 )
@@ -110,7 +132,10 @@ class NetworkSources:
             else:
                 why = result.pending.get(ip, "not answered")
                 sections[ip] = SourceSection(SectionStatus.PENDING, error=why)
-        left = sum(p.status is SectionStatus.PENDING for p in sections.values())
+        left = sum(
+            p.status is SectionStatus.PENDING and p is not ASKED_ELSEWHERE
+            for p in sections.values()
+        )
         with self._lock:
             if result.refusal is not None:
                 self.refused.add(name)

@@ -18,7 +18,8 @@ from .. import clock
 from ..errors import StoreError
 from ..record import EnrichmentRecord, SectionStatus, SourceSection, Status
 from ..slices import slices
-from .steps import CacheView, Enricher
+from .cache_view import CacheView
+from .steps import Enricher
 
 __all__ = ["NetworkAsking", "Sections", "with_every_section"]
 

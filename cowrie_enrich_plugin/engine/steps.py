@@ -11,7 +11,6 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..counters import RunCounters
@@ -24,36 +23,19 @@ from ..store import Store, open_store
 from ..store.backlog import end_backoff
 from ..store.deliveries import drop_gone_runs, news
 from ..store.owed import OwedRows
-from ..store.source_sections import due_pending_sections, get_sections, save_sections
-from .network import NetworkSources
+from ..store.source_sections import (
+    due_pending_sections,
+    get_sections,
+    release_sections,
+    save_sections,
+)
+from .cache_view import CacheView
+from .network import ASKED_ELSEWHERE, NetworkSources
 from .offline import OfflineSources
 
-__all__ = ["CacheView", "Enricher"]
+__all__ = ["Enricher"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class CacheView:
-    """What the store knows about a set of addresses.
-
-    ``fresh`` records need nothing; ``partial`` ones have a fresh Cymru answer but
-    a network source to ask (``needs``); ``stale`` and ``unknown`` addresses need
-    whois (and the network sources in ``needs``). ``sections`` holds the network sources'
-    fresh sections already stored.
-    """
-
-    fresh: dict[str, EnrichmentRecord] = field(default_factory=dict)
-    partial: dict[str, EnrichmentRecord] = field(default_factory=dict)
-    stale: dict[str, EnrichmentRecord] = field(default_factory=dict)
-    unknown: list[str] = field(default_factory=list)
-    sections: dict[str, dict[str, SourceSection]] = field(default_factory=dict)
-    needs: dict[str, tuple[str, ...]] = field(default_factory=dict)
-
-    @property
-    def to_fetch(self) -> list[str]:
-        """Addresses to ask the network for: unknown, pending or stale."""
-        return self.unknown + list(self.stale)
 
 
 class Enricher:
@@ -114,6 +96,8 @@ class Enricher:
         self._released = True
         try:
             self.store.release()
+            if self.network.names:
+                release_sections(self.store)
         except StoreError as exc:  # the leases expire on their own
             logger.warning("could not release leases: %s", exc)
 
@@ -136,8 +120,8 @@ class Enricher:
 
     @property
     def lease_seconds(self) -> float:
-        """How long a claim holds: the longest a batch can take, with margin."""
-        return self.config.longest_batch_seconds + 30.0
+        """How long a claim holds (:attr:`~..settings.EnrichConfig.lease_seconds`)."""
+        return self.config.lease_seconds
 
     # -- steps ------------------------------------------------------------------------
 
@@ -308,10 +292,8 @@ class Enricher:
         """
         if not self.network.names:
             return list(records)
-        rows = [
-            (ip, name, section) for ip, found in asked.items() for name, section in found.items()
-        ]
-        save_sections(self.store, rows)
+        rows = [(ip, name, p) for ip, found in asked.items() for name, p in found.items()]
+        save_sections(self.store, [row for row in rows if row[2] is not ASKED_ELSEWHERE])
         stale = self._stored_answers([r for r in rows if r[2].status is SectionStatus.PENDING])
         merged: list[EnrichmentRecord] = []
         for record in records:

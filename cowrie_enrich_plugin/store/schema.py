@@ -23,6 +23,8 @@ Never edit an old one.
   (``source_quota``); and, in the schema table, the oldest code that works with the
   database (``works_with``).
 - version 8: the records each sensor owes its output (``owed``, see :mod:`.owed`).
+- version 9: the network sources' leases (``lease_owner``, ``lease_expires_at`` of
+  ``source_answer``): one process at a time asks a source about an address.
 
 **Rolling upgrades.** A step that only adds (a table, or a nullable column older
 code never reads) leaves the database usable by code one step or more behind: each
@@ -97,6 +99,9 @@ source_answers = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("last_error", sa.Text),
     sa.Column("updated_at", _TIME, nullable=False),
+    # the process asking the source about the address now (:func:`.source_sections.claim_sections`)
+    sa.Column("lease_owner", sa.String(160)),
+    sa.Column("lease_expires_at", _TIME),
 )
 
 #: Per long-lived run (its lease owner id) and address: the signature of the record
@@ -218,6 +223,12 @@ def _step_8(conn: Connection) -> None:
     _as_of(owed_table, sa.MetaData(), ("sensor", "ip", "at")).create(conn)
 
 
+def _step_9(conn: Connection) -> None:
+    """Add the network sources' leases."""
+    for column in ("lease_owner VARCHAR(160)", "lease_expires_at TIMESTAMP"):
+        conn.execute(sa.text(f"ALTER TABLE source_answer ADD COLUMN {column}"))
+
+
 def _record_columns_since(version: int) -> tuple[str, ...]:
     """The record's columns that ``version`` added (:func:`.rows.record_columns`)."""
     return tuple(c.name for c in records_table.columns if c.info["since"] == version)
@@ -241,6 +252,7 @@ _STEPS: Final[dict[int, tuple[Callable[[Connection], None] | None, bool]]] = {
     6: (None, False),
     7: (_step_7, True),
     8: (_step_8, True),
+    9: (_step_9, True),
 }
 
 #: The schema version this code reads and writes: the last step's, or the last record

@@ -3,6 +3,10 @@
 An answer is kept as the source gave it (JSON) with its own fetch and expiry times.
 A failed lookup leaves a ``pending`` row with its attempts and last error, unless an
 older answer is stored: that one is served, stale, until a refresh succeeds.
+
+Processes sharing the database ask a source about an address one at a time: each
+leases the rows it is about to ask (:func:`claim_sections`), as whois's queue does,
+and saving the answer ends the lease.
 """
 
 from __future__ import annotations
@@ -16,17 +20,20 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..record import EnrichmentRecord, SectionStatus, SourceSection
+from .leases import owner_is_dead_here
 from .rows import aware, naive
 from .schema import source_answers
-from .sql import insert, ip_set, ip_set_value
+from .sql import bound_addresses, insert, ip_set, ip_set_value
 
 if TYPE_CHECKING:
     from .facade import Store
 
 __all__ = [
+    "claim_sections",
     "count_sections",
     "due_pending_sections",
     "get_sections",
+    "release_sections",
     "save_sections",
     "with_sections",
 ]
@@ -84,6 +91,8 @@ def save_sections(
             "attempts": 0,
             "last_error": None,
             "updated_at": moment,
+            "lease_owner": None,
+            "lease_expires_at": None,
         }
         for ip, name, section in ordered
         if section.status is not SectionStatus.PENDING
@@ -121,11 +130,100 @@ def save_sections(
                     "attempts": a.attempts + 1,
                     "last_error": stmt.excluded.last_error,
                     "updated_at": stmt.excluded.updated_at,
+                    "lease_owner": None,
+                    "lease_expires_at": None,
                 },
             )
             conn.execute(stmt, failed)
 
     store.write(work)
+
+
+def claim_sections(store: Store, source: str, ips: Sequence[str], lease_seconds: float) -> set[str]:
+    """Lease ``source``'s section of ``ips`` for this process before asking it; those won.
+
+    A section another live process holds is not won, nor one stored fresh since this
+    process looked (another process answered it); one whose holder on this host is
+    gone is taken over. A section never stored gets a ``pending`` row, so that it
+    counts as unfinished until it is answered.
+    """
+    wanted = sorted(set(ips))
+    if not wanted:
+        return set()
+    moment = naive(store.now())
+    assert moment is not None
+    until = moment + dt.timedelta(seconds=lease_seconds)
+    a, dialect = source_answers.c, store.dialect
+    given = bound_addresses(dialect)
+    at = sa.bindparam("at", type_=sa.DateTime())
+    owner = sa.bindparam("owner", type_=sa.String())
+    proposed = sa.select(
+        given.c.value,
+        sa.bindparam("source", type_=sa.String()),
+        sa.literal(SectionStatus.PENDING.value),
+        sa.literal(0),
+        sa.literal("not asked yet"),
+        at,
+        owner,
+        sa.bindparam("until", type_=sa.DateTime()),
+    ).where(sa.true())  # SQLite: a WHERE tells the SELECT's end from ON CONFLICT
+    if dialect == "postgresql":  # rows locked in address order: no cycle between sensors
+        proposed = proposed.order_by(given.c.value)
+    columns = ["ip", "source", "status", "attempts", "last_error", "updated_at"]
+    claim = insert(source_answers, dialect).from_select(
+        [*columns, "lease_owner", "lease_expires_at"], proposed
+    )
+    claim = claim.on_conflict_do_update(
+        index_elements=[a.ip, a.source],
+        set_={
+            "lease_owner": claim.excluded.lease_owner,
+            "lease_expires_at": claim.excluded.lease_expires_at,
+        },
+        where=sa.and_(
+            sa.or_(a.lease_expires_at.is_(None), a.lease_expires_at <= at, a.lease_owner == owner),
+            sa.or_(
+                a.status == SectionStatus.PENDING.value, a.expires_at.is_(None), a.expires_at <= at
+            ),
+        ),
+    ).returning(a.ip)
+    holders = sa.select(a.ip, a.lease_owner).where(ip_set(a.ip, dialect), a.source == source)
+    values = {"source": source, "at": moment, "owner": store.owner, "until": until}
+
+    def work(conn: Connection) -> set[str]:
+        won = {
+            row[0] for row in conn.execute(claim, {**values, "ips": ip_set_value(wanted, dialect)})
+        }
+        rest = [ip for ip in wanted if ip not in won]
+        if rest:  # held by a live process, or fresh by now: or held by one gone from this host?
+            held = conn.execute(holders, {"ips": ip_set_value(rest, dialect)}).all()
+            dead = {h for _ip, h in held if h and h != store.owner and owner_is_dead_here(h)}
+            if dead:
+                take = (
+                    sa.update(source_answers)
+                    .where(
+                        ip_set(a.ip, dialect), a.source == source, a.lease_owner.in_(sorted(dead))
+                    )
+                    .values(lease_owner=store.owner, lease_expires_at=until)
+                    .returning(a.ip)
+                )
+                taken = [ip for ip, h in held if h in dead]
+                won.update(
+                    row[0] for row in conn.execute(take, {"ips": ip_set_value(taken, dialect)})
+                )
+        return won
+
+    return store.write(work)
+
+
+def release_sections(store: Store) -> None:
+    """Give up this process's leases on sections (what they hold stays pending)."""
+    a = source_answers.c
+    stmt = (
+        sa.update(source_answers)
+        .where(a.lease_owner == store.owner)
+        .values(lease_owner=None, lease_expires_at=None)
+    )
+    store.write(lambda conn: conn.execute(stmt))
 
 
 def due_pending_sections(store: Store, sources: Sequence[str], limit: int = 100_000) -> list[str]:

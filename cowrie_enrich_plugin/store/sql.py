@@ -25,7 +25,7 @@ from .bulk import BulkInsert
 from .rows import RECORD_COLUMNS, TimeValue, naive
 from .schema import pending_queue, records_table
 
-__all__ = ["Statements", "ip_set", "ip_set_value", "time_converter"]
+__all__ = ["Statements", "bound_addresses", "insert", "ip_set", "ip_set_value", "time_converter"]
 
 _TIME_COLUMNS: Final = frozenset(
     c.name
@@ -102,7 +102,7 @@ def _is_fresh() -> sa.ColumnElement[bool]:
     )
 
 
-def _bound_addresses(dialect: str) -> Any:
+def bound_addresses(dialect: str) -> Any:
     """The address set bound as ``ips`` (:func:`ip_set_value`), as rows of one column."""
     if dialect == "postgresql":
         from sqlalchemy.dialects import postgresql
@@ -122,7 +122,7 @@ def _claim(dialect: str) -> Any:
     leased elsewhere.
     """
     q, r = pending_queue.c, records_table.c
-    given = _bound_addresses(dialect)
+    given = bound_addresses(dialect)
     at = sa.bindparam("at", type_=sa.DateTime())
     rows = sa.select(
         given.c.value,
