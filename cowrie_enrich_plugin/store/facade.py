@@ -27,7 +27,8 @@ from ..errors import StoreError
 from ..record import EnrichmentRecord, Status
 from .census import StoreStats, census
 from .dbclock import DatabaseClock
-from .leases import forget_owner, make_owner_id, owner_is_dead_here, remember_owner
+from .leases import forget_owner, make_owner_id, remember_owner
+from .presence import dead_holders
 from .retry import first_line, with_retries
 from .rows import RECORD_COLUMNS, naive, record_values, row_record
 from .schema import pending_queue, records_table
@@ -218,8 +219,8 @@ class Store:
             rest = [ip for ip in wanted if ip not in won]
             if rest:  # fresh by now, or leased elsewhere: by a live process?
                 holders = dict(conn.execute(sql.owners, self._ips(rest)).all())
-                dead = {h for h in holders.values() if h and h != owner and owner_is_dead_here(h)}
-                if dead:  # processes on this host that are gone
+                dead = dead_holders(conn, holders.values(), owner)
+                if dead:  # processes that are gone (here, or their sessions)
                     held = sorted(ip for ip, holder in holders.items() if holder in dead)
                     taken = sql.overtake(conn, held, dead, owner, until)
                     if taken:

@@ -72,12 +72,17 @@ def this_host() -> str:
     return f"{name}#{space}" if space else name
 
 
-def make_owner_id() -> str:
-    """An id for this process's leases: host and pid space, pid, start time, a random tag."""
+def make_owner_id(announced: bool = False) -> str:
+    """An id for this process's leases: host and pid space, pid, start time, a random tag.
+
+    ``announced``: the tag starts with ``p`` (never a hex digit): the store's sessions
+    carry it as their name, so that others can tell when they are gone (:mod:`.presence`).
+    """
     pid = os.getpid()
     start = _start_time(pid)
     who = f"{pid}@{start}" if start is not None else str(pid)
-    return f"{this_host()}/{who}/{uuid.uuid4().hex[:8]}"
+    tag = "p" + uuid.uuid4().hex[:7] if announced else uuid.uuid4().hex[:8]
+    return f"{this_host()}/{who}/{tag}"
 
 
 def remember_owner(owner: str) -> None:

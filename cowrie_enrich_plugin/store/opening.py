@@ -15,6 +15,8 @@ import tenacity
 from ..dburl import check_db_location, mask_url, normalize_db_url, scrub, sqlite_file
 from ..errors import ConfigError, StoreError
 from .facade import Store
+from .leases import make_owner_id
+from .presence import session_name
 from .retry import first_line, is_interrupted, with_retries
 from .schema import SchemaTooNew, current_version, migrate, refuse_newer
 
@@ -127,6 +129,21 @@ def _driver_options(parsed: sa.URL, url: str) -> tuple[sa.URL, dict[str, Any]]:
     return parsed.difference_update_query(["prepare_threshold"]), {"prepare_threshold": threshold}
 
 
+def _announced_owner(parsed: sa.URL, connect_args: dict[str, Any]) -> str | None:
+    """An announced owner id, its sessions' name set in ``connect_args`` (:mod:`.presence`).
+
+    ``None`` (an ordinary id) for SQLite, a pooler in transaction mode
+    (``prepare_threshold=none``) or an ``application_name`` of the URL's own.
+    """
+    if parsed.get_backend_name() != "postgresql" or "application_name" in parsed.query:
+        return None
+    if "prepare_threshold" in connect_args and connect_args["prepare_threshold"] is None:
+        return None
+    owner = make_owner_id(announced=True)
+    connect_args["application_name"] = session_name(owner)
+    return owner
+
+
 class EmptyDatabase(StoreError):
     """The database holds no store (opened without creating one)."""
 
@@ -168,6 +185,7 @@ def open_store(
     reader = read_only and path is not None and cannot_write(path)
     try:
         parsed, connect_args = _driver_options(sa.engine.make_url(normalize_db_url(url)), url)
+        owner = _announced_owner(parsed, connect_args)
         # A pooled PostgreSQL connection may have been dropped by the server; a
         # SQLite file's cannot be, and a ping before each transaction is wasted.
         engine = sa.create_engine(
@@ -208,7 +226,7 @@ def open_store(
         )
     if engine.dialect.name == "sqlite" and not reader:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
-    store = Store(engine)
+    store = Store(engine, owner)
     try:
         # A database that answered and then dropped the migration is retried; one
         # that does not answer at all is reported at once.

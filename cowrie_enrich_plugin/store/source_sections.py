@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..record import EnrichmentRecord, SectionStatus, SourceSection
-from .leases import owner_is_dead_here
+from .presence import dead_holders
 from .rows import aware, naive
 from .schema import source_answers
 from .sql import bound_addresses, insert, ip_set, ip_set_value
@@ -196,7 +196,7 @@ def claim_sections(store: Store, source: str, ips: Sequence[str], lease_seconds:
         rest = [ip for ip in wanted if ip not in won]
         if rest:  # held by a live process, or fresh by now: or held by one gone from this host?
             held = conn.execute(holders, {"ips": ip_set_value(rest, dialect)}).all()
-            dead = {h for _ip, h in held if h and h != store.owner and owner_is_dead_here(h)}
+            dead = dead_holders(conn, [holder for _ip, holder in held], store.owner)
             if dead:
                 take = (
                     sa.update(source_answers)
