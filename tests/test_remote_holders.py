@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -64,13 +67,58 @@ def test_the_leases_of_a_holder_whose_sessions_are_gone_are_taken_at_once(pg_url
     assert found == (set(IPS), set(IPS))
 
 
+class _Proxy:
+    """A TCP proxy on loopback to ``target``: the server sees the proxy's end, as behind a pooler."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.listener.accept()
+                server = socket.create_connection(self.target)
+                for one, other in ((client, server), (server, client)):
+                    threading.Thread(target=self._pump, args=(one, other), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+def _sessions(url: str) -> int:
+    with sa.create_engine(url, poolclass=sa.pool.NullPool).connect() as conn:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        return int(conn.exec_driver_sql(query).scalar_one())
+
+
 @pytest.mark.postgres
-def test_a_holder_through_a_pooler_is_not_judged_by_its_sessions(pg_url: str) -> None:
-    """With ``prepare_threshold=none`` (pgbouncer) a sensor is not announced: an idle
-    client there has no session, so its leases run their time even once it is gone."""
-    pooled = sa.engine.make_url(pg_url).update_query_dict({"prepare_threshold": "none"})
-    holder = _holder(pooled.render_as_string(hide_password=False))
+@pytest.mark.parametrize("between", ["pgbouncer's URL", "a proxy"])
+def test_a_holder_the_server_cannot_see_as_it_is_is_not_judged_by_its_sessions(
+    pg_url: str, between: str
+) -> None:
+    """Through a pooler (``prepare_threshold=none``) an idle client has no session of its
+    own, and behind a proxy the server cannot tell whose a session is: such a sensor is
+    not announced, and its leases run their time even once it is gone."""
+    url = sa.engine.make_url(pg_url)
+    if between == "a proxy":
+        proxy = _Proxy((url.host or "127.0.0.1", url.port or 5432))
+        url = url.set(host="127.0.0.1", port=proxy.port)
+    else:
+        url = url.update_query_dict({"prepare_threshold": "none"})
+    before = _sessions(pg_url)
+    holder = _holder(url.render_as_string(hide_password=False))
     os.killpg(holder.pid, signal.SIGKILL)
     holder.wait()
-    time.sleep(1)
+    deadline = time.monotonic() + 20
+    while _sessions(pg_url) > before and time.monotonic() < deadline:
+        time.sleep(0.2)  # its sessions are gone: a judge by sessions would take its leases now
+    assert _sessions(pg_url) <= before
     assert _both(pg_url) == (set(), set())

@@ -132,10 +132,8 @@ class NetworkSources:
             else:
                 why = result.pending.get(ip, "not answered")
                 sections[ip] = SourceSection(SectionStatus.PENDING, error=why)
-        left = sum(
-            p.status is SectionStatus.PENDING and p is not ASKED_ELSEWHERE
-            for p in sections.values()
-        )
+        # another process's ask leaves the section pending here too (a batch run exits 75)
+        left = sum(p.status is SectionStatus.PENDING for p in sections.values())
         with self._lock:
             if result.refusal is not None:
                 self.refused.add(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import tenacity
 from ..dburl import check_db_location, mask_url, normalize_db_url, scrub, sqlite_file
 from ..errors import ConfigError, StoreError
 from .facade import Store
-from .leases import make_owner_id
+from .leases import forget_owner, make_owner_id, remember_owner
 from .presence import session_name
 from .retry import first_line, is_interrupted, with_retries
 from .schema import SchemaTooNew, current_version, migrate, refuse_newer
@@ -129,19 +130,41 @@ def _driver_options(parsed: sa.URL, url: str) -> tuple[sa.URL, dict[str, Any]]:
     return parsed.difference_update_query(["prepare_threshold"]), {"prepare_threshold": threshold}
 
 
-def _announced_owner(parsed: sa.URL, connect_args: dict[str, Any]) -> str | None:
-    """An announced owner id, its sessions' name set in ``connect_args`` (:mod:`.presence`).
+def _may_announce(parsed: sa.URL, connect_args: dict[str, Any]) -> bool:
+    """Whether this store may name its sessions after its owner id (:mod:`.presence`).
 
-    ``None`` (an ordinary id) for SQLite, a pooler in transaction mode
-    (``prepare_threshold=none``) or an ``application_name`` of the URL's own.
+    Not on SQLite, nor for a pooler in transaction mode (``prepare_threshold=none``),
+    nor over a session name the operator gave (the URL's or ``PGAPPNAME``).
     """
     if parsed.get_backend_name() != "postgresql" or "application_name" in parsed.query:
-        return None
-    if "prepare_threshold" in connect_args and connect_args["prepare_threshold"] is None:
-        return None
+        return False
+    pooled = "prepare_threshold" in connect_args and connect_args["prepare_threshold"] is None
+    return not pooled and not os.environ.get("PGAPPNAME")
+
+
+def _direct(engine: sa.Engine) -> bool:
+    """Whether the server sees this process's connections as they are.
+
+    The client port it reports is this end's: a pooler or a proxy between shows its
+    own, and a Unix socket none.
+    """
+    with engine.connect() as conn:
+        fd = conn.connection.dbapi_connection.pgconn.socket  # type: ignore[union-attr]
+        with socket.socket(fileno=os.dup(fd)) as end:
+            if end.family not in (socket.AF_INET, socket.AF_INET6):
+                return False
+            port = end.getsockname()[1]
+        return bool(conn.exec_driver_sql("SELECT inet_client_port()").scalar() == port)
+
+
+def _announce(store: Store, session: dict[str, str]) -> None:
+    """Give ``store`` an announced owner id and name its sessions after it, from now on."""
     owner = make_owner_id(announced=True)
-    connect_args["application_name"] = session_name(owner)
-    return owner
+    session["application_name"] = session_name(owner) or ""
+    store.engine.dispose()  # the connections opened so far carry no name
+    forget_owner(store.owner)
+    store.owner = owner
+    remember_owner(owner)
 
 
 class EmptyDatabase(StoreError):
@@ -185,7 +208,7 @@ def open_store(
     reader = read_only and path is not None and cannot_write(path)
     try:
         parsed, connect_args = _driver_options(sa.engine.make_url(normalize_db_url(url)), url)
-        owner = _announced_owner(parsed, connect_args)
+        announcing = _may_announce(parsed, connect_args)
         # A pooled PostgreSQL connection may have been dropped by the server; a
         # SQLite file's cannot be, and a ping before each transaction is wasted.
         engine = sa.create_engine(
@@ -226,7 +249,10 @@ def open_store(
         )
     if engine.dialect.name == "sqlite" and not reader:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
-    store = Store(engine, owner)
+    session: dict[str, str] = {}  # what each new connection is named (once announced)
+    if announcing:
+        sa.event.listen(engine, "do_connect", lambda _d, _r, _a, params: params.update(session))
+    store = Store(engine)
     try:
         # A database that answered and then dropped the migration is retried; one
         # that does not answer at all is reported at once.
@@ -235,6 +261,8 @@ def open_store(
                 _check_version(engine, url)
             if create or upgrade:
                 migrate(engine)
+            if announcing and not session and _direct(engine):
+                _announce(store, session)
 
         with_retries(prepare, is_interrupted)
     except sa.exc.DatabaseError as exc:  # not reachable, locked, corrupt, not a database

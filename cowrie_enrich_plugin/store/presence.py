@@ -6,12 +6,15 @@ names each of its sessions after the id's tag (``application_name``), and holds
 pooled sessions for as long as it runs; when no session carries that name, its
 process is gone, and its leases are taken over at once instead of when they run out.
 
-Judged only when this process sees its own sessions' name too: through a pooler in
-transaction mode an idle client has no session of its own, and a role may not see
-others' sessions. Stores opened for such a pooler (``prepare_threshold=none``) or
-with an ``application_name`` of the operator's are not announced: their leases run
-their time. A live process whose every session dropped at once (the server
-restarted) is taken for gone too; what it held is then asked again, at most twice.
+A store is announced only when the server sees its connections as they are (the
+client port it reports is the connection's own, :func:`.opening.open_store`): through
+a pooler in transaction mode an idle client has no session of its own, and behind a
+proxy a session is not one client's. Nor for a pooler's URL
+(``prepare_threshold=none``) or an ``application_name`` of the operator's. Holders
+are judged only when this process sees its own sessions' name too (a role that cannot
+see others' sessions judges nobody). A live process whose every session dropped at
+once (the server restarted) is taken for gone too; what it held is then asked again,
+at most twice.
 """
 
 from __future__ import annotations

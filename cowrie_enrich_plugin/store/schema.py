@@ -2,10 +2,12 @@
 
 The ``cowrie_enrich_schema`` table holds one row: the version the database is
 at. :func:`migrate` applies, in order and each in its own transaction, every step
-above that version: the record's columns that came with it (declared in :mod:`.rows`,
-each with its version), then its step in ``_STEPS``. A new record column names the
+above that version: its step in ``_STEPS``, then the record's columns that came with
+it (declared in :mod:`.rows`, each with its version). A new record column names the
 next version in :mod:`.rows` and needs nothing here; anything else is a new step.
-Never edit an old one.
+Never edit an old one. A version of record columns alone does not only add: code one
+version behind would refresh a record without them, leaving them stale beside its
+fresh columns (an entry ``(None, True)`` here says a version may).
 
 - version 1: records, pending queue, indexes.
 - version 2: MaxMind database build times on each record
@@ -330,7 +332,7 @@ def migrate(engine: Engine, target: int = SCHEMA_VERSION) -> int:
             refuse_newer(conn)
         oldest = works_with(conn, start) if start else 0
         for version in range(start + 1, target + 1):
-            step, additive = _STEPS.get(version, (None, True))
+            step, additive = _STEPS.get(version, (None, False))
             if step is not None:
                 step(conn)
             if version > 1:  # step 1 creates the table with its columns

@@ -91,8 +91,6 @@ def save_sections(
             "attempts": 0,
             "last_error": None,
             "updated_at": moment,
-            "lease_owner": None,
-            "lease_expires_at": None,
         }
         for ip, name, section in ordered
         if section.status is not SectionStatus.PENDING
@@ -113,12 +111,22 @@ def save_sections(
         if section.status is SectionStatus.PENDING
     ]
 
+    # This process's lease ends; another's (this one's ran out and was taken) goes on.
+    mine = a.lease_owner == store.owner
+    lease_ended = {
+        "lease_owner": sa.case((mine, sa.null()), else_=a.lease_owner),
+        "lease_expires_at": sa.case((mine, sa.null()), else_=a.lease_expires_at),
+    }
+
     def work(conn: Connection) -> None:
         if answered:
             stmt = insert(source_answers, store.dialect)
             stmt = stmt.on_conflict_do_update(
                 index_elements=[a.ip, a.source],
-                set_={c: stmt.excluded[c] for c in answered[0] if c not in ("ip", "source")},
+                set_={
+                    **{c: stmt.excluded[c] for c in answered[0] if c not in ("ip", "source")},
+                    **lease_ended,
+                },
             )
             conn.execute(stmt, answered)
         if failed:
@@ -130,8 +138,7 @@ def save_sections(
                     "attempts": a.attempts + 1,
                     "last_error": stmt.excluded.last_error,
                     "updated_at": stmt.excluded.updated_at,
-                    "lease_owner": None,
-                    "lease_expires_at": None,
+                    **lease_ended,
                 },
             )
             conn.execute(stmt, failed)
@@ -168,8 +175,11 @@ def claim_sections(store: Store, source: str, ips: Sequence[str], lease_seconds:
         sa.bindparam("until", type_=sa.DateTime()),
     ).where(sa.true())  # SQLite: a WHERE tells the SELECT's end from ON CONFLICT
     if dialect == "postgresql":  # rows locked in address order: no cycle between sensors
-        proposed = proposed.order_by(given.c.value)
+        proposed = proposed.order_by(given.c.value.collate("C"))  # as Python sorts
     columns = ["ip", "source", "status", "attempts", "last_error", "updated_at"]
+    unanswered = sa.or_(
+        a.status == SectionStatus.PENDING.value, a.expires_at.is_(None), a.expires_at <= at
+    )
     claim = insert(source_answers, dialect).from_select(
         [*columns, "lease_owner", "lease_expires_at"], proposed
     )
@@ -181,9 +191,7 @@ def claim_sections(store: Store, source: str, ips: Sequence[str], lease_seconds:
         },
         where=sa.and_(
             sa.or_(a.lease_expires_at.is_(None), a.lease_expires_at <= at, a.lease_owner == owner),
-            sa.or_(
-                a.status == SectionStatus.PENDING.value, a.expires_at.is_(None), a.expires_at <= at
-            ),
+            unanswered,
         ),
     ).returning(a.ip)
     holders = sa.select(a.ip, a.lease_owner).where(ip_set(a.ip, dialect), a.source == source)
@@ -201,14 +209,20 @@ def claim_sections(store: Store, source: str, ips: Sequence[str], lease_seconds:
                 take = (
                     sa.update(source_answers)
                     .where(
-                        ip_set(a.ip, dialect), a.source == source, a.lease_owner.in_(sorted(dead))
+                        ip_set(a.ip, dialect),
+                        a.source == source,
+                        a.lease_owner.in_(sorted(dead)),
+                        unanswered,
                     )
                     .values(lease_owner=store.owner, lease_expires_at=until)
                     .returning(a.ip)
                 )
                 taken = [ip for ip, h in held if h in dead]
                 won.update(
-                    row[0] for row in conn.execute(take, {"ips": ip_set_value(taken, dialect)})
+                    row[0]
+                    for row in conn.execute(
+                        take, {"ips": ip_set_value(taken, dialect), "at": moment}
+                    )
                 )
         return won
 
@@ -223,7 +237,16 @@ def release_sections(store: Store) -> None:
         .where(a.lease_owner == store.owner)
         .values(lease_owner=None, lease_expires_at=None)
     )
-    store.write(lambda conn: conn.execute(stmt))
+    # PostgreSQL: the rows locked first in the order claims and saves lock them
+    order = (a.ip.collate("C"), a.source.collate("C"))
+    lock = sa.select(a.ip).where(a.lease_owner == store.owner).order_by(*order).with_for_update()
+
+    def work(conn: Connection) -> None:
+        if store.dialect == "postgresql":
+            conn.execute(lock).all()
+        conn.execute(stmt)
+
+    store.write(work)
 
 
 def due_pending_sections(store: Store, sources: Sequence[str], limit: int = 100_000) -> list[str]:
