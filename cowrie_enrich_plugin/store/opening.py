@@ -149,11 +149,15 @@ def _direct(engine: sa.Engine) -> bool:
     own, and a Unix socket none.
     """
     with engine.connect() as conn:
-        fd = conn.connection.dbapi_connection.pgconn.socket  # type: ignore[union-attr]
-        with socket.socket(fileno=os.dup(fd)) as end:
-            if end.family not in (socket.AF_INET, socket.AF_INET6):
-                return False
-            port = end.getsockname()[1]
+        # psycopg 3's; another driver's connection is not judged (nor announced)
+        pgconn: Any = getattr(conn.connection.dbapi_connection, "pgconn", None)
+        try:
+            with socket.socket(fileno=os.dup(pgconn.socket)) as end:
+                if end.family not in (socket.AF_INET, socket.AF_INET6):
+                    return False
+                port = end.getsockname()[1]
+        except (AttributeError, OSError, ValueError):
+            return False
         return bool(conn.exec_driver_sql("SELECT inet_client_port()").scalar() == port)
 
 
