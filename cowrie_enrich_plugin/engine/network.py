@@ -47,6 +47,8 @@ class NetworkSources:
     def __init__(self, sources: Mapping[str, NetworkSource], claim: Claim | None = None) -> None:
         self.sources = dict(sorted(sources.items()))
         self._claim = claim
+        #: whether this run leased any section (then its leases are released at the end)
+        self.leased = False
         self._slots = {
             name: threading.BoundedSemaphore(max(1, source.concurrency))
             for name, source in self.sources.items()
@@ -109,7 +111,11 @@ class NetworkSources:
         self, name: str, source: NetworkSource, batch: Sequence[str]
     ) -> dict[str, SourceSection]:
         with self._slots[name]:  # leased once a slot is free: the lease times the call
-            won = set(batch) if self._claim is None else self._claim(name, batch)
+            if self._claim is None:
+                won = set(batch)
+            else:
+                self.leased = True  # before: a claim that fails may still have committed
+                won = self._claim(name, batch)
             asking = [ip for ip in batch if ip in won]
             try:
                 result = source.lookup(asking) if asking else Lookup()

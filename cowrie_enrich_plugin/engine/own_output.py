@@ -14,13 +14,15 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import StoreError
 from ..record import EnrichmentRecord
 from .steps import Enricher
 
 __all__ = ["OwnOutput"]
+
+_T = TypeVar("_T")
 
 
 class OwnOutput:
@@ -60,13 +62,9 @@ class OwnOutput:
 
     def finished_owed(self) -> list[str]:
         """Owed addresses nothing waits on any more: finished here or by another sensor."""
-        if not self._active or self._paused():
+        if not self._active:
             return []
-        try:
-            return self._rows.finished()
-        except StoreError as exc:
-            self._failed(exc)
-            return []
+        return self._store(self._rows.finished, [])
 
     def from_host(self, ips: Sequence[str]) -> list[str]:
         """The host sent ``ips``. Those whose record was withheld, to look at again."""
@@ -112,15 +110,7 @@ class OwnOutput:
         if not unfinished:
             return
         owed = self._owed_now()
-        due = unfinished - owed
-        if due and not self._paused():
-            try:
-                self._rows.owe(due)
-            except StoreError as exc:
-                self._failed(exc)
-                return
-            with self._lock:
-                owed.update(due)
+        self._change(unfinished - owed, self._rows.owe, owed.update)
 
     def settle(self, dicts: Sequence[Mapping[str, Any]]) -> None:
         """After they went out: finished records of owed addresses are owed no more."""
@@ -129,26 +119,39 @@ class OwnOutput:
         owed = self._owed_now()
         names = self._names
         settled = {d["ip"] for d in dicts if d["ip"] in owed and not _unfinished(d, names)}
-        if settled and not self._paused():
-            try:
-                self._rows.settle(settled)
-            except StoreError as exc:
-                self._failed(exc)
-                return
-            with self._lock:
-                owed.difference_update(settled)
+        self._change(settled, self._rows.settle, owed.difference_update)
+
+    def _store(self, work: Callable[[], _T], otherwise: _T) -> _T:
+        """``work`` on the owed rows; ``otherwise`` while the database is left alone or fails."""
+        if self._paused():
+            return otherwise
+        try:
+            return work()
+        except StoreError as exc:
+            self._failed(exc)
+            return otherwise
+
+    def _change(
+        self, ips: set[str], write: Callable[[set[str]], None], note: Callable[[set[str]], None]
+    ) -> None:
+        """``write`` ``ips`` to the owed rows, then ``note`` them in this run's set."""
+
+        def work() -> bool:
+            write(ips)
+            return True
+
+        if not ips or not self._store(work, False):
+            return
+        with self._lock:
+            note(ips)
 
     def _owed_now(self) -> set[str]:
         with self._lock:
             if self._owed is not None:
                 return self._owed
-        if self._paused():
+        found = self._store(self._rows.all, None)
+        if found is None:
             return set()  # read when the database is back
-        try:
-            found = self._rows.all()
-        except StoreError as exc:
-            self._failed(exc)
-            return set()
         with self._lock:
             if self._owed is None:
                 self._owed = found
@@ -156,13 +159,9 @@ class OwnOutput:
 
     def _owed_elsewhere(self, ips: Iterable[str]) -> set[str]:
         wanted = list(ips)
-        if not wanted or self._paused():
+        if not wanted:
             return set()
-        try:
-            return self._rows.owed_elsewhere(wanted)
-        except StoreError as exc:
-            self._failed(exc)
-            return set()
+        return self._store(lambda: self._rows.owed_elsewhere(wanted), set())
 
 
 def _unfinished(record: Mapping[str, Any], names: tuple[str, ...]) -> bool:

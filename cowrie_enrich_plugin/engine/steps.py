@@ -96,7 +96,7 @@ class Enricher:
         self._released = True
         try:
             self.store.release()
-            if self.network.names:
+            if self.network.leased:
                 release_sections(self.store)
         except StoreError as exc:  # the leases expire on their own
             logger.warning("could not release leases: %s", exc)
