@@ -244,12 +244,15 @@ class Flusher:
             self._sender.recovered.clear()
         try:
             due, limit = due_retries(self.enricher)
-            # Nothing due while whois fails: one batch of the queue probes it, so that
-            # its return is noticed without new addresses (then all of it is due); not
-            # while the breaker holds every batch back, which would only fail it.
-            probe = not due and timer and self._sender.failing
+            # While whois fails, one full batch probes it, topped up with the queue's
+            # soonest when less is due, so that its return is noticed without new
+            # addresses (then all of it is due) and the queue after it goes in full
+            # batches; not while the breaker holds every batch back, which would only
+            # fail it.
+            short = self.config.batch_size - len(due)
+            probe = short > 0 and timer and self._sender.failing
             probe = probe and not self.enricher.whois_held_back()
-            if probe and self.enricher.end_whois_backoff(self.config.batch_size):
+            if probe and self.enricher.end_whois_backoff(short):
                 due, limit = due_retries(self.enricher)
         except StoreError as exc:
             self._gate.failed(exc)
