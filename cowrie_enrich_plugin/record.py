@@ -21,13 +21,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
-import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
 
+from .classification import LABEL_KEYS, Classification
 from .clock import utc_now
 
 __all__ = [
@@ -193,52 +193,6 @@ class SourceSection:
 
 
 @dataclass(frozen=True, slots=True)
-class Classification:
-    """Who runs the address's network, by the offline feeds: the ``classification`` section.
-
-    ``labels`` are the feeds' labels (``feed``, ``kind``, ``provider``, ``prefix``,
-    ``service``, ``region``, ``id``, ``version``, ``fetched_at``); ``kinds`` the sorted
-    set of their kinds. ``text`` is the section as JSON, as stored.
-    """
-
-    kinds: tuple[str, ...]
-    labels: tuple[Mapping[str, Any], ...]
-    #: the JSON text, made when first asked for (a record that is never stored needs none)
-    _text: list[str] = field(default_factory=list, compare=False, repr=False)
-
-    @property
-    def text(self) -> str:
-        """The section as JSON, as stored."""
-        if not self._text:
-            self._text.append(_compact_json({"kinds": self.kinds, "labels": self.labels}))
-        return self._text[0]
-
-    def same_labels(self, other: Classification) -> bool:
-        """Whether ``other`` says the same (compared as values: no JSON made)."""
-        return self is other or (self.kinds == other.kinds and self.labels == other.labels)
-
-    @classmethod
-    def from_text(cls, text: str) -> Classification:
-        """The section as stored (:attr:`text`)."""
-        return _stored_classification(text)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``classification`` section of the exported record."""
-        if not self.labels and not self.kinds:  # most addresses: no feed lists them
-            return {"kinds": [], "labels": []}
-        return {"kinds": list(self.kinds), "labels": [dict(label) for label in self.labels]}
-
-
-_compact_json: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
-@functools.lru_cache(maxsize=4096)
-def _stored_classification(text: str) -> Classification:
-    data = json.loads(text)
-    return Classification(tuple(data["kinds"]), tuple(data["labels"]), [text])
-
-
-@dataclass(frozen=True, slots=True)
 class EnrichmentRecord:
     """One address's merged record, as stored, delivered and exported."""
 
@@ -349,8 +303,8 @@ class EnrichmentRecord:
 
 
 #: The exported record's shape, declared once: its keys in order (then one per network
-#: source), the keys of each built-in section, and of each feed label.
-#: :meth:`EnrichmentRecord.to_dict` and the feeds' index build it; the CSV columns are
+#: source) and the keys of each built-in section (a feed label's are ``LABEL_KEYS``, in
+#: :mod:`.classification`). :meth:`EnrichmentRecord.to_dict` builds it; the CSV columns are
 #: derived from it; the store's rows, ``docs/records.rst`` and the ECS mapping are
 #: tested against it (``tests/test_record_shape.py``).
 RECORD_KEYS: Final = (
@@ -369,17 +323,6 @@ SECTION_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     "maxmind": tuple(f.name for f in dataclasses.fields(GeoAnswer)),
     "classification": ("kinds", "labels"),
 }
-LABEL_KEYS: Final = (
-    "feed",
-    "kind",
-    "provider",
-    "prefix",
-    "service",
-    "region",
-    "id",
-    "version",
-    "fetched_at",
-)
 
 
 def delivery_signature(record: Mapping[str, Any]) -> str:

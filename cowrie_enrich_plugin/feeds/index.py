@@ -13,14 +13,20 @@ feed finds it in one sweep). A lookup is a binary search over the interval start
 two 64-bit halves, the high halves searched first, then the low ones among equal
 high halves. Nothing of one family is ever looked up in the other's arrays.
 
-File layout: ``CEFEEDS1``, a 4-byte header length, a JSON header (the sections'
-offsets and kinds, the feeds' versions), then the sections, each 8-byte aligned:
-``v4_starts`` (I), ``v4_sets`` (I), ``v6_hi`` (Q), ``v6_lo`` (Q), ``v6_sets`` (I),
-``set_offsets`` (I), ``set_members`` (I), ``label_fields`` (I: five a label, its
-feed's number and the string ids of its prefix, service, region and id; 0 is none),
-``string_offsets`` (Q), ``strings`` (UTF-8, end to end). The feeds' names, kinds,
-providers and versions are in the header. Arrays are in the compiling machine's byte order,
-which the header records: an index is a local cache, compiled where it is used.
+A label set is kept as the JSON text of its ``classification`` section
+(:mod:`..classification`), in parts: the text up to the labels (``{"kinds":[...],
+"labels":[``, one of a few) and, per feed, the labels of its longest prefix there,
+joined once at compile time. Classifying a listed address joins its set's parts;
+nothing is parsed or built per label. The labels' text makes the file larger than
+the prefixes alone (about 200 bytes a listed entry).
+
+File layout: ``CEFEEDS2``, a 4-byte header length, a JSON header (the sections'
+offsets, the feeds' kinds, providers and versions), then the sections, each 8-byte
+aligned: ``v4_starts`` (I), ``v4_sets`` (I), ``v6_hi`` (Q), ``v6_lo`` (Q),
+``v6_sets`` (I), ``set_offsets`` (I), ``set_members`` (I: a set's string ids, its
+head then its feeds' label groups), ``string_offsets`` (Q), ``strings`` (UTF-8, end
+to end). Arrays are in the compiling machine's byte order, which the header records:
+an index is a local cache, compiled where it is used.
 """
 
 from __future__ import annotations
@@ -38,13 +44,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from ..classification import Classification, entry_text, feed_texts, section_text
 from ..files import replace_whole
-from ..record import Classification
 from .formats import Entry
 
 __all__ = ["FeedContent", "Index", "compile_index"]
 
-MAGIC: Final = b"CEFEEDS1"
+MAGIC: Final = b"CEFEEDS2"
 _SECTIONS: Final = (
     ("v4_starts", "I"),
     ("v4_sets", "I"),
@@ -53,12 +59,9 @@ _SECTIONS: Final = (
     ("v6_sets", "I"),
     ("set_offsets", "I"),
     ("set_members", "I"),
-    ("label_fields", "I"),
     ("string_offsets", "Q"),
 )
-_FEED_KEYS: Final = ("name", "kind", "provider", "version", "fetched_at")
-#: Classifications kept per process, by label set (most addresses share a handful).
-_CACHED_SETS: Final = 65_536
+_UNLISTED: Final = Classification((), ())
 
 
 @dataclass(frozen=True)
@@ -74,33 +77,29 @@ class FeedContent:
 
 
 class _Builder:
-    """Label ids, label-set ids and the interval sweep of one family."""
+    """String ids, label-set ids and the interval sweep of one family."""
 
     def __init__(self) -> None:
-        self.labels: list[tuple[int, int, int, int, int]] = []
-        self._label_ids: dict[tuple[int, int, int, int, int], int] = {}
         self.strings: list[str] = [""]
-        self._string_ids: dict[str | None, int] = {None: 0}
+        self._string_ids: dict[str, int] = {"": 0}
+        #: each feed's kind, by the feed's number
+        self.kinds: list[str] = []
         self.sets: list[tuple[int, ...]] = [()]
         self._set_ids: dict[tuple[int, ...], int] = {(): 0}
 
-    def string(self, text: str | None) -> int:
+    def string(self, text: str) -> int:
         found = self._string_ids.get(text)
         if found is None:
             found = self._string_ids[text] = len(self.strings)
-            self.strings.append(str(text))
+            self.strings.append(text)
         return found
 
-    def label(self, feed: int, entry: Entry) -> int:
-        key = (feed, *(self.string(value) for value in entry))
-        assert len(key) == 5
-        found = self._label_ids.get(key)
-        if found is None:
-            found = self._label_ids[key] = len(self.labels)
-            self.labels.append(key)
-        return found
-
-    def set_id(self, members: tuple[int, ...]) -> int:
+    def set_id(self, groups: tuple[int, ...], feeds: Iterable[int]) -> int:
+        """The set of ``groups`` (the feeds' label groups, in feed order): its id."""
+        if not groups:
+            return 0
+        kinds = sorted({self.kinds[feed] for feed in feeds})
+        members = (self.string(section_text(tuple(kinds), ())[:-2]), *groups)
         found = self._set_ids.get(members)
         if found is None:
             found = self._set_ids[members] = len(self.sets)
@@ -108,20 +107,20 @@ class _Builder:
         return found
 
     def sweep(
-        self, nodes: dict[tuple[int, int, int], list[int]], top: int
+        self, nodes: dict[tuple[int, int, int], int], top: int
     ) -> tuple[list[int], list[int]]:
-        """Interval starts and their label-set ids, for nodes keyed (feed, first, last).
+        """Interval starts and their label-set ids, for label groups keyed (feed, first, last).
 
         ``top`` is the family's last address: one past it starts no interval.
         """
-        starts_at: dict[int, list[tuple[int, int, int, tuple[int, ...]]]] = {}
+        starts_at: dict[int, list[tuple[int, int, int, int]]] = {}
         ends_after: dict[int, set[int]] = {}
-        for (feed, first, last), labels in nodes.items():
+        for (feed, first, last), group in nodes.items():
             # outer (larger) prefixes first at the same start: pushed before inner ones
-            starts_at.setdefault(first, []).append((-(last - first), feed, last, tuple(labels)))
+            starts_at.setdefault(first, []).append((-(last - first), feed, last, group))
             if last < top:
                 ends_after.setdefault(last + 1, set()).add(feed)
-        stacks: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
+        stacks: dict[int, list[tuple[int, int]]] = {}
         starts: list[int] = [0]
         sets: list[int] = [0]
         for point in sorted(set(starts_at) | set(ends_after)):
@@ -131,10 +130,10 @@ class _Builder:
                     stack.pop()
                 if not stack:
                     del stacks[feed]
-            for _size, feed, last, held in sorted(starts_at.get(point, ())):
-                stacks.setdefault(feed, []).append((last, held))
-            members = tuple(m for feed in sorted(stacks) for m in stacks[feed][-1][1])
-            set_id = self.set_id(members)
+            for _size, feed, last, group in sorted(starts_at.get(point, ())):
+                stacks.setdefault(feed, []).append((last, group))
+            feeds = sorted(stacks)
+            set_id = self.set_id(tuple(stacks[feed][-1][1] for feed in feeds), feeds)
             if point == starts[-1]:
                 sets[-1] = set_id
             elif set_id != sets[-1]:
@@ -149,7 +148,7 @@ def compile_index(feeds: Iterable[FeedContent], path: Path) -> dict[str, Any]:
     :returns: the header written (each feed's version, fetch time and entry count).
     """
     builder = _Builder()
-    nodes: tuple[dict[tuple[int, int, int], list[int]], ...] = ({}, {})
+    texts: tuple[dict[tuple[int, int, int], list[str]], ...] = ({}, {})
     described: dict[str, dict[str, Any]] = {}
     order: list[str] = []
     for number, feed in enumerate(feeds):
@@ -162,14 +161,21 @@ def compile_index(feeds: Iterable[FeedContent], path: Path) -> dict[str, Any]:
             "fetched_at": feed.fetched_at,
             "entries": len(feed.entries),
         }
+        builder.kinds.append(feed.kind)
+        before, after = feed_texts(_label_keys(described[feed.name]))
         for entry in feed.entries:
             net = ipaddress.ip_network(entry.prefix)
             first = int(net.network_address)
             key = (number, first, first + net.num_addresses - 1)
-            found = nodes[net.version == 6].setdefault(key, [])
-            label = builder.label(number, entry)
+            found = texts[net.version == 6].setdefault(key, [])
+            label = f"{before},{entry_text(entry)},{after}"
             if label not in found:
                 found.append(label)
+    # one prefix's labels in a feed: one group, joined once, as every set holding it shows it
+    nodes = tuple(
+        {key: builder.string(",".join(group)) for key, group in family.items()} for family in texts
+    )
+    del texts
     v4_starts, v4_sets = builder.sweep(nodes[0], (1 << 32) - 1)
     v6_starts, v6_sets = builder.sweep(nodes[1], (1 << 128) - 1)
     mask = (1 << 64) - 1
@@ -191,7 +197,6 @@ def compile_index(feeds: Iterable[FeedContent], path: Path) -> dict[str, Any]:
         "v6_sets": array("I", v6_sets),
         "set_offsets": array("I", offsets),
         "set_members": array("I", members),
-        "label_fields": array("I", (n for label in builder.labels for n in label)),
         "string_offsets": array("Q", string_offsets),
     }
     parts = [arrays[name].tobytes() for name, _code in _SECTIONS] + [bytes(blob)]
@@ -229,6 +234,11 @@ def _aligned(offset: int) -> int:
     return (offset + 7) & ~7
 
 
+def _label_keys(feed: dict[str, Any]) -> dict[str, Any]:
+    """What a feed gives each of its labels, by the labels' keys."""
+    return {**feed, "feed": feed["name"]}
+
+
 class Index:
     """A compiled index, mapped read-only: :meth:`classify` answers in about a microsecond.
 
@@ -264,23 +274,16 @@ class Index:
             self._v6_sets = section("v6_sets")
             self._set_offsets = section("set_offsets")
             self._set_members = section("set_members")
-            self._label_fields = section("label_fields")
             self._string_offsets = section("string_offsets", wide=True)
             start, length = sections["strings"]
             self._strings = view[start : start + length]
             self._views.append(self._strings)
-            # what a label takes from its feed: the same for all of the feed's labels
-            self._feed_parts = [
-                tuple(header["feeds"][name][key] for key in _FEED_KEYS) for name in header["order"]
-            ]
         except (ValueError, KeyError, TypeError, struct.error) as exc:
             self.close()
             raise ValueError(f"{path} is not a usable feed index: {exc}") from None
         #: each feed's ``kind``, ``provider``, ``version``, ``fetched_at`` and ``entries``
         self.feeds: dict[str, dict[str, Any]] = header["feeds"]
-        self._cache: dict[int, Classification] = {}
-        self._labels: dict[int, dict[str, Any]] = {}
-        self._decoded: dict[int, str] = {}
+        self._heads: dict[int, str] = {}
 
     def set_of(self, ip: str) -> int:
         """The label set of a canonical address (0: no feed lists it)."""
@@ -296,59 +299,32 @@ class Index:
     def classify(self, ip: str) -> Classification:
         """The ``classification`` section of a canonical address."""
         set_id = self.set_of(ip)
-        found = self._cache.get(set_id)
-        if found is None:
-            found = self._classification(set_id)
-            if len(self._cache) >= _CACHED_SETS:
-                self._cache.clear()
-            self._cache[set_id] = found
-        return found
-
-    def _common(self, string_id: int) -> str | None:
-        """A string many labels share (a service, a region), decoded once."""
-        found = self._decoded.get(string_id)
-        if found is None and string_id:
-            offsets = self._string_offsets
-            found = str(self._strings[offsets[string_id] : offsets[string_id + 1]], "utf-8")
-            if len(self._decoded) < _CACHED_SETS:
-                self._decoded[string_id] = found
-        return found
+        # Made anew each time: joining a set's texts costs about what keeping the sets
+        # made in a dict did (inserts, and the collector walking them), without its memory.
+        return self._classification(set_id) if set_id else _UNLISTED
 
     def _classification(self, set_id: int) -> Classification:
-        labels = self._labels
-        members = self._set_members
-        found = []
-        for n in range(self._set_offsets[set_id], self._set_offsets[set_id + 1]):
-            # A label is in every set of the prefixes nested in its own (a cloud region's
-            # /12 in thousands): made once, shared like the sets' classifications.
-            label = labels.get(members[n])
-            if label is None:
-                label = self._label(members[n])
-                if len(labels) >= _CACHED_SETS:
-                    labels.clear()
-                labels[members[n]] = label
-            found.append(label)
-        return Classification(tuple(sorted({label["kind"] for label in found})), tuple(found))
+        # A set's first member is its section's text up to the labels (one of a few: kept
+        # decoded), the others its feeds' label groups: the section is their texts
+        # joined, nothing parsed or built.
+        offsets, strings, members = self._string_offsets, self._strings, self._set_members
+        start, end = self._set_offsets[set_id], self._set_offsets[set_id + 1]
+        head = self._heads.get(members[start])
+        if head is None:
+            head = self._heads[members[start]] = self._string(members[start])
+        if end - start == 2:  # most sets: one feed's labels
+            group = members[start + 1]
+            return Classification.from_text(
+                f"{head}{str(strings[offsets[group] : offsets[group + 1]], 'utf-8')}]}}"
+            )
+        groups = ",".join(
+            [str(strings[offsets[m] : offsets[m + 1]], "utf-8") for m in members[start + 1 : end]]
+        )
+        return Classification.from_text(f"{head}{groups}]}}")
 
-    def _label(self, member: int) -> dict[str, Any]:
-        """Label ``member`` of the labels section, as the record shows it."""
-        fields, offsets, strings = self._label_fields, self._string_offsets, self._strings
-        at = member * 5
-        name, kind, provider, version, fetched_at = self._feed_parts[fields[at]]
-        # string 0 is "none"; the others are UTF-8 slices of the strings section.
-        # Services and regions repeat: kept once decoded; prefixes and ids do not.
-        first, second, third, fourth = fields[at + 1 : at + 5]
-        return {
-            "feed": name,
-            "kind": kind,
-            "provider": provider,
-            "prefix": str(strings[offsets[first] : offsets[first + 1]], "utf-8"),
-            "service": self._common(second),
-            "region": self._common(third),
-            "id": str(strings[offsets[fourth] : offsets[fourth + 1]], "utf-8") if fourth else None,
-            "version": version,
-            "fetched_at": fetched_at,
-        }
+    def _string(self, number: int) -> str:
+        offsets = self._string_offsets
+        return str(self._strings[offsets[number] : offsets[number + 1]], "utf-8")
 
     def close(self) -> None:
         """Unmap the file (classifications already handed out stay valid)."""

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import replace_whole
-from .index import FeedContent, compile_index
+from .index import MAGIC, FeedContent, compile_index
 from .settings import FeedsConfig
 
 __all__ = [
@@ -162,7 +162,7 @@ def exclusive(config: FeedsConfig, wait: bool = True) -> Iterator[bool]:
 
 
 def _index_key(config: FeedsConfig, states: Mapping[str, FeedState]) -> str:
-    sha = hashlib.sha256()
+    sha = hashlib.sha256(MAGIC)  # an index of another format is compiled again, not misread
     for name, state in states.items():
         sha.update(
             f"{name}\0{state.version}\0{state.fetched_at}\0{sorted(state.files.items())}\0".encode()

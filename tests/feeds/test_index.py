@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import pickle
 import random
 from pathlib import Path
 
+from cowrie_enrich_plugin.classification import Classification
 from cowrie_enrich_plugin.feeds.formats import Entry
 from cowrie_enrich_plugin.feeds.index import FeedContent, Index, compile_index
 
@@ -194,3 +197,29 @@ def test_the_section_names_kinds_and_keeps_every_entry_of_the_longest_prefix(
     ]
     assert all(label["version"] == "v1" for label in section.labels)
     assert index.classify("4.4.4.4").to_dict() == {"kinds": [], "labels": []}
+
+
+def test_a_compiled_section_is_the_text_its_labels_make(tmp_path: Path) -> None:
+    """The joined text is the one JSON form: what values make, store and compare by."""
+    rng = random.Random(11)
+    odd = ['say "hi"', "back\\slash", "üñí€ode", "tab\there", None]
+    feeds = {
+        name: [
+            Entry(prefix, rng.choice(odd), rng.choice(odd), rng.choice(odd))
+            for prefix in ("10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "2001:db8::/32")
+            for _ in range(rng.randint(1, 3))
+        ]
+        for name in ("one", "two", "three")
+    }
+    index = _compiled(tmp_path, feeds)
+    for ip in ("10.9.9.9", "10.1.9.9", "10.1.2.3", "2001:db8::1", "11.0.0.1"):
+        section = index.classify(ip)
+        made = Classification(section.kinds, section.labels)
+        assert made.text == section.text and made == section, ip
+        assert json.loads(section.text) == section.to_dict() == made.to_dict()
+        assert section.kinds == tuple(sorted({label["kind"] for label in section.labels}))
+        assert pickle.loads(pickle.dumps(section)) == section
+        assert Classification.from_text(section.text).same_labels(section)
+    assert len(index.classify("10.1.2.3").labels) == sum(
+        len({e for e in entries if e.prefix == "10.1.2.0/24"}) for entries in feeds.values()
+    )

@@ -1,0 +1,144 @@
+"""The ``classification`` section: who runs an address's network, by the offline feeds.
+
+A section is its JSON text first. The text is what is stored and what two sections
+are compared by, and the compiled feed index keeps each label as text, so that
+classifying an address joins texts and builds no objects. The labels as values are
+parsed from the text only when something asks for them (exporting the record).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+__all__ = [
+    "ENTRY_KEYS",
+    "LABEL_KEYS",
+    "Classification",
+    "compact_json",
+    "entry_text",
+    "feed_texts",
+    "section_text",
+]
+
+#: A label's keys, in the order the record shows them.
+LABEL_KEYS: Final = (
+    "feed",
+    "kind",
+    "provider",
+    "prefix",
+    "service",
+    "region",
+    "id",
+    "version",
+    "fetched_at",
+)
+#: The keys a feed's entry gives its label (the feed gives the others, the same for
+#: all its labels); they follow each other in :data:`LABEL_KEYS`.
+ENTRY_KEYS: Final = ("prefix", "service", "region", "id")
+_FIRST: Final = LABEL_KEYS.index(ENTRY_KEYS[0])
+_LAST: Final = _FIRST + len(ENTRY_KEYS)
+if LABEL_KEYS[_FIRST:_LAST] != ENTRY_KEYS or not 0 < _FIRST < _LAST < len(LABEL_KEYS):
+    raise ImportError("an entry's keys must be together, between some of its feed's")
+
+#: The one JSON form of a section (compact, UTF-8 kept), made and compared as text.
+compact_json: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_EMPTY: Final = '{"kinds":[],"labels":[]}'
+
+
+def entry_text(values: Sequence[str | None]) -> str:
+    """An entry's part of its label's text: its :data:`ENTRY_KEYS`, without braces."""
+    return compact_json(dict(zip(ENTRY_KEYS, values, strict=True)))[1:-1]
+
+
+def feed_texts(feed: Mapping[str, Any]) -> tuple[str, str]:
+    """A feed's parts of each of its labels' text: before and after the entry's part.
+
+    ``feed`` holds the label's other keys (``feed``, ``kind``, ...); a label's text is
+    ``before + "," + entry_text(...) + "," + after``.
+    """
+    before = compact_json({key: feed[key] for key in LABEL_KEYS[:_FIRST]})[:-1]
+    return before, compact_json({key: feed[key] for key in LABEL_KEYS[_LAST:]})[1:]
+
+
+def section_text(kinds: tuple[str, ...], labels: Iterable[str]) -> str:
+    """A section's text from its kinds and its labels' texts."""
+    return f'{{"kinds":{_kinds_text(kinds)},"labels":[{",".join(labels)}]}}'
+
+
+@functools.lru_cache(maxsize=256)
+def _kinds_text(kinds: tuple[str, ...]) -> str:
+    return compact_json(kinds)  # a handful of kinds: a handful of texts
+
+
+class Classification:
+    """Who runs the address's network, by the offline feeds: the ``classification`` section.
+
+    ``labels`` are the feeds' labels (:data:`LABEL_KEYS`); ``kinds`` the sorted set of
+    their kinds; ``text`` the section as JSON, as stored. A section made from its text
+    (:meth:`from_text`) parses it only when its kinds or labels are asked for.
+    """
+
+    __slots__ = ("_kinds", "_labels", "_text")
+
+    def __init__(self, kinds: Sequence[str], labels: Iterable[Mapping[str, Any]]) -> None:
+        self._kinds: tuple[str, ...] | None = tuple(kinds)
+        self._labels: tuple[Mapping[str, Any], ...] | None = tuple(labels)
+        self._text: str | None = None
+
+    @classmethod
+    def from_text(cls, text: str, kinds: tuple[str, ...] | None = None) -> Classification:
+        """The section as stored (:attr:`text`); ``kinds`` when the maker knows them."""
+        made = cls.__new__(cls)
+        made._kinds, made._labels, made._text = kinds, None, text
+        return made
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The sorted set of the labels' kinds."""
+        if self._kinds is None:
+            self._kinds = tuple(json.loads(self.text)["kinds"])
+        return self._kinds
+
+    @property
+    def labels(self) -> tuple[Mapping[str, Any], ...]:
+        """The feeds' labels (shared: :meth:`to_dict` gives copies to change)."""
+        if self._labels is None:
+            self._labels = tuple(json.loads(self.text)["labels"])
+        return self._labels
+
+    @property
+    def text(self) -> str:
+        """The section as JSON, as stored."""
+        if self._text is None:
+            self._text = compact_json({"kinds": self._kinds, "labels": self._labels})
+        return self._text
+
+    def same_labels(self, other: Classification) -> bool:
+        """Whether ``other`` says the same (their texts compared: nothing parsed)."""
+        return self is other or self.text == other.text
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``classification`` section of the exported record (the caller's to change)."""
+        if self._labels is not None:
+            if not self._labels:  # most addresses: no feed lists them
+                return {"kinds": [], "labels": []}
+            return {"kinds": list(self.kinds), "labels": [dict(label) for label in self._labels]}
+        if self._text == _EMPTY:
+            return {"kinds": [], "labels": []}
+        data: dict[str, Any] = json.loads(self.text)
+        return data
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Classification) and self.same_labels(other)
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __repr__(self) -> str:
+        return f"Classification.from_text({self.text!r})"
+
+    def __reduce__(self) -> tuple[Any, tuple[str, tuple[str, ...] | None]]:
+        return (Classification.from_text, (self.text, self._kinds))
