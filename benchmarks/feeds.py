@@ -135,8 +135,11 @@ def separate(total: int, rng: random.Random) -> dict[str, list[Entry]]:
                 Entry(text, None, None, "SBL" + text[:3] if "drop" in feed else None)
             )
             continue
-        region = f"region-{hash(text.split('.')[0].split(':')[1 if ':' in text else 0]) % 30}"
-        for service in {rng.choice(services) for _ in range(1 + (rng.random() < 0.3) * 3)}:
+        block = int(ipaddress.ip_network(text).network_address) >> (96 if ":" in text else 20)
+        region = f"region-{block % 30}"  # a region a /12 (IPv4) or a /32 (IPv6)
+        for service in dict.fromkeys(
+            rng.choice(services) for _ in range(1 + (rng.random() < 0.3) * 3)
+        ):
             per_feed[feed].append(Entry(text, service, region))  # Azure's tags share prefixes
     return per_feed
 
