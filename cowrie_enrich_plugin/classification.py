@@ -99,15 +99,21 @@ class Classification:
     def kinds(self) -> tuple[str, ...]:
         """The sorted set of the labels' kinds."""
         if self._kinds is None:
-            self._kinds = tuple(json.loads(self.text)["kinds"])
+            self._parse()
+        assert self._kinds is not None
         return self._kinds
 
     @property
     def labels(self) -> tuple[Mapping[str, Any], ...]:
         """The feeds' labels (shared: :meth:`to_dict` gives copies to change)."""
         if self._labels is None:
-            self._labels = tuple(json.loads(self.text)["labels"])
+            self._parse()
+        assert self._labels is not None
         return self._labels
+
+    def _parse(self) -> None:
+        data = json.loads(self.text)
+        self._kinds, self._labels = tuple(data["kinds"]), tuple(data["labels"])
 
     @property
     def text(self) -> str:
@@ -122,14 +128,10 @@ class Classification:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``classification`` section of the exported record (the caller's to change)."""
-        if self._labels is not None:
-            if not self._labels:  # most addresses: no feed lists them
-                return {"kinds": [], "labels": []}
-            return {"kinds": list(self.kinds), "labels": [dict(label) for label in self._labels]}
-        if self._text == _EMPTY:
-            return {"kinds": [], "labels": []}
-        data: dict[str, Any] = json.loads(self.text)
-        return data
+        if self._text == _EMPTY or (self._labels == () and self._kinds == ()):
+            return {"kinds": [], "labels": []}  # most addresses: no feed lists them
+        # Parsed once, kept: a section kept by the index is exported again and again.
+        return {"kinds": list(self.kinds), "labels": [dict(label) for label in self.labels]}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Classification) and self.same_labels(other)

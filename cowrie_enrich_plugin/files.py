@@ -11,6 +11,7 @@ import contextlib
 import functools
 import os
 import stat
+from collections.abc import Iterable
 
 __all__ = ["beside", "process_umask", "replace_whole"]
 
@@ -56,9 +57,13 @@ def beside(path: str | os.PathLike[str], mode: int | None = None) -> tuple[int, 
 
 
 def replace_whole(
-    path: str | os.PathLike[str], data: bytes, *, mode: int | None = None, sync: bool = False
+    path: str | os.PathLike[str],
+    data: bytes | Iterable[bytes | memoryview],
+    *,
+    mode: int | None = None,
+    sync: bool = False,
 ) -> None:
-    """Write ``data`` beside ``path`` and rename it over ``path``.
+    """Write ``data`` (bytes, or pieces of it in order) beside ``path``, rename it over ``path``.
 
     ``sync``: on disk before the rename (a file other runs build on, not a report
     rewritten every few seconds). The temporary file goes if anything fails.
@@ -66,7 +71,11 @@ def replace_whole(
     fd, temporary = beside(path, mode)
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(data)
+            if isinstance(data, bytes):
+                out.write(data)
+            else:
+                for piece in data:
+                    out.write(piece)
             if sync:
                 out.flush()
                 os.fsync(out.fileno())

@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import itertools
 import json
 import mmap
 import socket
 import struct
 import sys
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -51,17 +52,9 @@ from .formats import Entry
 __all__ = ["FeedContent", "Index", "compile_index"]
 
 MAGIC: Final = b"CEFEEDS2"
-_SECTIONS: Final = (
-    ("v4_starts", "I"),
-    ("v4_sets", "I"),
-    ("v6_hi", "Q"),
-    ("v6_lo", "Q"),
-    ("v6_sets", "I"),
-    ("set_offsets", "I"),
-    ("set_members", "I"),
-    ("string_offsets", "Q"),
-)
 _UNLISTED: Final = Classification((), ())
+#: Sections kept per process, by label set: a few megabytes at most.
+_KEPT_SETS: Final = 8192
 
 
 @dataclass(frozen=True)
@@ -148,7 +141,7 @@ def compile_index(feeds: Iterable[FeedContent], path: Path) -> dict[str, Any]:
     :returns: the header written (each feed's version, fetch time and entry count).
     """
     builder = _Builder()
-    texts: tuple[dict[tuple[int, int, int], list[str]], ...] = ({}, {})
+    nodes: tuple[dict[tuple[int, int, int], int], ...] = ({}, {})
     described: dict[str, dict[str, Any]] = {}
     order: list[str] = []
     for number, feed in enumerate(feeds):
@@ -163,6 +156,7 @@ def compile_index(feeds: Iterable[FeedContent], path: Path) -> dict[str, Any]:
         }
         builder.kinds.append(feed.kind)
         before, after = feed_texts(_label_keys(described[feed.name]))
+        texts: tuple[dict[tuple[int, int, int], list[str]], ...] = ({}, {})
         for entry in feed.entries:
             net = ipaddress.ip_network(entry.prefix)
             first = int(net.network_address)
@@ -171,11 +165,9 @@ def compile_index(feeds: Iterable[FeedContent], path: Path) -> dict[str, Any]:
             label = f"{before},{entry_text(entry)},{after}"
             if label not in found:
                 found.append(label)
-    # one prefix's labels in a feed: one group, joined once, as every set holding it shows it
-    nodes = tuple(
-        {key: builder.string(",".join(group)) for key, group in family.items()} for family in texts
-    )
-    del texts
+        # one prefix's labels in a feed: one group, joined once, as every set holding it shows it
+        for family, groups in zip(nodes, texts, strict=True):
+            family.update((key, builder.string(",".join(group))) for key, group in groups.items())
     v4_starts, v4_sets = builder.sweep(nodes[0], (1 << 32) - 1)
     v6_starts, v6_sets = builder.sweep(nodes[1], (1 << 128) - 1)
     mask = (1 << 64) - 1
@@ -184,11 +176,8 @@ def compile_index(feeds: Iterable[FeedContent], path: Path) -> dict[str, Any]:
     for label_set in builder.sets:
         members.extend(label_set)
         offsets.append(len(members))
-    blob = bytearray()
-    string_offsets = [0]
-    for string in builder.strings:
-        blob += string.encode()
-        string_offsets.append(len(blob))
+    strings = [string.encode() for string in builder.strings]
+    del builder
     arrays = {
         "v4_starts": array("I", v4_starts),
         "v4_sets": array("I", v4_sets),
@@ -197,9 +186,10 @@ def compile_index(feeds: Iterable[FeedContent], path: Path) -> dict[str, Any]:
         "v6_sets": array("I", v6_sets),
         "set_offsets": array("I", offsets),
         "set_members": array("I", members),
-        "string_offsets": array("Q", string_offsets),
+        "string_offsets": array("Q", itertools.accumulate(map(len, strings), initial=0)),
     }
-    parts = [arrays[name].tobytes() for name, _code in _SECTIONS] + [bytes(blob)]
+    sizes = {name: len(part) * part.itemsize for name, part in arrays.items()}
+    sizes["strings"] = arrays["string_offsets"][-1]
     header: dict[str, Any] = {
         "byteorder": sys.byteorder,
         "feeds": described,
@@ -211,22 +201,27 @@ def compile_index(feeds: Iterable[FeedContent], path: Path) -> dict[str, Any]:
     while True:
         position = _aligned(len(MAGIC) + 4 + len(encoded))
         layout: dict[str, list[int]] = {}
-        for (name, _code), part in zip((*_SECTIONS, ("strings", "B")), parts, strict=True):
-            layout[name] = [position, len(part)]
-            position = _aligned(position + len(part))
+        for name, size in sizes.items():
+            layout[name] = [position, size]
+            position = _aligned(position + size)
         header["sections"] = layout
         again = json.dumps(header, sort_keys=True).encode()
         if len(again) == len(encoded):
             encoded = again
             break
         encoded = again
-    data = bytearray(position)
-    data[: len(MAGIC) + 4 + len(encoded)] = MAGIC + struct.pack("<I", len(encoded)) + encoded
-    for (name, _code), part in zip((*_SECTIONS, ("strings", "B")), parts, strict=True):
-        start = layout[name][0]
-        data[start : start + len(part)] = part
+
+    def chunks() -> Iterator[bytes | memoryview]:
+        """The file's bytes in order, written as they come (no copy of the whole)."""
+        yield MAGIC + struct.pack("<I", len(encoded)) + encoded
+        written = len(MAGIC) + 4 + len(encoded)
+        for name, (start, size) in layout.items():
+            yield bytes(start - written)  # alignment
+            yield from strings if name == "strings" else (memoryview(arrays[name]),)
+            written = start + size
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    replace_whole(path, bytes(data), mode=0o644, sync=True)
+    replace_whole(path, chunks(), mode=0o644, sync=True)
     return header
 
 
@@ -240,7 +235,7 @@ def _label_keys(feed: dict[str, Any]) -> dict[str, Any]:
 
 
 class Index:
-    """A compiled index, mapped read-only: :meth:`classify` answers in about a microsecond.
+    """A compiled index, mapped read-only: :meth:`classify` answers in a few microseconds.
 
     :raises ValueError: for a file that is not an index of this machine's byte order.
     """
@@ -284,6 +279,7 @@ class Index:
         #: each feed's ``kind``, ``provider``, ``version``, ``fetched_at`` and ``entries``
         self.feeds: dict[str, dict[str, Any]] = header["feeds"]
         self._heads: dict[int, str] = {}
+        self._made: dict[int, Classification] = {}
 
     def set_of(self, ip: str) -> int:
         """The label set of a canonical address (0: no feed lists it)."""
@@ -299,9 +295,17 @@ class Index:
     def classify(self, ip: str) -> Classification:
         """The ``classification`` section of a canonical address."""
         set_id = self.set_of(ip)
-        # Made anew each time: joining a set's texts costs about what keeping the sets
-        # made in a dict did (inserts, and the collector walking them), without its memory.
-        return self._classification(set_id) if set_id else _UNLISTED
+        if not set_id:
+            return _UNLISTED
+        found = self._made.get(set_id)
+        if found is None:
+            # Kept: addresses of one network come again, and a section exported once
+            # keeps its parsed labels for the next export (copied, not parsed again).
+            found = self._classification(set_id)
+            if len(self._made) >= _KEPT_SETS:
+                self._made.clear()
+            self._made[set_id] = found
+        return found
 
     def _classification(self, set_id: int) -> Classification:
         # A set's first member is its section's text up to the labels (one of a few: kept

@@ -223,3 +223,24 @@ def test_a_compiled_section_is_the_text_its_labels_make(tmp_path: Path) -> None:
     assert len(index.classify("10.1.2.3").labels) == sum(
         len({e for e in entries if e.prefix == "10.1.2.0/24"}) for entries in feeds.values()
     )
+
+
+def test_the_section_text_is_pinned(tmp_path: Path) -> None:
+    """The stored form, byte for byte: records stored before an upgrade are not relabelled."""
+    feeds = {
+        "b": [Entry("10.0.0.0/8", 'say "hi"\\', None, "ü€")],
+        "a": [Entry("10.1.0.0/16", None, "eu-1"), Entry("10.1.0.0/16", "S3", "eu-1")],
+    }
+    index = _compiled(tmp_path, feeds)
+    common = '"version":"v1","fetched_at":"2026-12-05T00:00:00Z"}'
+    b = '{"feed":"b","kind":"kind-b","provider":"prov-b","prefix":"10.0.0.0/8",'
+    b += '"service":"say \\"hi\\"\\\\","region":null,"id":"ü€",' + common
+    a = '{"feed":"a","kind":"kind-a","provider":"prov-a","prefix":"10.1.0.0/16",'
+    a1 = a + '"service":null,"region":"eu-1","id":null,' + common
+    a2 = a + '"service":"S3","region":"eu-1","id":null,' + common
+    assert index.classify("10.9.0.1").text == '{"kinds":["kind-b"],"labels":[' + b + "]}"
+    assert (
+        index.classify("10.1.0.1").text
+        == '{"kinds":["kind-a","kind-b"],"labels":[' + b + "," + a1 + "," + a2 + "]}"
+    )
+    assert index.classify("11.0.0.1").text == '{"kinds":[],"labels":[]}'
