@@ -8,7 +8,6 @@ parsed from the text only when something asks for them (exporting the record).
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -16,11 +15,12 @@ from typing import Any, Final
 __all__ = [
     "ENTRY_KEYS",
     "LABEL_KEYS",
+    "SECTION_END",
     "Classification",
     "compact_json",
     "entry_text",
     "feed_texts",
-    "section_text",
+    "section_head",
 ]
 
 #: A label's keys, in the order the record shows them.
@@ -63,14 +63,13 @@ def feed_texts(feed: Mapping[str, Any]) -> tuple[str, str]:
     return before, compact_json({key: feed[key] for key in LABEL_KEYS[_LAST:]})[1:]
 
 
-def section_text(kinds: tuple[str, ...], labels: Iterable[str]) -> str:
-    """A section's text from its kinds and its labels' texts."""
-    return f'{{"kinds":{_kinds_text(kinds)},"labels":[{",".join(labels)}]}}'
+#: How a section's text ends, after its labels' texts (joined with ``,``).
+SECTION_END: Final = "]}"
 
 
-@functools.lru_cache(maxsize=256)
-def _kinds_text(kinds: tuple[str, ...]) -> str:
-    return compact_json(kinds)  # a handful of kinds: a handful of texts
+def section_head(kinds: Sequence[str]) -> str:
+    """A section's text up to its labels: ``section_head(kinds) + labels + SECTION_END``."""
+    return f'{{"kinds":{compact_json(list(kinds))},"labels":['
 
 
 class Classification:

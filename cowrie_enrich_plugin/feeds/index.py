@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from ..classification import Classification, entry_text, feed_texts, section_text
+from ..classification import SECTION_END, Classification, entry_text, feed_texts, section_head
 from ..files import replace_whole
 from .formats import Entry
 
@@ -91,8 +91,7 @@ class _Builder:
         """The set of ``groups`` (the feeds' label groups, in feed order): its id."""
         if not groups:
             return 0
-        kinds = sorted({self.kinds[feed] for feed in feeds})
-        members = (self.string(section_text(tuple(kinds), ())[:-2]), *groups)
+        members = (self.string(section_head(sorted({self.kinds[feed] for feed in feeds}))), *groups)
         found = self._set_ids.get(members)
         if found is None:
             found = self._set_ids[members] = len(self.sets)
@@ -319,12 +318,12 @@ class Index:
         if end - start == 2:  # most sets: one feed's labels
             group = members[start + 1]
             return Classification.from_text(
-                f"{head}{str(strings[offsets[group] : offsets[group + 1]], 'utf-8')}]}}"
+                f"{head}{str(strings[offsets[group] : offsets[group + 1]], 'utf-8')}{SECTION_END}"
             )
         groups = ",".join(
             [str(strings[offsets[m] : offsets[m + 1]], "utf-8") for m in members[start + 1 : end]]
         )
-        return Classification.from_text(f"{head}{groups}]}}")
+        return Classification.from_text(f"{head}{groups}{SECTION_END}")
 
     def _string(self, number: int) -> str:
         offsets = self._string_offsets
