@@ -345,7 +345,7 @@ class Flusher:
 
     def _finish_foreign(self) -> None:
         """At the end, wait (bounded by the lease time) for other processes' leases."""
-        deadline = clock.monotonic() + self.enricher.lease_seconds
+        deadline = clock.monotonic() + self.config.lease_seconds
         while self._foreign and clock.monotonic() < deadline and not self._stopping.is_set():
             clock.sleep(_FOREIGN_POLL)
             retry = self._poll_foreign()

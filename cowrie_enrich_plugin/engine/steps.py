@@ -118,11 +118,6 @@ class Enricher:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    @property
-    def lease_seconds(self) -> float:
-        """How long a claim holds (:attr:`~..settings.EnrichConfig.lease_seconds`)."""
-        return self.config.lease_seconds
-
     # -- steps ------------------------------------------------------------------------
 
     def refresh_offline(self) -> None:
@@ -181,7 +176,7 @@ class Enricher:
 
     def claim(self, ips: Sequence[str]) -> tuple[list[str], list[str]]:
         """Lease ``ips`` before asking the network: (won, held by another process)."""
-        won = self.store.claim(ips, self.lease_seconds)
+        won = self.store.claim(ips, self.config.lease_seconds)
         mine = [ip for ip in ips if ip in won]
         theirs = [ip for ip in ips if ip not in won]
         with self._counts_lock:

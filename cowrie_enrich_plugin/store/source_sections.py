@@ -150,8 +150,9 @@ def claim_sections(store: Store, source: str, ips: Sequence[str], lease_seconds:
     """Lease ``source``'s section of ``ips`` for this process before asking it; those won.
 
     A section another live process holds is not won, nor one stored fresh since this
-    process looked (another process answered it); one whose holder on this host is
-    gone is taken over. A section never stored gets a ``pending`` row, so that it
+    process looked (another process answered it); one whose holder is gone (its
+    process on this host, or its sessions: :func:`.presence.dead_holders`) is taken
+    over. A section never stored gets a ``pending`` row, so that it
     counts as unfinished until it is answered.
     """
     wanted = sorted(set(ips))
@@ -202,7 +203,7 @@ def claim_sections(store: Store, source: str, ips: Sequence[str], lease_seconds:
             row[0] for row in conn.execute(claim, {**values, "ips": ip_set_value(wanted, dialect)})
         }
         rest = [ip for ip in wanted if ip not in won]
-        if rest:  # held by a live process, or fresh by now: or held by one gone from this host?
+        if rest:  # held by a live process, or fresh by now: or held by one that is gone?
             held = conn.execute(holders, {"ips": ip_set_value(rest, dialect)}).all()
             dead = dead_holders(conn, [holder for _ip, holder in held], store.owner)
             if dead:
