@@ -289,7 +289,7 @@ class Collector:
                 case Records():
                     if message.counters is not None:
                         self._remote = message.counters
-                    self._deliver(message.records, message.repeats)
+                    self._deliver(message.records, message.repeats, message.sent_at)
                 case Done():
                     self._remote = message.counters
                     self._done = True
@@ -344,22 +344,30 @@ class Collector:
             self.transport.send(SkippedAddresses(skipped))
         return True
 
-    def _deliver(self, records: list[dict[str, Any]], repeats: tuple[str, ...] = ()) -> None:
+    def _deliver(
+        self, records: list[dict[str, Any]], repeats: tuple[str, ...], sent_at: float
+    ) -> None:
         """Each address once in a batch run; again in a long-lived one when it changed.
 
         ``repeats`` (the engine's word: this run delivered them as they are) are not
-        delivered again; when they expire is noted all the same.
+        delivered again, nor is a record this host delivered as it is; when they
+        expire is noted all the same (``sent_at``: when the engine sent them).
         """
+        long_lived = self.config.long_lived
+        known: list[dict[str, Any]] = []
         if repeats:
             again = set(repeats)
-            self._expiries.note(
-                [r for r in records if r["ip"] in again], self._sightings.addresses, repeated=True
-            )
+            known = [r for r in records if r["ip"] in again]
             records = [r for r in records if r["ip"] not in again]
         delivered = self._delivered
         signed = [(r, delivery_signature(r)) for r in records]
-        if self.config.long_lived:
+        if long_lived:
             news = [(r, sign) for r, sign in signed if delivered.get(r["ip"]) != sign]
+            if len(news) < len(signed):
+                known += (r for r, sign in signed if delivered.get(r["ip"]) == sign)
+            if known:
+                canonical = self._sightings.addresses
+                self._held += self._expiries.note(known, canonical, repeated=True, sent_at=sent_at)
         else:
             news = [(r, sign) for r, sign in signed if r["ip"] not in delivered]
         if not news:
@@ -371,8 +379,8 @@ class Collector:
                 self._awaited -= 1
             delivered[ip] = sign  # the newest last: the first to be forgotten
         ready = [record for record, _sign in news]
-        if self.config.long_lived:
-            self._held.extend(self._expiries.note(ready, canonical, repeated=False))
+        if long_lived:
+            self._held += self._expiries.note(ready, canonical, repeated=False, sent_at=sent_at)
         self._stats.delivered += len(ready)
         self._deliver_fn(ready)
 

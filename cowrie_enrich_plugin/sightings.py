@@ -175,16 +175,21 @@ class Expiries:
         return due
 
     def note(
-        self, records: list[dict[str, Any]], remembered: Container[str], *, repeated: bool
+        self,
+        records: list[dict[str, Any]],
+        remembered: Container[str],
+        *,
+        repeated: bool,
+        sent_at: float,
     ) -> list[str]:
         """Note when the records of ``remembered`` addresses expire.
 
         A fresh record is forgotten at its expiry, however soon: a sighting after that
-        refreshes it. One the engine repeats expired (its refresh failed, or waits out
-        its backoff) is forgotten after ``retry_interval``, not at every sighting. One
-        that is news and arrives expired expired on its way here, while a sighting
-        meant to refresh it may have been taken for it: its address is returned, to be
-        asked again at once.
+        refreshes it. One the engine repeats that was expired when it was sent (at
+        ``sent_at``: its refresh failed, or waits out its backoff) is forgotten after
+        ``retry_interval``, not at every sighting. One that expired on its way here
+        (news, or a repeat that was fresh when sent) may have had a sighting meant to
+        refresh it taken for it: its address is returned, to be asked again at once.
         """
         heap, asked_again = self._heap, self._asked_again
         now = clock.wall()
@@ -199,9 +204,9 @@ class Expiries:
             if at > now:
                 asked_again.discard(ip)
                 heapq.heappush(heap, (at, ip))
-            elif repeated or ip in asked_again:
+            elif (repeated and at <= sent_at) or ip in asked_again:
                 # Asked again once already: a TTL shorter than the way here would
-                # make every answer news and expired; it waits like a failed refresh.
+                # make every answer expired on arrival; it waits like a failed refresh.
                 asked_again.discard(ip)
                 heapq.heappush(heap, (soonest, ip))
             else:

@@ -8,15 +8,19 @@ on, in which order, and which events are refused with which reason.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cowrie_enrich_plugin import clock
 from cowrie_enrich_plugin.channel import NewAddresses, Records, SkippedAddresses, ToEngine
 from cowrie_enrich_plugin.collect import Collector
 from cowrie_enrich_plugin.config import EnrichConfig
 from cowrie_enrich_plugin.record import format_time
+from cowrie_enrich_plugin.sightings import REMEMBER_SECONDS
 from cowrie_enrich_plugin.transport import Transport
 
 
@@ -161,3 +165,48 @@ def test_an_answer_that_keeps_arriving_expired_is_asked_again_only_once() -> Non
         collector.ingest([{"src_ip": "1.1.1.1"}])
         collector.checkpoint()
         assert _handed_on(transport) == expected
+
+
+def test_a_repeat_that_expired_on_its_way_is_asked_again() -> None:
+    """The engine served it fresh; it expired before the host had it: asked again at once.
+
+    A sighting after its expiry may have been taken for it while it was on its way.
+    """
+    transport = Recording()
+    collector = Collector(EnrichConfig(lifecycle="long-lived"), lambda records: None, transport)
+    collector.ingest([{"src_ip": "1.1.1.1"}, {"src_ip": "9.9.9.9"}])
+    collector.checkpoint()
+    assert _handed_on(transport) == ["1.1.1.1", "9.9.9.9"]
+    on_its_way, stale = _record("1.1.1.1", -1), _record("9.9.9.9", -1)
+    sent_at = time.time() - 2  # the first expired after that, the second before
+    stale["expires_at"] = format_time(dt.datetime.fromtimestamp(sent_at - 60, dt.timezone.utc))
+    repeats = ("1.1.1.1", "9.9.9.9")
+    transport.incoming.put(Records([on_its_way, stale], None, repeats, sent_at))
+    collector.ingest([{"src_ip": "1.1.1.1"}, {"src_ip": "9.9.9.9"}])
+    collector.checkpoint()
+    assert _handed_on(transport) == ["1.1.1.1"]
+
+
+def test_a_record_delivered_as_it_is_is_forgotten_at_its_expiry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Handed on again after the host forgot it, the same record comes back (no repeat
+    named: ``redeliver``, or the store unreachable): its expiry still counts.
+    """
+    now = [time.time()]
+    monkeypatch.setattr(clock, "wall", lambda: now[0])
+    monkeypatch.setattr(clock, "monotonic", lambda: now[0])
+    transport = Recording()
+    collector = Collector(EnrichConfig(lifecycle="long-lived"), lambda records: None, transport)
+    record = _record("1.1.1.1", 2 * REMEMBER_SECONDS)
+    for _ in range(2):  # the first sighting, and one after the host forgot everything
+        collector.ingest([{"src_ip": "1.1.1.1"}])
+        collector.checkpoint()
+        assert _handed_on(transport) == ["1.1.1.1"]
+        transport.incoming.put(Records([record], None))
+        collector.checkpoint()
+        now[0] += REMEMBER_SECONDS + 10
+    now[0] -= 20  # past the record's expiry, not yet time to forget everything again
+    collector.ingest([{"src_ip": "1.1.1.1"}])
+    collector.checkpoint()
+    assert _handed_on(transport) == ["1.1.1.1"]

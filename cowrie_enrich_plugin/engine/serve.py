@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
+from .. import clock
 from ..channel import (
     EXIT_HOST_GONE,
     EXIT_TERMINATED,
@@ -91,7 +92,8 @@ def serve(
     throttle = _Throttle()
 
     def emit(records: list[dict[str, Any]], repeats: tuple[str, ...]) -> None:
-        send(Records(records, flusher.counters() if throttle.due() else None, repeats))
+        counters = flusher.counters() if throttle.due() else None
+        send(Records(records, counters, repeats, clock.wall()))
 
     def idle() -> None:
         if throttle.due():
