@@ -32,9 +32,8 @@ from .channel import (
 )
 from .counters import RunCounters
 from .errors import WorkerError
-from .record import delivery_signature
 from .settings import EnrichConfig
-from .sightings import REMEMBER_SECONDS, Expiries, Refused, Sightings
+from .sightings import REMEMBER_SECONDS, Expiries, Refused, Sightings, split_news
 from .transport import Transport
 from .worker_start import Restarts
 
@@ -353,26 +352,13 @@ class Collector:
         delivered again, nor is a record this host delivered as it is; when they
         expire is noted all the same (``sent_at``: when the engine sent them).
         """
-        long_lived = self.config.long_lived
-        known: list[dict[str, Any]] = []
-        if repeats:
-            again = set(repeats)
-            known = [r for r in records if r["ip"] in again]
-            records = [r for r in records if r["ip"] not in again]
-        delivered = self._delivered
-        signed = [(r, delivery_signature(r)) for r in records]
-        if long_lived:
-            news = [(r, sign) for r, sign in signed if delivered.get(r["ip"]) != sign]
-            if len(news) < len(signed):
-                known += (r for r, sign in signed if delivered.get(r["ip"]) == sign)
-            if known:
-                canonical = self._sightings.addresses
-                self._held += self._expiries.note(known, canonical, repeated=True, sent_at=sent_at)
-        else:
-            news = [(r, sign) for r, sign in signed if r["ip"] not in delivered]
+        long_lived, delivered = self.config.long_lived, self._delivered
+        news, known = split_news(records, repeats, delivered, long_lived=long_lived)
+        canonical = self._sightings.addresses
+        if known and long_lived:
+            self._held += self._expiries.note(known, canonical, repeated=True, sent_at=sent_at)
         if not news:
             return
-        canonical = self._sightings.addresses
         for record, sign in news:
             ip = record["ip"]
             if delivered.pop(ip, None) is None and ip in canonical:

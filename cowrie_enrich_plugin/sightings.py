@@ -16,9 +16,9 @@ from typing import Any, Final
 
 from . import clock
 from .addresses import InvalidAddress, Usable, classify, is_usable_ipv4
-from .record import parse_time
+from .record import delivery_signature, parse_time
 
-__all__ = ["REMEMBER_SECONDS", "Expiries", "Refused", "Sightings", "Taken"]
+__all__ = ["REMEMBER_SECONDS", "Expiries", "Refused", "Sightings", "Taken", "split_news"]
 
 _MISSING: Final = object()
 #: ``dict.get`` unbound: raises TypeError for anything but a dict, so the fast path
@@ -35,6 +35,8 @@ _MAX_REMEMBERED_INVALID: Final = 100_000
 Refused = list[tuple[int, str]] | None
 #: What a chunk held: the refused events, the new usable addresses, the new skipped ones.
 Taken = tuple[Refused, list[str], list[str]]
+#: Records that are news to the host, each with its delivery signature.
+News = list[tuple[dict[str, Any], str]]
 
 
 class Sightings:
@@ -215,3 +217,30 @@ class Expiries:
         if len(heap) > 4 * self._bound:
             self._heap = heapq.nsmallest(2 * self._bound, heap)
         return again
+
+
+def split_news(
+    records: list[dict[str, Any]],
+    repeats: tuple[str, ...],
+    delivered: Mapping[str, str],
+    *,
+    long_lived: bool,
+) -> tuple[News, list[dict[str, Any]]]:
+    """Which ``records`` are news to the host (with their signatures), which it knows.
+
+    A batch run delivers each address once (``delivered``: the signature each got). A
+    long-lived one delivers a record again when it changed; ``repeats`` are the
+    engine's word that this run delivered them as they are.
+    """
+    known: list[dict[str, Any]] = []
+    if repeats:
+        again = set(repeats)
+        known = [r for r in records if r["ip"] in again]
+        records = [r for r in records if r["ip"] not in again]
+    signed = [(r, delivery_signature(r)) for r in records]
+    if not long_lived:
+        return [(r, sign) for r, sign in signed if r["ip"] not in delivered], known
+    news = [(r, sign) for r, sign in signed if delivered.get(r["ip"]) != sign]
+    if len(news) < len(signed):
+        known += (r for r, sign in signed if delivered.get(r["ip"]) == sign)
+    return news, known
