@@ -30,6 +30,7 @@ from .channel import (
     SkippedAddresses,
     assert_never,
 )
+from .classification import export_classifications
 from .counters import RunCounters
 from .errors import WorkerError
 from .settings import EnrichConfig
@@ -365,6 +366,7 @@ class Collector:
                 self._awaited -= 1
             delivered[ip] = sign  # the newest last: the first to be forgotten
         ready = [record for record, _sign in news]
+        export_classifications(ready)
         if long_lived:
             self._held += self._expiries.note(ready, canonical, repeated=False, sent_at=sent_at)
         self._stats.delivered += len(ready)

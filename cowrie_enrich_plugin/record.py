@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
 
-from .classification import LABEL_KEYS, Classification
+from .classification import LABEL_KEYS, Classification, section_kinds
 from .clock import utc_now
 
 __all__ = [
@@ -280,9 +280,14 @@ class EnrichmentRecord:
             return False
         return self.expires_at > now
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the exported record (``docs/records.rst``), JSON-ready."""
-        cymru, geo = self.cymru, self.maxmind
+    def to_dict(self, *, classification_as_is: bool = False) -> dict[str, Any]:
+        """Return the exported record (``docs/records.rst``), JSON-ready.
+
+        With ``classification_as_is``, a listed address's ``classification`` stays a
+        :class:`Classification`: the engine sends records so, and the host makes the
+        section (:func:`~.classification.export_classifications`).
+        """
+        cymru, geo, classification = self.cymru, self.maxmind, self.classification
         asn, as_name = self._merged_as()
         data = {
             "ip": self.ip,
@@ -294,7 +299,9 @@ class EnrichmentRecord:
             "as_name": as_name,
             "country": self.merged_country,
             "classification": (
-                self.classification.to_dict() if self.classification is not None else None
+                classification
+                if classification is None or (classification_as_is and classification.listed)
+                else classification.to_dict()
             ),
         }
         for name, section in self.sections:
@@ -339,5 +346,5 @@ def delivery_signature(record: Mapping[str, Any]) -> str:
     signature = f"{record['status']}|{record['expires_at']}|{pending}"
     classification = record.get("classification")
     if classification:
-        signature += "|" + ",".join(classification["kinds"])
+        signature += "|" + ",".join(section_kinds(classification))
     return signature

@@ -8,6 +8,7 @@ on, in which order, and which events are refused with which reason.
 from __future__ import annotations
 
 import datetime as dt
+import pickle
 import time
 from typing import Any
 
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 from cowrie_enrich_plugin import clock
 from cowrie_enrich_plugin.channel import NewAddresses, Records, SkippedAddresses, ToEngine
+from cowrie_enrich_plugin.classification import LABEL_KEYS, Classification
 from cowrie_enrich_plugin.collect import Collector
 from cowrie_enrich_plugin.config import EnrichConfig
 from cowrie_enrich_plugin.record import format_time
@@ -210,3 +212,27 @@ def test_a_record_delivered_as_it_is_is_forgotten_at_its_expiry(
     collector.ingest([{"src_ip": "1.1.1.1"}])
     collector.checkpoint()
     assert _handed_on(transport) == ["1.1.1.1"]
+
+
+def test_a_listed_section_crosses_as_its_text_and_is_delivered_as_values() -> None:
+    """The engine sends a feed-listed address's section as it is; the host exports it."""
+    label = {key: f"{key}-1" for key in LABEL_KEYS}
+    section = Classification(["cloud"], [label])
+    unlisted = Classification([], [])
+    records = [
+        {**_record(ip, 3600), "classification": value}
+        for ip, value in (("8.8.8.8", section), ("1.1.1.1", unlisted.to_dict()))
+    ]
+    wire = pickle.dumps(Records(records, None))
+    assert section.text.encode() in wire  # one string, not the labels value by value
+    delivered: list[dict[str, Any]] = []
+    transport = Recording()
+    collector = Collector(EnrichConfig(lifecycle="long-lived"), delivered.extend, transport)
+    collector.ingest([{"src_ip": "8.8.8.8"}, {"src_ip": "1.1.1.1"}])
+    transport.incoming.put(pickle.loads(wire))
+    collector.checkpoint()
+    assert [r["classification"] for r in delivered] == [
+        {"kinds": ["cloud"], "labels": [label]},
+        {"kinds": [], "labels": []},
+    ]
+    assert all(type(r["classification"]) is dict for r in delivered)

@@ -53,7 +53,10 @@ class Emission:
         if names:
             records = [with_every_section(record, names) for record in records]
         completed = self._enricher.completed
-        dicts = [completed(record).to_dict() for record in self._own.sift(list(records))]
+        dicts = [
+            completed(record).to_dict(classification_as_is=True)
+            for record in self._own.sift(list(records))
+        ]
         if not dicts:
             return
         self._own.owe(dicts)  # before they go out: a kill between leaves them owed

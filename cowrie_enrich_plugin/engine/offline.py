@@ -16,6 +16,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from ..classification import section_kinds
 from ..feeds.classifier import Classifier
 from ..record import CymruAnswer, EnrichmentRecord, Status
 from ..settings import EnrichConfig
@@ -127,8 +128,7 @@ class OfflineSources:
         if self.feeds is None:
             return
         for record in records:
-            section = record.get("classification")
-            for kind in (section or {}).get("kinds") or ("none",):
+            for kind in section_kinds(record.get("classification")) or ("none",):
                 kinds[kind] = kinds.get(kind, 0) + 1
 
     def refresh(self) -> None:

@@ -39,6 +39,7 @@ from ..channel import (
     read_message,
     write_message,
 )
+from ..classification import export_classifications
 from ..errors import ConfigError, GeoDatabaseError, StoreError, configure_logging
 from ..settings import EnrichConfig
 from .flusher import Flusher
@@ -130,7 +131,11 @@ def enrich_now(
     inbox.put(SkippedAddresses(list(skipped)))
     inbox.put(End())
     got: list[dict[str, Any]] = [] if found is None else found
-    emit = lambda records, _: got.extend(records)  # noqa: E731
+
+    def emit(records: list[dict[str, Any]], _repeats: tuple[str, ...]) -> None:
+        export_classifications(records)  # no host between to do it
+        got.extend(records)
+
     Flusher(enricher, emit, stopping, resume_pending=False).run(inbox)
     return got
 

@@ -277,7 +277,8 @@ class Index:
             raise ValueError(f"{path} is not a usable feed index: {exc}") from None
         #: each feed's ``kind``, ``provider``, ``version``, ``fetched_at`` and ``entries``
         self.feeds: dict[str, dict[str, Any]] = header["feeds"]
-        self._heads: dict[int, str] = {}
+        #: a set's head (its text up to the labels) and its kinds, by string number
+        self._heads: dict[int, tuple[str, tuple[str, ...]]] = {}
         self._made: dict[int, Classification] = {}
 
     def set_of(self, ip: str) -> int:
@@ -312,18 +313,22 @@ class Index:
         # joined, nothing parsed or built.
         offsets, strings, members = self._string_offsets, self._strings, self._set_members
         start, end = self._set_offsets[set_id], self._set_offsets[set_id + 1]
-        head = self._heads.get(members[start])
-        if head is None:
-            head = self._heads[members[start]] = self._string(members[start])
+        known = self._heads.get(members[start])
+        if known is None:
+            text = self._string(members[start])
+            kinds = tuple(json.loads(text + SECTION_END)["kinds"])
+            known = self._heads[members[start]] = (text, kinds)
+        head, kinds = known
         if end - start == 2:  # most sets: one feed's labels
             group = members[start + 1]
             return Classification.from_text(
-                f"{head}{str(strings[offsets[group] : offsets[group + 1]], 'utf-8')}{SECTION_END}"
+                f"{head}{str(strings[offsets[group] : offsets[group + 1]], 'utf-8')}{SECTION_END}",
+                kinds,
             )
         groups = ",".join(
             [str(strings[offsets[m] : offsets[m + 1]], "utf-8") for m in members[start + 1 : end]]
         )
-        return Classification.from_text(f"{head}{groups}{SECTION_END}")
+        return Classification.from_text(f"{head}{groups}{SECTION_END}", kinds)
 
     def _string(self, number: int) -> str:
         offsets = self._string_offsets
