@@ -84,6 +84,10 @@ class Ready(NamedTuple):
 class Records(NamedTuple):
     """Records ready to deliver (exported shape), and the counters when due.
 
+    A feed-listed address's ``classification`` is still a :class:`.Classification`
+    (it crosses as its text): the receiver makes it the section before delivering
+    (:func:`~.classification.export_classifications`).
+
     ``repeats`` names those of ``records`` that a long-lived run has delivered as they
     are: the host notes when they expire, and delivers them only if it must.
     ``sent_at`` is the engine's wall clock when it sent them: a record that expired
