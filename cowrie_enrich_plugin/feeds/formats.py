@@ -102,11 +102,16 @@ def _member(data: Any, name: str, kind: type, where: str) -> Any:
 
 
 def _optional(value: Any) -> str | None:
-    return str(value) if value not in (None, "") else None
+    if value in (None, ""):
+        return None
+    text = str(value)
+    if not text.isascii():  # a JSON escape may spell a lone surrogate, which UTF-8 cannot hold
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
-def _version(value: Any) -> str | None:
-    return str(value) if value not in (None, "") else None
+#: A feed's version: a string as an entry's values are.
+_version = _optional
 
 
 def read_aws(bodies: Mapping[str, bytes]) -> Parsed:

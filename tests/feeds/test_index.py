@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 
 from cowrie_enrich_plugin.classification import Classification
-from cowrie_enrich_plugin.feeds.formats import Entry
+from cowrie_enrich_plugin.feeds.formats import Entry, read_aws
 from cowrie_enrich_plugin.feeds.index import FeedContent, Index, compile_index
 
 FEEDS = ("alpha", "beta", "gamma", "delta")
@@ -244,3 +244,16 @@ def test_the_section_text_is_pinned(tmp_path: Path) -> None:
         == '{"kinds":["kind-a","kind-b"],"labels":[' + b + "," + a1 + "," + a2 + "]}"
     )
     assert index.classify("11.0.0.1").text == '{"kinds":[],"labels":[]}'
+
+
+def test_a_lone_surrogate_a_json_feed_spells_does_not_stop_compiling(tmp_path: Path) -> None:
+    """``"\\udc00"`` is valid JSON but no UTF-8: the value is kept with a stand-in."""
+    body = {"syncToken": "1", "prefixes": [], "ipv6_prefixes": []}
+    body["prefixes"] = [{"ip_prefix": "3.0.0.0/8", "region": "eu-west-1", "service": "EC2\\udc00"}]
+    parsed = read_aws({"url": json.dumps(body).replace("\\\\udc00", "\\udc00").encode()})
+    content = FeedContent(
+        "aws", "cloud", "AWS", parsed.version, "2026-12-05T00:00:00Z", parsed.entries
+    )
+    compile_index([content], tmp_path / "test.idx")
+    labels = Index(tmp_path / "test.idx").classify("3.1.2.3").labels
+    assert [label["service"] for label in labels] == ["EC2?"]
