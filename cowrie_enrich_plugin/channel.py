@@ -16,7 +16,6 @@ cross as :class:`Failed` are defined here too.
 
 from __future__ import annotations
 
-import math
 import pickle
 import signal
 import struct
@@ -90,15 +89,14 @@ class Records(NamedTuple):
 
     ``repeats`` names those of ``records`` that a long-lived run has delivered as they
     are: the host notes when they expire, and delivers them only if it must.
-    ``sent_at`` is the engine's wall clock when it sent them: a record that expired
-    after that expired on its way (it was fresh when served), one that expired before
-    was stale when served (its refresh failed or waits out its backoff).
+    ``stale``: the engine served them knowing they had expired (their refresh waits
+    out its backoff).
     """
 
     records: list[dict[str, Any]]
     counters: RunCounters | None
     repeats: tuple[str, ...] = ()
-    sent_at: float = math.inf
+    stale: bool = False
 
 
 class Failed(NamedTuple):

@@ -9,6 +9,7 @@ parsed from the text only when something asks for them (exporting the record).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -24,6 +25,8 @@ __all__ = [
     "section_head",
     "section_kinds",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: A label's keys, in the order the record shows them.
 LABEL_KEYS: Final = (
@@ -119,6 +122,9 @@ class Classification:
         return self._labels
 
     def _parse(self) -> None:
+        if self._text == _EMPTY:  # most addresses: no feed lists them
+            self._kinds, self._labels = (), ()
+            return
         data = _loads(self.text)
         self._kinds, self._labels = tuple(data["kinds"]), tuple(data["labels"])
 
@@ -180,4 +186,12 @@ def export_classifications(records: Iterable[dict[str, Any]]) -> None:
     for record in records:
         section = record.get("classification")
         if isinstance(section, Classification):
-            record["classification"] = section.to_dict()
+            try:
+                record["classification"] = section.to_dict()
+            except (ValueError, KeyError, TypeError) as exc:  # a damaged stored row
+                logger.warning(
+                    "%s: its stored classification is not a section (%s); delivered without labels",
+                    record.get("ip"),
+                    exc,
+                )
+                record["classification"] = {"kinds": [], "labels": []}

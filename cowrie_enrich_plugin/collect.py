@@ -289,7 +289,7 @@ class Collector:
                 case Records():
                     if message.counters is not None:
                         self._remote = message.counters
-                    self._deliver(message.records, message.repeats, message.sent_at)
+                    self._deliver(message.records, message.repeats, message.stale)
                 case Done():
                     self._remote = message.counters
                     self._done = True
@@ -345,19 +345,19 @@ class Collector:
         return True
 
     def _deliver(
-        self, records: list[dict[str, Any]], repeats: tuple[str, ...], sent_at: float
+        self, records: list[dict[str, Any]], repeats: tuple[str, ...], stale: bool
     ) -> None:
         """Each address once in a batch run; again in a long-lived one when it changed.
 
         ``repeats`` (the engine's word: this run delivered them as they are) are not
         delivered again, nor is a record this host delivered as it is; when they
-        expire is noted all the same (``sent_at``: when the engine sent them).
+        expire is noted all the same (:meth:`.Expiries.note`).
         """
         long_lived, delivered = self.config.long_lived, self._delivered
         news, known = split_news(records, repeats, delivered, long_lived=long_lived)
         canonical = self._sightings.addresses
         if known and long_lived:
-            self._held += self._expiries.note(known, canonical, repeated=True, sent_at=sent_at)
+            self._held += self._expiries.note(known, canonical, stale=stale)
         if not news:
             return
         for record, sign in news:
@@ -368,7 +368,7 @@ class Collector:
         ready = [record for record, _sign in news]
         export_classifications(ready)
         if long_lived:
-            self._held += self._expiries.note(ready, canonical, repeated=False, sent_at=sent_at)
+            self._held += self._expiries.note(ready, canonical, stale=stale)
         self._stats.delivered += len(ready)
         self._deliver_fn(ready)
 

@@ -181,17 +181,17 @@ class Expiries:
         records: list[dict[str, Any]],
         remembered: Container[str],
         *,
-        repeated: bool,
-        sent_at: float,
+        stale: bool,
     ) -> list[str]:
         """Note when the records of ``remembered`` addresses expire.
 
         A fresh record is forgotten at its expiry, however soon: a sighting after that
-        refreshes it. One the engine repeats that was expired when it was sent (at
-        ``sent_at``: its refresh failed, or waits out its backoff) is forgotten after
-        ``retry_interval``, not at every sighting. One that expired on its way here
-        (news, or a repeat that was fresh when sent) may have had a sighting meant to
-        refresh it taken for it: its address is returned, to be asked again at once.
+        refreshes it. One the engine served ``stale`` (its refresh waits out its
+        backoff) is forgotten after ``retry_interval``, not at every sighting. One that
+        arrives expired otherwise expired on its way here (a busy engine, a slow
+        host), and a sighting meant to refresh it may have been taken for it: its
+        address is returned, to be asked again at once; arriving expired again, it
+        waits as a stale one does.
         """
         heap, asked_again = self._heap, self._asked_again
         now = clock.wall()
@@ -206,9 +206,9 @@ class Expiries:
             if at > now:
                 asked_again.discard(ip)
                 heapq.heappush(heap, (at, ip))
-            elif (repeated and at <= sent_at) or ip in asked_again:
-                # Asked again once already: a TTL shorter than the way here would
-                # make every answer expired on arrival; it waits like a failed refresh.
+            elif stale or ip in asked_again:
+                # Asked again once already: a TTL shorter than the way here (or a
+                # refresh that failed) would make every answer expired on arrival.
                 asked_again.discard(ip)
                 heapq.heappush(heap, (soonest, ip))
             else:

@@ -18,7 +18,11 @@ from hypothesis import strategies as st
 
 from cowrie_enrich_plugin import clock
 from cowrie_enrich_plugin.channel import NewAddresses, Records, SkippedAddresses, ToEngine
-from cowrie_enrich_plugin.classification import LABEL_KEYS, Classification
+from cowrie_enrich_plugin.classification import (
+    LABEL_KEYS,
+    Classification,
+    export_classifications,
+)
 from cowrie_enrich_plugin.collect import Collector
 from cowrie_enrich_plugin.config import EnrichConfig
 from cowrie_enrich_plugin.record import format_time
@@ -134,23 +138,27 @@ def _handed_on(transport: Recording) -> list[str]:
 def test_a_long_lived_run_asks_again_for_a_record_that_expired_on_its_way() -> None:
     """A sighting while the answer was in transit was taken for it: the host asks again.
 
-    A record the engine repeats, expired (its refresh failed), is not asked again at
-    once: the address waits ``retry_interval`` before a sighting hands it on.
+    News or a repeat alike (the engine served it fresh; it expired before the host had
+    it). A record the engine says it served stale (its refresh waits out its backoff)
+    is not asked again at once: the address waits ``retry_interval``.
     """
     transport = Recording()
     collector = Collector(EnrichConfig(lifecycle="long-lived"), lambda records: None, transport)
-    collector.ingest([{"src_ip": "8.8.8.8"}, {"src_ip": "1.1.1.1"}, {"src_ip": "9.9.9.9"}])
+    ips = ["8.8.8.8", "1.1.1.1", "2.2.2.2", "9.9.9.9"]
+    collector.ingest([{"src_ip": ip} for ip in ips])
     collector.checkpoint()
-    assert _handed_on(transport) == ["8.8.8.8", "1.1.1.1", "9.9.9.9"]
-    fresh, in_transit, failed = (
+    assert _handed_on(transport) == ips
+    fresh, news, repeat, stale = (
         _record("8.8.8.8", 3600),
         _record("1.1.1.1", -1),
+        _record("2.2.2.2", -1),
         _record("9.9.9.9", -1),
     )
-    transport.incoming.put(Records([fresh, in_transit, failed], None, repeats=("9.9.9.9",)))
-    collector.ingest([{"src_ip": "8.8.8.8"}, {"src_ip": "1.1.1.1"}, {"src_ip": "9.9.9.9"}])
+    transport.incoming.put(Records([fresh, news, repeat], None, repeats=("2.2.2.2",)))
+    transport.incoming.put(Records([stale], None, repeats=("9.9.9.9",), stale=True))
+    collector.ingest([{"src_ip": ip} for ip in ips])
     collector.checkpoint()
-    assert _handed_on(transport) == ["1.1.1.1"]
+    assert sorted(_handed_on(transport)) == ["1.1.1.1", "2.2.2.2"]
 
 
 def test_an_answer_that_keeps_arriving_expired_is_asked_again_only_once() -> None:
@@ -167,26 +175,6 @@ def test_an_answer_that_keeps_arriving_expired_is_asked_again_only_once() -> Non
         collector.ingest([{"src_ip": "1.1.1.1"}])
         collector.checkpoint()
         assert _handed_on(transport) == expected
-
-
-def test_a_repeat_that_expired_on_its_way_is_asked_again() -> None:
-    """The engine served it fresh; it expired before the host had it: asked again at once.
-
-    A sighting after its expiry may have been taken for it while it was on its way.
-    """
-    transport = Recording()
-    collector = Collector(EnrichConfig(lifecycle="long-lived"), lambda records: None, transport)
-    collector.ingest([{"src_ip": "1.1.1.1"}, {"src_ip": "9.9.9.9"}])
-    collector.checkpoint()
-    assert _handed_on(transport) == ["1.1.1.1", "9.9.9.9"]
-    on_its_way, stale = _record("1.1.1.1", -1), _record("9.9.9.9", -1)
-    sent_at = time.time() - 2  # the first expired after that, the second before
-    stale["expires_at"] = format_time(dt.datetime.fromtimestamp(sent_at - 60, dt.timezone.utc))
-    repeats = ("1.1.1.1", "9.9.9.9")
-    transport.incoming.put(Records([on_its_way, stale], None, repeats, sent_at))
-    collector.ingest([{"src_ip": "1.1.1.1"}, {"src_ip": "9.9.9.9"}])
-    collector.checkpoint()
-    assert _handed_on(transport) == ["1.1.1.1"]
 
 
 def test_a_record_delivered_as_it_is_is_forgotten_at_its_expiry(
@@ -208,7 +196,7 @@ def test_a_record_delivered_as_it_is_is_forgotten_at_its_expiry(
         transport.incoming.put(Records([record], None))
         collector.checkpoint()
         now[0] += REMEMBER_SECONDS + 10
-    now[0] -= 20  # past the record's expiry, not yet time to forget everything again
+    now[0] -= 15  # past the record's expiry, not yet time to forget everything again
     collector.ingest([{"src_ip": "1.1.1.1"}])
     collector.checkpoint()
     assert _handed_on(transport) == ["1.1.1.1"]
@@ -236,3 +224,15 @@ def test_a_listed_section_crosses_as_its_text_and_is_delivered_as_values() -> No
         {"kinds": [], "labels": []},
     ]
     assert all(type(r["classification"]) is dict for r in delivered)
+
+
+def test_a_damaged_stored_section_is_delivered_empty_and_said(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    records: list[dict[str, Any]] = [
+        {"ip": "8.8.8.8", "classification": Classification.from_text('{"kinds":["x"],"lab')},
+        {"ip": "1.1.1.1", "classification": Classification.from_text("[]")},
+    ]
+    export_classifications(records)
+    assert [r["classification"] for r in records] == [{"kinds": [], "labels": []}] * 2
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["8.8.8.8", "1.1.1.1"]

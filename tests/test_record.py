@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from cowrie_enrich_plugin.classification import LABEL_KEYS, section_kinds
 from cowrie_enrich_plugin.record import (
     Classification,
     CymruAnswer,
@@ -112,3 +116,34 @@ def test_a_stored_classification_says_the_same_as_the_live_one_until_a_label_cha
     exported = live.to_dict()
     exported["labels"][0]["region"] = "changed by a hook"
     assert label["region"] == "eu-west-1"  # a consumer's copy, not the shared label
+
+
+def test_a_listed_section_can_leave_as_it_is_an_unlisted_one_leaves_as_values() -> None:
+    """What the engine sends: the listed section as it is (its text crosses), the rest dicts."""
+    label = {key: "x" for key in LABEL_KEYS}
+    listed = EnrichmentRecord(
+        "8.8.8.8", Status.SKIPPED, classification=Classification(["x"], [label])
+    )
+    unlisted = EnrichmentRecord("1.1.1.1", Status.SKIPPED, classification=Classification([], []))
+    stored = EnrichmentRecord(
+        "1.1.1.2",
+        Status.SKIPPED,
+        classification=Classification.from_text('{"kinds":[],"labels":[]}'),
+    )
+    sent = listed.to_dict(classification_as_is=True)
+    assert sent["classification"] is listed.classification
+    assert section_kinds(sent["classification"]) == ("x",)
+    assert listed.to_dict()["classification"] == {"kinds": ["x"], "labels": [label]}
+    for record in (unlisted, stored):
+        section = record.to_dict(classification_as_is=True)["classification"]
+        assert section == {"kinds": [], "labels": []} and section_kinds(section) == []
+
+
+@given(st.lists(st.lists(st.one_of(st.none(), st.text()), min_size=9, max_size=9), max_size=4))
+def test_a_section_parses_to_what_the_standard_library_reads(
+    values: list[list[str | None]],
+) -> None:
+    """The parser (orjson with the ``fast`` extra) reads our text as ``json`` does."""
+    labels = [dict(zip(LABEL_KEYS, row, strict=True)) for row in values]
+    text = Classification(sorted({str(label["kind"]) for label in labels}), labels).text
+    assert Classification.from_text(text).to_dict() == json.loads(text)

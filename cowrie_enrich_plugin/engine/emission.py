@@ -23,8 +23,9 @@ from .steps import Enricher
 
 __all__ = ["Emission", "Emit"]
 
-#: records ready, and which of them this long-lived run delivered as they are
-Emit = Callable[[list[dict[str, Any]], tuple[str, ...]], None]
+#: records ready, which of them this long-lived run delivered as they are, and whether
+#: they are served knowing they expired
+Emit = Callable[[list[dict[str, Any]], tuple[str, ...], bool], None]
 
 
 class Emission:
@@ -47,8 +48,11 @@ class Emission:
         except StoreError as exc:
             self._gate.failed(exc)
 
-    def __call__(self, records: Iterable[EnrichmentRecord]) -> None:
-        """Hand ``records`` on; a network source's section that is missing is marked pending."""
+    def __call__(self, records: Iterable[EnrichmentRecord], *, stale: bool = False) -> None:
+        """Hand ``records`` on; a network source's section that is missing is marked pending.
+
+        ``stale``: they expired, and are served so while their refresh waits.
+        """
         names = self._enricher.network.names
         if names:
             records = [with_every_section(record, names) for record in records]
@@ -67,5 +71,5 @@ class Emission:
                 repeats = self._once.repeats(dicts)
             except StoreError as exc:
                 self._gate.failed(exc)
-        self._emit(dicts, repeats)
+        self._emit(dicts, repeats, stale)
         self._own.settle(dicts)

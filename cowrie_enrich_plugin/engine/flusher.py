@@ -309,7 +309,7 @@ class Flusher:
         except StoreError as exc:
             self._gate.failed(exc)
             waiting = set()
-        self._emit(self._stale.pop(ip) for ip in sorted(waiting))
+        self._emit((self._stale.pop(ip) for ip in sorted(waiting)), stale=True)
         self._sections.take(waiting)  # nothing is kept for what is not asked now
         return busy | waiting
 

@@ -119,8 +119,12 @@ class OfflineSources:
             for ip, record in records.items():
                 now = feeds.classify(ip)
                 old = record.classification
-                if now is not None and (old is None or not old.same_labels(now)):
+                if now is None or now is old:
+                    continue
+                if old is None or not old.same_labels(now):
                     records[ip] = changed[ip] = record.with_classification(now)
+                else:  # the same text: the index's section knows its kinds, the stored one not
+                    records[ip] = record.with_classification(now)
         return list(changed.values())
 
     def count_kinds(self, records: Sequence[Mapping[str, Any]], kinds: dict[str, int]) -> None:

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from .. import clock
 from ..channel import (
     EXIT_HOST_GONE,
     EXIT_TERMINATED,
@@ -92,9 +91,8 @@ def serve(
     """
     throttle = _Throttle()
 
-    def emit(records: list[dict[str, Any]], repeats: tuple[str, ...]) -> None:
-        counters = flusher.counters() if throttle.due() else None
-        send(Records(records, counters, repeats, clock.wall()))
+    def emit(records: list[dict[str, Any]], repeats: tuple[str, ...], stale: bool) -> None:
+        send(Records(records, flusher.counters() if throttle.due() else None, repeats, stale))
 
     def idle() -> None:
         if throttle.due():
@@ -132,7 +130,7 @@ def enrich_now(
     inbox.put(End())
     got: list[dict[str, Any]] = [] if found is None else found
 
-    def emit(records: list[dict[str, Any]], _repeats: tuple[str, ...]) -> None:
+    def emit(records: list[dict[str, Any]], _repeats: tuple[str, ...], _stale: bool) -> None:
         export_classifications(records)  # no host between to do it
         got.extend(records)
 

@@ -299,8 +299,7 @@ class Index:
             return _UNLISTED
         found = self._made.get(set_id)
         if found is None:
-            # Kept: addresses of one network come again, and a section exported once
-            # keeps its parsed labels for the next export (copied, not parsed again).
+            # Kept: addresses of one network come again (and the section knows its kinds).
             found = self._classification(set_id)
             if len(self._made) >= _KEPT_SETS:
                 self._made.clear()
