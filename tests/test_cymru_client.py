@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import socket
 import threading
@@ -17,7 +16,7 @@ from cowrie_enrich_plugin.sources.cymru.client import BatchResult, BulkWhoisClie
 from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults
 from cowrie_enrich_plugin.testing.whois_server import WhoisRequest
 
-from .helpers import global_ips
+from .helpers import global_ips, refused_whois_config
 
 
 def query(client: BulkWhoisClient, ips: list[str], concurrency: int = 2) -> list[BatchResult]:
@@ -202,24 +201,10 @@ def test_a_batch_the_open_breaker_held_back_is_not_an_attempt(tmp_path: Path) ->
     back count no attempt and wait no backoff, only until the breaker may close."""
     import sqlalchemy as sa
 
-    from cowrie_enrich_plugin.cli.options import settings
     from cowrie_enrich_plugin.engine.steps import Enricher
     from cowrie_enrich_plugin.store.schema import pending_queue
 
-    with socket.socket() as sock:  # a port nothing listens on: every connection refused
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    section = {
-        "db": f"sqlite:///{tmp_path / 'c.db'}",
-        "cymru_host": "127.0.0.1",
-        "cymru_port": port,
-        "retries": 1,
-        "timeout": 1.0,
-        "retry_interval": 300.0,
-    }
-    config = dataclasses.replace(
-        settings({"plugins": {"enabled": ["enrich"], "enrich": section}}), lifecycle="long-lived"
-    )
+    config = refused_whois_config(tmp_path)
     ips = global_ips(10, seed=61)
     with Enricher.open(config) as enricher:
         for round_ in range(8):

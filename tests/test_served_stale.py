@@ -7,36 +7,21 @@ that arrives expired without that word expired on its way, and is asked again at
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import queue
-import socket
 from pathlib import Path
 from typing import Any
 
 from cowrie_enrich_plugin.channel import End, NewAddresses, ToEngine
-from cowrie_enrich_plugin.cli.options import settings
 from cowrie_enrich_plugin.engine.flusher import Flusher
 from cowrie_enrich_plugin.engine.steps import Enricher
 from cowrie_enrich_plugin.record import CymruAnswer, EnrichmentRecord, Status, format_time
 
-from .helpers import global_ips
+from .helpers import global_ips, refused_whois_config
 
 
 def test_a_record_whose_refresh_waits_out_its_backoff_is_sent_stale(tmp_path: Path) -> None:
-    with socket.socket() as sock:  # a port nothing listens on: every refresh refused
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    section = {
-        "db": f"sqlite:///{tmp_path / 'c.db'}",
-        "cymru_host": "127.0.0.1",
-        "cymru_port": port,
-        "retries": 1,
-        "timeout": 1.0,
-    }
-    config = dataclasses.replace(
-        settings({"plugins": {"enabled": ["enrich"], "enrich": section}}), lifecycle="long-lived"
-    )
+    config = refused_whois_config(tmp_path)  # every refresh refused
     expired, fresh = global_ips(2, seed=73)
     sent: list[tuple[str, str, bool]] = []
 

@@ -4,7 +4,14 @@ Test modules import them from here, never from ``conftest.py`` or from another t
 module; ``conftest.py`` holds only fixtures and hooks.
 """
 
-from .data import SHARED_DATA, global_ips, host_config, shared_data, write_log
+from .data import (
+    SHARED_DATA,
+    global_ips,
+    host_config,
+    refused_whois_config,
+    shared_data,
+    write_log,
+)
 from .processes import (
     assert_complete,
     clean_env,
@@ -24,6 +31,7 @@ __all__ = [
     "global_ips",
     "host_config",
     "pip_installed",
+    "refused_whois_config",
     "run_ingest",
     "shared_data",
     "write_config",

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import random
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cowrie_enrich_plugin.cli.options import settings
+from cowrie_enrich_plugin.settings import EnrichConfig
 from cowrie_enrich_plugin.testing import BulkWhoisServer
 
 __all__ = ["SHARED_DATA", "global_ips", "host_config", "shared_data", "write_log"]
@@ -82,3 +86,20 @@ def write_log(
     else:
         path.write_bytes(data)
     return path
+
+
+def refused_whois_config(tmp_path: Path) -> EnrichConfig:
+    """A long-lived run's settings on SQLite, whois at a port nothing listens on."""
+    with socket.socket() as sock:  # bound, never listening: every connection refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    section = {
+        "db": f"sqlite:///{tmp_path / 'c.db'}",
+        "cymru_host": "127.0.0.1",
+        "cymru_port": port,
+        "retries": 1,
+        "timeout": 1.0,
+        "retry_interval": 300.0,
+    }
+    config = settings({"plugins": {"enabled": ["enrich"], "enrich": section}})
+    return dataclasses.replace(config, lifecycle="long-lived")
