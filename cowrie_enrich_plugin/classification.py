@@ -91,18 +91,19 @@ class Classification:
     (:meth:`from_text`) parses it only when its kinds or labels are asked for.
     """
 
-    __slots__ = ("_kinds", "_labels", "_text")
+    __slots__ = ("_damaged", "_kinds", "_labels", "_text")
 
     def __init__(self, kinds: Sequence[str], labels: Iterable[Mapping[str, Any]]) -> None:
         self._kinds: tuple[str, ...] | None = tuple(kinds)
         self._labels: tuple[Mapping[str, Any], ...] | None = tuple(labels)
         self._text: str | None = None
+        self._damaged = False
 
     @classmethod
     def from_text(cls, text: str, kinds: tuple[str, ...] | None = None) -> Classification:
         """The section as stored (:attr:`text`); ``kinds`` when the maker knows them."""
         made = cls.__new__(cls)
-        made._kinds, made._labels, made._text = kinds, None, text
+        made._kinds, made._labels, made._text, made._damaged = kinds, None, text, False
         return made
 
     @property
@@ -125,8 +126,23 @@ class Classification:
         if self._text == _EMPTY:  # most addresses: no feed lists them
             self._kinds, self._labels = (), ()
             return
-        data = _loads(self.text)
-        self._kinds, self._labels = tuple(data["kinds"]), tuple(data["labels"])
+        kinds, labels = self._read()
+        self._kinds, self._labels = tuple(kinds), tuple(labels)
+
+    def _read(self) -> tuple[list[str], list[dict[str, Any]]]:
+        """The text's kinds and labels, parsed now; none for a damaged text (a stored row)."""
+        try:
+            data = _loads(self.text)
+            kinds, labels = data["kinds"], data["labels"]
+        except (ValueError, KeyError, TypeError):
+            self._damaged = True
+            return [], []
+        return kinds, labels
+
+    @property
+    def damaged(self) -> bool:
+        """Whether the text, once parsed, proved not to be a section (read as no labels)."""
+        return self._damaged
 
     @property
     def text(self) -> str:
@@ -149,10 +165,10 @@ class Classification:
         if not self.listed:
             return {"kinds": [], "labels": []}
         if self._labels is None:  # values parsed now are the caller's: nothing to copy
-            data = _loads(self.text)
+            kinds, labels = self._read()
             if self._kinds is None:
-                self._kinds = tuple(data["kinds"])
-            return {"kinds": data["kinds"], "labels": data["labels"]}
+                self._kinds = tuple(kinds)
+            return {"kinds": kinds, "labels": labels}
         return {"kinds": list(self.kinds), "labels": [dict(label) for label in self.labels]}
 
     def __eq__(self, other: object) -> bool:
@@ -186,12 +202,9 @@ def export_classifications(records: Iterable[dict[str, Any]]) -> None:
     for record in records:
         section = record.get("classification")
         if isinstance(section, Classification):
-            try:
-                record["classification"] = section.to_dict()
-            except (ValueError, KeyError, TypeError) as exc:  # a damaged stored row
+            record["classification"] = section.to_dict()
+            if section.damaged:
                 logger.warning(
-                    "%s: its stored classification is not a section (%s); delivered without labels",
+                    "%s: its stored classification is not a section; delivered without labels",
                     record.get("ip"),
-                    exc,
                 )
-                record["classification"] = {"kinds": [], "labels": []}

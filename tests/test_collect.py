@@ -21,7 +21,6 @@ from cowrie_enrich_plugin.channel import NewAddresses, Records, SkippedAddresses
 from cowrie_enrich_plugin.classification import (
     LABEL_KEYS,
     Classification,
-    export_classifications,
 )
 from cowrie_enrich_plugin.collect import Collector
 from cowrie_enrich_plugin.config import EnrichConfig
@@ -226,13 +225,22 @@ def test_a_listed_section_crosses_as_its_text_and_is_delivered_as_values() -> No
     assert all(type(r["classification"]) is dict for r in delivered)
 
 
+@pytest.mark.parametrize("lifecycle", ["batch", "long-lived"])
 def test_a_damaged_stored_section_is_delivered_empty_and_said(
-    caplog: pytest.LogCaptureFixture,
+    lifecycle: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    records: list[dict[str, Any]] = [
-        {"ip": "8.8.8.8", "classification": Classification.from_text('{"kinds":["x"],"lab')},
-        {"ip": "1.1.1.1", "classification": Classification.from_text("[]")},
+    """A stored text that is not a section (a damaged row) fails no one: no labels, a warning."""
+    delivered: list[dict[str, Any]] = []
+    transport = Recording()
+    collector = Collector(EnrichConfig(lifecycle=lifecycle), delivered.extend, transport)
+    collector.ingest([{"src_ip": "8.8.8.8"}, {"src_ip": "1.1.1.1"}])
+    damaged = ['{"kinds":["x"],"lab', "[]"]
+    records = [
+        {**_record(ip, 3600), "classification": Classification.from_text(text)}
+        for ip, text in zip(["8.8.8.8", "1.1.1.1"], damaged, strict=True)
     ]
-    export_classifications(records)
-    assert [r["classification"] for r in records] == [{"kinds": [], "labels": []}] * 2
-    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["8.8.8.8", "1.1.1.1"]
+    transport.incoming.put(pickle.loads(pickle.dumps(Records(records, None))))
+    collector.checkpoint()
+    assert [r["classification"] for r in delivered] == [{"kinds": [], "labels": []}] * 2
+    warned = [r.getMessage() for r in caplog.records if "not a section" in r.getMessage()]
+    assert [message.split(":")[0] for message in warned] == ["8.8.8.8", "1.1.1.1"]

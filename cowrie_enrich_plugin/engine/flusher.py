@@ -48,7 +48,8 @@ class Flusher:
 
     :param enricher: the enrichment steps.
     :param emit: called (from any of the flusher's threads) with ready records as dicts,
-        and which of them a long-lived run delivered as they are (:class:`OncePerRun`).
+        which of them a long-lived run delivered as they are (:class:`OncePerRun`), and
+        whether those that expired are served so on purpose (their refresh waits).
     :param stopping: once set, no new batch is sent and other processes' leases
         are not waited for: the host is going away (what is leased stays pending).
     :param resume_pending: also retry what earlier runs left pending and due.

@@ -123,7 +123,7 @@ class OfflineSources:
                     continue
                 if old is None or not old.same_labels(now):
                     records[ip] = changed[ip] = record.with_classification(now)
-                else:  # the same text: the index's section knows its kinds, the stored one not
+                elif now.listed:  # the same text: the index's section knows its kinds
                     records[ip] = record.with_classification(now)
         return list(changed.values())
 

@@ -109,7 +109,7 @@ class WhoisSender:
             else:
                 self.count(pending=len(batch))
             pending = self._enricher.pending_record
-            self._emit(self.stale.get(ip) or pending(ip) for ip in batch)
+            self._emit((self.stale.get(ip) or pending(ip) for ip in batch), stale=True)
             return
         if self._gate.paused():
             self._not_recorded(batch)
@@ -144,7 +144,7 @@ class WhoisSender:
     def _not_recorded(self, batch: list[str]) -> None:
         self._gate.not_recorded(len(batch))
         stale, pending = self.stale, self._enricher.pending_record
-        self._emit(stale.pop(ip) if ip in stale else pending(ip) for ip in batch)
+        self._emit((stale.pop(ip) if ip in stale else pending(ip) for ip in batch), stale=True)
 
     def _fetch(self, batch: list[str]) -> BatchResult:
         """On a connection slot: ask whois (the store thread persists the result)."""
@@ -204,5 +204,5 @@ class WhoisSender:
         self._batches.answered(batch)
         if self._enricher.network.names and not self._stopping.is_set():
             self._asking.submit(records)
-        else:
-            self._emit(records)
+        else:  # what whois did not answer goes out as it was: stale, or pending
+            self._emit(records, stale=True)

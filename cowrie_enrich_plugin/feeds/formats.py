@@ -175,7 +175,7 @@ def read_oracle(bodies: Mapping[str, bytes]) -> Parsed:
         for item in _member(region, "cidrs", list, where):
             prefix = network(str(_member(item, "cidr", str, where)), where)
             tags = item.get("tags")
-            service = ",".join(str(t) for t in tags) if isinstance(tags, list) and tags else None
+            service = _optional(",".join(map(str, tags))) if isinstance(tags, list) else None
             entries.append(Entry(prefix, service, name))
     return Parsed(entries, _version(data.get("last_updated_timestamp")))
 
@@ -303,7 +303,7 @@ def read_spamhaus(bodies: Mapping[str, bytes]) -> Parsed:
         records = metadata.get("records")
         if isinstance(records, int) and records != count:
             raise FeedFormatError(f"{key}: {count} entries where the metadata says {records}")
-        stamps.append(str(metadata.get("timestamp", "")))
+        stamps.append(_version(metadata.get("timestamp")) or "")
     return Parsed(entries, "/".join(stamps) if any(stamps) else None)
 
 

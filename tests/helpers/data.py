@@ -16,7 +16,14 @@ from cowrie_enrich_plugin.cli.options import settings
 from cowrie_enrich_plugin.settings import EnrichConfig
 from cowrie_enrich_plugin.testing import BulkWhoisServer
 
-__all__ = ["SHARED_DATA", "global_ips", "host_config", "shared_data", "write_log"]
+__all__ = [
+    "SHARED_DATA",
+    "global_ips",
+    "host_config",
+    "refused_whois_config",
+    "shared_data",
+    "write_log",
+]
 
 #: The workplace's shared data (real Cowrie logs, MaxMind's test databases).
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
