@@ -5,6 +5,7 @@ a refused one can be named by file and line) and remembers the verdict: the comm
 case of an event is then one dictionary lookup, done in C for a whole chunk.
 :class:`Expiries` tells a long-lived run when the records it delivered expire: their
 addresses are forgotten then, so that a sighting after that refreshes them.
+:func:`split_news` tells the records the host delivers from those it has already.
 """
 
 from __future__ import annotations
