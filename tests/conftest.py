@@ -46,6 +46,14 @@ def _reset_pg(url: str) -> None:
 
     engine = sa.create_engine(url)
     with engine.begin() as conn:
+        # A session an earlier test left (a worker thread it could not stop) would hold
+        # its locks, and every later test would wait on them: one failure, not many.
+        conn.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
         conn.execute(sa.text("DROP SCHEMA public CASCADE"))
         conn.execute(sa.text("CREATE SCHEMA public"))
     engine.dispose()

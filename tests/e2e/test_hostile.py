@@ -110,6 +110,10 @@ class CuttableProxy:
                 client.close()
                 continue
             with self.lock:
+                if self.refusing:  # down() came while this one was connecting: cut it too
+                    client.close()
+                    upstream.close()
+                    continue
                 self.sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
