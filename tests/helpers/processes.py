@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -91,18 +93,33 @@ def assert_complete(db_url: str, server: BulkWhoisServer, ips: list[str]) -> Non
 
 @contextlib.contextmanager
 def pip_installed(folder: Path, name: str, forget: Callable[[], None]) -> Iterator[None]:
-    """``pip install`` the distribution in ``folder`` into this environment, then uninstall it.
+    """``pip install`` the distribution in ``folder`` for this test process and its children.
 
-    ``forget`` clears what caches the entry points (called after each step).
+    It goes to a folder of its own, put first on ``sys.path`` and ``PYTHONPATH`` while the
+    test runs, not into the environment: the other test processes share that, and a
+    source or feed appearing in their runs changes what they see. ``forget`` clears
+    what caches the entry points (called after each step).
     """
-    install = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
-    done = subprocess.run([*install, str(folder)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
-    forget()
-    try:
-        yield
-    finally:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "uninstall", "-q", "-y", name], capture_output=True
+    with tempfile.TemporaryDirectory(prefix=f"ce-{name}-") as target:
+        install = [sys.executable, "-m", "pip", "install", "-q", "--no-deps"]
+        done = subprocess.run(
+            [*install, "--no-build-isolation", "--target", target, str(folder)],
+            capture_output=True,
+            text=True,
         )
+        assert done.returncode == 0, done.stdout + done.stderr
+        before = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join([target, *filter(None, [before])])
+        sys.path.insert(0, target)
+        importlib.invalidate_caches()
         forget()
+        try:
+            yield
+        finally:
+            sys.path.remove(target)
+            if before is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = before
+            importlib.invalidate_caches()
+            forget()
