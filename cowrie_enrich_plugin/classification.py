@@ -57,6 +57,7 @@ try:  # the ``fast`` extra: the same values, parsed about twice as fast
 except ImportError:  # pragma: no cover - the extra is not installed
     _loads = json.loads
 _EMPTY: Final = '{"kinds":[],"labels":[]}'
+_new: Final = object.__new__
 
 
 def entry_text(values: Sequence[str | None]) -> str:
@@ -102,8 +103,11 @@ class Classification:
     @classmethod
     def from_text(cls, text: str, kinds: tuple[str, ...] | None = None) -> Classification:
         """The section as stored (:attr:`text`); ``kinds`` when the maker knows them."""
-        made = cls.__new__(cls)
-        made._kinds, made._labels, made._text, made._damaged = kinds, None, text, False
+        made = _new(cls)  # object's: a section is made per listed address classified
+        made._kinds = kinds
+        made._labels = None
+        made._text = text
+        made._damaged = False
         return made
 
     @property

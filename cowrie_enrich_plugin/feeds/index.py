@@ -11,7 +11,10 @@ longest prefix there (CIDR prefixes of one feed nest or are disjoint, so a stack
 feed finds it in one sweep). A lookup is a binary search over the interval starts
 (``bisect`` over the mapped arrays, in C): IPv4 starts as 32-bit integers; IPv6 as
 two 64-bit halves, the high halves searched first, then the low ones among equal
-high halves. Nothing of one family is ever looked up in the other's arrays.
+high halves. Nothing of one family is ever looked up in the other's arrays. Each
+family has a jump table by an address's top 16 bits: where the starts under those
+bits begin, so that a search looks among a few starts, not all of them (each step of
+``bisect`` over a mapped array makes a Python integer: that is a lookup's cost).
 
 A label set is kept as the JSON text of its ``classification`` section
 (:mod:`..classification`), in parts: the text up to the labels (``{"kinds":[...],
@@ -20,13 +23,13 @@ joined once at compile time. Classifying a listed address joins its set's parts;
 nothing is parsed or built per label. The labels' text makes the file larger than
 the prefixes alone (about 200 bytes a listed entry).
 
-File layout: ``CEFEEDS2``, a 4-byte header length, a JSON header (the sections'
+File layout: ``CEFEEDS3``, a 4-byte header length, a JSON header (the sections'
 offsets, the feeds' kinds, providers and versions), then the sections, each 8-byte
-aligned: ``v4_starts`` (I), ``v4_sets`` (I), ``v6_hi`` (Q), ``v6_lo`` (Q),
-``v6_sets`` (I), ``set_offsets`` (I), ``set_members`` (I: a set's string ids, its
-head then its feeds' label groups), ``string_offsets`` (Q), ``strings`` (UTF-8, end
-to end). Arrays are in the compiling machine's byte order, which the header records:
-an index is a local cache, compiled where it is used.
+aligned: ``v4_starts`` (I), ``v4_sets`` (I), ``v4_jump`` (I), ``v6_hi`` (Q),
+``v6_lo`` (Q), ``v6_sets`` (I), ``v6_jump`` (I), ``set_offsets`` (I), ``set_members``
+(I: a set's string ids, its head then its feeds' label groups), ``string_offsets``
+(Q), ``strings`` (UTF-8, end to end). Arrays are in the compiling machine's byte
+order, which the header records: an index is a local cache, compiled where it is used.
 """
 
 from __future__ import annotations
@@ -51,10 +54,14 @@ from .formats import Entry
 
 __all__ = ["FeedContent", "Index", "compile_index"]
 
-MAGIC: Final = b"CEFEEDS2"
+MAGIC: Final = b"CEFEEDS3"
 _UNLISTED: Final = Classification((), ())
 #: Sections kept per process, by label set: a few megabytes at most.
 _KEPT_SETS: Final = 8192
+#: An address's top bits that pick its jump table entry (2**16 + 1 entries a family).
+_JUMP_BITS: Final = 16
+_V4: Final = struct.Struct(">I").unpack
+_V6: Final = struct.Struct(">QQ").unpack
 
 
 @dataclass(frozen=True)
@@ -170,6 +177,7 @@ def compile_index(feeds: Iterable[FeedContent], path: Path) -> dict[str, Any]:
     v4_starts, v4_sets = builder.sweep(nodes[0], (1 << 32) - 1)
     v6_starts, v6_sets = builder.sweep(nodes[1], (1 << 128) - 1)
     mask = (1 << 64) - 1
+    v6_hi = [s >> 64 for s in v6_starts]
     offsets = [0]
     members: list[int] = []
     for label_set in builder.sets:
@@ -180,9 +188,11 @@ def compile_index(feeds: Iterable[FeedContent], path: Path) -> dict[str, Any]:
     arrays = {
         "v4_starts": array("I", v4_starts),
         "v4_sets": array("I", v4_sets),
-        "v6_hi": array("Q", (s >> 64 for s in v6_starts)),
+        "v4_jump": _jump(v4_starts, 32),
+        "v6_hi": array("Q", v6_hi),
         "v6_lo": array("Q", (s & mask for s in v6_starts)),
         "v6_sets": array("I", v6_sets),
+        "v6_jump": _jump(v6_hi, 64),
         "set_offsets": array("I", offsets),
         "set_members": array("I", members),
         "string_offsets": array("Q", itertools.accumulate(map(len, strings), initial=0)),
@@ -224,6 +234,17 @@ def compile_index(feeds: Iterable[FeedContent], path: Path) -> dict[str, Any]:
     return header
 
 
+def _jump(starts: Sequence[int], width: int) -> array[int]:
+    """The first start at or above each value ``k`` of the top :data:`_JUMP_BITS`.
+
+    ``starts`` are of ``width`` bits; ``k + 1``'s entry ends ``k``'s starts.
+    """
+    shift = width - _JUMP_BITS
+    return array(
+        "I", (bisect.bisect_left(starts, k << shift) for k in range((1 << _JUMP_BITS) + 1))
+    )
+
+
 def _aligned(offset: int) -> int:
     return (offset + 7) & ~7
 
@@ -263,9 +284,13 @@ class Index:
 
             self._v4_starts = section("v4_starts")
             self._v4_sets = section("v4_sets")
+            self._v4_jump = section("v4_jump")
             self._v6_hi = section("v6_hi", wide=True)
             self._v6_lo = section("v6_lo", wide=True)
             self._v6_sets = section("v6_sets")
+            self._v6_jump = section("v6_jump")
+            if {len(self._v4_jump), len(self._v6_jump)} != {(1 << _JUMP_BITS) + 1}:
+                raise ValueError("jump tables of another size")
             self._set_offsets = section("set_offsets")
             self._set_members = section("set_members")
             self._string_offsets = section("string_offsets", wide=True)
@@ -283,27 +308,35 @@ class Index:
 
     def set_of(self, ip: str) -> int:
         """The label set of a canonical address (0: no feed lists it)."""
+        # Among the starts under the address's top bits (the one before them, when the
+        # address is below all of them, is the entry before the jump's: found too).
         if ":" in ip:
-            hi, lo = struct.unpack(">QQ", socket.inet_pton(socket.AF_INET6, ip))
-            high = self._v6_hi
-            end = bisect.bisect_right(high, hi)
-            begin = bisect.bisect_left(high, hi, 0, end)
+            hi, lo = _V6(socket.inet_pton(socket.AF_INET6, ip))
+            high, jump = self._v6_hi, self._v6_jump
+            top = hi >> (64 - _JUMP_BITS)
+            end = bisect.bisect_right(high, hi, jump[top], jump[top + 1])
+            begin = bisect.bisect_left(high, hi, jump[top], end)
             return self._v6_sets[bisect.bisect_right(self._v6_lo, lo, begin, end) - 1]
-        (number,) = struct.unpack(">I", socket.inet_pton(socket.AF_INET, ip))
-        return self._v4_sets[bisect.bisect_right(self._v4_starts, number) - 1]
+        (number,) = _V4(socket.inet_pton(socket.AF_INET, ip))
+        jump = self._v4_jump
+        top = number >> (32 - _JUMP_BITS)
+        return self._v4_sets[
+            bisect.bisect_right(self._v4_starts, number, jump[top], jump[top + 1]) - 1
+        ]
 
     def classify(self, ip: str) -> Classification:
         """The ``classification`` section of a canonical address."""
         set_id = self.set_of(ip)
         if not set_id:
             return _UNLISTED
-        found = self._made.get(set_id)
+        made = self._made
+        found = made.get(set_id)
         if found is None:
             # Kept: addresses of one network come again (and the section knows its kinds).
             found = self._classification(set_id)
-            if len(self._made) >= _KEPT_SETS:
-                self._made.clear()
-            self._made[set_id] = found
+            if len(made) >= _KEPT_SETS:
+                made.clear()
+            made[set_id] = found
         return found
 
     def _classification(self, set_id: int) -> Classification:
@@ -311,23 +344,20 @@ class Index:
         # decoded), the others its feeds' label groups: the section is their texts
         # joined, nothing parsed or built.
         offsets, strings, members = self._string_offsets, self._strings, self._set_members
-        start, end = self._set_offsets[set_id], self._set_offsets[set_id + 1]
+        start = self._set_offsets[set_id]
+        end = self._set_offsets[set_id + 1]
         known = self._heads.get(members[start])
         if known is None:
             text = self._string(members[start])
             kinds = tuple(json.loads(text + SECTION_END)["kinds"])
             known = self._heads[members[start]] = (text, kinds)
-        head, kinds = known
         if end - start == 2:  # most sets: one feed's labels
             group = members[start + 1]
-            return Classification.from_text(
-                f"{head}{str(strings[offsets[group] : offsets[group + 1]], 'utf-8')}{SECTION_END}",
-                kinds,
-            )
-        groups = ",".join(
-            [str(strings[offsets[m] : offsets[m + 1]], "utf-8") for m in members[start + 1 : end]]
-        )
-        return Classification.from_text(f"{head}{groups}{SECTION_END}", kinds)
+            labels = str(strings[offsets[group] : offsets[group + 1]], "utf-8")
+        else:
+            groups = members[start + 1 : end]
+            labels = ",".join([str(strings[offsets[m] : offsets[m + 1]], "utf-8") for m in groups])
+        return Classification.from_text(known[0] + labels + SECTION_END, known[1])
 
     def _string(self, number: int) -> str:
         offsets = self._string_offsets

@@ -169,6 +169,40 @@ def test_a_hundred_thousand_addresses_match_the_oracle(tmp_path: Path) -> None:
     assert sum(1 for ip in ips if ":" not in ip) > 30_000
 
 
+def test_addresses_at_the_jump_tables_edges_match_the_oracle(tmp_path: Path) -> None:
+    """A lookup starts from its top 16 bits' entry: the blocks around those edges.
+
+    Wide prefixes span many 16-bit blocks that hold no start of their own (the answer
+    lies before the block), narrow ones begin or end right at a block's edge.
+    """
+    feeds = {
+        "wide": [Entry("10.0.0.0/8"), Entry("2a00::/12"), Entry("0.0.0.0/1")],
+        "edges": [
+            Entry("10.5.0.0/16"),
+            Entry("10.6.255.255/32"),
+            Entry("10.8.0.0/32"),
+            Entry("2a01::/16"),
+            Entry("2a02:ffff:ffff:ffff::/64"),
+            Entry("2a04::/128"),
+            Entry("ffff::/16"),
+        ],
+        "ends": [Entry("255.255.0.0/16"), Entry("::/16"), Entry("0.0.0.0/16")],
+    }
+    oracle = _FastOracle(feeds)
+    index = _compiled(tmp_path, feeds)
+    ips = []
+    for block in [0, 1, 2, 0x0A04, 0x0A05, 0x0A06, 0x0A07, 0x0A08, 0x0A09, 0x7FFF, 0x8000, 0xFFFF]:
+        first = block << 16
+        ips += [str(ipaddress.IPv4Address(n)) for n in (first, first + 1, first + 0xFFFF)]
+        ips += [str(ipaddress.IPv4Address(first - 1))] if first else []
+    for block in [0, 1, 0x2A00, 0x2A01, 0x2A02, 0x2A03, 0x2A04, 0x2A05, 0x2FFF, 0xFFFE, 0xFFFF]:
+        first = block << 112
+        ends = (first, first + 1, first + (1 << 112) - 1, first + (1 << 64), first - 1)
+        ips += [str(ipaddress.IPv6Address(n)) for n in ends if 0 <= n < 1 << 128]
+    assert len(ips) > 80
+    assert [ip for ip in ips if _got(index, ip) != oracle(ip)] == []
+
+
 def test_no_ipv6_address_matches_an_ipv4_prefix(tmp_path: Path) -> None:
     index = _compiled(tmp_path, {"v4only": [Entry("1.2.3.0/24"), Entry("0.0.0.0/0")]})
     for ip in ("102:300::", "102:304::1", "::1.2.3.4", "::ffff:1.2.3.4", "::", "::1"):
