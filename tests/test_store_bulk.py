@@ -65,3 +65,31 @@ def test_only_the_values_may_be_bound(db_url: str) -> None:
     with pytest.raises(AssertionError):
         BulkInsert.compile(insert, COLUMNS, engine.dialect)
     engine.dispose()
+
+
+def test_a_column_null_in_every_row_is_written_null_not_bound(db_url: str) -> None:
+    engine, bulk = _statement(db_url)
+    ips = global_ips(6, seed=22)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(pending_queue), [{"ip": ips[0], "attempts": 9, "last_error": "x"}])
+        # last_error null in every row of the chunk; then null in some rows only
+        bulk.run(conn, [(None, ip, 1) for ip in ips[:3]])
+        bulk.run(conn, [(None if n % 2 else f"e{n}", ip, 2) for n, ip in enumerate(ips[3:])])
+        stored = dict(
+            (ip, (attempts, error))
+            for ip, attempts, error in conn.execute(
+                sa.select(pending_queue.c.ip, pending_queue.c.attempts, pending_queue.c.last_error)
+            )
+        )
+    assert stored == {
+        ips[0]: (1, None),  # the upsert wrote the NULL over "x"
+        ips[1]: (1, None),
+        ips[2]: (1, None),
+        ips[3]: (2, "e0"),
+        ips[4]: (2, None),
+        ips[5]: (2, "e2"),
+    }
+    # the null column is in the statement, not among its parameters
+    assert bulk.sql(3, (0,)).count(bulk.placeholder) == 3 * (len(bulk.columns) - 1)
+    assert "NULL" in bulk.sql(3, (0,)) and "NULL" not in bulk.sql(3).partition(" VALUES ")[2]
+    engine.dispose()

@@ -8,6 +8,12 @@ thread writes), each of those releases can hand the lock over and wait for it ba
 for up to the interpreter's switch interval. Measured with plain ``sqlite3``,
 500-row upserts of the record table: 12 µs per row alone and 480 µs per row beside
 one busy thread with ``executemany``; 9 and 12 µs as one statement per chunk.
+
+A column that is ``NULL`` in every row of a chunk is written as the literal ``NULL``,
+not bound once per row: Python's ``sqlite3`` before 3.12 binds ``None`` through its
+adapter lookup, which raises and clears an exception per value (about 1 µs each, 10
+times an integer's). Without MaxMind or a feed listing them, a record row has about
+ten such columns.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import chain
+from operator import itemgetter
 from typing import Any, Final
 
 from sqlalchemy.engine import Connection, Dialect
@@ -24,6 +31,8 @@ from sqlalchemy.engine import Connection, Dialect
 __all__ = ["BulkInsert", "parameter_limit"]
 
 _NAMED: Final = re.compile(r"%\((\w+)\)s")
+#: Statements kept per bulk insert, by row count and columns written ``NULL``.
+_KEPT_STATEMENTS: Final = 64
 
 
 def parameter_limit(dialect: str) -> int:
@@ -46,6 +55,20 @@ def _closing(text: str) -> int:
     raise AssertionError(f"unbalanced VALUES group: {text}")
 
 
+def _slots(inner: str) -> list[str]:
+    """A VALUES group's expressions (its text between the parentheses), one per value."""
+    slots, depth, begin = [], 0, 0
+    for index, char in enumerate(inner):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            slots.append(inner[begin:index].strip())
+            begin = index + 1
+    return [*slots, inner[begin:].strip()]
+
+
 @dataclass(frozen=True)
 class BulkInsert:
     """A single-row ``INSERT`` compiled once, run over many rows as multi-row statements.
@@ -56,14 +79,19 @@ class BulkInsert:
     """
 
     head: str
-    group: str
+    #: each bound value's expression in the VALUES group, in bound order
+    slots: tuple[str, ...]
+    #: the placeholder in each slot (``?`` or ``%s``), replaced by ``NULL`` for a null column
+    placeholder: str
     tail: str
     columns: tuple[str, ...]
     #: for each bound value of a row, its index in the caller's tuple (None: the same order)
     order: tuple[int, ...] | None
     key: int
     max_rows: int
-    _sql: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
+    _sql: dict[tuple[int, tuple[int, ...]], str] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def compile(
@@ -81,20 +109,26 @@ class BulkInsert:
         inner, tail = rest[:end], rest[end + 1 :]
         if compiled.positional:
             names = tuple(compiled.positiontup or ())
+            placeholder = "?"
             if inner.count("?") != len(names) or "?" in head + tail:
                 raise AssertionError(f"parameters outside the VALUES group: {compiled}")
         else:
             names = tuple(_NAMED.findall(inner))
             if _NAMED.search(head + tail):
                 raise AssertionError(f"parameters outside the VALUES group: {compiled}")
+            placeholder = "%s"
             inner = _NAMED.sub("%s", inner)  # positional: one name per row would not do
         wanted = tuple(columns)
         if sorted(names) != sorted(wanted):
             raise AssertionError(f"a bulk statement binds {names}, not the columns {wanted}")
+        slots = _slots(inner)
+        if len(slots) != len(names) or any(slot.count(placeholder) != 1 for slot in slots):
+            raise AssertionError(f"not one parameter per value: {compiled}")
         order = None if names == wanted else tuple(wanted.index(name) for name in names)
         return cls(
             head=f"{head} VALUES ",
-            group=f"({inner})",
+            slots=tuple(slots),
+            placeholder=placeholder,
             tail=tail,
             columns=wanted,
             order=order,
@@ -102,22 +136,37 @@ class BulkInsert:
             max_rows=max(1, parameter_limit(dialect.name) // len(wanted)),
         )
 
-    def sql(self, rows: int) -> str:
-        """The statement for ``rows`` rows (built once per distinct count)."""
-        text = self._sql.get(rows)
+    def sql(self, rows: int, nulls: tuple[int, ...] = ()) -> str:
+        """The statement for ``rows`` rows, the bound values at ``nulls`` written ``NULL``."""
+        text = self._sql.get((rows, nulls))
         if text is None:
-            text = self._sql[rows] = self.head + ", ".join([self.group] * rows) + self.tail
+            if len(self._sql) >= _KEPT_STATEMENTS:
+                self._sql.clear()
+            null, placeholder = "NULL", self.placeholder
+            group = ", ".join(
+                slot.replace(placeholder, null) if number in nulls else slot
+                for number, slot in enumerate(self.slots)
+            )
+            text = self.head + ", ".join([f"({group})"] * rows) + self.tail
+            self._sql[(rows, nulls)] = text
         return text
 
     def run(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         """Write ``rows`` in as few statements as the backend's parameter limit allows."""
         key = self.key
         unique = list({row[key]: row for row in rows}.values())
-        order = self.order
+        bound = self.order or range(len(self.columns))  # each bound value's index in a row
         for start in range(0, len(unique), self.max_rows):
             part = unique[start : start + self.max_rows]
-            if order is None:
+            size = len(part)
+            columns = zip(*part, strict=True)
+            empty = {i for i, column in enumerate(columns) if column.count(None) == size}
+            nulls = tuple(number for number, i in enumerate(bound) if i in empty)
+            kept = [i for i in bound if i not in empty]
+            if not nulls and self.order is None:
                 values = tuple(chain.from_iterable(part))
+            elif len(kept) == 1:
+                values = tuple(row[kept[0]] for row in part)
             else:
-                values = tuple(row[i] for row in part for i in order)
-            conn.exec_driver_sql(self.sql(len(part)), values)
+                values = tuple(chain.from_iterable(map(itemgetter(*kept), part)))
+            conn.exec_driver_sql(self.sql(size, nulls), values)
