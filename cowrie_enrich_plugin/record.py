@@ -1,4 +1,4 @@
-"""The enrichment record: frozen value objects for what each source said, and the merge.
+"""The enrichment record: value objects for what each source said, and the merge.
 
 Precedence of the merge, applied only in :meth:`EnrichmentRecord.to_dict`'s summary
 fields (``asn``, ``as_name``, ``country``); each source's own section is kept
@@ -23,12 +23,12 @@ import datetime as dt
 import functools
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
 
 from .classification import LABEL_KEYS, Classification, section_kinds
 from .clock import utc_now
+from .values import value_class
 
 __all__ = [
     "LABEL_KEYS",
@@ -91,7 +91,7 @@ def parse_time(value: str | None) -> dt.datetime | None:
     return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class CymruAnswer:
     """What Team Cymru's bulk whois said about one address (all its rows merged)."""
 
@@ -128,7 +128,7 @@ class CymruAnswer:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class GeoAnswer:
     """What the MaxMind databases say about one address; ``None`` where they say nothing."""
 
@@ -167,7 +167,7 @@ class SectionStatus(str, Enum):
     PENDING = "pending"
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class SourceSection:
     """One network source's section of a record, with its own freshness."""
 
@@ -192,7 +192,7 @@ class SourceSection:
         return {**(self.data or {}), "pending": False, "fetched_at": format_time(self.fetched_at)}
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class EnrichmentRecord:
     """One address's merged record, as stored, delivered and exported."""
 
