@@ -211,7 +211,7 @@ class Store:
         }
 
         def work(conn: Connection) -> set[str]:
-            won = {row[0] for row in conn.execute(sql.claim, params)}
+            won = set(conn.execute(sql.claim, params).scalars().all())
             # Looked at again for answers stored meanwhile: on PostgreSQL all (READ
             # COMMITTED: the claim's snapshot predates answers committed while it ran),
             # on SQLite (one writer: the claim saw them all) those taken over.

@@ -119,7 +119,9 @@ def _asns_from_text(text: str | None) -> tuple[int, ...]:
 
 
 def _asns_text(asns: tuple[int, ...]) -> str:
-    return "[" + ",".join(str(asn) for asn in asns) + "]"
+    if len(asns) == 1:  # nearly every announced address
+        return f"[{asns[0]}]"
+    return "[" + ",".join(map(str, asns)) + "]"
 
 
 def record_values(record: EnrichmentRecord, now: Any, when: TimeValue) -> tuple[Any, ...]:
