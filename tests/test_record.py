@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import json
+import pickle
 
 import pytest
 from hypothesis import given
@@ -147,3 +149,34 @@ def test_a_section_parses_to_what_the_standard_library_reads(
     labels = [dict(zip(LABEL_KEYS, row, strict=True)) for row in values]
     text = Classification(sorted({str(label["kind"]) for label in labels}), labels).text
     assert Classification.from_text(text).to_dict() == json.loads(text)
+
+
+def test_a_record_pickles_as_a_frozen_dataclass_does() -> None:
+    """Its state is its fields' values in order, as a frozen slotted dataclass's is.
+
+    A host and a worker on either side of the change from frozen read each other's.
+    """
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Frozen:
+        ip: str
+        status: Status
+        cymru: CymruAnswer | None = None
+        maxmind: GeoAnswer | None = None
+        expires_at: dt.datetime | None = None
+        sections: tuple[tuple[str, object], ...] = ()
+        classification: Classification | None = None
+
+    record = EnrichmentRecord("192.0.2.1", Status.ENRICHED, CYMRU[2], None, NOW, (), None)
+    old = Frozen("192.0.2.1", Status.ENRICHED, CYMRU[2], None, NOW, (), None)
+    assert [f.name for f in dataclasses.fields(Frozen)] == [
+        f.name for f in dataclasses.fields(EnrichmentRecord)
+    ]
+    assert record.__reduce_ex__(2)[2] == old.__reduce_ex__(2)[2]
+    read = Frozen.__new__(Frozen)
+    read.__setstate__(record.__reduce_ex__(2)[2])  # type: ignore[attr-defined]
+    assert read == old
+    back = EnrichmentRecord.__new__(EnrichmentRecord)
+    back.__setstate__(old.__reduce_ex__(2)[2])  # type: ignore[attr-defined]
+    assert back == record
+    assert pickle.loads(pickle.dumps(record)) == record

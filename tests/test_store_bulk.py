@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -69,18 +70,31 @@ def test_only_the_values_may_be_bound(db_url: str) -> None:
 
 def test_a_column_null_in_every_row_is_written_null_not_bound(db_url: str) -> None:
     engine, bulk = _statement(db_url)
-    ips = global_ips(6, seed=22)
+    in_order = BulkInsert.compile(  # the caller's order is the statement's
+        sql.insert(pending_queue, engine.dialect.name).on_conflict_do_nothing(),
+        ("ip", "attempts", "last_error"),
+        engine.dialect,
+    )
+    assert in_order.order is None and bulk.order is not None
+    executed: list[tuple[str, int]] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, parameters: Any, *_: object) -> None:
+        executed.append((statement, len(parameters)))
+
+    ips = global_ips(9, seed=22)
+    sa.event.listen(engine, "before_cursor_execute", seen)
     with engine.begin() as conn:
         conn.execute(sa.insert(pending_queue), [{"ip": ips[0], "attempts": 9, "last_error": "x"}])
-        # last_error null in every row of the chunk; then null in some rows only
-        bulk.run(conn, [(None, ip, 1) for ip in ips[:3]])
-        bulk.run(conn, [(None if n % 2 else f"e{n}", ip, 2) for n, ip in enumerate(ips[3:])])
-        stored = dict(
-            (ip, (attempts, error))
+        executed.clear()
+        bulk.run(conn, [(None, ip, 1) for ip in ips[:3]])  # last_error NULL in every row
+        bulk.run(conn, [(None if n % 2 else f"e{n}", ip, 2) for n, ip in enumerate(ips[3:6])])
+        in_order.run(conn, [(ip, 3, None) for ip in ips[6:8]])
+        stored = {
+            ip: (attempts, error)
             for ip, attempts, error in conn.execute(
                 sa.select(pending_queue.c.ip, pending_queue.c.attempts, pending_queue.c.last_error)
             )
-        )
+        }
     assert stored == {
         ips[0]: (1, None),  # the upsert wrote the NULL over "x"
         ips[1]: (1, None),
@@ -88,8 +102,18 @@ def test_a_column_null_in_every_row_is_written_null_not_bound(db_url: str) -> No
         ips[3]: (2, "e0"),
         ips[4]: (2, None),
         ips[5]: (2, "e2"),
+        ips[6]: (3, None),
+        ips[7]: (3, None),
     }
-    # the null column is in the statement, not among its parameters
-    assert bulk.sql(3, (0,)).count(bulk.placeholder) == 3 * (len(bulk.columns) - 1)
-    assert "NULL" in bulk.sql(3, (0,)) and "NULL" not in bulk.sql(3).partition(" VALUES ")[2]
+    (first, _bound), (mixed, _), (ordered, _) = executed[:3]
+    assert [count for _sql, count in executed[:3]] == [3 * 2, 3 * 3, 2 * 2]
+    assert "NULL" in first and "NULL" in ordered
+    assert "NULL" not in mixed.partition(" VALUES ")[2].partition(" ON CONFLICT")[0]
+    # One value left (the key), or none: NULLs the table refuses, refused by the database
+    # as when they were bound.
+    for row in [(None, ips[8], None), (None, None, None)]:
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+            bulk.run(conn, [row])
+    assert executed[-1][1] == 0 and executed[-2][1] == 1
+    sa.event.remove(engine, "before_cursor_execute", seen)
     engine.dispose()

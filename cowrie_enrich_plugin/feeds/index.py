@@ -292,6 +292,10 @@ class Index:
             if {len(self._v4_jump), len(self._v6_jump)} != {(1 << _JUMP_BITS) + 1}:
                 raise ValueError("jump tables of another size")
             self._set_offsets = section("set_offsets")
+            v4 = {len(self._v4_starts), len(self._v4_sets), self._v4_jump[-1]}
+            v6 = {len(self._v6_hi), len(self._v6_lo), len(self._v6_sets), self._v6_jump[-1]}
+            if len(v4) != 1 or len(v6) != 1 or not len(self._set_offsets):
+                raise ValueError("sections that do not agree in length")
             self._set_members = section("set_members")
             self._string_offsets = section("string_offsets", wide=True)
             start, length = sections["strings"]

@@ -165,6 +165,8 @@ class BulkInsert:
             kept = [i for i in bound if i not in empty]
             if not nulls and self.order is None:
                 values = tuple(chain.from_iterable(part))
+            elif not kept:  # every value NULL: the database refuses the rows, as when bound
+                values = ()
             elif len(kept) == 1:
                 values = tuple(row[kept[0]] for row in part)
             else:

@@ -6,11 +6,14 @@ import ipaddress
 import json
 import pickle
 import random
+import struct
 from pathlib import Path
+
+import pytest
 
 from cowrie_enrich_plugin.classification import Classification
 from cowrie_enrich_plugin.feeds.formats import Entry, read_aws
-from cowrie_enrich_plugin.feeds.index import FeedContent, Index, compile_index
+from cowrie_enrich_plugin.feeds.index import MAGIC, FeedContent, Index, compile_index
 
 FEEDS = ("alpha", "beta", "gamma", "delta")
 
@@ -181,6 +184,8 @@ def test_addresses_at_the_jump_tables_edges_match_the_oracle(tmp_path: Path) -> 
             Entry("10.5.0.0/16"),
             Entry("10.6.255.255/32"),
             Entry("10.8.0.0/32"),
+            Entry("10.9.0.5/32"),  # a block whose first start is inside it
+            Entry("2a05:0:0:5::/64"),
             Entry("2a01::/16"),
             Entry("2a02:ffff:ffff:ffff::/64"),
             Entry("2a04::/128"),
@@ -195,6 +200,7 @@ def test_addresses_at_the_jump_tables_edges_match_the_oracle(tmp_path: Path) -> 
         first = block << 16
         ips += [str(ipaddress.IPv4Address(n)) for n in (first, first + 1, first + 0xFFFF)]
         ips += [str(ipaddress.IPv4Address(first - 1))] if first else []
+    ips += [f"10.9.0.{n}" for n in range(7)] + [f"2a05:0:0:{n}::1" for n in range(7)]
     for block in [0, 1, 0x2A00, 0x2A01, 0x2A02, 0x2A03, 0x2A04, 0x2A05, 0x2FFF, 0xFFFE, 0xFFFF]:
         first = block << 112
         ends = (first, first + 1, first + (1 << 112) - 1, first + (1 << 64), first - 1)
@@ -291,3 +297,17 @@ def test_a_lone_surrogate_a_json_feed_spells_does_not_stop_compiling(tmp_path: P
     compile_index([content], tmp_path / "test.idx")
     labels = Index(tmp_path / "test.idx").classify("3.1.2.3").labels
     assert [label["service"] for label in labels] == ["EC2?"]
+
+
+def test_an_index_whose_sections_disagree_is_refused_when_opened(tmp_path: Path) -> None:
+    index = _compiled(tmp_path, {"a": [Entry("10.0.0.0/8"), Entry("2a00::/16")]})
+    index.close()
+    path = tmp_path / "test.idx"
+    data = bytearray(path.read_bytes())
+    (size,) = struct.unpack_from("<I", data, len(MAGIC))
+    header = json.loads(bytes(data[len(MAGIC) + 4 : len(MAGIC) + 4 + size]))
+    start, length = header["sections"]["v4_jump"]
+    struct.pack_into("=I", data, start + length - 4, 7)  # the jump table's end: past the starts
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="not a usable feed index"):
+        Index(path)
