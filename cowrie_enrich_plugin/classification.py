@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
+
+from .fastjson import json_loads
 
 __all__ = [
     "ENTRY_KEYS",
@@ -50,12 +52,6 @@ if LABEL_KEYS[_FIRST:_LAST] != ENTRY_KEYS or not 0 < _FIRST < _LAST < len(LABEL_
 
 #: The one JSON form of a section (compact, UTF-8 kept), made and compared as text.
 compact_json: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-try:  # the ``fast`` extra: the same values, parsed about twice as fast
-    import orjson
-
-    _loads: Callable[[str], Any] = orjson.loads
-except ImportError:  # pragma: no cover - the extra is not installed
-    _loads = json.loads
 _EMPTY: Final = '{"kinds":[],"labels":[]}'
 _new: Final = object.__new__
 
@@ -136,9 +132,9 @@ class Classification:
     def _read(self) -> tuple[list[str], list[dict[str, Any]]]:
         """The text's kinds and labels, parsed now; none for a damaged text (a stored row)."""
         try:
-            data = _loads(self.text)
+            data = json_loads(self.text)
             kinds, labels = data["kinds"], data["labels"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             self._damaged = True
             return [], []
         return kinds, labels

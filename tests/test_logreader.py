@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cowrie_enrich_plugin.hosts.logreader import LogReader, expand_paths, json_loads
+from cowrie_enrich_plugin.fastjson import json_loads
+from cowrie_enrich_plugin.hosts.logreader import LogReader, expand_paths
 
 from .helpers import shared_data
 

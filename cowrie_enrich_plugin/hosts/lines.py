@@ -14,7 +14,7 @@ from operator import itemgetter
 from typing import Any, Final
 
 from ..addresses import InvalidAddress, classify
-from .logreader import json_loads
+from ..fastjson import json_loads
 
 __all__ = [
     "MAX_WAITING",

@@ -9,7 +9,6 @@ still read. Memory stays bounded by the chunk size and the longest allowed line.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import stat
@@ -19,21 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
+from ..fastjson import json_loads
+
 __all__ = [
     "Chunk",
     "LogProblem",
     "LogReader",
     "expand_paths",
-    "json_loads",
     "parse_event",
 ]
-
-try:  # orjson is optional (the ``fast`` extra): about three times the speed
-    import orjson
-
-    json_loads: Callable[[bytes], Any] = orjson.loads
-except ImportError:  # pragma: no cover - depends on the environment
-    json_loads = json.loads
 
 _DATED: Final = re.compile(r"^cowrie\.json\.(\d{4}-\d{2}-\d{2})(?:\.(?:gz|bz2))?$")
 _NUMBERED: Final = re.compile(r"^cowrie\.json\.(\d+)(?:\.(?:gz|bz2))?$")

@@ -33,10 +33,10 @@ import pluggy
 
 from ..counters import RunCounters
 from ..ecs import NAMESPACE, to_ecs
+from ..fastjson import json_loads
 from ..hookspecs import hookimpl
 from .kit import SignalState, end_run, live_stats, stopping_on_signals
 from .lines import MAX_WAITING, Batch, Waiting, all_end_with_brace, parse_batch
-from .logreader import json_loads
 
 __all__ = ["MAX_WAITING", "StreamSummary", "enrich_stream"]
 
