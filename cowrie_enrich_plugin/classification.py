@@ -135,6 +135,13 @@ class Classification:
             data = json_loads(self.text)
             kinds, labels = data["kinds"], data["labels"]
         except (ValueError, KeyError, TypeError, RecursionError):
+            kinds = labels = None
+        if not (
+            isinstance(kinds, list)
+            and isinstance(labels, list)
+            and all(isinstance(kind, str) for kind in kinds)
+            and all(isinstance(label, dict) for label in labels)
+        ):
             self._damaged = True
             return [], []
         return kinds, labels

@@ -41,5 +41,7 @@ def _getstate(self: Any) -> list[Any]:
 
 
 def _setstate(self: Any, state: list[Any]) -> None:
+    # strict: a state of another field count (another version's class) is refused, not
+    # read into the wrong fields
     for field, value in zip(fields(self), state, strict=True):
         object.__setattr__(self, field.name, value)

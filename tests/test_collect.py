@@ -234,13 +234,15 @@ def test_a_damaged_stored_section_is_delivered_empty_and_said(
     transport = Recording()
     collector = Collector(EnrichConfig(lifecycle=lifecycle), delivered.extend, transport)
     collector.ingest([{"src_ip": "8.8.8.8"}, {"src_ip": "1.1.1.1"}])
-    damaged = ['{"kinds":["x"],"lab', "[]"]
+    damaged = ['{"kinds":["x"],"lab', "[]", '{"kinds":5,"labels":[]}', '{"kinds":[],"labels":[7]}']
+    ips = ["8.8.8.8", "1.1.1.1", "9.9.9.9", "8.8.4.4"]
+    collector.ingest([{"src_ip": ip} for ip in ips[2:]])
     records = [
         {**_record(ip, 3600), "classification": Classification.from_text(text)}
-        for ip, text in zip(["8.8.8.8", "1.1.1.1"], damaged, strict=True)
+        for ip, text in zip(ips, damaged, strict=True)
     ]
     transport.incoming.put(pickle.loads(pickle.dumps(Records(records, None))))
     collector.checkpoint()
-    assert [r["classification"] for r in delivered] == [{"kinds": [], "labels": []}] * 2
+    assert [r["classification"] for r in delivered] == [{"kinds": [], "labels": []}] * 4
     warned = [r.getMessage() for r in caplog.records if "not a section" in r.getMessage()]
-    assert [message.split(":")[0] for message in warned] == ["8.8.8.8", "1.1.1.1"]
+    assert [message.split(":")[0] for message in warned] == ips

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cowrie_enrich_plugin import classification
 from cowrie_enrich_plugin.classification import LABEL_KEYS, section_kinds
 from cowrie_enrich_plugin.record import (
     Classification,
@@ -180,3 +181,14 @@ def test_a_record_pickles_as_a_frozen_dataclass_does() -> None:
     back.__setstate__(old.__reduce_ex__(2)[2])  # type: ignore[attr-defined]
     assert back == record
     assert pickle.loads(pickle.dumps(record)) == record
+
+
+def test_a_section_nested_too_deeply_is_damaged_with_either_parser(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """orjson refuses it with a ValueError, the standard library with a RecursionError."""
+    deep = '{"kinds":' + "[" * 200_000
+    for parser in (classification.json_loads, json.loads):
+        monkeypatch.setattr(classification, "json_loads", parser)
+        section = Classification.from_text(deep)
+        assert section.to_dict() == {"kinds": [], "labels": []} and section.damaged

@@ -301,6 +301,11 @@ class Index:
             start, length = sections["strings"]
             self._strings = view[start : start + length]
             self._views.append(self._strings)
+            if (self._set_offsets[-1], self._string_offsets[-1]) != (
+                len(self._set_members),
+                len(self._strings),
+            ):
+                raise ValueError("sets or strings that do not agree in length")
         except (ValueError, KeyError, TypeError, struct.error) as exc:
             self.close()
             raise ValueError(f"{path} is not a usable feed index: {exc}") from None

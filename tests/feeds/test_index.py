@@ -299,15 +299,23 @@ def test_a_lone_surrogate_a_json_feed_spells_does_not_stop_compiling(tmp_path: P
     assert [label["service"] for label in labels] == ["EC2?"]
 
 
-def test_an_index_whose_sections_disagree_is_refused_when_opened(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("section", "width"),
+    [("v4_jump", "I"), ("v6_jump", "I"), ("set_offsets", "I"), ("string_offsets", "Q")],
+)
+def test_an_index_whose_sections_disagree_is_refused_when_opened(
+    tmp_path: Path, section: str, width: str
+) -> None:
     index = _compiled(tmp_path, {"a": [Entry("10.0.0.0/8"), Entry("2a00::/16")]})
     index.close()
     path = tmp_path / "test.idx"
     data = bytearray(path.read_bytes())
     (size,) = struct.unpack_from("<I", data, len(MAGIC))
     header = json.loads(bytes(data[len(MAGIC) + 4 : len(MAGIC) + 4 + size]))
-    start, length = header["sections"]["v4_jump"]
-    struct.pack_into("=I", data, start + length - 4, 7)  # the jump table's end: past the starts
+    start, length = header["sections"][section]
+    end = start + length - struct.calcsize(width)
+    (last,) = struct.unpack_from("=" + width, data, end)
+    struct.pack_into("=" + width, data, end, last + 1)  # its end: past what it points into
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="not a usable feed index"):
         Index(path)
