@@ -7,15 +7,21 @@ that arrives expired without that word expired on its way, and is asked again at
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import queue
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cowrie_enrich_plugin.channel import End, NewAddresses, ToEngine
+from cowrie_enrich_plugin.cli.options import settings
 from cowrie_enrich_plugin.engine.flusher import Flusher
 from cowrie_enrich_plugin.engine.steps import Enricher
+from cowrie_enrich_plugin.errors import StoreError
 from cowrie_enrich_plugin.record import CymruAnswer, EnrichmentRecord, Status, format_time
+from cowrie_enrich_plugin.testing import BulkWhoisServer, GreyNoiseServer
 
 from .helpers import global_ips, refused_whois_config
 
@@ -48,3 +54,46 @@ def test_a_record_whose_refresh_waits_out_its_backoff_is_sent_stale(tmp_path: Pa
     assert sorted(sent) == sorted(
         [(expired, format_time(ago), True), (fresh, format_time(ahead), False)]
     )
+
+
+def test_a_batch_the_store_could_not_keep_is_sent_stale_with_network_sources_too(
+    tmp_path: Path, server: BulkWhoisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whois answered, saving failed: the stored record goes out as it was, flagged stale.
+
+    With a network source configured it went through that source's path instead,
+    unflagged, and the host asked the expired address again at once.
+    """
+    expired = global_ips(1, seed=74)[0]
+    sent: list[tuple[str, str | None, bool]] = []
+
+    def emit(records: list[dict[str, Any]], _repeats: tuple[str, ...], stale: bool) -> None:
+        sent.extend((r["ip"], r["expires_at"], stale) for r in records)
+
+    def failing(*_args: object, **_kwargs: object) -> None:
+        raise StoreError("database error: disk I/O error")  # as a full or failing disk says
+
+    with GreyNoiseServer() as greynoise:
+        host, port = server.address
+        section = {
+            "db": f"sqlite:///{tmp_path / 'c.db'}",
+            "cymru_host": host,
+            "cymru_port": port,
+            "greynoise": {"api_url": greynoise.url},
+        }
+        config = settings({"plugins": {"enabled": ["enrich"], "enrich": section}})
+        config = dataclasses.replace(config, lifecycle="long-lived")
+        with Enricher.open(config) as enricher:
+            assert enricher.network.names
+            now = enricher.store.now()
+            answer = CymruAnswer((64500,), "EXAMPLE", "1.0.0.0/8", "US", "arin", None, now)
+            ago = now - dt.timedelta(hours=1)
+            enricher.store.put_records(
+                [EnrichmentRecord(expired, Status.ENRICHED, answer, expires_at=ago)]
+            )
+            monkeypatch.setattr(enricher, "finish_batch", failing)
+            inbox: queue.Queue[ToEngine] = queue.Queue()
+            inbox.put(NewAddresses([expired]))
+            inbox.put(End())
+            Flusher(enricher, emit, resume_pending=False).run(inbox)
+    assert sent == [(expired, format_time(ago), True)]

@@ -189,9 +189,11 @@ class WhoisSender:
     ) -> None:
         """Persist whois's answer (the lease ends here); the network sources follow on their own."""
         self._note_whois(result)
+        saved = True
         try:
             records = self._enricher.finish_batch(batch, result, previous)
         except Exception as exc:
+            saved = False
             # Leased and recorded pending before it was sent: the next run retries it.
             if isinstance(exc, StoreError):
                 self._gate.failed(exc)
@@ -202,7 +204,7 @@ class WhoisSender:
             # Still pending in the store: the next run asks again.
             self.count(errors=1, pending=sum(r.status is Status.PENDING for r in records))
         self._batches.answered(batch)
-        if self._enricher.network.names and not self._stopping.is_set():
+        if saved and self._enricher.network.names and not self._stopping.is_set():
             self._asking.submit(records)
-        else:  # what whois did not answer goes out as it was: stale, or pending
+        else:  # what whois did not answer, or the store did not keep, goes out as it was
             self._emit(records, stale=True)
