@@ -11,6 +11,8 @@ import pytest
 
 from cowrie_enrich_plugin.testing import BulkWhoisServer
 
+from .helpers import end_other_sessions
+
 # The PostgreSQL server to test against, as an admin URL (psycopg form). When set,
 # the suite creates one database for the session and drops it at the end; when set
 # but unreachable, the session fails instead of skipping. .ci/run sets it.
@@ -48,12 +50,7 @@ def _reset_pg(url: str) -> None:
     with engine.begin() as conn:
         # A session an earlier test left (a worker thread it could not stop) would hold
         # its locks, and every later test would wait on them: one failure, not many.
-        conn.execute(
-            sa.text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-        )
+        end_other_sessions(conn)
         conn.execute(sa.text("DROP SCHEMA public CASCADE"))
         conn.execute(sa.text("CREATE SCHEMA public"))
     engine.dispose()

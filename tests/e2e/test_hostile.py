@@ -26,6 +26,7 @@ from ..helpers import (
     assert_complete,
     clean_env,
     cowrie_enrich,
+    end_other_sessions,
     global_ips,
     host_config,
     run_ingest,
@@ -159,14 +160,9 @@ def test_postgresql_connections_killed_mid_run(tmp_path: Path, pg_url: str) -> N
     def saboteur() -> None:
         while not stop.wait(0.3):
             with engine.connect() as conn:
-                killed = conn.execute(
-                    sa.text(
-                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                    )
-                ).scalar()
+                killed = end_other_sessions(conn)
                 conn.commit()
-            kills["terminated"] += int(killed or 0)
+            kills["terminated"] += killed
 
     with BulkWhoisServer(faults=Faults(latency_per_batch=0.3)) as server:
         config = write_config(tmp_path / "pg.toml", server, pg_url, batch_size=200)
@@ -295,12 +291,7 @@ def test_database_down_for_good_loses_nothing_collected(
         # engine thread left (a session whose client was cut can outlive the cut).
         sessions = sa.create_engine(pg_url)
         with sessions.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
-            )
+            end_other_sessions(conn)
         direct = host_config(server, pg_url, worker="thread")
         again = run_ingest([str(log)], direct, pm=make_plugin_manager(direct))
         if again.plugin.unsaved or again.pending:  # what held the second run up

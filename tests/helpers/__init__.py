@@ -1,4 +1,5 @@
-"""The suite's helpers: data it writes (:mod:`.data`), processes it starts (:mod:`.processes`).
+"""The suite's helpers: data it writes (:mod:`.data`), processes it starts (:mod:`.processes`),
+PostgreSQL sessions it ends (:mod:`.postgres`).
 
 Test modules import them from here, never from ``conftest.py`` or from another test
 module; ``conftest.py`` holds only fixtures and hooks.
@@ -12,6 +13,7 @@ from .data import (
     shared_data,
     write_log,
 )
+from .postgres import end_other_sessions
 from .processes import (
     assert_complete,
     clean_env,
@@ -27,6 +29,7 @@ __all__ = [
     "assert_complete",
     "clean_env",
     "cowrie_enrich",
+    "end_other_sessions",
     "feeds_env",
     "global_ips",
     "host_config",
