@@ -289,24 +289,23 @@ class Index:
             self._v6_lo = section("v6_lo", wide=True)
             self._v6_sets = section("v6_sets")
             self._v6_jump = section("v6_jump")
-            if {len(self._v4_jump), len(self._v6_jump)} != {(1 << _JUMP_BITS) + 1}:
-                raise ValueError("jump tables of another size")
             self._set_offsets = section("set_offsets")
-            v4 = {len(self._v4_starts), len(self._v4_sets), self._v4_jump[-1]}
-            v6 = {len(self._v6_hi), len(self._v6_lo), len(self._v6_sets), self._v6_jump[-1]}
-            if len(v4) != 1 or len(v6) != 1 or not len(self._set_offsets):
-                raise ValueError("sections that do not agree in length")
             self._set_members = section("set_members")
             self._string_offsets = section("string_offsets", wide=True)
             start, length = sections["strings"]
             self._strings = view[start : start + length]
             self._views.append(self._strings)
-            if (self._set_offsets[-1], self._string_offsets[-1]) != (
-                len(self._set_members),
-                len(self._strings),
+            # Each array's end is what the one pointing into it says (an empty one, where
+            # there must be an entry, raises IndexError here).
+            if not (
+                len(self._v4_jump) == len(self._v6_jump) == (1 << _JUMP_BITS) + 1
+                and len(self._v4_starts) == len(self._v4_sets) == self._v4_jump[-1]
+                and len(self._v6_hi) == len(self._v6_lo) == len(self._v6_sets) == self._v6_jump[-1]
+                and self._set_offsets[-1] == len(self._set_members)
+                and self._string_offsets[-1] == len(self._strings)
             ):
-                raise ValueError("sets or strings that do not agree in length")
-        except (ValueError, KeyError, TypeError, struct.error) as exc:
+                raise ValueError("sections that do not agree in length")
+        except (ValueError, KeyError, TypeError, IndexError, struct.error) as exc:
             self.close()
             raise ValueError(f"{path} is not a usable feed index: {exc}") from None
         #: each feed's ``kind``, ``provider``, ``version``, ``fetched_at`` and ``entries``

@@ -319,3 +319,19 @@ def test_an_index_whose_sections_disagree_is_refused_when_opened(
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="not a usable feed index"):
         Index(path)
+
+
+def test_an_index_with_an_empty_section_is_refused_when_opened(tmp_path: Path) -> None:
+    index = _compiled(tmp_path, {"a": [Entry("10.0.0.0/8")]})
+    index.close()
+    path = tmp_path / "test.idx"
+    data = bytearray(path.read_bytes())
+    (size,) = struct.unpack_from("<I", data, len(MAGIC))
+    at = len(MAGIC) + 4
+    header = json.loads(bytes(data[at : at + size]))
+    header["sections"]["string_offsets"][1] = 0  # where one entry at least must be
+    shorter = json.dumps(header).encode()
+    data[at : at + size] = shorter.ljust(size)  # JSON allows the trailing spaces
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="not a usable feed index"):
+        Index(path)
