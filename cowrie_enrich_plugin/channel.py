@@ -3,9 +3,10 @@
 To the engine: :class:`Init` (first, process mode only), then any number of
 :class:`NewAddresses`, :class:`SkippedAddresses` and :class:`Flush`, and one
 :class:`End`. From the engine: :class:`Ready`, :class:`Records` (with the run's
-counters at most every half second), :class:`Failed` (it could not start) and
-:class:`Done` (everything persisted, leases given up). :class:`Exited` is made by
-the host's end of a process transport when the worker is gone.
+counters; an idle engine sends them alone every half second), :class:`Failed` (it
+could not start) and :class:`Done` (everything persisted, leases given up).
+:class:`Exited` is made by the host's end of a process transport when the worker is
+gone.
 
 In process mode each message is pickled behind a 4-byte big-endian length, over
 the worker's stdin and stdout. Adding a message type touches this module and the
@@ -81,7 +82,7 @@ class Ready(NamedTuple):
 
 
 class Records(NamedTuple):
-    """Records ready to deliver (exported shape), and the counters when due.
+    """Records ready to deliver (exported shape), and the run's counters as they stand.
 
     A feed-listed address's ``classification`` is still a :class:`.Classification`
     (it crosses as its text): the receiver makes it the section before delivering

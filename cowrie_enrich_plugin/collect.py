@@ -205,10 +205,13 @@ class Collector:
                 quiet_since = now
             elif now - quiet_since > _QUIET_SECONDS:
                 return  # nothing moves: the end settles the rest
-            last = state
-            if not stats.in_flight_batches and now >= next_flush:
+            # The first flush goes at once: the host has sent everything, so what waits in
+            # the engine for a fuller batch waits for nothing. Later ones go while no batch
+            # is out, for what other processes' leases gave back.
+            if now >= next_flush and (last is None or not stats.in_flight_batches):
                 self.transport.send(Flush())
                 next_flush = now + 1.0
+            last = state
             self._handle(self.transport.wait(_FINISH_LOOK_EVERY))
 
     def idle(self, seconds: float) -> bool:

@@ -31,7 +31,7 @@ from cowrie_enrich_plugin.transport import ProcessTransport, Transport
 from .helpers import global_ips
 
 
-def _finish(transport: ProcessTransport, timeout: float = 30.0) -> list[FromEngine]:
+def _finish(transport: Transport, timeout: float = 30.0) -> list[FromEngine]:
     messages: list[FromEngine] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -186,6 +186,80 @@ def test_the_batch_end_wait_empties_the_pipe_as_records_come(monkeypatch: Any) -
     assert sorted(r["ip"] for r in delivered) == sorted(ips)
     assert collector.stats().outstanding == 0
     collector.end()
+
+
+def test_the_batch_end_flushes_at_once_though_a_batch_is_out(monkeypatch: Any) -> None:
+    """The host has sent everything when it enters its end: what waits for a fuller batch
+    is asked for at once, even though the engine's last counters say a batch is out.
+
+    Every timer that could end the wait is an hour away (the host's look at its counters),
+    so a flush held back until a report says no batch is out would never go.
+    """
+    from cowrie_enrich_plugin import collect
+    from cowrie_enrich_plugin.channel import Flush
+    from cowrie_enrich_plugin.collect import Collector
+    from cowrie_enrich_plugin.counters import RunCounters
+
+    engine = _Recording()
+    delivered: list[dict[str, Any]] = []
+    collector = Collector(EnrichConfig(), delivered.extend, engine)
+    ips = global_ips(3, seed=25)
+    collector.ingest([{"src_ip": ip} for ip in ips])
+
+    def answered(ips: list[str]) -> list[dict[str, Any]]:
+        return [{"ip": ip, "status": "ok", "expires_at": "2027-01-01T00:00:00Z"} for ip in ips]
+
+    engine.incoming.put(Records(answered(ips[:1]), RunCounters(in_flight_batches=1, backlog=2)))
+    collector.ingest([])
+    monkeypatch.setattr(collect, "_FINISH_LOOK_EVERY", 3600.0)
+    finishing = threading.Thread(target=collector.finish, daemon=True)
+    finishing.start()
+    deadline = time.monotonic() + 30
+    while not any(isinstance(m, Flush) for m in engine.sent) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert any(isinstance(m, Flush) for m in engine.sent), "the end held its flush back"
+    # The engine answers the rest; its counters, with the records, say it is done.
+    engine.incoming.put(Records(answered(ips[1:]), RunCounters()))
+    finishing.join(timeout=30)
+    assert not finishing.is_alive(), "the end waited for a timer"
+    assert sorted(r["ip"] for r in delivered) == sorted(ips)
+
+
+def test_the_records_that_end_the_work_say_so(
+    monkeypatch: Any, server: BulkWhoisServer, tmp_path: Path
+) -> None:
+    """The counters come with the records, so the host knows at once that nothing waits.
+
+    A whole batch and a partial one, with the engine's idle report an hour apart: had
+    the last records come without the counters, the host would only know of the
+    backlog of the report before them.
+    """
+    from cowrie_enrich_plugin.channel import Flush
+    from cowrie_enrich_plugin.engine import serve
+    from cowrie_enrich_plugin.transport import ThreadTransport
+
+    monkeypatch.setattr(serve, "_STATS_EVERY", 3600.0)
+    host, port = server.address
+    config = EnrichConfig(
+        db=f"sqlite:///{tmp_path}/t.db", cymru_host=host, cymru_port=port, worker="thread"
+    )
+    transport = ThreadTransport(config)
+    ips = global_ips(config.batch_size + 120, seed=26)
+    transport.send(NewAddresses(ips))
+    transport.send(Flush())
+    seen: list[str] = []
+    last: Records | None = None
+    deadline = time.monotonic() + 60
+    while len(seen) < len(ips) and time.monotonic() < deadline:
+        for message in transport.wait(0.5):
+            if isinstance(message, Records) and message.records:
+                seen.extend(r["ip"] for r in message.records)
+                last = message
+    assert sorted(seen) == sorted(ips)
+    assert last is not None and last.counters is not None
+    assert last.counters.backlog == 0
+    transport.send(End())
+    assert any(isinstance(m, Done) for m in _finish(transport))
 
 
 class _Recording(Transport):

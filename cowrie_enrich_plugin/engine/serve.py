@@ -65,7 +65,7 @@ def open_engine(config: EnrichConfig, *, create: bool = True) -> Enricher:
 
 
 class _Throttle:
-    """True at most every half second: counters ride along with records that often."""
+    """True at most every half second: an idle engine reports its counters that often."""
 
     def __init__(self) -> None:
         self.next = 0.0
@@ -91,8 +91,10 @@ def serve(
     """
     throttle = _Throttle()
 
+    # The counters ride with every batch of records (about 15 µs): a host waiting for
+    # the end of the work (backlog, batches out) must not wait for the next idle report.
     def emit(records: list[dict[str, Any]], repeats: tuple[str, ...], stale: bool) -> None:
-        send(Records(records, flusher.counters() if throttle.due() else None, repeats, stale))
+        send(Records(records, flusher.counters(), repeats, stale))
 
     def idle() -> None:
         if throttle.due():
