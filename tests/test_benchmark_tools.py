@@ -49,3 +49,38 @@ def test_stand_in_worker_delivers_every_address_once(tmp_path: Path) -> None:
     assert sorted(record["ip"] for record in records) == sorted(ips)
     assert {record["cymru"]["asn"] for record in records} == {64500}
     assert not (tmp_path / "unused.db").exists()
+
+
+@pytest.mark.skipif(not FLOOR_WORKER.exists(), reason="benchmarks/ is not in this tree")
+def test_the_readme_table_is_written_from_a_report() -> None:
+    """``run.py --markdown``: one row per scenario, each ratio against its workload's own run."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tables", FLOOR_WORKER.with_name("tables.py"))
+    assert spec is not None and spec.loader is not None
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+
+    def row(work: str, scenario: str, wall: float, **more: object) -> dict[str, object]:
+        return {"workload": work, "scenario": scenario, "wall": wall, "connections": 0,
+                "ips_sent": 0, "peak_rss_mb": 20.0, **more}  # fmt: skip
+
+    report = {
+        "profile": "default",
+        "runs": 3,
+        "rows": [
+            row("real logs, cost model", "ours-cold", 2.4, connections=4, ips_sent=1583),
+            row("real logs, cost model", "whois-alone", 2.0, connections=4, ips_sent=1583),
+            row("real", "ingest-off", 0.5, events=100_000, loop=0.45),
+            row("real", "ingest-on", 0.6, events=100_000, loop=0.5),
+        ],
+    }
+    text = tables.markdown_table(report, "2026-12-06", "abc1234")
+    lines = text.splitlines()
+    assert lines[0].startswith("Measured on 2026-12-06 at commit abc1234 ")
+    body = [line for line in lines if line.startswith("| ") and "---" not in line][1:]
+    assert len(body) == 4
+    assert "| 2.00 | 0.83 |" in body[1]  # the bound, against the cold run
+    assert body[2].startswith("| real logs (100,000 events) | reference host, plugin off |")
+    assert "| 0.50 | 0.83 | 0.45 |" in body[2] and body[2].endswith("| 200,000 |")
+    assert tables.real_cold_over_whois(report["rows"]) == pytest.approx(1.2)
