@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tables import INGEST_RATIOS, ingest_ratios, markdown_table, print_table
+from tables import INGEST_RATIOS, ingest_ratios, print_table, write_markdown
 from workloads import ROOT, Server, bulk, workload
 
 PROFILES = {"default": (0.05, 0.002), "cymru": (0.1, 0.01)}
@@ -388,14 +388,7 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     if args.markdown:
-        commit = subprocess.run(
-            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        date = time.strftime("%Y-%m-%d")
-        args.markdown.write_text(markdown_table(report, date, commit or "unknown"))
+        write_markdown(report, args.markdown, ROOT)
     return 0
 
 

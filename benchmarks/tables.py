@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import statistics
+import subprocess
+import time
+from pathlib import Path
 from typing import Any
 
-__all__ = ["INGEST_RATIOS", "ingest_ratios", "markdown_table", "print_table"]
+__all__ = ["INGEST_RATIOS", "ingest_ratios", "markdown_table", "print_table", "write_markdown"]
 
 #: Each ingest ratio reported: (scenario, the scenario it is divided by).
 INGEST_RATIOS = {
@@ -121,3 +124,14 @@ def markdown_table(report: dict[str, Any], date: str, commit: str) -> str:
             f"| {ratio} | {loop} | {connections} | {sent} | {r['peak_rss_mb']:.0f} | {rate} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def write_markdown(report: dict[str, Any], path: Path, root: Path) -> None:
+    """Write :func:`markdown_table` to ``path``, dated today, with ``root``'s commit."""
+    commit = subprocess.run(
+        ["git", "-C", str(root), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    path.write_text(markdown_table(report, time.strftime("%Y-%m-%d"), commit or "unknown"))
