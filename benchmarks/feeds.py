@@ -304,8 +304,8 @@ def main() -> int:
                 reader.get(x)
 
         contenders["maxminddb"] = maxmind
-    except ImportError:
-        print("mmdb-writer is not installed: pip install -e '.[bench]'")
+    except (ImportError, ValueError):  # ValueError: maxminddb without its C extension
+        print("mmdb-writer or maxminddb's C extension is missing: pip install -e '.[bench]'")
 
     results: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(options.rounds):  # interleaved: the machine's drift hits all alike

@@ -77,7 +77,8 @@ def scenario(name: str, hostport: str, work: str, db: str) -> dict[str, Any]:
         sys.path.insert(0, str(ROOT))
         from cowrie_enrich_plugin.addresses import Usable, classify
 
-        asked = [ip for ip in ips if isinstance(classify(ip), Usable)]  # as the plugin asks
+        verdicts = [classify(ip) for ip in ips]  # asked as the plugin asks: canonical, once
+        asked = list(dict.fromkeys(v.ip for v in verdicts if isinstance(v, Usable)))
         batches = [asked[start : start + 500] for start in range(0, len(asked), 500)]
         lock = threading.Lock()
 

@@ -186,8 +186,8 @@ class Collector:
         moving (no batch in flight, no other process answering, no count changing
         for a while), or when the host is interrupted. It sleeps on the engine's
         pipe, not on a timer: records are delivered as soon as they arrive, so the
-        engine is never held up by a full pipe. Partly filled batches are flushed
-        while nothing is in flight.
+        engine is never held up by a full pipe. What waits for a fuller batch is
+        flushed at once, and again every second while nothing is in flight.
         """
         if self._done or self.config.long_lived:
             return

@@ -214,13 +214,16 @@ def test_the_batch_end_flushes_at_once_though_a_batch_is_out(monkeypatch: Any) -
     monkeypatch.setattr(collect, "_FINISH_LOOK_EVERY", 3600.0)
     finishing = threading.Thread(target=collector.finish, daemon=True)
     finishing.start()
-    deadline = time.monotonic() + 30
-    while not any(isinstance(m, Flush) for m in engine.sent) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert any(isinstance(m, Flush) for m in engine.sent), "the end held its flush back"
-    # The engine answers the rest; its counters, with the records, say it is done.
-    engine.incoming.put(Records(answered(ips[1:]), RunCounters()))
-    finishing.join(timeout=30)
+    try:
+        deadline = time.monotonic() + 30
+        while not any(isinstance(m, Flush) for m in engine.sent) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert any(isinstance(m, Flush) for m in engine.sent), "the end held its flush back"
+        # The engine answers the rest; its counters, with the records, say it is done.
+        engine.incoming.put(Records(answered(ips[1:]), RunCounters()))
+        finishing.join(timeout=30)
+    finally:  # a finish still waiting ends
+        engine.incoming.put(Done(RunCounters()))
     assert not finishing.is_alive(), "the end waited for a timer"
     assert sorted(r["ip"] for r in delivered) == sorted(ips)
 

@@ -139,6 +139,7 @@ class Flusher:
         if self._resume_pending:  # what earlier runs left pending is retried in this one
             try:
                 new = self._unseen(self.enricher.due_pending() + self._own.finished_owed())
+                self._buffered = len(new)  # the host's end waits for them too
             except StoreError as exc:
                 self._gate.failed(exc)
         skipped: list[str] = []
@@ -323,7 +324,10 @@ class Flusher:
         """
         if not len(self._asking):
             return False
+        # A flush while whois batches are out (the host's end begins so) does not send
+        # them short: the batches' records follow; the end of the run sends what is left.
         idle = not self._buffered and not self._batches.asking
+        flush = flush and not self._batches.asking
         return flush or idle or self._asking.due(clock.monotonic(), self.config.flush_interval)
 
     def _send_partial(self) -> None:

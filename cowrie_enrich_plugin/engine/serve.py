@@ -65,7 +65,7 @@ def open_engine(config: EnrichConfig, *, create: bool = True) -> Enricher:
 
 
 class _Throttle:
-    """True at most every half second: an idle engine reports its counters that often."""
+    """True at most every half second: the loop reports the counters that often, records or not."""
 
     def __init__(self) -> None:
         self.next = 0.0
@@ -90,15 +90,20 @@ def serve(
     and the leases given up: the host may go on while the files are closed).
     """
     throttle = _Throttle()
+    # Several threads emit: each snapshot is sent before the next is taken, so the host
+    # (and a scrape of its metrics) never sees the counters go back.
+    in_order = threading.Lock()
 
     # The counters ride with every batch of records (about 15 µs): a host waiting for
-    # the end of the work (backlog, batches out) must not wait for the next idle report.
+    # the end of the work (backlog, batches out) must not wait for the next report.
     def emit(records: list[dict[str, Any]], repeats: tuple[str, ...], stale: bool) -> None:
-        send(Records(records, flusher.counters(), repeats, stale))
+        with in_order:
+            send(Records(records, flusher.counters(), repeats, stale))
 
     def idle() -> None:
         if throttle.due():
-            send(Records([], flusher.counters()))
+            with in_order:
+                send(Records([], flusher.counters()))
 
     flusher = Flusher(enricher, emit, stopping)
     send(Ready())
