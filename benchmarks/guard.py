@@ -36,7 +36,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from workloads import ROOT, Server, bulk, global_ips, write_events  # noqa: E402
+from workloads import ROOT, Server, global_ips, whois_alone, write_events  # noqa: E402
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -83,28 +82,6 @@ def _measured(command: list[str]) -> dict[str, float]:
     )
     result: dict[str, float] = json.loads(out.stdout)
     return result
-
-
-def whois_alone(hostport: str, ips: list[str], concurrency: int = 2) -> float:
-    """Wall seconds to ask every address in batches of 500 on ``concurrency`` connections."""
-    batches = [ips[i : i + 500] for i in range(0, len(ips), 500)]
-    lock = threading.Lock()
-
-    def work() -> None:
-        while True:
-            with lock:
-                if not batches:
-                    return
-                batch = batches.pop()
-            bulk(hostport, batch)
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=work) for _ in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - started
 
 
 def main() -> int:

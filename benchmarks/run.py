@@ -45,14 +45,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tables import INGEST_RATIOS, ingest_ratios, print_table, write_markdown
-from workloads import ROOT, Server, bulk, workload
+from workloads import ROOT, Server, bulk, whois_alone, workload
 
 PROFILES = {"default": (0.05, 0.002), "cymru": (0.1, 0.01)}
 NAIVE_SAMPLE = 200
@@ -79,22 +78,7 @@ def scenario(name: str, hostport: str, work: str, db: str) -> dict[str, Any]:
 
         verdicts = [classify(ip) for ip in ips]  # asked as the plugin asks: canonical, once
         asked = list(dict.fromkeys(v.ip for v in verdicts if isinstance(v, Usable)))
-        batches = [asked[start : start + 500] for start in range(0, len(asked), 500)]
-        lock = threading.Lock()
-
-        def connection() -> None:
-            while True:
-                with lock:
-                    if not batches:
-                        return
-                    batch = batches.pop(0)
-                bulk(hostport, batch)
-
-        pair = [threading.Thread(target=connection) for _ in range(2)]
-        for thread in pair:
-            thread.start()
-        for thread in pair:
-            thread.join()
+        whois_alone(hostport, asked)
     elif name == "cymruwhois":
         import cymruwhois
 

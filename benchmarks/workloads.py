@@ -14,6 +14,8 @@ import random
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 __all__ = ["CACHE", "ROOT", "SHARED", "Server", "bulk", "global_ips", "workload", "write_events"]
@@ -147,3 +149,25 @@ def bulk(hostport: str, ips: list[str]) -> int:
         while chunk := sock.recv(65536):
             data += chunk
     return data.count(b"\n")
+
+
+def whois_alone(hostport: str, ips: list[str], concurrency: int = 2) -> float:
+    """Wall seconds to ask every address in batches of 500 on ``concurrency`` connections."""
+    batches = [ips[i : i + 500] for i in range(0, len(ips), 500)]
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                if not batches:
+                    return
+                batch = batches.pop()
+            bulk(hostport, batch)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=work) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
