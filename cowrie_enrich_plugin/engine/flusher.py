@@ -181,7 +181,8 @@ class Flusher:
             if turn.look:
                 to_fetch.extend(self._handle_new(new, skipped))
                 new, skipped = [], []
-            whole = policy.whole(len(to_fetch))
+            # At a flush everything goes at once (below), in batches of even sizes.
+            whole = 0 if turn.flush else policy.whole(len(to_fetch))
             if whole:
                 self._buffered = len(to_fetch)
                 self._send(to_fetch[:whole])

@@ -17,7 +17,7 @@ from typing import Final
 
 from ..errors import StoreError
 from ..record import EnrichmentRecord, Status
-from ..slices import slices
+from ..slices import even_slices
 from ..sources.cymru.client import BatchResult
 from .emission import Emission
 from .foreign import ForeignLeases
@@ -86,12 +86,12 @@ class WhoisSender:
             self.uncounted_pending += pending
 
     def send(self, ips: list[str]) -> None:
-        """Send ``ips`` in batches of at most ``batch_size``, whatever their origin.
+        """Send ``ips`` in batches of at most ``batch_size`` and even sizes, whatever their origin.
 
         Addresses taken over from an exited process, or coming back from another
         process's lease, go out like any others.
         """
-        for batch in slices(list(dict.fromkeys(ips)), self._enricher.config.batch_size):
+        for batch in even_slices(list(dict.fromkeys(ips)), self._enricher.config.batch_size):
             self._send_batch(list(batch))
 
     def _send_batch(self, batch: list[str]) -> None:
