@@ -1,10 +1,9 @@
 """The ``cowrie-enrich`` process itself: what only the command does, around :func:`.cli.main`.
 
-For ``cowrie-enrich enrich`` and ``ingest``, the worker process starts before anything
-else: its own start, SQLAlchemy above all, is the longer one and overlaps this
-process's (a worker the run does not use exits with it). The filter, started once
-per pipeline and whose start a short input feels, also leaves without tearing the
-interpreter down once everything is written.
+For ``cowrie-enrich enrich``, a filter started once per pipeline and whose start a
+short input feels, the worker process starts before anything else (its own start,
+SQLAlchemy above all, is the longer one and overlaps this process's), and the
+process leaves without tearing the interpreter down once everything is written.
 Running :func:`.cli.main` in-process (tests, other programs) does neither.
 """
 
@@ -21,9 +20,8 @@ __all__ = ["run"]
 
 def run() -> NoReturn:
     """The console script: ``cowrie-enrich``."""
-    helping = {"-h", "--help"} & set(sys.argv[2:])
-    filtering = sys.argv[1:2] == ["enrich"] and not helping
-    if sys.argv[1:2] in (["enrich"], ["ingest"]) and not helping:
+    filtering = sys.argv[1:2] == ["enrich"] and not {"-h", "--help"} & set(sys.argv[2:])
+    if filtering:
         from .worker_start import start_early
 
         start_early()

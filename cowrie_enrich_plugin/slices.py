@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
-__all__ = ["even_slices", "slices"]
+__all__ = ["balanced_slices", "even_slices", "slices"]
 
 _T = TypeVar("_T")
 
@@ -19,8 +19,7 @@ def slices(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
 def even_slices(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
     """As few slices as :func:`slices` makes, their sizes differing by one at most.
 
-    583 items in slices of at most 500 are 292 and 291, not 500 and 83: sent on two
-    connections at once, the last of them is answered when the first is.
+    583 items in slices of at most 500 are 292 and 291, not 500 and 83.
     """
     count = -(-len(items) // size)
     if not count:
@@ -31,3 +30,19 @@ def even_slices(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
         end = start + small + (number < larger)
         yield items[start:end]
         start = end
+
+
+def balanced_slices(items: Sequence[_T], size: int, lanes: int) -> Iterator[Sequence[_T]]:
+    """As many slices as :func:`slices` makes: full ones, then a last round of even ones.
+
+    The slices go out ``lanes`` at a time (whois connections); the last round (the one
+    to ``lanes`` slices after the last whole round) is of even sizes, so that it ends
+    together: 583 items on two lanes are 292 and 291, not 500 and 83, while 1,083 stay
+    500, 500 and 83 (three even slices of 361 would take two rounds of 361).
+    """
+    count = -(-len(items) // size)
+    if not count:
+        return
+    head = (count - ((count - 1) % max(1, lanes) + 1)) * size
+    yield from slices(items[:head], size)
+    yield from even_slices(items[head:], size)

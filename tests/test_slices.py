@@ -1,4 +1,4 @@
-"""Whois batches of even sizes: the last batches of a run are answered together."""
+"""Whois batches: full ones, then a last round of even sizes, answered together."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from cowrie_enrich_plugin.channel import End, NewAddresses, ToEngine
 from cowrie_enrich_plugin.config import EnrichConfig
 from cowrie_enrich_plugin.engine.flusher import Flusher
 from cowrie_enrich_plugin.engine.serve import open_engine
-from cowrie_enrich_plugin.slices import even_slices, slices
+from cowrie_enrich_plugin.slices import balanced_slices, even_slices, slices
 from cowrie_enrich_plugin.testing import BulkWhoisServer
 
 from .helpers import global_ips
@@ -28,6 +28,36 @@ def test_even_slices_are_as_few_as_slices_and_differ_by_one_at_most(count: int, 
     assert all(0 < len(part) <= size for part in even)
     if even:
         assert max(map(len, even)) - min(map(len, even)) <= 1
+
+
+@given(
+    st.integers(min_value=0, max_value=6000),
+    st.integers(min_value=1, max_value=600),
+    st.integers(min_value=1, max_value=8),
+)
+def test_balanced_slices_are_full_but_for_an_even_last_round(
+    count: int, size: int, lanes: int
+) -> None:
+    items = list(range(count))
+    parts = [list(part) for part in balanced_slices(items, size, lanes)]
+    assert [item for part in parts for item in part] == items
+    assert len(parts) == len(list(slices(items, size)))
+    last_round = (len(parts) - 1) % lanes + 1 if parts else 0
+    assert all(len(part) == size for part in parts[: len(parts) - last_round])
+    tail = [len(part) for part in parts[len(parts) - last_round :]]
+    assert all(0 < length <= size for length in tail)
+    if tail:
+        assert max(tail) - min(tail) <= 1
+
+
+def test_balanced_slices_even_out_only_the_last_round() -> None:
+    def sizes(count: int) -> list[int]:
+        return [len(part) for part in balanced_slices(range(count), 500, 2)]
+
+    assert sizes(583) == [292, 291]
+    assert sizes(1_083) == [500, 500, 83]  # 361 x 3 would take two rounds of 361
+    assert sizes(1_537) == [500, 500, 269, 268]
+    assert sizes(1_000) == [500, 500]
 
 
 def test_what_a_flush_sends_goes_in_batches_of_even_sizes(
@@ -52,5 +82,4 @@ def test_what_a_flush_sends_goes_in_batches_of_even_sizes(
     finally:
         enricher.close()
     assert sorted(r["ip"] for r in records) == sorted(ips)
-    assert [len(request.ips) for request in server.requests][:1] == [500]
-    assert sorted(len(request.ips) for request in server.requests[1:]) == [299, 300]
+    assert sorted(len(request.ips) for request in server.requests) == [299, 300, 500]

@@ -181,7 +181,7 @@ class Flusher:
             if turn.look:
                 to_fetch.extend(self._handle_new(new, skipped))
                 new, skipped = [], []
-            # At a flush everything goes at once (below), in batches of even sizes.
+            # At a flush everything goes at once (below), its last round of batches even.
             whole = 0 if turn.flush else policy.whole(len(to_fetch))
             if whole:
                 self._buffered = len(to_fetch)
@@ -192,6 +192,7 @@ class Flusher:
             if turn.flush:
                 to_fetch.extend(self._poll_foreign())
                 if to_fetch:
+                    self._buffered = len(new) + len(skipped) + len(to_fetch)
                     self._send(to_fetch)
                     to_fetch = []
             self._buffered = len(new) + len(skipped) + len(to_fetch)

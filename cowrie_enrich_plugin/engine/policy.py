@@ -8,7 +8,9 @@ reads no clock, so every rule can be tested by handing it times. The rules:
   or the host asked for a flush or the end; a long-lived run looks at once (a host
   that runs for weeks waits for nothing it can have now);
 - what the cache cannot answer goes to whois in whole batches as soon as there are
-  any, and the rest at the same moments as above (interval, flush, end);
+  any, and the rest at the same moments as above (interval, flush, end), when
+  everything waiting goes at once (the flusher, then, does not take whole batches
+  first: the sender makes the last round of batches even);
 - the network sources' partial batches go at those moments too, or when a whole batch
   of them is waiting.
 """

@@ -17,7 +17,7 @@ from typing import Final
 
 from ..errors import StoreError
 from ..record import EnrichmentRecord, Status
-from ..slices import even_slices
+from ..slices import balanced_slices
 from ..sources.cymru.client import BatchResult
 from .emission import Emission
 from .foreign import ForeignLeases
@@ -86,12 +86,15 @@ class WhoisSender:
             self.uncounted_pending += pending
 
     def send(self, ips: list[str]) -> None:
-        """Send ``ips`` in batches of at most ``batch_size`` and even sizes, whatever their origin.
+        """Send ``ips`` in batches of at most ``batch_size``, whatever their origin.
 
-        Addresses taken over from an exited process, or coming back from another
-        process's lease, go out like any others.
+        The batches are full but for the last round on the connections, whose are of
+        even sizes (:func:`.balanced_slices`). Addresses taken over from an exited
+        process, or coming back from another process's lease, go out like any others.
         """
-        for batch in even_slices(list(dict.fromkeys(ips)), self._enricher.config.batch_size):
+        config = self._enricher.config
+        unique = list(dict.fromkeys(ips))
+        for batch in balanced_slices(unique, config.batch_size, config.concurrency):
             self._send_batch(list(batch))
 
     def _send_batch(self, batch: list[str]) -> None:
