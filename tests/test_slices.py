@@ -14,7 +14,7 @@ from cowrie_enrich_plugin.config import EnrichConfig
 from cowrie_enrich_plugin.engine.flusher import Flusher
 from cowrie_enrich_plugin.engine.serve import open_engine
 from cowrie_enrich_plugin.slices import balanced_slices, even_slices, slices
-from cowrie_enrich_plugin.testing import BulkWhoisServer
+from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults
 
 from .helpers import global_ips
 
@@ -83,3 +83,25 @@ def test_what_a_flush_sends_goes_in_batches_of_even_sizes(
         enricher.close()
     assert sorted(r["ip"] for r in records) == sorted(ips)
     assert sorted(len(request.ips) for request in server.requests) == [299, 300, 500]
+
+
+def test_a_batch_waiting_for_a_connection_joins_the_last_round(tmp_path: Path) -> None:
+    """1,583 addresses: two batches out, one waiting; the last 83 come, and the waiting
+    500 and the 83 go as 292 and 291 on the two connections, not as 500 and 83."""
+    ips = global_ips(1_583, seed=38)
+    with BulkWhoisServer(faults=Faults(latency_per_batch=1.0)) as server:
+        host, port = server.address
+        config = EnrichConfig(db=f"sqlite:///{tmp_path}/t.db", cymru_host=host, cymru_port=port)
+        inbox: queue.Queue[ToEngine] = queue.Queue()
+        for message in (NewAddresses(ips[:1500]), NewAddresses(ips[1500:]), End()):
+            inbox.put(message)
+        records: list[dict[str, Any]] = []
+        enricher = open_engine(config)
+        try:
+            Flusher(enricher, lambda found, *_: records.extend(found)).run(inbox)
+        finally:
+            enricher.close()
+        sizes = sorted(len(request.ips) for request in server.requests)
+    assert sorted(r["ip"] for r in records) == sorted(ips)
+    assert "pending" not in {r["status"] for r in records}  # every batch answered
+    assert sizes == [291, 292, 500, 500]

@@ -3,8 +3,9 @@
 A batch is asked on one of ``concurrency`` network threads and persisted on the one
 store thread, so a connection slot never waits for the database. At most twice
 ``concurrency`` batches are out at once (asked or waiting to be saved); a loop that
-sends one more waits for a slot. Every future handed here (the network sources' too)
-is waited for at the end.
+sends one more waits for a slot. A batch no connection has started yet can be taken
+back, to be sent again with the next ones. Every future handed here (the network
+sources' too) is waited for at the end.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class Batches:
         self._futures: set[Future[None]] = set()
         #: addresses in a whois batch now (never claimed twice at once)
         self._asking: set[str] = set()
+        #: whois batches handed to the network threads, by future, maybe not started
+        self._queued: dict[Future[None], list[str]] = {}
         self._slots = threading.BoundedSemaphore(max(2, 2 * concurrency))
         self._network = ThreadPoolExecutor(concurrency, thread_name_prefix="cymru")
         self._persist = ThreadPoolExecutor(1, thread_name_prefix="cowrie-enrich-store")
@@ -75,7 +78,25 @@ class Batches:
         while not self._slots.acquire(timeout=_SLOT_WAIT):
             if on_wait is not None:
                 on_wait()
-        self.track(self._network.submit(self._fetch_then_persist, fetch, persist))
+        future = self._network.submit(self._fetch_then_persist, fetch, persist)
+        with self._lock:
+            self._queued[future] = list(ips)
+        self.track(future)
+
+    def take_back(self) -> list[list[str]]:
+        """Withdraw the whois batches no connection has started: their addresses.
+
+        Their slots are free again; the addresses stay asked (:attr:`asking`) until
+        they are sent again and answered.
+        """
+        with self._lock:
+            queued, self._queued = self._queued, {}
+        taken = []
+        for future, ips in queued.items():
+            if future.cancel():  # refused once a network thread has taken it
+                self._slots.release()
+                taken.append(ips)
+        return taken
 
     def answered(self, ips: Iterable[str]) -> None:
         """``ips`` are out of their batch (saved, or given up)."""
@@ -90,7 +111,8 @@ class Batches:
             if not pending:
                 return
             for future in pending:
-                future.exception()
+                if not future.cancelled():  # a batch taken back is sent again
+                    future.exception()
                 with self._lock:
                     self._futures.discard(future)
 
@@ -109,3 +131,4 @@ class Batches:
     def _forget(self, future: Future[None]) -> None:
         with self._lock:
             self._futures.discard(future)
+            self._queued.pop(future, None)

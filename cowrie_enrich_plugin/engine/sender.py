@@ -17,7 +17,7 @@ from typing import Final
 
 from ..errors import StoreError
 from ..record import EnrichmentRecord, Status
-from ..slices import balanced_slices
+from ..slices import balanced_slices, slices
 from ..sources.cymru.client import BatchResult
 from .emission import Emission
 from .foreign import ForeignLeases
@@ -60,6 +60,8 @@ class WhoisSender:
         self._stopping = stopping
         #: the stored (stale) records of addresses to ask again: served if unanswered
         self.stale: dict[str, EnrichmentRecord] = {}
+        #: the same, of the addresses in a batch out (kept for a batch taken back)
+        self._out_previous: dict[str, EnrichmentRecord] = {}
         #: called now and then while every connection slot is taken
         self.on_idle: Callable[[], None] | None = None
         self._lock = threading.Lock()
@@ -88,19 +90,44 @@ class WhoisSender:
     def send(self, ips: list[str]) -> None:
         """Send ``ips`` in batches of at most ``batch_size``, whatever their origin.
 
-        The batches are full but for the last round on the connections, whose are of
-        even sizes (:func:`.balanced_slices`). Addresses taken over from an exited
-        process, or coming back from another process's lease, go out like any others.
+        Full batches go one by one, each leased just before it waits for a connection
+        slot. The last round on the connections (one to ``concurrency`` batches) is
+        leased together, joined by the batches no connection has started yet, and
+        sent with its own last round of even sizes (:func:`.balanced_slices`): 500
+        waiting and 83 more go as 292 and 291, and end together. Addresses taken over
+        from an exited process, or coming back from another process's lease, go out
+        like any others.
         """
         config = self._enricher.config
-        unique = list(dict.fromkeys(ips))
-        for batch in balanced_slices(unique, config.batch_size, config.concurrency):
-            self._send_batch(list(batch))
+        parts = list(slices(list(dict.fromkeys(ips)), config.batch_size))
+        full = len(parts) - ((len(parts) - 1) % max(1, config.concurrency) + 1) if parts else 0
+        for part in parts[:full]:
+            mine, previous = self._lease(list(part))
+            if mine:
+                self._ask(mine, previous)
+        leased: list[str] = []
+        previous = {}
+        for part in parts[full:]:
+            mine, before = self._lease(list(part))
+            leased.extend(mine)
+            previous.update(before)
+        if not leased:
+            return
+        waiting = [] if self._stopping.is_set() else self._batches.take_back()
+        with self._lock:
+            for batch in waiting:
+                previous.update(
+                    (ip, self._out_previous[ip]) for ip in batch if ip in self._out_previous
+                )
+        together = [ip for batch in waiting for ip in batch] + leased
+        for part in balanced_slices(together, config.batch_size, config.concurrency):
+            batch = list(part)
+            self._ask(batch, {ip: previous[ip] for ip in batch if ip in previous})
 
-    def _send_batch(self, batch: list[str]) -> None:
-        """Lease a batch, then hand it to a connection slot (blocking while too many are out).
+    def _lease(self, batch: list[str]) -> tuple[list[str], dict[str, EnrichmentRecord]]:
+        """Lease a batch: the addresses this process won, and their stale records.
 
-        When the database cannot record the batch as pending, it is not sent: its
+        When the database cannot record the batch as pending, nothing is won: its
         addresses are reported pending, unsaved, and are collected again next run.
         Once the host is going away, nothing more is sent (it stays queued).
         """
@@ -113,10 +140,10 @@ class WhoisSender:
                 self.count(pending=len(batch))
             pending = self._enricher.pending_record
             self._emit((self.stale.get(ip) or pending(ip) for ip in batch), stale=True)
-            return
+            return [], {}
         if self._gate.paused():
             self._not_recorded(batch)
-            return
+            return [], {}
         # One of this engine's batches holds some already: their answer is on the way
         # (the loop's thread alone adds to the batches: no one else can in between).
         out = self._batches.busy_among(batch)
@@ -125,18 +152,21 @@ class WhoisSender:
             for ip in out:
                 self.stale.pop(ip, None)
             if not batch:
-                return
+                return [], {}
         try:
             mine, theirs = self._enricher.claim(batch)
         except StoreError as exc:
             self._gate.failed(exc)
             self._not_recorded(batch)
-            return
+            return [], {}
         for ip in theirs:
             self._foreign.add(ip, self.stale.get(ip))
-        if not mine:
-            return
-        previous = {ip: self.stale.pop(ip) for ip in mine if ip in self.stale}
+        return mine, {ip: self.stale.pop(ip) for ip in mine if ip in self.stale}
+
+    def _ask(self, mine: list[str], previous: dict[str, EnrichmentRecord]) -> None:
+        """Hand a leased batch to a connection slot (blocking while too many are out)."""
+        with self._lock:
+            self._out_previous.update(previous)
         self._batches.ask(
             mine,
             lambda: self._fetch(mine),
@@ -207,6 +237,9 @@ class WhoisSender:
             # Still pending in the store: the next run asks again.
             self.count(errors=1, pending=sum(r.status is Status.PENDING for r in records))
         self._batches.answered(batch)
+        with self._lock:
+            for ip in batch:
+                self._out_previous.pop(ip, None)
         if saved and self._enricher.network.names and not self._stopping.is_set():
             self._asking.submit(records)
         else:  # what whois did not answer, or the store did not keep, goes out as it was
