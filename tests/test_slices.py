@@ -60,6 +60,24 @@ def test_balanced_slices_even_out_only_the_last_round() -> None:
     assert sizes(1_000) == [500, 500]
 
 
+def _sent_in_batches(
+    server: BulkWhoisServer, db: Path, *messages: ToEngine
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """The engine's loop over ``messages``: the records, and the sizes of the batches asked."""
+    host, port = server.address
+    config = EnrichConfig(db=f"sqlite:///{db}", cymru_host=host, cymru_port=port)
+    inbox: queue.Queue[ToEngine] = queue.Queue()
+    for message in messages:
+        inbox.put(message)
+    records: list[dict[str, Any]] = []
+    enricher = open_engine(config)
+    try:
+        Flusher(enricher, lambda found, *_: records.extend(found)).run(inbox)
+    finally:
+        enricher.close()
+    return records, sorted(len(request.ips) for request in server.requests)
+
+
 def test_what_a_flush_sends_goes_in_batches_of_even_sizes(
     server: BulkWhoisServer, tmp_path: Path
 ) -> None:
@@ -69,39 +87,20 @@ def test_what_a_flush_sends_goes_in_batches_of_even_sizes(
     first message waits, and at the end it joins the last 499. Sent on two connections
     at once, the last batch is answered when the first is.
     """
-    host, port = server.address
-    config = EnrichConfig(db=f"sqlite:///{tmp_path}/t.db", cymru_host=host, cymru_port=port)
     ips = global_ips(1_099, seed=37)
-    inbox: queue.Queue[ToEngine] = queue.Queue()
-    for message in (NewAddresses(ips[:600]), NewAddresses(ips[600:]), End()):
-        inbox.put(message)
-    records: list[dict[str, Any]] = []
-    enricher = open_engine(config)
-    try:
-        Flusher(enricher, lambda found, *_: records.extend(found)).run(inbox)
-    finally:
-        enricher.close()
+    messages = (NewAddresses(ips[:600]), NewAddresses(ips[600:]), End())
+    records, sizes = _sent_in_batches(server, tmp_path / "t.db", *messages)
     assert sorted(r["ip"] for r in records) == sorted(ips)
-    assert sorted(len(request.ips) for request in server.requests) == [299, 300, 500]
+    assert sizes == [299, 300, 500]
 
 
 def test_a_batch_waiting_for_a_connection_joins_the_last_round(tmp_path: Path) -> None:
     """1,583 addresses: two batches out, one waiting; the last 83 come, and the waiting
     500 and the 83 go as 292 and 291 on the two connections, not as 500 and 83."""
     ips = global_ips(1_583, seed=38)
+    messages = (NewAddresses(ips[:1500]), NewAddresses(ips[1500:]), End())
     with BulkWhoisServer(faults=Faults(latency_per_batch=1.0)) as server:
-        host, port = server.address
-        config = EnrichConfig(db=f"sqlite:///{tmp_path}/t.db", cymru_host=host, cymru_port=port)
-        inbox: queue.Queue[ToEngine] = queue.Queue()
-        for message in (NewAddresses(ips[:1500]), NewAddresses(ips[1500:]), End()):
-            inbox.put(message)
-        records: list[dict[str, Any]] = []
-        enricher = open_engine(config)
-        try:
-            Flusher(enricher, lambda found, *_: records.extend(found)).run(inbox)
-        finally:
-            enricher.close()
-        sizes = sorted(len(request.ips) for request in server.requests)
+        records, sizes = _sent_in_batches(server, tmp_path / "t.db", *messages)
     assert sorted(r["ip"] for r in records) == sorted(ips)
     assert "pending" not in {r["status"] for r in records}  # every batch answered
     assert sizes == [291, 292, 500, 500]
