@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import queue
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 from cowrie_enrich_plugin.channel import End, NewAddresses, ToEngine
 from cowrie_enrich_plugin.config import EnrichConfig
 from cowrie_enrich_plugin.engine.flusher import Flusher
+from cowrie_enrich_plugin.engine.inflight import Batches
 from cowrie_enrich_plugin.engine.serve import open_engine
 from cowrie_enrich_plugin.slices import balanced_slices, even_slices, slices
 from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults
@@ -61,18 +64,30 @@ def test_balanced_slices_even_out_only_the_last_round() -> None:
 
 
 def _sent_in_batches(
-    server: BulkWhoisServer, db: Path, *messages: ToEngine
+    server: BulkWhoisServer, db: Path, *steps: tuple[int, ToEngine]
 ) -> tuple[list[dict[str, Any]], list[int]]:
-    """The engine's loop over ``messages``: the records, and the sizes of the batches asked."""
+    """The engine's loop over messages: the records, and the sizes of the batches asked.
+
+    Each step is a message, handed on once the server has had that many requests (the
+    batches before it are on their connections), and the loop runs on a thread of its own.
+    """
     host, port = server.address
     config = EnrichConfig(db=f"sqlite:///{db}", cymru_host=host, cymru_port=port)
     inbox: queue.Queue[ToEngine] = queue.Queue()
-    for message in messages:
-        inbox.put(message)
     records: list[dict[str, Any]] = []
     enricher = open_engine(config)
+    flusher = Flusher(enricher, lambda found, *_: records.extend(found))
+    loop = threading.Thread(target=flusher.run, args=(inbox,), daemon=True)
+    loop.start()
     try:
-        Flusher(enricher, lambda found, *_: records.extend(found)).run(inbox)
+        for asked, message in steps:
+            deadline = time.monotonic() + 30
+            while len(server.requests) < asked and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert len(server.requests) >= asked, server.requests
+            inbox.put(message)
+        loop.join(timeout=60)
+        assert not loop.is_alive()
     finally:
         enricher.close()
     return records, sorted(len(request.ips) for request in server.requests)
@@ -88,8 +103,8 @@ def test_what_a_flush_sends_goes_in_batches_of_even_sizes(
     at once, the last batch is answered when the first is.
     """
     ips = global_ips(1_099, seed=37)
-    messages = (NewAddresses(ips[:600]), NewAddresses(ips[600:]), End())
-    records, sizes = _sent_in_batches(server, tmp_path / "t.db", *messages)
+    steps = ((0, NewAddresses(ips[:600])), (1, NewAddresses(ips[600:])), (1, End()))
+    records, sizes = _sent_in_batches(server, tmp_path / "t.db", *steps)
     assert sorted(r["ip"] for r in records) == sorted(ips)
     assert sizes == [299, 300, 500]
 
@@ -98,9 +113,36 @@ def test_a_batch_waiting_for_a_connection_joins_the_last_round(tmp_path: Path) -
     """1,583 addresses: two batches out, one waiting; the last 83 come, and the waiting
     500 and the 83 go as 292 and 291 on the two connections, not as 500 and 83."""
     ips = global_ips(1_583, seed=38)
-    messages = (NewAddresses(ips[:1500]), NewAddresses(ips[1500:]), End())
+    steps = ((0, NewAddresses(ips[:1500])), (2, NewAddresses(ips[1500:])), (2, End()))
+    # A second a batch: the two first are still out when the last addresses come.
     with BulkWhoisServer(faults=Faults(latency_per_batch=1.0)) as server:
-        records, sizes = _sent_in_batches(server, tmp_path / "t.db", *messages)
+        records, sizes = _sent_in_batches(server, tmp_path / "t.db", *steps)
     assert sorted(r["ip"] for r in records) == sorted(ips)
     assert "pending" not in {r["status"] for r in records}  # every batch answered
     assert sizes == [291, 292, 500, 500]
+
+
+def test_a_batch_not_started_is_taken_back_and_its_slot_freed() -> None:
+    """``Batches.take_back``: the batch waiting for the one connection is withdrawn."""
+    batches = Batches(concurrency=1)
+    started, release = threading.Event(), threading.Event()
+    persisted: list[str] = []
+
+    def first() -> str:
+        started.set()
+        release.wait(30)
+        return "first"
+
+    batches.ask(["192.0.2.1"], first, persisted.append)
+    assert started.wait(30)
+    batches.ask(["198.51.100.1", "198.51.100.2"], lambda: "second", persisted.append)
+    assert batches.take_back() == [["198.51.100.1", "198.51.100.2"]]
+    assert len(batches) == 1  # the first, on its connection
+    assert batches.take_back() == []  # a batch started is not taken back
+    assert batches.asking == 3  # the addresses stay asked until answered
+    release.set()
+    for number, name in enumerate(("third", "fourth", "fifth")):  # every slot is free again
+        batches.ask([f"203.0.113.{number}"], lambda name=name: name, persisted.append)
+    batches.wait()
+    batches.shutdown()
+    assert persisted == ["first", "third", "fourth", "fifth"]

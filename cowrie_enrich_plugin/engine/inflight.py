@@ -73,6 +73,7 @@ class Batches:
         ``ips`` count as asked until :meth:`answered`. Blocks while every slot is
         taken, calling ``on_wait`` now and then. ``fetch`` must not raise.
         """
+        ips = list(ips)
         with self._lock:
             self._asking.update(ips)
         while not self._slots.acquire(timeout=_SLOT_WAIT):
@@ -80,7 +81,7 @@ class Batches:
                 on_wait()
         future = self._network.submit(self._fetch_then_persist, fetch, persist)
         with self._lock:
-            self._queued[future] = list(ips)
+            self._queued[future] = ips
         self.track(future)
 
     def take_back(self) -> list[list[str]]:

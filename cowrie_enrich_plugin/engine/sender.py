@@ -92,8 +92,8 @@ class WhoisSender:
 
         Full batches go one by one, each leased just before it waits for a connection
         slot. The last round on the connections (one to ``concurrency`` batches) is
-        leased together, joined by the batches no connection has started yet, and
-        sent with its own last round of even sizes (:func:`.balanced_slices`): 500
+        leased together, joined (when it ends short of a full batch) by the batches
+        no connection has started yet, and sent with its own last round of even sizes (:func:`.balanced_slices`): 500
         waiting and 83 more go as 292 and 291, and end together. Addresses taken over
         from an exited process, or coming back from another process's lease, go out
         like any others.
@@ -113,7 +113,9 @@ class WhoisSender:
             previous.update(before)
         if not leased:
             return
-        waiting = [] if self._stopping.is_set() else self._batches.take_back()
+        # Full batches alone would be sliced again as they are: nothing to even out.
+        short = len(leased) % config.batch_size
+        waiting = self._batches.take_back() if short and not self._stopping.is_set() else []
         with self._lock:
             for batch in waiting:
                 previous.update(
@@ -236,10 +238,10 @@ class WhoisSender:
             records = [previous.get(ip) or pending(ip) for ip in batch]
             # Still pending in the store: the next run asks again.
             self.count(errors=1, pending=sum(r.status is Status.PENDING for r in records))
-        self._batches.answered(batch)
-        with self._lock:
+        with self._lock:  # before answered: the loop may ask one of them again then
             for ip in batch:
                 self._out_previous.pop(ip, None)
+        self._batches.answered(batch)
         if saved and self._enricher.network.names and not self._stopping.is_set():
             self._asking.submit(records)
         else:  # what whois did not answer, or the store did not keep, goes out as it was
