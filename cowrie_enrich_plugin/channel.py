@@ -3,10 +3,9 @@
 To the engine: :class:`Init` (first, process mode only), then any number of
 :class:`NewAddresses`, :class:`SkippedAddresses` and :class:`Flush`, and one
 :class:`End`. From the engine: :class:`Ready`, :class:`Records` (with the run's
-counters, and alone every half second), :class:`Failed` (it
-could not start) and :class:`Done` (everything persisted, leases given up).
-:class:`Exited` is made by the host's end of a process transport when the worker is
-gone.
+counters, and alone every half second), :class:`Failed` (it could not start) and
+:class:`Done` (everything persisted, leases given up). :class:`Exited` is made by
+the host's end of a process transport when the worker is gone.
 
 In process mode each message is pickled behind a 4-byte big-endian length, over
 the worker's stdin and stdout. Adding a message type touches this module and the

@@ -93,10 +93,10 @@ class WhoisSender:
         Full batches go one by one, each leased just before it waits for a connection
         slot. The last round on the connections (one to ``concurrency`` batches) is
         leased together, joined (when it ends short of a full batch) by the batches
-        no connection has started yet, and sent with its own last round of even sizes (:func:`.balanced_slices`): 500
-        waiting and 83 more go as 292 and 291, and end together. Addresses taken over
-        from an exited process, or coming back from another process's lease, go out
-        like any others.
+        no connection has started yet, and sent with its own last round of even
+        sizes (:func:`.balanced_slices`): 500 waiting and 83 more go as 292 and 291,
+        and end together. Addresses taken over from an exited process, or coming
+        back from another process's lease, go out like any others.
         """
         config = self._enricher.config
         parts = list(slices(list(dict.fromkeys(ips)), config.batch_size))
