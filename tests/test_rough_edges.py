@@ -23,7 +23,15 @@ from cowrie_enrich_plugin.hosts.reference import make_plugin_manager
 from cowrie_enrich_plugin.store.leases import make_owner_id, owner_is_dead_here, this_host
 from cowrie_enrich_plugin.testing import BulkWhoisServer
 
-from .helpers import clean_env, cowrie_enrich, global_ips, host_config, write_config, write_log
+from .helpers import (
+    clean_env,
+    cowrie_enrich,
+    feeds_env,
+    global_ips,
+    host_config,
+    write_config,
+    write_log,
+)
 
 HOST = this_host()
 
@@ -175,19 +183,23 @@ def test_doctor_applies_the_checks_ingest_applies(tmp_path: Path) -> None:
     ingest = run("ingest", "-", "--config", str(config))
     assert doctor.exit_code == 1 and ingest.exit_code == 2  # type: ignore[attr-defined]
     assert "FAIL  config" in doctor.output  # type: ignore[attr-defined]
-    config.write_text('[plugins]\nenabled = ["other"]\n')
+    # The feeds on and none installed: with enrichment off there is nothing to say of them.
+    config.write_text(
+        f'[plugins]\nenabled = ["other"]\n[plugins.enrich.feeds]\ndir = "{tmp_path / "feeds"}"\n'
+    )
     doctor = run("doctor", "--config", str(config), "--db", f"sqlite:///{tmp_path / 'd.db'}")
     assert "FAIL  config: [plugins] enabled does not list 'enrich'" in doctor.output  # type: ignore[attr-defined]
     ingest = subprocess.run(
         [cowrie_enrich(), "ingest", "-", "--config", str(config)],
         input="",
-        env=clean_env(),
+        env=feeds_env(),
         capture_output=True,
         text=True,
         timeout=60,
         cwd=tmp_path,
     )
     assert "enrichment is off" in ingest.stderr
+    assert "feed" not in ingest.stderr, ingest.stderr
 
 
 def test_ending_twice_is_harmless(server: BulkWhoisServer, tmp_path: Path) -> None:

@@ -90,7 +90,7 @@ def ingest(
             "enrichment is off: [plugins] enabled does not list %r; the logs are only read",
             PLUGIN_NAME,
         )
-    if not follow:  # a long-lived run downloads what is due itself
+    elif not follow:  # a long-lived run downloads what is due itself
         _say_feed_problems(settings(config))
     pm = make_plugin_manager(config)
     files = RunFiles("ingest", status_file, metrics_file)
