@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import queue
+import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from cowrie_enrich_plugin.channel import End, NewAddresses, ToEngine
 from cowrie_enrich_plugin.config import EnrichConfig
 from cowrie_enrich_plugin.engine.flusher import Flusher
 from cowrie_enrich_plugin.engine.inflight import Batches
-from cowrie_enrich_plugin.engine.serve import open_engine
+from cowrie_enrich_plugin.engine.serve import enrich_now, open_engine
 from cowrie_enrich_plugin.slices import balanced_slices, even_slices, slices
 from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults
 
@@ -64,15 +66,16 @@ def test_balanced_slices_even_out_only_the_last_round() -> None:
 
 
 def _sent_in_batches(
-    server: BulkWhoisServer, db: Path, *steps: tuple[int, ToEngine]
+    server: BulkWhoisServer, db: Path, *steps: tuple[int, ToEngine | Callable[[], object]]
 ) -> tuple[list[dict[str, Any]], list[int]]:
     """The engine's loop over messages: the records, and the sizes of the batches asked.
 
-    Each step is a message, handed on once the server has had that many requests (the
-    batches before it are on their connections), and the loop runs on a thread of its own.
+    Each step is a message (or something to do), handed on once the server has had that
+    many requests (the batches before it are on their connections); the loop runs on a
+    thread of its own.
     """
     host, port = server.address
-    config = EnrichConfig(db=f"sqlite:///{db}", cymru_host=host, cymru_port=port)
+    config = EnrichConfig(db=f"sqlite:///{db}", cymru_host=host, cymru_port=port, retries=1)
     inbox: queue.Queue[ToEngine] = queue.Queue()
     records: list[dict[str, Any]] = []
     enricher = open_engine(config)
@@ -80,12 +83,15 @@ def _sent_in_batches(
     loop = threading.Thread(target=flusher.run, args=(inbox,), daemon=True)
     loop.start()
     try:
-        for asked, message in steps:
+        for asked, step in steps:
             deadline = time.monotonic() + 30
             while len(server.requests) < asked and time.monotonic() < deadline:
                 time.sleep(0.005)
             assert len(server.requests) >= asked, server.requests
-            inbox.put(message)
+            if callable(step):
+                step()
+            else:
+                inbox.put(step)
         loop.join(timeout=60)
         assert not loop.is_alive()
     finally:
@@ -120,6 +126,40 @@ def test_a_batch_waiting_for_a_connection_joins_the_last_round(tmp_path: Path) -
     assert sorted(r["ip"] for r in records) == sorted(ips)
     assert "pending" not in {r["status"] for r in records}  # every batch answered
     assert sizes == [291, 292, 500, 500]
+
+
+def test_a_batch_taken_back_keeps_its_stale_records(tmp_path: Path) -> None:
+    """Addresses asked again because their records expired, in the batch taken back: when
+    whois then fails, each unanswered one is served its stored record, not a pending one."""
+    ips = global_ips(1_583, seed=39)
+    db = tmp_path / "t.db"
+    with BulkWhoisServer() as server:
+        host, port = server.address
+        config = EnrichConfig(db=f"sqlite:///{db}", cymru_host=host, cymru_port=port)
+        enricher = open_engine(config)
+        try:
+            stored = {r["ip"]: r for r in enrich_now(enricher, ips[1000:1500])}
+        finally:
+            enricher.close()
+    with sqlite3.connect(db) as conn:  # expired: each is asked again
+        conn.execute("UPDATE enrichment_record SET expires_at = '2000-01-01 00:00:00'")
+    failing = Faults(latency_per_batch=1.0, reset_rate=1.0)
+    with BulkWhoisServer(faults=Faults(latency_per_batch=1.0)) as server:
+        records, sizes = _sent_in_batches(
+            server,
+            db,
+            (0, NewAddresses(ips[:1500])),
+            (2, lambda: setattr(server, "faults", failing)),  # whois fails from now on
+            (2, NewAddresses(ips[1500:])),
+            (2, End()),
+        )
+        again = {ip for request in server.requests[2:] for ip in request.ips}
+    assert sizes[:2] == [291, 292]  # the batch waiting, taken back, and the last 83
+    taken_back = again & set(stored)
+    assert len(taken_back) >= 400, len(taken_back)
+    served = {r["ip"]: r for r in records}
+    # Answered before the reset, or unanswered and served as stored: never pending.
+    assert [served[ip] for ip in taken_back if served[ip]["status"] == "pending"] == []
 
 
 def test_a_batch_not_started_is_taken_back_and_its_slot_freed() -> None:
