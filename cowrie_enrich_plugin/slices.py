@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
-__all__ = ["balanced_slices", "even_slices", "slices"]
+__all__ = ["balanced_slices", "before_last_round", "even_slices", "slices"]
 
 _T = TypeVar("_T")
 
@@ -40,9 +40,11 @@ def balanced_slices(items: Sequence[_T], size: int, lanes: int) -> Iterator[Sequ
     together: 583 items on two lanes are 292 and 291, not 500 and 83, while 1,083 stay
     500, 500 and 83 (three even slices of 361 would take two rounds of 361).
     """
-    count = -(-len(items) // size)
-    if not count:
-        return
-    head = (count - ((count - 1) % max(1, lanes) + 1)) * size
+    head = before_last_round(-(-len(items) // size), lanes) * size
     yield from slices(items[:head], size)
     yield from even_slices(items[head:], size)
+
+
+def before_last_round(count: int, lanes: int) -> int:
+    """Of ``count`` slices going out ``lanes`` at a time, how many come before the last round."""
+    return count - ((count - 1) % max(1, lanes) + 1) if count else 0

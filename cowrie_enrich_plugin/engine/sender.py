@@ -17,7 +17,7 @@ from typing import Final
 
 from ..errors import StoreError
 from ..record import EnrichmentRecord, Status
-from ..slices import balanced_slices, slices
+from ..slices import balanced_slices, before_last_round, slices
 from ..sources.cymru.client import BatchResult
 from .emission import Emission
 from .foreign import ForeignLeases
@@ -100,7 +100,7 @@ class WhoisSender:
         """
         config = self._enricher.config
         parts = list(slices(list(dict.fromkeys(ips)), config.batch_size))
-        full = len(parts) - ((len(parts) - 1) % max(1, config.concurrency) + 1) if parts else 0
+        full = before_last_round(len(parts), config.concurrency)
         for part in parts[:full]:
             mine, previous = self._lease(list(part))
             if mine:
