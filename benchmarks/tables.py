@@ -39,7 +39,7 @@ _SCENARIOS = {
 def print_table(report: dict[str, Any]) -> None:
     """Print the report as the README's table, then the ingest ratios."""
     rows = report["rows"]
-    ours = {r["workload"]: r for r in rows if r["scenario"] in ("ours-cold", "ingest-on")}
+    ours = _ours(rows)
     print(
         f"profile {report['profile']}: {report['cost']['per_batch'] * 1000:.0f} ms per batch + "
         f"{report['cost']['per_ip'] * 1000:.0f} ms per IP; lower bound for 10k cold at concurrency 2: "
@@ -89,6 +89,11 @@ def ingest_ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return ratios
 
 
+def _ours(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each workload's row of this package's run: the base of its ``x ours`` column."""
+    return {r["workload"]: r for r in rows if r["scenario"] in ("ours-cold", "ingest-on")}
+
+
 def real_cold_over_whois(rows: list[dict[str, Any]]) -> float | None:
     """The real logs' cold ingest against the cost model, over the whois-alone bound."""
     by_key = {(r["workload"], r["scenario"]): r for r in rows}
@@ -108,7 +113,7 @@ def markdown_table(report: dict[str, Any], date: str, commit: str) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     rows = report["rows"]
-    ours = {r["workload"]: r for r in rows if r["scenario"] in ("ours-cold", "ingest-on")}
+    ours = _ours(rows)
     for r in rows:
         base = ours.get(r["workload"])
         ratio = f"{r['wall'] / base['wall']:.2f}" if base else ""
