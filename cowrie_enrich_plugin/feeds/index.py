@@ -16,20 +16,22 @@ family has a jump table by an address's top 16 bits: where the starts under thos
 bits begin, so that a search looks among a few starts, not all of them (each step of
 ``bisect`` over a mapped array makes a Python integer: that is a lookup's cost).
 
-A label set is kept as the JSON text of its ``classification`` section
-(:mod:`..classification`), in parts: the text up to the labels (``{"kinds":[...],
-"labels":[``, one of a few) and, per feed, the labels of its longest prefix there,
-joined once at compile time. Classifying a listed address joins its set's parts;
-nothing is parsed or built per label. The labels' text makes the file larger than
-the prefixes alone (about 200 bytes a listed entry).
+A label set is kept whole, as the JSON text of its ``classification`` section
+(:mod:`..classification`), made at compile time: classifying a listed address decodes
+its set's text, and nothing is joined, parsed or built per label (the decoding, of a
+few hundred bytes at a random place in the file, is most of a listed address's cost).
+A set's kinds are known by the number of its *head* (``{"kinds":[...],"labels":[``,
+one of a few). Labels shared by several sets (a cloud prefix holding Tor exits) are
+written in each: the file is about 250 bytes a listed entry when feeds overlap as
+real ones do, several times that when every address is listed by many feeds.
 
-File layout: ``CEFEEDS3``, a 4-byte header length, a JSON header (the sections'
-offsets, the feeds' kinds, providers and versions), then the sections, each 8-byte
-aligned: ``v4_starts`` (I), ``v4_sets`` (I), ``v4_jump`` (I), ``v6_hi`` (Q),
-``v6_lo`` (Q), ``v6_sets`` (I), ``v6_jump`` (I), ``set_offsets`` (I), ``set_members``
-(I: a set's string ids, its head then its feeds' label groups), ``string_offsets``
-(Q), ``strings`` (UTF-8, end to end). Arrays are in the compiling machine's byte
-order, which the header records: an index is a local cache, compiled where it is used.
+File layout: ``CEFEEDS4``, a 4-byte header length, a JSON header (the sections'
+offsets, the feeds' kinds, providers and versions, each head's kinds), then the
+sections, each 8-byte aligned: ``v4_starts`` (I), ``v4_sets`` (I), ``v4_jump`` (I),
+``v6_hi`` (Q), ``v6_lo`` (Q), ``v6_sets`` (I), ``v6_jump`` (I), ``set_heads`` (I),
+``text_offsets`` (Q), ``texts`` (UTF-8, the sets' texts end to end). Arrays are in
+the compiling machine's byte order, which the header records: an index is a local
+cache, compiled where it is used.
 """
 
 from __future__ import annotations
@@ -54,10 +56,9 @@ from .formats import Entry
 
 __all__ = ["FeedContent", "Index", "compile_index"]
 
-MAGIC: Final = b"CEFEEDS3"
+MAGIC: Final = b"CEFEEDS4"
 _UNLISTED: Final = Classification((), ())
-#: Sections kept per process, by label set: a few megabytes at most.
-_KEPT_SETS: Final = 8192
+_from_text: Final = Classification.from_text
 #: An address's top bits that pick its jump table entry (2**16 + 1 entries a family).
 _JUMP_BITS: Final = 16
 _V4: Final = struct.Struct(">I").unpack
@@ -178,12 +179,7 @@ def compile_index(feeds: Iterable[FeedContent], path: Path) -> dict[str, Any]:
     v6_starts, v6_sets = builder.sweep(nodes[1], (1 << 128) - 1)
     mask = (1 << 64) - 1
     v6_hi = [s >> 64 for s in v6_starts]
-    offsets = [0]
-    members: list[int] = []
-    for label_set in builder.sets:
-        members.extend(label_set)
-        offsets.append(len(members))
-    strings = [string.encode() for string in builder.strings]
+    set_texts, set_heads, heads = _set_texts(builder)
     del builder
     arrays = {
         "v4_starts": array("I", v4_starts),
@@ -193,15 +189,15 @@ def compile_index(feeds: Iterable[FeedContent], path: Path) -> dict[str, Any]:
         "v6_lo": array("Q", (s & mask for s in v6_starts)),
         "v6_sets": array("I", v6_sets),
         "v6_jump": _jump(v6_hi, 64),
-        "set_offsets": array("I", offsets),
-        "set_members": array("I", members),
-        "string_offsets": array("Q", itertools.accumulate(map(len, strings), initial=0)),
+        "set_heads": array("I", set_heads),
+        "text_offsets": array("Q", itertools.accumulate(map(len, set_texts), initial=0)),
     }
     sizes = {name: len(part) * part.itemsize for name, part in arrays.items()}
-    sizes["strings"] = arrays["string_offsets"][-1]
+    sizes["texts"] = arrays["text_offsets"][-1]
     header: dict[str, Any] = {
         "byteorder": sys.byteorder,
         "feeds": described,
+        "heads": heads,
         "order": order,
         "sections": {},
     }
@@ -226,12 +222,35 @@ def compile_index(feeds: Iterable[FeedContent], path: Path) -> dict[str, Any]:
         written = len(MAGIC) + 4 + len(encoded)
         for name, (start, size) in layout.items():
             yield bytes(start - written)  # alignment
-            yield from strings if name == "strings" else (memoryview(arrays[name]),)
+            yield from set_texts if name == "texts" else (memoryview(arrays[name]),)
             written = start + size
 
     path.parent.mkdir(parents=True, exist_ok=True)
     replace_whole(path, chunks(), mode=0o644, sync=True)
     return header
+
+
+def _set_texts(builder: _Builder) -> tuple[list[bytes], list[int], list[list[str]]]:
+    """Each label set's section text, its head's number, and each head's kinds.
+
+    Head 0 is the empty set's (no kinds, no text).
+    """
+    strings = builder.strings
+    numbers: dict[int, int] = {}
+    texts: list[bytes] = []
+    set_heads: list[int] = []
+    for members in builder.sets:
+        if not members:
+            texts.append(b"")
+            set_heads.append(0)
+            continue
+        head, groups = members[0], members[1:]
+        set_heads.append(numbers.setdefault(head, len(numbers) + 1))
+        texts.append(
+            (strings[head] + ",".join([strings[g] for g in groups]) + SECTION_END).encode()
+        )
+    kinds = [json.loads(strings[head] + SECTION_END)["kinds"] for head in numbers]
+    return texts, set_heads, [[], *kinds]
 
 
 def _jump(starts: Sequence[int], width: int) -> array[int]:
@@ -289,20 +308,21 @@ class Index:
             self._v6_lo = section("v6_lo", wide=True)
             self._v6_sets = section("v6_sets")
             self._v6_jump = section("v6_jump")
-            self._set_offsets = section("set_offsets")
-            self._set_members = section("set_members")
-            self._string_offsets = section("string_offsets", wide=True)
-            start, length = sections["strings"]
-            self._strings = view[start : start + length]
-            self._views.append(self._strings)
+            self._set_heads = section("set_heads")
+            self._text_offsets = section("text_offsets", wide=True)
+            start, length = sections["texts"]
+            self._texts = view[start : start + length]
+            self._views.append(self._texts)
+            #: each head's kinds, by its number
+            self._kinds = [tuple(kinds) for kinds in header["heads"]]
             # Each array's end is what the one pointing into it says (an empty one, where
             # there must be an entry, raises IndexError here).
             if not (
                 len(self._v4_jump) == len(self._v6_jump) == (1 << _JUMP_BITS) + 1
                 and len(self._v4_starts) == len(self._v4_sets) == self._v4_jump[-1]
                 and len(self._v6_hi) == len(self._v6_lo) == len(self._v6_sets) == self._v6_jump[-1]
-                and self._set_offsets[-1] == len(self._set_members)
-                and self._string_offsets[-1] == len(self._strings)
+                and len(self._set_heads) + 1 == len(self._text_offsets)
+                and self._text_offsets[-1] == len(self._texts)
             ):
                 raise ValueError("sections that do not agree in length")
         except (ValueError, KeyError, TypeError, IndexError, struct.error) as exc:
@@ -310,9 +330,6 @@ class Index:
             raise ValueError(f"{path} is not a usable feed index: {exc}") from None
         #: each feed's ``kind``, ``provider``, ``version``, ``fetched_at`` and ``entries``
         self.feeds: dict[str, dict[str, Any]] = header["feeds"]
-        #: a set's head (its text up to the labels) and its kinds, by string number
-        self._heads: dict[int, tuple[str, tuple[str, ...]]] = {}
-        self._made: dict[int, Classification] = {}
 
     def set_of(self, ip: str) -> int:
         """The label set of a canonical address (0: no feed lists it)."""
@@ -337,39 +354,11 @@ class Index:
         set_id = self.set_of(ip)
         if not set_id:
             return _UNLISTED
-        made = self._made
-        found = made.get(set_id)
-        if found is None:
-            # Kept: addresses of one network come again (and the section knows its kinds).
-            found = self._classification(set_id)
-            if len(made) >= _KEPT_SETS:
-                made.clear()
-            made[set_id] = found
-        return found
-
-    def _classification(self, set_id: int) -> Classification:
-        # A set's first member is its section's text up to the labels (one of a few: kept
-        # decoded), the others its feeds' label groups: the section is their texts
-        # joined, nothing parsed or built.
-        offsets, strings, members = self._string_offsets, self._strings, self._set_members
-        start = self._set_offsets[set_id]
-        end = self._set_offsets[set_id + 1]
-        known = self._heads.get(members[start])
-        if known is None:
-            text = self._string(members[start])
-            kinds = tuple(json.loads(text + SECTION_END)["kinds"])
-            known = self._heads[members[start]] = (text, kinds)
-        if end - start == 2:  # most sets: one feed's labels
-            group = members[start + 1]
-            labels = str(strings[offsets[group] : offsets[group + 1]], "utf-8")
-        else:
-            groups = members[start + 1 : end]
-            labels = ",".join([str(strings[offsets[m] : offsets[m + 1]], "utf-8") for m in groups])
-        return Classification.from_text(known[0] + labels + SECTION_END, known[1])
-
-    def _string(self, number: int) -> str:
-        offsets = self._string_offsets
-        return str(self._strings[offsets[number] : offsets[number + 1]], "utf-8")
+        # Made anew each time: a process-wide cache of sections, by set, cost more
+        # than it saved (most listed addresses are in sets no address before was).
+        offsets = self._text_offsets
+        text = str(self._texts[offsets[set_id] : offsets[set_id + 1]], "utf-8")
+        return _from_text(text, self._kinds[self._set_heads[set_id]])
 
     def close(self) -> None:
         """Unmap the file (classifications already handed out stay valid)."""

@@ -301,7 +301,7 @@ def test_a_lone_surrogate_a_json_feed_spells_does_not_stop_compiling(tmp_path: P
 
 @pytest.mark.parametrize(
     ("section", "width"),
-    [("v4_jump", "I"), ("v6_jump", "I"), ("set_offsets", "I"), ("string_offsets", "Q")],
+    [("v4_jump", "I"), ("v6_jump", "I"), ("text_offsets", "Q")],
 )
 def test_an_index_whose_sections_disagree_is_refused_when_opened(
     tmp_path: Path, section: str, width: str
@@ -329,7 +329,7 @@ def test_an_index_with_an_empty_section_is_refused_when_opened(tmp_path: Path) -
     (size,) = struct.unpack_from("<I", data, len(MAGIC))
     at = len(MAGIC) + 4
     header = json.loads(bytes(data[at : at + size]))
-    header["sections"]["string_offsets"][1] = 0  # where one entry at least must be
+    header["sections"]["text_offsets"][1] = 0  # where one entry at least must be
     shorter = json.dumps(header).encode()
     data[at : at + size] = shorter.ljust(size)  # JSON allows the trailing spaces
     path.write_bytes(bytes(data))
