@@ -308,7 +308,8 @@ def answer_texts(draw: st.DrawFn) -> tuple[str, set[str]]:
         lines.insert(index + 1, other_as + "|" + line.split("|", 1)[1] if "|" in line else line)
     end = draw(st.sampled_from(["\n", "\r\n"]))
     banner = draw(st.sampled_from(["", "Bulk mode; whois.cymru.com [2026-01-01]\n", "\n"]))
-    text = banner + "".join(line + end for line in lines)
+    header = draw(st.sampled_from(["", HEADER.decode().rstrip("\n"), " " + HEADER.decode()[:30]]))
+    text = banner + (header + end if header else "") + "".join(line + end for line in lines)
     text = text[: draw(st.integers(len(text) - 30, len(text)))]
     ips = [line.split("|")[1].strip() for line in lines if line.count("|") >= 2]
     asked = set(draw(st.lists(st.sampled_from(ips)))) if ips else set()
@@ -330,6 +331,7 @@ def test_whole_answer_fast_path_agrees_with_line_by_line_reading(
 
 
 def test_a_usual_answer_is_read_in_one_pass() -> None:
+    """As the server sends it: the banner, the verbose column header, then the rows."""
     from cowrie_enrich_plugin.sources.cymru.protocol import _parse_common_answer
 
     rows = [
@@ -338,7 +340,7 @@ def test_a_usual_answer_is_read_in_one_pass() -> None:
         Row(None, "192.0.32.9", None, None, "arin", None, None),
         Row(15169, "8.8.8.8", "8.8.8.0/24", "US", "arin", None, "GOOGLE, US"),
     ]
-    text = (BANNER + b"".join(render_row(r) + b"\n" for r in rows)).decode()
+    text = (BANNER + HEADER + b"".join(render_row(r) + b"\n" for r in rows)).decode()
     asked = {"1.1.1.1", "192.0.32.9", "8.8.8.8"}
     now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     found = _parse_common_answer(text, asked, now)
@@ -356,7 +358,8 @@ def test_rendered_answers_read_alike_in_one_pass_and_line_by_line(
     from cowrie_enrich_plugin.sources.cymru.protocol import _parse_lines
 
     ips, table = case
-    payload = BANNER + b"".join(render_row(r) + b"\n" for ip in ips for r in table[ip])
+    header = HEADER if data.draw(st.booleans()) else b""
+    payload = BANNER + header + b"".join(render_row(r) + b"\n" for ip in ips for r in table[ip])
     payload = payload[: data.draw(st.integers(len(payload) // 2, len(payload)))]
     asked = set(ips) | set(data.draw(st.lists(st.sampled_from(["9.9.9.9", "2001:db8::1"]))))
     clean = data.draw(st.booleans())

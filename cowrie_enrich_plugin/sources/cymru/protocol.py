@@ -179,6 +179,12 @@ def _parse_common_answer(
     start = 0
     if text.startswith("Bulk mode;"):
         start = text.find("\n") + 1
+    # A verbose answer's column header comes next (the line by line reading skips it
+    # wherever it is; here, only there).
+    if text.startswith("AS", start):
+        header_end = text.find("\n", start)
+        if header_end >= 0 and is_header(text[start:header_end]):
+            start = header_end + 1
     lines = text.count("\n", start, end)
     rows = _COMMON_LINES.findall(text, start, end - 1 if end else 0)
     if len(rows) != lines:
