@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cowrie_enrich_plugin.testing.__main__ import serve_commands  # noqa: E402
+from cowrie_enrich_plugin.testing.whois_faults import HEADER_LINE  # noqa: E402
 from cowrie_enrich_plugin.testing.whois_server import (  # noqa: E402
     BulkWhoisServer,
     Faults,
@@ -98,6 +99,7 @@ class BenchWhoisServer(BulkWhoisServer):
         sock.settimeout(30)
         reader = sock.makefile("rb")
         verbose = prefix = country = False
+        header = faults.header  # a verbose answer's column header, before its first row
         try:
             first = reader.readline()
             bulk = first.strip().lower() == b"begin"
@@ -127,6 +129,9 @@ class BenchWhoisServer(BulkWhoisServer):
                     sock.sendall(b"Error: unable to parse line\n")
                     continue
                 request.ips.append(address)
+                if header and verbose:
+                    sock.sendall(HEADER_LINE + b"\n")
+                header = False
                 due += faults.latency_per_ip
                 if due > time.monotonic() and self.pause(due - time.monotonic()):
                     return
