@@ -120,6 +120,9 @@ class BenchWhoisServer(BulkWhoisServer):
                     prefix |= word == b"prefix"
                     country |= word == b"countrycode"
                     continue
+                if header and verbose:  # after the options, before any answer
+                    sock.sendall(HEADER_LINE + b"\n")
+                header = False
                 request.raw_lines.append(raw)
                 text = raw.strip().decode("ascii", errors="replace")
                 try:
@@ -129,9 +132,6 @@ class BenchWhoisServer(BulkWhoisServer):
                     sock.sendall(b"Error: unable to parse line\n")
                     continue
                 request.ips.append(address)
-                if header and verbose:
-                    sock.sendall(HEADER_LINE + b"\n")
-                header = False
                 due += faults.latency_per_ip
                 if due > time.monotonic() and self.pause(due - time.monotonic()):
                     return

@@ -1,9 +1,9 @@
 """The ``classification`` section: who runs an address's network, by the offline feeds.
 
 A section is its JSON text first. The text is what is stored and what two sections
-are compared by, and the compiled feed index keeps each label as text, so that
-classifying an address joins texts and builds no objects. The labels as values are
-parsed from the text only when something asks for them (exporting the record).
+are compared by, and the compiled feed index keeps each section's whole text, so that
+classifying an address decodes one string and builds no labels. The labels as values
+are parsed from the text only when something asks for them (exporting the record).
 """
 
 from __future__ import annotations

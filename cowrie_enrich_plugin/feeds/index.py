@@ -264,6 +264,20 @@ def _jump(starts: Sequence[int], width: int) -> array[int]:
     )
 
 
+def _head_kinds(heads: object) -> list[tuple[str, ...]]:
+    """The header's ``heads`` (each head's kinds; head 0, the empty set's, has none)."""
+    if not (
+        isinstance(heads, list)
+        and heads[:1] == [[]]
+        and all(
+            isinstance(kinds, list) and all(isinstance(kind, str) for kind in kinds)
+            for kinds in heads
+        )
+    ):
+        raise ValueError("heads that are not lists of kinds")
+    return [tuple(kinds) for kinds in heads]
+
+
 def _aligned(offset: int) -> int:
     return (offset + 7) & ~7
 
@@ -285,6 +299,7 @@ class Index:
             self._map = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
         try:
             view = memoryview(self._map)
+            self._views = [view]  # released before the map is closed, whatever fails
             if bytes(view[: len(MAGIC)]) != MAGIC:
                 raise ValueError(f"{path} is not a compiled feed index")
             (size,) = struct.unpack_from("<I", self._map, len(MAGIC))
@@ -292,7 +307,6 @@ class Index:
             if header["byteorder"] != sys.byteorder:
                 raise ValueError(f"{path} was compiled on a machine of another byte order")
             sections = header["sections"]
-            self._views = [view]
 
             def section(name: str, wide: bool = False) -> memoryview[int]:
                 start, length = sections[name]
@@ -314,9 +328,11 @@ class Index:
             self._texts = view[start : start + length]
             self._views.append(self._texts)
             #: each head's kinds, by its number
-            self._kinds = [tuple(kinds) for kinds in header["heads"]]
+            self._kinds = _head_kinds(header["heads"])
             # Each array's end is what the one pointing into it says (an empty one, where
-            # there must be an entry, raises IndexError here).
+            # there must be an entry, raises IndexError here), and every number in an
+            # array points into the next: a damaged file is refused here, not when an
+            # address is classified (a few milliseconds for a real-sized index).
             if not (
                 len(self._v4_jump) == len(self._v6_jump) == (1 << _JUMP_BITS) + 1
                 and len(self._v4_starts) == len(self._v4_sets) == self._v4_jump[-1]
@@ -325,6 +341,12 @@ class Index:
                 and self._text_offsets[-1] == len(self._texts)
             ):
                 raise ValueError("sections that do not agree in length")
+            if max(self._v4_sets) >= len(self._set_heads) or max(self._v6_sets) >= len(
+                self._set_heads
+            ):
+                raise ValueError("an interval of a label set that does not exist")
+            if max(self._set_heads) >= len(self._kinds):
+                raise ValueError("a label set of a head that does not exist")
         except (ValueError, KeyError, TypeError, IndexError, struct.error) as exc:
             self.close()
             raise ValueError(f"{path} is not a usable feed index: {exc}") from None
@@ -354,8 +376,8 @@ class Index:
         set_id = self.set_of(ip)
         if not set_id:
             return _UNLISTED
-        # Made anew each time: a process-wide cache of sections, by set, cost more
-        # than it saved (most listed addresses are in sets no address before was).
+        # Made anew each time: decoding a set's text costs a few hundred nanoseconds,
+        # what a cache by set would spend on its own lookups, bounding and sharing.
         offsets = self._text_offsets
         text = str(self._texts[offsets[set_id] : offsets[set_id + 1]], "utf-8")
         return _from_text(text, self._kinds[self._set_heads[set_id]])

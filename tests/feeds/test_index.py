@@ -8,6 +8,7 @@ import pickle
 import random
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -301,7 +302,7 @@ def test_a_lone_surrogate_a_json_feed_spells_does_not_stop_compiling(tmp_path: P
 
 @pytest.mark.parametrize(
     ("section", "width"),
-    [("v4_jump", "I"), ("v6_jump", "I"), ("text_offsets", "Q")],
+    [("v4_jump", "I"), ("v6_jump", "I"), ("set_heads", "I"), ("text_offsets", "Q")],
 )
 def test_an_index_whose_sections_disagree_is_refused_when_opened(
     tmp_path: Path, section: str, width: str
@@ -334,4 +335,34 @@ def test_an_index_with_an_empty_section_is_refused_when_opened(tmp_path: Path) -
     data[at : at + size] = shorter.ljust(size)  # JSON allows the trailing spaces
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="not a usable feed index"):
+        Index(path)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data, at, size: data[:at] + b"x" + data[at + 1 :],  # the header's JSON
+        lambda data, at, size: b"CEFEEDS0" + data[len(MAGIC) :],  # another format
+        lambda data, at, size: data[: at + size // 2],  # cut inside the header
+        # the same length, so that only the heads change: not a list, then one too few
+        lambda data, at, size: data.replace(
+            b'"heads": [[], ["kind-a"]]', b'"heads": [{}, ["kind-a"]]'
+        ),
+        lambda data, at, size: data.replace(
+            b'"heads": [[], ["kind-a"]]', b'"heads": [[]]' + b" " * 12
+        ),
+    ],
+    ids=["header", "magic", "cut", "heads-shape", "heads-short"],
+)
+def test_a_damaged_index_is_refused_when_opened_as_not_usable(tmp_path: Path, damage: Any) -> None:
+    """Refused with ``ValueError`` (the classifier keeps its index), never anything else."""
+    index = _compiled(tmp_path, {"a": [Entry("10.0.0.0/8")]})
+    index.close()
+    path = tmp_path / "test.idx"
+    data = path.read_bytes()
+    (size,) = struct.unpack_from("<I", data, len(MAGIC))
+    damaged = damage(data, len(MAGIC) + 4, size)
+    assert damaged != data
+    path.write_bytes(damaged)
+    with pytest.raises(ValueError, match="not"):
         Index(path)

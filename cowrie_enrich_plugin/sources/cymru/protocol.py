@@ -170,8 +170,9 @@ def _parse_common_answer(
 
     One pass of one expression over the whole text, and the answers built from its
     groups. Returns the answers and the address of the last row; ``None`` when any
-    line is anything else (a banner after the first line, a header, an error, a blank
-    or cut line, another row's shape, a bad value, an address not asked): then
+    line is anything else (a banner after the first line, a header but right after
+    the banner, an error, a blank or cut line, another row's shape, a bad value, an
+    address not asked): then
     :func:`_parse_lines` reads the answer line by line, and its result is the same
     as this would have been wherever this accepts.
     """
