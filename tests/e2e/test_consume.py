@@ -201,7 +201,9 @@ def test_three_replicas_a_kill_and_a_broker_restart_lose_nothing(
             assert publisher.sent == len(events)
             wanted = Counter(map(without_enrichment, events))
             out: list[Any] = []
-            deadline = time.monotonic() + 300
+            # Well inside pytest's 300 s for the whole test (it takes about 40 s): events
+            # that never come out are then named below, with what the replicas said.
+            deadline = time.monotonic() + 150
             while time.monotonic() < deadline:  # redelivered events come out twice
                 out += read_all(url, queues["out_queue"], 1, timeout=5)
                 if not wanted - enriched(out):
@@ -219,7 +221,10 @@ def test_three_replicas_a_kill_and_a_broker_restart_lose_nothing(
     assert publisher.reconnects > 0
     assert all("connecting again" in said for _code, said in results), results
     missing = wanted - enriched(out)
-    assert not missing, f"{sum(missing.values())} event(s) never came out enriched"
+    assert not missing, (
+        f"{sum(missing.values())} event(s) never came out enriched, such as "
+        f"{list(missing)[:3]}; the replicas said: {results}"
+    )
     twice = [ip for ip, n in asked.items() if n > 1]
     assert not twice, f"{len(twice)} address(es) asked of whois more than once"
     assert ready_messages(url, queues["queue"]) == 0
