@@ -172,9 +172,8 @@ def _parse_common_answer(
     groups. Returns the answers and the address of the last row; ``None`` when any
     line is anything else (a banner after the first line, a header but right after
     the banner, an error, a blank or cut line, another row's shape, a bad value, an
-    address not asked): then
-    :func:`_parse_lines` reads the answer line by line, and its result is the same
-    as this would have been wherever this accepts.
+    address not asked): then :func:`_parse_lines` reads the answer line by line, and
+    its result is the same as this would have been wherever this accepts.
     """
     end = text.rfind("\n") + 1
     start = 0
