@@ -18,7 +18,17 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["CACHE", "ROOT", "SHARED", "Server", "bulk", "global_ips", "workload", "write_events"]
+__all__ = [
+    "CACHE",
+    "ROOT",
+    "SHARED",
+    "Server",
+    "bulk",
+    "global_ips",
+    "whois_alone",
+    "workload",
+    "write_events",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
