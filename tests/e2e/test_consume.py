@@ -24,8 +24,8 @@ from ..helpers.broker import (
     amqp_url,
     declare_output_queue,
     forget,
+    is_consumed,
     names,
-    queue_exists,
     read_all,
     ready_messages,
 )
@@ -50,7 +50,7 @@ def start_consumer(url: str, config: Path, queues: dict[str, str], *args: str) -
 
 def wait_for_queue(url: str, queue: str, procs: list[Any]) -> None:
     deadline = time.monotonic() + 60
-    while not queue_exists(url, queue):
+    while not is_consumed(url, queue):
         assert time.monotonic() < deadline, [p.communicate(timeout=5) for p in procs]
         time.sleep(0.2)
 

@@ -69,13 +69,18 @@ def declare_output_queue(url: str, exchange: str, queue: str) -> None:
     connection.close()
 
 
-def queue_exists(url: str, queue: str) -> bool:
+def is_consumed(url: str, queue: str) -> bool:
+    """Whether ``queue`` exists and has a consumer.
+
+    ``consume`` declares its queue, then binds it, then consumes: a queue that merely
+    exists may not be bound yet, and events published then are routed nowhere.
+    """
     import pika.exceptions
 
     connection = connect(url)
     try:
-        connection.channel().queue_declare(queue, passive=True)
-        return True
+        declared = connection.channel().queue_declare(queue, passive=True)
+        return int(declared.method.consumer_count) > 0
     except pika.exceptions.ChannelClosedByBroker:
         return False
     finally:
