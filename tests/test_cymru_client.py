@@ -212,7 +212,7 @@ def test_a_batch_the_open_breaker_held_back_is_not_an_attempt(tmp_path: Path) ->
             assert mine == ips, round_
             result = enricher.ask_whois(ips)
             assert (result.held_for > 0) == (round_ >= 3), (round_, result)
-            enricher.finish_batch(ips, result)
+            enricher.finish_batches([(ips, result, {})])
         with enricher.store.engine.connect() as conn:
             q = pending_queue.c
             rows = conn.execute(sa.select(q.attempts, q.next_attempt_at, q.last_error)).all()

@@ -46,7 +46,7 @@ def test_a_record_whose_refresh_waits_out_its_backoff_is_sent_stale(tmp_path: Pa
         )
         mine, _theirs = enricher.claim([expired])  # its refresh fails: it backs off
         assert mine == [expired]
-        enricher.finish_batch(mine, enricher.ask_whois(mine))
+        enricher.finish_batches([(mine, enricher.ask_whois(mine), {})])
         inbox: queue.Queue[ToEngine] = queue.Queue()
         inbox.put(NewAddresses([expired, fresh]))
         inbox.put(End())
@@ -91,7 +91,7 @@ def test_a_batch_the_store_could_not_keep_is_sent_stale_with_network_sources_too
             enricher.store.put_records(
                 [EnrichmentRecord(expired, Status.ENRICHED, answer, expires_at=ago)]
             )
-            monkeypatch.setattr(enricher, "finish_batch", failing)
+            monkeypatch.setattr(enricher, "finish_batches", failing)
             inbox: queue.Queue[ToEngine] = queue.Queue()
             inbox.put(NewAddresses([expired]))
             inbox.put(End())

@@ -10,8 +10,10 @@ going away, nothing more is sent (it is queued for the next run).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Final
 
@@ -24,7 +26,7 @@ from .foreign import ForeignLeases
 from .gate import StoreGate
 from .inflight import Batches
 from .sections import NetworkAsking
-from .steps import Enricher
+from .steps import Enricher, FinishedBatch
 
 __all__ = ["WhoisSender"]
 
@@ -33,6 +35,9 @@ logger = logging.getLogger(__name__)
 #: Failed batches in a row from which whois is taken to be down (its first answer
 #: after that makes the whole queue due).
 _FAILING: Final = 2
+#: The most answered batches persisted in one go: beyond four, a transaction gains
+#: little more per address, and the first batch's records wait for the last one's.
+_SAVED_TOGETHER: Final = 4
 
 
 class WhoisSender:
@@ -62,6 +67,8 @@ class WhoisSender:
         self.stale: dict[str, EnrichmentRecord] = {}
         #: the same, of the addresses in a batch out (kept for a batch taken back)
         self._out_previous: dict[str, EnrichmentRecord] = {}
+        #: batches whois answered (or failed), in order, waiting for the store thread
+        self._answered: deque[FinishedBatch] = deque()
         #: called now and then while every connection slot is taken
         self.on_idle: Callable[[], None] | None = None
         self._lock = threading.Lock()
@@ -171,8 +178,8 @@ class WhoisSender:
             self._out_previous.update(previous)
         self._batches.ask(
             mine,
-            lambda: self._fetch(mine),
-            lambda result: self._store(mine, previous, result),
+            lambda: self._answered.append((mine, self._fetch(mine), previous)),
+            lambda _none: self._store(),
             self.on_idle,  # the host hears how it goes while every slot is taken
         )
 
@@ -219,30 +226,47 @@ class WhoisSender:
             logger.warning("whois answers again: %d queued address(es) are asked now", waited)
         self.recovered.set()
 
-    def _store(
-        self, batch: list[str], previous: dict[str, EnrichmentRecord], result: BatchResult
-    ) -> None:
-        """Persist whois's answer (the lease ends here); the network sources follow on their own."""
-        self._note_whois(result)
-        saved = True
+    def _store(self) -> None:
+        """Persist whois's answers (their leases end here); the network sources follow.
+
+        Runs on the store thread once per batch answered, and persists every batch
+        answered by then (a few at most, when the store is the slower side), so
+        the runs after it find nothing left to do.
+        """
+        batches: list[FinishedBatch] = []
+        with contextlib.suppress(IndexError):
+            while len(batches) < _SAVED_TOGETHER:
+                batches.append(self._answered.popleft())
+        if not batches:
+            return
+        for _batch, result, _previous in batches:
+            self._note_whois(result)
         try:
-            records = self._enricher.finish_batch(batch, result, previous)
+            saved = True
+            each = self._enricher.finish_batches(batches)
         except Exception as exc:
             saved = False
             # Leased and recorded pending before it was sent: the next run retries it.
             if isinstance(exc, StoreError):
                 self._gate.failed(exc)
             else:
-                logger.exception("saving a batch of %d address(es) failed", len(batch))
+                size = sum(len(batch) for batch, _result, _previous in batches)
+                logger.exception("saving %d address(es) failed", size)
             pending = self._enricher.pending_record
-            records = [previous.get(ip) or pending(ip) for ip in batch]
+            each = [
+                [previous.get(ip) or pending(ip) for ip in batch] for batch, _r, previous in batches
+            ]
             # Still pending in the store: the next run asks again.
-            self.count(errors=1, pending=sum(r.status is Status.PENDING for r in records))
-        with self._lock:  # before answered: the loop may ask one of them again then
-            for ip in batch:
-                self._out_previous.pop(ip, None)
-        self._batches.answered(batch)
-        if saved and self._enricher.network.names and not self._stopping.is_set():
-            self._asking.submit(records)
-        else:  # what whois did not answer, or the store did not keep, goes out as it was
-            self._emit(records, stale=True)
+            self.count(
+                errors=len(batches),
+                pending=sum(r.status is Status.PENDING for records in each for r in records),
+            )
+        for (batch, _result, _previous), records in zip(batches, each, strict=True):
+            with self._lock:  # before answered: the loop may ask one of them again then
+                for ip in batch:
+                    self._out_previous.pop(ip, None)
+            self._batches.answered(batch)
+            if saved and self._enricher.network.names and not self._stopping.is_set():
+                self._asking.submit(records)
+            else:  # what whois did not answer, or the store did not keep, goes out as it was
+                self._emit(records, stale=True)

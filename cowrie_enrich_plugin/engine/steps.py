@@ -33,9 +33,14 @@ from .cache_view import CacheView
 from .network import ASKED_ELSEWHERE, NetworkSources
 from .offline import OfflineSources
 
-__all__ = ["Enricher"]
+__all__ = ["Enricher", "FinishedBatch"]
 
 logger = logging.getLogger(__name__)
+
+#: A whois batch answered: its addresses, whois's result, their stored (stale) records.
+FinishedBatch = tuple[Sequence[str], BatchResult, Mapping[str, EnrichmentRecord]]
+#: One transaction's records: those answered, and those not (error, pending record).
+_Save = tuple[list[EnrichmentRecord], dict[str, tuple[str, EnrichmentRecord]]]
 
 
 class Enricher:
@@ -311,49 +316,54 @@ class Enricher:
             if section.status is not SectionStatus.PENDING
         }
 
-    def finish_batch(
-        self,
-        ips: Sequence[str],
-        result: BatchResult,
-        previous: Mapping[str, EnrichmentRecord] | None = None,
-    ) -> list[EnrichmentRecord]:
-        """Build the records of one batch's whois result, persist them, return them.
+    def finish_batches(self, batches: Sequence[FinishedBatch]) -> list[list[EnrichmentRecord]]:
+        """Build the records of whois's answers to ``batches``, persist them, return them.
 
-        An address that stayed unanswered gets its previous (stale) record back if it
-        had one, else a ``pending`` record with its offline sections. The network
-        sources' sections are merged by :meth:`save_sections`.
+        One list of records per batch, in the batches' order. An address that stayed
+        unanswered gets its previous (stale) record back if it had one, else a
+        ``pending`` record with its offline sections. The batches are persisted
+        together, in one transaction per kind of retry they ask for (usually one):
+        a transaction's cost on SQLite grows with the index pages its rows touch,
+        so four batches at once cost about a quarter less per address than one by
+        one. The network sources' sections are merged by :meth:`save_sections`.
         """
-        records: list[EnrichmentRecord] = []
-        resolved: list[EnrichmentRecord] = []
-        unresolved: dict[str, tuple[str, EnrichmentRecord]] = {}
-        for ip in ips:
-            answer = result.answers.get(ip)
-            if answer is not None:
-                record = self.record_for(ip, answer, (previous or {}).get(ip))
-                resolved.append(record)
-                records.append(record)
-                continue
-            old = (previous or {}).get(ip)
-            pending = self.offline.record(ip, Status.PENDING, previous=old)
-            unresolved[ip] = (result.unresolved.get(ip, "not answered"), pending)
-            if old is not None and old.status is not Status.PENDING:
-                records.append(old)
+        out: list[list[EnrichmentRecord]] = []
+        saves: dict[tuple[float, float, bool], _Save] = {}
+        for ips, result, previous in batches:
+            records: list[EnrichmentRecord] = []
+            # A long-lived run retries in the background, backing off; a batch run
+            # leaves them for the next run, as does a run that stopped asking (whois
+            # did not fail: the next start asks at once). A batch the breaker held back
+            # is no attempt, due once the breaker may close.
+            backoff = self.config.retry_interval if self.config.long_lived else 0.0
+            if result.held_for:
+                terms = (result.held_for, 0.0, False)
             else:
-                records.append(pending)
-        # A long-lived run retries in the background, backing off; a batch run leaves
-        # them for the next run, as does a run that stopped asking (whois did not fail:
-        # the next start asks at once).
-        backoff = self.config.retry_interval if self.config.long_lived else 0.0
-        if result.stopped:
-            backoff = 0.0
-        if result.held_for:  # the breaker held them back: not an attempt, due once it may close
-            self.store.save(resolved, unresolved, retry_delay=result.held_for, attempted=False)
-        else:
-            self.store.save(resolved, unresolved, backoff=backoff)
-        with self._counts_lock:
-            self._counts.resolved += len(resolved)
-            self._counts.pending += len(unresolved)
-        return records
+                terms = (0.0, 0.0 if result.stopped else backoff, True)
+            resolved, unresolved = saves.setdefault(terms, ([], {}))
+            for ip in ips:
+                answer = result.answers.get(ip)
+                old = previous.get(ip)
+                if answer is not None:
+                    record = self.record_for(ip, answer, old)
+                    resolved.append(record)
+                    records.append(record)
+                    continue
+                pending = self.offline.record(ip, Status.PENDING, previous=old)
+                unresolved[ip] = (result.unresolved.get(ip, "not answered"), pending)
+                if old is not None and old.status is not Status.PENDING:
+                    records.append(old)
+                else:
+                    records.append(pending)
+            out.append(records)
+        for (retry_delay, backoff, attempted), (resolved, unresolved) in saves.items():
+            self.store.save(
+                resolved, unresolved, retry_delay=retry_delay, backoff=backoff, attempted=attempted
+            )
+            with self._counts_lock:
+                self._counts.resolved += len(resolved)
+                self._counts.pending += len(unresolved)
+        return out
 
     def count_kinds(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Count delivered records by their labels' kinds (when feeds are on)."""

@@ -1,0 +1,134 @@
+"""Whois batches answered while the store thread is busy are persisted together.
+
+A transaction on SQLite costs about as much for four batches as for one (its cost is
+the index pages the rows touch), so the store thread takes every batch answered by
+the time it is free, up to four. Each batch still comes out once, whole, and leaves
+the queue.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from cowrie_enrich_plugin.channel import End, NewAddresses, ToEngine
+from cowrie_enrich_plugin.cli.options import settings
+from cowrie_enrich_plugin.counters import RunCounters
+from cowrie_enrich_plugin.engine.flusher import Flusher
+from cowrie_enrich_plugin.engine.steps import Enricher, FinishedBatch
+from cowrie_enrich_plugin.errors import StoreError
+from cowrie_enrich_plugin.record import EnrichmentRecord
+from cowrie_enrich_plugin.store.schema import pending_queue, records_table
+from cowrie_enrich_plugin.testing import BulkWhoisServer
+
+from .helpers import global_ips
+
+_BATCH = 50
+
+
+def _config(tmp_path: Path, server: BulkWhoisServer) -> Any:
+    host, port = server.address
+    section = {
+        "db": f"sqlite:///{tmp_path / 'c.db'}",
+        "cymru_host": host,
+        "cymru_port": port,
+        "batch_size": _BATCH,
+        "concurrency": 2,
+    }
+    return settings({"plugins": {"enabled": ["enrich"], "enrich": section}})
+
+
+def _run(
+    tmp_path: Path,
+    server: BulkWhoisServer,
+    monkeypatch: pytest.MonkeyPatch,
+    ips: list[str],
+    fail: bool = False,
+) -> tuple[list[list[int]], list[dict[str, Any]], RunCounters]:
+    """Enrich ``ips`` with a store thread held on its first save until whois answered all.
+
+    :returns: the batch sizes of each save, the records emitted, the run's counters.
+    """
+    saves: list[list[int]] = []
+    emitted: list[dict[str, Any]] = []
+    answered = threading.Event()
+    asked = [0]
+    batches = -(-len(ips) // _BATCH)
+
+    def emit(records: list[dict[str, Any]], _repeats: tuple[str, ...], _stale: bool) -> None:
+        emitted.extend(records)
+
+    with Enricher.open(_config(tmp_path, server)) as enricher:
+        ask, finish = enricher.ask_whois, enricher.finish_batches
+
+        def asking(batch: Sequence[str]) -> Any:
+            result = ask(batch)
+            asked[0] += 1
+            if asked[0] == batches:
+                answered.set()
+            return result
+
+        def finishing(done: Sequence[FinishedBatch]) -> list[list[EnrichmentRecord]]:
+            saves.append([len(ips) for ips, _result, _previous in done])
+            if len(saves) == 1:  # a slow store while the other batches are answered
+                assert answered.wait(60)
+            if fail:
+                raise StoreError("database error: disk I/O error")
+            return finish(done)
+
+        monkeypatch.setattr(enricher, "ask_whois", asking)
+        monkeypatch.setattr(enricher, "finish_batches", finishing)
+        inbox: queue.Queue[ToEngine] = queue.Queue()
+        inbox.put(NewAddresses(ips))
+        inbox.put(End())
+        flusher = Flusher(enricher, emit, resume_pending=False)
+        flusher.run(inbox)
+        counters = flusher.counters()
+    return saves, emitted, counters
+
+
+def test_batches_answered_while_the_store_is_busy_are_saved_together(
+    tmp_path: Path, server: BulkWhoisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ips = global_ips(8 * _BATCH, seed=81)
+    saves, emitted, counters = _run(tmp_path, server, monkeypatch, ips)
+    assert sum(len(save) for save in saves) == 8, saves
+    assert all(len(save) <= 4 for save in saves), saves
+    assert max(len(save) for save in saves) >= 2, saves  # some went together
+    assert sorted(r["ip"] for r in emitted) == sorted(ips)  # each out once
+    assert {r["status"] for r in emitted} <= {"enriched", "unannounced"}
+    for record in emitted:
+        cymru = {k: v for k, v in record["cymru"].items() if k != "fetched_at"}
+        assert cymru == server.expected(record["ip"]), record["ip"]
+    assert counters.resolved == len(ips) and counters.errors == 0
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(records_table.c.ip, records_table.c.status)).all()
+        queued = conn.execute(sa.select(sa.func.count()).select_from(pending_queue)).scalar()
+    engine.dispose()
+    assert sorted(ip for ip, _status in stored) == sorted(ips)
+    assert "pending" not in {status for _ip, status in stored}
+    assert queued == 0
+
+
+def test_a_failed_save_of_several_batches_sends_each_address_pending_once(
+    tmp_path: Path, server: BulkWhoisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store refuses: every batch of the failed save goes out pending and stays queued."""
+    ips = global_ips(6 * _BATCH, seed=82)
+    saves, emitted, counters = _run(tmp_path, server, monkeypatch, ips, fail=True)
+    assert max(len(save) for save in saves) >= 2, saves
+    assert sorted(r["ip"] for r in emitted) == sorted(ips)
+    assert {r["status"] for r in emitted} == {"pending"}
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    with engine.connect() as conn:
+        queued = conn.execute(sa.select(pending_queue.c.ip)).scalars().all()
+    engine.dispose()
+    assert sorted(queued) == sorted(ips)  # leased before asking: the next run asks again
+    assert counters.errors == 6  # one a batch, as when each was saved alone
