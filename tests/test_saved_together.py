@@ -8,6 +8,7 @@ the queue.
 
 from __future__ import annotations
 
+import datetime as dt
 import queue
 import threading
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from cowrie_enrich_plugin.counters import RunCounters
 from cowrie_enrich_plugin.engine.flusher import Flusher
 from cowrie_enrich_plugin.engine.steps import Enricher, FinishedBatch
 from cowrie_enrich_plugin.errors import StoreError
-from cowrie_enrich_plugin.record import EnrichmentRecord
+from cowrie_enrich_plugin.record import EnrichmentRecord, Status
 from cowrie_enrich_plugin.store.schema import pending_queue, records_table
 from cowrie_enrich_plugin.testing import BulkWhoisServer
 
@@ -59,6 +60,7 @@ def _run(
     emitted: list[dict[str, Any]] = []
     answered = threading.Event()
     asked = [0]
+    counting = threading.Lock()  # two network threads count
     batches = -(-len(ips) // _BATCH)
 
     def emit(records: list[dict[str, Any]], _repeats: tuple[str, ...], _stale: bool) -> None:
@@ -69,9 +71,10 @@ def _run(
 
         def asking(batch: Sequence[str]) -> Any:
             result = ask(batch)
-            asked[0] += 1
-            if asked[0] == batches:
-                answered.set()
+            with counting:
+                asked[0] += 1
+                if asked[0] == batches:
+                    answered.set()
             return result
 
         def finishing(done: Sequence[FinishedBatch]) -> list[list[EnrichmentRecord]]:
@@ -132,3 +135,40 @@ def test_a_failed_save_of_several_batches_sends_each_address_pending_once(
     engine.dispose()
     assert sorted(queued) == sorted(ips)  # leased before asking: the next run asks again
     assert counters.errors == 6  # one a batch, as when each was saved alone
+
+
+def test_outcomes_with_their_own_retry_terms_are_one_transaction(db_url: str) -> None:
+    """Two batches' outcomes, one answered and backing off, one held back by the breaker:
+    one commit, each unanswered address with its own batch's terms, on both backends."""
+    from cowrie_enrich_plugin.store import open_store
+    from cowrie_enrich_plugin.store.outcomes import Outcome
+
+    from .test_store import NOW, enriched
+
+    store = open_store(db_url)
+    a_done, a_failed, b_held = "11.0.1.1", "11.0.1.2", "11.0.1.3"
+    assert store.claim([a_done, a_failed, b_held], 60, now=NOW) == {a_done, a_failed, b_held}
+    commits: list[object] = []
+    sa.event.listen(store.engine, "commit", commits.append)
+    store.save_outcomes(
+        [
+            Outcome([enriched(a_done)], {a_failed: ("WhoisTimeout: slow", None)}, backoff=100.0),
+            Outcome((), {b_held: ("circuit open", None)}, retry_delay=60.0, attempted=False),
+        ],
+        now=NOW,
+    )
+    assert len(commits) == 1
+    q = pending_queue.c
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(q.ip, q.attempts, q.last_error, q.next_attempt_at, q.lease_owner)
+        ).all()
+    moment = NOW.replace(tzinfo=None)
+    assert sorted(rows) == [
+        (a_failed, 1, "WhoisTimeout: slow", moment + dt.timedelta(seconds=100), None),
+        (b_held, 0, "circuit open", moment + dt.timedelta(seconds=60), None),
+    ]
+    stored = store.get_records([a_done, a_failed, b_held])
+    assert stored[a_done] == enriched(a_done)
+    assert stored[a_failed].status is Status.PENDING and stored[b_held].status is Status.PENDING
+    store.close()

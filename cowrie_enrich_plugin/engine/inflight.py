@@ -2,10 +2,10 @@
 
 A batch is asked on one of ``concurrency`` network threads and persisted on the one
 store thread, so a connection slot never waits for the database. At most twice
-``concurrency`` batches are out at once (asked or waiting to be saved); a loop that
-sends one more waits for a slot. A batch no connection has started yet can be taken
-back, to be sent again with the next ones. Every future handed here (the network
-sources' too) is waited for at the end.
+``concurrency`` batches are asked at once (a slot is free again once its answer is
+read, before it is saved); a loop that sends one more waits for a slot. A batch no
+connection has started yet can be taken back, to be sent again with the next ones.
+Every future handed here (the network sources' too) is waited for at the end.
 """
 
 from __future__ import annotations

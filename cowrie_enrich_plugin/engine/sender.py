@@ -229,9 +229,10 @@ class WhoisSender:
     def _store(self) -> None:
         """Persist whois's answers (their leases end here); the network sources follow.
 
-        Runs on the store thread once per batch answered, and persists every batch
-        answered by then (a few at most, when the store is the slower side), so
-        the runs after it find nothing left to do.
+        Runs on the store thread once per batch answered, and persists up to
+        :data:`_SAVED_TOGETHER` of the batches answered by then, oldest first, in one
+        transaction; a later run finds its own batch saved already, or saves it with
+        those answered after it.
         """
         batches: list[FinishedBatch] = []
         with contextlib.suppress(IndexError):
@@ -239,34 +240,48 @@ class WhoisSender:
                 batches.append(self._answered.popleft())
         if not batches:
             return
-        for _batch, result, _previous in batches:
-            self._note_whois(result)
         try:
-            saved = True
-            each = self._enricher.finish_batches(batches)
+            each, saved = self._persist(batches)
+        finally:
+            with self._lock:  # before answered: the loop may ask one of them again then
+                for batch, _result, _previous in batches:
+                    for ip in batch:
+                        self._out_previous.pop(ip, None)
+            for batch, _result, _previous in batches:
+                self._batches.answered(batch)
+        failure: Exception | None = None
+        for _batch, result, _previous in batches:
+            try:  # after the save: whois answering again ends its backoffs too
+                self._note_whois(result)
+            except Exception as exc:
+                failure = failure or exc
+        for records in each:  # each batch handed on, whatever became of the one before
+            try:
+                if saved and self._enricher.network.names and not self._stopping.is_set():
+                    self._asking.submit(records)
+                else:  # what whois did not answer, or the store did not keep, goes as it was
+                    self._emit(records, stale=True)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    def _persist(self, batches: list[FinishedBatch]) -> tuple[list[list[EnrichmentRecord]], bool]:
+        """Save ``batches``: each one's records, and whether they were saved."""
+        try:
+            return self._enricher.finish_batches(batches), True
         except Exception as exc:
-            saved = False
             # Leased and recorded pending before it was sent: the next run retries it.
             if isinstance(exc, StoreError):
                 self._gate.failed(exc)
             else:
                 size = sum(len(batch) for batch, _result, _previous in batches)
                 logger.exception("saving %d address(es) failed", size)
-            pending = self._enricher.pending_record
-            each = [
-                [previous.get(ip) or pending(ip) for ip in batch] for batch, _r, previous in batches
-            ]
-            # Still pending in the store: the next run asks again.
-            self.count(
-                errors=len(batches),
-                pending=sum(r.status is Status.PENDING for records in each for r in records),
-            )
-        for (batch, _result, _previous), records in zip(batches, each, strict=True):
-            with self._lock:  # before answered: the loop may ask one of them again then
-                for ip in batch:
-                    self._out_previous.pop(ip, None)
-            self._batches.answered(batch)
-            if saved and self._enricher.network.names and not self._stopping.is_set():
-                self._asking.submit(records)
-            else:  # what whois did not answer, or the store did not keep, goes out as it was
-                self._emit(records, stale=True)
+        pending = self._enricher.pending_record
+        each = [[old.get(ip) or pending(ip) for ip in batch] for batch, _result, old in batches]
+        # Still pending in the store: the next run asks again.
+        self.count(
+            errors=len(batches),  # one a batch, as when each was saved alone
+            pending=sum(r.status is Status.PENDING for records in each for r in records),
+        )
+        return each, False

@@ -22,6 +22,7 @@ from ..sources.plugin import load, settings_of
 from ..store import Store, open_store
 from ..store.backlog import end_backoff
 from ..store.deliveries import drop_gone_runs, news
+from ..store.outcomes import Outcome
 from ..store.owed import OwedRows
 from ..store.source_sections import (
     due_pending_sections,
@@ -39,8 +40,6 @@ logger = logging.getLogger(__name__)
 
 #: A whois batch answered: its addresses, whois's result, their stored (stale) records.
 FinishedBatch = tuple[Sequence[str], BatchResult, Mapping[str, EnrichmentRecord]]
-#: One transaction's records: those answered, and those not (error, pending record).
-_Save = tuple[list[EnrichmentRecord], dict[str, tuple[str, EnrichmentRecord]]]
 
 
 class Enricher:
@@ -321,26 +320,20 @@ class Enricher:
 
         One list of records per batch, in the batches' order. An address that stayed
         unanswered gets its previous (stale) record back if it had one, else a
-        ``pending`` record with its offline sections. The batches are persisted
-        together, in one transaction per kind of retry they ask for (usually one):
-        a transaction's cost on SQLite grows with the index pages its rows touch,
-        so four batches at once cost about a quarter less per address than one by
-        one. The network sources' sections are merged by :meth:`save_sections`.
+        ``pending`` record with its offline sections. The batches are persisted in
+        one transaction (:mod:`..store.outcomes`), each with its own retry terms.
+        The network sources' sections are merged by :meth:`save_sections`.
         """
         out: list[list[EnrichmentRecord]] = []
-        saves: dict[tuple[float, float, bool], _Save] = {}
+        outcomes: list[Outcome] = []
+        # A long-lived run retries in the background, backing off; a batch run leaves
+        # them for the next run, as does a run that stopped asking (whois did not fail:
+        # the next start asks at once).
+        backoff = self.config.retry_interval if self.config.long_lived else 0.0
         for ips, result, previous in batches:
             records: list[EnrichmentRecord] = []
-            # A long-lived run retries in the background, backing off; a batch run
-            # leaves them for the next run, as does a run that stopped asking (whois
-            # did not fail: the next start asks at once). A batch the breaker held back
-            # is no attempt, due once the breaker may close.
-            backoff = self.config.retry_interval if self.config.long_lived else 0.0
-            if result.held_for:
-                terms = (result.held_for, 0.0, False)
-            else:
-                terms = (0.0, 0.0 if result.stopped else backoff, True)
-            resolved, unresolved = saves.setdefault(terms, ([], {}))
+            resolved: list[EnrichmentRecord] = []
+            unresolved: dict[str, tuple[str, EnrichmentRecord | None]] = {}
             for ip in ips:
                 answer = result.answers.get(ip)
                 old = previous.get(ip)
@@ -356,13 +349,16 @@ class Enricher:
                 else:
                     records.append(pending)
             out.append(records)
-        for (retry_delay, backoff, attempted), (resolved, unresolved) in saves.items():
-            self.store.save(
-                resolved, unresolved, retry_delay=retry_delay, backoff=backoff, attempted=attempted
-            )
-            with self._counts_lock:
-                self._counts.resolved += len(resolved)
-                self._counts.pending += len(unresolved)
+            if result.held_for:  # the breaker held them back: no attempt, due once it may close
+                outcomes.append(Outcome(resolved, unresolved, result.held_for, attempted=False))
+            else:
+                outcomes.append(
+                    Outcome(resolved, unresolved, backoff=0.0 if result.stopped else backoff)
+                )
+        self.store.save_outcomes(outcomes)
+        with self._counts_lock:
+            self._counts.resolved += sum(len(o.resolved) for o in outcomes)
+            self._counts.pending += sum(len(o.unresolved) for o in outcomes)
         return out
 
     def count_kinds(self, records: Sequence[Mapping[str, Any]]) -> None:

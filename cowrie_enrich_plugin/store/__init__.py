@@ -2,8 +2,8 @@
 
 :class:`Store` is the façade (:mod:`.facade`); :mod:`.schema` holds the tables and
 their migrations, :mod:`.rows` how a record becomes a row, :mod:`.sql` and
-:mod:`.bulk` the statements, :mod:`.leases` who holds a lease, :mod:`.retry` which
-database errors pass.
+:mod:`.bulk` the statements, :mod:`.outcomes` how whois batches' outcomes are written,
+:mod:`.leases` who holds a lease, :mod:`.retry` which database errors pass.
 """
 
 from ..errors import StoreError

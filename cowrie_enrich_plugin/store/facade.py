@@ -24,10 +24,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import StoreError
-from ..record import EnrichmentRecord, Status
+from ..record import EnrichmentRecord
 from .census import StoreStats, census
 from .dbclock import DatabaseClock
 from .leases import forget_owner, make_owner_id, remember_owner
+from .outcomes import Outcome, persist
 from .presence import dead_holders
 from .retry import first_line, with_retries
 from .rows import RECORD_COLUMNS, naive, record_values, row_record
@@ -297,53 +298,14 @@ class Store:
         stored, which is served, stale, until a refresh succeeds. Not ``attempted``
         (held back before asking): no attempt is counted, no backoff added.
         """
+        outcome = Outcome(resolved, unresolved or {}, retry_delay, backoff, attempted)
+        self.save_outcomes([outcome], now=now)
+
+    def save_outcomes(self, outcomes: Sequence[Outcome], now: dt.datetime | None = None) -> None:
+        """Persist several batches' outcomes (each as :meth:`save` would) in one transaction."""
         moment = naive(now or self.now())
         assert moment is not None
-        records = sorted(resolved, key=lambda r: r.ip)
-        failed = dict(sorted((unresolved or {}).items()))
-        when = self._when
-        now_value = when(moment)
-        sql = self._sql
-        q = pending_queue.c
-
-        def work(conn: Connection) -> None:
-            # The queue's rows first, in address order, then the records' (sql.py).
-            sql.lock_queue(conn, sorted({*(r.ip for r in records), *failed}))
-            if records:
-                conn.execute(sql.delete_queued, self._ips(r.ip for r in records))
-            tries: dict[str, int] = {}
-            if failed and backoff:
-                tries = dict(conn.execute(sql.attempts, self._ips(sorted(failed))).all())
-            groups: dict[tuple[str, float], list[str]] = {}
-            for ip, (error, _pending) in failed.items():
-                delay = retry_delay + backoff * 2 ** min(tries.get(ip, 0), 4)
-                groups.setdefault((error[:500], delay), []).append(ip)
-            for (error, delay), ips in groups.items():
-                conn.execute(
-                    sa.update(pending_queue)
-                    .where(ip_set(q.ip, self.dialect))
-                    .values(
-                        attempts=q.attempts + int(attempted),
-                        last_error=error,
-                        next_attempt_at=moment + dt.timedelta(seconds=delay),
-                        lease_owner=None,
-                        lease_expires_at=None,
-                    ),
-                    self._ips(ips),
-                )
-            rows = [(r.ip, False, record_values(r, now_value, when)) for r in records] + [
-                (
-                    ip,
-                    True,
-                    record_values(pending or EnrichmentRecord(ip, Status.PENDING), now_value, when),
-                )
-                for ip, (_error, pending) in failed.items()
-            ]
-            rows.sort(key=lambda row: row[0])
-            sql.upsert.run(conn, [values for _ip, pending, values in rows if not pending])
-            sql.pending.run(conn, [values for _ip, pending, values in rows if pending])
-
-        self._write(work)
+        self._write(lambda conn: persist(conn, self._sql, outcomes, moment, self._when))
 
     def put_records(self, records: Sequence[EnrichmentRecord]) -> None:
         """Upsert records that need no queue bookkeeping (skipped addresses)."""
