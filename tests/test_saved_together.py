@@ -8,6 +8,7 @@ the queue.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import queue
 import threading
@@ -33,7 +34,7 @@ from .helpers import global_ips
 _BATCH = 50
 
 
-def _config(tmp_path: Path, server: BulkWhoisServer) -> Any:
+def _config(tmp_path: Path, server: BulkWhoisServer, **extra: Any) -> Any:
     host, port = server.address
     section = {
         "db": f"sqlite:///{tmp_path / 'c.db'}",
@@ -41,6 +42,7 @@ def _config(tmp_path: Path, server: BulkWhoisServer) -> Any:
         "cymru_port": port,
         "batch_size": _BATCH,
         "concurrency": 2,
+        **extra,
     }
     return settings({"plugins": {"enabled": ["enrich"], "enrich": section}})
 
@@ -172,3 +174,55 @@ def test_outcomes_with_their_own_retry_terms_are_one_transaction(db_url: str) ->
     assert stored[a_done] == enriched(a_done)
     assert stored[a_failed].status is Status.PENDING and stored[b_held].status is Status.PENDING
     store.close()
+
+
+def test_whois_answering_again_ends_the_backoff_of_a_failed_batch_saved_with_it(
+    tmp_path: Path, server: BulkWhoisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Long-lived: batches 0 and A fail (whois refuses), B is answered; A and B are saved
+    together while the store thread is busy with 0.
+
+    B's answer ends every backoff, A's included: A is asked again at once (or left due
+    now), not after ``retry_interval``. Noting B's answer before A was saved found A
+    still leased, and A kept its backoff.
+    """
+    ips = global_ips(3 * _BATCH, seed=83)
+    failed = ips[_BATCH : 2 * _BATCH]
+    all_asked = threading.Event()
+    calls: list[int] = []
+    saves: list[int] = []
+    section = {"concurrency": 1, "retries": 1, "timeout": 1.0, "retry_interval": 300.0}
+    config = dataclasses.replace(_config(tmp_path, server, **section), lifecycle="long-lived")
+    with Enricher.open(config) as enricher:
+        ask, finish = enricher.ask_whois, enricher.finish_batches
+
+        def asking(batch: Sequence[str]) -> Any:
+            calls.append(len(batch))
+            server.set_refusing(len(calls) <= 2)
+            try:
+                return ask(batch)
+            finally:
+                server.set_refusing(False)
+                if len(calls) == 3:
+                    all_asked.set()
+
+        def finishing(done: Sequence[FinishedBatch]) -> list[list[EnrichmentRecord]]:
+            saves.append(len(done))
+            assert all_asked.wait(60)  # busy with batch 0 while A and B are answered
+            return finish(done)
+
+        monkeypatch.setattr(enricher, "ask_whois", asking)
+        monkeypatch.setattr(enricher, "finish_batches", finishing)
+        inbox: queue.Queue[ToEngine] = queue.Queue()
+        inbox.put(NewAddresses(ips))
+        inbox.put(End())
+        Flusher(enricher, lambda *_args: None, resume_pending=False).run(inbox)
+    assert saves[:2] == [1, 2], saves
+    q = pending_queue.c
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    with engine.connect() as conn:
+        waiting = dict(conn.execute(sa.select(q.ip, q.next_attempt_at)).all())
+    engine.dispose()
+    asked = server.asked()
+    for ip in failed:  # asked again after B's answer, or due now
+        assert asked[ip] >= 1 or waiting.get(ip, "gone") is None, (ip, waiting.get(ip))
