@@ -1,8 +1,8 @@
 """Whois batches answered while the store thread is busy are persisted together.
 
-A transaction on SQLite costs about as much for four batches as for one (its cost is
-the index pages the rows touch), so the store thread takes every batch answered by
-the time it is free, up to four. Each batch still comes out once, whole, and leaves
+Much of a SQLite transaction's cost is the index pages its rows touch, which four
+batches share, so the store thread takes the batches answered by the time it is
+free, up to four, in one transaction. Each batch still comes out once, whole, and leaves
 the queue.
 """
 
@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ def _run(
     monkeypatch: pytest.MonkeyPatch,
     ips: list[str],
     fail: bool = False,
+    refuse_first_emit: bool = False,
 ) -> tuple[list[list[int]], list[dict[str, Any]], RunCounters]:
     """Enrich ``ips`` with a store thread held on its first save until whois answered all.
 
@@ -60,12 +62,16 @@ def _run(
     """
     saves: list[list[int]] = []
     emitted: list[dict[str, Any]] = []
+    refused: list[dict[str, Any]] = []
     answered = threading.Event()
     asked = [0]
     counting = threading.Lock()  # two network threads count
     batches = -(-len(ips) // _BATCH)
 
     def emit(records: list[dict[str, Any]], _repeats: tuple[str, ...], _stale: bool) -> None:
+        if refuse_first_emit and not refused:
+            refused.extend(records)
+            raise OSError("the host went away")  # its records only: the others go on
         emitted.extend(records)
 
     with Enricher.open(_config(tmp_path, server)) as enricher:
@@ -140,22 +146,27 @@ def test_a_failed_save_of_several_batches_sends_each_address_pending_once(
 
 
 def test_outcomes_with_their_own_retry_terms_are_one_transaction(db_url: str) -> None:
-    """Two batches' outcomes, one answered and backing off, one held back by the breaker:
-    one commit, each unanswered address with its own batch's terms, on both backends."""
+    """Four batches' outcomes saved together: one commit, each unanswered address with
+    its own batch's terms, on both backends. Two differ only in whether they were
+    asked; the one backing off comes last, on an address that failed twice before."""
     from cowrie_enrich_plugin.store import open_store
-    from cowrie_enrich_plugin.store.outcomes import Outcome
+    from cowrie_enrich_plugin.store.outcomes import BatchOutcome
 
     from .test_store import NOW, enriched
 
     store = open_store(db_url)
-    a_done, a_failed, b_held = "11.0.1.1", "11.0.1.2", "11.0.1.3"
-    assert store.claim([a_done, a_failed, b_held], 60, now=NOW) == {a_done, a_failed, b_held}
+    done, asked, held, again = "11.0.1.1", "11.0.1.2", "11.0.1.3", "11.0.1.4"
+    assert store.claim([done, asked, held, again], 60, now=NOW) == {done, asked, held, again}
+    for _ in range(2):
+        store.save([], {again: ("WhoisTimeout: slow", None)}, now=NOW)
     commits: list[object] = []
     sa.event.listen(store.engine, "commit", commits.append)
     store.save_outcomes(
         [
-            Outcome([enriched(a_done)], {a_failed: ("WhoisTimeout: slow", None)}, backoff=100.0),
-            Outcome((), {b_held: ("circuit open", None)}, retry_delay=60.0, attempted=False),
+            BatchOutcome([enriched(done)]),
+            BatchOutcome((), {asked: ("circuit open", None)}, retry_delay=60.0),
+            BatchOutcome((), {held: ("circuit open", None)}, retry_delay=60.0, attempted=False),
+            BatchOutcome((), {again: ("WhoisTimeout: slow", None)}, backoff=100.0),
         ],
         now=NOW,
     )
@@ -167,12 +178,13 @@ def test_outcomes_with_their_own_retry_terms_are_one_transaction(db_url: str) ->
         ).all()
     moment = NOW.replace(tzinfo=None)
     assert sorted(rows) == [
-        (a_failed, 1, "WhoisTimeout: slow", moment + dt.timedelta(seconds=100), None),
-        (b_held, 0, "circuit open", moment + dt.timedelta(seconds=60), None),
+        (asked, 1, "circuit open", moment + dt.timedelta(seconds=60), None),
+        (held, 0, "circuit open", moment + dt.timedelta(seconds=60), None),
+        (again, 3, "WhoisTimeout: slow", moment + dt.timedelta(seconds=400), None),
     ]
-    stored = store.get_records([a_done, a_failed, b_held])
-    assert stored[a_done] == enriched(a_done)
-    assert stored[a_failed].status is Status.PENDING and stored[b_held].status is Status.PENDING
+    stored = store.get_records([done, asked, held, again])
+    assert stored[done] == enriched(done)
+    assert {stored[ip].status for ip in (asked, held, again)} == {Status.PENDING}
     store.close()
 
 
@@ -206,9 +218,16 @@ def test_whois_answering_again_ends_the_backoff_of_a_failed_batch_saved_with_it(
                 if len(calls) == 3:
                     all_asked.set()
 
+        flusher = Flusher(enricher, lambda *_args: None, resume_pending=False)
+
         def finishing(done: Sequence[FinishedBatch]) -> list[list[EnrichmentRecord]]:
             saves.append(len(done))
-            assert all_asked.wait(60)  # busy with batch 0 while A and B are answered
+            if len(saves) == 1:  # busy with batch 0 until A and B wait to be saved
+                assert all_asked.wait(60)
+                deadline = time.monotonic() + 60
+                while len(flusher._sender._answered) < 2:  # appended just after asking
+                    assert time.monotonic() < deadline
+                    time.sleep(0.005)
             return finish(done)
 
         monkeypatch.setattr(enricher, "ask_whois", asking)
@@ -216,7 +235,7 @@ def test_whois_answering_again_ends_the_backoff_of_a_failed_batch_saved_with_it(
         inbox: queue.Queue[ToEngine] = queue.Queue()
         inbox.put(NewAddresses(ips))
         inbox.put(End())
-        Flusher(enricher, lambda *_args: None, resume_pending=False).run(inbox)
+        flusher.run(inbox)
     assert saves[:2] == [1, 2], saves
     q = pending_queue.c
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'c.db'}")
@@ -226,3 +245,16 @@ def test_whois_answering_again_ends_the_backoff_of_a_failed_batch_saved_with_it(
     asked = server.asked()
     for ip in failed:  # asked again after B's answer, or due now
         assert asked[ip] >= 1 or waiting.get(ip, "gone") is None, (ip, waiting.get(ip))
+
+
+def test_a_batch_that_cannot_be_handed_on_does_not_hold_back_those_saved_with_it(
+    tmp_path: Path, server: BulkWhoisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Handing on the first batch of a save raises: the others still go out, and the run
+    ends (none of them is left counted as asked)."""
+    ips = global_ips(6 * _BATCH, seed=84)
+    saves, emitted, counters = _run(tmp_path, server, monkeypatch, ips, refuse_first_emit=True)
+    assert max(len(save) for save in saves) >= 2, saves
+    out = [r["ip"] for r in emitted]
+    assert len(out) == len(set(out)) == len(ips) - _BATCH  # all but the refused batch
+    assert counters.resolved == len(ips) and counters.backlog == 0

@@ -254,7 +254,8 @@ class WhoisSender:
             try:  # after the save: whois answering again ends its backoffs too
                 self._note_whois(result)
             except Exception as exc:
-                failure = failure or exc
+                if failure is None:
+                    failure = exc
         for records in each:  # each batch handed on, whatever became of the one before
             try:
                 if saved and self._enricher.network.names and not self._stopping.is_set():
@@ -262,7 +263,8 @@ class WhoisSender:
                 else:  # what whois did not answer, or the store did not keep, goes as it was
                     self._emit(records, stale=True)
             except Exception as exc:
-                failure = failure or exc
+                if failure is None:
+                    failure = exc
         if failure is not None:
             raise failure
 

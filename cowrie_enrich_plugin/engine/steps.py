@@ -22,7 +22,7 @@ from ..sources.plugin import load, settings_of
 from ..store import Store, open_store
 from ..store.backlog import end_backoff
 from ..store.deliveries import drop_gone_runs, news
-from ..store.outcomes import Outcome
+from ..store.outcomes import BatchOutcome
 from ..store.owed import OwedRows
 from ..store.source_sections import (
     due_pending_sections,
@@ -325,7 +325,7 @@ class Enricher:
         The network sources' sections are merged by :meth:`save_sections`.
         """
         out: list[list[EnrichmentRecord]] = []
-        outcomes: list[Outcome] = []
+        outcomes: list[BatchOutcome] = []
         # A long-lived run retries in the background, backing off; a batch run leaves
         # them for the next run, as does a run that stopped asking (whois did not fail:
         # the next start asks at once).
@@ -350,10 +350,12 @@ class Enricher:
                     records.append(pending)
             out.append(records)
             if result.held_for:  # the breaker held them back: no attempt, due once it may close
-                outcomes.append(Outcome(resolved, unresolved, result.held_for, attempted=False))
+                outcomes.append(
+                    BatchOutcome(resolved, unresolved, result.held_for, attempted=False)
+                )
             else:
                 outcomes.append(
-                    Outcome(resolved, unresolved, backoff=0.0 if result.stopped else backoff)
+                    BatchOutcome(resolved, unresolved, backoff=0.0 if result.stopped else backoff)
                 )
         self.store.save_outcomes(outcomes)
         with self._counts_lock:

@@ -28,7 +28,7 @@ from ..record import EnrichmentRecord
 from .census import StoreStats, census
 from .dbclock import DatabaseClock
 from .leases import forget_owner, make_owner_id, remember_owner
-from .outcomes import Outcome, persist
+from .outcomes import BatchOutcome, persist
 from .presence import dead_holders
 from .retry import first_line, with_retries
 from .rows import RECORD_COLUMNS, naive, record_values, row_record
@@ -298,10 +298,12 @@ class Store:
         stored, which is served, stale, until a refresh succeeds. Not ``attempted``
         (held back before asking): no attempt is counted, no backoff added.
         """
-        outcome = Outcome(resolved, unresolved or {}, retry_delay, backoff, attempted)
+        outcome = BatchOutcome(resolved, unresolved or {}, retry_delay, backoff, attempted)
         self.save_outcomes([outcome], now=now)
 
-    def save_outcomes(self, outcomes: Sequence[Outcome], now: dt.datetime | None = None) -> None:
+    def save_outcomes(
+        self, outcomes: Sequence[BatchOutcome], now: dt.datetime | None = None
+    ) -> None:
         """Persist several batches' outcomes (each as :meth:`save` would) in one transaction."""
         moment = naive(now or self.now())
         assert moment is not None
