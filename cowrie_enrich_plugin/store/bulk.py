@@ -33,6 +33,12 @@ __all__ = ["BulkInsert", "parameter_limit"]
 _NAMED: Final = re.compile(r"%\((\w+)\)s")
 #: Statements kept per bulk insert, by row count and columns written ``NULL``.
 _KEPT_STATEMENTS: Final = 64
+#: The most rows one statement writes. The driver prepares and keeps each distinct
+#: statement (Python's ``sqlite3`` keeps 128), and a prepared upsert of 1,500 rows
+#: holds megabytes: when four batches were saved at once as statements of up to the
+#: parameter limit, the worker's peak memory in the simulated day grew from 241 to
+#: about 300 MB. Rows per statement beyond a few hundred no longer save time.
+_MOST_ROWS: Final = 500
 
 
 def parameter_limit(dialect: str) -> int:
@@ -133,7 +139,7 @@ class BulkInsert:
             columns=wanted,
             order=order,
             key=wanted.index(key),
-            max_rows=max(1, parameter_limit(dialect.name) // len(wanted)),
+            max_rows=max(1, min(_MOST_ROWS, parameter_limit(dialect.name) // len(wanted))),
         )
 
     def sql(self, rows: int, nulls: tuple[int, ...] = ()) -> str:
@@ -152,7 +158,7 @@ class BulkInsert:
         return text
 
     def run(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Write ``rows`` in as few statements as the backend's parameter limit allows."""
+        """Write ``rows`` in statements of at most :attr:`max_rows` rows."""
         key = self.key
         unique = list({row[key]: row for row in rows}.values())
         bound = self.order or range(len(self.columns))  # each bound value's index in a row
