@@ -35,8 +35,9 @@ logger = logging.getLogger(__name__)
 #: Failed batches in a row from which whois is taken to be down (its first answer
 #: after that makes the whole queue due).
 _FAILING: Final = 2
-#: The most answered batches persisted in one go: beyond four, a transaction gains
-#: little more per address, and the first batch's records wait for the last one's.
+#: The most answered batches persisted in one go: four (2,000 addresses) cost a quarter
+#: to a third less per address than one at a time; more would make the first batch's
+#: records wait longer for the last one's.
 _SAVED_TOGETHER: Final = 4
 
 
