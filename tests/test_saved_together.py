@@ -13,7 +13,7 @@ import datetime as dt
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,32 @@ def _config(tmp_path: Path, server: BulkWhoisServer, **extra: Any) -> Any:
         **extra,
     }
     return settings({"plugins": {"enabled": ["enrich"], "enrich": section}})
+
+
+def _enrich(
+    flusher: Flusher,
+    monkeypatch: pytest.MonkeyPatch,
+    asking: Callable[[Sequence[str]], Any],
+    finishing: Callable[[Sequence[FinishedBatch]], list[list[EnrichmentRecord]]],
+    ips: list[str],
+) -> None:
+    """Run ``flusher`` over ``ips`` to its end, whois asked through ``asking`` and the
+    answers saved through ``finishing`` (each wrapping the enricher's own)."""
+    monkeypatch.setattr(flusher.enricher, "ask_whois", asking)
+    monkeypatch.setattr(flusher.enricher, "finish_batches", finishing)
+    inbox: queue.Queue[ToEngine] = queue.Queue()
+    inbox.put(NewAddresses(ips))
+    inbox.put(End())
+    flusher.run(inbox)
+
+
+def _read(tmp_path: Path, query: Any) -> list[Any]:
+    """The rows of ``query`` on the test's SQLite store, read after the run."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    with engine.connect() as conn:
+        rows = list(conn.execute(query).all())
+    engine.dispose()
+    return rows
 
 
 def _run(
@@ -93,13 +119,8 @@ def _run(
                 raise StoreError("database error: disk I/O error")
             return finish(done)
 
-        monkeypatch.setattr(enricher, "ask_whois", asking)
-        monkeypatch.setattr(enricher, "finish_batches", finishing)
-        inbox: queue.Queue[ToEngine] = queue.Queue()
-        inbox.put(NewAddresses(ips))
-        inbox.put(End())
         flusher = Flusher(enricher, emit, resume_pending=False)
-        flusher.run(inbox)
+        _enrich(flusher, monkeypatch, asking, finishing, ips)
         counters = flusher.counters()
     return saves, emitted, counters
 
@@ -118,11 +139,8 @@ def test_batches_answered_while_the_store_is_busy_are_saved_together(
         cymru = {k: v for k, v in record["cymru"].items() if k != "fetched_at"}
         assert cymru == server.expected(record["ip"]), record["ip"]
     assert counters.resolved == len(ips) and counters.errors == 0
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'c.db'}")
-    with engine.connect() as conn:
-        stored = conn.execute(sa.select(records_table.c.ip, records_table.c.status)).all()
-        queued = conn.execute(sa.select(sa.func.count()).select_from(pending_queue)).scalar()
-    engine.dispose()
+    stored = _read(tmp_path, sa.select(records_table.c.ip, records_table.c.status))
+    queued = _read(tmp_path, sa.select(sa.func.count()).select_from(pending_queue))[0][0]
     assert sorted(ip for ip, _status in stored) == sorted(ips)
     assert "pending" not in {status for _ip, status in stored}
     assert queued == 0
@@ -137,10 +155,7 @@ def test_a_failed_save_of_several_batches_sends_each_address_pending_once(
     assert max(len(save) for save in saves) >= 2, saves
     assert sorted(r["ip"] for r in emitted) == sorted(ips)
     assert {r["status"] for r in emitted} == {"pending"}
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'c.db'}")
-    with engine.connect() as conn:
-        queued = conn.execute(sa.select(pending_queue.c.ip)).scalars().all()
-    engine.dispose()
+    queued = [ip for (ip,) in _read(tmp_path, sa.select(pending_queue.c.ip))]
     assert sorted(queued) == sorted(ips)  # leased before asking: the next run asks again
     assert counters.errors == 6  # one a batch, as when each was saved alone
 
@@ -230,18 +245,10 @@ def test_whois_answering_again_ends_the_backoff_of_a_failed_batch_saved_with_it(
                     time.sleep(0.005)
             return finish(done)
 
-        monkeypatch.setattr(enricher, "ask_whois", asking)
-        monkeypatch.setattr(enricher, "finish_batches", finishing)
-        inbox: queue.Queue[ToEngine] = queue.Queue()
-        inbox.put(NewAddresses(ips))
-        inbox.put(End())
-        flusher.run(inbox)
+        _enrich(flusher, monkeypatch, asking, finishing, ips)
     assert saves[:2] == [1, 2], saves
     q = pending_queue.c
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'c.db'}")
-    with engine.connect() as conn:
-        waiting = dict(conn.execute(sa.select(q.ip, q.next_attempt_at)).all())
-    engine.dispose()
+    waiting = dict(_read(tmp_path, sa.select(q.ip, q.next_attempt_at)))
     asked = server.asked()
     for ip in failed:  # asked again after B's answer, or due now
         assert asked[ip] >= 1 or waiting.get(ip, "gone") is None, (ip, waiting.get(ip))
