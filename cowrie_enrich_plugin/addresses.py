@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import re
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, TypeGuard
 
@@ -21,6 +23,7 @@ __all__ = [
     "InvalidAddress",
     "NonGlobal",
     "Usable",
+    "all_usable_ipv4",
     "classify",
     "is_usable_ipv4",
     "non_global_reason",
@@ -138,6 +141,37 @@ def is_usable_ipv4(value: object) -> TypeGuard[str]:
         return False
     number = fast_ipv4(value)
     return number is not None and _v4_reason(number) is None
+
+
+_OCTET: Final = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_QUAD: Final = rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}"
+#: Lines of canonical dotted quads (no leading zeros, no part over 255): what
+#: ``inet_pton`` accepts, checked for a whole batch in one pass.
+_QUAD_LINES: Final = re.compile(rf"(?:{_QUAD}\n)*{_QUAD}", re.ASCII)
+#: The first parts ("8.") of the addresses no special-purpose network holds.
+_CLEAN_FIRST: Final = frozenset(
+    f"{first}."
+    for first in range(256)
+    if not any(start >> 24 <= first <= end >> 24 for start, end, _why in _V4_RANGES)
+)
+
+
+def all_usable_ipv4(values: Sequence[str]) -> bool:
+    """Whether every one of ``values`` passes :func:`is_usable_ipv4`, decided in bulk.
+
+    A batch of addresses is checked in one expression pass; only an address whose
+    first part a special-purpose network starts in is looked at on its own.
+    ``False`` means "check each one", as for :func:`is_usable_ipv4`.
+    """
+    try:
+        text = "\n".join(values)
+    except TypeError:  # not all strings
+        return False
+    # A value holding a newline would pass as two lines: the count says one per value.
+    if not values or text.count("\n") != len(values) - 1 or not _QUAD_LINES.fullmatch(text):
+        return False
+    clean = _CLEAN_FIRST
+    return all(ip[: ip.find(".") + 1] in clean or is_usable_ipv4(ip) for ip in values)
 
 
 def parse_address(value: object) -> IPAddress | InvalidAddress:

@@ -12,6 +12,7 @@ from cowrie_enrich_plugin.addresses import (
     InvalidAddress,
     NonGlobal,
     Usable,
+    all_usable_ipv4,
     classify,
     is_usable_ipv4,
 )
@@ -123,3 +124,32 @@ def test_usable_ipv4_shortcut_agrees_with_classify(value: object) -> None:
     elif isinstance(value, str) and value.count(".") == 3 and ":" not in value:
         verdict = classify(value)
         assert not (isinstance(verdict, Usable) and verdict.ip == value)
+
+
+_FIRST_PARTS = (0, 1, 9, 10, 11, 99, 100, 126, 127, 128, 169, 172, 191, 192, 193, 198)
+_FIRST_PARTS += (203, 223, 224, 239, 240, 255, 256, 300)
+_V4_TEXT = st.one_of(
+    st.ip_addresses(v=4).map(str),
+    # near the edges of the special-purpose networks, and spelled wrongly
+    st.tuples(
+        st.sampled_from(_FIRST_PARTS),
+        st.integers(0, 256),
+        st.integers(0, 256),
+        st.integers(0, 256),
+    ).map(lambda parts: ".".join(map(str, parts))),
+    st.text(alphabet="0123456789.\n ", max_size=18),
+    st.sampled_from(["08.8.8.8", "8.8.8.08", "8.8.8.8\n9.9.9.9", "8.8.8.8 ", "8.8.8", ""]),
+)
+
+
+@given(st.lists(_V4_TEXT, max_size=12))
+def test_the_bulk_check_agrees_with_each_address_checked(values: list[str]) -> None:
+    """A whole batch passes exactly when every address passes on its own."""
+    assert all_usable_ipv4(values) == (bool(values) and all(map(is_usable_ipv4, values)))
+
+
+def test_the_bulk_check_refuses_a_value_that_holds_two_lines() -> None:
+    assert is_usable_ipv4("8.8.8.8") and is_usable_ipv4("9.9.9.9")
+    assert not all_usable_ipv4(["8.8.8.8\n9.9.9.9"])
+    assert not all_usable_ipv4(["8.8.8.8\n9.9.9.9", "1.1.1.1"])
+    assert not all_usable_ipv4(["8.8.8.8", 9])  # type: ignore[list-item]

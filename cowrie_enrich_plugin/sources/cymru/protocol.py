@@ -28,6 +28,7 @@ from ...addresses import (
     InvalidAddress,
     IPAddress,
     Usable,
+    all_usable_ipv4,
     classify,
     is_usable_ipv4,
     non_global_reason,
@@ -70,32 +71,29 @@ def build_bulk_request(addresses: Iterable[IPAddress | str]) -> bytes:
     :raises ValueError: for a string that is not a canonical address, a non-global
         address, or more than :data:`MAX_BATCH_SIZE` distinct addresses.
     """
-    lines = ["begin", "verbose"]
-    seen: set[str] = set()
-    for address in addresses:
-        if isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):
-            why = non_global_reason(address)
-            text = str(address)
-            if why is not None:
-                raise ValueError(f"{text} is not globally routable ({why}); it is never sent")
-        elif isinstance(address, str):
-            if not is_usable_ipv4(address):  # the common case, checked without a verdict
-                verdict = classify(address)
-                if not isinstance(verdict, Usable) or verdict.ip != address:
-                    raise ValueError(
-                        f"{address!r} is not a canonical global address; it is never sent"
-                    )
-            text = address
-        else:
-            raise TypeError(f"not an address: {type(address).__name__}")
-        if text in seen:
-            continue
-        seen.add(text)
-        lines.append(text)
-    if len(seen) > MAX_BATCH_SIZE:
-        raise ValueError(f"{len(seen)} addresses in one batch; the limit is {MAX_BATCH_SIZE}")
-    lines.append("end")
-    return ("\n".join(lines) + "\n").encode("ascii")
+    items = list(addresses)
+    # Nearly every batch is checked in one pass; any other, address by address.
+    checked = items if all_usable_ipv4(items) else map(_request_text, items)
+    distinct = list(dict.fromkeys(checked))
+    if len(distinct) > MAX_BATCH_SIZE:
+        raise ValueError(f"{len(distinct)} addresses in one batch; the limit is {MAX_BATCH_SIZE}")
+    return ("begin\nverbose\n" + "".join(f"{ip}\n" for ip in distinct) + "end\n").encode("ascii")
+
+
+def _request_text(address: object) -> str:
+    """The line of one address in a request (see :func:`build_bulk_request`)."""
+    if isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        why = non_global_reason(address)
+        if why is not None:
+            raise ValueError(f"{address} is not globally routable ({why}); it is never sent")
+        return str(address)
+    if isinstance(address, str):
+        if not is_usable_ipv4(address):  # the common case, checked without a verdict
+            verdict = classify(address)
+            if not isinstance(verdict, Usable) or verdict.ip != address:
+                raise ValueError(f"{address!r} is not a canonical global address; it is never sent")
+        return address
+    raise TypeError(f"not an address: {type(address).__name__}")
 
 
 @dataclass
