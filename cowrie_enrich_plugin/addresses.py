@@ -16,7 +16,7 @@ import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, TypeGuard
+from typing import Final, TypeGuard, cast
 
 __all__ = [
     "IPAddress",
@@ -156,22 +156,23 @@ _CLEAN_FIRST: Final = frozenset(
 )
 
 
-def all_usable_ipv4(values: Sequence[str]) -> bool:
+def all_usable_ipv4(values: Sequence[object]) -> TypeGuard[Sequence[str]]:
     """Whether every one of ``values`` passes :func:`is_usable_ipv4`, decided in bulk.
 
     A batch of addresses is checked in one expression pass; only an address whose
     first part a special-purpose network starts in is looked at on its own.
     ``False`` means "check each one", as for :func:`is_usable_ipv4`.
     """
+    texts = cast("Sequence[str]", values)
     try:
-        text = "\n".join(values)
+        text = "\n".join(texts)
     except TypeError:  # not all strings
         return False
     # A value holding a newline would pass as two lines: the count says one per value.
     if not values or text.count("\n") != len(values) - 1 or not _QUAD_LINES.fullmatch(text):
         return False
     clean = _CLEAN_FIRST
-    return all(ip[: ip.find(".") + 1] in clean or is_usable_ipv4(ip) for ip in values)
+    return all(ip[: ip.find(".") + 1] in clean or is_usable_ipv4(ip) for ip in texts)
 
 
 def parse_address(value: object) -> IPAddress | InvalidAddress:
