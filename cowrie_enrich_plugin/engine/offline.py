@@ -48,6 +48,9 @@ class OfflineSources:
         self._geo: MaxMindSource | None = next(
             (s for s in self.sources if isinstance(s, MaxMindSource)), None
         )
+        if self._geo is not None and not self._geo.geo.enabled:
+            # Its files are those open now (a refresh only reopens them): it never answers.
+            self._maxmind = _nothing
         #: the feeds, when enabled (their labels are relabelled and counted)
         self.feeds: Classifier | None = next(
             (s for s in self.sources if isinstance(s, Classifier)), None
