@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from .leases import owner_is_dead_here
 from .rows import naive
 from .schema import delivered_table
-from .sql import insert, ip_set, ip_set_value
+from .sql import insert, ip_set, ip_set_params
 
 if TYPE_CHECKING:
     from .facade import Store
@@ -45,7 +45,7 @@ def news(store: Store, signed: Sequence[tuple[str, str]]) -> set[str]:
     moment = naive(store.now())
 
     def work(conn: Connection) -> set[str]:
-        rows = conn.execute(query, {"ips": ip_set_value(wanted, store.dialect)})
+        rows = conn.execute(query, ip_set_params(wanted, store.dialect))
         had = {row[0]: row[1] for row in rows}
         fresh = {ip: sign for ip, sign in wanted.items() if had.get(ip) != sign}
         if fresh:

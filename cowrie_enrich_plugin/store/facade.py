@@ -33,7 +33,7 @@ from .presence import dead_holders
 from .retry import first_line, with_retries
 from .rows import RECORD_COLUMNS, naive, record_values, row_record
 from .schema import pending_queue, records_table
-from .sql import Statements, ip_set, ip_set_value, time_converter
+from .sql import Statements, ip_set, ip_set_params, time_converter
 
 __all__ = ["Store", "StoreStats"]
 
@@ -120,7 +120,7 @@ class Store:
             return self._run(work)
 
     def _ips(self, ips: Iterable[str]) -> dict[str, object]:
-        return {"ips": ip_set_value(ips, self.dialect)}
+        return ip_set_params(ips, self.dialect)
 
     # -- reads ------------------------------------------------------------------------
 

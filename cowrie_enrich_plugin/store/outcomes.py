@@ -11,7 +11,7 @@ to a third less per address than one at a time.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from ..record import EnrichmentRecord, Status
 from .rows import TimeValue, record_values
 from .schema import pending_queue
-from .sql import Statements, ip_set, ip_set_value
+from .sql import Statements, ip_set, ip_set_params
 
 __all__ = ["BatchOutcome", "persist"]
 
@@ -66,11 +66,11 @@ def persist(
     q = pending_queue.c
     sql.lock_queue(conn, sorted({*(r.ip for r in records), *(row[0] for row in failed)}))
     if records:
-        conn.execute(sql.delete_queued, _ips(sql, (r.ip for r in records)))
+        conn.execute(sql.delete_queued, ip_set_params((r.ip for r in records), sql.dialect))
     tries: dict[str, int] = {}
     backing_off = [row[0] for row in failed if row[3].backoff]
     if backing_off:
-        tries = dict(conn.execute(sql.attempts, _ips(sql, backing_off)).all())
+        tries = dict(conn.execute(sql.attempts, ip_set_params(backing_off, sql.dialect)).all())
     groups: dict[tuple[str, float, bool], list[str]] = {}
     for ip, error, _pending, outcome in failed:
         delay = outcome.retry_delay + outcome.backoff * 2 ** min(tries.get(ip, 0), 4)
@@ -86,12 +86,8 @@ def persist(
                 lease_owner=None,
                 lease_expires_at=None,
             ),
-            _ips(sql, ips),
+            ip_set_params(ips, sql.dialect),
         )
     sql.upsert.run(conn, [record_values(r, now_value, when) for r in records])
     pending = (record or EnrichmentRecord(ip, Status.PENDING) for ip, _e, record, _o in failed)
     sql.pending.run(conn, [record_values(r, now_value, when) for r in pending])
-
-
-def _ips(sql: Statements, ips: Iterable[str]) -> dict[str, object]:
-    return {"ips": ip_set_value(ips, sql.dialect)}

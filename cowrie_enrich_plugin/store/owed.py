@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 from ..record import SectionStatus
 from .rows import naive
 from .schema import owed_table, pending_queue, source_answers
-from .sql import insert, ip_set, ip_set_value
+from .sql import insert, ip_set, ip_set_params
 
 if TYPE_CHECKING:
     from .facade import Store
@@ -68,7 +68,7 @@ class OwedRows:
         """The addresses of ``ips`` another sensor is owed."""
         o = owed_table.c
         query = sa.select(o.ip).where(o.sensor != self.sensor, ip_set(o.ip, self._store.dialect))
-        value = {"ips": ip_set_value(sorted(set(ips)), self._store.dialect)}
+        value = ip_set_params(sorted(set(ips)), self._store.dialect)
         return self._store.run(lambda conn: {row[0] for row in conn.execute(query, value)})
 
     def owe(self, ips: Iterable[str]) -> None:
@@ -92,7 +92,7 @@ class OwedRows:
         stmt = sa.delete(owed_table).where(
             o.sensor == self.sensor, ip_set(o.ip, self._store.dialect)
         )
-        value = {"ips": ip_set_value(wanted, self._store.dialect)}
+        value = ip_set_params(wanted, self._store.dialect)
 
         def work(conn: Connection) -> None:
             conn.execute(stmt, value)

@@ -23,7 +23,7 @@ from ..record import EnrichmentRecord, SectionStatus, SourceSection
 from .presence import dead_holders
 from .rows import aware, naive
 from .schema import source_answers
-from .sql import bound_addresses, insert, ip_set, ip_set_value
+from .sql import bound_addresses, insert, ip_set, ip_set_params
 
 if TYPE_CHECKING:
     from .facade import Store
@@ -63,7 +63,7 @@ def get_sections(
 
     def work(conn: Connection) -> dict[str, dict[str, SourceSection]]:
         found: dict[str, dict[str, SourceSection]] = {}
-        rows = conn.execute(query, {"ips": ip_set_value(wanted, store.dialect)}).mappings()
+        rows = conn.execute(query, ip_set_params(wanted, store.dialect)).mappings()
         for row in rows:
             found.setdefault(row["ip"], {})[row["source"]] = _section(row)
         return found
@@ -199,12 +199,10 @@ def claim_sections(store: Store, source: str, ips: Sequence[str], lease_seconds:
     values = {"source": source, "at": moment, "owner": store.owner, "until": until}
 
     def work(conn: Connection) -> set[str]:
-        won = {
-            row[0] for row in conn.execute(claim, {**values, "ips": ip_set_value(wanted, dialect)})
-        }
+        won = {row[0] for row in conn.execute(claim, {**values, **ip_set_params(wanted, dialect)})}
         rest = [ip for ip in wanted if ip not in won]
         if rest:  # held by a live process, or fresh by now: or held by one that is gone?
-            held = conn.execute(holders, {"ips": ip_set_value(rest, dialect)}).all()
+            held = conn.execute(holders, ip_set_params(rest, dialect)).all()
             dead = dead_holders(conn, [holder for _ip, holder in held], store.owner)
             if dead:
                 take = (
@@ -221,9 +219,7 @@ def claim_sections(store: Store, source: str, ips: Sequence[str], lease_seconds:
                 taken = [ip for ip, h in held if h in dead]
                 won.update(
                     row[0]
-                    for row in conn.execute(
-                        take, {"ips": ip_set_value(taken, dialect), "at": moment}
-                    )
+                    for row in conn.execute(take, {**ip_set_params(taken, dialect), "at": moment})
                 )
         return won
 

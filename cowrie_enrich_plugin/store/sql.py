@@ -25,7 +25,7 @@ from .bulk import BulkInsert
 from .rows import RECORD_COLUMNS, TimeValue, naive
 from .schema import pending_queue, records_table
 
-__all__ = ["Statements", "bound_addresses", "insert", "ip_set", "ip_set_value", "time_converter"]
+__all__ = ["Statements", "bound_addresses", "insert", "ip_set", "ip_set_params", "time_converter"]
 
 _TIME_COLUMNS: Final = frozenset(
     c.name
@@ -33,24 +33,29 @@ _TIME_COLUMNS: Final = frozenset(
     for c in table.columns
     if isinstance(c.type, sa.DateTime)
 )
+#: The name of the one parameter an address set is bound as.
+_IPS: Final = "ips"
 _PLACEHOLDER_COLUMNS: Final = ("ip", "status", "mm_present", "updated_at")
 #: A claim's values, in the queue's column order (the table says which they are).
 _QUEUE_COLUMNS: Final = [column.name for column in pending_queue.columns]
 
 
 def ip_set(column: sa.Column[str], dialect: str) -> sa.ColumnElement[bool]:
-    """``column IN`` the address set bound as the parameter ``ips`` (:func:`ip_set_value`)."""
+    """``column IN`` the address set bound by :func:`ip_set_params`."""
     if dialect == "postgresql":
         from sqlalchemy.dialects import postgresql  # imported only for PostgreSQL (~30 ms)
 
-        return column == sa.any_(sa.bindparam("ips", type_=postgresql.ARRAY(sa.String)))
-    each = sa.func.json_each(sa.bindparam("ips"))
+        return column == sa.any_(sa.bindparam(_IPS, type_=postgresql.ARRAY(sa.String)))
+    each = sa.func.json_each(sa.bindparam(_IPS))
     return column.in_(sa.select(sa.literal_column("value")).select_from(each).scalar_subquery())
 
 
-def ip_set_value(ips: Iterable[str], dialect: str) -> object:
-    """The parameter of :func:`ip_set`: a list on PostgreSQL, a JSON array on SQLite."""
-    return list(ips) if dialect == "postgresql" else json.dumps(list(ips))
+def ip_set_params(ips: Iterable[str], dialect: str) -> dict[str, object]:
+    """The parameters binding ``ips`` for :func:`ip_set` and :func:`bound_addresses`.
+
+    A list on PostgreSQL, a JSON array on SQLite.
+    """
+    return {_IPS: list(ips) if dialect == "postgresql" else json.dumps(list(ips))}
 
 
 def time_converter(dialect: str) -> TimeValue:
@@ -103,13 +108,13 @@ def _is_fresh() -> sa.ColumnElement[bool]:
 
 
 def bound_addresses(dialect: str) -> Any:
-    """The address set bound as ``ips`` (:func:`ip_set_value`), as rows of one column."""
+    """The address set bound by :func:`ip_set_params`, as rows of one column."""
     if dialect == "postgresql":
         from sqlalchemy.dialects import postgresql
 
-        unnest = sa.func.unnest(sa.bindparam("ips", type_=postgresql.ARRAY(sa.String)))
+        unnest = sa.func.unnest(sa.bindparam(_IPS, type_=postgresql.ARRAY(sa.String)))
         return unnest.table_valued("value").render_derived()
-    return sa.func.json_each(sa.bindparam("ips")).table_valued("value")
+    return sa.func.json_each(sa.bindparam(_IPS)).table_valued("value")
 
 
 def _claim(dialect: str) -> Any:
@@ -212,7 +217,7 @@ class Statements:
         never wait for each other in a cycle. SQLite locks the whole database.
         """
         if self.dialect == "postgresql" and ips:
-            conn.execute(self.lock_rows, {"ips": ip_set_value(ips, self.dialect)}).all()
+            conn.execute(self.lock_rows, ip_set_params(ips, self.dialect)).all()
 
     def lock_owner(self, conn: Connection, owner: str) -> None:
         """On PostgreSQL, lock the queue rows ``owner`` holds, in address order."""
@@ -236,4 +241,4 @@ class Statements:
             .values(lease_owner=owner, lease_expires_at=until)
             .returning(q.ip)
         )
-        return [row[0] for row in conn.execute(stmt, {"ips": ip_set_value(held, self.dialect)})]
+        return [row[0] for row in conn.execute(stmt, ip_set_params(held, self.dialect))]
