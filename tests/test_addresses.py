@@ -153,3 +153,26 @@ def test_the_bulk_check_refuses_a_value_that_holds_two_lines() -> None:
     assert not all_usable_ipv4(["8.8.8.8\n9.9.9.9"])
     assert not all_usable_ipv4(["8.8.8.8\n9.9.9.9", "1.1.1.1"])
     assert not all_usable_ipv4(["8.8.8.8", 9])  # type: ignore[list-item]
+
+
+_SPECIAL_V4 = ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16")
+_SPECIAL_V4 += ("172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24")
+_SPECIAL_V4 += ("192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24")
+_SPECIAL_V4 += ("224.0.0.0/3",)
+
+
+def _edges() -> list[str]:
+    """The first and last address of each special-purpose IPv4 network, and their neighbours."""
+    edges = {n for net in _SPECIAL_V4 for n in _around(ipaddress.IPv4Network(net))}
+    return [str(ipaddress.IPv4Address(n)) for n in sorted(edges) if 0 <= n < 2**32]
+
+
+def _around(net: ipaddress.IPv4Network) -> set[int]:
+    first, last = int(net.network_address), int(net.broadcast_address)
+    return {first - 1, first, first + 1, last - 1, last, last + 1}
+
+
+@pytest.mark.parametrize("edge", _edges())
+def test_the_bulk_check_at_the_edges_of_special_networks(edge: str) -> None:
+    """Beside a clean address, each edge passes in bulk exactly when it passes alone."""
+    assert all_usable_ipv4(["8.8.8.8", edge, "9.9.9.9"]) == is_usable_ipv4(edge)
