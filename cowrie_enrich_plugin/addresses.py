@@ -148,6 +148,7 @@ _QUAD: Final = rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}"
 #: Lines of canonical dotted quads (no leading zeros, no part over 255): what
 #: ``inet_pton`` accepts, checked for a whole batch in one pass.
 _QUAD_LINES: Final = re.compile(rf"(?:{_QUAD}\n)*{_QUAD}", re.ASCII)
+_ONLY_STR: Final = frozenset({str})
 #: The first parts ("8.") of the addresses no special-purpose network holds.
 _CLEAN_FIRST: Final = frozenset(
     f"{first}."
@@ -160,16 +161,16 @@ def all_usable_ipv4(values: Sequence[object]) -> TypeGuard[Sequence[str]]:
     """Whether every one of ``values`` passes :func:`is_usable_ipv4`, decided in bulk.
 
     A batch of addresses is checked in one expression pass; only an address whose
-    first part a special-purpose network starts in is looked at on its own.
+    first part a special-purpose network covers is looked at on its own. Only
+    ``str`` itself passes (a subclass may read or print as something else).
     ``False`` means "check each one", as for :func:`is_usable_ipv4`.
     """
-    texts = cast("Sequence[str]", values)
-    try:
-        text = "\n".join(texts)
-    except TypeError:  # not all strings
+    if not values or set(map(type, values)) != _ONLY_STR:
         return False
+    texts = cast("Sequence[str]", values)
+    text = "\n".join(texts)
     # A value holding a newline would pass as two lines: the count says one per value.
-    if not values or text.count("\n") != len(values) - 1 or not _QUAD_LINES.fullmatch(text):
+    if text.count("\n") != len(texts) - 1 or not _QUAD_LINES.fullmatch(text):
         return False
     clean = _CLEAN_FIRST
     return all(ip[: ip.find(".") + 1] in clean or is_usable_ipv4(ip) for ip in texts)

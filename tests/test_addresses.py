@@ -17,6 +17,8 @@ from cowrie_enrich_plugin.addresses import (
     is_usable_ipv4,
 )
 
+from .helpers import Disguised
+
 
 @pytest.mark.parametrize(
     ("value", "canonical"),
@@ -158,12 +160,14 @@ def test_the_bulk_check_refuses_a_value_that_holds_two_lines() -> None:
 _SPECIAL_V4 = ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16")
 _SPECIAL_V4 += ("172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24")
 _SPECIAL_V4 += ("192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24")
-_SPECIAL_V4 += ("224.0.0.0/3",)
+_SPECIAL_V4 += ("224.0.0.0/4", "240.0.0.0/4")
 
 
 def _edges() -> list[str]:
-    """The first and last address of each special-purpose IPv4 network, and their neighbours."""
+    """The first and last address of each special-purpose IPv4 network and their
+    neighbours, and of each first part."""
     edges = {n for net in _SPECIAL_V4 for n in _around(ipaddress.IPv4Network(net))}
+    edges |= {n for first in range(256) for n in (first << 24, (first << 24) | 0xFFFFFF)}
     return [str(ipaddress.IPv4Address(n)) for n in sorted(edges) if 0 <= n < 2**32]
 
 
@@ -176,3 +180,9 @@ def _around(net: ipaddress.IPv4Network) -> set[int]:
 def test_the_bulk_check_at_the_edges_of_special_networks(edge: str) -> None:
     """Beside a clean address, each edge passes in bulk exactly when it passes alone."""
     assert all_usable_ipv4(["8.8.8.8", edge, "9.9.9.9"]) == is_usable_ipv4(edge)
+
+
+def test_a_str_subclass_is_never_taken_for_an_address() -> None:
+    assert is_usable_ipv4("8.8.8.8")
+    assert not all_usable_ipv4([Disguised("8.8.8.8")])
+    assert not all_usable_ipv4(["9.9.9.9", Disguised("127.0.0.1")])

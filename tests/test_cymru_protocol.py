@@ -17,6 +17,8 @@ from cowrie_enrich_plugin.sources.cymru.protocol import (
 )
 from cowrie_enrich_plugin.testing.whois_server import Row, expected_cymru, render_row
 
+from .helpers import Disguised
+
 NOW = dt.datetime(2026, 11, 28, 20, 0, tzinfo=dt.timezone.utc)
 BANNER = b"Bulk mode; whois.cymru.com [2026-11-28 20:00:00 +0000]\n"
 HEADER = (
@@ -380,3 +382,13 @@ def test_long_padded_lines_are_junk_in_one_pass_too_and_cost_no_more_than_their_
         fast = parse_bulk_answer(text.encode(), {"1.1.1.1"}, clean_eof=True, fetched_at=now)
         assert fast == _parse_lines(text.split("\n"), {"1.1.1.1"}, clean_eof=True, fetched_at=now)
         assert not fast.answers and fast.garbage
+
+
+def test_a_request_holds_a_str_subclass_as_its_text_or_refuses_it() -> None:
+    """What a log value holds goes out, never what it prints or formats as."""
+    for batch in ([Disguised("8.8.8.8")], [Disguised("8.8.8.8"), "2001:4860::1"]):
+        request = build_bulk_request(batch)
+        assert request.split(b"\n")[2] == b"8.8.8.8"
+        assert b"smuggled" not in request and b"192.168" not in request
+    with pytest.raises(ValueError, match="not a canonical global address"):
+        build_bulk_request(["8.8.8.8", Disguised("127.0.0.1")])

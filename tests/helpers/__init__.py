@@ -7,6 +7,7 @@ module; ``conftest.py`` holds only fixtures and hooks.
 
 from .data import (
     SHARED_DATA,
+    Disguised,
     global_ips,
     host_config,
     refused_whois_config,
@@ -26,6 +27,7 @@ from .processes import (
 
 __all__ = [
     "SHARED_DATA",
+    "Disguised",
     "assert_complete",
     "clean_env",
     "cowrie_enrich",

@@ -18,6 +18,7 @@ from cowrie_enrich_plugin.testing import BulkWhoisServer
 
 __all__ = [
     "SHARED_DATA",
+    "Disguised",
     "global_ips",
     "host_config",
     "refused_whois_config",
@@ -110,3 +111,16 @@ def refused_whois_config(tmp_path: Path) -> EnrichConfig:
     }
     config = settings({"plugins": {"enabled": ["enrich"], "enrich": section}})
     return dataclasses.replace(config, lifecycle="long-lived")
+
+
+class Disguised(str):
+    """A string that prints, formats and slices as something else (a hostile log value)."""
+
+    def __str__(self) -> str:
+        return "10.0.0.1\nsmuggled"
+
+    def __format__(self, spec: str) -> str:
+        return "192.168.1.1"
+
+    def __getitem__(self, key: object) -> str:
+        return "8."

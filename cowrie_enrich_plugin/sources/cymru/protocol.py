@@ -77,7 +77,8 @@ def build_bulk_request(addresses: Iterable[IPAddress | str]) -> bytes:
     distinct = list(dict.fromkeys(checked))
     if len(distinct) > MAX_BATCH_SIZE:
         raise ValueError(f"{len(distinct)} addresses in one batch; the limit is {MAX_BATCH_SIZE}")
-    return ("begin\nverbose\n" + "".join(f"{ip}\n" for ip in distinct) + "end\n").encode("ascii")
+    # joined, not formatted: a str subclass could format as something else
+    return "\n".join(["begin", "verbose", *distinct, "end", ""]).encode("ascii")
 
 
 def _request_text(address: object) -> str:
