@@ -15,6 +15,7 @@ the entry-point group ``cowrie_enrich.feeds``, naming a :class:`Feed`::
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -33,9 +34,22 @@ from .formats import (
 )
 from .links import Linked
 
-__all__ = ["BUILT_IN", "ENTRY_POINT_GROUP", "Feed", "installed_feeds"]
+__all__ = [
+    "BUILT_IN",
+    "ENTRY_POINT_GROUP",
+    "INDEX_FOLDER",
+    "MIRROR_FOLDER",
+    "Feed",
+    "installed_feeds",
+]
 
 ENTRY_POINT_GROUP: Final = "cowrie_enrich.feeds"
+#: The folders of the feeds' ``dir`` that are not feeds: the compiled indexes, and the
+#: installed bodies under names that stay (:mod:`.installed`).
+INDEX_FOLDER: Final = "index"
+MIRROR_FOLDER: Final = "mirror"
+#: A feed's name is a folder of ``dir`` and a config table's name.
+_NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _DAY: Final = 86_400.0
 
 
@@ -219,6 +233,16 @@ def installed_feeds() -> Mapping[str, Feed]:
         if not isinstance(feed, Feed) or feed.name != name:
             logging.getLogger(__name__).warning(
                 "feed %s (%s) names no Feed called %r", name, value, name
+            )
+            continue
+        if not _NAME.fullmatch(name) or name in (INDEX_FOLDER, MIRROR_FOLDER):
+            logging.getLogger(__name__).warning(
+                "feed %s (%s) is left out: a feed's name is lower-case letters, digits "
+                "and _ (a letter first), and neither %r nor %r",
+                name,
+                value,
+                INDEX_FOLDER,
+                MIRROR_FOLDER,
             )
             continue
         found[name] = feed
