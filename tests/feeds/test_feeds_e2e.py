@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import time
@@ -106,6 +107,89 @@ def test_a_record_seen_again_after_its_feed_changed_is_relabelled_without_asking
     assert whois_server.asked() == asked, "whois was asked again for a relabelling"
     (stored,) = [json.loads(line) for line in run("export", config=config).stdout.splitlines()]
     assert stored["classification"] == after["classification"]
+
+
+def _metric(text: str, name: str) -> dict[str, float]:
+    """The samples of one counter in Prometheus's text format, by their ``kind`` label."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, _, value = line.partition("} ")
+            found[labels.split('kind="', 1)[1].rstrip('"')] = float(value)
+    return found
+
+
+def test_the_labels_reach_every_output(
+    tmp_path: Path, whois_server: BulkWhoisServer, feed_server: FeedServer
+) -> None:
+    """Export (JSON lines, CSV, ECS), the metric by kind and the ``enrich`` filter (native, ECS)."""
+    from ..test_ecs import DEFINITIONS, flatten, valid
+
+    config = write_config(
+        tmp_path / "enrich.toml", whois_server, feeds_table(feed_server, tmp_path / "feeds")
+    )
+    assert run("feeds", "update", config=config).returncode == 0
+    # AWS (IPv4 and IPv6), Cloudflare, none at all; an address seen twice
+    ips = ["3.5.141.7", "104.16.1.1", "2600:1f14::9", "8.8.4.4", "3.5.141.7"]
+    log = tmp_path / "cowrie.json"
+    log.write_text("".join(event(ip, n) + "\n" for n, ip in enumerate(ips, 1)))
+    metrics = tmp_path / "ingest.prom"
+    out = tmp_path / "records.jsonl"
+    done = run(
+        "ingest", str(log), "--output", str(out), "--metrics-file", str(metrics), config=config
+    )
+    assert done.returncode == 0, done.stderr
+    records = {r["ip"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(records) == set(ips)
+    aws = records["3.5.141.7"]["classification"]
+    assert aws["kinds"] == ["cloud"]
+    assert {(x["feed"], x["prefix"], x["service"]) for x in aws["labels"]} >= {
+        ("aws", "3.5.140.0/22", "EC2")
+    }
+    assert records["104.16.1.1"]["classification"]["kinds"] == ["cdn"]
+    assert records["8.8.4.4"]["classification"] == {"kinds": [], "labels": []}
+    # one count per record delivered and kind it has; "none" for the unlisted
+    expected: dict[str, float] = {}
+    for record in records.values():
+        for kind in record["classification"]["kinds"] or ["none"]:
+            expected[kind] = expected.get(kind, 0) + 1
+    assert _metric(metrics.read_text(), "cowrie_enrich_classified_total") == expected
+    # export: the same labels in JSON lines, the kinds and providers in CSV, ECS's namespace
+    exported = {
+        r["ip"]: r for r in map(json.loads, run("export", config=config).stdout.splitlines())
+    }
+    assert {ip: r["classification"] for ip, r in exported.items()} == {
+        ip: r["classification"] for ip, r in records.items()
+    }
+    table = run("export", "--format", "csv", config=config).stdout.splitlines()
+    rows = {row["ip"]: row for row in csv.DictReader(table)}
+    assert (
+        rows["3.5.141.7"]["classification_kinds"],
+        rows["3.5.141.7"]["classification_providers"],
+    ) == ("cloud", "aws")
+    assert rows["8.8.4.4"]["classification_kinds"] == ""
+    ecs = run("export", "--format", "ecs", config=config).stdout.splitlines()
+    for document in map(json.loads, ecs):
+        ip = document["source"]["ip"]
+        assert document["cowrie_enrich"]["classification"] == records[ip]["classification"]
+        for field, value in flatten(document["source"], "source").items():
+            assert field in DEFINITIONS and valid(DEFINITIONS[field]["type"], value), (field, value)
+    # the enrich filter, both formats: the cache answers, with the labels
+    for fmt, path in (("native", ("enrich",)), ("ecs", ("cowrie_enrich",))):
+        filtered = subprocess.run(
+            [cowrie_enrich(), "enrich", "--format", fmt, "--config", str(config)],
+            input=log.read_text(),
+            env=feeds_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert filtered.returncode == 0, filtered.stderr
+        events = [json.loads(line) for line in filtered.stdout.splitlines()]
+        assert len(events) == len(ips)
+        for sent in events:
+            section = sent[path[0]]["classification"]
+            assert section == records[sent["src_ip"]]["classification"], (fmt, sent)
 
 
 @pytest.mark.slow

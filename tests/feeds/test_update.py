@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -151,6 +152,53 @@ def test_status_and_doctor_say_missing_before_the_first_update(
     assert _run(config, "update").returncode == 0
     after = _run(config, command="doctor").stdout
     assert f"OK    feeds: {len(SAMPLE_PATHS)} installed and current" in after
+
+
+def test_a_stale_feed_and_a_missing_one_are_named_by_status_doctor_and_a_batch_run(
+    served: tuple[FeedServer, Path], tmp_path: Path
+) -> None:
+    _server, config = served
+    assert _run(config, "update").returncode == 0
+    # google last checked 15 days ago (its refresh is a day); tor's folder lost
+    state = _state(config, "google")
+    state["checked_at"] -= 15 * 86_400
+    (config.parent / "feeds" / "google" / "state.json").write_text(json.dumps(state))
+    shutil.rmtree(config.parent / "feeds" / "tor")
+    status = _run(config, "status")
+    assert status.returncode == 0
+    lines = {line.split()[0]: line for line in status.stdout.splitlines() if line.strip()}
+    assert "STALE" in lines["google"] and "MISSING" in lines["tor"]
+    assert sum("STALE" in line or "MISSING" in line for line in lines.values()) == 2
+    doctor = _run(config, command="doctor").stdout
+    assert "WARN  feeds: feed(s) not installed: tor; run `cowrie-enrich feeds update`" in doctor
+    assert "WARN  feeds: feed google was last checked 15.0 days ago" in doctor
+    assert "installed and current" not in doctor
+    log = tmp_path / "cowrie.json"
+    log.write_text(json.dumps({"eventid": "cowrie.session.connect", "src_ip": "3.5.141.7"}) + "\n")
+    ingest = _run(config, str(log), "--output", "-", command="ingest")
+    assert ingest.returncode == 0, ingest.stderr
+    assert "not installed: tor" in ingest.stderr and "feed google was last checked" in ingest.stderr
+    (record,) = [json.loads(line) for line in ingest.stdout.splitlines()]
+    assert record["classification"]["kinds"] == ["cloud"]  # what is installed is used
+
+
+def test_a_version_with_a_tenth_of_the_entries_is_refused_as_implausible(
+    served: tuple[FeedServer, Path],
+) -> None:
+    server, config = served
+    lines = [f"10.{i >> 8}.{i & 255}.0/24" for i in range(200)]
+    server.put("/firehol/firehol_level1.netset", ("\n".join(lines) + "\n").encode())
+    assert _run(config, "update", "--feed", "firehol_level1").returncode == 0
+    assert _state(config, "firehol_level1")["entries"] == 200
+    server.put("/firehol/firehol_level1.netset", ("\n".join(lines[:19]) + "\n").encode())
+    refused = _run(config, "update", "--feed", "firehol_level1")
+    assert refused.returncode == 75
+    assert "firehol_level1: failed, keeping" in refused.stderr
+    assert "19 entries where the installed version has 200" in refused.stderr
+    assert _state(config, "firehol_level1")["entries"] == 200
+    server.put("/firehol/firehol_level1.netset", ("\n".join(lines[:20]) + "\n").encode())
+    assert _run(config, "update", "--feed", "firehol_level1").returncode == 0  # a tenth is kept
+    assert _state(config, "firehol_level1")["entries"] == 20
 
 
 def test_a_mirror_password_is_sent_and_never_written(
