@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults
+from cowrie_enrich_plugin.testing import BulkWhoisServer, Faults, FeedServer, sample_feeds
 
 from ..helpers import global_ips
 
@@ -152,7 +152,7 @@ class Cowrie:
             "[output_enrich]",
             "enabled = true",
             # the suite never reaches the feeds' publishers (a long-lived host would)
-            "feeds_enabled =",
+            *([] if "feeds_enabled" in settings else ["feeds_enabled ="]),
             *(f"{key} = {value}" for key, value in settings.items()),
         ]
         config = state / "etc" / "cowrie.cfg"
@@ -355,3 +355,48 @@ def test_ecs_results_put_source_where_dashboards_look(
     assert event["source"]["ip"] == ip, event  # not under enrich.source
     assert event["source"]["as"]["number"] == expected["asn"]
     assert event["cowrie_enrich"]["status"] == "enriched" and "enrich" not in event
+
+
+def test_the_plugin_downloads_the_feeds_itself_and_switches_to_a_new_version(
+    cowrie_venv: Path, whois: BulkWhoisServer, state_dir: Path
+) -> None:
+    """No ``feeds update`` first: the daemon installs AWS's list, labels, then uses a new one."""
+    with FeedServer(sample_feeds()) as feeds:
+        honeypot = Cowrie(
+            cowrie_venv,
+            state_dir,
+            whois,
+            feeds_enabled="aws",
+            feeds_dir=state_dir / "feeds",
+            feeds_aws_url=feeds.url("/aws/ip-ranges.json"),
+            feeds_aws_refresh=3,
+        )
+        honeypot.start()
+        try:
+            state = state_dir / "feeds" / "aws" / "state.json"
+            deadline = time.monotonic() + 30
+            while not state.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert state.exists(), honeypot.diagnostics()
+            time.sleep(2)  # the engine's next look finds the index
+            honeypot.knock("3.5.141.7")
+            first = honeypot.wait_for_results({"3.5.141.7"}, within=2 + 5)
+            (event,) = first["3.5.141.7"]
+            assert event["enrich"]["classification"]["kinds"] == ["cloud"], event
+            feeds.put_all(sample_feeds(2))  # 18.2.0.0/16 is AWS from version 2 on
+            changed = time.monotonic()
+            labelled: dict[str, Any] = {}
+            n = 1
+            while not labelled and time.monotonic() < changed + 60:
+                ip = f"18.2.0.{n}"
+                honeypot.knock(ip)
+                results = honeypot.wait_for_results({ip}, within=2 + 5)
+                section = results[ip][0]["enrich"]["classification"] if ip in results else {}
+                if section.get("kinds") == ["cloud"]:
+                    labelled = section
+                n += 1
+            assert labelled, honeypot.diagnostics()
+            assert labelled["labels"][0]["version"] == "1764892802"
+            assert feeds.count() < 20, "a feed was fetched per address"
+        finally:
+            honeypot.stop()
