@@ -102,7 +102,7 @@ def main() -> int:
         ips = global_ips(options.addresses, seed=22)
         events = Path(tmp) / "cowrie.json.gz"
         write_events(events, ips, 4 * len(ips), None, 22)
-        server = Server(0.0, 0.0)
+        server = Server(0.0, 0.0, prime=ips)
         rounds: list[dict[str, float]] = []
         no_feeds = Path(tmp) / "no-feeds.toml"
         no_feeds.write_text("[plugins.enrich.feeds]\nenabled = []\n")
