@@ -39,17 +39,23 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "INDEX_FOLDER",
     "MIRROR_FOLDER",
+    "SECTION_KEYS",
     "Feed",
     "installed_feeds",
 ]
 
 ENTRY_POINT_GROUP: Final = "cowrie_enrich.feeds"
 #: The folders of the feeds' ``dir`` that are not feeds: the compiled indexes, and the
-#: installed bodies under names that stay (:mod:`.installed`).
+#: installed bodies under names that stay (:mod:`.installed`, :mod:`.mirror`).
 INDEX_FOLDER: Final = "index"
 MIRROR_FOLDER: Final = "mirror"
-#: A feed's name is a folder of ``dir`` and a config table's name.
-_NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
+#: The keys of ``[plugins.enrich.feeds]`` itself, beside each feed's table.
+SECTION_KEYS: Final = ("dir", "enabled", "refresh")
+#: A feed's name is a folder of ``dir`` and a table of the config; a URL key, a file's
+#: name in the mirror and a key of that table.
+_NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+_KEY: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_TAKEN: Final = frozenset({INDEX_FOLDER, MIRROR_FOLDER, *SECTION_KEYS})
 _DAY: Final = 86_400.0
 
 
@@ -207,8 +213,12 @@ BUILT_IN: Final[Mapping[str, Feed]] = {
 def installed_feeds() -> Mapping[str, Feed]:
     """Every feed: the built-in ones, then those of ``cowrie_enrich.feeds`` entry points.
 
-    A third-party feed may not take a built-in name; one whose entry point does not
-    load, or does not name a :class:`Feed` of its own name, is left out with a warning.
+    A third-party feed may not take a built-in name. One whose name is not a plain
+    name (a folder of ``dir`` and a table of the config: lower-case letters, digits,
+    ``_`` and ``-``, a letter first, and not ``index``, ``mirror`` or a key of the
+    feeds section), whose entry point does not load, which does not name a
+    :class:`Feed` of its own name, or whose URL keys are not plain keys, is left out
+    with a warning (a name is judged before its module is imported).
     """
     import logging
     from importlib.metadata import entry_points
@@ -222,27 +232,35 @@ def installed_feeds() -> Mapping[str, Feed]:
     if points is None:
         points = [(p.name, p.value) for p in entry_points(group=ENTRY_POINT_GROUP)]
     found: dict[str, Feed] = dict(BUILT_IN)
+    warn = logging.getLogger(__name__).warning
     for name, value in points:
         if name in found:
+            continue
+        if not _NAME.fullmatch(name) or name in _TAKEN:
+            warn(
+                "feed %s (%s) is left out: a feed's name is lower-case letters, digits, _ "
+                "and - (a letter first), and none of %s",
+                name,
+                value,
+                ", ".join(sorted(_TAKEN)),
+            )
             continue
         try:
             feed = load_value(value)
         except Exception as exc:  # a broken plugin must not stop the others
-            logging.getLogger(__name__).warning("feed %s (%s) does not load: %s", name, value, exc)
+            warn("feed %s (%s) does not load: %s", name, value, exc)
             continue
         if not isinstance(feed, Feed) or feed.name != name:
-            logging.getLogger(__name__).warning(
-                "feed %s (%s) names no Feed called %r", name, value, name
-            )
+            warn("feed %s (%s) names no Feed called %r", name, value, name)
             continue
-        if not _NAME.fullmatch(name) or name in (INDEX_FOLDER, MIRROR_FOLDER):
-            logging.getLogger(__name__).warning(
-                "feed %s (%s) is left out: a feed's name is lower-case letters, digits "
-                "and _ (a letter first), and neither %r nor %r",
+        odd = [key for key in feed.urls if not _KEY.fullmatch(key) or key == "refresh"]
+        if odd:
+            warn(
+                "feed %s (%s) is left out: its URL key(s) %s are not lower-case letters, "
+                "digits and _ (a letter first), or are 'refresh'",
                 name,
                 value,
-                INDEX_FOLDER,
-                MIRROR_FOLDER,
+                ", ".join(map(repr, odd)),
             )
             continue
         found[name] = feed

@@ -7,8 +7,8 @@ Layout of ``dir``::
                           entries, the body file of each URL key and its ETag /
                           Last-Modified; the last attempt and its error
     <feed>/<digest>.body  the downloaded bodies, named by their content
-    mirror/<feed>/<key>   the installed body of each URL key, under a name that stays:
-                          a folder other hosts can download from (a fleet's mirror)
+    mirror/<feed>/<key>   the installed body of each URL key, under a name that stays
+                          (:mod:`.mirror`)
     index/<key>.idx       the compiled index of a set of installed versions
 
 A new version's bodies are written first, under new names; ``state.json`` is
@@ -25,7 +25,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 from ..files import replace_whole
 from .catalog import INDEX_FOLDER, MIRROR_FOLDER
 from .index import MAGIC, FeedContent, compile_index
+from .mirror import publish
 from .settings import FeedsConfig
 
 __all__ = [
@@ -129,47 +129,9 @@ def write_state(config: FeedsConfig, name: str, state: FeedState) -> None:
     folder = _folder(config, name)
     _write(folder / "state.json", json.dumps(state.__dict__, indent=1).encode())
     keep = set(state.files.values())
-    _publish(config, name, state)
+    publish(folder, config.path / MIRROR_FOLDER / name, state.files)
     for path in folder.glob("*.body"):
         if path.name not in keep:
-            path.unlink(missing_ok=True)
-
-
-def _publish(config: FeedsConfig, name: str, state: FeedState) -> None:
-    """Link each installed body as ``mirror/<feed>/<key>``.
-
-    The bodies' own names change with every version; these stay, so that a fleet's
-    sensors can point their URLs at one host's ``mirror`` folder served as it is (a
-    static web server, ``file://``). A hard link, not a copy: the file keeps its
-    body's mtime, so the web server's ``Last-Modified`` and ``ETag`` change only with
-    the content, and the sensors' conditional downloads stay conditional.
-    """
-    folder = config.path / MIRROR_FOLDER / name
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        logging.getLogger(__name__).warning("feeds: cannot publish %s in %s: %s", name, folder, exc)
-        return
-    for key, file in state.files.items():
-        body, target = _folder(config, name) / file, folder / key
-        with contextlib.suppress(OSError):
-            if os.path.samefile(body, target):
-                continue
-        temporary = folder / f".{key}.new"
-        try:
-            temporary.unlink(missing_ok=True)
-            try:
-                os.link(body, temporary)
-            except OSError:  # a file system without hard links: a copy
-                _write(target, body.read_bytes())
-            else:
-                os.replace(temporary, target)
-        except OSError as exc:  # the install stands; only the mirror lags
-            logging.getLogger(__name__).warning(
-                "feeds: cannot publish %s's %s in %s: %s", name, key, folder, exc
-            )
-    for path in folder.iterdir():  # a key the installed version no longer has
-        if path.name not in state.files:
             path.unlink(missing_ok=True)
 
 

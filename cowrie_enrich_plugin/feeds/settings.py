@@ -18,13 +18,13 @@ from typing import Any, Final
 from ..checks import Setting, check_value, value_from_text
 from ..dburl import mask_url
 from ..errors import ConfigError
-from .catalog import Feed, installed_feeds
+from .catalog import SECTION_KEYS, Feed, installed_feeds
 
 __all__ = ["FeedsConfig", "default_dir", "feeds_config"]
 
 _REFRESH: Final = Setting(float, low=1, high=365 * 86_400)
 #: The environment variables of the section (``COWRIE_ENRICH_FEEDS_<KEY>``).
-ENV_KEYS: Final = ("dir", "enabled", "refresh")
+ENV_KEYS: Final = SECTION_KEYS
 
 
 def default_dir() -> str:

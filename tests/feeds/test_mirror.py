@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from cowrie_enrich_plugin.feeds.mirror import publish
 from cowrie_enrich_plugin.testing import BulkWhoisServer, FeedServer, sample_feeds
 from cowrie_enrich_plugin.testing.feed_server import SAMPLE_PATHS
 
@@ -125,6 +128,11 @@ def test_a_sensor_installs_from_the_mirror_then_asks_it_conditionally(
     assert server.count(200) == published, "the sensor downloaded from a publisher"
     bodies = sum(code == 200 for _path, code in static.answered)
     assert bodies == sum(len(_downloaded_keys(name)) for name in SAMPLE_PATHS)
+    published = {p: p.stat() for p in (config.parent / "feeds" / "mirror").glob("*/*")}
+    assert _run(config, "update").returncode == 0  # the host looks again: nothing changed
+    for path, before in published.items():
+        after = path.stat()
+        assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns), path
     second = _run(sensor, "update")
     assert second.returncode == 0, second.stderr
     assert sum(code == 200 for _path, code in static.answered) == bodies, "downloaded again"
@@ -151,3 +159,56 @@ def test_a_sensor_installs_from_a_mirror_on_a_shared_file_system(
     second = _run(sensor, "update")
     assert second.returncode == 0, second.stderr
     assert "installed" not in second.stdout
+
+
+def test_a_part_left_out_leaves_the_mirror_and_a_mirror_it_cannot_write_fails_no_install(
+    served: tuple[FeedServer, Path],
+) -> None:
+    server, config = served
+    assert _run(config, "update").returncode == 0
+    mirror = config.parent / "feeds" / "mirror"
+    assert (mirror / "tor" / "onionoo_url").is_file()
+    text = config.read_text()
+    part = next(line for line in text.splitlines() if line.startswith("onionoo_url = "))
+    config.write_text(text.replace(part, 'onionoo_url = ""'))  # Tor's IPv6 part left out
+    (mirror / "tor" / "someone's").mkdir()  # a folder put there is left alone
+    left_out = _run(config, "update", "--feed", "tor")
+    assert left_out.returncode == 0 and "cannot" not in left_out.stderr, left_out.stderr
+    assert sorted(p.name for p in (mirror / "tor").iterdir()) == ["someone's", "url"]
+    # mirror/aws is a file, not a folder: the new version is installed all the same
+    shutil.rmtree(mirror / "aws")
+    (mirror / "aws").write_text("in the way\n")
+    server.put_all(sample_feeds(3))
+    done = _run(config, "update", "--feed", "aws")
+    assert done.returncode == 0, done.stderr
+    assert _state(config, "aws")["version"] == "1764892803"
+    assert "cannot publish" in done.stderr and str(mirror / "aws") in done.stderr
+
+
+def test_where_hard_links_cannot_be_made_the_copy_keeps_the_body_s_time(tmp_path: Path) -> None:
+    """The mirror on another file system (``/dev/shm``): copies, made once per version."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on another file system than the tests' folder")
+    installed = tmp_path / "aws"
+    installed.mkdir()
+    body = installed / "abc.body"
+    body.write_bytes(b"version 1\n")
+    os.utime(body, (1_700_000_000, 1_700_000_000))
+    with tempfile.TemporaryDirectory(dir=shm) as folder:
+        target = Path(folder) / "mirror" / "url"
+        publish(installed, target.parent, {"url": "abc.body"})
+        first = target.stat()
+        assert target.read_bytes() == b"version 1\n"
+        assert first.st_ino != body.stat().st_ino and first.st_mtime == 1_700_000_000
+        publish(installed, target.parent, {"url": "abc.body"})  # nothing changed
+        assert (target.stat().st_ino, target.stat().st_mtime_ns) == (
+            first.st_ino,
+            first.st_mtime_ns,
+        )
+        newer = installed / "def.body"
+        newer.write_bytes(b"version 2, longer\n")
+        publish(installed, target.parent, {"url": "def.body"})
+        assert target.read_bytes() == b"version 2, longer\n"
+        assert target.stat().st_mtime_ns == newer.stat().st_mtime_ns
+        assert sorted(p.name for p in target.parent.iterdir()) == ["url"]
