@@ -111,11 +111,13 @@ class BenchWhoisServer(BulkWhoisServer):
         return text
 
     def prime(self, addresses: list[str]) -> None:
-        """Make the answers of ``addresses`` now, as a verbose request asks them (both modes)."""
+        """Make the answers of ``addresses`` now, as a verbose request asks them."""
         for address in addresses:
             canonical = str(ipaddress.ip_address(address))
-            self.answer(canonical, True, False, False)
-            self.rendered_rows(canonical)
+            if self.streaming:
+                self.answer(canonical, True, False, False)
+            else:
+                self.rendered_rows(canonical)
 
     def serve_connection(self, sock: socket.socket) -> None:
         if not self.streaming:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import random
 import socket
 import subprocess
@@ -125,11 +124,15 @@ class Server:
     def __init__(
         self, per_batch: float, per_ip: float, streaming: bool = True, prime: Sequence[str] = ()
     ) -> None:
-        primed: list[str] = []
-        if prime:
-            with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as listing:
-                listing.write("\n".join(prime) + "\n")
-            primed = ["--prime", listing.name]
+        with tempfile.TemporaryDirectory(prefix="cebench-prime-") as folder:
+            primed: list[str] = []
+            if prime:
+                listing = Path(folder) / "addresses.txt"
+                listing.write_text("\n".join(prime) + "\n")
+                primed = ["--prime", str(listing)]
+            self._start(per_batch, per_ip, streaming, primed)
+
+    def _start(self, per_batch: float, per_ip: float, streaming: bool, primed: list[str]) -> None:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -147,9 +150,10 @@ class Server:
             cwd=ROOT,
         )
         assert self.proc.stdout is not None and self.proc.stdin is not None
-        self.hostport = self.proc.stdout.readline().split()[1]
-        for file in primed[1:]:
-            os.unlink(file)
+        said = self.proc.stdout.readline().split()
+        if len(said) != 2:  # it died before listening (its error is on stderr)
+            raise RuntimeError(f"the benchmark whois server did not start: {said}")
+        self.hostport = said[1]
 
     def command(self, word: str) -> str:
         assert self.proc.stdin is not None and self.proc.stdout is not None

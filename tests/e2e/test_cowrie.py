@@ -372,13 +372,14 @@ def test_the_plugin_downloads_the_feeds_itself_and_switches_to_a_new_version(
             feeds_aws_refresh=3,
         )
         honeypot.start()
+        started = time.monotonic()
         try:
             state = state_dir / "feeds" / "aws" / "state.json"
             deadline = time.monotonic() + 30
             while not state.exists() and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert state.exists(), honeypot.diagnostics()
-            time.sleep(2)  # the engine's next look finds the index
+            time.sleep(2)  # the index is compiled and opened just after the install
             honeypot.knock("3.5.141.7")
             first = honeypot.wait_for_results({"3.5.141.7"}, within=2 + 5)
             (event,) = first["3.5.141.7"]
@@ -397,6 +398,7 @@ def test_the_plugin_downloads_the_feeds_itself_and_switches_to_a_new_version(
                 n += 1
             assert labelled, honeypot.diagnostics()
             assert labelled["labels"][0]["version"] == "1764892802"
-            assert feeds.count() < 20, "a feed was fetched per address"
+            # at most one look a refresh (3 s) and a few at the start, not one an address
+            assert feeds.count() <= (time.monotonic() - started) / 3 + 3, feeds.count()
         finally:
             honeypot.stop()
