@@ -8,6 +8,7 @@ client), with a cost model per batch and per address.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import random
@@ -83,6 +84,7 @@ def write_events(path: Path, ips: list[str], events: int, skew: float | None, se
             )
 
 
+@functools.cache  # the real logs are read whole to list their addresses: once a run
 def workload(name: str) -> tuple[list[Path], list[str]] | None:
     CACHE.mkdir(parents=True, exist_ok=True)
     if name == "ips10k":
@@ -125,32 +127,27 @@ class Server:
         self, per_batch: float, per_ip: float, streaming: bool = True, prime: Sequence[str] = ()
     ) -> None:
         with tempfile.TemporaryDirectory(prefix="cebench-prime-") as folder:
-            primed: list[str] = []
-            if prime:
-                listing = Path(folder) / "addresses.txt"
-                listing.write_text("\n".join(prime) + "\n")
-                primed = ["--prime", str(listing)]
-            self._start(per_batch, per_ip, streaming, primed)
-
-    def _start(self, per_batch: float, per_ip: float, streaming: bool, primed: list[str]) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "benchmarks" / "bench_server.py"),
-                "--latency-per-batch",
-                str(per_batch),
-                "--latency-per-ip",
-                str(per_ip),
-                *(["--streaming"] if streaming else []),
-                *primed,
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        assert self.proc.stdout is not None and self.proc.stdin is not None
-        said = self.proc.stdout.readline().split()
+            listing = Path(folder) / "addresses.txt"
+            listing.write_text("".join(f"{ip}\n" for ip in prime))
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(ROOT / "benchmarks" / "bench_server.py"),
+                    "--latency-per-batch",
+                    str(per_batch),
+                    "--latency-per-ip",
+                    str(per_ip),
+                    *(["--streaming"] if streaming else []),
+                    *(["--prime", str(listing)] if prime else []),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=ROOT,
+            )
+            assert self.proc.stdout is not None and self.proc.stdin is not None
+            # read once it listens: the list is gone after this block
+            said = self.proc.stdout.readline().split()
         if len(said) != 2:  # it died before listening (its error is on stderr)
             raise RuntimeError(f"the benchmark whois server did not start: {said}")
         self.hostport = said[1]

@@ -38,6 +38,15 @@ def write_config(path: Path, whois: BulkWhoisServer, feeds: dict[str, Any], **ex
     return path
 
 
+def installed(tmp_path: Path, whois: BulkWhoisServer, feed_server: FeedServer) -> Path:
+    """A host config with every sample feed from ``feed_server``, installed by ``feeds update``."""
+    config = write_config(
+        tmp_path / "enrich.toml", whois, feeds_table(feed_server, tmp_path / "feeds")
+    )
+    assert run("feeds", "update", config=config).returncode == 0
+    return config
+
+
 def run(*args: str, config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [cowrie_enrich(), *args, "--config", str(config)],
@@ -58,10 +67,7 @@ def test_every_record_of_the_real_logs_is_classified_with_no_download_per_addres
     tmp_path: Path, whois_server: BulkWhoisServer, feed_server: FeedServer
 ) -> None:
     logs = shared_data("cowrie-logs-2018")
-    config = write_config(
-        tmp_path / "enrich.toml", whois_server, feeds_table(feed_server, tmp_path / "feeds")
-    )
-    assert run("feeds", "update", config=config).returncode == 0
+    config = installed(tmp_path, whois_server, feed_server)
     downloads = feed_server.count()
     out = tmp_path / "records.jsonl"
     done = run("ingest", str(logs), "--output", str(out), config=config)
@@ -81,10 +87,7 @@ def test_every_record_of_the_real_logs_is_classified_with_no_download_per_addres
 def test_a_record_seen_again_after_its_feed_changed_is_relabelled_without_asking_whois(
     tmp_path: Path, whois_server: BulkWhoisServer, feed_server: FeedServer
 ) -> None:
-    config = write_config(
-        tmp_path / "enrich.toml", whois_server, feeds_table(feed_server, tmp_path / "feeds")
-    )
-    assert run("feeds", "update", config=config).returncode == 0
+    config = installed(tmp_path, whois_server, feed_server)
     log = tmp_path / "cowrie.json"
     log.write_text(event("18.2.0.5", 1) + "\n")  # not listed by version 1 of the AWS sample
     first = run("ingest", str(log), "--output", "-", config=config)
@@ -125,10 +128,7 @@ def test_the_labels_reach_every_output(
     """Export (JSON lines, CSV, ECS), the metric by kind and the ``enrich`` filter (native, ECS)."""
     from ..test_ecs import DEFINITIONS, flatten, valid
 
-    config = write_config(
-        tmp_path / "enrich.toml", whois_server, feeds_table(feed_server, tmp_path / "feeds")
-    )
-    assert run("feeds", "update", config=config).returncode == 0
+    config = installed(tmp_path, whois_server, feed_server)
     # AWS (IPv4 and IPv6), Cloudflare, none at all; an address seen twice
     ips = ["3.5.141.7", "104.16.1.1", "2600:1f14::9", "8.8.4.4", "3.5.141.7"]
     log = tmp_path / "cowrie.json"
