@@ -16,7 +16,7 @@ from itertools import repeat
 from typing import Any, Final
 
 from . import clock
-from .addresses import InvalidAddress, Usable, classify, is_usable_ipv4
+from .addresses import InvalidAddress, Usable, all_usable_ipv4, classify, is_usable_ipv4
 from .record import delivery_signature, parse_time
 
 __all__ = ["REMEMBER_SECONDS", "Expiries", "Refused", "Sightings", "Taken", "split_news"]
@@ -69,12 +69,18 @@ class Sightings:
         usable: list[str] = []
         skipped: list[str] = []
         verdicts: dict[object, str] = {}
-        for raw in distinct:
-            if raw in seen:
-                continue
-            reason = self._first_sight(raw, usable, skipped)
-            if reason is not None:
-                verdicts[raw] = reason
+        if not distinct.keys() <= seen.keys():  # a chunk with nothing new needs no loop
+            new = [raw for raw in distinct if raw not in seen]
+            if all_usable_ipv4(new):  # the common first sight, judged in one pass
+                seen.update(dict.fromkeys(new))
+                addresses = self.addresses
+                usable = [ip for ip in new if ip not in addresses]
+                addresses.update(usable)
+            else:
+                for raw in new:
+                    reason = self._first_sight(raw, usable, skipped)
+                    if reason is not None:
+                        verdicts[raw] = reason
         if not self._refusing.isdisjoint(distinct):
             for raw in self._refusing.intersection(distinct):
                 verdicts[raw] = str(seen[raw])
@@ -229,18 +235,19 @@ def split_news(
 ) -> tuple[News, list[dict[str, Any]]]:
     """Which ``records`` are news to the host (with their signatures), which it knows.
 
-    A batch run delivers each address once (``delivered``: the signature each got). A
-    long-lived one delivers a record again when it changed; ``repeats`` are the
-    engine's word that this run delivered them as they are.
+    A batch run delivers each address once (``delivered``: the addresses it did; it
+    signs nothing, an empty signature). A long-lived one delivers a record again when
+    it changed (``delivered``: the signature each got); ``repeats`` are the engine's
+    word that this run delivered them as they are.
     """
     known: list[dict[str, Any]] = []
     if repeats:
         again = set(repeats)
         known = [r for r in records if r["ip"] in again]
         records = [r for r in records if r["ip"] not in again]
+    if not long_lived:  # each address once: what it was delivered as is never asked
+        return [(r, "") for r in records if r["ip"] not in delivered], known
     signed = [(r, delivery_signature(r)) for r in records]
-    if not long_lived:
-        return [(r, sign) for r, sign in signed if r["ip"] not in delivered], known
     news = [(r, sign) for r, sign in signed if delivered.get(r["ip"]) != sign]
     if len(news) < len(signed):
         known += (r for r, sign in signed if delivered.get(r["ip"]) == sign)

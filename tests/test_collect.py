@@ -52,6 +52,8 @@ VALUES = st.sampled_from(
         "2606:4700:4700::1111",
         "10.0.0.1",
         "::ffff:8.8.4.4",
+        "8.8.4.4",  # handed on already when its mapped spelling came first
+        "9.9.9.9",
         "08.8.8.8",
         "8.8.8.8:22",
         "not an ip",

@@ -350,6 +350,20 @@ def test_sqlite_is_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
     store.close()
 
 
+def test_sqlite_transactions_in_turn_keep_to_the_connection_used_last(tmp_path: Path) -> None:
+    """Its page cache is still good: another connection's write would have emptied it."""
+    store = open_store(f"sqlite:///{tmp_path / 'turns.db'}")
+    with store.engine.connect(), store.engine.connect():
+        pass  # two pooled connections now, as when two threads overlapped once
+
+    def which(conn: sa.Connection) -> int:
+        return id(conn.connection.dbapi_connection)
+
+    used = [store.write(which), store.run(which), store.write(which), store.run(which)]
+    assert len(set(used)) == 1, used
+    store.close()
+
+
 def test_sqlite_writer_and_reader_side_by_side(tmp_path: Path) -> None:
     """A second connection holding the write lock only delays the store; nothing fails."""
     url = f"sqlite:///{tmp_path / 'locked.db'}"
