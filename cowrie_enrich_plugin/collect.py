@@ -84,7 +84,8 @@ class Collector:
         self._deliver_fn = deliver
         self._sightings = Sightings()
         #: what was delivered per address: in a long-lived run a changed record
-        #: (pending resolved, expired refreshed) is delivered again
+        #: (pending resolved, expired refreshed) is delivered again; a batch run
+        #: delivers each address once and keeps no signature (``""``)
         self._delivered: dict[str, str] = {}
         self._expiries = Expiries(config.retry_interval, config.working_set)
         self._remembered_since = clock.monotonic()

@@ -36,7 +36,7 @@ _MAX_REMEMBERED_INVALID: Final = 100_000
 Refused = list[tuple[int, str]] | None
 #: What a chunk held: the refused events, the new usable addresses, the new skipped ones.
 Taken = tuple[Refused, list[str], list[str]]
-#: Records that are news to the host, each with its delivery signature.
+#: Records that are news to the host, each with its delivery signature (a batch run: ``""``).
 News = list[tuple[dict[str, Any], str]]
 
 

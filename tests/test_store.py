@@ -364,6 +364,16 @@ def test_sqlite_transactions_in_turn_keep_to_the_connection_used_last(tmp_path: 
     store.close()
 
 
+@pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SADeprecationWarning")
+@pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")
+def test_a_sqlite_url_in_memory_mode_keeps_its_own_pool(tmp_path: Path) -> None:
+    """SQLAlchemy pools ``?mode=memory`` otherwise: no setting of a file's may reach it."""
+    store = open_store(f"sqlite:///{tmp_path / 'm.db'}?mode=memory")
+    store.put_records([enriched("11.0.4.1")])
+    assert "11.0.4.1" in store.get_records(["11.0.4.1"])
+    store.close()
+
+
 def test_sqlite_writer_and_reader_side_by_side(tmp_path: Path) -> None:
     """A second connection holding the write lock only delays the store; nothing fails."""
     url = f"sqlite:///{tmp_path / 'locked.db'}"

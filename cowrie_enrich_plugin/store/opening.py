@@ -44,14 +44,22 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cursor.close()
 
 
-def _pooling(url: str, path: Path | None, reader: bool) -> dict[str, Any]:
-    """How the engine pools the connections to a SQLite file (a database server's: as usual)."""
+def _pooling(parsed: sa.engine.URL, url: str, path: Path | None, reader: bool) -> dict[str, Any]:
+    """How the engine pools its connections: SQLAlchemy's way, but for a SQLite file's.
+
+    A file this user cannot write gets a connection per transaction; one it can write,
+    a pool that hands out the connection used last. A database server, SQLite in
+    memory, or a URL for which the dialect picks another pool keep the dialect's own.
+    """
     if path is None:
         return {}
     if reader:
         # A connection per transaction: each chooses anew between reading beside a
         # writer that started meanwhile (its -shm) and reading the file as it is.
         return {"creator": _read_only_connector(path, url), "poolclass": sa.pool.NullPool}
+    choose = getattr(parsed.get_dialect(), "get_pool_class", None)
+    if choose is None or choose(parsed) is not sa.pool.QueuePool:
+        return {}  # ``?mode=memory``: one connection a thread, nothing to choose
     # The connection used last, not the one idle longest: a connection's page cache
     # lasts until another connection writes, so the store's threads taking turns on
     # one connection read a page once, not again at every turn (a cold ingest of
@@ -234,7 +242,7 @@ def open_store(
             parsed,
             pool_pre_ping=parsed.get_backend_name() != "sqlite",
             connect_args=connect_args,
-            **_pooling(url, path, reader),
+            **_pooling(parsed, url, path, reader),
         )
     except ConfigError:
         raise
