@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Final
@@ -30,6 +31,8 @@ _BOOT: Final = (
 )
 
 _early: tuple[tuple[str, ...], subprocess.Popen[bytes]] | None = None
+#: How long a worker let go may take to see its input closed (it may still be importing).
+_LET_GO_SECONDS: Final = 30.0
 
 
 def worker_command() -> tuple[str, ...]:
@@ -96,11 +99,25 @@ def discard_early() -> None:
 
 
 def _let_go(proc: subprocess.Popen[bytes]) -> None:
-    """Its input closes before the settings came: the worker exits (status 2)."""
+    """Its input closes before the settings came: the worker exits (status 2), and is reaped.
+
+    A thread waits for it, so that a long-lived host keeps no zombie behind.
+    """
     with contextlib.suppress(OSError):
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.close()
         proc.stdout.close()
+    threading.Thread(target=_reap, args=(proc,), name="cowrie-enrich-let-go", daemon=True).start()
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Wait for a worker let go; one still there after :data:`_LET_GO_SECONDS` is killed."""
+    try:
+        proc.wait(timeout=_LET_GO_SECONDS)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):
+            proc.kill()
+        proc.wait()
 
 
 class Restarts:

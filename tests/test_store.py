@@ -325,7 +325,7 @@ def test_code_one_version_behind_works_on_after_a_step_that_only_adds(
 def test_a_fresh_database_records_what_each_version_works_with(db_url: str) -> None:
     store = open_store(db_url)
     with store.engine.connect() as conn:
-        rows = dict(
+        rows: dict[int, int | None] = dict(
             conn.execute(sa.text("SELECT version, works_with FROM cowrie_enrich_schema")).all()
         )
     store.close()
