@@ -94,20 +94,25 @@ def discard_early() -> None:
     """No transport will adopt the worker started early (a thread runs the engine): let it go."""
     global _early
     if _early is not None:
-        _let_go(_early[1])
-        _early = None
+        (_command, proc), _early = _early, None
+        _let_go(proc)
 
 
 def _let_go(proc: subprocess.Popen[bytes]) -> None:
     """Its input closes before the settings came: the worker exits (status 2), and is reaped.
 
-    A thread waits for it, so that a long-lived host keeps no zombie behind.
+    A thread waits for it, so that a long-lived host keeps no zombie behind (where no
+    thread can be started, it is reaped with the host's next subprocess, as before).
     """
     with contextlib.suppress(OSError):
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.close()
         proc.stdout.close()
-    threading.Thread(target=_reap, args=(proc,), name="cowrie-enrich-let-go", daemon=True).start()
+    if proc.returncode is not None:  # reaped already (its exit was seen)
+        return
+    reaper = threading.Thread(target=_reap, args=(proc,), name="cowrie-enrich-let-go", daemon=True)
+    with contextlib.suppress(RuntimeError):
+        reaper.start()
 
 
 def _reap(proc: subprocess.Popen[bytes]) -> None:
