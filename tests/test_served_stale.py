@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from cowrie_enrich_plugin.channel import End, NewAddresses, ToEngine
 from cowrie_enrich_plugin.cli.options import settings
@@ -21,6 +22,7 @@ from cowrie_enrich_plugin.engine.flusher import Flusher
 from cowrie_enrich_plugin.engine.steps import Enricher
 from cowrie_enrich_plugin.errors import StoreError
 from cowrie_enrich_plugin.record import CymruAnswer, EnrichmentRecord, Status, format_time
+from cowrie_enrich_plugin.store.schema import pending_queue
 from cowrie_enrich_plugin.testing import BulkWhoisServer, GreyNoiseServer
 
 from .helpers import global_ips, refused_whois_config
@@ -97,3 +99,41 @@ def test_a_batch_the_store_could_not_keep_is_sent_stale_with_network_sources_too
             inbox.put(End())
             Flusher(enricher, emit, resume_pending=False).run(inbox)
     assert sent == [(expired, format_time(ago), True)]
+
+
+def test_a_bug_on_the_store_thread_is_logged_not_swallowed(
+    tmp_path: Path, server: BulkWhoisServer, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """Saving raised, and so did making its pending records: said, and the run still ends.
+
+    The batch's addresses stay queued in the store: the next run asks them.
+    """
+    ips = global_ips(3, seed=75)
+    sent: list[str] = []
+
+    def emit(records: list[dict[str, Any]], _repeats: tuple[str, ...], _stale: bool) -> None:
+        sent.extend(r["ip"] for r in records)
+
+    def failing(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("a bug in saving")
+
+    def unmade(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("a bug in the pending record")
+
+    host, port = server.address
+    section = {"db": f"sqlite:///{tmp_path / 'b.db'}", "cymru_host": host, "cymru_port": port}
+    config = settings({"plugins": {"enabled": ["enrich"], "enrich": section}})
+    with Enricher.open(config) as enricher:
+        monkeypatch.setattr(enricher, "finish_batches", failing)
+        monkeypatch.setattr(enricher, "pending_record", unmade)
+        inbox: queue.Queue[ToEngine] = queue.Queue()
+        inbox.put(NewAddresses(ips))
+        inbox.put(End())
+        with caplog.at_level("ERROR"):
+            Flusher(enricher, emit, resume_pending=False).run(inbox)
+        queued = enricher.store.run(lambda conn: list(conn.scalars(sa.select(pending_queue.c.ip))))
+    assert sorted(queued) == sorted(ips)
+    assert sent == []
+    failed = [r for r in caplog.records if "handing on a batch failed" in r.getMessage()]
+    assert failed and failed[0].exc_info is not None
+    assert "a bug in the pending record" in str(failed[0].exc_info[1])

@@ -10,12 +10,15 @@ Every future handed here (the network sources' too) is waited for at the end.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 __all__ = ["Batches"]
+
+logger = logging.getLogger(__name__)
 
 _R = TypeVar("_R")
 #: How often a loop waiting for a slot hears how it goes (``on_wait``), seconds.
@@ -133,3 +136,11 @@ class Batches:
         with self._lock:
             self._futures.discard(future)
             self._queued.pop(future, None)
+        # What the work raised is a bug (each step says the network's and the store's
+        # troubles itself); nobody else looks at a future once it is done.
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            logger.error(
+                "handing on a batch failed; what was not saved stays pending in the store",
+                exc_info=error,
+            )
