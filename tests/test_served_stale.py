@@ -25,7 +25,7 @@ from cowrie_enrich_plugin.record import CymruAnswer, EnrichmentRecord, Status, f
 from cowrie_enrich_plugin.store.schema import pending_queue
 from cowrie_enrich_plugin.testing import BulkWhoisServer, GreyNoiseServer
 
-from .helpers import global_ips, refused_whois_config
+from .helpers import global_ips, host_config, refused_whois_config
 
 
 def test_a_record_whose_refresh_waits_out_its_backoff_is_sent_stale(tmp_path: Path) -> None:
@@ -120,9 +120,7 @@ def test_a_bug_on_the_store_thread_is_logged_not_swallowed(
     def unmade(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("a bug in the pending record")
 
-    host, port = server.address
-    section = {"db": f"sqlite:///{tmp_path / 'b.db'}", "cymru_host": host, "cymru_port": port}
-    config = settings({"plugins": {"enabled": ["enrich"], "enrich": section}})
+    config = settings(host_config(server, f"sqlite:///{tmp_path / 'b.db'}"))
     with Enricher.open(config) as enricher:
         monkeypatch.setattr(enricher, "finish_batches", failing)
         monkeypatch.setattr(enricher, "pending_record", unmade)
