@@ -6,8 +6,10 @@ These run real worker processes (or a stand-in command through the transport's o
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import select
 import sys
 import threading
 import time
@@ -136,6 +138,55 @@ def test_the_worker_keeps_a_pythonpath_that_names_the_current_folder(
     assert json.loads(worker_start.worker_command()[-1]) == [here, "/opt/lib"]
     monkeypatch.setattr(sys, "path", ["/venv/bin", "/opt/lib"])
     assert json.loads(worker_start.worker_command()[-1]) == ["/venv/bin", "/opt/lib"]
+
+
+#: A stand-in worker that writes as many bytes as its argument says and exits, reading nothing.
+_WRITING_WORKER = (
+    "-c",
+    "import sys; sys.stdout.buffer.write(b'x' * int(sys.argv[1])); sys.stdout.buffer.flush()",
+)
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_GETPIPE_SZ"), reason="pipe sizes are Linux's")
+def test_a_worker_sends_a_few_batches_records_while_the_host_is_busy() -> None:
+    """The worker's output pipe holds far more than 64 KiB: a worker writing a few
+    batches' records (here 512 KiB) is done without waiting for the host to read, so
+    the host's reads do not wake a writer blocked on it (transport's notes)."""
+    transport = ProcessTransport(EnrichConfig(), command=(*_WRITING_WORKER, str(512 * 1024)))
+    try:
+        assert transport.proc.wait(timeout=30) == 0  # the host has read nothing
+        assert fcntl.fcntl(transport._from_worker, fcntl.F_GETPIPE_SZ) >= 512 * 1024
+    finally:
+        transport.abandon(1.0)
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_GETPIPE_SZ"), reason="pipe sizes are Linux's")
+def test_a_pipe_that_may_not_grow_keeps_its_size_and_works(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past the user's share of pipe memory the kernel refuses a larger pipe (EPERM):
+    the worker starts all the same, over the pipe as it is, and its output arrives."""
+    real = fcntl.fcntl
+
+    def refusing(fd: int, command: int, arg: int = 0) -> Any:
+        if command == fcntl.F_SETPIPE_SZ:
+            raise PermissionError(1, "Operation not permitted")
+        return real(fd, command, arg)
+
+    monkeypatch.setattr(fcntl, "fcntl", refusing)
+    size = 200 * 1024  # more than the 64 KiB pipe holds: it arrives as the host reads
+    transport = ProcessTransport(EnrichConfig(), command=(*_WRITING_WORKER, str(size)))
+    try:
+        assert real(transport._from_worker, fcntl.F_GETPIPE_SZ) == 65536
+        received = bytearray()
+        deadline = time.monotonic() + 30
+        while len(received) < size and time.monotonic() < deadline:
+            select.select([transport._from_worker], [], [], 1.0)
+            received += os.read(transport._from_worker, 1 << 20)
+        assert bytes(received) == b"x" * size
+        assert transport.proc.wait(timeout=30) == 0
+    finally:
+        transport.abandon(1.0)
 
 
 #: A stand-in worker: on a flush it writes a record per address it was handed, in many
