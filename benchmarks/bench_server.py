@@ -3,12 +3,12 @@
 It answers line by line as the real server does (``streaming``), honouring the
 column options that clients such as ``cymruwhois`` send. It costs the machine as
 little as it can of what the client is measured on (the real server is not on the
-client's machine at all): it renders each address's answer once (``--prime`` does it
-before a measurement), and it writes what it has answered in pieces of up to
-:data:`_PIECE` bytes, as a network delivers a stream in segments, not a system call
-per row (the cost model's pauses still send what came before them). Its ``stats``
-command reports its own CPU seconds. Run as a child process by
-``benchmarks/run.py``::
+client's machine at all): it renders each address's answer once and parses each
+request line once (``--prime`` does both before a measurement), and it writes what
+it has answered in pieces of up to :data:`_PIECE` bytes, as a network delivers a
+stream in segments, not a system call per row (the cost model's pauses still send
+what came before them). Its ``stats`` command reports its own CPU seconds. Run as a
+child process by ``benchmarks/run.py``::
 
     python benchmarks/bench_server.py --latency-per-batch 0.05 --latency-per-ip 0.002 --streaming
 
@@ -90,6 +90,9 @@ class BenchWhoisServer(BulkWhoisServer):
         self._rendered: dict[str, list[bytes]] = {}
         #: each (address, verbose, prefix, country): its answer's lines, newlines included
         self._answers: dict[tuple[str, bool, bool, bool], bytes] = {}
+        #: each (request line, verbose, prefix, country) naming an address: (the address
+        #: canonical, its answer), so that a line seen before is not parsed again
+        self._lines: dict[tuple[bytes, bool, bool, bool], tuple[str, bytes]] = {}
 
     def rendered_rows(self, ip: str) -> list[bytes]:
         lines = self._rendered.get(ip)
@@ -115,7 +118,9 @@ class BenchWhoisServer(BulkWhoisServer):
         for address in addresses:
             canonical = str(ipaddress.ip_address(address))
             if self.streaming:
-                self.answer(canonical, True, False, False)
+                line = (canonical + "\n").encode()
+                answer = self.answer(canonical, True, False, False)
+                self._lines[(line, True, False, False)] = (canonical, answer)
             else:
                 self.rendered_rows(canonical)
 
@@ -147,26 +152,35 @@ class BenchWhoisServer(BulkWhoisServer):
             if self.pause(faults.latency_per_batch):
                 return
             lines = iter(reader) if bulk else iter([first])
+            known = self._lines
             for raw in lines:
-                word = raw.strip().lower()
-                if word == b"end":
-                    break
-                if word in _OPTIONS:
-                    verbose |= word == b"verbose"
-                    prefix |= word == b"prefix"
-                    country |= word == b"countrycode"
-                    continue
+                # A line that named an address before (with these options) names it again:
+                # parsing it is what the real server does on its own machine.
+                seen = known.get((raw, verbose, prefix, country))
+                if seen is None:
+                    word = raw.strip().lower()
+                    if word == b"end":
+                        break
+                    if word in _OPTIONS:
+                        verbose |= word == b"verbose"
+                        prefix |= word == b"prefix"
+                        country |= word == b"countrycode"
+                        continue
                 if header and verbose:  # after the options, before any answer
                     pending.append(HEADER_LINE + b"\n")
                 header = False
                 request.raw_lines.append(raw)
-                text = raw.strip().decode("ascii", errors="replace")
-                try:
-                    address = str(ipaddress.ip_address(text))
-                except ValueError:
-                    request.not_addresses.append(raw)
-                    pending.append(b"Error: unable to parse line\n")
-                    continue
+                if seen is None:
+                    text = raw.strip().decode("ascii", errors="replace")
+                    try:
+                        address = str(ipaddress.ip_address(text))
+                    except ValueError:
+                        request.not_addresses.append(raw)
+                        pending.append(b"Error: unable to parse line\n")
+                        continue
+                    seen = (address, self.answer(address, verbose, prefix, country))
+                    known[(raw, verbose, prefix, country)] = seen
+                address, answer = seen
                 request.ips.append(address)
                 due += faults.latency_per_ip
                 if due > time.monotonic():  # what came before the pause goes first
@@ -175,7 +189,6 @@ class BenchWhoisServer(BulkWhoisServer):
                         pending, held = [], 0
                     if self.pause(due - time.monotonic()):
                         return
-                answer = self.answer(address, verbose, prefix, country)
                 pending.append(answer)
                 held += len(answer)
                 if held >= _PIECE:
