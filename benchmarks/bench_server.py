@@ -27,6 +27,7 @@ import resource
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -136,22 +137,22 @@ class BenchWhoisServer(BulkWhoisServer):
         self.log_request(request)
         faults = replace(self.faults)
         sock.settimeout(30)
-        reader = sock.makefile("rb")
         verbose = prefix = country = False
         header = faults.header  # a verbose answer's column header, before its first row
-        pending: list[bytes] = []
-        held = 0
+        out = _Outgoing(sock)
+        lines = _request_lines(sock, out)
         try:
-            first = reader.readline()
+            first = next(lines, b"")
             bulk = first.strip().lower() == b"begin"
             if bulk:
                 now = time.strftime("%Y-%m-%d %H:%M:%S +0000", time.gmtime())
                 sock.sendall(f"Bulk mode; whois.cymru.com [{now}]\n".encode())
+            else:
+                lines = iter([first])
             # The cost model is kept on a clock, not by small sleeps that each overrun.
             due = time.monotonic() + faults.latency_per_batch
             if self.pause(faults.latency_per_batch):
                 return
-            lines = iter(reader) if bulk else iter([first])
             known = self._lines
             for raw in lines:
                 # A line that named an address before (with these options) names it again:
@@ -167,7 +168,7 @@ class BenchWhoisServer(BulkWhoisServer):
                         country |= word == b"countrycode"
                         continue
                 if header and verbose:  # after the options, before any answer
-                    pending.append(HEADER_LINE + b"\n")
+                    out.add(HEADER_LINE + b"\n")
                 header = False
                 request.raw_lines.append(raw)
                 if seen is None:
@@ -176,7 +177,7 @@ class BenchWhoisServer(BulkWhoisServer):
                         address = str(ipaddress.ip_address(text))
                     except ValueError:
                         request.not_addresses.append(raw)
-                        pending.append(b"Error: unable to parse line\n")
+                        out.add(b"Error: unable to parse line\n")
                         continue
                     seen = (address, self.answer(address, verbose, prefix, country))
                     known[(raw, verbose, prefix, country)] = seen
@@ -184,20 +185,57 @@ class BenchWhoisServer(BulkWhoisServer):
                 request.ips.append(address)
                 due += faults.latency_per_ip
                 if due > time.monotonic():  # what came before the pause goes first
-                    if pending:
-                        sock.sendall(b"".join(pending))
-                        pending, held = [], 0
+                    out.send()
                     if self.pause(due - time.monotonic()):
                         return
-                pending.append(answer)
-                held += len(answer)
-                if held >= _PIECE:
-                    sock.sendall(b"".join(pending))
-                    pending, held = [], 0
-            if pending:
-                sock.sendall(b"".join(pending))
+                out.add(answer)
+            out.send()
         except OSError:
             return
+
+
+class _Outgoing:
+    """What a connection has answered and not sent yet: sent in pieces of up to :data:`_PIECE`."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, data: bytes) -> None:
+        """Answer ``data``; send what is held once it makes a piece."""
+        self.parts.append(data)
+        self.size += len(data)
+        if self.size >= _PIECE:
+            self.send()
+
+    def send(self) -> None:
+        """Send everything held."""
+        if self.parts:
+            self.sock.sendall(b"".join(self.parts))
+            self.parts, self.size = [], 0
+
+
+def _request_lines(sock: socket.socket, out: _Outgoing) -> Iterator[bytes]:
+    """The request's lines as they arrive; what was answered is sent before waiting for more.
+
+    A client may wait for the answers to what it sent before it sends more
+    (``cymruwhois`` sends a hundred addresses, reads a hundred answers, and never sends
+    ``end``): the real server answers a line as it reads it, so no answer waits here
+    for a line that will not come until the answer is read.
+    """
+    rest = b""
+    while True:
+        out.send()
+        chunk = sock.recv(65536)
+        if not chunk:
+            if rest:
+                yield rest
+            return
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            yield line + b"\n"
 
 
 def _cpu_seconds() -> float:

@@ -8,7 +8,10 @@ plugin, through the same process transport the real worker uses.
 from __future__ import annotations
 
 import json
+import socket
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,3 +87,65 @@ def test_the_readme_table_is_written_from_a_report() -> None:
     assert body[2].startswith("| real logs (100,000 events) | reference host, plugin off |")
     assert "| 0.50 | 0.83 | 0.45 |" in body[2] and body[2].endswith("| 200,000 |")
     assert tables.real_cold_over_whois(report["rows"]) == pytest.approx(1.2)
+
+
+def _load_benchmark_module(name: str) -> Any:
+    import importlib.util
+
+    here = str(FLOOR_WORKER.parent)
+    spec = importlib.util.spec_from_file_location(name, FLOOR_WORKER.with_name(f"{name}.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, here)  # the module imports its neighbours
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(here)
+    return module
+
+
+def _read_until(sock: socket.socket, received: bytearray, wanted: bytes) -> None:
+    while wanted not in received:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed before answering {wanted!r}"
+        received += chunk
+
+
+@pytest.mark.skipif(not FLOOR_WORKER.exists(), reason="benchmarks/ is not in this tree")
+def test_the_benchmark_server_answers_a_line_before_it_waits_for_the_next() -> None:
+    """A client may wait for each answer before it sends the next line (``cymruwhois``
+    reads its hundred answers before it sends more): every answer reaches it, a line seen
+    before (the server's own shortcut) is answered as the first time, and options still count.
+    """
+    workloads = _load_benchmark_module("workloads")
+    ips = global_ips(6, seed=31)
+    server = workloads.Server(0.0, 0.0, prime=ips[:3])  # half of them known beforehand
+    host, port = server.hostport.rsplit(":", 1)
+    try:
+        answers = []
+        for _ in range(2):
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                received = bytearray()
+                sock.sendall(b"begin\nverbose\n")
+                for ip in ips:
+                    sock.sendall(f"{ip}\n".encode())
+                    _read_until(sock, received, f"| {ip} ".encode())
+                sock.sendall(b"end\n")
+                while chunk := sock.recv(65536):
+                    received += chunk
+            answers.append(received.split(b"\n", 1)[1])  # after the banner (it has the time)
+        assert answers[0] == answers[1]
+        header, *rows = answers[0].decode().splitlines()  # verbose: the column header first
+        assert header.split("|")[1].strip() == "IP"
+        assert [row.split("|")[1].strip() for row in rows] == ips
+        assert all(len(row.split("|")) == 7 for row in rows)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(f"begin\n{ips[0]}\nnot an address\nend\n".encode())
+            plain = bytearray()
+            while chunk := sock.recv(65536):
+                plain += chunk
+        rows = plain.decode().splitlines()[1:]
+        assert len(rows[0].split("|")) == 3 and rows[0].split("|")[1].strip() == ips[0]
+        assert rows[1] == "Error: unable to parse line"
+    finally:
+        server.close()
