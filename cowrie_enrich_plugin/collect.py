@@ -47,8 +47,7 @@ Deliver = Callable[[list[dict[str, Any]]], None]
 #: New addresses go to the engine at once, then, while they keep coming, at most once
 #: in this many seconds (at the host's next call): a burst (a log read at full speed)
 #: is a few messages, not one per chunk, each a pipe write and a wake-up of the worker
-#: (on two busy cores, a wake-up the kernel may run on the host's own core). Whois
-#: takes far longer than this to answer a batch.
+#: that the kernel may run on the host's own core. Whois answers far slower than this.
 _SEND_EVERY: Final = 0.05
 #: How long a batch run's :meth:`Collector.finish` waits for work that shows no sign of moving.
 _QUIET_SECONDS: Final = 10.0
