@@ -3,12 +3,13 @@
 It answers line by line as the real server does (``streaming``), honouring the
 column options that clients such as ``cymruwhois`` send. It costs the machine as
 little as it can of what the client is measured on (the real server is not on the
-client's machine at all): it renders each address's answer once and parses each
-request line once (``--prime`` does both before a measurement), and it writes what
-it has answered in pieces of up to :data:`_PIECE` bytes, as a network delivers a
-stream in segments, not a system call per row (the cost model's pauses still send
-what came before them). Its ``stats`` command reports its own CPU seconds. Run as a
-child process by ``benchmarks/run.py``::
+client's machine at all): it renders each address's answer once (``--prime`` does
+it before a measurement, and reads the lines of a verbose request for them), parses
+a request line once, and writes what it has answered in pieces of about
+:data:`_PIECE` bytes, as a network delivers a stream in segments, not a system call
+per row. What it has answered goes out before it waits for more of the request, and
+before each of the cost model's pauses. Its ``stats`` command reports its own CPU
+seconds. Run as a child process by ``benchmarks/run.py``::
 
     python benchmarks/bench_server.py --latency-per-batch 0.05 --latency-per-ip 0.002 --streaming
 
@@ -195,7 +196,7 @@ class BenchWhoisServer(BulkWhoisServer):
 
 
 class _Outgoing:
-    """What a connection has answered and not sent yet: sent in pieces of up to :data:`_PIECE`."""
+    """What a connection has answered and not sent yet: sent once it is :data:`_PIECE` bytes."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -220,9 +221,9 @@ def _request_lines(sock: socket.socket, out: _Outgoing) -> Iterator[bytes]:
     """The request's lines as they arrive; what was answered is sent before waiting for more.
 
     A client may wait for the answers to what it sent before it sends more
-    (``cymruwhois`` sends a hundred addresses, reads a hundred answers, and never sends
-    ``end``): the real server answers a line as it reads it, so no answer waits here
-    for a line that will not come until the answer is read.
+    (``cymruwhois`` sends up to a hundred addresses and reads their answers, and says
+    ``end`` only when it disconnects): the real server answers a line as it reads it,
+    so no answer waits here for a line that will not come until the answer is read.
     """
     rest = b""
     while True:

@@ -14,17 +14,21 @@ its process. A helper thread would have to take the interpreter lock from the ho
 thread each time a message came or went, and on a small virtual machine each of those
 hand-overs costs the host's thread more than the message itself.
 
-Where the system allows it (Linux), each pipe holds :data:`_PIPE_BYTES` instead of
-64 KiB. A batch's records (tens of kilobytes) then fit beside what the host has not
-read yet: the worker's write does not block until the host reads, and the host's
-read does not wake a blocked writer, which the kernel would run on the host's own
-core (a pipe's wake-up asks for the waker's core) while the other core is busy.
+Both pipes are widened where the system allows it (:mod:`.pipes`, 1 MiB on Linux). A
+batch's records (tens of kilobytes) then fit beside what the host has not read yet:
+the worker's write does not block until the host reads, and the host's read does not
+wake a blocked writer, which the kernel may run on the host's own core (a pipe's
+wake-up asks for the waker's core) while the other core is busy. The pipe to the
+worker is widened too, because measuring said so: with it left at 64 KiB, the
+``host-floor`` benchmark lost what the wide pipe from the worker gained. The host may
+then be up to the outbox (:data:`_OUTBOX_BYTES`) and a pipeful ahead of its worker;
+what a worker that stopped reading never read is dropped with the outbox when it is
+abandoned (the run reports those addresses pending).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import pickle
@@ -39,6 +43,7 @@ from typing import Final
 
 from .channel import End, Exited, FrameDecoder, FromEngine, Init, ToEngine, encode
 from .errors import WorkerError
+from .pipes import widen
 from .settings import EnrichConfig
 from .worker_start import discard_early, spawn, take_early, worker_command
 
@@ -53,10 +58,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 INBOX_MESSAGES: Final = 64  # messages (each up to a chunk's new addresses) before the host waits
-_OUTBOX_BYTES: Final = 1 << 20  # framed messages (about 60,000 addresses) before the host waits
+#: Framed messages (about 60,000 addresses) queued beyond what the pipe holds before the host waits.
+_OUTBOX_BYTES: Final = 1 << 20
 _READ_BYTES: Final = 1 << 20
-#: Each pipe's capacity, where it can be set (Linux's default most for a user's pipe).
-_PIPE_BYTES: Final = 1 << 20
 
 
 class Transport:
@@ -157,7 +161,7 @@ class ProcessTransport(Transport):
         self._from_worker = self.proc.stdout.fileno()
         for pipe in (self._to_worker, self._from_worker):
             os.set_blocking(pipe, False)
-            _widen(pipe)
+            widen(pipe)
         self._out = bytearray()  # framed messages the pipe has not taken yet
         self._decoder = FrameDecoder()
         self._received: list[FromEngine] = []  # read while waiting to send
@@ -299,16 +303,3 @@ def open_transport(config: EnrichConfig) -> Transport:
         discard_early()
         return ThreadTransport(config)
     return ProcessTransport(config)
-
-
-def _widen(pipe: int) -> None:
-    """Give ``pipe`` :data:`_PIPE_BYTES` of room; leave it as it is where that is refused.
-
-    Refused where the system has no such setting, or past the user's share of pipe
-    memory (``/proc/sys/fs/pipe-user-pages-soft``): the pipe keeps its 64 KiB and
-    works as before.
-    """
-    setting = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if setting is not None:
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(pipe, setting, _PIPE_BYTES)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +56,7 @@ def test_stand_in_worker_delivers_every_address_once(tmp_path: Path) -> None:
 @pytest.mark.skipif(not FLOOR_WORKER.exists(), reason="benchmarks/ is not in this tree")
 def test_the_readme_table_is_written_from_a_report() -> None:
     """``run.py --markdown``: one row per scenario, each ratio against its workload's own run."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("tables", FLOOR_WORKER.with_name("tables.py"))
-    assert spec is not None and spec.loader is not None
-    tables = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tables)
+    tables = _benchmark_module("tables")
 
     def row(work: str, scenario: str, wall: float, **more: object) -> dict[str, object]:
         return {"workload": work, "scenario": scenario, "wall": wall, "connections": 0,
@@ -89,18 +83,14 @@ def test_the_readme_table_is_written_from_a_report() -> None:
     assert tables.real_cold_over_whois(report["rows"]) == pytest.approx(1.2)
 
 
-def _load_benchmark_module(name: str) -> Any:
+def _benchmark_module(name: str) -> Any:
+    """``benchmarks/<name>.py``, loaded as the benchmarks run it (it is not a package)."""
     import importlib.util
 
-    here = str(FLOOR_WORKER.parent)
     spec = importlib.util.spec_from_file_location(name, FLOOR_WORKER.with_name(f"{name}.py"))
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, here)  # the module imports its neighbours
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(here)
+    spec.loader.exec_module(module)
     return module
 
 
@@ -113,11 +103,11 @@ def _read_until(sock: socket.socket, received: bytearray, wanted: bytes) -> None
 
 @pytest.mark.skipif(not FLOOR_WORKER.exists(), reason="benchmarks/ is not in this tree")
 def test_the_benchmark_server_answers_a_line_before_it_waits_for_the_next() -> None:
-    """A client may wait for each answer before it sends the next line (``cymruwhois``
-    reads its hundred answers before it sends more): every answer reaches it, a line seen
+    """A client may wait for answers before it sends more (``cymruwhois`` sends up to a
+    hundred addresses and reads their answers first): every answer reaches it, a line seen
     before (the server's own shortcut) is answered as the first time, and options still count.
     """
-    workloads = _load_benchmark_module("workloads")
+    workloads = _benchmark_module("workloads")
     ips = global_ips(6, seed=31)
     server = workloads.Server(0.0, 0.0, prime=ips[:3])  # half of them known beforehand
     host, port = server.hostport.rsplit(":", 1)

@@ -18,7 +18,6 @@ filter's lines for them are dropped when they come out, and the link reconnects.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from typing import Any, Final
 from ..counters import RunCounters
 from ..dburl import mask_url, scrub
 from ..hookspecs import hookimpl
+from ..pipes import widen
 from .confirms import Confirms, Outlet
 
 __all__ = ["BrokerError", "BrokerLink", "BrokerSettings"]
@@ -98,8 +98,7 @@ class BrokerLink:
         self._to_filter, self._from_filter = to_filter, from_filter
         for fd in (to_filter, from_filter):
             os.set_blocking(fd, False)
-            with contextlib.suppress(OSError):  # Linux: fewer turns for a burst
-                fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+            widen(fd)  # fewer turns for a burst
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._in_hand: deque[_Delivery] = deque()
