@@ -1,8 +1,9 @@
 """Pipes to another process, as wide as the system lets them be.
 
-A pipe holds 64 KiB by default. Linux lets a process give one up to
+A pipe holds 16 pages by default (64 KiB with 4 KiB pages; two pages for a user past
+its share of pipe memory). Linux lets a process give one up to
 ``/proc/sys/fs/pipe-max-size`` (1 MiB unless changed), counted against the user's
-share of pipe memory (``/proc/sys/fs/pipe-user-pages-soft``). A writer that finds room
+share (``/proc/sys/fs/pipe-user-pages-soft``). A writer that finds room
 goes on instead of sleeping until the reader has read, and the reader's read then
 wakes nobody.
 """
