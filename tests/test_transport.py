@@ -6,6 +6,7 @@ These run real worker processes (or a stand-in command through the transport's o
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -13,6 +14,7 @@ import select
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,23 +150,26 @@ _WRITING_WORKER = (
 )
 
 
-def _default_pipe_size() -> int:
-    """What a new pipe holds here (16 pages; fewer for a user past its share)."""
+@contextlib.contextmanager
+def _new_pipe() -> Iterator[int]:
+    """A new pipe's read end, closed with its write end afterwards."""
     read, write = os.pipe()
     try:
-        return int(fcntl.fcntl(read, fcntl.F_GETPIPE_SZ))
+        yield read
     finally:
         os.close(read)
         os.close(write)
+
+
+def _default_pipe_size() -> int:
+    """What a new pipe holds here (16 pages; fewer for a user past its share)."""
+    with _new_pipe() as pipe:
+        return int(fcntl.fcntl(pipe, fcntl.F_GETPIPE_SZ))
 
 
 def _pipes_may_grow() -> bool:
-    read, write = os.pipe()
-    try:
-        return widen(read)
-    finally:
-        os.close(read)
-        os.close(write)
+    with _new_pipe() as pipe:
+        return widen(pipe)
 
 
 @pytest.mark.skipif(not hasattr(fcntl, "F_GETPIPE_SZ"), reason="pipe sizes are Linux's")
