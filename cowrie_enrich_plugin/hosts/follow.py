@@ -16,14 +16,13 @@ from typing import IO, Any, Final
 import pluggy
 
 from .kit import RecordSink, end_run, live_stats, stopping_on_signals
-from .logreader import LogProblem, parse_event
+from .logreader import CHUNK_EVENTS, LogProblem, parse_event
 from .reference import IngestSummary, Progress
 from .tail import FollowedFile, Line
 
 __all__ = ["follow"]
 
 _IDLE_SECONDS: Final = 0.2
-_CHUNK: Final = 2000
 #: Problems kept for the summary (the counts are kept for all).
 _PROBLEMS_KEPT: Final = 100
 
@@ -89,7 +88,7 @@ def _loop(
                 continue
             events.append(event)
             lines.append(line)
-            if len(events) >= _CHUNK:
+            if len(events) >= CHUNK_EVENTS:
                 _hand_on(hook, events, lines, summary)
                 events, lines = [], []
         # An empty chunk still lets the plugins deliver what became ready.

@@ -21,6 +21,7 @@ from typing import IO, Any, Final
 from ..fastjson import json_loads
 
 __all__ = [
+    "CHUNK_EVENTS",
     "Chunk",
     "LogProblem",
     "LogReader",
@@ -32,6 +33,11 @@ _DATED: Final = re.compile(r"^cowrie\.json\.(\d{4}-\d{2}-\d{2})(?:\.(?:gz|bz2))?
 _NUMBERED: Final = re.compile(r"^cowrie\.json\.(\d+)(?:\.(?:gz|bz2))?$")
 _MAX_LINE: Final = 4 * 1024 * 1024
 STDIN: Final = "-"
+#: Events handed to the plugins at a time. Small enough that a chunk (a few hundred
+#: bytes to a few KiB an event) is still in the core's cache when the plugins look
+#: at it again: measured on the 1M corpus, 2,000 made collecting cost about twice
+#: what 250 or 500 did, and reading alone was no faster with it.
+CHUNK_EVENTS: Final = 250
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +160,7 @@ class LogReader:
         self,
         paths: Iterable[str],
         *,
-        chunk_size: int = 2000,
+        chunk_size: int = CHUNK_EVENTS,
         max_line: int = _MAX_LINE,
         loads: Callable[[bytes], Any] = json_loads,
     ) -> None:
