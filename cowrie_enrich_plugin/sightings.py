@@ -44,38 +44,40 @@ class Sightings:
     """The ``src_ip`` values one run has seen, their verdicts, and the addresses they name."""
 
     def __init__(self) -> None:
-        self._seen: dict[object, str | None] = {}
-        #: the addresses (canonical text) handed on
+        #: the addresses (canonical text) handed on; a value that is one of these texts
+        #: is itself canonical and handed on, so it is not remembered again below
         self.addresses: set[str] = set()
+        #: every other value judged, with its verdict (why it is refused, or None)
+        self._seen: dict[object, str | None] = {}
         self._invalid_remembered = 0
         #: the remembered values that are refused (a chunk holding none needs no scan)
         self._refusing: set[object] = set()
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return len(self.addresses) + len(self._seen)
 
     def take(self, events: Sequence[Mapping[str, Any]]) -> Taken:
         """Look at a chunk: (refused events, new usable addresses, new skipped ones).
 
         The common case runs in C: every ``src_ip`` pulled with ``dict.get``, the
-        distinct values of the chunk looked up in the run's memory at once. Events
-        that are not dicts and values that cannot be hashed take the careful path.
+        distinct values of the chunk looked up in the run's memory at once (the set
+        of addresses: a set's probe is cheaper than a dictionary's once the run's
+        memory has left the core's cache). Events that are not dicts and values that
+        cannot be hashed take the careful path.
         """
         try:
             distinct = dict.fromkeys(map(_DICT_GET, events, repeat("src_ip"), repeat(_MISSING)))
         except TypeError:
             return self._take_each(events)
-        seen = self._seen
+        seen, addresses = self._seen, self.addresses
         usable: list[str] = []
         skipped: list[str] = []
         verdicts: dict[object, str] = {}
-        if not distinct.keys() <= seen.keys():  # a chunk with nothing new needs no loop
-            new = [raw for raw in distinct if raw not in seen]
+        if not distinct.keys() <= addresses:  # a chunk with nothing new needs no loop
+            new = [raw for raw in distinct if raw not in addresses and raw not in seen]
             if all_usable_ipv4(new):  # the common first sight, judged in one pass
-                seen.update(dict.fromkeys(new))
-                addresses = self.addresses
-                usable = [ip for ip in new if ip not in addresses]
-                addresses.update(usable)
+                usable = list(new)
+                addresses.update(new)
             else:
                 for raw in new:
                     reason = self._first_sight(raw, usable, skipped)
@@ -94,7 +96,7 @@ class Sightings:
         self, events: Sequence[Mapping[str, Any]]
     ) -> tuple[Refused, list[str], list[str]]:
         """:meth:`take`, one event at a time (for events that are not all plain dicts)."""
-        seen = self._seen
+        seen, addresses = self._seen, self.addresses
         refused: Refused = None
         usable: list[str] = []
         skipped: list[str] = []
@@ -105,7 +107,7 @@ class Sightings:
                 verdict: str | None = "event is not an object"
             else:
                 try:
-                    verdict = seen[raw]
+                    verdict = None if raw in addresses else seen[raw]
                 except (KeyError, TypeError):  # first sight, or an unhashable value
                     verdict = self._first_sight(raw, usable, skipped)
             if verdict is not None:
@@ -117,7 +119,6 @@ class Sightings:
     def _first_sight(self, raw: object, usable: list[str], skipped: list[str]) -> str | None:
         """Judge a value not seen before this run; remember it; note a new address."""
         if is_usable_ipv4(raw):  # the common case, without building a verdict object
-            self._seen[raw] = None
             if raw not in self.addresses:
                 self.addresses.add(raw)
                 usable.append(raw)
