@@ -2,7 +2,8 @@
 
 :class:`Sightings` judges each ``src_ip`` value the first time a run sees it (so that
 a refused one can be named by file and line) and remembers the verdict: the common
-case of an event is then one dictionary lookup, done in C for a whole chunk.
+case of an event is then one lookup in the set of addresses handed on, done in C for
+a whole chunk.
 :class:`Expiries` tells a long-lived run when the records it delivered expire: their
 addresses are forgotten then, so that a sighting after that refreshes them.
 :func:`split_news` tells the records the host delivers from those it has already.
@@ -47,13 +48,15 @@ class Sightings:
         #: the addresses (canonical text) handed on; a value that is one of these texts
         #: is itself canonical and handed on, so it is not remembered again below
         self.addresses: set[str] = set()
-        #: every other value judged, with its verdict (why it is refused, or None)
+        #: the other values judged and remembered, with their verdicts (why one is
+        #: refused; ``None`` for a spelling of an address that is not its canonical text)
         self._seen: dict[object, str | None] = {}
         self._invalid_remembered = 0
         #: the remembered values that are refused (a chunk holding none needs no scan)
         self._refusing: set[object] = set()
 
     def __len__(self) -> int:
+        """How many values are remembered (what a long-lived run's ``working_set`` bounds)."""
         return len(self.addresses) + len(self._seen)
 
     def take(self, events: Sequence[Mapping[str, Any]]) -> Taken:
@@ -135,6 +138,8 @@ class Sightings:
                     self.addresses.add(verdict.ip)
                     (usable if isinstance(verdict, Usable) else skipped).append(verdict.ip)
         try:
+            if reason is None and raw in self.addresses:
+                return None  # a canonical text: found among the addresses from now on
             if reason is None or self._invalid_remembered < _MAX_REMEMBERED_INVALID:
                 self._seen[raw] = reason
                 if reason is not None:

@@ -87,6 +87,20 @@ def test_fast_path_equals_event_by_event(chunks: list[list[dict[str, Any]]]) -> 
     for kind in (NewAddresses, SkippedAddresses):
         assert _in_order(fast_sent, kind) == _in_order(careful_sent, kind)
     assert fast.stats() == careful.stats()
+    assert len(fast._sightings) == len(careful._sightings)
+
+
+def test_the_run_remembers_each_address_once_whatever_its_family_or_range() -> None:
+    # What a long-lived run's working_set bounds: an address handed on counts once,
+    # IPv6 and non-global ones too; only a value that is not an address's own text
+    # (another spelling, a refused value) is remembered beside the addresses.
+    pipe, _ = pipeline()
+    addresses = ["8.8.8.8", "2606:4700:4700::1111", "10.0.0.1", "fe80::1"]
+    for _ in range(2):
+        assert pipe.ingest([{"src_ip": ip} for ip in addresses]) is None
+        assert len(pipe._sightings) == len(addresses)
+    pipe.ingest([{"src_ip": "::ffff:8.8.4.4"}, {"src_ip": "8.8.4.4"}, {"src_ip": "8.8.8.8:22"}])
+    assert len(pipe._sightings) == len(addresses) + 3  # 8.8.4.4, and two other texts
 
 
 def _in_order(transport: Recording, kind: type[NewAddresses | SkippedAddresses]) -> list[str]:
