@@ -158,7 +158,8 @@ class BenchWhoisServer(BulkWhoisServer):
             for raw in lines:
                 # A line that named an address before (with these options) names it again:
                 # parsing it is what the real server does on its own machine.
-                seen = known.get((raw, verbose, prefix, country))
+                key = (raw, verbose, prefix, country)  # an option line is never stored
+                seen = known.get(key)
                 if seen is None:
                     word = raw.strip().lower()
                     if word == b"end":
@@ -181,7 +182,7 @@ class BenchWhoisServer(BulkWhoisServer):
                         out.add(b"Error: unable to parse line\n")
                         continue
                     seen = (address, self.answer(address, verbose, prefix, country))
-                    known[(raw, verbose, prefix, country)] = seen
+                    known[key] = seen
                 address, answer = seen
                 request.ips.append(address)
                 due += faults.latency_per_ip
